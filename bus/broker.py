@@ -1,0 +1,513 @@
+"""The broker: routes requests to actors by service name and fans events out by topic.
+
+Commands: one ROUTER socket that clients and actors both connect to (DEALER). The broker decodes
+only the small header frame of each message; arguments, results and bulk frames are forwarded as
+the very frames it received. It keeps every forwarded request until its reply, its deadline, or
+the death of its actor, so no caller waits on a request that can no longer be answered.
+
+Events: an XSUB socket (publishers connect) and an XPUB socket (subscribers connect) joined by
+libzmq's C proxy in a thread of its own; the broker never touches an event, which keeps event
+fan-out at the speed of ZeroMQ itself. Presence events are published there by the broker.
+
+Death of an actor is noticed two ways: its TCP connection closing (the socket monitor reports a
+disconnect, and a probe with ROUTER_MANDATORY finds which peer is gone, within milliseconds), and
+heartbeat silence past ``heartbeat_timeout_s`` (a hung but connected process).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import msgpack
+import structlog
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from bus import protocol
+from bus.config import BrokerConfig
+from bus.directory import UP, Directory, Pending, ServiceEntry
+from bus.errors import BadRequest, BusError, InvalidArguments, UnknownCommand, UnknownService
+from bus.protocol import Kind
+
+__all__ = ["Broker"]
+
+log = structlog.get_logger()
+
+_REQUEST = int(Kind.REQUEST)
+_PROGRESS = int(Kind.PROGRESS)
+_REPLY = int(Kind.REPLY)
+_ERROR = int(Kind.ERROR)
+_CANCEL = int(Kind.CANCEL)
+_READY = int(Kind.READY)
+_HEARTBEAT = int(Kind.HEARTBEAT)
+_DISCONNECT = int(Kind.DISCONNECT)
+_HELLO = int(Kind.HELLO)
+_HEARTBEAT_FRAME = protocol.encode_heartbeat()[0]
+_unpackb = msgpack.unpackb
+_NOBLOCK = zmq.NOBLOCK
+_DRAIN_BATCH = 512
+
+
+class Broker:
+    """A linebus broker; ``start()`` binds, ``run()`` serves until ``stop()``.
+
+    Args:
+        config: Endpoints and timing. ``tcp://host:*`` binds a free port; ``endpoints`` tells which.
+        ctx: ZeroMQ context to use; a new one by default.
+    """
+
+    def __init__(self, config: BrokerConfig | None = None, ctx: zmq.Context[Any] | None = None) -> None:
+        self.config = config or BrokerConfig()
+        self._ctx = ctx or zmq.Context()
+        self._own_ctx = ctx is None
+        self.directory = Directory()
+        self._pending: dict[str, Pending] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self.routed: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.endpoints: dict[str, str] = {}
+        self._started_at = time.time()
+        self._stopping = threading.Event()
+        self._proxy_thread: threading.Thread | None = None
+        self._presence_seq: dict[str, int] = {}
+        self._epoch = int(time.time() * 1000)
+        self._router: zmq.Socket[Any] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> dict[str, str]:
+        """Bind every socket and start the event proxy; return the bound endpoints."""
+        cfg = self.config
+        router = self._ctx.socket(zmq.ROUTER)
+        router.router_mandatory = 1  # a send to a gone peer raises instead of vanishing
+        router.linger = 0
+        router.maxmsgsize = cfg.max_message_bytes + protocol.MAX_HEADER_BYTES
+        router.sndhwm = router.rcvhwm = 100_000
+        router.bind(cfg.command)
+        self._router = router
+        self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+        xsub = self._ctx.socket(zmq.XSUB)
+        xsub.linger = 0
+        xsub.rcvhwm = 100_000
+        inproc = f"inproc://linebus-presence-{id(self)}"
+        xsub.bind(inproc)
+        xsub.bind(cfg.publish)  # bound last, so last_endpoint names it
+        xpub = self._ctx.socket(zmq.XPUB)
+        xpub.linger = 0
+        xpub.sndhwm = 100_000
+        xpub.bind(cfg.subscribe)
+        self._proxy_control = self._ctx.socket(zmq.PAIR)
+        control_addr = f"inproc://linebus-proxy-control-{id(self)}"
+        self._proxy_control.bind(control_addr)
+        self.endpoints = {
+            "command": router.last_endpoint.decode(),
+            "publish": xsub.last_endpoint.decode(),
+            "subscribe": xpub.last_endpoint.decode(),
+        }
+        proxy_peer = self._ctx.socket(zmq.PAIR)
+        proxy_peer.connect(control_addr)
+
+        def run_proxy() -> None:
+            try:
+                zmq.proxy_steerable(xsub, xpub, None, proxy_peer)
+            except zmq.ContextTerminated:
+                pass
+            finally:
+                for s in (xsub, xpub, proxy_peer):
+                    s.close(linger=0)
+
+        self._proxy_thread = threading.Thread(target=run_proxy, name="linebus-event-proxy", daemon=True)
+        self._proxy_thread.start()
+        self._pub = self._ctx.socket(zmq.PUB)
+        self._pub.linger = 0
+        self._pub.connect(inproc)
+        log.info("broker_listening", **self.endpoints, pid=os.getpid())
+        return self.endpoints
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return; safe from any thread or a signal handler."""
+        self._stopping.set()
+
+    def close(self) -> None:
+        """Tell every actor the broker is going, fail in-flight requests, close the sockets."""
+        router = self._router
+        if router is None:
+            return
+        for entry in self.directory.up():
+            self._fail_all(self.directory.mark_down(entry, "broker stopping"), "broker stopping")
+            if entry.identity is not None:
+                self._send_quiet([entry.identity, *protocol.encode_disconnect("broker stopping")])
+        if self._proxy_thread is not None:
+            self._proxy_control.send(b"TERMINATE")
+            self._proxy_thread.join(timeout=2)
+        for s in (self._pub, self._proxy_control, self._monitor, router):
+            s.close(linger=0)
+        self._router = None
+        if self._own_ctx:
+            self._ctx.term()
+        log.info("broker_stopped")
+
+    def run(self) -> None:
+        """Serve until ``stop()``; binds first if ``start()`` was not called."""
+        if self._router is None:
+            self.start()
+        router = self._router
+        assert router is not None
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        heartbeat_s = self.config.heartbeat_s
+        next_tick = time.monotonic() + heartbeat_s
+        deadlines = self._deadlines
+        drain = self._drain
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                wake = next_tick if not deadlines else min(next_tick, deadlines[0][0])
+                # Cap the wait so stop() is noticed promptly even with no traffic.
+                timeout_ms = max(0, min(wake - now, 0.2)) * 1000
+                ready = poller.poll(timeout_ms)
+                if ready:
+                    for sock, _ in ready:
+                        if sock is router:
+                            drain(router)
+                        else:
+                            self._on_monitor_event()
+                now = time.monotonic()
+                if deadlines and deadlines[0][0] <= now:
+                    self._expire(now)
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + heartbeat_s
+        finally:
+            self.close()
+
+    # --- message handling -------------------------------------------------------------------
+
+    def _drain(self, router: zmq.Socket[Any]) -> None:
+        handle = self._handle
+        recv = router.recv_multipart
+        for _ in range(_DRAIN_BATCH):
+            try:
+                frames = recv(_NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                handle(frames)
+            except BusError as exc:
+                self._reject(frames[0], frames, exc)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        ident = frames[0]
+        try:
+            header = _unpackb(frames[1])
+        except Exception:  # msgpack raises several unrelated types for bad input
+            # Re-decode through the codec for a precise reason (slow path only).
+            protocol.decode(frames[1:])
+            raise
+        if type(header) is not list or len(header) < 2 or header[0] != 1:
+            protocol.decode(frames[1:])  # raises the precise BadRequest / UnsupportedVersion
+        kind = header[1]
+        if kind == _REQUEST:
+            self._route_request(ident, header, frames)
+        elif kind == _REPLY or kind == _ERROR:
+            self._route_final(ident, header, frames)
+        elif kind == _PROGRESS:
+            self._route_progress(ident, header, frames)
+        elif kind == _HEARTBEAT:
+            entry = self.directory.by_identity.get(ident)
+            if entry is None:
+                # An actor we do not know (the broker restarted): ask it to register again.
+                self._send_quiet([ident, *protocol.encode_disconnect("not registered; send READY")])
+            else:
+                entry.last_seen = time.monotonic()
+        elif kind == _CANCEL:
+            self._route_cancel(ident, header, frames)
+        elif kind == _READY:
+            self._on_ready(ident, protocol.decode(frames[1:]))
+        elif kind == _DISCONNECT:
+            entry = self.directory.by_identity.get(ident)
+            if entry is not None:
+                self._actor_down(entry, "actor disconnected")
+        elif kind == _HELLO:
+            self._on_hello(ident, protocol.decode(frames[1:]))
+        else:
+            protocol.decode(frames[1:])  # raises BadRequest naming the kind
+
+    def _route_request(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
+        if len(header) < 7 or type(header[2]) is not str or type(header[3]) is not str:
+            protocol.decode(frames[1:])
+        msg_id: str = header[2]
+        service: str = header[3]
+        size = sum(map(len, frames)) if len(frames) > 2 else len(frames[1])
+        if size > self.config.max_message_bytes:
+            raise BadRequest(
+                f"message of {size} bytes exceeds the broker limit of {self.config.max_message_bytes}",
+                details={"reason": "too_large", "size": size},
+            )
+        if service == protocol.BROKER_SERVICE:
+            self._serve_internal(ident, protocol.decode(frames[1:]))
+            return
+        entry = self.directory.by_name.get(service)
+        if entry is None:
+            self._error(ident, msg_id, "unknown_service", f"no service named {service!r} has registered", "unknown_service")
+            return
+        if entry.state != UP or entry.identity is None:
+            self._error(ident, msg_id, "unavailable", f"service {service!r} is down ({entry.down_reason})", "unavailable")
+            return
+        ttl = header[5]
+        if ttl is None:
+            ttl = self.config.default_timeout_s
+        elif type(ttl) is not float and type(ttl) is not int:
+            protocol.decode(frames[1:])
+        if ttl <= 0:
+            self._error(ident, msg_id, "deadline_exceeded", "request arrived with its deadline already passed", "deadline")
+            return
+        if msg_id in self._pending:
+            self._error(ident, msg_id, "bad_request", f"message id {msg_id!r} is already in flight", "duplicate_id")
+            return
+        deadline = time.monotonic() + min(ttl, self.config.max_timeout_s)
+        pending = Pending(msg_id, ident, entry, deadline)
+        frames[0] = entry.identity
+        try:
+            self._router.send_multipart(frames, _NOBLOCK)  # type: ignore[union-attr]
+        except zmq.ZMQError as exc:
+            self._on_send_failure(entry, exc)
+            self._error(ident, msg_id, "unavailable", f"service {service!r} cannot be reached", "unroutable")
+            return
+        self._pending[msg_id] = pending
+        entry.inflight[msg_id] = pending
+        heapq.heappush(self._deadlines, (deadline, msg_id))
+        self.routed["request"] += 1
+
+    def _route_final(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
+        msg_id = header[2] if len(header) > 2 else None
+        pending = self._pending.get(msg_id) if type(msg_id) is str else None  # type: ignore[arg-type]
+        if pending is None or pending.service.identity != ident:
+            # Late (after deadline or cancel) or from a peer that does not hold this request.
+            self.dropped["late_reply" if pending is None else "wrong_peer"] += 1
+            return
+        del self._pending[msg_id]  # type: ignore[arg-type]
+        del pending.service.inflight[msg_id]  # type: ignore[arg-type]
+        pending.service.last_seen = time.monotonic()
+        frames[0] = pending.client
+        self._forward(frames, "reply" if header[1] == _REPLY else "error")
+
+    def _route_progress(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
+        msg_id = header[2] if len(header) > 2 else None
+        pending = self._pending.get(msg_id) if type(msg_id) is str else None  # type: ignore[arg-type]
+        if pending is None or pending.service.identity != ident:
+            self.dropped["late_progress"] += 1
+            return
+        frames[0] = pending.client
+        self._forward(frames, "progress")
+
+    def _route_cancel(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
+        msg_id = header[2] if len(header) > 2 else None
+        pending = self._pending.get(msg_id) if type(msg_id) is str else None  # type: ignore[arg-type]
+        if pending is None or pending.client != ident:
+            self.dropped["cancel_unknown"] += 1
+            return
+        if pending.service.identity is not None:
+            frames[0] = pending.service.identity
+            self._forward(frames, "cancel")
+
+    def _forward(self, frames: list[bytes], what: str) -> None:
+        try:
+            self._router.send_multipart(frames, _NOBLOCK)  # type: ignore[union-attr]
+        except zmq.ZMQError as exc:
+            self.dropped["unroutable" if exc.errno == zmq.EHOSTUNREACH else "backpressure"] += 1
+            entry = self.directory.by_identity.get(frames[0])
+            if entry is not None:
+                self._on_send_failure(entry, exc)
+            return
+        self.routed[what] += 1
+
+    # --- registration and liveness ----------------------------------------------------------
+
+    def _on_ready(self, ident: bytes, msg: protocol.Message) -> None:
+        name = protocol.validate_service_name(msg.service)
+        if name == protocol.BROKER_SERVICE:
+            raise BadRequest(f"service name {name!r} is reserved for the broker")
+        info = msg.info or {}
+        existing = self.directory.by_name.get(name)
+        if existing is not None and existing.state == UP and existing.identity != ident:
+            # A restarted process registers before its predecessor's connection is noticed gone.
+            self._fail_all(list(existing.inflight.values()), "replaced by a new registration")
+            existing.inflight.clear()
+        entry, replaced = self.directory.register(name, ident, info, time.monotonic())
+        if replaced is not None:
+            self._send_quiet([replaced, *protocol.encode_disconnect("replaced by a new registration")])
+        self._send_quiet([ident, *protocol.encode_heartbeat()])  # doubles as the READY acknowledgement
+        log.info("actor_up", service=name, kind=entry.kind, pid=info.get("pid"), host=info.get("host"))
+        self._publish_presence(entry)
+
+    def _actor_down(self, entry: ServiceEntry, reason: str) -> None:
+        if entry.state != UP:
+            return
+        failed = self.directory.mark_down(entry, reason)
+        self._fail_all(failed, reason)
+        log.warning("actor_down", service=entry.name, reason=reason, failed_requests=len(failed))
+        self._publish_presence(entry)
+
+    def _fail_all(self, failed: list[Pending], reason: str) -> None:
+        for pending in failed:
+            self._pending.pop(pending.msg_id, None)
+            self._error(
+                pending.client,
+                pending.msg_id,
+                "unavailable",
+                f"service {pending.service.name!r} went down while handling the request: {reason}",
+                "actor_down",
+            )
+
+    def _on_send_failure(self, entry: ServiceEntry, exc: zmq.ZMQError) -> None:
+        if exc.errno == zmq.EHOSTUNREACH and entry.state == UP:
+            self._actor_down(entry, "connection lost")
+
+    def _on_monitor_event(self) -> None:
+        try:
+            event = parse_monitor_message(self._monitor.recv_multipart(_NOBLOCK))
+        except zmq.Again:
+            return
+        if event["event"] == zmq.EVENT_DISCONNECTED:
+            # Some peer's connection closed; probe the actors to find out whether it was one.
+            for entry in self.directory.up():
+                self._probe(entry)
+
+    def _probe(self, entry: ServiceEntry) -> None:
+        if entry.identity is None:
+            return
+        try:
+            self._router.send_multipart([entry.identity, _HEARTBEAT_FRAME], _NOBLOCK)  # type: ignore[union-attr]
+        except zmq.ZMQError as exc:
+            self._on_send_failure(entry, exc)
+
+    def _tick(self, now: float) -> None:
+        timeout = self.config.heartbeat_timeout_s
+        for entry in self.directory.up():
+            if now - entry.last_seen > timeout:
+                self._actor_down(entry, f"no heartbeat for {now - entry.last_seen:.1f} s")
+            else:
+                self._probe(entry)
+
+    def _expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, msg_id = heapq.heappop(deadlines)
+            pending = self._pending.get(msg_id)
+            if pending is None or pending.deadline != deadline:
+                continue  # answered already
+            del self._pending[msg_id]
+            pending.service.inflight.pop(msg_id, None)
+            self._error(pending.client, msg_id, "deadline_exceeded", f"no answer from {pending.service.name!r} before the deadline", "deadline")
+            if pending.service.identity is not None:
+                # The caller has given up; let the actor stop working on it.
+                self._send_quiet([pending.service.identity, *protocol.encode_cancel(msg_id)])
+
+    # --- answers from the broker itself -------------------------------------------------------
+
+    def _error(self, ident: bytes, msg_id: str, code: str, text: str, drop_reason: str) -> None:
+        self.dropped[drop_reason] += 1
+        self._send_quiet([ident, *protocol.encode_error(msg_id, code, text)])
+
+    def _reject(self, ident: bytes, frames: list[bytes], exc: BusError) -> None:
+        self.dropped[str(exc.details.get("reason", exc.code)) if exc.code == "bad_request" else exc.code] += 1
+        msg_id = ""
+        try:
+            header = _unpackb(frames[1]) if len(frames) > 1 else None
+            if type(header) is list and len(header) > 2 and type(header[2]) is str:
+                msg_id = header[2]
+        except Exception:  # the frame is the problem we are reporting; nothing more to learn
+            pass
+        log.warning("message_rejected", code=exc.code, reason=exc.message, msg_id=msg_id)
+        self._send_quiet([ident, *protocol.encode_error(msg_id, exc.code, exc.message, exc.details)])
+
+    def _send_quiet(self, frames: list[Any]) -> None:
+        try:
+            self._router.send_multipart(frames, _NOBLOCK)  # type: ignore[union-attr]
+        except zmq.ZMQError:
+            self.dropped["unroutable"] += 1
+
+    def _on_hello(self, ident: bytes, msg: protocol.Message) -> None:
+        common = sorted(set(msg.versions or ()) & set(protocol.SUPPORTED_VERSIONS))
+        if not common:
+            raise BadRequest(
+                f"no common protocol version: peer speaks {msg.versions}, broker {list(protocol.SUPPORTED_VERSIONS)}",
+                details={"reason": "unsupported_version", "supported": list(protocol.SUPPORTED_VERSIONS)},
+            )
+        info = {"broker": "linebus", "pid": os.getpid(), "host": socket.gethostname(), **self.endpoints}
+        self._send_quiet([ident, *protocol.encode_hello([common[-1]], info)])
+
+    def _serve_internal(self, ident: bytes, msg: protocol.Message) -> None:
+        try:
+            args = msg.value() or {}
+            if not isinstance(args, dict):
+                raise BadRequest("arguments must be a map")
+            result = self._internal_command(msg.command, args)
+        except BusError as exc:
+            self._send_quiet([ident, *protocol.encode_error(msg.msg_id, exc.code, exc.message, exc.details)])
+            return
+        self.routed["internal"] += 1
+        self._send_quiet([ident, *protocol.encode_reply(msg.msg_id, result)])
+
+    def _internal_command(self, command: str, args: dict[str, Any]) -> Any:
+        if command == "ping":
+            return {"pong": True, "time": time.time(), "version": protocol.VERSION}
+        if command == "services":
+            return [e.summary() for e in sorted(self.directory.by_name.values(), key=lambda e: e.name)]
+        if command == "describe":
+            name = args.get("service")
+            if not isinstance(name, str):
+                raise invalid_argument("service", "str", name)
+            entry = self.directory.by_name.get(name)
+            if entry is None:
+                raise UnknownService(f"no service named {name!r} has registered")
+            return {**entry.summary(), "doc": entry.info.get("doc", ""), "commands": entry.info.get("commands", {})}
+        if command == "stats":
+            return self.stats()
+        if command == "probe":
+            # Lets a subscriber learn that its subscription has reached the broker.
+            topic = args.get("topic")
+            if not isinstance(topic, str) or not topic.startswith("_probe."):
+                raise invalid_argument("topic", "str starting with '_probe.'", topic)
+            self._pub.send(protocol.encode_event(topic, protocol.BROKER_SERVICE, self._epoch, 0, time.time(), None))
+            return None
+        raise UnknownCommand(
+            f"the broker has no command {command!r} (has: ping, services, describe, stats, probe)",
+            details={"command": command},
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of what was routed and every drop by reason, plus the current load."""
+        return {
+            "uptime_s": time.time() - self._started_at,
+            "routed": dict(self.routed),
+            "dropped": dict(self.dropped),
+            "inflight": len(self._pending),
+            "services_up": len(self.directory.up()),
+            "services_known": len(self.directory.by_name),
+            "events": "forwarded by the C proxy; count gaps with each event's per-topic sequence number",
+        }
+
+    def _publish_presence(self, entry: ServiceEntry) -> None:
+        topic = f"presence.{entry.name}"
+        seq = self._presence_seq.get(topic, 0) + 1
+        self._presence_seq[topic] = seq
+        data = {"service": entry.name, "kind": entry.kind, "state": entry.state, "reason": entry.down_reason, "since": entry.since}
+        self._pub.send(protocol.encode_event(topic, protocol.BROKER_SERVICE, self._epoch, seq, time.time(), data))
+
+
+def invalid_argument(argument: str, expected: str, got: Any) -> BusError:
+    """An ``invalid_arguments`` error naming the argument, the expected type and what came."""
+    return InvalidArguments(
+        f"argument {argument!r} must be {expected}, got {type(got).__name__}",
+        details={"argument": argument, "expected": expected},
+    )

@@ -1,0 +1,269 @@
+"""Declare actor commands as typed methods; validate arguments against their signatures.
+
+``@command`` marks a method; ``CommandSpec.build`` reads its signature and type hints once, at
+class creation, into a validator and the description ``describe`` serves. Supported annotations:
+``str int float bool bytes None Any list dict``, ``list[X]``, ``dict[str, X]``, ``X | None``,
+``Literal[...]``, and ``enum.Enum`` subclasses (sent as their value). A parameter annotated
+``CommandContext`` is not an argument: the runtime passes the request's context there.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+from bus.errors import InvalidArguments
+
+__all__ = ["CommandContext", "CommandSpec", "command"]
+
+_MISSING = inspect.Parameter.empty
+
+
+class CommandContext:
+    """What a running command knows of its request: id, deadline, and a way to report progress.
+
+    Declare a parameter of this type to receive it: ``async def flash(self, path: str, ctx: CommandContext)``.
+    """
+
+    __slots__ = ("_progress", "deadline", "msg_id")
+
+    def __init__(self, msg_id: str, deadline: float, progress: Callable[[Any], None]) -> None:
+        self.msg_id = msg_id
+        self.deadline = deadline
+        self._progress = progress
+
+    def progress(self, data: Any) -> None:
+        """Send a progress update (any msgpack value, e.g. ``{"done": n, "total": m}``) to the caller."""
+        self._progress(data)
+
+    def remaining(self) -> float:
+        """Seconds left before the request's deadline."""
+        import time
+
+        return self.deadline - time.monotonic()
+
+
+def command(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, concurrent: bool = False
+) -> Any:
+    """Mark a method as a bus command.
+
+    Args:
+        name: The command's wire name; the method name by default (so facades keep seed names).
+        concurrent: Run beside other commands instead of one at a time (only for commands that
+            do not use the device, or whose driver is safe to share).
+    """
+
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        f.__linebus_command__ = {"name": name or f.__name__, "concurrent": concurrent}  # type: ignore[attr-defined]
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+def _type_name(tp: Any) -> str:
+    if tp is Any or tp is _MISSING:
+        return "any"
+    if tp is type(None):
+        return "nil"
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return " | ".join(repr(m.value) for m in tp)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Return (ok, value converted to the declared type)."""
+    if tp is Any or tp is _MISSING or tp is object:
+        return True, value
+    if tp is type(None) or tp is None:
+        return value is None, value
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in get_args(tp):
+            ok, converted = _check(value, option)
+            if ok:
+                return True, converted
+        return False, value
+    if origin is Literal:
+        return value in get_args(tp), value
+    if origin in (list, tuple, typing.Sequence, typing.List):  # noqa: UP006 - typing.List may appear in hints
+        if not isinstance(value, list):
+            return False, value
+        (item_tp, *_) = get_args(tp) or (Any,)
+        out = []
+        for item in value:
+            ok, converted = _check(item, item_tp)
+            if not ok:
+                return False, value
+            out.append(converted)
+        return True, out
+    if origin in (dict, typing.Mapping, typing.Dict):  # noqa: UP006
+        if not isinstance(value, dict):
+            return False, value
+        _, val_tp = get_args(tp) or (Any, Any)
+        for key, item in value.items():
+            if not isinstance(key, str) or not _check(item, val_tp)[0]:
+                return False, value
+        return True, value
+    if tp is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)), (float(value) if isinstance(value, (int, float)) else value)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is bytes:
+        return isinstance(value, (bytes, bytearray)), bytes(value) if isinstance(value, bytearray) else value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        for member in tp:
+            if value == member.value or value == member.name:
+                return True, member
+        return False, value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value
+
+
+@dataclass(slots=True)
+class Param:
+    """One argument of a command."""
+
+    name: str
+    annotation: Any
+    default: Any
+    kw_only: bool = False
+
+    @property
+    def required(self) -> bool:
+        """True when the caller must give this argument."""
+        return self.default is _MISSING
+
+
+@dataclass(slots=True)
+class CommandSpec:
+    """A command's wire name, method, arguments and documentation."""
+
+    name: str
+    method_name: str
+    is_async: bool
+    concurrent: bool
+    params: list[Param]
+    context_param: str | None
+    doc: str
+    returns: str
+    accepts_any: bool = False
+    index: dict[str, Param] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, method: Callable[..., Any]) -> CommandSpec:
+        """Read a marked method's signature and hints."""
+        meta = method.__linebus_command__  # type: ignore[attr-defined]
+        try:
+            hints = typing.get_type_hints(method)
+        except Exception:  # unresolvable forward references: fall back to no type checks
+            hints = {}
+        sig = inspect.signature(method)
+        params: list[Param] = []
+        context_param = None
+        accepts_any = False
+        for p in list(sig.parameters.values())[1:]:  # skip self
+            annotation = hints.get(p.name, p.annotation)
+            if annotation is CommandContext:
+                context_param = p.name
+                continue
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                accepts_any = True
+                continue
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                continue
+            params.append(Param(p.name, annotation, p.default, p.kind is inspect.Parameter.KEYWORD_ONLY))
+        spec = cls(
+            name=meta["name"],
+            method_name=method.__name__,
+            is_async=inspect.iscoroutinefunction(method),
+            concurrent=meta["concurrent"],
+            params=params,
+            context_param=context_param,
+            doc=inspect.cleandoc(method.__doc__ or ""),
+            returns=_type_name(hints.get("return", _MISSING)),
+            accepts_any=accepts_any,
+        )
+        spec.index = {p.name: p for p in params}
+        return spec
+
+    def bind(self, args: Any) -> dict[str, Any]:
+        """Validate ``args`` (a map) and return the keyword arguments to call the method with.
+
+        Raises:
+            InvalidArguments: naming the argument that is unknown, missing or of the wrong type.
+        """
+        if not isinstance(args, dict):
+            raise InvalidArguments("arguments must be a map of name to value", details={"argument": None})
+        out: dict[str, Any] = {}
+        for key, value in args.items():
+            param = self.index.get(key)
+            if param is None:
+                if self.accepts_any:
+                    out[key] = value
+                    continue
+                known = ", ".join(p.name for p in self.params) or "none"
+                raise InvalidArguments(
+                    f"unknown argument {key!r} (arguments: {known})",
+                    details={"argument": key, "problem": "unknown"},
+                )
+            ok, converted = _check(value, param.annotation)
+            if not ok:
+                expected = _type_name(param.annotation)
+                raise InvalidArguments(
+                    f"argument {key!r} must be {expected}, got {type(value).__name__} {_short(value)}",
+                    details={"argument": key, "expected": expected, "problem": "type"},
+                )
+            out[key] = converted
+        for param in self.params:
+            if param.required and param.name not in out:
+                raise InvalidArguments(
+                    f"missing required argument {param.name!r} ({_type_name(param.annotation)})",
+                    details={"argument": param.name, "problem": "missing"},
+                )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """The description ``describe`` serves for this command."""
+        return {
+            "doc": self.doc,
+            "args": [
+                {
+                    "name": p.name,
+                    "type": _type_name(p.annotation),
+                    "required": p.required,
+                    **({} if p.required else {"default": _plain(p.default)}),
+                }
+                for p in self.params
+            ],
+            "returns": self.returns,
+            "concurrent": self.concurrent,
+            "progress": self.context_param is not None,
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

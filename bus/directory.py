@@ -1,0 +1,99 @@
+"""The broker's table of services: who is registered, on which connection, and in what state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Directory", "Pending", "ServiceEntry"]
+
+UP = "up"
+DOWN = "down"
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A request the broker forwarded and has not yet seen the end of."""
+
+    msg_id: str
+    client: bytes
+    service: ServiceEntry
+    deadline: float
+
+
+@dataclass(slots=True, eq=False)
+class ServiceEntry:
+    """One service name, which outlives the processes that serve it."""
+
+    name: str
+    kind: str = ""
+    identity: bytes | None = None
+    state: str = DOWN
+    since: float = field(default_factory=time.time)
+    last_seen: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    inflight: dict[str, Pending] = field(default_factory=dict)
+    registrations: int = 0
+    down_reason: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """The row ``services`` returns for this service."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": self.state,
+            "since": self.since,
+            "pid": self.info.get("pid"),
+            "host": self.info.get("host"),
+            "inflight": len(self.inflight),
+            "registrations": self.registrations,
+            "reason": self.down_reason,
+        }
+
+
+class Directory:
+    """Service name -> entry, and connection identity -> the entry registered on it."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, ServiceEntry] = {}
+        self.by_identity: dict[bytes, ServiceEntry] = {}
+
+    def register(self, name: str, identity: bytes, info: dict[str, Any], now: float) -> tuple[ServiceEntry, bytes | None]:
+        """Mark ``name`` up on ``identity``; return the entry and the identity it replaced, if any."""
+        entry = self.by_name.get(name)
+        if entry is None:
+            entry = self.by_name[name] = ServiceEntry(name)
+        replaced = entry.identity if entry.state == UP and entry.identity != identity else None
+        if replaced is not None:
+            self.by_identity.pop(replaced, None)
+        old = self.by_identity.get(identity)
+        if old is not None and old is not entry:
+            # One connection serves one service; re-registering under a new name frees the old one.
+            self.mark_down(old, "re-registered as another service")
+        entry.identity = identity
+        entry.kind = str(info.get("kind", ""))
+        entry.info = info
+        entry.state = UP
+        entry.since = time.time()
+        entry.last_seen = now
+        entry.registrations += 1
+        entry.down_reason = ""
+        self.by_identity[identity] = entry
+        return entry, replaced
+
+    def mark_down(self, entry: ServiceEntry, reason: str) -> list[Pending]:
+        """Mark ``entry`` down and return the requests it held, which the caller must fail."""
+        if entry.identity is not None:
+            self.by_identity.pop(entry.identity, None)
+        entry.identity = None
+        entry.state = DOWN
+        entry.since = time.time()
+        entry.down_reason = reason
+        failed = list(entry.inflight.values())
+        entry.inflight.clear()
+        return failed
+
+    def up(self) -> list[ServiceEntry]:
+        """Entries currently up."""
+        return [e for e in self.by_name.values() if e.state == UP]

@@ -1,0 +1,81 @@
+"""Configure structlog once per process: console in a terminal, JSON for containers.
+
+Only entry points (the CLI, ``python -m actors.<kind>``) call ``configure_logging``; library
+modules just do ``log = structlog.get_logger()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact_secrets"]
+
+#: Field names whose values never reach a log line, whatever the level.
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "provisioning_token",
+        "registration_token",
+        "api_token",
+        "private_key",
+        "secret_key",
+        "key_material",
+        "authorization",
+    }
+)
+REDACTED = "***"
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in SECRET_KEYS or lowered.endswith(("_password", "_token", "_secret"))
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replace the value of every secret-named field (also one level inside dicts) by ``***``."""
+    for key, value in list(event_dict.items()):
+        if _is_secret(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, dict):
+            event_dict[key] = {k: (REDACTED if isinstance(k, str) and _is_secret(k) else v) for k, v in value.items()}
+    return event_dict
+
+
+def configure_logging(*, json: bool | None = None, level: str | None = None, stream: Any = None) -> None:
+    """Configure structlog for this process.
+
+    Args:
+        json: JSON lines instead of console output; default from ``LINEBUS_LOG_JSON=1``.
+        level: Minimum level name; default from ``LINEBUS_LOG_LEVEL`` or ``info``.
+        stream: Where lines go; default stderr (stdout stays free for machine-readable output).
+    """
+    if json is None:
+        json = os.environ.get("LINEBUS_LOG_JSON", "") in {"1", "true", "yes"}
+    level = (level or os.environ.get("LINEBUS_LOG_LEVEL") or "info").lower()
+    out = stream or sys.stderr
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    tail: list[Any] = (
+        [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        if json
+        else [structlog.dev.ConsoleRenderer(colors=out.isatty() if hasattr(out, "isatty") else False)]
+    )
+    structlog.configure(
+        processors=[*shared, *tail],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,413 @@
+"""Encode and decode linebus wire messages (protocol version 1); no sockets here.
+
+docs/PROTOCOL.md is the contract; this module is its Python implementation and
+tests/vectors/ holds golden bytes both must agree on.
+
+Command channel (DEALER <-> broker ROUTER): every message is one *header frame*, a msgpack array
+``[version, kind, ...]``, followed by zero or more raw *bulk frames*. Arguments, results and
+progress data ride inside the header as an opaque ``bin`` holding a msgpack value, so the broker
+routes on the header without decoding them. A ``bytes`` value larger than ``BULK_THRESHOLD`` is
+lifted out into a bulk frame and replaced by an ext-type reference, so firmware images and JPEGs
+pass through every hop without being re-encoded.
+
+Event channel (PUB -> broker XSUB/XPUB -> SUB): one frame, ``topic + b"\\0" + msgpack array``.
+The topic comes first so ZeroMQ's prefix subscriptions filter events without any decoding.
+
+This module imports only the standard library, msgpack and ``bus.errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Final
+
+import msgpack
+
+from bus.errors import BadRequest, UnsupportedVersion
+
+__all__ = [
+    "BROKER_SERVICE",
+    "BULK_EXT",
+    "BULK_THRESHOLD",
+    "DEFAULT_COMMAND_ENDPOINT",
+    "DEFAULT_PUBLISH_ENDPOINT",
+    "DEFAULT_SUBSCRIBE_ENDPOINT",
+    "MAX_HEADER_BYTES",
+    "SUPPORTED_VERSIONS",
+    "VERSION",
+    "Event",
+    "Kind",
+    "Message",
+    "decode",
+    "decode_event",
+    "encode_cancel",
+    "encode_disconnect",
+    "encode_error",
+    "encode_event",
+    "encode_heartbeat",
+    "encode_hello",
+    "encode_progress",
+    "encode_ready",
+    "encode_reply",
+    "encode_request",
+    "new_id_prefix",
+    "pack_value",
+    "unpack_value",
+    "validate_service_name",
+]
+
+VERSION: Final = 1
+SUPPORTED_VERSIONS: Final = (1,)
+
+DEFAULT_COMMAND_ENDPOINT: Final = "tcp://127.0.0.1:7750"
+DEFAULT_PUBLISH_ENDPOINT: Final = "tcp://127.0.0.1:7751"
+DEFAULT_SUBSCRIBE_ENDPOINT: Final = "tcp://127.0.0.1:7752"
+
+#: The broker answers requests addressed to this service name itself (introspection, stats).
+BROKER_SERVICE: Final = "broker"
+
+#: msgpack ext type code of a reference to a bulk frame; data is the 1-based frame index, uint32 BE.
+BULK_EXT: Final = 1
+#: bytes values at least this large travel as bulk frames instead of inline bin.
+BULK_THRESHOLD: Final = 64 * 1024
+#: A header frame larger than this is rejected: headers are small, bulk goes in bulk frames.
+MAX_HEADER_BYTES: Final = 1024 * 1024
+
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class Kind(IntEnum):
+    """Message kinds; the integer is what travels on the wire."""
+
+    REQUEST = 1
+    PROGRESS = 2
+    REPLY = 3
+    ERROR = 4
+    CANCEL = 5
+    READY = 6
+    HEARTBEAT = 7
+    DISCONNECT = 8
+    EVENT = 9
+    HELLO = 10
+
+
+@dataclass(slots=True)
+class Message:
+    """A decoded command-channel message.
+
+    Only the fields of its kind are set; ``payload`` holds the still-encoded ``bin`` (arguments,
+    result or progress data) and ``frames`` the bulk frames, so a router can forward both untouched.
+    """
+
+    kind: Kind
+    msg_id: str = ""
+    service: str = ""
+    command: str = ""
+    ttl_s: float | None = None
+    payload: bytes = b""
+    code: str = ""
+    text: str = ""
+    details: dict[str, Any] | None = None
+    info: dict[str, Any] | None = None
+    versions: list[int] | None = None
+    frames: list[Any] | None = None
+
+    def value(self) -> Any:
+        """Decode ``payload`` (arguments, result or progress data), resolving bulk references."""
+        return unpack_value(self.payload, self.frames or ())
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """A decoded event: who published it, its per-(publisher, topic) sequence and its data."""
+
+    topic: str
+    src: str
+    epoch: int
+    seq: int
+    ts: float
+    data: Any
+
+
+# --- values and bulk frames ---------------------------------------------------------------
+
+
+def _lift_bulk(value: Any, frames: list[Any], depth: int) -> Any:
+    """Replace large bytes inside ``value`` by ext references, appending them to ``frames``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) >= BULK_THRESHOLD:
+            frames.append(value)
+            return msgpack.ExtType(BULK_EXT, len(frames).to_bytes(4, "big"))
+        return value
+    if depth <= 0:
+        return value
+    if isinstance(value, dict):
+        if any(isinstance(v, (bytes, bytearray, memoryview, dict, list, tuple)) for v in value.values()):
+            return {k: _lift_bulk(v, frames, depth - 1) for k, v in value.items()}
+        return value
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (bytes, bytearray, memoryview, dict, list, tuple)) for v in value):
+            return [_lift_bulk(v, frames, depth - 1) for v in value]
+        return value
+    return value
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, memoryview):
+        return obj.tobytes()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} on the bus (use None, bool, int, float, str, bytes, list, dict)")
+
+
+def pack_value(value: Any) -> tuple[bytes, list[Any]]:
+    """Encode a value as msgpack, lifting large bytes into bulk frames; returns (bin, frames)."""
+    frames: list[Any] = []
+    lifted = _lift_bulk(value, frames, 4)
+    return msgpack.packb(lifted, default=_default), frames
+
+
+def unpack_value(data: bytes, frames: Any = ()) -> Any:
+    """Decode a msgpack value, replacing bulk references by the bytes of the referenced frame."""
+    if not data:
+        return None
+
+    def ext_hook(code: int, raw: bytes) -> Any:
+        if code != BULK_EXT or len(raw) != 4:
+            raise BadRequest(f"unknown msgpack ext type {code}")
+        index = int.from_bytes(raw, "big")
+        if not 1 <= index <= len(frames):
+            raise BadRequest(f"bulk reference {index} but the message has {len(frames)} bulk frames")
+        frame = frames[index - 1]
+        return frame if isinstance(frame, bytes) else bytes(frame)
+
+    try:
+        return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
+    except BadRequest:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise BadRequest(f"payload is not valid msgpack: {exc}") from exc
+
+
+# --- command channel: encoding ------------------------------------------------------------
+
+_packb = msgpack.packb
+_HEARTBEAT = _packb([VERSION, Kind.HEARTBEAT])
+
+
+def encode_request(
+    msg_id: str, service: str, command: str, ttl_s: float | None, args: dict[str, Any] | None
+) -> list[Any]:
+    """Build a REQUEST: header ``[1, 1, msg_id, service, command, ttl_s, args_bin]`` + bulk."""
+    payload, frames = pack_value(args or {})
+    return [_packb([VERSION, Kind.REQUEST, msg_id, service, command, ttl_s, payload]), *frames]
+
+
+def encode_progress(msg_id: str, data: Any) -> list[Any]:
+    """Build a PROGRESS: header ``[1, 2, msg_id, data_bin]`` + bulk."""
+    payload, frames = pack_value(data)
+    return [_packb([VERSION, Kind.PROGRESS, msg_id, payload]), *frames]
+
+
+def encode_reply(msg_id: str, result: Any) -> list[Any]:
+    """Build a REPLY: header ``[1, 3, msg_id, result_bin]`` + bulk."""
+    payload, frames = pack_value(result)
+    return [_packb([VERSION, Kind.REPLY, msg_id, payload]), *frames]
+
+
+def encode_error(msg_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> list[Any]:
+    """Build an ERROR: header ``[1, 4, msg_id, code, message, details]``."""
+    return [_packb([VERSION, Kind.ERROR, msg_id, code, message, details or {}], default=_default)]
+
+
+def encode_cancel(msg_id: str) -> list[Any]:
+    """Build a CANCEL: header ``[1, 5, msg_id]``."""
+    return [_packb([VERSION, Kind.CANCEL, msg_id])]
+
+
+def encode_ready(service: str, info: dict[str, Any]) -> list[Any]:
+    """Build a READY: header ``[1, 6, service, info]``; info has kind, pid, commands, heartbeat_s."""
+    return [_packb([VERSION, Kind.READY, service, info], default=_default)]
+
+
+def encode_heartbeat() -> list[Any]:
+    """Build a HEARTBEAT: header ``[1, 7]``."""
+    return [_HEARTBEAT]
+
+
+def encode_disconnect(reason: str) -> list[Any]:
+    """Build a DISCONNECT: header ``[1, 8, reason]``."""
+    return [_packb([VERSION, Kind.DISCONNECT, reason])]
+
+
+def encode_hello(versions: list[int], info: dict[str, Any]) -> list[Any]:
+    """Build a HELLO: header ``[1, 10, versions, info]`` (the broker answers with one version)."""
+    return [_packb([VERSION, Kind.HELLO, versions, info])]
+
+
+# --- command channel: decoding ------------------------------------------------------------
+
+
+def _bad(reason: str) -> BadRequest:
+    return BadRequest(f"malformed message: {reason}", details={"reason": reason})
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _bin(value: Any, name: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise _bad(f"{name} must be msgpack bin, got {type(value).__name__}")
+    return value
+
+
+def _map(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(f"{name} must be a map, got {type(value).__name__}")
+    return value
+
+
+def _header(frame: Any) -> list[Any]:
+    if len(frame) > MAX_HEADER_BYTES:
+        raise BadRequest(
+            f"header frame of {len(frame)} bytes exceeds {MAX_HEADER_BYTES}; send large data as bulk frames",
+            details={"reason": "header_too_large", "size": len(frame)},
+        )
+    try:
+        header = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise _bad(f"header is not msgpack ({exc.__class__.__name__})") from exc
+    if not isinstance(header, list) or len(header) < 2:
+        raise _bad("header must be a msgpack array [version, kind, ...]")
+    version = header[0]
+    if version != VERSION:
+        if isinstance(version, int) and not isinstance(version, bool):
+            raise UnsupportedVersion(
+                f"protocol version {version} is not supported (supported: {list(SUPPORTED_VERSIONS)})",
+                details={"supported": list(SUPPORTED_VERSIONS)},
+            )
+        raise _bad("header[0] must be the protocol version (an integer)")
+    return header
+
+
+_ARITY = {
+    Kind.REQUEST: 7,
+    Kind.PROGRESS: 4,
+    Kind.REPLY: 4,
+    Kind.ERROR: 6,
+    Kind.CANCEL: 3,
+    Kind.READY: 4,
+    Kind.HEARTBEAT: 2,
+    Kind.DISCONNECT: 3,
+    Kind.HELLO: 4,
+}
+
+
+def decode(frames: list[Any]) -> Message:
+    """Decode a command-channel message (without routing-id frames).
+
+    Raises:
+        BadRequest: the header is not a well-formed message of a known kind.
+        UnsupportedVersion: the header names a protocol version this side does not speak.
+    """
+    if not frames:
+        raise _bad("empty message")
+    header = _header(frames[0])
+    try:
+        kind = Kind(header[1])
+    except ValueError:
+        raise _bad(f"unknown message kind {header[1]!r}") from None
+    if kind is Kind.EVENT:
+        raise _bad("events go to the publish endpoint, not the command endpoint")
+    arity = _ARITY[kind]
+    # Extra trailing elements are allowed (forward compatibility); missing ones are not.
+    if len(header) < arity:
+        raise _bad(f"{kind.name} header needs {arity} elements, got {len(header)}")
+    bulk = frames[1:] or None
+    if kind is Kind.REQUEST:
+        ttl = header[5]
+        if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)):
+            raise _bad("ttl_s must be a number or nil")
+        return Message(
+            kind,
+            msg_id=_str(header[2], "msg_id"),
+            service=_str(header[3], "service"),
+            command=_str(header[4], "command"),
+            ttl_s=None if ttl is None else float(ttl),
+            payload=_bin(header[6], "args"),
+            frames=bulk,
+        )
+    if kind is Kind.PROGRESS or kind is Kind.REPLY:
+        return Message(kind, msg_id=_str(header[2], "msg_id"), payload=_bin(header[3], "data"), frames=bulk)
+    if kind is Kind.ERROR:
+        return Message(
+            kind,
+            msg_id=_str(header[2], "msg_id"),
+            code=_str(header[3], "code"),
+            text=_str(header[4], "message"),
+            details=_map(header[5], "details"),
+        )
+    if kind is Kind.CANCEL:
+        return Message(kind, msg_id=_str(header[2], "msg_id"))
+    if kind is Kind.READY:
+        return Message(kind, service=_str(header[2], "service"), info=_map(header[3], "info"))
+    if kind is Kind.DISCONNECT:
+        return Message(kind, text=_str(header[2], "reason"))
+    if kind is Kind.HELLO:
+        versions = header[2]
+        if not isinstance(versions, list) or not all(isinstance(v, int) for v in versions):
+            raise _bad("HELLO versions must be an array of integers")
+        return Message(kind, versions=versions, info=_map(header[3], "info"))
+    return Message(kind)  # HEARTBEAT
+
+
+# --- event channel ------------------------------------------------------------------------
+
+
+def encode_event(topic: str, src: str, epoch: int, seq: int, ts: float, data: Any) -> bytes:
+    """Build an event frame: ``topic \\0 msgpack([1, 9, src, epoch, seq, ts, data])``."""
+    return topic.encode() + b"\0" + _packb([VERSION, Kind.EVENT, src, epoch, seq, ts, data], default=_default)
+
+
+def decode_event(frame: bytes) -> Event:
+    """Decode an event frame.
+
+    Raises:
+        BadRequest: the frame is not a well-formed version-1 event.
+    """
+    sep = frame.find(b"\0")
+    if sep < 0:
+        raise _bad("event frame has no NUL after the topic")
+    try:
+        body = msgpack.unpackb(memoryview(frame)[sep + 1 :], raw=False, strict_map_key=False)
+        topic = frame[:sep].decode()
+    except Exception as exc:  # msgpack and UnicodeDecodeError
+        raise _bad(f"event body is not msgpack ({exc.__class__.__name__})") from exc
+    if not isinstance(body, list) or len(body) < 7:
+        raise _bad("event body must be [version, 9, src, epoch, seq, ts, data]")
+    if body[0] != VERSION or body[1] != Kind.EVENT:
+        raise _bad(f"event has version {body[0]!r} kind {body[1]!r}")
+    return Event(topic, body[2], body[3], body[4], body[5], body[6])
+
+
+# --- names and ids ------------------------------------------------------------------------
+
+
+def validate_service_name(name: str) -> str:
+    """Return ``name`` if it is a valid service name, else raise BadRequest naming the rule."""
+    if not isinstance(name, str) or not _SERVICE_NAME.match(name):
+        raise BadRequest(
+            f"invalid service name {name!r}: use 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit"
+        )
+    return name
+
+
+def new_id_prefix() -> str:
+    """Return a random prefix that makes a peer's message ids unique on the bus."""
+    return os.urandom(6).hex()

@@ -1,0 +1,272 @@
+"""The asyncio Python client; same core and semantics as ``bus.client.Client``.
+
+    async with AsyncClient() as bus:
+        version = await bus.call("fr1", "FR_GetDllVersion")
+        async for event in bus.subscribe("presence."):
+            print(event.topic, event.data)
+
+Many calls may be in flight at once from many tasks; one reader task matches answers to calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bus import protocol
+from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
+from bus.client import default_endpoints
+from bus.errors import BadRequest, Cancelled, DeadlineExceeded, Unavailable
+
+__all__ = ["AsyncCall", "AsyncClient", "AsyncSubscription"]
+
+
+class AsyncCall:
+    """A request in flight from ``AsyncClient.start``: await it, read progress, cancel it."""
+
+    def __init__(self, client: AsyncClient, state: CallState, done: asyncio.Future[None], updates: asyncio.Queue[Any]) -> None:
+        self._client = client
+        self._state = state
+        self._done = done
+        self._updates = updates
+
+    @property
+    def msg_id(self) -> str:
+        """The request's message id."""
+        return self._state.msg_id
+
+    async def updates(self) -> AsyncIterator[Any]:
+        """Yield progress updates until the call ends."""
+        while True:
+            if not self._updates.empty():
+                yield self._updates.get_nowait()
+                continue
+            if self._done.done():
+                return
+            getter = asyncio.ensure_future(self._updates.get())
+            finished, _ = await asyncio.wait({getter, self._done}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in finished:
+                yield getter.result()
+            else:
+                getter.cancel()
+
+    async def cancel(self) -> None:
+        """Ask the actor to stop; awaiting the call then raises ``Cancelled``."""
+        if not self._done.done():
+            await self._client._send(protocol.encode_cancel(self._state.msg_id))
+
+    async def result(self) -> Any:
+        """Wait for the end of the call; return its result or raise its typed error."""
+        await self._client._wait(self._state, self._done)
+        return self._state.outcome()
+
+    def __await__(self) -> Any:
+        return self.result().__await__()
+
+
+class AsyncSubscription:
+    """An async iterator of events with gap detection (see ``bus.client.Subscription``)."""
+
+    def __init__(self, client: AsyncClient, prefixes: tuple[str, ...]) -> None:
+        self._tracker = GapTracker()
+        self.prefixes = prefixes
+        sock = client._ctx.socket(zmq.SUB)
+        sock.linger = 0
+        sock.rcvhwm = 100_000
+        for prefix in prefixes or ("",):
+            sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        sock.connect(client.subscribe_endpoint)
+        self._sock = sock
+        self._client = client
+
+    @property
+    def missed_total(self) -> int:
+        """Events detected as lost since the subscription began."""
+        return self._tracker.missed_total
+
+    async def wait_ready(self, timeout: float = 5.0) -> None:
+        """Return once the broker forwards to this subscription (see the sync client)."""
+        token = f"_probe.{protocol.new_id_prefix()}"
+        self._sock.setsockopt(zmq.SUBSCRIBE, token.encode())
+        end = time.monotonic() + timeout
+        try:
+            while time.monotonic() < end:
+                await self._client.call(protocol.BROKER_SERVICE, "probe", topic=token, timeout=max(0.1, end - time.monotonic()))
+                if await self._sock.poll(100):
+                    frame = await self._sock.recv()
+                    if not frame.startswith(token.encode()):
+                        self._pushback = frame
+                    return
+            raise DeadlineExceeded(f"subscription to {self.prefixes} not active within {timeout} s")
+        finally:
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, token.encode())
+
+    _pushback: bytes | None = None
+
+    async def next(self, timeout: float | None = None) -> TrackedEvent | None:
+        """The next event, or None if none arrives within ``timeout``."""
+        while True:
+            if self._pushback is not None:
+                frame, self._pushback = self._pushback, None
+            else:
+                if timeout is not None and not await self._sock.poll(timeout * 1000):
+                    return None
+                frame = await self._sock.recv()
+            if frame.startswith(b"_probe."):
+                continue
+            try:
+                return self._tracker.track(protocol.decode_event(frame))
+            except BadRequest:
+                continue
+
+    def __aiter__(self) -> AsyncIterator[TrackedEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[TrackedEvent]:
+        while True:
+            event = await self.next()
+            if event is not None:
+                yield event
+
+    def close(self) -> None:
+        """Stop receiving."""
+        self._sock.close(linger=0)
+
+
+class AsyncClient:
+    """An asyncio connection to a linebus broker; arguments as for ``bus.client.Client``."""
+
+    def __init__(self, endpoint: str | None = None, *, subscribe_endpoint: str | None = None, timeout: float = 10.0) -> None:
+        self.endpoint, self.subscribe_endpoint = default_endpoints(endpoint, subscribe_endpoint)
+        self._ctx = zmq.asyncio.Context.instance()
+        self._core = CallCore(timeout)
+        self._waiters: dict[str, tuple[asyncio.Future[None], asyncio.Queue[Any]]] = {}
+        self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def open(self) -> None:
+        """Connect (done by ``async with``)."""
+        if self._sock is not None:
+            return
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = sock.rcvhwm = 100_000
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart()
+            state = self._core.dispatch(frames)
+            if state is None:
+                continue
+            waiter = self._waiters.get(state.msg_id)
+            if waiter is None:
+                continue
+            done, updates = waiter
+            while state.progress:
+                updates.put_nowait(state.progress.pop(0))
+            if state.done and not done.done():
+                done.set_result(None)
+
+    async def _send(self, frames: list[Any]) -> None:
+        if self._sock is None:
+            raise Unavailable("client is not open (use `async with AsyncClient()`)")
+        await self._sock.send_multipart(frames, copy=len(frames) == 1)
+
+    async def _wait(self, state: CallState, done: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(done), max(0.0, state.deadline - time.monotonic()))
+        except TimeoutError:
+            self._core.expire(state, self.endpoint)
+        except asyncio.CancelledError:
+            # The awaiting task was cancelled: cancel the remote command too, then propagate.
+            if not state.done:
+                await self._send(protocol.encode_cancel(state.msg_id))
+            raise
+        finally:
+            if state.done:
+                self._waiters.pop(state.msg_id, None)
+
+    async def start(
+        self, service: str, command: str, /, args: dict[str, Any] | None = None, *, timeout: float | None = None, **kwargs: Any
+    ) -> AsyncCall:
+        """Send a request and return an ``AsyncCall`` to follow, cancel or await."""
+        merged = {**args, **kwargs} if args else kwargs
+        updates: asyncio.Queue[Any] = asyncio.Queue()
+        state, frames = self._core.request(service, command, merged, timeout, updates.put_nowait)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[state.msg_id] = (done, updates)
+        await self._send(frames)
+        return AsyncCall(self, state, done, updates)
+
+    async def call(
+        self,
+        service: str,
+        command: str,
+        /,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``command`` on ``service``; return its result or raise its typed error."""
+        merged = {**args, **kwargs} if args else kwargs
+        state, frames = self._core.request(service, command, merged, timeout, progress)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[state.msg_id] = (done, asyncio.Queue())
+        await self._send(frames)
+        await self._wait(state, done)
+        return state.outcome()
+
+    async def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        """Ask the broker for a pong."""
+        return await self.call(protocol.BROKER_SERVICE, "ping", timeout=timeout)  # type: ignore[no-any-return]
+
+    async def services(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every service the broker has seen, with its state."""
+        return await self.call(protocol.BROKER_SERVICE, "services", timeout=timeout)  # type: ignore[no-any-return]
+
+    async def describe(self, service: str, timeout: float | None = None) -> dict[str, Any]:
+        """A service's commands, arguments and docs."""
+        return await self.call(protocol.BROKER_SERVICE, "describe", service=service, timeout=timeout)  # type: ignore[no-any-return]
+
+    async def stats(self, timeout: float | None = None) -> dict[str, Any]:
+        """The broker's counters."""
+        return await self.call(protocol.BROKER_SERVICE, "stats", timeout=timeout)  # type: ignore[no-any-return]
+
+    def subscribe(self, *prefixes: str) -> AsyncSubscription:
+        """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none)."""
+        return AsyncSubscription(self, prefixes)
+
+    async def close(self) -> None:
+        """Fail pending calls and close."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._core.fail_all(lambda s: Cancelled(f"{s.service}.{s.command}: client closed"))
+        for done, _ in self._waiters.values():
+            if not done.done():
+                done.set_result(None)
+        self._waiters.clear()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+

@@ -1,0 +1,349 @@
+"""The ``linebus`` command line: run a line, call actors, watch events, inspect the broker.
+
+Each subcommand imports what it needs when it runs, so ``linebus --help`` stays fast and never
+needs a device extra. Exit codes: 0 success, 1 the call failed with a typed error, 2 bad usage or
+config, 3 broker not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["main", "parse_assignments"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed without a traceback, exit code 2."""
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """Turn ``key=value`` words into arguments.
+
+    A value is JSON when it parses as JSON (``n=3``, ``ok=true``, ``ch=[1,2]``, ``s='"07"'``),
+    else the plain string; ``key=@path`` reads the file's bytes.
+
+    Raises:
+        UsageError: a word has no ``=``, an empty key, or names a file that cannot be read.
+    """
+    args: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"argument {item!r} is not key=value (example: channel=1 name='\"fw\"' data=@fw.bin)")
+        if raw.startswith("@") and len(raw) > 1:
+            try:
+                with open(raw[1:], "rb") as handle:
+                    args[key] = handle.read()
+            except OSError as exc:
+                raise UsageError(f"argument {key}: cannot read {raw[1:]}: {exc.strerror}") from None
+            continue
+        try:
+            args[key] = json.loads(raw)
+        except ValueError:
+            args[key] = raw
+    return args
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return {"$bytes": len(data), "base64": base64.b64encode(data).decode()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_jsonable(value), ensure_ascii=False), flush=True)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from bus.client import Client
+
+    return Client(args.endpoint, subscribe_endpoint=args.subscribe, timeout=args.timeout)
+
+
+# --- subcommands -----------------------------------------------------------------------------
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    call_args = parse_assignments(args.assignments)
+    with _client(args) as bus:
+
+        def show_progress(update: Any) -> None:
+            if args.json:
+                _print_json({"progress": update})
+            else:
+                print(f"  progress: {json.dumps(_jsonable(update))}", file=sys.stderr, flush=True)
+
+        result = bus.call(args.service, args.command, call_args, progress=show_progress)
+    if args.out and isinstance(result, (bytes, bytearray)):
+        with open(args.out, "wb") as handle:
+            handle.write(result)
+        result = {"written": args.out, "bytes": len(result)}
+    if args.json:
+        _print_json({"result": result})
+    else:
+        print(json.dumps(_jsonable(result), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    with _client(args) as bus:
+        rows = bus.services()
+    if args.json:
+        for row in rows:
+            _print_json(row)
+        return EXIT_OK
+    if not rows:
+        print("no services have registered")
+        return EXIT_OK
+    now = time.time()
+    print(f"{'NAME':<20} {'KIND':<12} {'STATE':<6} {'SINCE':<28} PID")
+    for row in rows:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["since"]))
+        ago = _ago(now - row["since"])
+        print(f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {since + ' (' + ago + ')':<28} {row['pid'] or '-'}")
+    return EXIT_OK
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    with _client(args) as bus:
+        info = bus.describe(args.service)
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    print(f"{info['name']} ({info['kind']}), {info['state']}, pid {info.get('pid')}")
+    if info.get("doc"):
+        print(f"  {info['doc'].splitlines()[0]}")
+    for name, cmd in sorted(info.get("commands", {}).items()):
+        params = ", ".join(
+            f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a.get('default')!r}") for a in cmd["args"]
+        )
+        flags = " [progress]" if cmd.get("progress") else ""
+        print(f"\n  {name}({params}) -> {cmd['returns']}{flags}")
+        for line in (cmd.get("doc") or "").splitlines():
+            print(f"      {line}")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _client(args) as bus:
+        stats = bus.stats()
+    if args.json:
+        _print_json(stats)
+    else:
+        print(json.dumps(stats, indent=2))
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _client(args) as bus, bus.subscribe(*args.prefixes, timeout=args.idle) as sub:
+        seen = 0
+        for event in sub:
+            if args.json:
+                _print_json(
+                    {"topic": event.topic, "src": event.src, "seq": event.seq, "ts": event.ts, "missed": event.missed, "data": event.data}
+                )
+            else:
+                stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
+                gap = f"  (missed {event.missed})" if event.missed else ""
+                print(f"{stamp} {event.topic} #{event.seq} {json.dumps(_jsonable(event.data), ensure_ascii=False)}{gap}", flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return EXIT_OK
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from bus import config as config_mod
+    from bus.broker import Broker
+
+    cfg = config_mod.load(args.config).broker if args.config else config_mod.BrokerConfig()
+    overrides = {k: v for k, v in (("command", args.bind), ("publish", args.publish_bind), ("subscribe", args.subscribe_bind)) if v}
+    if overrides:
+        from dataclasses import replace
+
+        cfg = replace(cfg, **overrides)
+    broker = Broker(cfg)
+    broker.start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: broker.stop())
+    broker.run()
+    return EXIT_OK
+
+
+def cmd_actor(args: argparse.Namespace) -> int:
+    from bus import config as config_mod
+    from bus.host import run_actor
+
+    run_actor(config_mod.load(args.config), args.name)
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from bus import config as config_mod
+    from bus.supervisor import Supervisor
+
+    supervisor = Supervisor(config_mod.load(args.config))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        supervisor.start()
+    except BaseException:
+        supervisor.stop()
+        raise
+    print(f"linebus is up ({len(supervisor.processes)} processes). Ctrl-C stops it.", file=sys.stderr, flush=True)
+    supervisor.run(stop)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bus.demo import run_demo
+
+    return run_demo(args.config)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bus.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    try:
+        from actors.telemetry.ingest_server import main as ingest_main
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"the ingestion server is not available: {exc}") from None
+    return int(ingest_main(args.ingest_args) or 0)
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``linebus``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--endpoint", default=os.environ.get("LINEBUS_ENDPOINT"), help="broker command endpoint (env LINEBUS_ENDPOINT; default tcp://127.0.0.1:7750)")
+    common.add_argument("--subscribe", default=os.environ.get("LINEBUS_SUBSCRIBE"), help="broker subscribe endpoint (default: command port + 2)")
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
+    common.add_argument("--json", action="store_true", help="print one JSON object per line")
+
+    parser = argparse.ArgumentParser(prog="linebus", description="linebus: the message bus of a production-line controller.")
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the line of a config: broker, simulators, actors (supervised)")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("demo", help="bring up the demo line, run a scripted tour, shut down")
+    p.add_argument("config", nargs="?", default="configs/demo.toml")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("broker", help="run a broker alone")
+    p.add_argument("--config", help="take [broker] from this config")
+    p.add_argument("--bind", help="command endpoint to bind")
+    p.add_argument("--publish-bind", help="publish (XSUB) endpoint to bind")
+    p.add_argument("--subscribe-bind", help="subscribe (XPUB) endpoint to bind")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("actor", help="run one actor of a config in this process")
+    p.add_argument("config")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_actor)
+
+    p = sub.add_parser("call", parents=[common], help="call SERVICE COMMAND [key=value ...]")
+    p.add_argument("service")
+    p.add_argument("command")
+    p.add_argument("assignments", nargs="*", metavar="key=value")
+    p.add_argument("--out", help="write a bytes result to this file")
+    p.set_defaults(func=cmd_call)
+
+    p = sub.add_parser("watch", parents=[common], help="print events whose topic starts with PREFIX")
+    p.add_argument("prefixes", nargs="*", metavar="PREFIX")
+    p.add_argument("--count", type=int, default=0, help="stop after this many events")
+    p.add_argument("--idle", type=float, default=None, help="stop after this many seconds without an event")
+    p.set_defaults(func=cmd_watch)
+
+    for name, func, text in (
+        ("services", cmd_services, "list services: name, kind, state, since"),
+        ("stats", cmd_stats, "the broker's routing counters and drops by reason"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("describe", parents=[common], help="a service's commands and their arguments")
+    p.add_argument("service")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("bench", help="measure the bus against raw ZeroMQ (see docs/BENCHMARKS.md)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("ingest", help="run the reference ingestion server (telemetry upstream)")
+    p.add_argument("ingest_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``linebus``; returns the exit code."""
+    from bus.logs import configure_logging
+
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    from bus.errors import BrokerUnreachable, BusError, ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"linebus: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"linebus: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokerUnreachable as exc:
+        _report(args, exc)
+        return EXIT_UNREACHABLE
+    except BusError as exc:
+        _report(args, exc)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _report(args: argparse.Namespace, exc: Any) -> None:
+    if getattr(args, "json", False):
+        _print_json({"error": {"code": getattr(exc, "remote_code", exc.code), "message": exc.message, "details": exc.details}})
+    else:
+        print(f"linebus: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

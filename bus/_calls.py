@@ -9,8 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -145,8 +144,7 @@ class CallCore:
         self.pending.clear()
 
 
-@dataclass(frozen=True, slots=True)
-class TrackedEvent:
+class TrackedEvent(NamedTuple):
     """An event as a subscriber sees it: ``missed`` counts events lost just before it on its
     topic from its publisher (0 normally), so the subscriber can backfill from history."""
 
@@ -160,19 +158,67 @@ class TrackedEvent:
 
 
 class GapTracker:
-    """Detects lost events from the per-(publisher, topic) sequence numbers."""
+    """Decodes event frames and detects lost events from their per-(publisher, topic) sequence.
+
+    State is kept per topic (a topic belongs to one publishing service); a change of publisher
+    or of epoch (the publisher restarted) starts the count afresh instead of reporting a gap.
+    """
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+        # topic bytes -> [topic str, src, epoch, last seq]; mutated in place (hot path).
+        self._last: dict[bytes, list[Any]] = {}
         self.missed_total = 0
+        self.malformed = 0
+
+    def decode(self, frame: bytes) -> TrackedEvent | None:
+        """Decode one event frame and account for gaps; None (and counted) if malformed."""
+        sep = frame.find(b"\0")
+        try:
+            body = _unpackb(frame[sep + 1 :], strict_map_key=False)
+        except Exception:  # a malformed event is skipped, never fatal to a subscriber
+            body = None
+        if sep < 0 or type(body) is not list or len(body) != 7 or body[0] != 1 or body[1] != 9:
+            return self._slow(frame)
+        _, _, src, epoch, seq, ts, data = body
+        key = frame[:sep]
+        state = self._last.get(key)
+        missed = 0
+        if state is None:
+            try:
+                state = self._last[key] = [key.decode(), src, epoch, seq]
+            except UnicodeDecodeError:
+                self.malformed += 1
+                return None
+        else:
+            last_seq = state[3]
+            if last_seq + 1 != seq and state[1] == src and state[2] == epoch and seq > last_seq:
+                missed = seq - last_seq - 1
+                self.missed_total += missed
+            state[1] = src
+            state[2] = epoch
+            state[3] = seq
+        return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, missed, epoch))
+
+    def _slow(self, frame: bytes) -> TrackedEvent | None:
+        """Frames with extra trailing elements (a newer minor version) or errors."""
+        try:
+            event = protocol.decode_event(frame)
+        except BadRequest:
+            self.malformed += 1
+            return None
+        return self.track(event)
 
     def track(self, event: Event) -> TrackedEvent:
-        """Return the event with the number of events missed before it."""
-        key = (event.src, event.topic)
-        last = self._last.get(key)
+        """Return an already decoded event with the number of events missed before it."""
+        topic, src, epoch, seq, ts, data = event
+        key = topic.encode()
+        state = self._last.get(key)
+        self._last[key] = [topic, src, epoch, seq]
         missed = 0
-        if last is not None and last[0] == event.epoch and event.seq > last[1] + 1:
-            missed = event.seq - last[1] - 1
+        if state is not None and state[1] == src and state[2] == epoch and seq > state[3] + 1:
+            missed = seq - state[3] - 1
             self.missed_total += missed
-        self._last[key] = (event.epoch, event.seq)
-        return TrackedEvent(event.topic, event.src, event.seq, event.ts, event.data, missed, event.epoch)
+        return TrackedEvent(topic, src, seq, ts, data, missed, epoch)
+
+
+_new_tuple = tuple.__new__

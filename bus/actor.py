@@ -128,7 +128,7 @@ class Actor:
         self.settings = ActorSettings()
         self.log = log.bind(actor=self.kind, service=name)
         self._epoch = int(time.time() * 1000)
-        self._topic_seq: dict[str, int] = {}
+        self._topics: dict[str, list[Any]] = {}  # event name -> [frame prefix, last seq]
         self._queue: collections.deque[_Request] = collections.deque()
         self._current: _Request | None = None
         self._inflight: dict[str, _Request] = {}
@@ -178,14 +178,15 @@ class Actor:
         Never blocks: if subscribers cannot keep up the event is dropped, and counted in
         ``events_dropped`` (subscribers see the gap through the sequence number).
         """
-        topic = f"{self.name}.{event}"
-        seq = self._topic_seq.get(topic, 0) + 1
-        self._topic_seq[topic] = seq
+        entry = self._topics.get(event)
+        if entry is None:
+            entry = self._topics[event] = [protocol.event_prefix(f"{self.name}.{event}"), 0]
+        entry[1] += 1
         if self._pub is None:
             self.events_dropped += 1
             return
         try:
-            self._pub.send(protocol.encode_event(topic, self.name, self._epoch, seq, time.time(), data), _NOBLOCK)
+            self._pub.send(entry[0] + protocol.encode_event_body(self.name, self._epoch, entry[1], time.time(), data), _NOBLOCK)
         except zmq.Again:
             self.events_dropped += 1
 
@@ -262,9 +263,12 @@ class Actor:
             return
         for _ in range(256):
             try:
-                frames = cmd.recv_multipart(_NOBLOCK)
+                frames = [cmd.recv(_NOBLOCK)]
             except zmq.Again:
                 return
+            if cmd.rcvmore:
+                # Bulk frames stay zmq.Frame (no copy) until a handler's argument needs bytes.
+                frames.extend(cmd.recv_multipart(copy=False))
             self._last_broker = time.monotonic()
             try:
                 self._on_message(frames)

@@ -22,7 +22,7 @@ import zmq.asyncio
 from bus import protocol
 from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
 from bus.client import default_endpoints
-from bus.errors import BadRequest, Cancelled, DeadlineExceeded, Unavailable
+from bus.errors import Cancelled, DeadlineExceeded, Unavailable
 
 __all__ = ["AsyncCall", "AsyncClient", "AsyncSubscription"]
 
@@ -120,10 +120,9 @@ class AsyncSubscription:
                 frame = await self._sock.recv()
             if frame.startswith(b"_probe."):
                 continue
-            try:
-                return self._tracker.track(protocol.decode_event(frame))
-            except BadRequest:
-                continue
+            event = self._tracker.decode(frame)
+            if event is not None:
+                return event
 
     def __aiter__(self) -> AsyncIterator[TrackedEvent]:
         return self._iterate()

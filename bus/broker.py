@@ -193,12 +193,17 @@ class Broker:
 
     def _drain(self, router: zmq.Socket[Any]) -> None:
         handle = self._handle
-        recv = router.recv_multipart
+        recv = router.recv
+        recv_rest = router.recv_multipart
         for _ in range(_DRAIN_BATCH):
             try:
-                frames = recv(_NOBLOCK)
+                ident = recv(_NOBLOCK)
             except zmq.Again:
                 return
+            frames = [ident, recv()]
+            if router.rcvmore:
+                # Bulk frames are forwarded as zmq.Frame objects: never copied by the broker.
+                frames.extend(recv_rest(copy=False))
             try:
                 handle(frames)
             except BusError as exc:
@@ -277,7 +282,7 @@ class Broker:
         pending = Pending(msg_id, ident, entry, deadline)
         frames[0] = entry.identity
         try:
-            self._router.send_multipart(frames, _NOBLOCK)  # type: ignore[union-attr]
+            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)  # type: ignore[union-attr]
         except zmq.ZMQError as exc:
             self._on_send_failure(entry, exc)
             self._error(ident, msg_id, "unavailable", f"service {service!r} cannot be reached", "unroutable")
@@ -321,7 +326,7 @@ class Broker:
 
     def _forward(self, frames: list[bytes], what: str) -> None:
         try:
-            self._router.send_multipart(frames, _NOBLOCK)  # type: ignore[union-attr]
+            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)  # type: ignore[union-attr]
         except zmq.ZMQError as exc:
             self.dropped["unroutable" if exc.errno == zmq.EHOSTUNREACH else "backpressure"] += 1
             entry = self.directory.by_identity.get(frames[0])

@@ -27,7 +27,7 @@ import zmq
 
 from bus import protocol
 from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
-from bus.errors import BadRequest, DeadlineExceeded, Unavailable
+from bus.errors import DeadlineExceeded, Unavailable
 
 __all__ = ["Call", "Client", "Subscription", "default_endpoints"]
 
@@ -137,20 +137,25 @@ class Subscription:
     _pushback: bytes | None = None
 
     def next(self, timeout: float | None = None) -> TrackedEvent | None:
-        """Return the next event, or None if none arrives within ``timeout`` (None: wait forever)."""
-        if self._pushback is not None:
-            frame, self._pushback = self._pushback, None
-        else:
-            limit = self._timeout if timeout is None else timeout
-            if limit is not None and not self._sock.poll(limit * 1000):
-                return None
-            frame = self._sock.recv()
-        if frame.startswith(b"_probe."):
-            return self.next(timeout)
-        try:
-            return self._tracker.track(protocol.decode_event(frame))
-        except BadRequest:
-            return self.next(timeout)  # a malformed event is skipped, never fatal to a subscriber
+        """Return the next event, or None if none arrives within ``timeout`` (None: the
+        subscription's own timeout, and if that is None too, wait forever)."""
+        sock = self._sock
+        while True:
+            if self._pushback is not None:
+                frame, self._pushback = self._pushback, None
+            else:
+                try:
+                    frame = sock.recv(zmq.NOBLOCK)  # no poll() while events are queued: the hot path
+                except zmq.Again:
+                    limit = self._timeout if timeout is None else timeout
+                    if limit is not None and not sock.poll(limit * 1000):
+                        return None
+                    frame = sock.recv()
+            if frame.startswith(b"_probe."):
+                continue
+            event = self._tracker.decode(frame)
+            if event is not None:
+                return event
 
     def __iter__(self) -> Iterator[TrackedEvent]:
         while True:

@@ -134,6 +134,17 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
     return True, value
 
 
+def _compile(tp: Any) -> Callable[[Any], tuple[bool, Any]] | None:
+    """A checker for one annotation, specialised for the common scalar types (hot path)."""
+    if tp is Any or tp is _MISSING or tp is object:
+        return None
+    if tp is str or tp is int or tp is bool or tp is dict or tp is list:
+        exact = tp
+        # type() identity rejects bool where int is declared, as the wire contract says.
+        return lambda v: (type(v) is exact or (exact is not int and exact is not bool and isinstance(v, exact)), v)
+    return lambda v: _check(v, tp)
+
+
 @dataclass(slots=True)
 class Param:
     """One argument of a command."""
@@ -142,6 +153,10 @@ class Param:
     annotation: Any
     default: Any
     kw_only: bool = False
+    check: Callable[[Any], tuple[bool, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        self.check = _compile(self.annotation)
 
     @property
     def required(self) -> bool:
@@ -221,7 +236,11 @@ class CommandSpec:
                     f"unknown argument {key!r} (arguments: {known})",
                     details={"argument": key, "problem": "unknown"},
                 )
-            ok, converted = _check(value, param.annotation)
+            check = param.check
+            if check is None:
+                out[key] = value
+                continue
+            ok, converted = check(value)
             if not ok:
                 expected = _type_name(param.annotation)
                 raise InvalidArguments(

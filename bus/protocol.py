@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -47,6 +47,8 @@ __all__ = [
     "encode_disconnect",
     "encode_error",
     "encode_event",
+    "encode_event_body",
+    "event_prefix",
     "encode_heartbeat",
     "encode_hello",
     "encode_progress",
@@ -120,8 +122,7 @@ class Message:
         return unpack_value(self.payload, self.frames or ())
 
 
-@dataclass(slots=True, frozen=True)
-class Event:
+class Event(NamedTuple):
     """A decoded event: who published it, its per-(publisher, topic) sequence and its data."""
 
     topic: str
@@ -163,11 +164,40 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__} on the bus (use None, bool, int, float, str, bytes, list, dict)")
 
 
+def _has_large_bytes(value: Any) -> bool:
+    """Cheap top-level look for bulk-sized bytes (the common place for firmware, files, JPEGs)."""
+    if type(value) is dict:
+        for item in value.values():
+            if type(item) in _BYTES_TYPES and len(item) >= BULK_THRESHOLD:
+                return True
+        return False
+    return type(value) in _BYTES_TYPES and len(value) >= BULK_THRESHOLD
+
+
+_BYTES_TYPES = frozenset({bytes, bytearray, memoryview})
+# One packer per thread would cost a lookup per message; instead the shared packer has no
+# `default` hook, so packing runs entirely in C under the GIL and cannot interleave between
+# threads. Values that need the hook (memoryview, set) take the slow path.
+_fast_packer = msgpack.Packer()
+
+
+def _pack(value: Any) -> bytes:
+    try:
+        return _fast_packer.pack(value)
+    except TypeError:
+        return msgpack.packb(value, default=_default)
+
+
 def pack_value(value: Any) -> tuple[bytes, list[Any]]:
     """Encode a value as msgpack, lifting large bytes into bulk frames; returns (bin, frames)."""
+    if not _has_large_bytes(value):
+        data = _pack(value)
+        # Nothing inside can be bulk-sized if the whole encoding is smaller than the threshold.
+        if len(data) < BULK_THRESHOLD:
+            return data, []
     frames: list[Any] = []
     lifted = _lift_bulk(value, frames, 4)
-    return msgpack.packb(lifted, default=_default), frames
+    return _pack(lifted), frames
 
 
 def unpack_value(data: bytes, frames: Any = ()) -> Any:
@@ -194,8 +224,9 @@ def unpack_value(data: bytes, frames: Any = ()) -> Any:
 
 # --- command channel: encoding ------------------------------------------------------------
 
-_packb = msgpack.packb
-_HEARTBEAT = _packb([VERSION, Kind.HEARTBEAT])
+_packb = _pack
+_unpackb = msgpack.unpackb
+_HEARTBEAT = _pack([VERSION, Kind.HEARTBEAT])
 
 
 def encode_request(
@@ -220,7 +251,7 @@ def encode_reply(msg_id: str, result: Any) -> list[Any]:
 
 def encode_error(msg_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> list[Any]:
     """Build an ERROR: header ``[1, 4, msg_id, code, message, details]``."""
-    return [_packb([VERSION, Kind.ERROR, msg_id, code, message, details or {}], default=_default)]
+    return [_packb([VERSION, Kind.ERROR, msg_id, code, message, details or {}])]
 
 
 def encode_cancel(msg_id: str) -> list[Any]:
@@ -230,7 +261,7 @@ def encode_cancel(msg_id: str) -> list[Any]:
 
 def encode_ready(service: str, info: dict[str, Any]) -> list[Any]:
     """Build a READY: header ``[1, 6, service, info]``; info has kind, pid, commands, heartbeat_s."""
-    return [_packb([VERSION, Kind.READY, service, info], default=_default)]
+    return [_packb([VERSION, Kind.READY, service, info])]
 
 
 def encode_heartbeat() -> list[Any]:
@@ -372,7 +403,17 @@ def decode(frames: list[Any]) -> Message:
 
 def encode_event(topic: str, src: str, epoch: int, seq: int, ts: float, data: Any) -> bytes:
     """Build an event frame: ``topic \\0 msgpack([1, 9, src, epoch, seq, ts, data])``."""
-    return topic.encode() + b"\0" + _packb([VERSION, Kind.EVENT, src, epoch, seq, ts, data], default=_default)
+    return topic.encode() + b"\0" + _pack([VERSION, Kind.EVENT, src, epoch, seq, ts, data])
+
+
+def event_prefix(topic: str) -> bytes:
+    """The bytes an event frame of ``topic`` starts with (publishers cache it per topic)."""
+    return topic.encode() + b"\0"
+
+
+def encode_event_body(src: str, epoch: int, seq: int, ts: float, data: Any) -> bytes:
+    """The msgpack part of an event frame, to append to ``event_prefix(topic)``."""
+    return _pack([VERSION, Kind.EVENT, src, epoch, seq, ts, data])
 
 
 def decode_event(frame: bytes) -> Event:
@@ -382,17 +423,15 @@ def decode_event(frame: bytes) -> Event:
         BadRequest: the frame is not a well-formed version-1 event.
     """
     sep = frame.find(b"\0")
-    if sep < 0:
-        raise _bad("event frame has no NUL after the topic")
     try:
-        body = msgpack.unpackb(memoryview(frame)[sep + 1 :], raw=False, strict_map_key=False)
+        body = _unpackb(frame[sep + 1 :], strict_map_key=False)
         topic = frame[:sep].decode()
     except Exception as exc:  # msgpack and UnicodeDecodeError
         raise _bad(f"event body is not msgpack ({exc.__class__.__name__})") from exc
-    if not isinstance(body, list) or len(body) < 7:
-        raise _bad("event body must be [version, 9, src, epoch, seq, ts, data]")
-    if body[0] != VERSION or body[1] != Kind.EVENT:
-        raise _bad(f"event has version {body[0]!r} kind {body[1]!r}")
+    if sep < 0:
+        raise _bad("event frame has no NUL after the topic")
+    if type(body) is not list or len(body) < 7 or body[0] != VERSION or body[1] != 9:
+        raise _bad("event body must be [1, 9, src, epoch, seq, ts, data]")
     return Event(topic, body[2], body[3], body[4], body[5], body[6])
 
 

@@ -1,0 +1,378 @@
+"""Measure linebus against raw pyzmq doing the same work, in the same run (``linebus bench``).
+
+Every figure is printed beside its raw-ZeroMQ limit and the ratio, because on a shared machine
+only ratios measured together mean anything:
+
+  a. sequential round trips: Client -> broker -> EchoActor, vs DEALER -> C zmq.proxy(ROUTER,
+     DEALER) -> DEALER worker; round trips/s, p50 and p99 latency.
+  b. the same with 8 requests in flight.
+  c. events: actor PUB -> broker XSUB/XPUB -> N Client subscriptions (decode + gap tracking), vs
+     PUB -> C zmq.proxy(XSUB, XPUB) -> SUB with msgpack encode/decode at the ends; 1 and 10 subs.
+  d. bulk: a 16 MiB bytes argument through the broker, vs a 16 MiB frame through the C proxy.
+  e. broker resident memory with 200 connected actors.
+
+Each party runs in its own process. Options: ``--quick`` (smaller counts), ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import msgpack
+import zmq
+
+SMALL = {"channel": 3, "value": 21.5, "unit": "C", "ok": True}
+BULK_SIZE = 16 * 1024 * 1024
+SMALL_BODY = msgpack.packb(SMALL)
+
+
+# --- child processes ---------------------------------------------------------------------------
+
+
+def _raw_proxy(front: str, back: str) -> None:
+    ctx = zmq.Context()
+    f = ctx.socket(zmq.ROUTER)
+    f.bind(front)
+    b = ctx.socket(zmq.DEALER)
+    b.bind(back)
+    zmq.proxy(f, b)
+
+
+def _raw_worker(back: str) -> None:
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(back)
+    while True:
+        frames = s.recv_multipart()
+        # Decode and re-encode like a real worker would, so the comparison is fair.
+        if len(frames[-1]) > 65536:
+            frames[-1] = msgpack.packb(len(frames[-1]))  # bulk: answer its length, like EchoActor.length
+        else:
+            frames[-1] = msgpack.packb(msgpack.unpackb(frames[-1]))
+        s.send_multipart(frames)
+
+
+def _raw_event_proxy(xsub: str, xpub: str) -> None:
+    ctx = zmq.Context()
+    a = ctx.socket(zmq.XSUB)
+    a.rcvhwm = 100_000
+    a.bind(xsub)
+    b = ctx.socket(zmq.XPUB)
+    b.sndhwm = 100_000
+    b.bind(xpub)
+    zmq.proxy(a, b)
+
+
+def _broker(command: str, publish: str, subscribe: str) -> None:
+    from bus.broker import Broker
+    from bus.config import BrokerConfig
+    from bus.logs import configure_logging
+
+    configure_logging(level="error")  # 200 actors leaving at the end would flood the output
+    Broker(BrokerConfig(command=command, publish=publish, subscribe=subscribe)).run()
+
+
+def _actor(command: str, publish: str, count: int = 1, name: str = "bench") -> None:
+    from bus.actor import ActorSettings
+    from bus.logs import configure_logging
+    from bus.testing import EchoActor
+
+    configure_logging(level="warning")
+    settings = ActorSettings(command, publish)
+
+    async def main() -> None:
+        actors = [EchoActor(name if count == 1 else f"{name}{i}") for i in range(count)]
+        await asyncio.gather(*(a.serve(settings) for a in actors))
+
+    asyncio.run(main())
+
+
+def _raw_publisher(xsub: str, n: int, go: Any, subs: int, ready: Any) -> None:
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.sndhwm = 100_000
+    pub.connect(xsub)
+    # Warm up until every subscriber has seen an event, then send the measured burst.
+    while ready.value < subs:
+        pub.send(msgpack.packb({"warmup": True}))
+        time.sleep(0.01)
+    go.set()
+    for i in range(n):
+        pub.send(msgpack.packb({**SMALL, "i": i}))
+    for _ in range(50):
+        pub.send(msgpack.packb({"end": True}))
+        time.sleep(0.01)
+
+
+def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any) -> None:
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.rcvhwm = 100_000
+    sub.subscribe(b"")
+    sub.connect(xpub)
+    while True:
+        if "warmup" in msgpack.unpackb(sub.recv()):
+            break
+    with ready.get_lock():
+        ready.value += 1
+    got = 0
+    start = None
+    while True:
+        body = msgpack.unpackb(sub.recv())
+        if "i" in body:
+            if start is None:
+                start = time.perf_counter()
+            got += 1
+            last = time.perf_counter()
+        elif "end" in body and start is not None:
+            break
+    out.put((got, last - start))
+
+
+def _bus_subscriber(command: str, subscribe: str, n: int, ready: Any, out: Any) -> None:
+    from bus.client import Client
+
+    with Client(command, subscribe_endpoint=subscribe) as client, client.subscribe("bench.") as sub:
+        sub.wait_ready(timeout=20)
+        with ready.get_lock():
+            ready.value += 1
+        got = 0
+        start = None
+        last = 0.0
+        while True:
+            event = sub.next(timeout=30)
+            if event is None:
+                break
+            if event.topic == "bench.reading":
+                if start is None:
+                    start = time.perf_counter()
+                got += 1
+                last = time.perf_counter()
+            elif event.topic == "bench.end" and start is not None:
+                break
+        out.put((got, last - (start or last), sub.missed_total))
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _raw_round_trips(front: str, n: int, inflight: int, payload: Any) -> dict[str, float]:
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(front)
+    body = msgpack.packb(payload) if not isinstance(payload, bytes) else payload
+    for _ in range(50):  # warm-up
+        s.send_multipart([SMALL_BODY])
+        msgpack.unpackb(s.recv_multipart()[-1])
+    latencies: list[float] = []
+    start = time.perf_counter()
+    if inflight == 1:
+        for _ in range(n):
+            t = time.perf_counter()
+            s.send_multipart([body], copy=len(body) < 65536)
+            msgpack.unpackb(s.recv_multipart()[-1])
+            latencies.append(time.perf_counter() - t)
+    else:
+        for _ in range(inflight):
+            s.send_multipart([body])
+        for i in range(n):
+            msgpack.unpackb(s.recv_multipart()[-1])
+            if i + inflight < n:
+                s.send_multipart([body])
+    elapsed = time.perf_counter() - start
+    s.close(linger=0)
+    return _summary(n, elapsed, latencies)
+
+
+def _bus_round_trips(command: str, n: int, inflight: int, payload: Any, name: str = "bench") -> dict[str, float]:
+    from bus.client import Client
+
+    key = "data" if isinstance(payload, bytes) else "value"
+    cmd = "length" if isinstance(payload, bytes) else "echo"
+    with Client(command, timeout=60) as client:
+        for _ in range(50):
+            client.call(name, "echo", value=SMALL)
+        latencies: list[float] = []
+        start = time.perf_counter()
+        if inflight == 1:
+            for _ in range(n):
+                t = time.perf_counter()
+                client.call(name, cmd, {key: payload})
+                latencies.append(time.perf_counter() - t)
+        else:
+            window = [client.start(name, cmd, {key: payload}) for _ in range(inflight)]
+            for i in range(n):
+                window.pop(0).result()
+                if i + inflight < n:
+                    window.append(client.start(name, cmd, {key: payload}))
+        elapsed = time.perf_counter() - start
+    return _summary(n, elapsed, latencies)
+
+
+def _summary(n: int, elapsed: float, latencies: list[float]) -> dict[str, float]:
+    result = {"per_s": n / elapsed}
+    if latencies:
+        result["p50_ms"] = statistics.median(latencies) * 1000
+        result["p99_ms"] = _percentile(latencies, 0.99) * 1000
+    return result
+
+
+def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    ready = ctx.Value("i", 0)
+    out: Any = ctx.Queue()
+    go = ctx.Event()
+    procs = []
+    if kind == "raw":
+        for _ in range(subs):
+            procs.append(ctx.Process(target=_raw_subscriber, args=(endpoints["xpub"], n, ready, out), daemon=True))
+        procs.append(ctx.Process(target=_raw_publisher, args=(endpoints["xsub"], n, go, subs, ready), daemon=True))
+        for p in procs:
+            p.start()
+    else:
+        from bus.client import Client
+
+        for _ in range(subs):
+            procs.append(
+                ctx.Process(target=_bus_subscriber, args=(endpoints["command"], endpoints["subscribe"], n, ready, out), daemon=True)
+            )
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + 60
+        while ready.value < subs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with Client(endpoints["command"], timeout=120) as client:
+            client.call("bench", "emit", event="reading", count=n, data=SMALL)
+            for _ in range(50):
+                client.call("bench", "emit", event="end", count=1)
+                time.sleep(0.01)
+    results = [out.get(timeout=120) for _ in range(subs)]
+    for p in procs:
+        p.terminate()
+        p.join(5)
+    got = sum(r[0] for r in results)
+    span = max(r[1] for r in results)
+    return {"per_s": got / span if span else 0.0, "delivered": got / (n * subs), "per_sub_per_s": got / subs / span if span else 0.0}
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run every measurement and return the figures with their ratios."""
+    ctx = mp.get_context("spawn")
+    port = 27000 + os.getpid() % 2000
+    raw = {"front": f"tcp://127.0.0.1:{port}", "back": f"tcp://127.0.0.1:{port + 1}", "xsub": f"tcp://127.0.0.1:{port + 2}", "xpub": f"tcp://127.0.0.1:{port + 3}"}
+    bus = {"command": f"tcp://127.0.0.1:{port + 10}", "publish": f"tcp://127.0.0.1:{port + 11}", "subscribe": f"tcp://127.0.0.1:{port + 12}"}
+    n_seq = 3000 if quick else 10000
+    n_inflight = 5000 if quick else 20000
+    n_events = 50_000 if quick else 200_000
+    n_bulk = 10 if quick else 30
+    procs = [
+        ctx.Process(target=_raw_proxy, args=(raw["front"], raw["back"]), daemon=True),
+        ctx.Process(target=_raw_worker, args=(raw["back"],), daemon=True),
+        ctx.Process(target=_raw_event_proxy, args=(raw["xsub"], raw["xpub"]), daemon=True),
+        ctx.Process(target=_broker, args=(bus["command"], bus["publish"], bus["subscribe"]), daemon=True),
+        ctx.Process(target=_actor, args=(bus["command"], bus["publish"]), daemon=True),
+    ]
+    for p in procs:
+        p.start()
+    broker_pid = procs[3].pid
+    from bus.client import Client
+    from bus.testing import wait_for
+
+    with Client(bus["command"], timeout=2) as client:
+        wait_for(lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()), 30, what="bench actor")
+    results: dict[str, Any] = {}
+    try:
+        # Interleave raw and bus runs of each pattern so drift in machine load hits both alike.
+        results["a_sequential"] = {"raw": _raw_round_trips(raw["front"], n_seq, 1, SMALL), "bus": _bus_round_trips(bus["command"], n_seq, 1, SMALL)}
+        results["b_inflight8"] = {"raw": _raw_round_trips(raw["front"], n_inflight, 8, SMALL), "bus": _bus_round_trips(bus["command"], n_inflight, 8, SMALL)}
+        results["c_events_1sub"] = {"raw": _events("raw", raw, n_events, 1), "bus": _events("bus", bus, n_events, 1)}
+        results["c_events_10sub"] = {"raw": _events("raw", raw, n_events // 4, 10), "bus": _events("bus", bus, n_events // 4, 10)}
+        blob = os.urandom(BULK_SIZE)
+        raw_bulk = _raw_round_trips(raw["front"], n_bulk, 1, blob)
+        bus_bulk = _bus_round_trips(bus["command"], n_bulk, 1, blob)
+        results["d_bulk_16MiB"] = {
+            "raw": {"MB_per_s": raw_bulk["per_s"] * BULK_SIZE / 1e6},
+            "bus": {"MB_per_s": bus_bulk["per_s"] * BULK_SIZE / 1e6},
+        }
+        many = ctx.Process(target=_actor, args=(bus["command"], bus["publish"], 200, "idle"), daemon=True)
+        many.start()
+        with Client(bus["command"], timeout=2) as client:
+            wait_for(lambda: sum(1 for s in client.services() if s["name"].startswith("idle") and s["state"] == "up") >= 200, 60, what="200 actors")
+        time.sleep(1.0)  # let a couple of heartbeat rounds pass so the figure is steady state
+        results["e_broker_rss_200_actors_MB"] = _rss_mb(broker_pid)
+        many.terminate()
+        many.join(5)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join(5)
+    for key, pair in results.items():
+        if isinstance(pair, dict) and "raw" in pair:
+            metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"
+            pair["ratio"] = pair["bus"][metric] / pair["raw"][metric] if pair["raw"][metric] else 0.0
+    return results
+
+
+TARGETS = {"a_sequential": 0.65, "b_inflight8": 0.5, "c_events_1sub": 0.6, "c_events_10sub": 0.6, "d_bulk_16MiB": 0.7}
+
+
+def report(results: dict[str, Any]) -> str:
+    """Format the figures as the table docs/BENCHMARKS.md records."""
+    lines = ["| pattern | raw pyzmq | linebus | ratio | target |", "|---|---|---|---|---|"]
+    for key, pair in results.items():
+        if not isinstance(pair, dict):
+            continue
+        metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"
+        unit = "MB/s" if metric == "MB_per_s" else "/s"
+        extra = ""
+        if "p50_ms" in pair["bus"]:
+            extra = f" (p50 {pair['bus']['p50_ms']:.3f} ms, p99 {pair['bus']['p99_ms']:.3f} ms)"
+            raw_extra = f" (p50 {pair['raw']['p50_ms']:.3f} ms, p99 {pair['raw']['p99_ms']:.3f} ms)"
+        else:
+            raw_extra = ""
+        if "delivered" in pair["bus"]:
+            extra += f", delivered {pair['bus']['delivered']:.1%}"
+            raw_extra += f", delivered {pair['raw']['delivered']:.1%}"
+        lines.append(
+            f"| {key} | {pair['raw'][metric]:,.0f} {unit}{raw_extra} | {pair['bus'][metric]:,.0f} {unit}{extra} | {pair['ratio']:.2f} | >= {TARGETS.get(key, 0):.2f} |"
+        )
+    lines.append(f"\nbroker RSS with 200 connected actors: {results.get('e_broker_rss_200_actors_MB', 0):.1f} MB (target < 60 MB)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``linebus bench`` / ``python bench/bus_bench.py``."""
+    parser = argparse.ArgumentParser(prog="linebus bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a minute instead of several)")
+    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    args = parser.parse_args(argv)
+    results = run(quick=args.quick)
+    print(report(results))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

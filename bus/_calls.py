@@ -160,44 +160,48 @@ class TrackedEvent(NamedTuple):
 class GapTracker:
     """Decodes event frames and detects lost events from their per-(publisher, topic) sequence.
 
-    State is kept per topic (a topic belongs to one publishing service); a change of publisher
-    or of epoch (the publisher restarted) starts the count afresh instead of reporting a gap.
+    State is kept per topic. Each publisher picks a random epoch when it starts, so a change of
+    epoch (another publisher, or the same one restarted) starts the count afresh instead of
+    reporting a gap.
     """
 
     def __init__(self) -> None:
-        # topic bytes -> [topic str, src, epoch, last seq]; mutated in place (hot path).
+        # topic bytes -> [topic str, epoch, last seq]; mutated in place (hot path).
         self._last: dict[bytes, list[Any]] = {}
         self.missed_total = 0
         self.malformed = 0
 
     def decode(self, frame: bytes) -> TrackedEvent | None:
-        """Decode one event frame and account for gaps; None (and counted) if malformed."""
+        """Decode one event frame and account for gaps; None for probes and (counted) malformed
+        frames."""
         sep = frame.find(b"\0")
         try:
             body = _unpackb(frame[sep + 1 :], strict_map_key=False)
         except Exception:  # a malformed event is skipped, never fatal to a subscriber
             body = None
-        if sep < 0 or type(body) is not list or len(body) != 7 or body[0] != 1 or body[1] != 9:
+        if sep < 0 or type(body) is not list or len(body) != 7 or body[1] != 9 or body[0] != 1:
             return self._slow(frame)
         _, _, src, epoch, seq, ts, data = body
         key = frame[:sep]
         state = self._last.get(key)
-        missed = 0
-        if state is None:
-            try:
-                state = self._last[key] = [key.decode(), src, epoch, seq]
-            except UnicodeDecodeError:
-                self.malformed += 1
-                return None
-        else:
-            last_seq = state[3]
-            if last_seq + 1 != seq and state[1] == src and state[2] == epoch and seq > last_seq:
-                missed = seq - last_seq - 1
-                self.missed_total += missed
-            state[1] = src
-            state[2] = epoch
-            state[3] = seq
-        return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, missed, epoch))
+        if state is not None and state[1] == epoch:
+            # The hot path: same publisher incarnation (epochs are random per publisher start).
+            last_seq = state[2]
+            state[2] = seq
+            if seq == last_seq + 1 or seq <= last_seq:
+                return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, 0, epoch))
+            missed = seq - last_seq - 1
+            self.missed_total += missed
+            return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, missed, epoch))
+        if key.startswith(b"_probe."):
+            return None  # subscription probes (wait_ready) are not events of the line
+        try:
+            topic = key.decode()
+        except UnicodeDecodeError:
+            self.malformed += 1
+            return None
+        self._last[key] = [topic, epoch, seq]
+        return _new_tuple(TrackedEvent, (topic, src, seq, ts, data, 0, epoch))
 
     def _slow(self, frame: bytes) -> TrackedEvent | None:
         """Frames with extra trailing elements (a newer minor version) or errors."""
@@ -213,10 +217,10 @@ class GapTracker:
         topic, src, epoch, seq, ts, data = event
         key = topic.encode()
         state = self._last.get(key)
-        self._last[key] = [topic, src, epoch, seq]
+        self._last[key] = [topic, epoch, seq]
         missed = 0
-        if state is not None and state[1] == src and state[2] == epoch and seq > state[3] + 1:
-            missed = seq - state[3] - 1
+        if state is not None and state[1] == epoch and seq > state[2] + 1:
+            missed = seq - state[2] - 1
             self.missed_total += missed
         return TrackedEvent(topic, src, seq, ts, data, missed, epoch)
 

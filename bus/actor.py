@@ -127,7 +127,7 @@ class Actor:
         self.options: dict[str, Any] = dict(options or {})
         self.settings = ActorSettings()
         self.log = log.bind(actor=self.kind, service=name)
-        self._epoch = int(time.time() * 1000)
+        self._epoch = protocol.new_epoch()
         self._topics: dict[str, list[Any]] = {}  # event name -> [frame prefix, last seq]
         self._queue: collections.deque[_Request] = collections.deque()
         self._current: _Request | None = None

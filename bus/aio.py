@@ -118,8 +118,6 @@ class AsyncSubscription:
                 if timeout is not None and not await self._sock.poll(timeout * 1000):
                     return None
                 frame = await self._sock.recv()
-            if frame.startswith(b"_probe."):
-                continue
             event = self._tracker.decode(frame)
             if event is not None:
                 return event

@@ -22,6 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -69,15 +70,6 @@ def _raw_event_proxy(xsub: str, xpub: str) -> None:
     b.sndhwm = 100_000
     b.bind(xpub)
     zmq.proxy(a, b)
-
-
-def _broker(command: str, publish: str, subscribe: str) -> None:
-    from bus.broker import Broker
-    from bus.config import BrokerConfig
-    from bus.logs import configure_logging
-
-    configure_logging(level="error")  # 200 actors leaving at the end would flood the output
-    Broker(BrokerConfig(command=command, publish=publish, subscribe=subscribe)).run()
 
 
 def _actor(command: str, publish: str, count: int = 1, name: str = "bench") -> None:
@@ -140,17 +132,14 @@ def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any) -> None:
 def _bus_subscriber(command: str, subscribe: str, n: int, ready: Any, out: Any) -> None:
     from bus.client import Client
 
-    with Client(command, subscribe_endpoint=subscribe) as client, client.subscribe("bench.") as sub:
+    with Client(command, subscribe_endpoint=subscribe) as client, client.subscribe("bench.", timeout=30) as sub:
         sub.wait_ready(timeout=20)
         with ready.get_lock():
             ready.value += 1
         got = 0
         start = None
         last = 0.0
-        while True:
-            event = sub.next(timeout=30)
-            if event is None:
-                break
+        for event in sub:
             if event.topic == "bench.reading":
                 if start is None:
                     start = time.perf_counter()
@@ -290,12 +279,16 @@ def run(quick: bool = False) -> dict[str, Any]:
         ctx.Process(target=_raw_proxy, args=(raw["front"], raw["back"]), daemon=True),
         ctx.Process(target=_raw_worker, args=(raw["back"],), daemon=True),
         ctx.Process(target=_raw_event_proxy, args=(raw["xsub"], raw["xpub"]), daemon=True),
-        ctx.Process(target=_broker, args=(bus["command"], bus["publish"], bus["subscribe"]), daemon=True),
         ctx.Process(target=_actor, args=(bus["command"], bus["publish"]), daemon=True),
     ]
+    # The broker is the real `linebus broker` command, so its memory figure is the product's.
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "bus.cli", "broker", "--bind", bus["command"], "--publish-bind", bus["publish"], "--subscribe-bind", bus["subscribe"]],
+        env={**os.environ, "LINEBUS_LOG_LEVEL": "error"},  # 200 actors leaving would flood the output
+    )
     for p in procs:
         p.start()
-    broker_pid = procs[3].pid
+    broker_pid = broker.pid
     from bus.client import Client
     from bus.testing import wait_for
 
@@ -327,6 +320,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         for p in procs:
             p.terminate()
             p.join(5)
+        broker.terminate()
+        broker.wait(10)
     for key, pair in results.items():
         if isinstance(pair, dict) and "raw" in pair:
             metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"

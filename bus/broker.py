@@ -76,7 +76,7 @@ class Broker:
         self._stopping = threading.Event()
         self._proxy_thread: threading.Thread | None = None
         self._presence_seq: dict[str, int] = {}
-        self._epoch = int(time.time() * 1000)
+        self._epoch = protocol.new_epoch()
         self._router: zmq.Socket[Any] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -236,7 +236,7 @@ class Broker:
         elif kind == _CANCEL:
             self._route_cancel(ident, header, frames)
         elif kind == _READY:
-            self._on_ready(ident, protocol.decode(frames[1:]))
+            self._on_ready(ident, protocol.decode(frames[1:]), frames[1])
         elif kind == _DISCONNECT:
             entry = self.directory.by_identity.get(ident)
             if entry is not None:
@@ -337,7 +337,7 @@ class Broker:
 
     # --- registration and liveness ----------------------------------------------------------
 
-    def _on_ready(self, ident: bytes, msg: protocol.Message) -> None:
+    def _on_ready(self, ident: bytes, msg: protocol.Message, ready_frame: bytes) -> None:
         name = protocol.validate_service_name(msg.service)
         if name == protocol.BROKER_SERVICE:
             raise BadRequest(f"service name {name!r} is reserved for the broker")
@@ -347,7 +347,7 @@ class Broker:
             # A restarted process registers before its predecessor's connection is noticed gone.
             self._fail_all(list(existing.inflight.values()), "replaced by a new registration")
             existing.inflight.clear()
-        entry, replaced = self.directory.register(name, ident, info, time.monotonic())
+        entry, replaced = self.directory.register(name, ident, info, time.monotonic(), ready_frame)
         if replaced is not None:
             self._send_quiet([replaced, *protocol.encode_disconnect("replaced by a new registration")])
         self._send_quiet([ident, *protocol.encode_heartbeat()])  # doubles as the READY acknowledgement
@@ -475,7 +475,8 @@ class Broker:
             entry = self.directory.by_name.get(name)
             if entry is None:
                 raise UnknownService(f"no service named {name!r} has registered")
-            return {**entry.summary(), "doc": entry.info.get("doc", ""), "commands": entry.info.get("commands", {})}
+            description = self.directory.description(entry)
+            return {**entry.summary(), "doc": description.get("doc", ""), "commands": description.get("commands", {})}
         if command == "stats":
             return self.stats()
         if command == "probe":

@@ -151,18 +151,31 @@ class Subscription:
                     if limit is not None and not sock.poll(limit * 1000):
                         return None
                     frame = sock.recv()
-            if frame.startswith(b"_probe."):
-                continue
             event = self._tracker.decode(frame)
             if event is not None:
                 return event
 
     def __iter__(self) -> Iterator[TrackedEvent]:
+        """Yield events until none arrives within the subscription's timeout (None: never end)."""
+        # The same steps as next(), inlined: this loop is the subscriber's hot path.
+        sock = self._sock
+        decode = self._tracker.decode
+        noblock = zmq.NOBLOCK
+        again = zmq.Again
+        timeout_ms = None if self._timeout is None else self._timeout * 1000
         while True:
-            event = self.next()
-            if event is None:
-                return
-            yield event
+            if self._pushback is not None:
+                frame, self._pushback = self._pushback, None
+            else:
+                try:
+                    frame = sock.recv(noblock)
+                except again:
+                    if timeout_ms is not None and not sock.poll(timeout_ms):
+                        return
+                    continue
+            event = decode(frame)
+            if event is not None:
+                yield event
 
     def close(self) -> None:
         """Stop receiving."""

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 __all__ = ["Directory", "Pending", "ServiceEntry"]
 
 UP = "up"
@@ -33,6 +35,9 @@ class ServiceEntry:
     since: float = field(default_factory=time.time)
     last_seen: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    #: The READY header as received: the full self-description, decoded only for ``describe``
+    #: (200 actors' descriptions as Python objects would cost the broker several MB).
+    ready_frame: bytes = b""
     inflight: dict[str, Pending] = field(default_factory=dict)
     registrations: int = 0
     down_reason: str = ""
@@ -59,7 +64,9 @@ class Directory:
         self.by_name: dict[str, ServiceEntry] = {}
         self.by_identity: dict[bytes, ServiceEntry] = {}
 
-    def register(self, name: str, identity: bytes, info: dict[str, Any], now: float) -> tuple[ServiceEntry, bytes | None]:
+    def register(
+        self, name: str, identity: bytes, info: dict[str, Any], now: float, ready_frame: bytes = b""
+    ) -> tuple[ServiceEntry, bytes | None]:
         """Mark ``name`` up on ``identity``; return the entry and the identity it replaced, if any."""
         entry = self.by_name.get(name)
         if entry is None:
@@ -73,7 +80,8 @@ class Directory:
             self.mark_down(old, "re-registered as another service")
         entry.identity = identity
         entry.kind = str(info.get("kind", ""))
-        entry.info = info
+        entry.info = {k: info[k] for k in ("kind", "pid", "host", "heartbeat_s") if k in info}
+        entry.ready_frame = ready_frame
         entry.state = UP
         entry.since = time.time()
         entry.last_seen = now
@@ -93,6 +101,13 @@ class Directory:
         failed = list(entry.inflight.values())
         entry.inflight.clear()
         return failed
+
+    def description(self, entry: ServiceEntry) -> dict[str, Any]:
+        """The self-description the actor sent in its READY (doc, commands)."""
+        if not entry.ready_frame:
+            return {}
+        info = msgpack.unpackb(entry.ready_frame, strict_map_key=False)[3]
+        return info if isinstance(info, dict) else {}
 
     def up(self) -> list[ServiceEntry]:
         """Entries currently up."""

@@ -55,6 +55,7 @@ __all__ = [
     "encode_ready",
     "encode_reply",
     "encode_request",
+    "new_epoch",
     "new_id_prefix",
     "pack_value",
     "unpack_value",
@@ -445,6 +446,11 @@ def validate_service_name(name: str) -> str:
             f"invalid service name {name!r}: use 1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit"
         )
     return name
+
+
+def new_epoch() -> int:
+    """A random 62-bit epoch for a publisher's event sequences, chosen once per process start."""
+    return int.from_bytes(os.urandom(8), "big") >> 2
 
 
 def new_id_prefix() -> str:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from bus import protocol
-from bus.errors import BadRequest, BusError, DeadlineExceeded, from_wire
+from bus.errors import BadRequest, BrokerUnreachable, BusError, DeadlineExceeded, from_wire
 from bus.protocol import Event, Kind
 
 __all__ = ["CallCore", "CallState", "GapTracker", "TrackedEvent"]
@@ -118,15 +118,14 @@ class CallCore:
                 state.progress.append(update)
         return state
 
-    def expire(self, state: CallState, endpoint: str) -> None:
-        """Fail ``state`` locally: its deadline (plus grace) passed with no answer at all."""
+    def expire(self, state: CallState, endpoint: str, *, unsent: bool = False) -> None:
+        """Fail ``state`` locally: its deadline (plus grace) passed with no answer at all, or
+        (``unsent``) with no connection to send it on."""
         if state.done:
             return
         self.pending.pop(state.msg_id, None)
         state.done = True
-        if not self.heard_from_broker:
-            from bus.errors import BrokerUnreachable
-
+        if unsent or not self.heard_from_broker:
             state.error = BrokerUnreachable(
                 f"{state.service}.{state.command}: no answer from the broker at {endpoint}; is it running?",
                 details={"endpoint": endpoint},

@@ -205,6 +205,9 @@ class Actor:
         cmd = ctx.socket(zmq.DEALER)
         cmd.linger = 1000  # let the DISCONNECT and last replies go out on close
         cmd.sndhwm = cmd.rcvhwm = 100_000
+        # Nothing is queued for an absent broker (replies then have no caller to reach, and
+        # heartbeats would pile up); READY is re-sent once the connection is back.
+        cmd.immediate = 1
         cmd.connect(self.settings.endpoint)
         pub = ctx.socket(zmq.PUB)
         pub.linger = 0
@@ -212,7 +215,7 @@ class Actor:
         pub.connect(self.settings.publish_endpoint)
         self._cmd, self._pub = cmd, pub
         self._last_broker = time.monotonic()
-        self._send_ready()
+        await self._connect_and_register(cmd)
         fd = cmd.getsockopt(zmq.FD)
         loop.add_reader(fd, self._drain)
         heartbeat = loop.create_task(self._heartbeat_loop())
@@ -229,12 +232,23 @@ class Actor:
             self._cmd = self._pub = None
             self.log.info("actor_stopped")
 
+    async def _connect_and_register(self, cmd: zmq.Socket[Any]) -> None:
+        """Send READY as soon as the connection to the broker exists (bounded wait; if the
+        broker is not there yet, the heartbeat loop keeps trying)."""
+        poller = zmq.Poller()
+        poller.register(cmd, zmq.POLLOUT)
+        end = time.monotonic() + self.settings.heartbeat_timeout_s
+        while time.monotonic() < end:
+            if poller.poll(0) and self._send_ready():
+                return
+            await asyncio.sleep(0.01)
+
     def request_stop(self) -> None:
         """Begin an orderly shutdown (safe to call from a signal handler in the loop)."""
         if hasattr(self, "_stop_request"):
             self._stop_request.set()
 
-    def _send_ready(self) -> None:
+    def _send_ready(self) -> bool:
         info = {
             "kind": self.kind,
             "pid": os.getpid(),
@@ -242,20 +256,25 @@ class Actor:
             "heartbeat_s": self.settings.heartbeat_s,
             **self._description(),
         }
-        self._send(protocol.encode_ready(self.name, info))
+        return self._send(protocol.encode_ready(self.name, info), quiet=True)
 
-    def _send(self, frames: list[Any]) -> None:
+    def _send(self, frames: list[Any], *, quiet: bool = False) -> bool:
         cmd = self._cmd
         if cmd is None:
-            return
+            return False
+        sent = True
         try:
             cmd.send_multipart(frames, _NOBLOCK, copy=len(frames) == 1)
         except zmq.Again:
-            # The broker is gone and our queue to it is full; the request will fail upstream.
-            self.log.warning("send_dropped", reason="broker backlog full")
+            # No broker connection (or a full pipe to it): the broker already failed this
+            # request's caller when the connection went, so the answer has nobody to reach.
+            sent = False
+            if not quiet:
+                self.log.warning("send_dropped", reason="no broker connection")
         # A send can consume the edge on ZMQ_FD; look again so no incoming message is stranded.
         if cmd.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._loop.call_soon(self._drain)
+        return sent
 
     def _drain(self) -> None:
         cmd = self._cmd
@@ -439,7 +458,6 @@ class Actor:
         lost = False
         while True:
             await asyncio.sleep(interval)
-            self._send(frames)
             silent = time.monotonic() - self._last_broker
             if silent > self.settings.heartbeat_timeout_s:
                 if not lost:
@@ -447,9 +465,11 @@ class Actor:
                     lost = True
                 # The DEALER reconnects by itself; READY again so a restarted broker knows us.
                 self._send_ready()
-            elif lost:
+                continue
+            if lost:
                 self.log.info("broker_back")
                 lost = False
+            self._send(frames, quiet=True)
 
     async def _shutdown(self) -> None:
         """Stop taking work, finish or cancel the current command, fail the queue, close."""

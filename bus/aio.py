@@ -22,7 +22,7 @@ import zmq.asyncio
 from bus import protocol
 from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
 from bus.client import default_endpoints
-from bus.errors import Cancelled, DeadlineExceeded, Unavailable
+from bus.errors import BrokerUnreachable, Cancelled, DeadlineExceeded, Unavailable
 
 __all__ = ["AsyncCall", "AsyncClient", "AsyncSubscription"]
 
@@ -161,6 +161,7 @@ class AsyncClient:
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.sndhwm = sock.rcvhwm = 100_000
+        sock.immediate = 1  # never queue requests for an absent broker (see bus.client)
         sock.connect(self.endpoint)
         self._sock = sock
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
@@ -181,10 +182,22 @@ class AsyncClient:
             if state.done and not done.done():
                 done.set_result(None)
 
-    async def _send(self, frames: list[Any]) -> None:
-        if self._sock is None:
+    async def _send(self, frames: list[Any], state: CallState | None = None) -> None:
+        sock = self._sock
+        if sock is None:
             raise Unavailable("client is not open (use `async with AsyncClient()`)")
-        await self._sock.send_multipart(frames, copy=len(frames) == 1)
+        deadline = state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
+        while True:
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
+                return
+            except zmq.Again:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not await sock.poll(remaining * 1000, zmq.POLLOUT):
+                    if state is not None:
+                        self._core.expire(state, self.endpoint, unsent=True)
+                        raise state.error  # type: ignore[misc] # noqa: B904
+                    raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}") from None
 
     async def _wait(self, state: CallState, done: asyncio.Future[None]) -> None:
         try:
@@ -209,7 +222,7 @@ class AsyncClient:
         state, frames = self._core.request(service, command, merged, timeout, updates.put_nowait)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[state.msg_id] = (done, updates)
-        await self._send(frames)
+        await self._send(frames, state)
         return AsyncCall(self, state, done, updates)
 
     async def call(
@@ -228,7 +241,11 @@ class AsyncClient:
         state, frames = self._core.request(service, command, merged, timeout, progress)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[state.msg_id] = (done, asyncio.Queue())
-        await self._send(frames)
+        try:
+            await self._send(frames, state)
+        except BaseException:
+            self._waiters.pop(state.msg_id, None)
+            raise
         await self._wait(state, done)
         return state.outcome()
 

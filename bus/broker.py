@@ -284,6 +284,9 @@ class Broker:
         try:
             self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)  # type: ignore[union-attr]
         except zmq.ZMQError as exc:
+            if exc.errno == zmq.EAGAIN:
+                self._error(ident, msg_id, "busy", f"service {service!r} has too many requests queued", "backpressure")
+                return
             self._on_send_failure(entry, exc)
             self._error(ident, msg_id, "unavailable", f"service {service!r} cannot be reached", "unroutable")
             return

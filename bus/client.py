@@ -27,7 +27,7 @@ import zmq
 
 from bus import protocol
 from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
-from bus.errors import DeadlineExceeded, Unavailable
+from bus.errors import BrokerUnreachable, DeadlineExceeded, Unavailable
 
 __all__ = ["Call", "Client", "Subscription", "default_endpoints"]
 
@@ -211,6 +211,9 @@ class Client:
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.sndhwm = sock.rcvhwm = 100_000
+        # Never queue requests for an absent broker: a request delivered after its caller gave
+        # up could still run on a device. Sends wait (with a deadline) for a live connection.
+        sock.immediate = 1
         sock.connect(self.endpoint)
         self._sock = sock
         self._closed = False
@@ -267,11 +270,29 @@ class Client:
             raise Unavailable("client is closed")
         merged = {**args, **kwargs} if args else kwargs
         state, frames = self._core.request(service, command, merged, timeout, progress)
-        self._send(frames)
+        self._send(frames, state)
         return state
 
-    def _send(self, frames: list[Any]) -> None:
-        self._sock.send_multipart(frames, copy=len(frames) == 1)
+    def _send(self, frames: list[Any], state: CallState | None = None) -> None:
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
+            return
+        except zmq.Again:
+            pass
+        # Not connected (yet): wait for the connection until the call's deadline.
+        deadline = state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining > 0 and self._sock.poll(remaining * 1000, zmq.POLLOUT):
+                try:
+                    self._sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
+                    return
+                except zmq.Again:
+                    continue
+            if state is not None:
+                self._core.expire(state, self.endpoint, unsent=True)
+                raise state.error  # type: ignore[misc]
+            raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}", details={"endpoint": self.endpoint})
 
     def _pump_once(self, deadline: float, state: CallState) -> None:
         """Wait for one message (or the deadline) and dispatch it to whichever call owns it."""

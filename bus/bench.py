@@ -11,7 +11,8 @@ only ratios measured together mean anything:
   d. bulk: a 16 MiB bytes argument through the broker, vs a 16 MiB frame through the C proxy.
   e. broker resident memory with 200 connected actors.
 
-Each party runs in its own process. Options: ``--quick`` (smaller counts), ``--json``.
+Each party runs in its own process. Each pattern runs raw and linebus alternately three times and
+reports the median of each. Options: ``--quick`` (smaller counts), ``--json``.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any) -> None:
             last = time.perf_counter()
         elif "end" in body and start is not None:
             break
-    out.put((got, last - start))
+    out.put((got, start, last))
 
 
 def _bus_subscriber(command: str, subscribe: str, n: int, ready: Any, out: Any) -> None:
@@ -147,7 +148,7 @@ def _bus_subscriber(command: str, subscribe: str, n: int, ready: Any, out: Any) 
                 last = time.perf_counter()
             elif event.topic == "bench.end" and start is not None:
                 break
-        out.put((got, last - (start or last), sub.missed_total))
+        out.put((got, start or last, last))
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -253,8 +254,28 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
         p.terminate()
         p.join(5)
     got = sum(r[0] for r in results)
-    span = max(r[1] for r in results)
+    # One span over all subscribers (perf_counter is the system-wide monotonic clock on Linux):
+    # on 2 cores the subscribers take turns, so per-subscriber spans would overstate the rate.
+    span = max(r[2] for r in results) - min(r[1] for r in results)
     return {"per_s": got / span if span else 0.0, "delivered": got / (n * subs), "per_sub_per_s": got / subs / span if span else 0.0}
+
+
+REPEATS = 3
+
+
+def _paired(raw: Any, bus: Any) -> dict[str, Any]:
+    """Run raw and bus alternately REPEATS times and keep the median run of each, so a burst of
+    load from elsewhere on the machine hits both alike and a single outlier does not decide."""
+    runs: dict[str, list[dict[str, float]]] = {"raw": [], "bus": []}
+    for _ in range(REPEATS):
+        runs["raw"].append(raw())
+        runs["bus"].append(bus())
+    out: dict[str, Any] = {}
+    for side, samples in runs.items():
+        metric = "MB_per_s" if "MB_per_s" in samples[0] else "per_s"
+        ordered = sorted(samples, key=lambda r: r[metric])
+        out[side] = {**ordered[len(ordered) // 2], "runs": [round(r[metric], 1) for r in samples]}
+    return out
 
 
 def _rss_mb(pid: int) -> float:
@@ -295,19 +316,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     with Client(bus["command"], timeout=2) as client:
         wait_for(lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()), 30, what="bench actor")
     results: dict[str, Any] = {}
+    blob = os.urandom(BULK_SIZE)
+
+    def bulk(measure: Any, endpoint: str) -> dict[str, float]:
+        return {"MB_per_s": measure(endpoint, n_bulk, 1, blob)["per_s"] * BULK_SIZE / 1e6}
+
     try:
-        # Interleave raw and bus runs of each pattern so drift in machine load hits both alike.
-        results["a_sequential"] = {"raw": _raw_round_trips(raw["front"], n_seq, 1, SMALL), "bus": _bus_round_trips(bus["command"], n_seq, 1, SMALL)}
-        results["b_inflight8"] = {"raw": _raw_round_trips(raw["front"], n_inflight, 8, SMALL), "bus": _bus_round_trips(bus["command"], n_inflight, 8, SMALL)}
-        results["c_events_1sub"] = {"raw": _events("raw", raw, n_events, 1), "bus": _events("bus", bus, n_events, 1)}
-        results["c_events_10sub"] = {"raw": _events("raw", raw, n_events // 4, 10), "bus": _events("bus", bus, n_events // 4, 10)}
-        blob = os.urandom(BULK_SIZE)
-        raw_bulk = _raw_round_trips(raw["front"], n_bulk, 1, blob)
-        bus_bulk = _bus_round_trips(bus["command"], n_bulk, 1, blob)
-        results["d_bulk_16MiB"] = {
-            "raw": {"MB_per_s": raw_bulk["per_s"] * BULK_SIZE / 1e6},
-            "bus": {"MB_per_s": bus_bulk["per_s"] * BULK_SIZE / 1e6},
-        }
+        results["a_sequential"] = _paired(lambda: _raw_round_trips(raw["front"], n_seq, 1, SMALL), lambda: _bus_round_trips(bus["command"], n_seq, 1, SMALL))
+        results["b_inflight8"] = _paired(lambda: _raw_round_trips(raw["front"], n_inflight, 8, SMALL), lambda: _bus_round_trips(bus["command"], n_inflight, 8, SMALL))
+        results["c_events_1sub"] = _paired(lambda: _events("raw", raw, n_events, 1), lambda: _events("bus", bus, n_events, 1))
+        results["c_events_10sub"] = _paired(lambda: _events("raw", raw, n_events // 4, 10), lambda: _events("bus", bus, n_events // 4, 10))
+        results["d_bulk_16MiB"] = _paired(lambda: bulk(_raw_round_trips, raw["front"]), lambda: bulk(_bus_round_trips, bus["command"]))
         many = ctx.Process(target=_actor, args=(bus["command"], bus["publish"], 200, "idle"), daemon=True)
         many.start()
         with Client(bus["command"], timeout=2) as client:

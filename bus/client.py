@@ -157,25 +157,25 @@ class Subscription:
 
     def __iter__(self) -> Iterator[TrackedEvent]:
         """Yield events until none arrives within the subscription's timeout (None: never end)."""
-        # The same steps as next(), inlined: this loop is the subscriber's hot path.
+        # The subscriber's hot path: a blocking recv bounded by RCVTIMEO, like a bare SUB loop.
         sock = self._sock
         decode = self._tracker.decode
-        noblock = zmq.NOBLOCK
+        sock.rcvtimeo = -1 if self._timeout is None else max(1, int(self._timeout * 1000))
         again = zmq.Again
-        timeout_ms = None if self._timeout is None else self._timeout * 1000
-        while True:
-            if self._pushback is not None:
-                frame, self._pushback = self._pushback, None
-            else:
-                try:
-                    frame = sock.recv(noblock)
-                except again:
-                    if timeout_ms is not None and not sock.poll(timeout_ms):
+        try:
+            while True:
+                if self._pushback is not None:
+                    frame, self._pushback = self._pushback, None
+                else:
+                    try:
+                        frame = sock.recv()
+                    except again:
                         return
-                    continue
-            event = decode(frame)
-            if event is not None:
-                yield event
+                event = decode(frame)
+                if event is not None:
+                    yield event
+        finally:
+            sock.rcvtimeo = -1
 
     def close(self) -> None:
         """Stop receiving."""

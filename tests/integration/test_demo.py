@@ -1,0 +1,38 @@
+"""`make demo` runs `linebus demo configs/demo.toml`; this runs the same tour on free ports."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port, scaled
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_tour_runs_and_shuts_down(tmp_path: Path) -> None:
+    """The demo brings the line up, tours every actor, shuts down and exits 0."""
+    text = (ROOT / "configs" / "demo.toml").read_text()
+    ports = {}
+    for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
+        ports[port] = str(free_port())
+    for old, new in ports.items():
+        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    config = tmp_path / "demo.toml"
+    config.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "bus.cli", "demo", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=scaled(240),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "the caller is told at once" in out
+    assert "the supervisor restarted it as pid" in out
+    assert "the line is shut down" in out

@@ -341,7 +341,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             p.join(5)
         broker.terminate()
         broker.wait(10)
-    for key, pair in results.items():
+    for pair in results.values():
         if isinstance(pair, dict) and "raw" in pair:
             metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"
             pair["ratio"] = pair["bus"][metric] / pair["raw"][metric] if pair["raw"][metric] else 0.0

@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run the line of a config: broker, simulators, actors (supervised)")
     p.add_argument("config")
+    p.add_argument("--json", action="store_true", help="log JSON lines (every process of the line)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("demo", help="bring up the demo line, run a scripted tour, shut down")
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("broker", help="run a broker alone")
     p.add_argument("--config", help="take [broker] from this config")
+    p.add_argument("--json", action="store_true", help="log JSON lines")
     p.add_argument("--bind", help="command endpoint to bind")
     p.add_argument("--publish-bind", help="publish (XSUB) endpoint to bind")
     p.add_argument("--subscribe-bind", help="subscribe (XPUB) endpoint to bind")
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     from bus.logs import configure_logging
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "json", False) and args.subcommand in ("up", "broker"):
+        os.environ["LINEBUS_LOG_JSON"] = "1"  # children of `up` inherit it
     configure_logging()
     from bus.errors import BrokerUnreachable, BusError, ConfigError
 

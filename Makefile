@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The Node.js example client is tested too when npm is there (skipped, with a reason, if not).
+	if command -v npm >/dev/null 2>&1; then npm install --prefix clients/node --no-audit --no-fund --silent; fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -449,8 +449,11 @@ def validate_service_name(name: str) -> str:
 
 
 def new_epoch() -> int:
-    """A random 62-bit epoch for a publisher's event sequences, chosen once per process start."""
-    return int.from_bytes(os.urandom(8), "big") >> 2
+    """A random epoch for a publisher's event sequences, chosen once per publisher start.
+
+    53 bits, so it is exact in every language's number type (JavaScript doubles included).
+    """
+    return int.from_bytes(os.urandom(8), "big") >> 11
 
 
 def new_id_prefix() -> str:

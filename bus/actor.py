@@ -373,17 +373,20 @@ class Actor:
             self._inflight[request.msg_id] = request
             request.task = self._loop.create_task(self._run_async(request))
             return
-        # Plain functions run inline: no task, no extra loop turn.
+        self._run_inline(request)
+        if not spec.concurrent:
+            self._finish_current()
+
+    def _run_inline(self, request: _Request) -> None:
+        """Run a plain-function command at once: no task, no extra loop turn."""
         try:
-            result = getattr(self, spec.method_name)(**request.args)
+            result = getattr(self, request.spec.method_name)(**request.args)
         except BusError as exc:
             self._reply_error(request.msg_id, exc)
         except Exception as exc:
             self._reply_error(request.msg_id, self._internal(request, exc))
         else:
             self._reply(request.msg_id, result)
-        if not spec.concurrent:
-            self._finish_current()
 
     async def _run_async(self, request: _Request) -> None:
         spec = request.spec
@@ -418,13 +421,18 @@ class Actor:
                 self._finish_current()
 
     def _finish_current(self) -> None:
+        """Start what waits in the queue: plain commands run here in turn (a loop, not
+        recursion, however long the queue), the first coroutine command becomes current."""
         self._current = None
         while self._queue and not self._stopping:
             nxt = self._queue.popleft()
             self._inflight.pop(nxt.msg_id, None)
-            self._start(nxt)
-            if self._current is not None:
+            if nxt.spec.is_async or nxt.spec.context_param is not None:
+                self._current = nxt
+                self._inflight[nxt.msg_id] = nxt
+                nxt.task = self._loop.create_task(self._run_async(nxt))
                 return
+            self._run_inline(nxt)
 
     def _on_cancel(self, msg_id: Any) -> None:
         request = self._inflight.get(msg_id)

@@ -427,6 +427,10 @@ class Actor:
         while self._queue and not self._stopping:
             nxt = self._queue.popleft()
             self._inflight.pop(nxt.msg_id, None)
+            if time.monotonic() >= nxt.deadline:
+                # Its caller has already been told deadline_exceeded; do not touch the device.
+                self._reply_error(nxt.msg_id, DeadlineExceeded("deadline passed while queued"))
+                continue
             if nxt.spec.is_async or nxt.spec.context_param is not None:
                 self._current = nxt
                 self._inflight[nxt.msg_id] = nxt

@@ -34,3 +34,20 @@ def test_full_queue_answers_busy(running_line):
                 outcomes.append("busy")
         assert outcomes[:1000] == list(range(1000))
         assert outcomes[1000:] == ["busy"] * 10
+
+
+def test_queued_command_past_its_deadline_is_not_run(running_line):
+    """A command whose deadline passes while it waits behind another is answered
+    deadline_exceeded and never runs."""
+    from bus.errors import DeadlineExceeded
+
+    with running_line.client(timeout=30) as bus:
+        slow = bus.start("echo1", "work", steps=1, step_s=1.5)
+        stale = bus.start("echo1", "emit", event="should_not_happen", timeout=0.3)
+        with bus.subscribe("echo1.should_not_happen") as sub:
+            sub.wait_ready()
+            with pytest.raises(DeadlineExceeded):
+                stale.result()
+            slow.result()
+            bus.call("echo1", "emit", event="after")  # the actor has drained its queue by now
+            assert sub.next(timeout=0.5) is None

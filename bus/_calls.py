@@ -95,11 +95,10 @@ class CallCore:
             return None
         if kind == _REPLY:
             payload = header[3]
-            state.result = (
-                protocol.unpack_value(payload, frames[1:])
-                if len(frames) > 1
-                else (_unpackb(payload, strict_map_key=False) if payload else None)
-            )
+            try:
+                state.result = protocol.unpack_value(payload, frames[1:]) if len(frames) > 1 else protocol.unpack_small(payload)
+            except BadRequest as exc:
+                state.error = exc
             state.done = True
             del self.pending[msg_id]
         elif kind == _ERROR:

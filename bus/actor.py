@@ -57,6 +57,7 @@ _DISCONNECT = int(Kind.DISCONNECT)
 _unpackb = msgpack.unpackb
 _packb = msgpack.packb
 _NOBLOCK = zmq.NOBLOCK
+_NO_LOCAL_DEADLINE_S = 24 * 3600.0
 
 
 class ActorSettings:
@@ -309,13 +310,19 @@ class Actor:
         elif kind == _CANCEL:
             self._on_cancel(header[2])
         elif kind == _DISCONNECT:
-            reason = header[2] if len(header) > 2 else ""
-            if not self._stopping and reason != "broker stopping":
-                # The broker does not know us (it restarted) or another instance replaced us.
+            reason = header[2] if len(header) > 2 and type(header[2]) is str else ""
+            if self._stopping:
+                return
+            if reason.startswith(protocol.REASON_REPLACED):
+                # Another process serves this name now; fighting it would flap both forever.
+                self.log.error("replaced_by_another_instance", reason=reason, hint="two actors share this service name?")
+                self.request_stop()
+            elif reason.startswith(protocol.REASON_BROKER_STOPPING):
+                self.log.warning("broker_stopping")
+            else:
+                # The broker does not know us (it restarted): register again.
                 self.log.info("reregistering", reason=reason)
                 self._send_ready()
-            else:
-                self.log.warning("broker_stopping")
 
     def _on_request(self, header: list[Any], frames: list[Any]) -> None:
         try:
@@ -326,9 +333,14 @@ class Actor:
         except IndexError:
             self.log.warning("malformed_request")
             return
-        now = time.monotonic()
-        # The broker always sends a ttl; a bare peer without one gets the broker's default budget.
-        deadline = now + (ttl if isinstance(ttl, (int, float)) else 30.0)
+        if type(msg_id) is not str:
+            self.log.warning("malformed_request")
+            return
+        if type(name) is not str or type(payload) is not bytes:
+            self._reply_error(msg_id, BadRequest("command must be a string and args a msgpack bin"))
+            return
+        # A nil ttl_s leaves the deadline to the broker, which cancels the command when it passes.
+        deadline = time.monotonic() + (ttl if type(ttl) in (int, float) else _NO_LOCAL_DEADLINE_S)
         if self._stopping:
             self._reply_error(msg_id, Unavailable(f"{self.name} is shutting down"))
             return
@@ -342,11 +354,7 @@ class Actor:
             )
             return
         try:
-            raw_args = (
-                protocol.unpack_value(payload, frames[1:])
-                if len(frames) > 1
-                else (_unpackb(payload, strict_map_key=False) if payload else {})
-            )
+            raw_args = protocol.unpack_value(payload, frames[1:]) if len(frames) > 1 else protocol.unpack_small(payload)
             args = spec.bind(raw_args if raw_args is not None else {})
         except BusError as exc:
             self._reply_error(msg_id, exc)

@@ -17,6 +17,7 @@ heartbeat silence past ``heartbeat_timeout_s`` (a hung but connected process).
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import socket
 import threading
@@ -32,7 +33,7 @@ from zmq.utils.monitor import parse_monitor_message
 from bus import protocol
 from bus.config import BrokerConfig
 from bus.directory import UP, Directory, Pending, ServiceEntry
-from bus.errors import BadRequest, BusError, InvalidArguments, UnknownCommand, UnknownService
+from bus.errors import BadRequest, BusError, InvalidArguments, UnknownCommand, UnknownService, UnsupportedVersion
 from bus.protocol import Kind
 
 __all__ = ["Broker"]
@@ -141,9 +142,11 @@ class Broker:
         if router is None:
             return
         for entry in self.directory.up():
-            self._fail_all(self.directory.mark_down(entry, "broker stopping"), "broker stopping")
-            if entry.identity is not None:
-                self._send_quiet([entry.identity, *protocol.encode_disconnect("broker stopping")])
+            identity = entry.identity
+            self._fail_all(self.directory.mark_down(entry, protocol.REASON_BROKER_STOPPING), protocol.REASON_BROKER_STOPPING)
+            if identity is not None:
+                self._send_quiet([identity, *protocol.encode_disconnect(protocol.REASON_BROKER_STOPPING)])
+            self._publish_presence(entry)
         if self._proxy_thread is not None:
             self._proxy_control.send(b"TERMINATE")
             self._proxy_thread.join(timeout=2)
@@ -208,18 +211,22 @@ class Broker:
                 handle(frames)
             except BusError as exc:
                 self._reject(frames[0], frames, exc)
+            except Exception as exc:  # never let one message stop the broker
+                log.exception("message_handling_failed")
+                self._reject(frames[0], frames, BadRequest(f"message could not be handled: {exc}", details={"reason": "unhandled"}))
 
     def _handle(self, frames: list[bytes]) -> None:
         ident = frames[0]
         try:
-            header = _unpackb(frames[1])
+            header = _unpackb(frames[1], strict_map_key=False)
         except Exception:  # msgpack raises several unrelated types for bad input
-            # Re-decode through the codec for a precise reason (slow path only).
-            protocol.decode(frames[1:])
+            protocol.decode(frames[1:])  # raises the precise BadRequest (slow path only)
             raise
-        if type(header) is not list or len(header) < 2 or header[0] != 1:
+        if type(header) is not list or len(header) < 2 or header[0] != 1 or type(header[0]) is not int:
             protocol.decode(frames[1:])  # raises the precise BadRequest / UnsupportedVersion
         kind = header[1]
+        if type(kind) is not int:
+            protocol.decode(frames[1:])
         if kind == _REQUEST:
             self._route_request(ident, header, frames)
         elif kind == _REPLY or kind == _ERROR:
@@ -230,7 +237,7 @@ class Broker:
             entry = self.directory.by_identity.get(ident)
             if entry is None:
                 # An actor we do not know (the broker restarted): ask it to register again.
-                self._send_quiet([ident, *protocol.encode_disconnect("not registered; send READY")])
+                self._send_quiet([ident, *protocol.encode_disconnect(f"{protocol.REASON_NOT_REGISTERED}; send READY")])
             else:
                 entry.last_seen = time.monotonic()
         elif kind == _CANCEL:
@@ -247,11 +254,18 @@ class Broker:
             protocol.decode(frames[1:])  # raises BadRequest naming the kind
 
     def _route_request(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
-        if len(header) < 7 or type(header[2]) is not str or type(header[3]) is not str:
-            protocol.decode(frames[1:])
+        if (
+            len(header) < 7
+            or type(header[2]) is not str
+            or type(header[3]) is not str
+            or type(header[4]) is not str
+            or type(header[6]) is not bytes
+            or len(frames[1]) > protocol.MAX_HEADER_BYTES
+        ):
+            protocol.decode(frames[1:])  # raises the precise BadRequest
         msg_id: str = header[2]
         service: str = header[3]
-        size = sum(map(len, frames)) if len(frames) > 2 else len(frames[1])
+        size = sum(map(len, frames[1:])) if len(frames) > 2 else len(frames[1])
         if size > self.config.max_message_bytes:
             raise BadRequest(
                 f"message of {size} bytes exceeds the broker limit of {self.config.max_message_bytes}",
@@ -270,7 +284,7 @@ class Broker:
         ttl = header[5]
         if ttl is None:
             ttl = self.config.default_timeout_s
-        elif type(ttl) is not float and type(ttl) is not int:
+        elif (type(ttl) is not float and type(ttl) is not int) or not math.isfinite(ttl):
             protocol.decode(frames[1:])
         if ttl <= 0:
             self._error(ident, msg_id, "deadline_exceeded", "request arrived with its deadline already passed", "deadline")
@@ -314,6 +328,7 @@ class Broker:
         if pending is None or pending.service.identity != ident:
             self.dropped["late_progress"] += 1
             return
+        pending.service.last_seen = time.monotonic()  # any message is a sign of life
         frames[0] = pending.client
         self._forward(frames, "progress")
 
@@ -345,6 +360,10 @@ class Broker:
         if name == protocol.BROKER_SERVICE:
             raise BadRequest(f"service name {name!r} is reserved for the broker")
         info = msg.info or {}
+        moved = self.directory.by_identity.get(ident)
+        if moved is not None and moved.name != name:
+            # One connection serves one service: registering another name abandons the first.
+            self._actor_down(moved, "re-registered as another service")
         existing = self.directory.by_name.get(name)
         if existing is not None and existing.state == UP and existing.identity != ident:
             # A restarted process registers before its predecessor's connection is noticed gone.
@@ -352,7 +371,7 @@ class Broker:
             existing.inflight.clear()
         entry, replaced = self.directory.register(name, ident, info, time.monotonic(), ready_frame)
         if replaced is not None:
-            self._send_quiet([replaced, *protocol.encode_disconnect("replaced by a new registration")])
+            self._send_quiet([replaced, *protocol.encode_disconnect(f"{protocol.REASON_REPLACED} by a new registration")])
         self._send_quiet([ident, *protocol.encode_heartbeat()])  # doubles as the READY acknowledgement
         log.info("actor_up", service=name, kind=entry.kind, pid=info.get("pid"), host=info.get("host"))
         self._publish_presence(entry)
@@ -430,8 +449,9 @@ class Broker:
         self.dropped[str(exc.details.get("reason", exc.code)) if exc.code == "bad_request" else exc.code] += 1
         msg_id = ""
         try:
-            header = _unpackb(frames[1]) if len(frames) > 1 else None
-            if type(header) is list and len(header) > 2 and type(header[2]) is str:
+            header = _unpackb(frames[1], strict_map_key=False) if len(frames) > 1 else None
+            # Only kinds whose element 2 is a message id (not READY's service or a reason).
+            if type(header) is list and len(header) > 2 and header[1] in (_REQUEST, _CANCEL) and type(header[2]) is str:
                 msg_id = header[2]
         except Exception:  # the frame is the problem we are reporting; nothing more to learn
             pass
@@ -447,9 +467,9 @@ class Broker:
     def _on_hello(self, ident: bytes, msg: protocol.Message) -> None:
         common = sorted(set(msg.versions or ()) & set(protocol.SUPPORTED_VERSIONS))
         if not common:
-            raise BadRequest(
+            raise UnsupportedVersion(
                 f"no common protocol version: peer speaks {msg.versions}, broker {list(protocol.SUPPORTED_VERSIONS)}",
-                details={"reason": "unsupported_version", "supported": list(protocol.SUPPORTED_VERSIONS)},
+                details={"supported": list(protocol.SUPPORTED_VERSIONS)},
             )
         info = {"broker": "linebus", "pid": os.getpid(), "host": socket.gethostname(), **self.endpoints}
         self._send_quiet([ident, *protocol.encode_hello([common[-1]], info)])

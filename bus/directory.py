@@ -74,10 +74,6 @@ class Directory:
         replaced = entry.identity if entry.state == UP and entry.identity != identity else None
         if replaced is not None:
             self.by_identity.pop(replaced, None)
-        old = self.by_identity.get(identity)
-        if old is not None and old is not entry:
-            # One connection serves one service; re-registering under a new name frees the old one.
-            self.mark_down(old, "re-registered as another service")
         entry.identity = identity
         entry.kind = str(info.get("kind", ""))
         entry.info = {k: info[k] for k in ("kind", "pid", "host", "heartbeat_s") if k in info}

@@ -237,6 +237,13 @@ class RemoteError(BusError):
     def __str__(self) -> str:
         return f"[{self.remote_code}] {self.message}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_remote, (self.message, self.remote_code, self.details))
+
+
+def _rebuild_remote(message: str, remote_code: str, details: dict[str, Any]) -> RemoteError:
+    return RemoteError(message, remote_code=remote_code, details=details)
+
 
 # The allow-list of classes rebuilt from the wire: one place, checked by a unit test.
 _BY_CODE: dict[str, type[BusError]] = {

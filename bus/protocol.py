@@ -18,6 +18,7 @@ This module imports only the standard library, msgpack and ``bus.errors``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -55,7 +56,12 @@ __all__ = [
     "encode_ready",
     "encode_reply",
     "encode_request",
+    "REASON_BROKER_STOPPING",
+    "REASON_NOT_REGISTERED",
+    "REASON_REPLACED",
     "new_epoch",
+    "no_bulk_ext_hook",
+    "unpack_small",
     "new_id_prefix",
     "pack_value",
     "unpack_value",
@@ -78,6 +84,11 @@ BULK_EXT: Final = 1
 BULK_THRESHOLD: Final = 64 * 1024
 #: A header frame larger than this is rejected: headers are small, bulk goes in bulk frames.
 MAX_HEADER_BYTES: Final = 1024 * 1024
+
+#: DISCONNECT reasons an actor acts on (the text after them is for people).
+REASON_NOT_REGISTERED = "not registered"
+REASON_REPLACED = "replaced"
+REASON_BROKER_STOPPING = "broker stopping"
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -201,6 +212,26 @@ def pack_value(value: Any) -> tuple[bytes, list[Any]]:
     return _pack(lifted), frames
 
 
+def no_bulk_ext_hook(code: int, raw: bytes) -> Any:
+    """ext_hook for payloads of messages without bulk frames: any reference is an error."""
+    raise BadRequest(f"msgpack ext type {code} in a message without bulk frames")
+
+
+def unpack_small(data: bytes) -> Any:
+    """Decode the payload of a message that has no bulk frames (the hot path)."""
+    if not data:
+        return None
+    try:
+        return _unpackb_raw(data, strict_map_key=False, ext_hook=no_bulk_ext_hook)
+    except BadRequest:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise BadRequest(f"payload is not valid msgpack: {exc}") from exc
+
+
+_unpackb_raw = msgpack.unpackb
+
+
 def unpack_value(data: bytes, frames: Any = ()) -> Any:
     """Decode a msgpack value, replacing bulk references by the bytes of the referenced frame."""
     if not data:
@@ -318,8 +349,8 @@ def _header(frame: Any) -> list[Any]:
     if not isinstance(header, list) or len(header) < 2:
         raise _bad("header must be a msgpack array [version, kind, ...]")
     version = header[0]
-    if version != VERSION:
-        if isinstance(version, int) and not isinstance(version, bool):
+    if version != VERSION or type(version) is not int:  # msgpack true and 1.0 are not version 1
+        if type(version) is int:
             raise UnsupportedVersion(
                 f"protocol version {version} is not supported (supported: {list(SUPPORTED_VERSIONS)})",
                 details={"supported": list(SUPPORTED_VERSIONS)},
@@ -352,6 +383,8 @@ def decode(frames: list[Any]) -> Message:
         raise _bad("empty message")
     header = _header(frames[0])
     try:
+        if type(header[1]) is not int:
+            raise ValueError
         kind = Kind(header[1])
     except ValueError:
         raise _bad(f"unknown message kind {header[1]!r}") from None
@@ -364,8 +397,8 @@ def decode(frames: list[Any]) -> Message:
     bulk = frames[1:] or None
     if kind is Kind.REQUEST:
         ttl = header[5]
-        if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)):
-            raise _bad("ttl_s must be a number or nil")
+        if ttl is not None and (type(ttl) not in (int, float) or not math.isfinite(ttl)):
+            raise _bad("ttl_s must be a finite number or nil")
         return Message(
             kind,
             msg_id=_str(header[2], "msg_id"),
@@ -393,7 +426,7 @@ def decode(frames: list[Any]) -> Message:
         return Message(kind, text=_str(header[2], "reason"))
     if kind is Kind.HELLO:
         versions = header[2]
-        if not isinstance(versions, list) or not all(isinstance(v, int) for v in versions):
+        if not isinstance(versions, list) or not all(type(v) is int for v in versions):
             raise _bad("HELLO versions must be an array of integers")
         return Message(kind, versions=versions, info=_map(header[3], "info"))
     return Message(kind)  # HEARTBEAT

@@ -326,9 +326,7 @@ class FlashRunnerDriver:
             raise InvalidArguments(f"cannot read {source}: {exc}", details={"argument": "path"}) from exc
         await self.upload(remote_name or source.name, data, file_type, on_progress=on_progress)
 
-    async def get_file(
-        self, name: str, dest_dir: str | Path, file_type: FileType, *, on_progress: ProgressCallback | None = None
-    ) -> Path:
+    async def get_file(self, name: str, dest_dir: str | Path, file_type: FileType, *, on_progress: ProgressCallback | None = None) -> Path:
         """Fetch ``name`` from the unit into ``dest_dir`` (``FR_GetFile``); return the written path."""
         target = Path(dest_dir) / _check_name(name)
         data = await self.download(name, file_type, on_progress=on_progress)

@@ -52,6 +52,8 @@ class Link:
         self._closing = False
         self._runner: asyncio.Task[None] | None = None
         self._busy_at = 0.0
+        self._healthy = True  # the current connection has answered: reconnect at once if it drops
+        self._delay = config.backoff_initial_s
         self.reconnects = 0
 
     @property
@@ -71,6 +73,7 @@ class Link:
         except OSError as exc:
             raise DeviceUnavailable(f"{self.transport.description}: connect failed: {exc}") from exc
         self._parser.reset()
+        self._healthy, self._delay = True, self._config.backoff_initial_s
         self._connected.set()
         log.info("flashrunner_connected", device=self.transport.description)
         self._runner = asyncio.create_task(self._run(), name=f"flashrunner-link {self.transport.description}")
@@ -204,15 +207,17 @@ class Link:
         if isinstance(item, Busy):
             self._busy_at = asyncio.get_running_loop().time()
             return
-        while self._pending:
+        if self._pending:
             future = self._pending.popleft()
             if future.done():
-                continue  # abandoned: this answer was its own
+                log.debug("flashrunner_discarded", device=self.transport.description, item=repr(item)[:120])
+                return  # the answer of an abandoned command: nobody waits for it
             if isinstance(item, Garbled):
                 log.warning("flashrunner_garbled", device=self.transport.description, reason=item.reason)
                 future.set_exception(DeviceFault(f"garbled answer: {item.reason}", device_code="GARBLED"))
             else:
                 future.set_result(item)
+                self._healthy, self._delay = True, self._config.backoff_initial_s
             return
         log.warning("flashrunner_unsolicited", device=self.transport.description, item=repr(item)[:120])
 
@@ -237,18 +242,27 @@ class Link:
                 self._deliver(item)
 
     async def _reconnect(self) -> None:
-        delay = self._config.backoff_initial_s
         attempt = 0
         while not self._closing:
             attempt += 1
+            if not self._healthy:
+                # The last connection failed or never answered (a peer that accepts and hangs up
+                # at once): wait before trying again, doubling up to the cap.
+                pause = self._delay * random.uniform(0.8, 1.2)  # jitter: actors must not retry in lockstep
+                await asyncio.sleep(pause)
+                self._delay = min(self._delay * 2, self._config.backoff_max_s)
+            self._healthy = False
             await self.transport.close()
             try:
                 await self.transport.open()
             except OSError as exc:
-                pause = delay * random.uniform(0.8, 1.2)  # jitter: many actors must not retry in lockstep
-                log.info("flashrunner_reconnect_failed", device=self.transport.description, attempt=attempt, retry_in_s=round(pause, 3), error=str(exc))
-                await asyncio.sleep(pause)
-                delay = min(delay * 2, self._config.backoff_max_s)
+                log.info(
+                    "flashrunner_reconnect_failed",
+                    device=self.transport.description,
+                    attempt=attempt,
+                    next_pause_s=round(self._delay, 3),
+                    error=str(exc),
+                )
                 continue
             self._parser.reset()
             self.reconnects += 1

@@ -323,7 +323,8 @@ def encode_answer(text: str = "", *, ok: bool = True, channel: int | None = MAST
     if data is not None:
         text = f"{DATA_TOKEN} {len(data)} {crc32_hex(data)}"
     tag = "" if channel is None else f"{channel:02d}|"
-    return f"{tag}{text}{'>' if ok else '!'}".encode("ascii") + (data or b"")
+    text = text.replace(">", ")").replace("!", ".")  # a prompt character would end the answer early
+    return f"{tag}{text}{'>' if ok else '!'}".encode("ascii", "replace") + (data or b"")
 
 
 # ---------------------------------------------------------------- requests (host → device)
@@ -352,12 +353,14 @@ class RequestParser:
     """Turn the host's byte stream into ``Request`` items (the device side, for the simulator).
 
     ``blob_commands`` names the commands followed by raw bytes (their last two arguments are the
-    byte count and CRC-32). Lines end with LF, CRLF or CR; text before ``#`` is ignored.
+    byte count and CRC-32; the header line must end with LF or CRLF). Lines end with LF, CRLF or
+    CR; text before ``#`` is ignored.
     """
 
     blob_commands: frozenset[str] = frozenset({"FSDATA", "DYNMEMKEY", "DYNMEMSETENC"})
     _buffer: bytearray = field(default_factory=bytearray)
     _pending: tuple[Request, int, str] | None = None
+    _skip_lf: bool = False
 
     def feed(self, data: bytes) -> list[Request]:
         """Add bytes from the host; return every request they complete, in order."""
@@ -379,6 +382,9 @@ class RequestParser:
             if crc32_hex(payload) != crc:
                 return Request(request.channels, request.name, request.args, error="ERR_CRC data CRC mismatch")
             return Request(request.channels, request.name, request.args, payload, masked=request.masked)
+        if self._skip_lf and buf[:1] == b"\n":
+            del buf[:1]  # the LF of a CRLF whose CR already ended the previous line
+        self._skip_lf = False
         line_end = _LINE_END.search(buf)
         if line_end is None:
             if len(buf) > MAX_COMMAND_CHARS:
@@ -388,8 +394,8 @@ class RequestParser:
         end = line_end.end()
         if buf[line_end.start()] == 0x0D:
             if end == len(buf):
-                return None  # wait: a CR may be followed by the LF of a CRLF
-            if buf[end] == 0x0A:
+                self._skip_lf = True  # answer a CR-terminated command now; drop a later LF
+            elif buf[end] == 0x0A:
                 end += 1
         line = bytes(buf[: line_end.start()])
         del buf[:end]
@@ -413,7 +419,11 @@ class RequestParser:
         if request.name in self.blob_commands:
             if len(request.args) < 2 or not request.args[-2].isdigit():
                 return Request(channels, request.name, request.args, error="ERR_SYNTAX missing <len> <crc>")
-            self._pending = (Request(channels, request.name, request.args[:-2], masked=masked), int(request.args[-2]), request.args[-1].lower())
+            self._pending = (
+                Request(channels, request.name, request.args[:-2], masked=masked),
+                int(request.args[-2]),
+                request.args[-1].lower(),
+            )
             return self._next()
         return request
 

@@ -1,14 +1,16 @@
 """The USB/serial transport: pyserial, read by one thread that hands bytes to the event loop.
 
 pyserial blocks, so a reader thread owns ``read()`` and posts what it gets into an asyncio queue
-(no byte is lost to a cancelled ``to_thread`` call); writes run in ``asyncio.to_thread``, which
-finishes the write even if the awaiting task is cancelled, so a frame is never cut in half.
+(no byte is lost to a cancelled ``to_thread`` call). Writes run on one dedicated writer thread:
+a write finishes even if the awaiting task is cancelled (a frame is never cut in half), and the
+next write queues behind it instead of interleaving its bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import serial
 
@@ -36,6 +38,7 @@ class SerialTransport:
         self._queue: asyncio.Queue[_Item] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-writer {port}")
 
     @property
     def description(self) -> str:
@@ -62,7 +65,8 @@ class SerialTransport:
         if port is None:
             raise OSError(f"{self.description}: not open")
         try:
-            await asyncio.to_thread(_write_all, port, data)
+            # Shielded: cancelling the wrapper of a job not yet started would cancel the job itself.
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._writer, _write_all, port, data))
         except serial.SerialException as exc:
             raise OSError(f"write {self.description}: {exc}") from exc
 
@@ -89,7 +93,8 @@ class SerialTransport:
         if thread is not None:
             await asyncio.to_thread(thread.join, 2.0)
         if port is not None:
-            await asyncio.to_thread(port.close)
+            # Through the writer thread, so the port closes after the writes queued before it.
+            await asyncio.get_running_loop().run_in_executor(self._writer, port.close)
 
     async def set_baudrate(self, baudrate: int) -> None:
         """Reopen the port at ``baudrate`` (after the device confirmed the switch)."""

@@ -173,6 +173,32 @@ def _pings(client: Any) -> bool:
         return False
 
 
+def wait_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """Read a child's stdout until its ``{"event": "ready", ...}`` line (simulators print one)."""
+    import selectors
+
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    buffered = b""
+    while time.monotonic() < end:
+        if not selector.select(timeout=max(0.0, end - time.monotonic())):
+            break
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        buffered += chunk
+        for line in buffered.split(b"\n"):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and message.get("event") == "ready":
+                return message
+    pytest.fail(f"no ready line from {proc.args} within {timeout:.1f} s; got {buffered[-500:]!r}")
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
     """Poll until truthy; fail the test naming ``what`` and the last value after ``timeout``."""
     end = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from bus.errors import Cancelled, DeadlineExceeded, InvalidArguments, Unavailable, UnknownCommand
-from tests.conftest import Endpoints, Line, Processes, free_port, scaled, wait_until, write_config
+from tests.conftest import Endpoints, Line, Processes, free_port, scaled, wait_ready_line, wait_until, write_config
 from tests.contract.targets import TARGETS, ContractTarget
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,8 @@ def target_line(request: pytest.FixtureRequest, tmp_path: Path, processes: Proce
     target: ContractTarget = request.param
     ports = {name: free_port() for name in target.ports}
     for module, args in target.simulators:
-        processes.start("-m", module, *(a.format(port=ports) if "{" in a else a for a in args))
+        sim = processes.start("-m", module, *(a.format(port=ports) if "{" in a else a for a in args), stdout=subprocess.PIPE)
+        wait_ready_line(sim, scaled(20))
     actor = {"name": "dut", **target.actor}
     if target.options is not None:
         actor["options"] = target.options(ports)

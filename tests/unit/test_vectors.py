@@ -15,6 +15,7 @@ import pytest
 
 from bus import protocol
 from bus.errors import BusError
+from tests.vectors.make_vectors import from_json, jsonable
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "vectors"
 VECTORS = [json.loads(p.read_text()) for p in sorted(VECTOR_DIR.glob("*.json"))]
@@ -44,57 +45,35 @@ def frames_of(vector: dict[str, Any]) -> list[bytes]:
     return [bytes.fromhex(h) for h in vector["frames_hex"]]
 
 
-def raw(value: Any) -> Any:
-    """JSON form back to Python values: {"hex": ...} becomes bytes."""
-    if isinstance(value, dict):
-        if set(value) == {"hex"}:
-            return bytes.fromhex(value["hex"])
-        return {k: raw(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [raw(v) for v in value]
-    return value
-
-
-def jsonable(value: Any) -> Any:
-    """Python values to the vectors' JSON form (bytes as {"hex": ...})."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"hex": bytes(value).hex()}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def encode(d: dict[str, Any]) -> list[bytes]:
     """Encode a vector's decoded value with bus.protocol."""
     kind = d["kind"]
     if kind == "request":
         frames = protocol.encode_request(
-            d["msg_id"], d["service"], d["command"], d["ttl_s"], raw(d["args"])
+            d["msg_id"], d["service"], d["command"], d["ttl_s"], from_json(d["args"])
         )
     elif kind == "progress":
-        frames = protocol.encode_progress(d["msg_id"], raw(d["data"]))
+        frames = protocol.encode_progress(d["msg_id"], from_json(d["data"]))
     elif kind == "reply":
-        frames = protocol.encode_reply(d["msg_id"], raw(d["result"]))
+        frames = protocol.encode_reply(d["msg_id"], from_json(d["result"]))
     elif kind == "error":
         frames = protocol.encode_error(
-            d["msg_id"], d["code"], d["message"], raw(d["details"])
+            d["msg_id"], d["code"], d["message"], from_json(d["details"])
         )
     elif kind == "cancel":
         frames = protocol.encode_cancel(d["msg_id"])
     elif kind == "ready":
-        frames = protocol.encode_ready(d["service"], raw(d["info"]))
+        frames = protocol.encode_ready(d["service"], from_json(d["info"]))
     elif kind == "heartbeat":
         frames = protocol.encode_heartbeat()
     elif kind == "disconnect":
         frames = protocol.encode_disconnect(d["reason"])
     elif kind == "hello":
-        frames = protocol.encode_hello(d["versions"], raw(d["info"]))
+        frames = protocol.encode_hello(d["versions"], from_json(d["info"]))
     elif kind == "event":
         frames = [
             protocol.encode_event(
-                d["topic"], d["src"], d["epoch"], d["seq"], d["ts"], raw(d["data"])
+                d["topic"], d["src"], d["epoch"], d["seq"], d["ts"], from_json(d["data"])
             )
         ]
     else:

@@ -701,13 +701,14 @@ def check_against_codec() -> None:
             )
 
 
-def _raw(value: Any) -> Any:
+def from_json(value: Any) -> Any:
+    """The vectors' JSON form back to Python values: {"hex": ...} becomes bytes."""
     if isinstance(value, dict):
         if set(value) == {"hex"}:
             return bytes.fromhex(value["hex"])
-        return {k: _raw(v) for k, v in value.items()}
+        return {k: from_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_raw(v) for v in value]
+        return [from_json(v) for v in value]
     return value
 
 
@@ -715,30 +716,30 @@ def _encode_with_codec(protocol: Any, d: dict[str, Any]) -> list[Any]:
     kind = d["kind"]
     if kind == "request":
         return protocol.encode_request(
-            d["msg_id"], d["service"], d["command"], d["ttl_s"], _raw(d["args"])
+            d["msg_id"], d["service"], d["command"], d["ttl_s"], from_json(d["args"])
         )
     if kind == "progress":
-        return protocol.encode_progress(d["msg_id"], _raw(d["data"]))
+        return protocol.encode_progress(d["msg_id"], from_json(d["data"]))
     if kind == "reply":
-        return protocol.encode_reply(d["msg_id"], _raw(d["result"]))
+        return protocol.encode_reply(d["msg_id"], from_json(d["result"]))
     if kind == "error":
         return protocol.encode_error(
-            d["msg_id"], d["code"], d["message"], _raw(d["details"])
+            d["msg_id"], d["code"], d["message"], from_json(d["details"])
         )
     if kind == "cancel":
         return protocol.encode_cancel(d["msg_id"])
     if kind == "ready":
-        return protocol.encode_ready(d["service"], _raw(d["info"]))
+        return protocol.encode_ready(d["service"], from_json(d["info"]))
     if kind == "heartbeat":
         return protocol.encode_heartbeat()
     if kind == "disconnect":
         return protocol.encode_disconnect(d["reason"])
     if kind == "hello":
-        return protocol.encode_hello(d["versions"], _raw(d["info"]))
+        return protocol.encode_hello(d["versions"], from_json(d["info"]))
     if kind == "event":
         return [
             protocol.encode_event(
-                d["topic"], d["src"], d["epoch"], d["seq"], d["ts"], _raw(d["data"])
+                d["topic"], d["src"], d["epoch"], d["seq"], d["ts"], from_json(d["data"])
             )
         ]
     raise ValueError(kind)

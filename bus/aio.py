@@ -187,17 +187,16 @@ class AsyncClient:
         if sock is None:
             raise Unavailable("client is not open (use `async with AsyncClient()`)")
         deadline = state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
-        while True:
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
-                return
-            except zmq.Again:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not await sock.poll(remaining * 1000, zmq.POLLOUT):
-                    if state is not None:
-                        self._core.expire(state, self.endpoint, unsent=True)
-                        raise state.error  # type: ignore[misc] # noqa: B904
-                    raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}") from None
+        # zmq.asyncio reports a would-block send through the returned future, not by raising, so
+        # await a blocking send (it waits for the connection; ZMQ_IMMEDIATE queues nothing before)
+        # bounded by the call's deadline.
+        try:
+            await asyncio.wait_for(sock.send_multipart(frames, copy=len(frames) == 1), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            if state is not None:
+                self._core.expire(state, self.endpoint, unsent=True)
+                raise state.error from None  # type: ignore[misc]
+            raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}") from None
 
     async def _wait(self, state: CallState, done: asyncio.Future[None]) -> None:
         try:

@@ -171,7 +171,8 @@ class Supervisor:
         if not done.wait(self.config.supervisor.ready_timeout_s) or not found:
             raise DeadlineExceeded(f"simulator {managed.name!r} did not print its ready line")
         managed.ready_info = found
-        log.info("simulator_ready", name=managed.name, **{k: v for k, v in found.items() if k != "event"})
+        # Passed as one field: a simulator's keys (e.g. "logger") could clash with structlog's own.
+        log.info("simulator_ready", name=managed.name, endpoints={k: v for k, v in found.items() if k != "event"})
 
     # --- watch ------------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """A simulated FlashRunner 2.0 on a real TCP port, a logger port and (optionally) a pseudo-terminal.
 
-Run it as ``python -m actors.flashrunner.simulator [--port 0] [--pty] [--channels N] ...``; once
+Run it as ``python -m actors.flashrunner.simulator [--port 0] [--pty] [--channels N] ...``
+(or ``--listen 127.0.0.1:1234 --logger-listen 127.0.0.1:1235``; ``--key-file unit.pem`` uses a
+fixed RSA key, ``--project NAME`` preloads a project file); once
 listening it prints one JSON line, ``{"event": "ready", "tcp": ..., "logger": ..., "pty": ...}``,
 and serves until SIGTERM/SIGINT. Tests use it in-process: ``async with FlashRunnerSimulator() as sim``.
 
@@ -54,7 +56,7 @@ from typing import Any, Self
 import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.flashrunner.protocol import RequestParser
+from actors.flashrunner.protocol import FileType, RequestParser
 from actors.flashrunner.sim_device import SimDevice, TransferSession
 
 __all__ = ["Faults", "FlashRunnerSimulator", "main"]
@@ -351,7 +353,37 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--garble", type=int, default=0, help="garble this many answers")
     parser.add_argument("--drop-after-chunks", type=int, default=None, help="drop the connection at this file chunk")
     parser.add_argument("--nack", default="", help="comma-separated commands that always fail")
-    return parser.parse_args(argv)
+    parser.add_argument("--listen", default=None, help="HOST:PORT of the command port (overrides --host/--port)")
+    parser.add_argument("--logger-listen", default=None, help="HOST:PORT of the logger port (overrides --logger-port)")
+    parser.add_argument("--key-file", default=None, help="PEM file of the unit's RSA private key (default: a fresh key)")
+    parser.add_argument("--project", action="append", default=[], help="preload a project file of this name (repeatable)")
+    args = parser.parse_args(argv)
+    if args.listen:
+        args.host, args.port = _address(parser, "--listen", args.listen)
+    if args.logger_listen:
+        logger_host, args.logger_port = _address(parser, "--logger-listen", args.logger_listen)
+        if logger_host != args.host:
+            parser.error("--logger-listen must use the host of the command port")
+    return args
+
+
+def _address(parser: argparse.ArgumentParser, flag: str, text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error(f"{flag} takes HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def _load_key(path: str | None) -> rsa.RSAPrivateKey | None:
+    if path is None:
+        return None
+    from cryptography.hazmat.primitives import serialization
+
+    with open(path, "rb") as handle:
+        key = serialization.load_pem_private_key(handle.read(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SystemExit(f"{path}: not an RSA private key")
+    return key
 
 
 def _csv(text: str) -> list[str]:
@@ -371,7 +403,10 @@ async def _run(args: argparse.Namespace) -> None:
         busy_interval_s=args.busy_interval_s,
         faults=Faults(args.stall_s, args.stall_count, args.garble, args.drop_after_chunks),
         nack_commands=_csv(args.nack),
+        private_key=_load_key(args.key_file),
     )
+    for name in args.project:
+        sim.device.files[FileType.PRJ][name] = f"; project {name}, preloaded by the simulator\n".encode()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -20,7 +20,7 @@ class ContractTarget:
     actor: dict[str, Any]
     quick: tuple[str, dict[str, Any]]
     slow: tuple[str, dict[str, Any]]
-    #: Simulators as (module, args) started before the actor; args may use {port:NAME} placeholders.
+    #: Simulators as (module, args) started before the actor; args may use {port[NAME]} placeholders.
     simulators: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Builds actor options from the ports allocated for the placeholders.
     options: Callable[[dict[str, int]], dict[str, Any]] | None = None
@@ -33,5 +33,26 @@ TARGETS: list[ContractTarget] = [
         actor={"kind": "echo", "class": "bus.testing:EchoActor"},
         quick=("echo", {"value": 1}),
         slow=("work", {"steps": 200, "step_s": 0.05}),
+    ),
+    ContractTarget(
+        kind="flashrunner",
+        actor={"kind": "flashrunner"},
+        quick=("FR_SendCommand", {"command": "#55*SPING"}),
+        # A project run of 60 s on a simulator that has the project preloaded: progress at once
+        # ({"done": 0, "total": 1}), then nothing until the channel ends or the run is cancelled.
+        slow=("FR_RunProject", {"project": "slow.prj", "channels": [1], "timeout": 120000}),
+        simulators=(
+            (
+                "actors.flashrunner.simulator",
+                ("--listen", "127.0.0.1:{port[fr]}", "--logger-listen", "127.0.0.1:{port[frlog]}", "--project", "slow.prj", "--run-s", "60"),
+            ),
+        ),
+        options=lambda ports: {
+            "port": "LAN",
+            "settings": f"127.0.0.1:{ports['fr']}",
+            "logger_address": f"127.0.0.1:{ports['frlog']}",
+            "backoff_max_s": 0.5,
+        },
+        ports=("fr", "frlog"),
     ),
 ]

@@ -231,7 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from bus.bench import main as bench_main
 
-    return bench_main(args.bench_args)
+    return bench_main(args.rest)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -239,7 +239,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         from actors.telemetry.ingest_server import main as ingest_main
     except ModuleNotFoundError as exc:
         raise UsageError(f"the ingestion server is not available: {exc}") from None
-    return int(ingest_main(args.ingest_args) or 0)
+    return int(ingest_main(args.rest) or 0)
+
+
+_PASS_THROUGH = {"bench": cmd_bench, "ingest": cmd_ingest}
 
 
 # --- parser ----------------------------------------------------------------------------------
@@ -302,13 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p.set_defaults(func=cmd_describe)
 
-    p = sub.add_parser("bench", help="measure the bus against raw ZeroMQ (see docs/BENCHMARKS.md)")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("ingest", help="run the reference ingestion server (telemetry upstream)")
-    p.add_argument("ingest_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_ingest)
+    # Listed for --help only: main() hands their arguments over untouched.
+    sub.add_parser("bench", help="measure the bus against raw ZeroMQ (--quick, --json; see docs/BENCHMARKS.md)")
+    sub.add_parser("ingest", help="run the reference ingestion server (telemetry upstream; --help for its options)")
     return parser
 
 
@@ -316,7 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``linebus``; returns the exit code."""
     from bus.logs import configure_logging
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _PASS_THROUGH:
+        # These hand their whole argument list to another program's parser (argparse's
+        # REMAINDER would swallow or reject options such as `--port`).
+        args = argparse.Namespace(subcommand=argv[0], func=_PASS_THROUGH[argv[0]], rest=argv[1:], json=False)
+    else:
+        args = build_parser().parse_args(argv)
     if getattr(args, "json", False) and args.subcommand in ("up", "broker"):
         os.environ["LINEBUS_LOG_JSON"] = "1"  # children of `up` inherit it
     configure_logging()

@@ -1,0 +1,360 @@
+"""The reference upstream: a small HTTP ingest service speaking docs/INGEST_PROTOCOL.md.
+
+Run it as ``python -m actors.telemetry.ingest_server --port 0 --db ingest.sqlite`` (or
+``linebus ingest``); once listening it prints one JSON line
+``{"event": "ready", "url": "http://127.0.0.1:PORT"}`` and serves until SIGTERM/SIGINT.
+
+It is what the integration tests and the demo forward to, and the model for a plant's own
+service. Beyond the device endpoints it has operator endpoints (set desired properties, read
+what a device sent) and test hooks that make the next N device requests fail with 500, 429 or
+503 (with ``Retry-After``), or hold the answer back after the upload was stored, which is how
+tests cut a device off between "server stored it" and "device heard the ack".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+
+from actors.telemetry.codec import decode_upload, decompress
+from actors.telemetry.ingest_db import IngestDatabase
+from bus.logs import configure_logging
+
+__all__ = ["IngestServer", "main"]
+
+log = structlog.get_logger()
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class _HttpProblem(Exception):
+    """An RFC 9457 problem answer (raised inside handlers, rendered by the dispatcher)."""
+
+    def __init__(self, status: int, title: str, detail: str = "", headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail, self.headers = status, title, detail, headers or {}
+
+
+@dataclass(slots=True)
+class _Fault:
+    status: int | None  # 500/429/503 answer, or None to hold the answer back
+    count: int
+    retry_after: str | None
+    hold_s: float
+    path: str  # applies to device requests whose path contains this ("" = all)
+
+
+class _Faults:
+    """Test hooks: the next device requests fail or are held, in the order the hooks were set."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[_Fault] = []
+        self.requests: list[dict[str, Any]] = []
+
+    def add(self, fault: _Fault) -> None:
+        with self._lock:
+            self._queue.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self.requests.clear()
+
+    def take(self, method: str, path: str, encoding: str | None) -> _Fault | None:
+        """Log a device request and consume the first fault that applies to it, if any."""
+        with self._lock:
+            fault = next((f for f in self._queue if f.path in path), None)
+            if fault is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._queue.remove(fault)
+            held = fault is not None and fault.status is None
+            self.requests.append(
+                {"t": time.monotonic(), "method": method, "path": path, "encoding": encoding, "fault": fault.status if fault else None, "held": held}
+            )
+            return fault
+
+
+Route = tuple[str, re.Pattern[str], str]
+_ROUTES: list[Route] = [
+    ("POST", re.compile(r"^/v1/provisioning$"), "provision"),
+    ("POST", re.compile(r"^/v1/registration/refresh$"), "refresh"),
+    ("PUT", re.compile(r"^/v1/devices/(?P<device>[^/]+)/uploads/(?P<upload>[A-Za-z0-9_.\-]{1,128})$"), "upload"),
+    ("GET", re.compile(r"^/v1/devices/(?P<device>[^/]+)/twin/desired$"), "get_desired"),
+    ("POST", re.compile(r"^/v1/devices/(?P<device>[^/]+)/twin/reported$"), "post_reported"),
+    ("PUT", re.compile(r"^/v1/operator/devices/(?P<device>[^/]+)/twin/desired$"), "set_desired"),
+    ("GET", re.compile(r"^/v1/operator/devices/(?P<device>[^/]+)/twin$"), "get_twin"),
+    ("GET", re.compile(r"^/v1/operator/devices/(?P<device>[^/]+)/messages$"), "get_messages"),
+    ("GET", re.compile(r"^/v1/operator/devices/(?P<device>[^/]+)/batches$"), "get_batches"),
+    ("GET", re.compile(r"^/v1/operator/stats$"), "get_stats"),
+    ("POST", re.compile(r"^/v1/test/faults$"), "add_fault"),
+    ("DELETE", re.compile(r"^/v1/test/faults$"), "clear_faults"),
+    ("GET", re.compile(r"^/v1/test/requests$"), "get_requests"),
+]
+
+
+class IngestServer:
+    """The ingest service on a ``ThreadingHTTPServer``; ``start()`` serves from a thread.
+
+    Args:
+        db_path: Its SQLite file.
+        host: Address to bind (loopback by default).
+        port: Port to bind; 0 picks a free one (see ``url``).
+        provisioning_tokens: Tokens accepted for provisioning; empty accepts any non-empty token.
+        token_ttl_s: Lifetime of registration tokens.
+    """
+
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        provisioning_tokens: Sequence[str] = (),
+        token_ttl_s: float = 30 * 86400,
+    ) -> None:
+        self.db = IngestDatabase(db_path, token_ttl_s=token_ttl_s)
+        self.faults = _Faults()
+        self.provisioning_tokens = frozenset(provisioning_tokens)
+        self.stopping = threading.Event()
+        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL devices use."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        """Serve from a background thread."""
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ingest-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, release held answers, close the socket and the database."""
+        self.stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.db.close()
+
+    # -- device endpoints ---------------------------------------------------------------------
+
+    def provision(self, request: _Request) -> dict[str, Any]:
+        body = request.json()
+        token = body.get("provisioning_token")
+        if not isinstance(token, str) or not token or (self.provisioning_tokens and token not in self.provisioning_tokens):
+            raise _HttpProblem(401, "Provisioning Token is invalid")
+        device_id = body.get("device_id")
+        if device_id is not None and not re.fullmatch(r"[0-9A-Za-z\-_.]{4,90}", str(device_id)):
+            raise _HttpProblem(400, "Invalid device id", "4-90 characters of [0-9a-zA-Z-_.]")
+        return self.db.provision(device_id)
+
+    def refresh(self, request: _Request) -> dict[str, Any]:
+        return self.db.refresh(request.device())
+
+    def upload(self, request: _Request) -> dict[str, Any]:
+        device_id = request.device(request.params["device"])
+        try:
+            document = decode_upload(decompress(request.body, request.headers.get("Content-Encoding")))
+        except ValueError as exc:
+            raise _HttpProblem(400, "Malformed upload", str(exc)) from exc
+        answer = self.db.ingest(device_id, request.params["upload"], document)
+        log.info("ingest_upload", device_id=device_id, upload_id=request.params["upload"], acked=len(answer["acked"]), duplicate=answer["duplicate"])
+        return answer
+
+    def get_desired(self, request: _Request) -> dict[str, Any]:
+        return self.db.desired(request.device(request.params["device"]))
+
+    def post_reported(self, request: _Request) -> dict[str, Any]:
+        device_id = request.device(request.params["device"])
+        try:
+            acked = self.db.report(device_id, request.json()["updates"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _HttpProblem(400, "Malformed reported update", str(exc)) from exc
+        return {"acked": acked}
+
+    # -- operator and test endpoints ----------------------------------------------------------
+
+    def set_desired(self, request: _Request) -> dict[str, Any]:
+        values = request.json().get("values")
+        if not isinstance(values, dict):
+            raise _HttpProblem(400, "Body must be {\"values\": {...}}")
+        return {"version": self.db.set_desired(request.params["device"], values)}
+
+    def get_twin(self, request: _Request) -> dict[str, Any]:
+        device_id = request.params["device"]
+        return {"desired": self.db.desired(device_id), "reported": self.db.reported(device_id)}
+
+    def get_messages(self, request: _Request) -> dict[str, Any]:
+        rows = self.db.messages(request.params["device"])
+        for row in rows:
+            payload = bytes(row.pop("payload"))
+            try:
+                row["payload"] = payload.decode()
+            except UnicodeDecodeError:
+                row["payload_hex"] = payload.hex()
+        return {"messages": rows}
+
+    def get_batches(self, request: _Request) -> dict[str, Any]:
+        return {"batches": self.db.batches(request.params["device"])}
+
+    def get_stats(self, request: _Request) -> dict[str, Any]:
+        return self.db.stats()
+
+    def add_fault(self, request: _Request) -> dict[str, Any]:
+        body = request.json()
+        status = body.get("status")
+        if status not in (None, 500, 429, 503):
+            raise _HttpProblem(400, "status must be 500, 429, 503 or null (hold)")
+        retry_after = body.get("retry_after")
+        fault = _Fault(status, int(body.get("count", 1)), None if retry_after is None else str(retry_after), float(body.get("hold_s", 30)), str(body.get("path", "")))
+        self.faults.add(fault)
+        return {"ok": True}
+
+    def clear_faults(self, request: _Request) -> dict[str, Any]:
+        self.faults.clear()
+        return {"ok": True}
+
+    def get_requests(self, request: _Request) -> dict[str, Any]:
+        return {"requests": list(self.faults.requests)}
+
+
+class _Request:
+    """What a route handler sees: path parameters, headers, body, and the auth check."""
+
+    def __init__(self, server: IngestServer, params: dict[str, str], headers: Any, body: bytes) -> None:
+        self.server, self.params, self.headers, self.body = server, params, headers, body
+
+    def json(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.body or b"{}")
+        except ValueError as exc:
+            raise _HttpProblem(400, "Body is not JSON", str(exc)) from exc
+        if not isinstance(value, dict):
+            raise _HttpProblem(400, "Body must be a JSON object")
+        return value
+
+    def device(self, expected: str | None = None) -> str:
+        """The device of the bearer token; 401 if invalid, 403 if it is not ``expected``."""
+        auth = self.headers.get("Authorization", "")
+        device_id = self.server.db.authenticate(auth[7:]) if auth.startswith("Bearer ") else None
+        if device_id is None:
+            raise _HttpProblem(401, "InvalidRegistrationToken", "registration token missing, unknown or expired")
+        if expected is not None and expected != device_id:
+            raise _HttpProblem(403, "Forbidden", "token belongs to another device")
+        return device_id
+
+
+def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the forwarder's session reuses connections
+
+        def do_GET(self) -> None:
+            self._dispatch("GET")
+
+        def do_POST(self) -> None:
+            self._dispatch("POST")
+
+        def do_PUT(self) -> None:
+            self._dispatch("PUT")
+
+        def do_DELETE(self) -> None:
+            self._dispatch("DELETE")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("ingest_http", client=self.client_address[0], line=format % args)
+
+        def _dispatch(self, method: str) -> None:
+            path = self.path.split("?", 1)[0]
+            try:
+                body = self._read_body()
+                handler, params = self._route(method, path)
+                device_facing = not path.startswith(("/v1/operator/", "/v1/test/"))
+                fault = server.faults.take(method, path, self.headers.get("Content-Encoding")) if device_facing else None
+                if fault is not None and fault.status is not None:
+                    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                    raise _HttpProblem(fault.status, "Injected fault", "test hook", headers)
+                answer = handler(_Request(server, params, self.headers, body))
+                if fault is not None:  # hold: the work is done and stored, the answer comes late
+                    server.stopping.wait(fault.hold_s)
+                self._send(200, answer)
+            except _HttpProblem as problem:
+                body = {"type": "about:blank", "title": problem.title, "status": problem.status, "detail": problem.detail}
+                self._send(problem.status, body, problem.headers, "application/problem+json")
+            except Exception:
+                log.exception("ingest_handler_failed", method=method, path=path)
+                self._send(500, {"type": "about:blank", "title": "Internal error", "status": 500}, content_type="application/problem+json")
+
+        def _read_body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                raise _HttpProblem(413, "Body too large", f"limit {MAX_BODY_BYTES} bytes")
+            return self.rfile.read(length) if length else b""
+
+        def _route(self, method: str, path: str) -> tuple[Callable[[_Request], dict[str, Any]], dict[str, str]]:
+            allowed = False
+            for route_method, pattern, name in _ROUTES:
+                match = pattern.match(path)
+                if match:
+                    allowed = True
+                    if route_method == method:
+                        return getattr(server, name), match.groupdict()
+            raise _HttpProblem(405 if allowed else 404, "Method not allowed" if allowed else "Not found", path)
+
+        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None, content_type: str = "application/json") -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ingest service until SIGTERM/SIGINT (the ``linebus ingest`` command)."""
+    parser = argparse.ArgumentParser(prog="linebus ingest", description="Reference telemetry ingest service (HTTP).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    parser.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one")
+    parser.add_argument("--db", required=True, help="SQLite file to store into")
+    parser.add_argument("--provisioning-token", action="append", default=[], help="accepted provisioning token (repeatable; none: accept any)")
+    parser.add_argument("--token-ttl-s", type=float, default=30 * 86400, help="registration token lifetime")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `linebus ingest -- --port 0 ...` passes the separator through
+        argv = argv[1:]
+    args = parser.parse_args(argv)
+    configure_logging()  # to stderr: stdout carries only the ready line
+    server = IngestServer(args.db, host=args.host, port=args.port, provisioning_tokens=args.provisioning_token, token_ttl_s=args.token_ttl_s)
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    server.start()
+    print(json.dumps({"event": "ready", "url": server.url}), flush=True)
+    log.info("ingest_ready", url=server.url, db=args.db)
+    done.wait()
+    server.stop()
+    log.info("ingest_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -378,11 +378,25 @@ class Actor:
         if not spec.concurrent:
             self._current = request
         if spec.is_async or spec.context_param is not None:
-            self._inflight[request.msg_id] = request
-            request.task = self._loop.create_task(self._run_async(request))
+            self._launch(request)
             return
         self._run_inline(request)
         if not spec.concurrent:
+            self._finish_current()
+
+    def _launch(self, request: _Request) -> None:
+        self._inflight[request.msg_id] = request
+        request.task = self._loop.create_task(self._run_async(request))
+        request.task.add_done_callback(lambda _task: self._after_task(request))
+
+    def _after_task(self, request: _Request) -> None:
+        """A task cancelled before its first step never runs ``_run_async`` (and so never its
+        ``finally``): answer for it and free the device here, or the actor would wait forever."""
+        if self._inflight.get(request.msg_id) is not request:
+            return  # _run_async ran and cleaned up
+        self._inflight.pop(request.msg_id, None)
+        self._reply_error(request.msg_id, Cancelled("cancelled before it started"))
+        if not request.spec.concurrent and self._current is request:
             self._finish_current()
 
     def _run_inline(self, request: _Request) -> None:
@@ -441,8 +455,7 @@ class Actor:
                 continue
             if nxt.spec.is_async or nxt.spec.context_param is not None:
                 self._current = nxt
-                self._inflight[nxt.msg_id] = nxt
-                nxt.task = self._loop.create_task(self._run_async(nxt))
+                self._launch(nxt)
                 return
             self._run_inline(nxt)
 

@@ -53,6 +53,7 @@ _HEARTBEAT_FRAME = protocol.encode_heartbeat()[0]
 _unpackb = msgpack.unpackb
 _NOBLOCK = zmq.NOBLOCK
 _DRAIN_BATCH = 512
+_STABLE_REASONS = frozenset({"too_large", "header_too_large", "duplicate_id", "unhandled"})
 
 
 class Broker:
@@ -446,7 +447,10 @@ class Broker:
         self._send_quiet([ident, *protocol.encode_error(msg_id, code, text)])
 
     def _reject(self, ident: bytes, frames: list[bytes], exc: BusError) -> None:
-        self.dropped[str(exc.details.get("reason", exc.code)) if exc.code == "bad_request" else exc.code] += 1
+        # Counter keys are a small fixed set: free-text reasons from a hostile peer must not
+        # grow the table without bound.
+        reason = exc.details.get("reason")
+        self.dropped[reason if reason in _STABLE_REASONS else ("malformed" if exc.code == "bad_request" else exc.code)] += 1
         msg_id = ""
         try:
             header = _unpackb(frames[1], strict_map_key=False) if len(frames) > 1 else None

@@ -114,10 +114,13 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
         if not isinstance(value, dict):
             return False, value
         _, val_tp = get_args(tp) or (Any, Any)
+        converted_map = {}
         for key, item in value.items():
-            if not isinstance(key, str) or not _check(item, val_tp)[0]:
+            ok, converted = _check(item, val_tp)
+            if not isinstance(key, str) or not ok:
                 return False, value
-        return True, value
+            converted_map[key] = converted
+        return True, converted_map
     if tp is float:
         return (isinstance(value, (int, float)) and not isinstance(value, bool)), (float(value) if isinstance(value, (int, float)) else value)
     if tp is int:

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from bus.errors import ConfigError
 from bus.protocol import (
+    BROKER_SERVICE,
     DEFAULT_COMMAND_ENDPOINT,
     DEFAULT_PUBLISH_ENDPOINT,
     DEFAULT_SUBSCRIBE_ENDPOINT,
@@ -124,6 +125,8 @@ def _build(cls: type, table: Any, where: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in table.items():
         default = known[key].default
+        if isinstance(default, type(MISSING)) and known[key].type in ("str", str) and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key} must be str, got {value!r}")
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(default, (bool, int, float, str)) and type(value) is not type(default):
@@ -149,6 +152,13 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
     unknown = sorted(set(data) - {"broker", "supervisor", "simulator", "actor"})
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {unknown}")
+    for section in ("broker", "supervisor"):
+        if not isinstance(data.get(section, {}), dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+    for section in ("simulator", "actor"):
+        tables = data.get(section, [])
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise ConfigError(f"{where}: [[{section}]] must be an array of tables")
     broker = _build(BrokerConfig, _env_overrides(data.get("broker", {})), f"{where} [broker]")
     if broker.heartbeat_timeout_s <= broker.heartbeat_s:
         raise ConfigError(f"{where} [broker]: heartbeat_timeout_s must exceed heartbeat_s")
@@ -178,6 +188,8 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
             validate_service_name(spec.name)
         except BadRequest as exc:
             raise ConfigError(f"{where} [[actor]]: {exc.message}") from None
+        if spec.name == BROKER_SERVICE:
+            raise ConfigError(f"{where} [[actor]]: the name {BROKER_SERVICE!r} is reserved for the broker")
         if spec.name in names:
             raise ConfigError(f"{where}: two actors named {spec.name!r}")
         names.add(spec.name)

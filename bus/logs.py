@@ -40,13 +40,27 @@ def _is_secret(key: str) -> bool:
     return lowered in SECRET_KEYS or lowered.endswith(("_password", "_token", "_secret"))
 
 
+def _redacted(value: Any, depth: int) -> Any:
+    """A copy of ``value`` with secret-named fields replaced, through dicts and lists."""
+    if depth <= 0:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and _is_secret(k) else _redacted(v, depth - 1)) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redacted(v, depth - 1) for v in value)
+    return value
+
+
 def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Replace the value of every secret-named field (also one level inside dicts) by ``***``."""
+    """Replace the value of every secret-named field by ``***``, at any depth (up to 8 levels)
+    of dicts and lists."""
     for key, value in list(event_dict.items()):
         if _is_secret(key):
             event_dict[key] = REDACTED
-        elif isinstance(value, dict):
-            event_dict[key] = {k: (REDACTED if isinstance(k, str) and _is_secret(k) else v) for k, v in value.items()}
+        elif isinstance(value, (dict, list, tuple)):
+            event_dict[key] = _redacted(value, 8)
     return event_dict
 
 

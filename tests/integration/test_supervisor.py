@@ -1,0 +1,193 @@
+"""`linebus up`: one OS process per part of the line, a clean stop on a signal, and giving up on
+an actor that keeps crashing while the rest of the line keeps working."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from bus import protocol
+from bus.errors import UnknownService
+from tests.conftest import (
+    ECHO,
+    Endpoints,
+    Line,
+    Processes,
+    scaled,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def broker_pid(endpoint: str) -> int:
+    """The broker's pid, from its answer to HELLO."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(protocol.encode_hello([1], {}))
+        assert sock.poll(scaled(5) * 1000), "no HELLO answer from the broker"
+        header = msgpack.unpackb(sock.recv_multipart()[0], strict_map_key=False)
+        assert header[1] == protocol.Kind.HELLO, header
+        return int(header[3]["pid"])
+    finally:
+        sock.close(linger=0)
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:  # exited while we looked
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.add(int(entry))
+    return found
+
+
+def gone(pid: int) -> bool:
+    """True when process ``pid`` has exited (no such process, or a zombie awaiting its reaper)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+class JsonLines:
+    """Reads a child's stderr in a thread and keeps every JSON log line, in order."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            try:
+                line = json.loads(raw)
+            except ValueError:  # tracebacks and other plain text
+                continue
+            if isinstance(line, dict):
+                self.lines.put(line)
+
+    def wait_for(self, event: str, timeout: float, **fields: Any) -> dict[str, Any]:
+        """The first line (from now on) of ``event`` with ``fields``; fails after ``timeout``."""
+        end = time.monotonic() + timeout
+        while (remaining := end - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                return line
+        pytest.fail(f"no {event} {fields} log line within {timeout:.1f} s; saw {[x.get('event') for x in self.seen][-20:]}")
+
+
+class TestLineUp:
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+    def test_processes_are_separate_and_a_signal_stops_them_all(self, line: Line, processes: Processes, sig: signal.Signals) -> None:
+        """The broker and each actor run as their own process under `linebus up`, and a signal
+        to it stops every one of them within a few seconds, leaving no child behind."""
+        up = processes.start("-m", "bus.cli", "up", str(line.config))
+        actor_pids = {name: line.wait_up(name, timeout=30)["pid"] for name in ("echo1", "echo2")}
+        pids = [broker_pid(line.endpoints.command), *actor_pids.values()]
+        assert len(set(pids)) == 3 and up.pid not in pids
+        assert children_of(up.pid) == set(pids)
+
+        up.send_signal(sig)
+        try:
+            code = up.wait(timeout=scaled(10))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`linebus up` still running {scaled(10):.0f} s after {sig.name}")
+        assert code == 0
+        for pid in pids:
+            wait_until(lambda pid=pid: gone(pid), scaled(5), f"process {pid} gone")
+
+
+    def test_kill_9_of_the_supervisor_takes_the_line_down(self, line: Line, processes: Processes) -> None:
+        """When `linebus up` itself is killed with SIGKILL, its children get SIGTERM and exit."""
+        up = processes.start("-m", "bus.cli", "up", str(line.config))
+        pids = [line.wait_up(name, timeout=30)["pid"] for name in ("echo1", "echo2")]
+        pids.append(broker_pid(line.endpoints.command))
+        up.kill()
+        up.wait(timeout=scaled(5))
+        try:
+            for pid in pids:
+                wait_until(lambda pid=pid: gone(pid), scaled(15), f"process {pid} gone after the supervisor died")
+        finally:
+            for pid in pids:  # orphans would outlive the test: nothing else knows them
+                if not gone(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+class TestFlapping:
+    def test_crashing_actor_is_given_up_and_the_rest_keeps_working(self, tmp_path: Path, processes: Processes) -> None:
+        """An actor whose start-up always fails is restarted flap_max_restarts (3) times, then
+        given up with a process_given_up log line, while the other actor keeps serving."""
+        modules = tmp_path / "modules"
+        modules.mkdir()
+        (modules / "flappy_actor.py").write_text(
+            textwrap.dedent(
+                '''
+                from bus.actor import Actor
+
+
+                class Flappy(Actor):
+                    """An actor whose device never opens."""
+
+                    kind = "flappy"
+
+                    async def on_start(self) -> None:
+                        raise RuntimeError("device does not open")
+                '''
+            )
+        )
+        endpoints = Endpoints.fresh()
+        config = write_config(
+            tmp_path / "line.toml",
+            endpoints,
+            [{"name": "echo1", **ECHO}, {"name": "flappy", "kind": "flappy", "class": "flappy_actor:Flappy"}],
+        )
+        line = Line(config, endpoints, processes)
+        python_path = os.pathsep.join(p for p in (str(modules), os.environ.get("PYTHONPATH", "")) if p)
+        up = processes.start("-m", "bus.cli", "up", str(config), env={"PYTHONPATH": python_path, "LINEBUS_LOG_JSON": "1"}, stderr=subprocess.PIPE)
+        logs = JsonLines(up.stderr)
+
+        given_up = logs.wait_for("process_given_up", scaled(60), name="flappy")
+        assert given_up["level"] == "error"
+        assert given_up["restarts"] == 3
+        assert given_up["exit_code"] != 0
+        starts = [x for x in logs.seen if x.get("event") == "process_started" and x.get("name") == "flappy"]
+        assert len(starts) == 4, "one start and three restarts"
+
+        line.wait_up("echo1")
+        with line.client() as bus:
+            assert bus.call("echo1", "add", a=2, b=3) == 5
+            with pytest.raises(UnknownService):
+                bus.call("flappy", "ping")
+        assert up.poll() is None, "the supervisor itself keeps running"

@@ -1,0 +1,46 @@
+"""The Python client core stays a two-dependency import: pyzmq, msgpack, bus.protocol, bus.errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, scaled
+
+_PROBE = """
+import json, sys
+import bus.client, bus.aio, bus._calls
+print(json.dumps(sorted(sys.modules)))
+"""
+
+#: The bus modules the client core may load: itself and the two it builds on.
+CLIENT_CORE = {"bus", "bus.client", "bus.aio", "bus._calls", "bus.protocol", "bus.errors"}
+
+
+@pytest.fixture(scope="module")
+def loaded() -> set[str]:
+    """Every module a fresh interpreter holds after importing the client modules."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True, text=True, timeout=scaled(60), check=True
+    )
+    return set(json.loads(result.stdout))
+
+
+class TestClientImports:
+    def test_server_side_modules_are_not_imported(self, loaded: set[str]) -> None:
+        """Importing bus.client, bus.aio and bus._calls loads no structlog, broker, actor,
+        supervisor or actors package."""
+        forbidden = {"structlog", "bus.broker", "bus.actor", "bus.supervisor", "bus.config", "bus.logs", "actors"}
+        assert loaded & forbidden == set()
+        assert not any(name.startswith(("structlog.", "actors.", "clients.")) for name in loaded)
+
+    def test_only_protocol_and_errors_of_the_bus_package(self, loaded: set[str]) -> None:
+        """Of the bus package, only the client modules, bus.protocol and bus.errors are loaded."""
+        assert {name for name in loaded if name == "bus" or name.startswith("bus.")} == CLIENT_CORE
+
+    def test_the_two_dependencies_are_loaded(self, loaded: set[str]) -> None:
+        """pyzmq and msgpack are what the client core runs on (the check above is not vacuous)."""
+        assert {"zmq", "msgpack"} <= loaded

@@ -1,0 +1,357 @@
+"""Sans-io FLUX robot protocol on TCP 23811 (flux.md §1): banner, handshake, framing, errors.
+
+Nothing here touches a socket. Each state machine is fed the bytes that arrived (any split, any
+size: partial input is normal) and returns the bytes to send or the events decoded so far.
+
+* ``ClientHandshake`` / ``ServerHandshake``: protocol 2, banner ``FLUX0002``, RSA handshake,
+  then an ``AesStream`` for the rest of the session (§1.2).
+* ``encode_command`` / ``encode_answer``: the asymmetric 2-byte little-endian length prefix
+  (client → device counts the prefix, device → client does not, §1.4).
+* ``AnswerReader`` (client side) and ``CommandReader`` (device side) decode frames and the
+  unframed binary bodies that follow ``binary <mime> <size>`` and ``continue``.
+* ``parse_error`` reads ``error SYMBOL ...`` / ``er SYMBOL ...`` answers (§1.5).
+
+Command words and reply shapes of each FluxRobot method live in ``actors.flux.commands``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from actors.flux import crypto
+
+__all__ = [
+    "BANNER_AES",
+    "BANNER_TLS",
+    "MAX_ANSWER",
+    "MAX_COMMAND",
+    "AnswerEvent",
+    "AnswerReader",
+    "BinaryChunk",
+    "BinaryEnd",
+    "BinaryStart",
+    "ClientHandshake",
+    "CommandReader",
+    "HandshakeError",
+    "ProtocolViolation",
+    "ServerHandshake",
+    "Text",
+    "encode_answer",
+    "encode_command",
+    "parse_error",
+]
+
+BANNER_AES = b"FLUX0002"
+BANNER_TLS = b"FLUX0003"
+CHALLENGE_SIZE = 128
+STATUS_SIZE = 16
+MAX_COMMAND = 4092  # the device closes on a length field > 4094 (the field counts its 2 bytes)
+MAX_ANSWER = 0xFFFF
+_LEN = struct.Struct("<H")
+
+
+class HandshakeError(Exception):
+    """The handshake failed; ``symbols`` are the device's words (``("AUTH_ERROR",)``) or ours."""
+
+    def __init__(self, message: str, symbols: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.symbols = symbols
+
+
+class ProtocolViolation(Exception):
+    """The peer broke the framing rules; the connection must be closed."""
+
+
+# ---------------------------------------------------------------- framing
+
+
+def encode_command(text: str) -> bytes:
+    """Frame one client → device text command (the length counts its own 2 bytes).
+
+    Raises:
+        ValueError: The command is longer than the device accepts.
+    """
+    payload = text.encode()
+    if len(payload) > MAX_COMMAND:
+        raise ValueError(f"command of {len(payload)} bytes exceeds {MAX_COMMAND}")
+    return _LEN.pack(len(payload) + 2) + payload
+
+
+def encode_answer(text: str | bytes) -> bytes:
+    """Frame one device → client text answer (the length counts the payload only)."""
+    payload = text.encode() if isinstance(text, str) else text
+    if len(payload) > MAX_ANSWER:
+        raise ValueError(f"answer of {len(payload)} bytes exceeds {MAX_ANSWER}")
+    return _LEN.pack(len(payload)) + payload
+
+
+def parse_error(text: str) -> tuple[str, ...] | None:
+    """Return the symbols of an ``error ...`` / ``er ...`` answer, or None for other answers."""
+    for prefix in ("error ", "er "):
+        if text.startswith(prefix):
+            return tuple(text[len(prefix) :].split()) or ("UNKNOWN_ERROR",)
+    if text in ("error", "er"):
+        return ("UNKNOWN_ERROR",)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """One decoded text frame."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryStart:
+    """A ``binary <mimetype> <size>`` frame: ``size`` raw bytes follow as ``BinaryChunk``s."""
+
+    mimetype: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryChunk:
+    """Part of an unframed binary body."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryEnd:
+    """The binary body announced by the last ``BinaryStart`` is complete."""
+
+
+AnswerEvent = Text | BinaryStart | BinaryChunk | BinaryEnd
+
+
+class _StreamReader:
+    """Length-prefixed text frames interleaved with unframed binary bodies.
+
+    Subclasses say where a frame ends (the prefix means something else in each direction)
+    and what a text frame turns into.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._binary_left = 0
+
+    def _frame_end(self, length_field: int) -> int:
+        raise NotImplementedError
+
+    def _text(self, text: str) -> list[AnswerEvent]:
+        return [Text(text)]
+
+    def feed(self, data: bytes) -> list[AnswerEvent]:
+        """Add received (already decrypted) bytes; return every event now complete.
+
+        Raises:
+            ProtocolViolation: The peer broke the framing rules.
+        """
+        self._buffer += data
+        events: list[AnswerEvent] = []
+        while True:
+            if self._binary_left:
+                if not self._buffer:
+                    return events
+                take = bytes(self._buffer[: self._binary_left])
+                del self._buffer[: len(take)]
+                self._binary_left -= len(take)
+                events.append(BinaryChunk(take))
+                if not self._binary_left:
+                    events.append(BinaryEnd())
+                continue
+            if len(self._buffer) < 2:
+                return events
+            end = self._frame_end(_LEN.unpack_from(self._buffer)[0])
+            if len(self._buffer) < end:
+                return events
+            text = bytes(self._buffer[2:end]).decode("utf-8", errors="replace")
+            del self._buffer[:end]
+            events.extend(self._text(text))
+
+
+class AnswerReader(_StreamReader):
+    """Decode device → client bytes into ``Text`` frames and the bodies of ``binary`` frames."""
+
+    def _frame_end(self, length_field: int) -> int:
+        return 2 + length_field  # device → client: the prefix is not counted
+
+    def _text(self, text: str) -> list[AnswerEvent]:
+        if not text.startswith("binary "):
+            return [Text(text)]
+        words = text.split(" ")
+        if len(words) != 3 or not words[2].isdigit():
+            raise ProtocolViolation(f"bad binary header {text!r}")
+        size = int(words[2])
+        self._binary_left = size
+        return [BinaryStart(words[1], size)] if size else [BinaryStart(words[1], 0), BinaryEnd()]
+
+
+class CommandReader(_StreamReader):
+    """Decode client → device bytes: text commands, and raw upload bytes after ``expect_binary``."""
+
+    @property
+    def in_binary(self) -> bool:
+        """True while raw upload bytes are still expected."""
+        return self._binary_left > 0
+
+    def expect_binary(self, size: int) -> None:
+        """Switch to binary mode for the next ``size`` bytes (the device just sent ``continue``)."""
+        self._binary_left = size
+
+    def _frame_end(self, length_field: int) -> int:
+        # client → device: the prefix counts itself; the device refuses fields outside 3..4094
+        if length_field > MAX_COMMAND + 2 or length_field < 3:
+            raise ProtocolViolation(f"command length field {length_field} outside 3..{MAX_COMMAND + 2}")
+        return length_field
+
+
+# ---------------------------------------------------------------- handshake (protocol 2)
+
+
+class ClientHandshake:
+    """The client side of the protocol-2 handshake (§1.2).
+
+    Feed it the device's bytes with ``receive``; send what it returns. When ``done`` is true,
+    ``stream`` holds the session ciphers and ``leftover`` any (decrypted) session bytes that
+    arrived with the handshake.
+
+    Args:
+        client_key: The client's private key; the device must trust its public half.
+        device_key: The device's slave public key, when known from discovery. Its signature over
+            the challenge is then checked; without it 128 bytes are assumed and not checked,
+            as fluxclient does for direct connections.
+    """
+
+    def __init__(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPublicKey | None = None) -> None:
+        self._key = client_key
+        self._device_key = device_key
+        self._buffer = bytearray()
+        self._state = "banner"
+        self.stream: crypto.AesStream | None = None
+        self.leftover = b""
+
+    @property
+    def done(self) -> bool:
+        """True once the session key is installed."""
+        return self._state == "done"
+
+    def receive(self, data: bytes) -> bytes:
+        """Consume device bytes; return the bytes to send now (possibly empty).
+
+        Raises:
+            HandshakeError: Bad banner, bad device signature, or a refusal (``AUTH_ERROR`` ...).
+        """
+        self._buffer += data
+        out = b""
+        if self._state == "banner" and len(self._buffer) >= len(BANNER_AES):
+            banner = bytes(self._buffer[:8])
+            del self._buffer[:8]
+            if not banner.startswith(b"FLUX"):
+                raise HandshakeError(f"bad banner {banner!r}", ("PROTOCOL_ERROR", "MAGICNUMBER_ERROR"))
+            if banner != BANNER_AES:
+                raise HandshakeError(f"protocol {banner[4:].decode(errors='replace')} not supported", ("NOT_SUPPORT",))
+            self._state = "challenge"
+        sig_size = self._device_key.key_size // 8 if self._device_key else 128
+        if self._state == "challenge" and len(self._buffer) >= sig_size + CHALLENGE_SIZE:
+            signature = bytes(self._buffer[:sig_size])
+            challenge = bytes(self._buffer[sig_size : sig_size + CHALLENGE_SIZE])
+            del self._buffer[: sig_size + CHALLENGE_SIZE]
+            if self._device_key and not crypto.verify(self._device_key, signature, challenge):
+                raise HandshakeError("device signature does not verify", ("REMOTE_IDENTIFY_ERROR",))
+            out = crypto.access_id(self._key) + crypto.sign(self._key, challenge)
+            self._state = "status"
+        if self._state == "status" and len(self._buffer) >= STATUS_SIZE:
+            status = bytes(self._buffer[:STATUS_SIZE]).rstrip(b"\x00 ").decode(errors="replace")
+            del self._buffer[:STATUS_SIZE]
+            if status != "OK":
+                raise HandshakeError(f"handshake refused: {status}", tuple(status.split()) or ("UNKNOWN_ERROR",))
+            self._state = "session_key"
+        size = self._key.key_size // 8
+        if self._state == "session_key" and len(self._buffer) >= size:
+            try:
+                secret = crypto.oaep_decrypt(self._key, bytes(self._buffer[:size]))
+            except ValueError as exc:
+                raise HandshakeError("session key does not decrypt", ("PROTOCOL_ERROR",)) from exc
+            del self._buffer[:size]
+            if len(secret) < 48:
+                raise HandshakeError("session key too short", ("PROTOCOL_ERROR",))
+            self.stream = crypto.AesStream(secret[:32], secret[32:48])
+            self.leftover = self.stream.decrypt(bytes(self._buffer))
+            self._buffer.clear()
+            self._state = "done"
+        return out
+
+
+def status_bytes(text: str) -> bytes:
+    """The 16-byte NUL-padded handshake status of protocol 2 (``OK``, ``AUTH_ERROR`` ...)."""
+    return text.encode().ljust(STATUS_SIZE, b"\x00")
+
+
+class ServerHandshake:
+    """The device side of the protocol-2 handshake, for the simulator.
+
+    Args:
+        device_key: The device's (slave) private key; it signs the challenge.
+        lookup: Maps a 20-byte access id to the trusted public key, or None when not trusted.
+        random_bytes: Source of randomness (tests pass a fixed one).
+    """
+
+    def __init__(
+        self,
+        device_key: rsa.RSAPrivateKey,
+        lookup: Callable[[bytes], rsa.RSAPublicKey | None],
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._key = device_key
+        self._lookup = lookup
+        self._random = random_bytes
+        self._challenge = random_bytes(CHALLENGE_SIZE)
+        self._buffer = bytearray()
+        self._client: rsa.RSAPublicKey | None = None
+        self.stream: crypto.AesStream | None = None
+        self.failed: str | None = None
+        self.client_access_id = b""
+
+    @property
+    def done(self) -> bool:
+        """True once the session key was sent."""
+        return self.stream is not None
+
+    def start(self) -> bytes:
+        """The first flight: banner, signature over the challenge, challenge (one write)."""
+        return BANNER_AES + crypto.sign(self._key, self._challenge) + self._challenge
+
+    def receive(self, data: bytes) -> bytes:
+        """Consume client bytes; return what to send. After a failure, send it and close."""
+        if self.failed or self.done:
+            return b""
+        self._buffer += data
+        if self._client is None and len(self._buffer) >= 20:
+            self.client_access_id = bytes(self._buffer[:20])
+            self._client = self._lookup(self.client_access_id)
+            if self._client is None:
+                return self._fail("AUTH_ERROR")  # unknown id: refused before the signature arrives
+        if self._client is None:
+            return b""
+        expected = 20 + self._client.key_size // 8
+        if len(self._buffer) > expected:
+            return self._fail("PROTOCOL_ERROR")
+        if len(self._buffer) < expected:
+            return b""
+        if not crypto.verify(self._client, bytes(self._buffer[20:expected]), self._challenge):
+            return self._fail("AUTH_ERROR")
+        secret = self._random(48)
+        self.stream = crypto.AesStream(secret[:32], secret[32:])
+        self._buffer.clear()
+        return status_bytes("OK") + crypto.oaep_encrypt(self._client, secret)
+
+    def _fail(self, symbol: str) -> bytes:
+        self.failed = symbol
+        return status_bytes(symbol)

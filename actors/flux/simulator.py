@@ -1,0 +1,329 @@
+"""A simulated FLUX Delta on its own loopback address: discovery, management and robot.
+
+Run it as ``python -m actors.flux.simulator --address 127.0.0.2 [--name N] [--password P]``.
+Once listening it prints one JSON line
+``{"event": "ready", "robot": "127.0.0.2:23811", "manage": "127.0.0.2:1901", "udp": "127.0.0.2:1901", ...}``
+and serves until SIGTERM/SIGINT. In-process: ``async with FluxSimulator(address=...) as sim``.
+Linux routes all of 127/8 to ``lo``, so several simulators share a host, one address each, all
+on the real ports.
+
+What is implemented follows reference/flux.md (the default profile: discovery v1, robot
+protocol 2, management over TLS). **Assumptions**, where the reference is silent or the real
+device cannot be copied:
+
+1. Identity: the firmware's dev identity (§2.9): uuid = 8×0xFF + SHA-512(master DER)[8:16],
+   serial ``XXXXXXXXXX``, identify ``WAWASUREMONO``, which unmodified fluxclient accepts.
+   The master key is 2048-bit unless given; the slave key is 1024-bit, new at each start.
+2. Discovery: one UDP socket on ``(address, udp_port)`` sends the announcements (to the
+   multicast group, or to the unicast/broadcast ``announce_to`` targets when multicast is not
+   available) and answers pokes and touches. It announces every ``announce_interval_s`` and also
+   at once when the status changes. ``slave_ts`` steps by 256 s on each metadata change, since it
+   travels as float32 (128 s resolution at today's epoch). The v2 profile and the broadcast beacon
+   are not simulated.
+3. Robot: protocol 2 only (no TLS ``bare`` profile, no camera port). Macros (home, calibration,
+   filament) answer at once. ``scan_check`` answers ``ok camera``; images are tiny JFIF-framed
+   stand-ins. ``update_fw`` accepts any non-empty image, answers ``ok`` and closes the session;
+   the device does not actually restart. ``update_head`` takes up to 256 KiB and reports
+   ``CTRL WRITE`` per 4 KiB between its two ``ok``. ``fetch_log``, ``cloud_validation_code``, ``task raw`` and
+   ``task icontrol`` answer ``error UNKNOWN_COMMAND``. Paths containing ``..`` are refused as
+   ``NOT_EXIST SECURITY_ISSUE`` even when they stay inside the root.
+4. Job: a job walks 1 → 4 → 16 (progress) → 66 → 64 in ``job_duration_s``; transitional ids
+   last one tick (duration / 20, between 10 and 100 ms). A job needs an FCode file
+   (``FILE_BROKEN HEADER_ERROR`` otherwise).
+5. Management: ``network`` answers ``ok`` (or ``er BAD_PARAMS method``) and records the options;
+   ``scan_wifi`` returns a fixed list of two access points. Password changes with ACL reset
+   clear the trust list.
+6. Faults: ``drop_upload_after`` closes the robot connection once that many upload bytes
+   arrived (once); ``error_label`` is announced in the status block and job reports; ``silent``
+   stops all UDP traffic (the device seems gone; TCP still answers); ``mute`` leaves robot
+   commands unanswered (a hung device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import ssl
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from actors.discovery.manage_protocol import build_certificate
+from actors.discovery.protocol import DEFAULT_GROUP, DISCOVERY_PORT
+from actors.flux import crypto
+from actors.flux.config import ROBOT_PORT
+from actors.flux.sim_device import Faults, SimDevice
+from actors.flux.sim_manage import ManageServer
+from actors.flux.sim_robot import RobotServer
+from actors.flux.sim_storage import SimStorage
+from actors.flux.sim_udp import UdpAnnouncer
+
+__all__ = ["Faults", "FluxSimulator", "main"]
+
+log = structlog.get_logger()
+
+
+def _endpoint(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return (host, int(port)) if host else (text, default_port)
+
+
+class FluxSimulator:
+    """One simulated FLUX device.
+
+    Args:
+        address: Loopback address of this device (``127.0.0.x``).
+        name: Nickname.
+        password: Management password ("" = none).
+        robot_port / manage_port / udp_port: Ports (0 = any free one; defaults are the real ones).
+        group: Multicast group announcements go to (None: only ``announce_to``).
+        announce_to: Extra announcement targets, ``"host:port"`` (unicast or broadcast).
+        announce_interval_s: Announcement period.
+        job_duration_s: How long a print job runs.
+        sd_files / usb_files: Initial storage (``usb_files=None``: no stick).
+        trusted_keys: Public keys trusted from the start.
+        master_key / slave_key: Device keys (tests pass them to save generating).
+        faults: Initial faults.
+        serial / model / version: Identity strings.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str = "127.0.0.2",
+        name: str = "flux-sim",
+        password: str = "",
+        robot_port: int = ROBOT_PORT,
+        manage_port: int = DISCOVERY_PORT,
+        udp_port: int = DISCOVERY_PORT,
+        group: str | None = DEFAULT_GROUP,
+        announce_to: Sequence[str] = (),
+        announce_interval_s: float = 3.0,
+        job_duration_s: float = 5.0,
+        sd_files: dict[str, bytes] | None = None,
+        usb_files: dict[str, bytes] | None = None,
+        trusted_keys: Sequence[rsa.RSAPublicKey] = (),
+        master_key: rsa.RSAPrivateKey | None = None,
+        slave_key: rsa.RSAPrivateKey | None = None,
+        faults: Faults | None = None,
+        serial: str = "XXXXXXXXXX",
+        model: str = "delta-1",
+        version: str = "1.6.95",
+    ) -> None:
+        self.address = address
+        self.robot_port, self.manage_port, self.udp_port = robot_port, manage_port, udp_port
+        targets = [(group, udp_port or DISCOVERY_PORT)] if group else []
+        self._targets = targets + [_endpoint(target, DISCOVERY_PORT) for target in announce_to]
+        self._interval = announce_interval_s
+        self.device = SimDevice(
+            name=name,
+            serial=serial,
+            model=model,
+            version=version,
+            master_key=master_key or crypto.new_key(2048),
+            slave_key=slave_key or crypto.new_key(1024),
+            password=password,
+            job_duration_s=job_duration_s,
+            storage=SimStorage(sd_files, usb_files),
+            faults=faults or Faults(),
+        )
+        for key in trusted_keys:
+            self.device.add_trust(key, "preset")
+        self.robot = RobotServer(self.device)
+        self.manage: ManageServer | None = None
+        self.udp: UdpAnnouncer | None = None
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the robot, management and UDP sockets."""
+        robot = await asyncio.start_server(self._tracked(self.robot.handle), self.address, self.robot_port)
+        self._servers.append(robot)
+        self.robot_port = robot.sockets[0].getsockname()[1]
+        self.manage = ManageServer(self.device, self._tls_context())
+        manage = await asyncio.start_server(self._tracked(self.manage.handle), self.address, self.manage_port)
+        self._servers.append(manage)
+        self.manage_port = manage.sockets[0].getsockname()[1]
+        self.udp = UdpAnnouncer(self.device, self.address, self.udp_port, self._targets, self._interval)
+        await self.udp.start()
+        self.udp_port = self.udp.port
+        log.info("flux_sim_started", address=self.address, uuid=self.device.uuid.hex, name=self.device.name)
+
+    def _tracked(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        # Connection handlers must end before the loop does, or asyncio reports them cancelled.
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._connections[task] = writer
+            try:
+                await handler(reader, writer)
+            finally:
+                self._connections.pop(task, None)
+                writer.close()
+
+        return run
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # ssl loads certificates only from files: keep them in a private temporary directory.
+        self._tmp = tempfile.TemporaryDirectory(prefix="flux-sim-")
+        folder = Path(self._tmp.name)
+        (folder / "cert.pem").write_bytes(build_certificate(self.device.master_key, self.device.uuid, self.device.serial))
+        (folder / "key.pem").write_bytes(crypto.private_pem(self.device.master_key))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+        return context
+
+    async def stop(self) -> None:
+        """Close every socket and stop the job."""
+        if self.udp is not None:
+            await self.udp.stop()
+        for server in self._servers:
+            server.close()
+        self.robot.close_all()
+        for writer in self._connections.values():
+            writer.transport.abort()
+        if self._connections:
+            _done, pending = await asyncio.wait(list(self._connections), timeout=2)
+            for task in pending:
+                task.cancel()
+        self._servers.clear()
+        self.device.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        log.info("flux_sim_stopped", address=self.address)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ test API
+
+    @property
+    def uuid(self) -> Any:
+        """The device uuid."""
+        return self.device.uuid
+
+    @property
+    def ready_info(self) -> dict[str, Any]:
+        """What the ready line says."""
+        return {
+            "event": "ready",
+            "robot": f"{self.address}:{self.robot_port}",
+            "manage": f"{self.address}:{self.manage_port}",
+            "udp": f"{self.address}:{self.udp_port}",
+            "uuid": self.device.uuid.hex,
+            "name": self.device.name,
+        }
+
+    def trust(self, key: rsa.RSAPublicKey | rsa.RSAPrivateKey, label: str = "test") -> str:
+        """Trust a client key (as ``add_trust`` would); returns its access id."""
+        public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
+        return self.device.add_trust(public, label)
+
+    def set_error_label(self, label: str) -> None:
+        """Announce an error label (empty to clear)."""
+        self.device.faults.error_label = label
+        self.device.notify()
+
+    def go_silent(self, silent: bool = True) -> None:
+        """Stop (or resume) all UDP traffic."""
+        self.device.faults.silent = silent
+        self.device.notify()
+
+    def drop_upload_after(self, size: int | None) -> None:
+        """Close the robot link once ``size`` bytes of the next upload arrived."""
+        self.device.faults.drop_upload_after = size
+
+    def mute(self, mute: bool = True) -> None:
+        """Stop (or resume) answering robot commands."""
+        self.device.faults.mute = mute
+
+    def drop_connections(self) -> None:
+        """Close every robot connection now (link loss)."""
+        self.robot.close_all()
+
+    @property
+    def status(self) -> tuple[int, float]:
+        """``(st_id, prog)`` as announced."""
+        status = self.device.status()
+        return status.st_id, status.st_prog
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m actors.flux.simulator", description="A simulated FLUX Delta.")
+    parser.add_argument("--address", default="127.0.0.2", help="loopback address of this device")
+    parser.add_argument("--name", default="flux-sim")
+    parser.add_argument("--password", default="")
+    parser.add_argument("--robot-port", type=int, default=ROBOT_PORT)
+    parser.add_argument("--manage-port", type=int, default=DISCOVERY_PORT)
+    parser.add_argument("--udp-port", type=int, default=DISCOVERY_PORT)
+    parser.add_argument("--group", default=DEFAULT_GROUP, help="multicast group ('' for none)")
+    parser.add_argument("--announce-to", action="append", default=[], help="extra announcement target host:port (repeatable)")
+    parser.add_argument("--announce-interval", type=float, default=3.0, help="seconds between announcements")
+    parser.add_argument("--job-duration", type=float, default=5.0, help="seconds a print job runs")
+    parser.add_argument("--trust", action="append", default=[], help="PEM file of a client public key to trust (repeatable)")
+    parser.add_argument("--usb", action="store_true", help="plug in an (empty) USB stick")
+    parser.add_argument("--drop-upload-after", type=int, default=None, help="fault: drop the link after N upload bytes")
+    parser.add_argument("--error-label", default="", help="fault: announce this error label")
+    parser.add_argument("--silent", action="store_true", help="fault: send no UDP at all")
+    parser.add_argument("--mute", action="store_true", help="fault: never answer robot commands")
+    parser.add_argument("--json-logs", action="store_true")
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    keys = [crypto.load_public_key(Path(path).read_bytes()) for path in args.trust]
+    simulator = FluxSimulator(
+        address=args.address,
+        name=args.name,
+        password=args.password,
+        robot_port=args.robot_port,
+        manage_port=args.manage_port,
+        udp_port=args.udp_port,
+        group=args.group or None,
+        announce_to=args.announce_to,
+        announce_interval_s=args.announce_interval,
+        job_duration_s=args.job_duration,
+        usb_files={} if args.usb else None,
+        trusted_keys=keys,
+        faults=Faults(drop_upload_after=args.drop_upload_after, error_label=args.error_label, silent=args.silent, mute=args.mute),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with simulator:
+        sys.stdout.write(json.dumps(simulator.ready_info) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m actors.flux.simulator``."""
+    args = _parser().parse_args(argv)
+    from bus.logs import configure_logging
+
+    configure_logging(json=True if args.json_logs else None)
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,11 +17,12 @@ pytestmark = pytest.mark.integration
 def test_demo_tour_runs_and_shuts_down(tmp_path: Path) -> None:
     """The demo brings the line up, tours every actor, shuts down and exits 0."""
     text = (ROOT / "configs" / "demo.toml").read_text()
+    # Every loopback address:port in the demo config moves to a free port, so the test never
+    # collides with a demo line someone is running.
     ports = {}
-    for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
+    for port in sorted(set(re.findall(r"127\.0\.0\.\d+:(\d+)", text))):
         ports[port] = str(free_port())
-    for old, new in ports.items():
-        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    text = re.sub(r"(127\.0\.0\.\d+):(\d+)", lambda m: f"{m.group(1)}:{ports[m.group(2)]}", text)
     config = tmp_path / "demo.toml"
     config.write_text(text)
     result = subprocess.run(

@@ -1,7 +1,7 @@
 """The reference upstream: a small HTTP ingest service speaking docs/INGEST_PROTOCOL.md.
 
 Run it as ``python -m actors.telemetry.ingest_server --port 0 --db ingest.sqlite`` (or
-``linebus ingest``); once listening it prints one JSON line
+``linebus ingest``; ``--listen 127.0.0.1:8080`` sets host and port in one); once listening it prints one JSON line
 ``{"event": "ready", "url": "http://127.0.0.1:PORT"}`` and serves until SIGTERM/SIGINT.
 
 It is what the integration tests and the demo forward to, and the model for a plant's own
@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -335,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="linebus ingest", description="Reference telemetry ingest service (HTTP).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address and port to bind (overrides --host and --port)")
     parser.add_argument("--db", required=True, help="SQLite file to store into")
     parser.add_argument("--provisioning-token", action="append", default=[], help="accepted provisioning token (repeatable; none: accept any)")
     parser.add_argument("--token-ttl-s", type=float, default=30 * 86400, help="registration token lifetime")
@@ -342,7 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--"]:  # `linebus ingest -- --port 0 ...` passes the separator through
         argv = argv[1:]
     args = parser.parse_args(argv)
+    if args.listen is not None:
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            parser.error(f"--listen {args.listen!r}: expected HOST:PORT")
+        args.host, args.port = host, int(port)
     configure_logging()  # to stderr: stdout carries only the ready line
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)  # e.g. var/ on a fresh checkout
     server = IngestServer(args.db, host=args.host, port=args.port, provisioning_tokens=args.provisioning_token, token_ttl_s=args.token_ttl_s)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

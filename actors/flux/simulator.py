@@ -93,6 +93,8 @@ class FluxSimulator:
         master_key / slave_key: Device keys (tests pass them to save generating).
         faults: Initial faults.
         serial / model / version: Identity strings.
+        throttle_bps: Read at most this many bytes per second from each robot connection
+            (0 = unthrottled), so an upload lasts long enough to watch and cancel.
     """
 
     def __init__(
@@ -117,7 +119,9 @@ class FluxSimulator:
         serial: str = "XXXXXXXXXX",
         model: str = "delta-1",
         version: str = "1.6.95",
+        throttle_bps: int = 0,
     ) -> None:
+        self.throttle_bps = throttle_bps
         self.address = address
         self.robot_port, self.manage_port, self.udp_port = robot_port, manage_port, udp_port
         targets = [(group, udp_port or DISCOVERY_PORT)] if group else []
@@ -148,7 +152,7 @@ class FluxSimulator:
 
     async def start(self) -> None:
         """Open the robot, management and UDP sockets."""
-        robot = await asyncio.start_server(self._tracked(self.robot.handle), self.address, self.robot_port)
+        robot = await asyncio.start_server(self._tracked(self._throttled(self.robot.handle)), self.address, self.robot_port)
         self._servers.append(robot)
         self.robot_port = robot.sockets[0].getsockname()[1]
         self.manage = ManageServer(self.device, self._tls_context())
@@ -171,6 +175,16 @@ class FluxSimulator:
             finally:
                 self._connections.pop(task, None)
                 writer.close()
+
+        return run
+
+    def _throttled(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        rate = self.throttle_bps
+        if rate <= 0:
+            return handler
+
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await handler(_SlowReader(reader, rate), writer)  # type: ignore[arg-type]
 
         return run
 
@@ -264,6 +278,31 @@ class FluxSimulator:
         return status.st_id, status.st_prog
 
 
+class _SlowReader:
+    """A stream reader that hands out at most ``rate`` bytes per second (``read`` only)."""
+
+    def __init__(self, reader: asyncio.StreamReader, rate: int) -> None:
+        self._reader = reader
+        self._rate = rate
+
+    async def read(self, n: int = -1) -> bytes:
+        chunk = max(1, self._rate // 20)
+        data = await self._reader.read(chunk if n < 0 else min(n, chunk))
+        if data:
+            await asyncio.sleep(len(data) / self._rate)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host:
+        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -275,6 +314,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--robot-port", type=int, default=ROBOT_PORT)
     parser.add_argument("--manage-port", type=int, default=DISCOVERY_PORT)
     parser.add_argument("--udp-port", type=int, default=DISCOVERY_PORT)
+    parser.add_argument("--robot-listen", type=_listen, help="host:port of the robot port (sets --address and --robot-port)")
+    parser.add_argument("--manage-listen", type=_listen, help="host:port of the management port (port only; the host must be --address)")
+    parser.add_argument("--udp-listen", type=_listen, help="host:port of the UDP socket (port only; the host must be --address)")
+    parser.add_argument("--throttle", type=int, default=0, help="read at most N bytes/s per robot connection (slow uploads)")
     parser.add_argument("--group", default=DEFAULT_GROUP, help="multicast group ('' for none)")
     parser.add_argument("--announce-to", action="append", default=[], help="extra announcement target host:port (repeatable)")
     parser.add_argument("--announce-interval", type=float, default=3.0, help="seconds between announcements")
@@ -291,6 +334,12 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace) -> None:
     keys = [crypto.load_public_key(Path(path).read_bytes()) for path in args.trust]
+    if args.robot_listen:
+        args.address, args.robot_port = args.robot_listen
+    if args.manage_listen:
+        args.manage_port = args.manage_listen[1]
+    if args.udp_listen:
+        args.udp_port = args.udp_listen[1]
     simulator = FluxSimulator(
         address=args.address,
         name=args.name,
@@ -304,6 +353,7 @@ async def _serve(args: argparse.Namespace) -> None:
         job_duration_s=args.job_duration,
         usb_files={} if args.usb else None,
         trusted_keys=keys,
+        throttle_bps=args.throttle,
         faults=Faults(drop_upload_after=args.drop_upload_after, error_label=args.error_label, silent=args.silent, mute=args.mute),
     )
     stop = asyncio.Event()

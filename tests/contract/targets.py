@@ -7,6 +7,7 @@ cancelled. A new actor kind joins the suite by adding one ``ContractTarget`` her
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,5 +55,59 @@ TARGETS: list[ContractTarget] = [
             "backoff_max_s": 0.5,
         },
         ports=("fr", "frlog"),
+    ),
+    ContractTarget(
+        kind="flux",
+        actor={"kind": "flux"},
+        quick=("list_files", {"path": "/SD/"}),
+        # The simulator reads each robot connection at 32 KiB/s, so a 512 KiB upload reports
+        # progress at once and lasts about 16 s unless cancelled.
+        slow=("upload_file", {"data": bytes(512 * 1024), "upload_to": "/SD/slow.gcode"}),
+        simulators=(
+            (
+                "actors.flux.simulator",
+                (
+                    "--robot-listen", "127.0.0.1:{port[flux]}", "--manage-listen", "127.0.0.1:{port[fluxmanage]}",
+                    "--udp-listen", "127.0.0.1:{port[fluxudp]}", "--group", "", "--password", "contract", "--throttle", "32768",
+                ),
+            ),
+        ),
+        options=lambda ports: {
+            "host": "127.0.0.1",
+            "port": ports["flux"],
+            "manage_port": ports["fluxmanage"],
+            "password": "contract",
+            "key": f"{tempfile.mkdtemp(prefix='linebus-contract-flux-')}/client.pem",
+            "backoff_max_s": 0.5,
+        },
+        ports=("flux", "fluxmanage", "fluxudp"),
+    ),
+    ContractTarget(
+        kind="discovery",
+        actor={"kind": "discovery"},
+        quick=("list", {}),
+        # Wait for a device that never announces: progress at once and every second, for 60 s.
+        slow=("discover_device", {"uuid": "0123456789abcdef0123456789abcdef", "timeout_s": 60.0}),
+        options=lambda ports: {"group": "", "listen": f"127.0.0.1:{ports['discovery']}", "presence": False},
+        ports=("discovery",),
+    ),
+    ContractTarget(
+        kind="telemetry",
+        actor={"kind": "telemetry"},
+        quick=("enqueue_message", {"payload": b'{"t": 21.5}', "stream": "contract"}),
+        # The upstream is a port nobody listens on: the actor starts unregistered (it stores and
+        # keeps provisioning in the background), so send_message stores its message, reports
+        # {"pending": 1, ...} at once and every half second, and waits until cancelled.
+        slow=("send_message", {"payload": b"never forwarded", "stream": "contract"}),
+        options=lambda ports: {
+            "db": f"{tempfile.mkdtemp(prefix='linebus-contract-telemetry-')}/dut.db",
+            "instance_url": f"http://127.0.0.1:{ports['upstream']}",
+            "provisioning_token": "contract-token",
+            "device_id": "contract-dut",
+            "request_timeout_s": 1.0,
+            "backoff_initial_s": 0.2,
+            "backoff_max_s": 1.0,
+        },
+        ports=("upstream",),
     ),
 ]

@@ -23,6 +23,8 @@ def test_demo_tour_runs_and_shuts_down(tmp_path: Path) -> None:
     for port in sorted(set(re.findall(r"127\.0\.0\.\d+:(\d+)", text))):
         ports[port] = str(free_port())
     text = re.sub(r"(127\.0\.0\.\d+):(\d+)", lambda m: f"{m.group(1)}:{ports[m.group(2)]}", text)
+    # State files (databases, keys) under var/ go to this test's own directory.
+    text = text.replace('"var/', f'"{tmp_path}/var/')
     config = tmp_path / "demo.toml"
     config.write_text(text)
     result = subprocess.run(

@@ -1,0 +1,303 @@
+"""``DiscoveryActor``: which FLUX devices are on the network, their state, and their management.
+
+Options (the ``[actor.options]`` table)::
+
+    [actor.options]
+    group = "239.255.255.250"   # multicast group to join ("" = none)
+    port = 1901                 # discovery port
+    interface = "0.0.0.0"       # local address whose interface joins the group
+    listen = "192.168.1.2"      # also listen for unicast/broadcast announcements here
+    poke = ["192.168.1.30"]     # devices to poke (``host`` or ``host:port``) where multicast fails
+    timeout_s = 10.0            # silence after which a device is gone
+    poke_interval_s = 3.0
+    key = "~/.linebus/flux-client-key.pem"   # our RSA key for management (as the flux actor's)
+    password = "..."            # default device password for management commands
+    manage_port = 1901          # management TCP port (default: the port the device announces from)
+    presence = true             # republish broker presence as <service>.actor.<name>
+    subscribe = "tcp://127.0.0.1:7752"  # broker subscribe endpoint (default: command port + 2)
+
+``listen`` may also be ``host:port`` (then it sets ``port`` too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid as uuidlib
+from typing import Any
+
+from actors.discovery.driver import DiscoveryDriver
+from actors.discovery.manager import FluxManager
+from actors.discovery.protocol import DEFAULT_GROUP, DISCOVERY_PORT, build_touch_request
+from actors.flux import crypto
+from actors.flux.actor import DEFAULT_KEY, load_key
+from bus.actor import Actor, CommandContext, command
+from bus.errors import (
+    BusError,
+    ConfigError,
+    DeviceFault,
+    DeviceTimeout,
+    DeviceUnavailable,
+    InvalidArguments,
+)
+
+__all__ = ["ACTOR", "DiscoveryActor"]
+
+_KNOWN = {
+    "group", "port", "interface", "listen", "poke", "timeout_s", "poke_interval_s", "key", "password",
+    "manage_port", "presence", "subscribe",
+}  # fmt: skip
+
+
+def _uuid(text: str) -> uuidlib.UUID:
+    try:
+        return uuidlib.UUID(hex=text)
+    except ValueError:
+        raise InvalidArguments(f"not a device uuid: {text!r}", details={"argument": "uuid"}) from None
+
+
+class DiscoveryActor(Actor):
+    """FLUX discovery (fluxclient ``UpnpDiscover``) and device management (``UpnpTask``) on the bus.
+
+    Events: ``<service>.device.<uuid>`` ``{"event": "appeared" | "status" | "changed" | "gone",
+    "uuid", "name", "serial", "model_id", "version", "ipaddr", "endpoint", "has_password",
+    "st_id", "st_label", "st_ts", "st_prog", "head_module", "error_label"}`` as devices come, change
+    state, change identity and go silent; ``<service>.actor.<name>`` republishes the broker's
+    ``presence.<name>`` events (which actors are up or down).
+
+    Management commands take the device ``uuid`` and an optional ``password``; without one the
+    ``password`` option is used. They authorise with our key if the device trusts it, else with
+    the password (then they trust our key, as fluxclient's UpnpTask does). Errors: ``device_fault``
+    with the device's symbol (``AUTH_ERROR``, ``NOT_FOUND`` ...), ``device_unavailable``,
+    ``device_timeout``; an unknown uuid is ``device_fault`` ``NOT_FOUND``.
+    """
+
+    kind = "discovery"
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(name, options)
+        opts = self.options
+        unknown = sorted(set(opts) - _KNOWN)
+        if unknown:
+            raise ConfigError(f"discovery {name}: unknown options {unknown} (known: {sorted(_KNOWN)})")
+        port = int(opts.get("port", DISCOVERY_PORT))
+        listen = opts.get("listen") or None
+        if listen and ":" in str(listen):
+            host, _, text = str(listen).rpartition(":")
+            listen, port = host, int(text)
+        group = opts.get("group", DEFAULT_GROUP) or None
+        poke = opts.get("poke", [])
+        if isinstance(poke, str):
+            poke = [poke]
+        self.driver = DiscoveryDriver(
+            group=group,
+            port=port,
+            interface=str(opts.get("interface", "0.0.0.0")),
+            listen=listen,
+            poke=[str(p) for p in poke],
+            timeout_s=float(opts.get("timeout_s", 10.0)),
+            poke_interval_s=float(opts.get("poke_interval_s", 3.0)),
+        )
+        self.key_path = str(opts.get("key") or DEFAULT_KEY)
+        self.password: str | None = opts.get("password")
+        self.manage_port: int | None = int(opts["manage_port"]) if "manage_port" in opts else None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self.key: Any = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def on_start(self) -> None:
+        """Open the discovery sockets (retrying in the background if the port is taken) and follow presence."""
+        try:
+            await self.driver.start()
+            self._started = True
+        except DeviceUnavailable as exc:
+            self.log.warning("discovery_unavailable", error=str(exc), hint="retrying in the background")
+            self._spawn(self._start_later(), "start")
+        self._spawn(self._forward_devices(), "devices")
+        if self.options.get("presence", True):
+            self._spawn(self._forward_presence(), "presence")
+
+    async def on_stop(self) -> None:
+        """Stop forwarding and close the sockets."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.driver.stop()
+
+    def describe_extra(self) -> dict[str, Any]:
+        """Where discovery listens and how many devices it sees."""
+        d = self.driver
+        return {"discovery": {"group": d.group, "port": d.port, "listen": d.listen, "listening": self._started, "devices": len(d.table)}}
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"discovery {self.name} {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_later(self) -> None:
+        delay = 0.5
+        while not self._started:
+            await asyncio.sleep(delay)
+            try:
+                await self.driver.start()
+                self._started = True
+            except DeviceUnavailable:
+                delay = min(delay * 2, 10.0)
+
+    async def _forward_devices(self) -> None:
+        with self.driver.events() as events:
+            async for event in events:
+                self.publish(f"device.{event.device['uuid']}", {"event": event.kind, **event.device})
+
+    async def _forward_presence(self) -> None:
+        from bus.aio import AsyncClient
+        from bus.client import default_endpoints
+
+        endpoint = self.settings.endpoint
+        _, subscribe = default_endpoints(endpoint, self.options.get("subscribe"))
+        while True:
+            try:
+                async with AsyncClient(endpoint, subscribe_endpoint=subscribe, timeout=5.0) as bus:
+                    sub = bus.subscribe("presence.")
+                    await sub.wait_ready(10.0)
+                    for row in await bus.services():  # the state before the first event
+                        if "name" in row:
+                            self.publish(f"actor.{row['name']}", {"service": row["name"], "kind": row.get("kind", ""), "state": row.get("state", "")})
+                    async for event in sub:
+                        service = event.topic.removeprefix("presence.")
+                        self.publish(f"actor.{service}", event.data)
+            except (BusError, OSError) as exc:
+                self.log.info("discovery_presence_retry", error=str(exc))
+                await asyncio.sleep(1.0)
+
+    # ------------------------------------------------------------ queries
+
+    @command
+    async def list(self) -> list[dict[str, Any]]:
+        """Metadata of every device seen now (``uuid``, ``name``, ``ipaddr``, ``st_id`` ...)."""
+        return [device for device in self.driver.devices() if self.driver.device(device["uuid"]) is not None]
+
+    @command(concurrent=True)
+    async def get(self, uuid: str, timeout_s: float = 0.0) -> dict[str, Any]:
+        """Metadata of one device; with ``timeout_s``, wait that long for it to appear.
+
+        Fails with ``device_fault`` ``NOT_FOUND`` when it is not seen (``device_timeout`` after waiting).
+        """
+        wanted = _uuid(uuid)
+        if timeout_s > 0:
+            return await self.driver.discover_device(wanted, timeout_s)
+        device = self.driver.device(wanted)
+        if device is None:
+            raise DeviceFault(f"device {wanted.hex} is not seen", device_code="NOT_FOUND")
+        return device
+
+    @command
+    async def discover_device(self, uuid: str, ctx: CommandContext, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Wait until the device ``uuid`` is seen and return its metadata (fluxclient's ``discover_device``).
+
+        Progress ``{"uuid", "waited_s"}`` at once and every second while searching; fails with
+        ``device_timeout`` after ``timeout_s``. Cancellable.
+        """
+        wanted = _uuid(uuid)
+        search = asyncio.ensure_future(self.driver.discover_device(wanted, timeout_s))
+        started = time.monotonic()
+        try:
+            while True:
+                ctx.progress({"uuid": wanted.hex, "waited_s": round(time.monotonic() - started, 1)})
+                done, _ = await asyncio.wait({search}, timeout=1.0)
+                if done:
+                    return search.result()
+        finally:
+            search.cancel()
+
+    @command
+    async def touch(self, uuid: str, timeout_s: float = 3.0) -> dict[str, Any]:
+        """Ask the device for fresh metadata (a touch) and return it once it answers."""
+        wanted = _uuid(uuid)
+        record = self.driver.table.get(wanted)
+        if record is None or not record.touched:
+            raise DeviceFault(f"device {wanted.hex} is not seen", device_code="NOT_FOUND")
+        before = record.last_update
+        self.driver._send(build_touch_request(wanted), record.endpoint)
+        end = time.monotonic() + timeout_s
+        while record.last_update == before:
+            if time.monotonic() > end:
+                raise DeviceTimeout(f"device {wanted.hex} did not answer the touch within {timeout_s} s")
+            await asyncio.sleep(0.02)
+        return record.as_dict()
+
+    @command
+    async def poke(self, address: str) -> None:
+        """Ask the device at ``address`` (``host`` or ``host:port``) to announce itself to us."""
+        self.driver.poke(address)
+
+    # ------------------------------------------------------------ management
+
+    async def _manager(self, uuid: str, password: str | None) -> FluxManager:
+        wanted = _uuid(uuid)
+        device = self.driver.device(wanted)
+        if device is None:
+            raise DeviceFault(f"device {wanted.hex} is not seen", device_code="NOT_FOUND")
+        if self.key is None:
+            self.key = await asyncio.to_thread(load_key, self.key_path)
+        host, port = device["endpoint"]
+        manager = FluxManager(device["ipaddr"] or host, self.key, port=self.manage_port or int(port))
+        try:
+            await manager.authorize(password if password is not None else self.password, label=f"linebus {self.name}")
+        except BaseException:
+            await manager.close()
+            raise
+        return manager
+
+    async def _manage(self, uuid: str, password: str | None, what: str, *args: Any, **kwargs: Any) -> Any:
+        manager = await self._manager(uuid, password)
+        try:
+            return await getattr(manager, what)(*args, **kwargs)
+        finally:
+            await manager.close()
+
+    @command
+    async def authorize(self, uuid: str, password: str | None = None) -> dict[str, Any]:
+        """Authorise with the device (trusted key, else password) and trust our key; ``{"access_id"}``."""
+        await self._manage(uuid, password, "list_trust")
+        return {"access_id": crypto.access_id(self.key).hex()}
+
+    @command
+    async def add_trust(self, uuid: str, label: str, pem: str, password: str | None = None) -> None:
+        """Trust another client's public key (PEM) on the device."""
+        await self._manage(uuid, password, "add_trust", label, pem)
+
+    @command
+    async def list_trust(self, uuid: str, password: str | None = None) -> list[dict[str, Any]]:
+        """The device's trust list: ``[{"access_id", "label", "type"}, ...]``."""
+        return await self._manage(uuid, password, "list_trust")
+
+    @command
+    async def remove_trust(self, uuid: str, access_id: str, password: str | None = None) -> None:
+        """Stop trusting a key (``NOT_FOUND`` if unknown)."""
+        await self._manage(uuid, password, "remove_trust", access_id)
+
+    @command
+    async def rename(self, uuid: str, name: str, password: str | None = None) -> None:
+        """Set the device nickname."""
+        await self._manage(uuid, password, "rename", name)
+
+    @command
+    async def modify_password(self, uuid: str, old_password: str, new_password: str, reset_acl: bool = True, password: str | None = None) -> None:
+        """Change the device password; ``reset_acl`` also clears its trust list."""
+        await self._manage(uuid, password if password is not None else old_password, "modify_password", old_password, new_password, reset_acl)
+
+    @command
+    async def modify_network(self, uuid: str, options: dict[str, str], password: str | None = None) -> None:
+        """Change the device's network (``method=dhcp|static``, ``ssid``, ``psk``, ``ipaddr`` ...)."""
+        await self._manage(uuid, password, "modify_network", **{str(k): str(v) for k, v in options.items()})
+
+    @command
+    async def get_wifi_list(self, uuid: str, password: str | None = None) -> list[dict[str, Any]]:
+        """Access points the device sees: ``ssid``, ``bssid``, ``rssi``, ``encrypt``, ``security``."""
+        return await self._manage(uuid, password, "get_wifi_list")
+
+
+ACTOR = DiscoveryActor

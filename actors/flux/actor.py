@@ -1,0 +1,606 @@
+"""``FluxActor``: one FLUX Delta on the bus, with every ``FluxRobot`` method as a command.
+
+Options (the ``[actor.options]`` table)::
+
+    [actor.options]
+    host = "192.168.1.30"          # the printer (required); "host:port" also sets the robot port
+    key = "~/.linebus/flux-client-key.pem"   # our RSA client key; created on first use
+    password = "..."               # optional: authorise over the management port and trust our
+                                   # key when the robot port refuses it (fluxclient's UpnpTask)
+    port = 23811                   # robot port
+    manage_port = 1901             # management (TLS) port; or manage = "host:port"
+    poll_interval_s = 0.5          # job status polling while a job runs
+    # any other FluxConfig field: connect_timeout_s, reply_timeout_s, mode_timeout_s,
+    # firmware_timeout_s, backoff_initial_s, backoff_max_s, chunk_bytes, progress_interval_s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+from actors.discovery.manager import FluxManager
+from actors.discovery.protocol import DISCOVERY_PORT, STATUS_LABELS
+from actors.flux import crypto
+from actors.flux.config import FluxConfig
+from actors.flux.driver import FluxDriver
+from bus.actor import Actor, CommandContext, command
+from bus.errors import Busy, ConfigError, DeviceError, DeviceFault, DeviceUnavailable
+
+__all__ = ["ACTOR", "DEFAULT_KEY", "START_WAIT_S", "FluxActor", "status_label"]
+
+DEFAULT_KEY = "~/.linebus/flux-client-key.pem"
+#: How long ``on_start`` waits for the first connection attempt before registering anyway.
+START_WAIT_S = 5.0
+_CONFIG_KEYS = {f.name for f in dataclasses.fields(FluxConfig)}
+_OWN_KEYS = {"host", "key", "password", "manage", "manage_port", "poll_interval_s"}
+_INT_KEYS = {"port", "chunk_bytes", "manage_port"}
+#: st_id values after which a job is over (or none runs): the watcher stops there.
+_AT_REST = {0, 64, 128}
+
+
+def status_label(st_id: int) -> str:
+    """fluxclient's label of a status id (``RUNNING``, ``COMPLETED``, ``UNKNOWN`` ...)."""
+    return STATUS_LABELS.get(st_id, "UNKNOWN")
+
+
+def build_config(options: dict[str, Any]) -> FluxConfig:
+    """The driver config from the actor options.
+
+    Raises:
+        ConfigError: An option is unknown or of the wrong type.
+    """
+    unknown = sorted(set(options) - _OWN_KEYS - _CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"flux: unknown options {unknown} (known: {sorted(_OWN_KEYS | _CONFIG_KEYS)})")
+    values: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in _OWN_KEYS and key not in ("manage_port", "poll_interval_s"):
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"flux: {key} must be a positive number")
+        if key in _INT_KEYS and not isinstance(value, int):
+            raise ConfigError(f"flux: {key} must be an integer")
+        if key in _CONFIG_KEYS:
+            values[key] = value if key in _INT_KEYS else float(value)
+    return FluxConfig(**values)
+
+
+def _port(text: str, option: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"flux: {option} must be host:port with a port number")
+    return int(text)
+
+
+def load_key(path: str) -> Any:
+    """Load (or create) the client key; tolerate another actor creating the same file meanwhile."""
+    for _ in range(50):
+        try:
+            return crypto.get_or_create_default_key(path)
+        except (FileExistsError, ValueError):
+            time.sleep(0.05)  # another process is writing it right now
+    return crypto.get_or_create_default_key(path)
+
+
+def _images(pairs: list[tuple[str, bytes]]) -> list[list[Any]]:
+    return [[mime, data] for mime, data in pairs]
+
+
+class _Progress:
+    """Bytes progress ``{"done", "total"}`` to the caller, at most once per percent."""
+
+    __slots__ = ("_ctx", "_last")
+
+    def __init__(self, ctx: CommandContext) -> None:
+        self._ctx = ctx
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 if total == 0 else done * 100 // total
+        if percent != self._last or done == total:
+            self._last = percent
+            self._ctx.progress({"done": done, "total": total})
+
+
+class FluxActor(Actor):
+    """One FLUX Delta printer/scanner; every ``FluxRobot`` method is a command of the same name.
+
+    Where fluxclient reads or writes a local file or stream, the command takes or returns bytes
+    (the ``clients.flux`` facade does the file side). Uploads, downloads and firmware updates
+    report ``{"done", "total"}`` progress and can be cancelled (the link is renewed). The maintain
+    and scan sub-tasks are ``maintain`` / ``scan`` then ``maintain_<task>`` / ``scan_<task>``
+    (fluxclient's ``MaintainTasks`` / ``ScanTasks`` method names), ended by ``maintain_quit`` /
+    ``scan_quit``.
+
+    Errors come back typed: ``device_fault`` with the device's first symbol in ``device_code`` and
+    all of them in ``details["symbols"]`` (``NOT_EXIST``, ``FILE_BROKEN`` ...), ``busy``
+    (``RESOURCE_BUSY``, or this actor's own maintain/scan mode), ``invalid_arguments``
+    (``BAD_PARAMS``), ``device_timeout``, ``device_unavailable`` while the link is down.
+
+    Events: ``<service>.status`` ``{"st_id", "st_label", "label", "prog", "error", ...}`` on each
+    change of the job status, polled every ``poll_interval_s`` from ``start_play`` (or a job found
+    running at connect) until it completes, aborts or the device goes idle. ``label`` is
+    fluxclient's meaning of ``st_id`` (``RUNNING``, ``COMPLETED`` ...).
+
+    The printer may be unreachable at start: the actor still registers, commands fail with
+    ``device_unavailable``, and it keeps connecting in the background.
+    """
+
+    kind = "flux"
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(name, options)
+        opts = self.options
+        host = opts.get("host")
+        if not isinstance(host, str) or not host.strip():
+            raise ConfigError(f'flux {name}: option "host" is required (host = "192.168.1.30")')
+        self.host = host.strip()
+        if ":" in self.host:  # "host:port" sets the robot port
+            self.host, _, port_text = self.host.rpartition(":")
+            opts = {**opts, "port": _port(port_text, "host")}
+        self.config = build_config(opts)
+        password = opts.get("password")
+        if password is not None and not isinstance(password, str):
+            raise ConfigError(f"flux {name}: password must be a string")
+        self.password: str | None = password
+        self.key_path = str(opts.get("key") or DEFAULT_KEY)
+        self.manage_port = int(opts.get("manage_port", DISCOVERY_PORT))
+        if isinstance(opts.get("manage"), str):
+            self.manage_port = _port(opts["manage"].rpartition(":")[2], "manage")
+        self.poll_interval_s = float(opts.get("poll_interval_s", 0.5))
+        self.driver: FluxDriver | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._last_status: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def on_start(self) -> None:
+        """Load the key and connect; if the printer is not there yet, keep trying in the background."""
+        try:
+            key = await asyncio.to_thread(load_key, self.key_path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"flux {self.name}: client key {self.key_path}: {exc}") from exc
+        self.key = key
+        self.driver = FluxDriver(self.host, key, self.config)
+        self._ready = asyncio.Event()
+        self._spawn(self._open_forever(), "open")
+        # Give the first attempt a moment, so callers rarely meet a device that is about to be
+        # connected; an unreachable printer does not hold up registration for longer than this.
+        try:
+            async with asyncio.timeout(START_WAIT_S):
+                await self._ready.wait()
+        except TimeoutError:
+            pass
+
+    async def on_stop(self) -> None:
+        """Stop the background tasks and close the link."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.driver is not None:
+            await self.driver.close()
+
+    def describe_extra(self) -> dict[str, Any]:
+        """The printer's address and whether it is connected."""
+        connected = self.driver is not None and self.driver.connected
+        return {"device": {"host": self.host, "port": self.config.port, "connected": connected}}
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"flux {self.name} {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _open_forever(self) -> None:
+        assert self.driver is not None
+        delay, reported = self.config.backoff_initial_s, False
+        while True:
+            try:
+                await self._open()
+            except DeviceError as exc:
+                self._ready.set()  # the first attempt is over: no reason to hold up registration
+                if not reported:
+                    self.log.warning("flux_unreachable", error=str(exc), hint="retrying in the background")
+                    reported = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+                continue
+            self.log.info("flux_ready", host=self.host)
+            self._ready.set()
+            self._watch()  # a job may already be running (actor restarted mid-print)
+            return
+
+    async def _open(self) -> None:
+        assert self.driver is not None
+        try:
+            await self.driver.open()
+        except DeviceFault as exc:
+            if exc.details.get("device_code") != "AUTH_ERROR" or self.password is None:
+                raise
+            self.log.info("flux_authorizing", host=self.host, port=self.manage_port)
+            async with FluxManager(self.host, self.key, port=self.manage_port) as manager:
+                await manager.authorize(self.password, label=f"linebus {self.name}")
+            await self.driver.open()
+
+    def _require_driver(self) -> FluxDriver:
+        if self.driver is None:
+            raise DeviceUnavailable(f"{self.host}: not started")
+        return self.driver
+
+    @property
+    def d(self) -> FluxDriver:
+        """The driver (``device_unavailable`` before ``on_start``)."""
+        return self._require_driver()
+
+    # ------------------------------------------------------------ job status
+
+    def _watch(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = self._spawn(self._watch_job(), "status")
+
+    async def _watch_job(self) -> None:
+        quiet_polls = 0
+        while True:
+            try:
+                report = await self.d.report_play()
+            except Busy:
+                return  # held by our own maintain/scan mode: no job
+            except DeviceError as exc:
+                self.log.info("flux_status_poll_failed", error=str(exc))
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            self._publish_status(report)
+            st_id = int(report.get("st_id", 0))
+            if st_id in _AT_REST:
+                quiet_polls += 1
+                if quiet_polls >= 2 or st_id != 0:
+                    return
+            await asyncio.sleep(self.poll_interval_s)
+
+    def _publish_status(self, report: dict[str, Any]) -> None:
+        st_id = int(report.get("st_id", 0))
+        error = report.get("error") or []
+        status = {
+            "st_id": st_id,
+            "st_label": str(report.get("st_label", "")),
+            "label": status_label(st_id),
+            "prog": float(report.get("prog", 0.0) or 0.0),
+            "error": [str(e) for e in error] if isinstance(error, list) else [str(error)],
+        }
+        for key in ("session", "time_total", "time_running", "module"):
+            if key in report:
+                status[key] = report[key]
+        key = (status["st_id"], round(status["prog"], 3), tuple(status["error"]))
+        last = self._last_status
+        if last is not None and (last["st_id"], round(last["prog"], 3), tuple(last["error"])) == key:
+            return
+        self._last_status = status
+        self.publish("status", status)
+
+    # ------------------------------------------------------------ files
+
+    @command
+    async def list_files(self, path: str) -> list[list[Any]]:
+        """List folders, ``.fc`` and ``.gcode`` files under ``path`` (``/SD/...`` or ``/USB/...``): ``[[is_dir, name], ...]``."""
+        return [[is_dir, name] for is_dir, name in await self.d.list_files(path)]
+
+    @command
+    async def file_info(self, path: str) -> dict[str, Any]:
+        """FCode metadata (plus ``size``) and preview images: ``{"metadata": {...}, "images": [[mimetype, bytes], ...]}``."""
+        metadata, images = await self.d.file_info(path)
+        return {"metadata": metadata, "images": _images(images)}
+
+    @command
+    async def file_md5(self, path: str) -> str:
+        """MD5 hex digest of a file on the device."""
+        return await self.d.file_md5(path)
+
+    @command
+    async def mkdir(self, path: str) -> None:
+        """Create a folder (SD only)."""
+        await self.d.mkdir(path)
+
+    @command
+    async def rmdir(self, path: str) -> None:
+        """Remove a folder and everything in it (SD only)."""
+        await self.d.rmdir(path)
+
+    @command
+    async def cpfile(self, source_path: str, dist_path: str) -> None:
+        """Copy a file from SD or USB to SD."""
+        await self.d.cpfile(source_path, dist_path)
+
+    @command
+    async def rmfile(self, path: str) -> None:
+        """Delete a file (SD only)."""
+        await self.d.rmfile(path)
+
+    @command
+    async def download_file(self, path: str, ctx: CommandContext) -> dict[str, Any]:
+        """Fetch a file: ``{"mimetype", "data"}``. Progress ``{"done", "total"}`` in bytes; cancellable."""
+        download = await self.d.download_file(path, on_progress=_Progress(ctx))
+        return {"mimetype": download.mimetype, "data": download.data}
+
+    @command
+    async def upload_file(self, data: bytes, upload_to: str, ctx: CommandContext, mimetype: str | None = None) -> None:
+        """Upload ``data`` to ``upload_to`` (``/SD/dir/x.fc``), or to ``#``: the job to run next, not stored.
+
+        The mimetype is guessed from ``upload_to`` unless given (``#`` means FCode). Progress
+        ``{"done", "total"}`` in bytes; cancelling stops the transfer and renews the link.
+        """
+        await self.d.upload_file(data, upload_to, mimetype=mimetype, on_progress=_Progress(ctx))
+
+    # ------------------------------------------------------------ job
+
+    @command
+    async def select_file(self, path: str) -> None:
+        """Select a file on the device as the job."""
+        await self.d.select_file(path)
+
+    @command
+    async def start_play(self) -> None:
+        """Start the selected (or ``#``-uploaded) job; ``<service>.status`` events follow it."""
+        await self.d.start_play()
+        self._last_status = None
+        self._watch()
+
+    @command
+    async def pause_play(self) -> None:
+        """Pause the job."""
+        await self.d.pause_play()
+        self._watch()
+
+    @command
+    async def resume_play(self) -> None:
+        """Resume the paused job."""
+        await self.d.resume_play()
+        self._watch()
+
+    @command
+    async def abort_play(self) -> None:
+        """Abort the job."""
+        await self.d.abort_play()
+        self._watch()
+
+    @command
+    async def report_play(self) -> dict[str, Any]:
+        """The job status as the device reports it (``st_id``, ``st_label``, ``prog``, ``error`` ...), plus ``label``."""
+        report = await self.d.report_play()
+        return {**report, "label": status_label(int(report.get("st_id", 0)))}
+
+    @command
+    async def play_info(self) -> dict[str, Any]:
+        """Job metadata and preview images: ``{"info": {...}, "images": [[mimetype, bytes], ...]}``."""
+        info, images = await self.d.play_info()
+        return {"info": info, "images": _images(images)}
+
+    @command
+    async def quit_play(self) -> None:
+        """Leave a completed or aborted job (the device goes back to idle)."""
+        await self.d.quit_play()
+        self._watch()
+
+    @command
+    async def restart_play(self) -> None:
+        """Restart the job (fluxclient has it; the device does not route it: ``UNKNOWN_COMMAND``)."""
+        await self.d._command("player restart")
+
+    @command
+    async def set_toolhead_operating_in_play(self) -> None:
+        """Put the toolhead in operating mode during the job."""
+        await self.d._command("player set_toolhead_operating")
+
+    @command
+    async def set_toolhead_standby_in_play(self) -> None:
+        """Put the toolhead in standby during the job."""
+        await self.d._command("player set_toolhead_standby")
+
+    @command
+    async def set_toolhead_heater_in_play(self, temperature: float, index: int = 0) -> None:
+        """Set the toolhead temperature during the job (only index 0 exists)."""
+        await self.d._command(f"player set_toolhead_header {index} {temperature:.1f}")
+
+    @command
+    async def load_filament_in_play(self, index: int = 0) -> None:
+        """Load filament during a paused job."""
+        await self.d._command(f"player load_filament {index}")
+
+    @command
+    async def unload_filament_in_play(self, index: int = 0) -> None:
+        """Unload filament during a paused job."""
+        await self.d._command(f"player unload_filament {index}")
+
+    @command
+    async def press_button_in_play(self) -> None:
+        """Press the toolhead button during the job."""
+        await self.d._command("player press_button")
+
+    # ------------------------------------------------------------ device
+
+    @command
+    async def deviceinfo(self) -> dict[str, str]:
+        """Version, model, uuid, serial, nickname, addresses ... as strings."""
+        return await self.d.deviceinfo()
+
+    @command
+    async def config_get(self, key: str) -> str | None:
+        """One device config value (``robot.config[key]``), or None when unset."""
+        return await self.d.config_get(key)
+
+    @command
+    async def config_set(self, key: str, value: str) -> None:
+        """Set one device config value (``robot.config[key] = value``)."""
+        await self.d.config_set(key, value)
+
+    @command
+    async def config_del(self, key: str) -> None:
+        """Unset one device config value (``del robot.config[key]``)."""
+        await self.d.config_del(key)
+
+    @command
+    async def kick(self) -> None:
+        """Disconnect the session holding the device in maintain/scan (not a print job)."""
+        await self.d.kick()
+
+    @command
+    async def update_firmware(self, data: bytes, ctx: CommandContext) -> None:
+        """Send a firmware image; progress ``{"done", "total"}``. The device then restarts (the link is renewed)."""
+        await self.d.update_firmware(data, on_progress=_Progress(ctx))
+
+    # ------------------------------------------------------------ maintain
+
+    @command
+    async def maintain(self) -> None:
+        """Enter maintain mode (``robot.maintain()``); other commands get ``busy`` until ``maintain_quit``."""
+        await self.d.maintain()
+
+    @command
+    async def maintain_home(self) -> None:
+        """Home the head."""
+        await self.d.maintain_home()
+
+    @command
+    async def maintain_move(
+        self, f: float | None = None, x: float | None = None, y: float | None = None, z: float | None = None, e: float | None = None
+    ) -> None:
+        """Move the head: any of ``f`` (feed rate), ``x``, ``y``, ``z``, ``e``."""
+        axes = {k: v for k, v in {"f": f, "x": x, "y": y, "z": z, "e": e}.items() if v is not None}
+        await self.d.maintain_move(**axes)
+
+    @command
+    async def maintain_calibrate(self, ctx: CommandContext, threshold: float | None = None, clean: bool = False) -> list[float]:
+        """Calibrate; each ``CTRL POINT n`` line comes as progress ``{"message"}``; returns the three values."""
+        return await self.d.maintain_calibrate(threshold, clean, on_message=lambda text: ctx.progress({"message": text}))
+
+    @command
+    async def maintain_zprobe(self, ctx: CommandContext) -> float:
+        """Probe z; returns the probed value (messages as progress ``{"message"}``)."""
+        return await self.d.maintain_zprobe(None, on_message=lambda text: ctx.progress({"message": text}))
+
+    @command
+    async def maintain_manual_level(self, height: float, ctx: CommandContext) -> float:
+        """Level manually at ``height``; returns the probed value."""
+        return await self.d.maintain_zprobe(height, on_message=lambda text: ctx.progress({"message": text}))
+
+    @command
+    async def maintain_head_info(self) -> dict[str, Any]:
+        """The toolhead's profile (module, version ...)."""
+        return await self.d.maintain_head_info()
+
+    @command
+    async def maintain_head_status(self) -> dict[str, Any]:
+        """The toolhead's status."""
+        return await self.d.maintain_head_status()
+
+    @command
+    async def maintain_set_heater(self, index: int, temperature: float) -> None:
+        """Set extruder ``index`` to ``temperature`` °C."""
+        await self.d.maintain_set_heater(index, temperature)
+
+    @command
+    async def maintain_diagnosis_sensor(self) -> dict[str, str]:
+        """Sensor readings."""
+        return await self.d.maintain_diagnosis_sensor()
+
+    @command
+    async def maintain_diagnosis(self, option: str = "hal") -> str:
+        """Run a diagnosis (only ``hal`` exists); the result text."""
+        return await self.d.maintain_diagnosis(option)
+
+    @command
+    async def maintain_load_filament(self, index: int, temperature: float, ctx: CommandContext) -> None:
+        """Load filament into extruder ``index`` at ``temperature``; ``CTRL`` lines as progress ``{"message"}``."""
+        await self.d.maintain_load_filament(index, temperature, on_message=lambda text: ctx.progress({"message": text}))
+
+    @command
+    async def maintain_load_flexible_filament(self, index: int, temperature: float, ctx: CommandContext) -> None:
+        """Load flexible filament; ``CTRL`` lines as progress ``{"message"}``."""
+        await self.d.maintain_load_filament(index, temperature, on_message=lambda text: ctx.progress({"message": text}), flexible=True)
+
+    @command
+    async def maintain_unload_filament(self, index: int, temperature: float, ctx: CommandContext) -> None:
+        """Unload filament; ``CTRL`` lines as progress ``{"message"}``."""
+        await self.d.maintain_unload_filament(index, temperature, on_message=lambda text: ctx.progress({"message": text}))
+
+    @command(concurrent=True)
+    async def maintain_interrupt_load_filament(self) -> None:
+        """Stop a running (un)load macro; runs beside it (the macro's command then ends)."""
+        await self.d.maintain_interrupt_load_filament()
+
+    @command
+    async def maintain_update_hbfw(self, data: bytes, ctx: CommandContext) -> None:
+        """Flash toolhead firmware (at most 256 KiB); progress ``{"done", "total"}`` then ``{"message"}`` lines."""
+        await self.d.maintain_update_head(data, on_progress=_Progress(ctx), on_message=lambda text: ctx.progress({"message": text}))
+
+    @command
+    async def maintain_reset_hardware(self) -> None:
+        """Reset the mainboard; the device also leaves maintain mode."""
+        await self.d.maintain_reset_hardware()
+
+    @command
+    async def maintain_quit(self) -> None:
+        """Leave maintain mode."""
+        await self.d.maintain_quit()
+
+    # ------------------------------------------------------------ scan
+
+    @command
+    async def scan(self) -> None:
+        """Enter scan mode (``robot.scan()``); other commands get ``busy`` until ``scan_quit``."""
+        await self.d.scan()
+
+    @command
+    async def scan_step_length(self, length: float) -> None:
+        """Set the turntable step."""
+        await self.d.scan_step_length(length)
+
+    @command
+    async def scan_forward(self) -> None:
+        """Turn one step forward."""
+        await self.d.scan_forward()
+
+    @command
+    async def scan_backward(self) -> None:
+        """Turn one step back."""
+        await self.d.scan_backward()
+
+    @command
+    async def scan_laser(self, left: bool, right: bool) -> None:
+        """Switch the left and right lasers."""
+        await self.d.scan_laser(left, right)
+
+    @command
+    async def scan_check_camera(self) -> str:
+        """Camera check; the device's raw line."""
+        return await self.d.scan_check()
+
+    @command
+    async def scan_calibrate(self) -> str:
+        """Calibrate the scanner; the raw ``ok ...`` answer."""
+        return await self.d.scan_calibrate()
+
+    @command
+    async def scan_get_calibrate(self) -> list[int]:
+        """The stored calibration (three ints)."""
+        return await self.d.scan_get_calibrate()
+
+    @command
+    async def scan_oneshot(self, ctx: CommandContext) -> bytes:
+        """Take one photo: JPEG bytes (progress ``{"done", "total"}``)."""
+        return await self.d.scan_oneshot(on_progress=_Progress(ctx))
+
+    @command
+    async def scan_scanimages(self) -> list[bytes]:
+        """Take three photos (left laser, right laser, no laser): JPEG bytes each."""
+        return await self.d.scan_images()
+
+    @command
+    async def scan_quit(self) -> None:
+        """Leave scan mode."""
+        await self.d.scan_quit()
+
+
+ACTOR = FluxActor

@@ -1,0 +1,555 @@
+"""fluxclient's ``FluxRobot`` over linebus: code written for fluxclient reads the same.
+
+::
+
+    from clients.flux import FluxRobot, RobotError
+
+    with FluxRobot("tcp://127.0.0.1:7750", "p1") as robot:    # a bus endpoint (or Client) and a service
+        print(robot.list_files("/SD/"))
+        robot.upload_file("part.fc", "#", lambda robot, sent, total: print(sent, total))
+        robot.start_play()
+        print(robot.report_play())
+        robot.config["autoresume"] = "Y"
+        task = robot.scan()
+        jpeg = task.oneshot()
+        task.quit()
+
+Where fluxclient connects with ``FluxRobot((ip, 23811), client_key)``, the actor owns the
+connection and the key (its options ``host``, ``key``, ``password``); here ``FluxRobot(bus,
+service)`` names it. Local files and streams are read and written here, on the caller's machine.
+Errors are ``RobotError`` (the device answered with an error; ``error_symbol`` holds its words)
+or ``RobotSessionError`` (link, timeout, bus), each raised ``from`` the bus error.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from bus.client import Call, Client
+from bus.errors import BusError
+
+__all__ = ["FluxRobot", "MaintainTasks", "RobotError", "RobotSessionError", "ScanTasks", "StatusWatcher"]
+
+#: Bus codes that mean the session, not the device's answer, failed.
+_SESSION_CODES = {"device_unavailable", "device_timeout", "unavailable", "deadline_exceeded", "unknown_service", "closed", "internal", "cancelled"}
+
+
+class _FluxErrorMixin:
+    code: str
+    details: dict[str, Any]
+    error_symbol: tuple[str, ...]
+
+    def _init(self, symbols: tuple[str, ...], code: str, details: dict[str, Any] | None) -> None:
+        self.error_symbol = symbols
+        self.code = code
+        self.details = dict(details or {})
+
+    @property
+    def device_code(self) -> str:
+        """The first device symbol (``NOT_EXIST``, ``RESOURCE_BUSY`` ...)."""
+        return self.error_symbol[0] if self.error_symbol else ""
+
+
+class RobotError(_FluxErrorMixin, RuntimeError):
+    """The device (or the actor, for its own checks) refused the operation.
+
+    Attributes:
+        error_symbol: The device's words after ``error`` (``("NOT_EXIST", "BAD_NODE")``).
+        code: The linebus error code (``device_fault``, ``busy``, ``invalid_arguments``).
+        details: Everything the bus error carried.
+    """
+
+    def __init__(self, message: str, *symbols: str, code: str = "device_fault", details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self._init(symbols or ("UNKNOWN_ERROR",), code, details)
+
+
+class RobotSessionError(_FluxErrorMixin, Exception):
+    """The session failed: link down, no answer in time, actor or broker unavailable, cancelled.
+
+    ``error_symbol`` is ``("DISCONNECTED",)``, ``("TIMEOUT",)`` or the device's handshake symbols.
+    """
+
+    def __init__(self, message: str, *symbols: str, code: str = "device_unavailable", details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self._init(symbols or ("DISCONNECTED",), code, details)
+
+
+def _translate(exc: BusError) -> RobotError | RobotSessionError:
+    code = getattr(exc, "remote_code", None) or exc.code
+    details = dict(exc.details)
+    raw = details.get("symbols")
+    symbols = tuple(str(s) for s in raw) if isinstance(raw, list) and raw else ()
+    if not symbols and isinstance(details.get("device_code"), str):
+        symbols = (details["device_code"],)
+    if code in ("device_timeout", "deadline_exceeded"):
+        return RobotSessionError(exc.message, *(symbols or ("TIMEOUT",)), code=code, details=details)
+    if code == "device_fault" and symbols and symbols[0] in ("AUTH_ERROR", "KICKED"):
+        return RobotSessionError(exc.message, *symbols, code=code, details=details)
+    if code in _SESSION_CODES:
+        if code == "cancelled" and not symbols:
+            symbols = ("CANCELLED",)
+        return RobotSessionError(exc.message, *symbols, code=code, details=details)
+    if code == "busy" and not symbols:
+        symbols = ("RESOURCE_BUSY",)
+    if code == "invalid_arguments" and not symbols:
+        symbols = ("BAD_PARAMS",)
+    return RobotError(exc.message, *symbols, code=code, details=details)
+
+
+def _client(bus: Client | str) -> tuple[Client, bool]:
+    if isinstance(bus, Client):
+        return bus, False
+    if isinstance(bus, str):
+        return Client(bus), True
+    raise TypeError(f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}")
+
+
+ProgressCallback = Callable[[Any, int, int], Any]
+
+
+class FluxRobot:
+    """A session with the FLUX device served by ``service`` on the bus.
+
+    Args:
+        bus: A ``bus.client.Client``, or the broker's command endpoint (``tcp://host:7750``).
+        service: The flux actor's service name (``p1``).
+        timeout: Bus deadline, in seconds, of ordinary calls.
+        transfer_timeout: Bus deadline of uploads, downloads, firmware and mode entry.
+
+    It checks the actor at once (``RobotSessionError`` if unknown or down). Not thread-safe.
+    """
+
+    def __init__(self, bus: Client | str, service: str, *, timeout: float = 40.0, transfer_timeout: float = 600.0) -> None:
+        self._bus, self._owned = _client(bus)
+        self.service = service
+        self.timeout = timeout
+        self.transfer_timeout = transfer_timeout
+        self._closed = False
+        self._task: ScanTasks | MaintainTasks | None = None
+        try:
+            self._call("ping")
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ session
+
+    def close(self) -> None:
+        """End the session (closes the bus connection if this object opened it); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owned:
+            self._bus.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def bus(self) -> Client:
+        """The bus client this session uses."""
+        return self._bus
+
+    def _call(self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        if self._closed:
+            raise RobotSessionError("Device is already closed", "OPERATION_ERROR", code="closed")
+        try:
+            return self._bus.call(self.service, command, args or {}, timeout=timeout or self.timeout)
+        except BusError as exc:
+            raise _translate(exc) from exc
+
+    def _follow(self, command: str, args: dict[str, Any], on_update: Callable[[Any], Any]) -> Any:
+        """Run a long command, feeding progress to ``on_update``; an exception there cancels it."""
+        if self._closed:
+            raise RobotSessionError("Device is already closed", "OPERATION_ERROR", code="closed")
+        try:
+            call: Call = self._bus.start(self.service, command, args, timeout=self.transfer_timeout)
+        except BusError as exc:
+            raise _translate(exc) from exc
+        try:
+            for update in call.updates():
+                on_update(update)
+            return call.result()
+        except BusError as exc:
+            raise _translate(exc) from exc
+        except BaseException:
+            call.cancel()
+            try:
+                call.result()
+            except BusError:
+                pass
+            raise
+
+    def _bytes_feed(self, callback: ProgressCallback | None, *, left: bool = False) -> Callable[[Any], None]:
+        def on_update(update: Any) -> None:
+            if callback is not None and isinstance(update, dict) and "done" in update:
+                done, total = int(update["done"]), int(update["total"])
+                callback(self, total - done if left else done, total)
+
+        return on_update
+
+    # ------------------------------------------------------------ files
+
+    def list_files(self, path: str) -> list[tuple[bool, str]]:
+        """List folders, ``.fc`` and ``.gcode`` files: ``[(is_dir, name), ...]``."""
+        return [(bool(is_dir), str(name)) for is_dir, name in self._call("list_files", {"path": path})]
+
+    def file_info(self, path: str) -> list[Any]:
+        """``[metadata dict, [(mimetype, image bytes), ...]]``."""
+        info = self._call("file_info", {"path": path})
+        return [info["metadata"], [(mime, data) for mime, data in info["images"]]]
+
+    def file_md5(self, path: str) -> str:
+        """MD5 hex of a file on the device."""
+        return str(self._call("file_md5", {"path": path}))
+
+    def mkdir(self, path: str) -> None:
+        """Create a folder on the device."""
+        self._call("mkdir", {"path": path})
+
+    def rmdir(self, path: str) -> None:
+        """Remove a folder from the device."""
+        self._call("rmdir", {"path": path})
+
+    def cpfile(self, source_path: str, dist_path: str) -> None:
+        """Copy a file (from SD or USB) to SD."""
+        self._call("cpfile", {"source_path": source_path, "dist_path": dist_path})
+
+    def rmfile(self, path: str) -> None:
+        """Remove a file from the device."""
+        self._call("rmfile", {"path": path})
+
+    def download_file(self, path: str, stream: IO[bytes], process_callback: ProgressCallback | None = None) -> str:
+        """Download ``path`` into the file-like ``stream``; ``process_callback(robot, left, size)``. Returns the mimetype."""
+        result = self._follow("download_file", {"path": path}, self._bytes_feed(process_callback, left=True))
+        stream.write(result["data"])
+        return str(result["mimetype"])
+
+    def upload_file(self, filename: str | os.PathLike[str], upload_to: str = "#", process_callback: ProgressCallback | None = None) -> None:
+        """Upload the local file ``filename`` to ``upload_to`` (``#``: the next job); ``process_callback(robot, sent, total)``."""
+        try:
+            data = Path(filename).read_bytes()
+        except OSError as exc:
+            raise RobotError(f"cannot read {filename}: {exc}", "BAD_PARAMS", code="invalid_arguments") from exc
+        mimetype = _guess_mimetype(str(filename))
+        self._upload(data, mimetype, upload_to, process_callback)
+
+    def upload_stream(
+        self, stream: IO[bytes], mimetype: str, size: int, upload_to: str = "#", process_callback: ProgressCallback | None = None
+    ) -> None:
+        """Upload ``size`` bytes read from ``stream`` with ``mimetype``."""
+        data = stream.read(size)
+        if len(data) != size:
+            raise RobotError(f"stream ended after {len(data)} of {size} bytes", "BAD_PARAMS", code="invalid_arguments")
+        self._upload(data, mimetype, upload_to, process_callback)
+
+    def _upload(self, data: bytes, mimetype: str, upload_to: str, process_callback: ProgressCallback | None) -> None:
+        args = {"data": data, "upload_to": upload_to, "mimetype": mimetype}
+        self._follow("upload_file", args, self._bytes_feed(process_callback))
+
+    # ------------------------------------------------------------ job
+
+    def select_file(self, path: str) -> None:
+        """Select a file on the device as the job."""
+        self._call("select_file", {"path": path})
+
+    def start_play(self) -> None:
+        """Start the selected job."""
+        self._call("start_play")
+
+    def pause_play(self) -> None:
+        """Pause the job."""
+        self._call("pause_play")
+
+    def resume_play(self) -> None:
+        """Resume the job."""
+        self._call("resume_play")
+
+    def abort_play(self) -> None:
+        """Abort the job."""
+        self._call("abort_play")
+
+    def report_play(self) -> dict[str, Any]:
+        """The job status: ``st_id``, ``st_label``, ``prog``, ``error`` ... (plus ``label``)."""
+        return dict(self._call("report_play"))
+
+    def play_info(self) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+        """Job metadata and preview images ``(info, [(mimetype, bytes), ...])``."""
+        info = self._call("play_info")
+        return info["info"], [(mime, data) for mime, data in info["images"]]
+
+    def quit_play(self) -> None:
+        """Leave a completed or aborted job."""
+        self._call("quit_play")
+
+    def restart_play(self) -> None:
+        """Restart the job (the device answers ``UNKNOWN_COMMAND``: it does not route it)."""
+        self._call("restart_play")
+
+    def set_toolhead_operating_in_play(self) -> None:
+        """Toolhead to operating mode during the job."""
+        self._call("set_toolhead_operating_in_play")
+
+    def set_toolhead_standby_in_play(self) -> None:
+        """Toolhead to standby during the job."""
+        self._call("set_toolhead_standby_in_play")
+
+    def set_toolhead_heater_in_play(self, temperature: float, index: int = 0) -> None:
+        """Set the toolhead temperature during the job."""
+        self._call("set_toolhead_heater_in_play", {"temperature": float(temperature), "index": int(index)})
+
+    def load_filament_in_play(self, index: int = 0) -> None:
+        """Load filament during the job."""
+        self._call("load_filament_in_play", {"index": int(index)})
+
+    def unload_filament_in_play(self, index: int = 0) -> None:
+        """Unload filament during the job."""
+        self._call("unload_filament_in_play", {"index": int(index)})
+
+    def press_button_in_play(self) -> None:
+        """Press the toolhead button during the job."""
+        self._call("press_button_in_play")
+
+    def watch_status(self) -> StatusWatcher:
+        """Subscribe to the actor's ``<service>.status`` events (linebus extension)."""
+        return StatusWatcher(self._bus, self.service)
+
+    # ------------------------------------------------------------ device
+
+    @property
+    def deviceinfo(self) -> dict[str, str]:
+        """Version, model, uuid, serial, nickname ... (a property, as in fluxclient)."""
+        return dict(self._call("deviceinfo"))
+
+    @property
+    def config(self) -> RobotConfig:
+        """The device config, subscriptable: ``robot.config["autoresume"] = "Y"``."""
+        return RobotConfig(self)
+
+    def kick(self) -> None:
+        """Kick the session that holds the device in maintain/scan."""
+        self._call("kick")
+
+    def update_firmware(self, stream: IO[bytes], size: int, process_callback: ProgressCallback | None = None) -> None:
+        """Send ``size`` bytes of firmware from ``stream``; the device restarts after."""
+        data = stream.read(size)
+        self._follow("update_firmware", {"data": data}, self._bytes_feed(process_callback))
+
+    def scan(self) -> ScanTasks:
+        """Enter scan mode; returns the task object (call its ``quit()`` when done)."""
+        self._call("scan", timeout=self.transfer_timeout)
+        return ScanTasks(self)
+
+    def maintain(self) -> MaintainTasks:
+        """Enter maintain mode; returns the task object (call its ``quit()`` when done)."""
+        self._call("maintain", timeout=self.transfer_timeout)
+        return MaintainTasks(self)
+
+
+class RobotConfig:
+    """``robot.config[key]`` / ``robot.config[key] = value`` / ``del robot.config[key]``."""
+
+    def __init__(self, robot: FluxRobot) -> None:
+        self._robot = robot
+
+    def __getitem__(self, key: str) -> str | None:
+        return self._robot._call("config_get", {"key": key})  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._robot._call("config_set", {"key": key, "value": str(value)})
+
+    def __delitem__(self, key: str) -> None:
+        self._robot._call("config_del", {"key": key})
+
+
+class _Tasks:
+    _prefix = ""
+
+    def __init__(self, robot: FluxRobot) -> None:
+        self.robot = robot
+
+    def _call(self, task: str, args: dict[str, Any] | None = None, *, long: bool = False) -> Any:
+        return self.robot._call(f"{self._prefix}_{task}", args, timeout=self.robot.transfer_timeout if long else None)
+
+    def _messages(self, task: str, args: dict[str, Any], callback: Callable[..., Any] | None) -> Any:
+        def on_update(update: Any) -> None:
+            if callback is not None and isinstance(update, dict) and "message" in update:
+                callback(self, *str(update["message"]).split())
+
+        return self.robot._follow(f"{self._prefix}_{task}", args, on_update)
+
+    def quit(self) -> None:
+        """Leave the mode."""
+        self._call("quit")
+
+
+class ScanTasks(_Tasks):
+    """fluxclient's ``ScanTasks``: each method is the actor's ``scan_<name>`` command."""
+
+    _prefix = "scan"
+
+    def step_length(self, length: float) -> None:
+        """Set the turntable step."""
+        self._call("step_length", {"length": float(length)})
+
+    def forward(self) -> None:
+        """Turn one step forward."""
+        self._call("forward", long=True)
+
+    def backward(self) -> None:
+        """Turn one step back."""
+        self._call("backward", long=True)
+
+    def laser(self, left: bool, right: bool) -> None:
+        """Switch the lasers."""
+        self._call("laser", {"left": bool(left), "right": bool(right)})
+
+    def check_camera(self) -> str:
+        """The camera service's raw status line."""
+        return str(self._call("check_camera"))
+
+    def calibrate(self) -> str:
+        """Calibrate; the raw answer."""
+        return str(self._call("calibrate", long=True))
+
+    def get_calibrate(self) -> list[int]:
+        """The stored calibration."""
+        return list(self._call("get_calibrate"))
+
+    def oneshot(self) -> bytes:
+        """One photo: JPEG bytes."""
+        return bytes(self._call("oneshot", long=True))
+
+    def scanimages(self) -> list[bytes]:
+        """Three photos (left laser, right laser, none): JPEG bytes each."""
+        return [bytes(image) for image in self._call("scanimages", long=True)]
+
+
+class MaintainTasks(_Tasks):
+    """fluxclient's ``MaintainTasks``: each method is the actor's ``maintain_<name>`` command."""
+
+    _prefix = "maintain"
+
+    def home(self) -> None:
+        """Home the head."""
+        self._call("home", long=True)
+
+    def move(self, **axes: float) -> None:
+        """Move: ``f``, ``x``, ``y``, ``z``, ``e``."""
+        self._call("move", {k: float(v) for k, v in axes.items()}, long=True)
+
+    def calibrate(self, threshold: float | None = None, clean: bool = False, process_callback: Callable[..., Any] | None = None) -> list[float]:
+        """Calibrate; ``process_callback(task, *words)`` per ``CTRL`` line; the three values."""
+        args: dict[str, Any] = {"clean": clean} | ({"threshold": float(threshold)} if threshold is not None else {})
+        return list(self._messages("calibrate", args, process_callback))
+
+    def zprobe(self, process_callback: Callable[..., Any] | None = None) -> float:
+        """Probe z."""
+        return float(self._messages("zprobe", {}, process_callback))
+
+    def manual_level(self, height: float, process_callback: Callable[..., Any] | None = None) -> float:
+        """Level manually at ``height``."""
+        return float(self._messages("manual_level", {"height": float(height)}, process_callback))
+
+    def head_info(self) -> dict[str, Any]:
+        """The toolhead profile."""
+        return dict(self._call("head_info"))
+
+    def head_status(self) -> dict[str, Any]:
+        """The toolhead status."""
+        return dict(self._call("head_status"))
+
+    def set_heater(self, index: int, temperature: float) -> None:
+        """Set an extruder temperature."""
+        self._call("set_heater", {"index": int(index), "temperature": float(temperature)})
+
+    set_extruder_temperature = set_heater
+
+    def diagnosis_sensor(self) -> dict[str, str]:
+        """Sensor readings."""
+        return dict(self._call("diagnosis_sensor"))
+
+    def diagnosis(self, option: str = "hal") -> str:
+        """Run a diagnosis."""
+        return str(self._call("diagnosis", {"option": option}, long=True))
+
+    def load_filament(self, index: int = 0, temperature: float = 210.0, process_callback: Callable[..., Any] | None = None) -> None:
+        """Load filament."""
+        self._messages("load_filament", {"index": int(index), "temperature": float(temperature)}, process_callback)
+
+    def load_flexible_filament(self, index: int = 0, temperature: float = 210.0, process_callback: Callable[..., Any] | None = None) -> None:
+        """Load flexible filament."""
+        self._messages("load_flexible_filament", {"index": int(index), "temperature": float(temperature)}, process_callback)
+
+    def unload_filament(self, index: int = 0, temperature: float = 210.0, process_callback: Callable[..., Any] | None = None) -> None:
+        """Unload filament."""
+        self._messages("unload_filament", {"index": int(index), "temperature": float(temperature)}, process_callback)
+
+    def interrupt_load_filament(self) -> None:
+        """Stop a running (un)load macro."""
+        self._call("interrupt_load_filament")
+
+    def update_hbfw(self, stream: IO[bytes], size: int, process_callback: Callable[..., Any] | None = None) -> None:
+        """Flash toolhead firmware from ``stream``."""
+        self.robot._follow("maintain_update_hbfw", {"data": stream.read(size)}, self.robot._bytes_feed(process_callback))
+
+    def reset_hardware(self) -> None:
+        """Reset the mainboard (leaves maintain mode)."""
+        self._call("reset_hardware")
+
+
+class StatusWatcher:
+    """The ``<service>.status`` events of a flux actor: ``for status in watcher.statuses(timeout=5)``."""
+
+    def __init__(self, bus: Client, service: str) -> None:
+        self.topic = f"{service}.status"
+        try:
+            self._sub = bus.subscribe(self.topic)
+            self._sub.wait_ready(5.0)
+        except BusError as exc:
+            raise _translate(exc) from exc
+        self._lock = threading.Lock()
+
+    def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next status, or None if none comes within ``timeout`` seconds."""
+        while True:
+            event = self._sub.next(timeout)
+            if event is None:
+                return None
+            if event.topic == self.topic and isinstance(event.data, dict):
+                return dict(event.data)
+
+    def statuses(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield statuses until none comes within ``timeout`` seconds."""
+        while (status := self.next(timeout)) is not None:
+            yield status
+
+    def close(self) -> None:
+        """Unsubscribe."""
+        self._sub.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _guess_mimetype(filename: str) -> str:
+    lower = filename.lower()
+    if lower.endswith(".gcode"):
+        return "text/gcode"
+    if lower.endswith(".fc"):
+        return "application/fcode"
+    if lower.endswith(".fxfw"):
+        return "binary/flux-firmware"
+    return "binary"

@@ -1,0 +1,205 @@
+"""The FLUX printer end to end: the ``FluxRobot`` facade, a broker process, flux actor processes
+and simulator processes on their own loopback addresses.
+
+Neither simulator trusts the actors' key at first: each actor authorises over the management
+port with the device password and trusts its key, as fluxclient's UpnpTask would.
+``p2``'s simulator drops the robot link once 100 000 bytes of an upload arrived.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from actors.flux.fcode import build_fcode
+from actors.flux.testing import random_loopback
+from bus.errors import BusError
+from clients.flux import FluxRobot, RobotError, RobotSessionError
+from tests.conftest import (
+    Endpoints,
+    Line,
+    Processes,
+    free_port,
+    scaled,
+    wait_ready_line,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Bench:
+    line: Line
+    tmp: Path
+
+
+def _start_sim(processes: Processes, address: str, *extra: str) -> dict[str, str]:
+    sim = processes.start(
+        "-m", "actors.flux.simulator", "--address", address, "--robot-port", str(free_port()),
+        "--manage-port", "0", "--udp-port", "0", "--group", "", "--announce-interval", "30", *extra,
+        stdout=subprocess.PIPE,
+    )
+    return wait_ready_line(sim, scaled(20))
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    tmp = tmp_path_factory.mktemp("flux")
+    processes = Processes()
+    try:
+        a1, a2 = random_loopback(), random_loopback()
+        r1 = _start_sim(processes, a1, "--job-duration", "2", "--name", "alpha", "--password", "s3cret")
+        r2 = _start_sim(processes, a2, "--drop-upload-after", "100000", "--name", "beta", "--password", "s3cret")
+        common = {"key": str(tmp / "client.pem"), "password": "s3cret", "backoff_max_s": 0.3, "reply_timeout_s": 5.0, "poll_interval_s": 0.1}
+        actors = []
+        for name, ready in (("p1", r1), ("p2", r2)):
+            host, port = ready["robot"].rsplit(":", 1)
+            manage = int(ready["manage"].rsplit(":", 1)[1])
+            actors.append({"name": name, "kind": "flux", "options": {**common, "host": host, "port": int(port), "manage_port": manage}})
+        endpoints = Endpoints.fresh()
+        line = Line(write_config(tmp / "flux.toml", endpoints, actors), endpoints, processes)
+        line.start_broker()
+        line.start_actor("p1")
+        line.start_actor("p2")
+        yield Bench(line, tmp)
+    finally:
+        processes.cleanup()
+
+
+def _robot(bench: Bench, service: str) -> FluxRobot:
+    bus = bench.line.client(timeout=10)
+    robot = FluxRobot(bus, service, timeout=scaled(10), transfer_timeout=scaled(30))
+    # the actor connects (and authorises) in the background: wait until the printer answers
+    wait_until(lambda: _answers(robot), scaled(15), f"{service} connected")
+    return robot
+
+
+def _answers(robot: FluxRobot) -> bool:
+    try:
+        return bool(robot.deviceinfo)
+    except RobotSessionError:
+        return False
+
+
+@pytest.fixture
+def p1(bench: Bench) -> Iterator[FluxRobot]:
+    robot = _robot(bench, "p1")
+    try:
+        yield robot
+    finally:
+        robot.close()
+        robot.bus.close()
+
+
+def test_files(p1: FluxRobot, tmp_path: Path) -> None:
+    """mkdir, upload with progress, list, md5, info, copy, download, remove."""
+    assert p1.deviceinfo["nickname"] == "alpha"
+    data = b"G28\n" + os.urandom(200_000).hex().encode()[:300_000]
+    local = tmp_path / "part.gcode"
+    local.write_bytes(data)
+    p1.mkdir("/SD/jobs")
+    progress: list[tuple[int, int]] = []
+    p1.upload_file(str(local), "/SD/jobs/part.gcode", lambda robot, sent, total: progress.append((sent, total)))
+    assert progress and progress[-1] == (len(data), len(data))
+    assert [sent for sent, _ in progress] == sorted(sent for sent, _ in progress)
+    assert (False, "part.gcode") in p1.list_files("/SD/jobs")
+    assert (True, "jobs") in p1.list_files("/SD/")
+    import hashlib
+
+    assert p1.file_md5("/SD/jobs/part.gcode") == hashlib.md5(data).hexdigest()
+    metadata, images = p1.file_info("/SD/jobs/part.gcode")
+    assert metadata["size"] == str(len(data)) and images == []
+    p1.cpfile("/SD/jobs/part.gcode", "/SD/copy.gcode")
+    stream = io.BytesIO()
+    left: list[int] = []
+    assert p1.download_file("/SD/copy.gcode", stream, lambda robot, remaining, size: left.append(remaining)) == "text/gcode"
+    assert stream.getvalue() == data and left[-1] == 0
+    p1.rmfile("/SD/copy.gcode")
+    p1.rmdir("/SD/jobs")
+    assert p1.list_files("/SD/") == []
+    p1.config["autoresume"] = "Y"
+    assert p1.config["autoresume"] == "Y"
+    del p1.config["autoresume"]
+    assert p1.config["autoresume"] is None
+
+
+def test_job_with_status_events(p1: FluxRobot, tmp_path: Path) -> None:
+    """Upload a job to ``#`` with progress, start it, and follow its status events to COMPLETED."""
+    job = tmp_path / "cube.fc"
+    job.write_bytes(build_fcode(b"G1 X1\n" * 20000, {"TIME_COST": "2", "AUTHOR": "test"}))
+    sizes: list[int] = []
+    p1.upload_file(str(job), "#", lambda robot, sent, total: sizes.append(total))
+    assert sizes and set(sizes) == {job.stat().st_size}
+    with p1.watch_status() as watcher:
+        p1.start_play()
+        p1.set_toolhead_operating_in_play()
+        with pytest.raises(RobotError) as caught:
+            p1.restart_play()
+        assert caught.value.error_symbol[0] == "UNKNOWN_COMMAND"
+        seen: list[dict] = []
+        for status in watcher.statuses(timeout=scaled(10)):
+            seen.append(status)
+            if status["label"] == "COMPLETED":
+                break
+    labels = [s["label"] for s in seen]
+    assert "RUNNING" in labels and labels[-1] == "COMPLETED", labels
+    progs = [s["prog"] for s in seen if s["label"] == "RUNNING"]
+    assert progs == sorted(progs)
+    info, _images = p1.play_info()
+    assert info.get("AUTHOR") == "test" or info, info
+    p1.quit_play()
+    assert p1.report_play()["st_id"] == 0
+
+
+def test_scan_images_are_jpeg_bytes(p1: FluxRobot) -> None:
+    """scan() returns a task whose oneshot/scanimages give JPEG bytes; other calls are busy meanwhile."""
+    task = p1.scan()
+    try:
+        shot = task.oneshot()
+        assert isinstance(shot, bytes) and shot.startswith(b"\xff\xd8")
+        images = task.scanimages()
+        assert len(images) == 3 and all(image.startswith(b"\xff\xd8") for image in images)
+        with pytest.raises(RobotError) as caught:
+            p1.list_files("/SD/")
+        assert caught.value.code == "busy"
+    finally:
+        task.quit()
+    p1.list_files("/SD/")
+
+
+def test_device_error_is_typed_with_symbol(p1: FluxRobot) -> None:
+    """A device error is a RobotError carrying the device's symbols, raised from the bus error."""
+    with pytest.raises(RobotError) as caught:
+        p1.rmfile("/SD/no-such-file.gcode")
+    assert caught.value.error_symbol[0] == "NOT_EXIST"
+    assert caught.value.code == "device_fault"
+    assert isinstance(caught.value.__cause__, BusError)
+    with pytest.raises(RobotError) as caught:
+        p1.select_file("/SD/missing.fc")
+    assert caught.value.error_symbol[0] == "NOT_EXIST"
+
+
+def test_link_dropped_mid_upload_then_usable(bench: Bench, tmp_path: Path) -> None:
+    """The simulator closes the link mid-upload: a typed session error, then the printer works again."""
+    robot = _robot(bench, "p2")
+    try:
+        big = tmp_path / "big.gcode"
+        big.write_bytes(b";" * 400_000)
+        with pytest.raises(RobotSessionError) as caught:
+            robot.upload_file(str(big), "/SD/big.gcode")
+        assert caught.value.code in ("device_unavailable", "device_timeout")
+        assert isinstance(caught.value.__cause__, BusError)
+        wait_until(lambda: _answers(robot), scaled(10), "p2 usable again")
+        robot.upload_file(str(big), "/SD/big.gcode")
+        assert (False, "big.gcode") in robot.list_files("/SD/")
+    finally:
+        robot.close()
+        robot.bus.close()

@@ -66,6 +66,7 @@ class ActorSettings:
     Args:
         endpoint: Broker command endpoint (DEALER connects here).
         publish_endpoint: Broker publish endpoint (PUB connects here).
+        subscribe_endpoint: Broker subscribe endpoint, for actors that also listen to events.
         heartbeat_s: Interval between heartbeats.
         heartbeat_timeout_s: Broker silence after which the actor re-registers.
         max_queue: Requests that may wait for the device before new ones get ``busy``.
@@ -77,6 +78,7 @@ class ActorSettings:
         endpoint: str = protocol.DEFAULT_COMMAND_ENDPOINT,
         publish_endpoint: str = protocol.DEFAULT_PUBLISH_ENDPOINT,
         *,
+        subscribe_endpoint: str = protocol.DEFAULT_SUBSCRIBE_ENDPOINT,
         heartbeat_s: float = 1.0,
         heartbeat_timeout_s: float = 2.5,
         max_queue: int = 1000,
@@ -84,6 +86,7 @@ class ActorSettings:
     ) -> None:
         self.endpoint = endpoint
         self.publish_endpoint = publish_endpoint
+        self.subscribe_endpoint = subscribe_endpoint
         self.heartbeat_s = heartbeat_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.max_queue = max_queue

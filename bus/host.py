@@ -42,7 +42,9 @@ def load_actor_class(spec: ActorSpec) -> type[Actor]:
 def settings_for(config: LineConfig) -> ActorSettings:
     """Actor settings matching the line's broker."""
     b = config.broker
-    return ActorSettings(b.command, b.publish, heartbeat_s=b.heartbeat_s, heartbeat_timeout_s=b.heartbeat_timeout_s)
+    return ActorSettings(
+        b.command, b.publish, subscribe_endpoint=b.subscribe, heartbeat_s=b.heartbeat_s, heartbeat_timeout_s=b.heartbeat_timeout_s
+    )
 
 
 def run_actor(config: LineConfig, name: str) -> None:

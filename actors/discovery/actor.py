@@ -14,7 +14,7 @@ Options (the ``[actor.options]`` table)::
     password = "..."            # default device password for management commands
     manage_port = 1901          # management TCP port (default: the port the device announces from)
     presence = true             # republish broker presence as <service>.actor.<name>
-    subscribe = "tcp://127.0.0.1:7752"  # broker subscribe endpoint (default: command port + 2)
+    subscribe = "tcp://127.0.0.1:7752"  # broker subscribe endpoint (default: the line's [broker] subscribe)
 
 ``listen`` may also be ``host:port`` (then it sets ``port`` too).
 """
@@ -153,10 +153,10 @@ class DiscoveryActor(Actor):
 
     async def _forward_presence(self) -> None:
         from bus.aio import AsyncClient
-        from bus.client import default_endpoints
 
         endpoint = self.settings.endpoint
-        _, subscribe = default_endpoints(endpoint, self.options.get("subscribe"))
+        # The line's own subscribe endpoint, unless the config names another.
+        subscribe = self.options.get("subscribe") or self.settings.subscribe_endpoint
         while True:
             try:
                 async with AsyncClient(endpoint, subscribe_endpoint=subscribe, timeout=5.0) as bus:

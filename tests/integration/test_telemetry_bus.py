@@ -3,7 +3,7 @@ reference ingest server as a process, and the ``clients.telemetry`` facade (spot
 
 Covers: enqueue and forwarding, batch ingest acks, live events with gap-free per-stream sequence,
 history backfill, the twin both ways, typed errors and drop events, and kill -9 of the actor in
-the middle of a 20 000 message ingest (every acknowledged message stored and forwarded once).
+the middle of a 100 000 message ingest (every acknowledged message stored and forwarded once).
 """
 
 from __future__ import annotations
@@ -218,12 +218,12 @@ class TestErrors:
 
 class TestCrash:
     def test_kill9_mid_ingest_keeps_every_acked_message_exactly_once(self, line: Line, ingest: Ingest) -> None:
-        """20 000 readings in batches; kill -9 of the actor with an upload held on the server; restart.
+        """100 000 readings in batches; kill -9 of the actor with an upload held on the server; restart.
 
         Every acknowledged message is in the store once and reaches the server once; the batch in
         flight at the kill (unknown outcome) is in each at most once.
         """
-        total, per_batch = 20_000, 250
+        total, per_batch = 100_000, 250
         acked: list[str] = []
         ambiguous: list[str] = []
         failures: list[BaseException] = []

@@ -1,0 +1,194 @@
+"""Telemetry: durable ingest through the bus beside raw sqlite3 in the same run, and forwarding
+from the actor's store to the reference ingest server.
+
+    python bench/telemetry_bench.py [--messages 20000] [--batch 100] [--rounds 3] [--forward 20000]
+
+(a) through the bus: 64-byte readings sent with the Spotflow-style facade
+    (``StreamSender.enqueue_messages``), ``--batch`` per call, one call at a time: client → broker
+    → telemetry actor process → ``TelemetryStore.append_many`` → COMMIT (WAL, synchronous=FULL)
+    → ack back to the client. Each round uses a fresh actor with an empty store whose upstream is
+    a port nobody listens on, so the forwarder only retries its provisioning now and then and
+    does not compete with the ingest (the device-offline case; the store is what is measured).
+(b) raw sqlite3: the same payloads, ``--batch`` rows per transaction with one ``executemany``,
+    WAL + synchronous=FULL (as the store), into a plain table and into the store's own schema
+    (its table and indexes); and ``TelemetryStore.append_many`` in-process (no bus), to split the
+    gap into "store" and "bus". Raw and bus alternate ``--rounds`` times; medians are reported.
+(c) forwarding: ``--forward`` messages are enqueued while the actor's upstream port is closed,
+    then the reference ingest server is started on that port and the store drains into it. The
+    rate is taken from the server's own ``received_at`` stamps (first to last upload, the first
+    upload's messages not counted) and, as a cross-check, from the wall time of
+    ``wait_enqueued_messages_sent`` started once the server printed its ready line.
+
+Every process listens on 127.0.0.1 in a temporary directory; all are stopped at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import structlog  # noqa: E402
+
+from bench.telemetry_store_bench import PAYLOAD, raw_rate, store_rate  # noqa: E402 - after the path set-up
+from clients.telemetry import DeviceClient, SpotflowError  # noqa: E402
+
+TOKEN = "bench-token"
+DEVICE = "bench-dev"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(tmp: Path, ports: list[int], actors: dict[str, dict[str, Any]]) -> Path:
+    lines = [
+        "[broker]",
+        f'command = "tcp://127.0.0.1:{ports[0]}"',
+        f'publish = "tcp://127.0.0.1:{ports[1]}"',
+        f'subscribe = "tcp://127.0.0.1:{ports[2]}"',
+        "",
+    ]
+    for name, options in actors.items():
+        lines += ["[[actor]]", f'name = "{name}"', 'kind = "telemetry"', "[actor.options]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in options.items()]
+        lines.append("")
+    path = tmp / "bench.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _connect(endpoint: str, service: str, deadline_s: float = 30.0) -> DeviceClient:
+    """The facade's session with ``service``, once the actor process is up."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return DeviceClient.start(DEVICE, "", "unused.db", bus=endpoint, service=service, timeout=30)
+        except SpotflowError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _bus_rate(client: DeviceClient, messages: int, batch: int) -> float:
+    """Acknowledged (committed) messages per second through the facade, ``batch`` per call."""
+    sender = client.create_stream_sender("bench", "readings")
+    batches = [[PAYLOAD] * batch for _ in range(0, messages, batch)]
+    began = time.perf_counter()
+    for chunk in batches:
+        acks = sender.enqueue_messages(chunk)
+        assert len(acks) == len(chunk)
+    return messages / (time.perf_counter() - began)
+
+
+def _forward(endpoint: str, service: str, tmp: Path, port: int, messages: int, batch: int, procs: list[subprocess.Popen[bytes]], env: dict[str, str]) -> dict[str, float]:
+    """Enqueue ``messages`` with the upstream closed, open it, time the drain."""
+    with _connect(endpoint, service) as client:
+        sender = client.create_stream_sender("bench", "forwarded")
+        for start in range(0, messages, batch):
+            sender.enqueue_messages([PAYLOAD] * min(batch, messages - start))
+        assert client.pending_messages_count == messages
+        db = tmp / "ingest.sqlite"
+        log = (tmp / "ingest.log").open("ab")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "actors.telemetry.ingest_server", "--listen", f"127.0.0.1:{port}", "--db", str(db), "--provisioning-token", TOKEN],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
+        )  # fmt: skip
+        procs.append(server)
+        assert server.stdout is not None
+        ready = json.loads(server.stdout.readline())
+        assert ready["event"] == "ready", ready
+        began = time.perf_counter()
+        client.wait_enqueued_messages_sent(timeout=600)
+        wall = time.perf_counter() - began
+        forwarded = client.stats()["forwarded"]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        count, first, last = conn.execute("SELECT count(*), min(received_at), max(received_at) FROM messages").fetchone()
+        (in_first,) = conn.execute("SELECT count(*) FROM messages WHERE received_at = ?", (first,)).fetchone()
+        (uploads,) = conn.execute("SELECT count(*) FROM uploads").fetchone()
+    assert count == messages == forwarded, (count, messages, forwarded)
+    return {"server_rate": (count - in_first) / (last - first), "wall_rate": messages / wall, "wall_s": wall, "uploads": uploads}
+
+
+def main() -> None:
+    """Run (b) and (a) alternately, then (c); print one table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per ingest run")
+    parser.add_argument("--batch", type=int, default=100, help="messages per enqueue_messages call / per transaction")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--forward", type=int, default=20_000, help="messages drained to the ingest server")
+    parser.add_argument("--forward-batch", type=int, default=100, help="the forwarder's max_batch_messages (actor default 100)")
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # keep migration logs out of the table
+    env = {**os.environ, "LINEBUS_LOG_LEVEL": "error"}
+    ports = [_free_port() for _ in range(3)]
+    closed_port, upstream_port = _free_port(), _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    runs: dict[str, list[float]] = {"raw": [], "raw_store_schema": [], "store": [], "bus": []}
+    with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        offline = {"instance_url": f"http://127.0.0.1:{closed_port}", "provisioning_token": TOKEN, "device_id": DEVICE,
+                   "backoff_initial_s": 1.0, "backoff_max_s": 5.0}  # fmt: skip
+        actors = {f"bench{n}": {"db": str(tmp / f"bench{n}" / "telemetry.db"), **offline} for n in range(args.rounds)}
+        actors["fwd"] = {
+            "db": str(tmp / "fwd" / "telemetry.db"), "instance_url": f"http://127.0.0.1:{upstream_port}", "provisioning_token": TOKEN,
+            "device_id": DEVICE, "max_batch_messages": args.forward_batch, "backoff_initial_s": 0.05, "backoff_max_s": 0.1,
+        }  # fmt: skip
+        config = _config(tmp, ports, actors)
+        endpoint = f"tcp://127.0.0.1:{ports[0]}"
+        try:
+            procs.append(subprocess.Popen([sys.executable, "-m", "bus.cli", "broker", "--config", str(config)], cwd=ROOT, env=env))
+            for name in actors:
+                procs.append(subprocess.Popen([sys.executable, "-m", "bus.cli", "actor", str(config), name], cwd=ROOT, env=env, stderr=subprocess.DEVNULL))
+            sessions = [_connect(endpoint, f"bench{n}") for n in range(args.rounds)]
+            _connect(endpoint, "fwd").close()
+            time.sleep(1.0)  # let the actors settle after start-up
+            for n in range(args.rounds):
+                runs["raw"].append(raw_rate(tmp / f"raw{n}.db", args.messages, args.batch))
+                runs["raw_store_schema"].append(raw_rate(tmp / f"schema{n}.db", args.messages, args.batch, store_schema=True))
+                runs["store"].append(store_rate(tmp / f"store{n}.db", args.messages, args.batch))
+                runs["bus"].append(_bus_rate(sessions[n], args.messages, args.batch))
+            for session in sessions:
+                session.close()
+            forward = _forward(endpoint, "fwd", tmp, upstream_port, args.forward, args.batch, procs, env)
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in reversed(procs):
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    med = {name: statistics.median(values) for name, values in runs.items()}
+    n, b = args.messages, args.batch
+    print(f"durable ingest, {n} x {len(PAYLOAD)} B payloads, {b} per transaction / per enqueue_messages call, WAL + synchronous=FULL")
+    print(f"medians of {args.rounds} alternating rounds          msgs/s   vs raw plain")
+    print(f"  (b) raw sqlite3 executemany, plain table        {med['raw']:>10,.0f}   1.00")
+    print(f"  (b) raw sqlite3 executemany, store's schema     {med['raw_store_schema']:>10,.0f}   {med['raw_store_schema'] / med['raw']:.2f}")
+    print(f"      TelemetryStore.append_many, in-process      {med['store']:>10,.0f}   {med['store'] / med['raw']:.2f}")
+    print(f"  (a) through the bus, enqueue_messages + ack     {med['bus']:>10,.0f}   {med['bus'] / med['raw']:.2f}   (target >= 0.50)")
+    print(f"      bus / in-process store                                   {med['bus'] / med['store']:.2f}")
+    for name, values in runs.items():
+        print(f"  runs {name:<17} " + "  ".join(f"{v:>9,.0f}" for v in values))
+    print(f"forwarding, {args.forward} x {len(PAYLOAD)} B queued offline, max_batch_messages={args.forward_batch}, to the reference ingest server")
+    print(f"  (c) server arrivals, first to last upload        {forward['server_rate']:>10,.0f} /s   ({forward['uploads']:.0f} uploads)")
+    print(f"      wait_enqueued_messages_sent wall time        {forward['wall_rate']:>10,.0f} /s   ({forward['wall_s']:.2f} s, incl. reconnect)")
+
+
+if __name__ == "__main__":
+    main()

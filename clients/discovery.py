@@ -24,11 +24,11 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from bus.client import Client
 from bus.errors import BusError
+from clients._session import BusSession, connect_bus
 
 __all__ = ["ManagerError", "ManagerException", "UpnpDiscover", "UpnpError", "UpnpTask", "metadata"]
 
@@ -82,15 +82,7 @@ def metadata(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _client(bus: Client | str) -> tuple[Client, bool]:
-    if isinstance(bus, Client):
-        return bus, False
-    if isinstance(bus, str):
-        return Client(bus), True
-    raise TypeError(f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}")
-
-
-class UpnpDiscover:
+class UpnpDiscover(BusSession):
     """Devices seen by the discovery actor ``service``, as they appear.
 
     Args:
@@ -101,24 +93,12 @@ class UpnpDiscover:
     """
 
     def __init__(self, bus: Client | str, service: str = DEFAULT_SERVICE, *, uuid: uuidlib.UUID | str | None = None, device_ipaddr: str | None = None) -> None:
-        self._bus, self._owned = _client(bus)
+        self._bus, self._owned = connect_bus(bus)
         self.service = service
         self.uuid = uuidlib.UUID(hex=str(uuid)) if isinstance(uuid, str) else uuid
         self.device_ipaddr = device_ipaddr
         self.found: dict[uuidlib.UUID, dict[str, Any]] = {}
         self._running = False
-
-    def close(self) -> None:
-        """Close the bus connection if this object opened it."""
-        if self._owned:
-            self._bus.close()
-            self._owned = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
     def _wanted(self, device: dict[str, Any]) -> bool:
         return (self.uuid is None or device["uuid"] == self.uuid) and (self.device_ipaddr is None or device["ipaddr"] == self.device_ipaddr)
@@ -178,7 +158,7 @@ class UpnpDiscover:
         self._running = False
 
 
-class UpnpTask:
+class UpnpTask(BusSession):
     """Manage one device, like fluxclient's ``UpnpTask``; requests go through the discovery actor.
 
     Args:
@@ -206,7 +186,7 @@ class UpnpTask:
         service: str = DEFAULT_SERVICE,
         timeout: float = 30.0,
     ) -> None:
-        self._bus, self._owned = _client(bus)
+        self._bus, self._owned = connect_bus(bus)
         self.service = service
         self.timeout = timeout
         self.uuid = uuid if isinstance(uuid, uuidlib.UUID) else uuidlib.UUID(hex=str(uuid))
@@ -247,18 +227,6 @@ class UpnpTask:
     def ipaddr(self) -> str:
         """Device address."""
         return str(self.device_meta.get("ipaddr", ""))
-
-    def close(self) -> None:
-        """Close the bus connection if this object opened it."""
-        if self._owned:
-            self._bus.close()
-            self._owned = False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
     def _call(self, command: str, args: dict[str, Any], timeout: float | None = None) -> Any:
         try:

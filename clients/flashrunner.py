@@ -26,11 +26,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from bus.client import Call, Client
 from bus.errors import BusError
+from clients._session import BusSession, connect_bus
 
 __all__ = [
     "FR_Comm_Exception",
@@ -123,15 +123,7 @@ class EncryptedData(NamedTuple):
     payload: bytes
 
 
-def _client(bus: Client | str, subscribe_endpoint: str | None = None) -> tuple[Client, bool]:
-    if isinstance(bus, Client):
-        return bus, False
-    if isinstance(bus, str):
-        return Client(bus, subscribe_endpoint=subscribe_endpoint), True
-    raise TypeError(f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}")
-
-
-class FlashRunner:
+class FlashRunner(BusSession):
     """A session with the FlashRunner served by ``service`` on the bus.
 
     Args:
@@ -155,7 +147,7 @@ class FlashRunner:
         timeout: float = 30.0,
         transfer_timeout: float = 600.0,
     ) -> None:
-        self._bus, self._owned = _client(bus, subscribe_endpoint)
+        self._bus, self._owned = connect_bus(bus, subscribe_endpoint)
         self.service = service
         self.timeout = timeout
         self.transfer_timeout = transfer_timeout
@@ -167,25 +159,6 @@ class FlashRunner:
             raise
 
     # ------------------------------------------------------------ session
-
-    def close(self) -> None:
-        """End the session (closes the bus connection if this object opened it); idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owned:
-            self._bus.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    @property
-    def bus(self) -> Client:
-        """The bus client this session uses."""
-        return self._bus
 
     def _call(self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         if self._closed:
@@ -341,7 +314,7 @@ def _progress_feed(progress: ProgressArg) -> Callable[[Any], bool]:
     return on_update
 
 
-class FR_Logger:
+class FR_Logger(BusSession):
     """The device's real-time log, from the ``<service>.log`` events the actor publishes (LAN units).
 
     ::
@@ -355,7 +328,7 @@ class FR_Logger:
     """
 
     def __init__(self, bus: Client | str, service: str, *, subscribe_endpoint: str | None = None) -> None:
-        self._bus, self._owned = _client(bus, subscribe_endpoint)
+        self._bus, self._owned = connect_bus(bus, subscribe_endpoint)
         self.service = service
         self.missed = 0
         self._sub: Any = None
@@ -432,19 +405,13 @@ class FR_Logger:
             self._thread.join(timeout)
             self._thread = None
 
-    def close(self) -> None:
-        """Unsubscribe (and stop the thread); idempotent."""
+    def _release(self) -> None:
+        """Unsubscribe and stop the thread (``close`` is idempotent)."""
         self.stop()
         if self._sub is not None:
             self._sub.close()
             self._sub = None
-        if self._owned:
-            self._bus.close()
-            self._owned = False
 
     def __enter__(self) -> Self:
         self.open()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()

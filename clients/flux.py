@@ -27,11 +27,11 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
 from bus.client import Call, Client
 from bus.errors import BusError
+from clients._session import BusSession, connect_bus
 
 __all__ = ["FluxRobot", "MaintainTasks", "RobotError", "RobotSessionError", "ScanTasks", "StatusWatcher"]
 
@@ -102,18 +102,10 @@ def _translate(exc: BusError) -> RobotError | RobotSessionError:
     return RobotError(exc.message, *symbols, code=code, details=details)
 
 
-def _client(bus: Client | str) -> tuple[Client, bool]:
-    if isinstance(bus, Client):
-        return bus, False
-    if isinstance(bus, str):
-        return Client(bus), True
-    raise TypeError(f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}")
-
-
 ProgressCallback = Callable[[Any, int, int], Any]
 
 
-class FluxRobot:
+class FluxRobot(BusSession):
     """A session with the FLUX device served by ``service`` on the bus.
 
     Args:
@@ -126,7 +118,7 @@ class FluxRobot:
     """
 
     def __init__(self, bus: Client | str, service: str, *, timeout: float = 40.0, transfer_timeout: float = 600.0) -> None:
-        self._bus, self._owned = _client(bus)
+        self._bus, self._owned = connect_bus(bus)
         self.service = service
         self.timeout = timeout
         self.transfer_timeout = transfer_timeout
@@ -139,25 +131,6 @@ class FluxRobot:
             raise
 
     # ------------------------------------------------------------ session
-
-    def close(self) -> None:
-        """End the session (closes the bus connection if this object opened it); idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owned:
-            self._bus.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    @property
-    def bus(self) -> Client:
-        """The bus client this session uses."""
-        return self._bus
 
     def _call(self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         if self._closed:

@@ -34,11 +34,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from bus.client import Call, Client
 from bus.errors import BusError
+from clients._session import BusSession, connect_bus
 
 __all__ = [
     "Compression",
@@ -110,15 +110,7 @@ class ProvisioningOperation:
     expiration_time: str
 
 
-def _client(bus: Client | str | None, subscribe_endpoint: str | None, timeout: float) -> tuple[Client, bool]:
-    if isinstance(bus, Client):
-        return bus, False
-    if bus is None or isinstance(bus, str):
-        return Client(bus, subscribe_endpoint=subscribe_endpoint, timeout=timeout), True
-    raise TypeError(f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}")
-
-
-class DeviceClient:
+class DeviceClient(BusSession):
     """A device's session with the telemetry actor. Create it with ``DeviceClient.start``.
 
     The actor stores all outgoing messages in its local database and sends them from a
@@ -172,7 +164,7 @@ class DeviceClient:
             SpotflowError: The service is unknown or down (``unknown_service``, ``unavailable``).
         """
         del provisioning_token, db, instance, display_provisioning_operation_callback  # owned by the actor
-        client, owned = _client(bus, subscribe_endpoint, timeout)
+        client, owned = connect_bus(bus, subscribe_endpoint, timeout)
         device = DeviceClient(client, service, owned=owned, timeout=timeout, wait_timeout=wait_timeout)
         try:
             registered = device._call("device_id")
@@ -187,27 +179,11 @@ class DeviceClient:
 
     # ------------------------------------------------------------ session
 
-    def close(self) -> None:
-        """Stop the desired-properties thread and close the bus connection if this client opened it."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Stop the desired-properties thread (``close`` then closes an owned connection)."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(5)
-        if self._owned:
-            self._bus.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    @property
-    def bus(self) -> Client:
-        """The bus client this session uses."""
-        return self._bus
 
     def _call(self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         if self._closed:

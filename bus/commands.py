@@ -41,6 +41,20 @@ class CommandContext:
         """Send a progress update (any msgpack value, e.g. ``{"done": n, "total": m}``) to the caller."""
         self._progress(data)
 
+    def byte_progress(self) -> Callable[[int, int], None]:
+        """A ``(done, total)`` callback for a driver's transfer that reports
+        ``{"done", "total"}`` at most once per percent (always the first and the last)."""
+        last = -1
+
+        def report(done: int, total: int) -> None:
+            nonlocal last
+            percent = 100 if total == 0 else done * 100 // total
+            if percent != last or done == total:
+                last = percent
+                self._progress({"done": done, "total": total})
+
+        return report
+
     def remaining(self) -> float:
         """Seconds left before the request's deadline."""
         import time

@@ -226,7 +226,7 @@ class FlashRunnerActor(Actor):
         Progress ``{"done": bytes, "total": bytes}``; cancelling aborts the transfer and the unit
         discards the partial file. Returns ``{"name", "size"}``.
         """
-        await self.driver.upload(name, data, file_type, on_progress=_Throttle(ctx))
+        await self.driver.upload(name, data, file_type, on_progress=ctx.byte_progress())
         return {"name": name, "size": len(data)}
 
     @command
@@ -236,7 +236,7 @@ class FlashRunnerActor(Actor):
         Progress ``{"done": bytes, "total": bytes}``; cancellable. Fails with ``device_fault``
         (``ERR_FILE_NOT_FOUND``) if there is no such file.
         """
-        return await self.driver.download(name, file_type, on_progress=_Throttle(ctx))
+        return await self.driver.download(name, file_type, on_progress=ctx.byte_progress())
 
     @command
     async def FR_RunProject(self, project: str, channels: list[int], timeout: int, ctx: CommandContext) -> dict[str, bool]:
@@ -323,22 +323,6 @@ class FlashRunnerActor(Actor):
     def FR_GetDllVersion(self) -> str:
         """Return the version of the FlashRunner library the actor runs (no device I/O)."""
         return self.driver.library_version()
-
-
-class _Throttle:
-    """Forward transfer progress at most once per percent (and always the first and last)."""
-
-    __slots__ = ("_ctx", "_last")
-
-    def __init__(self, ctx: CommandContext) -> None:
-        self._ctx = ctx
-        self._last = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        percent = 100 if total == 0 else done * 100 // total
-        if percent != self._last or done == total:
-            self._last = percent
-            self._ctx.progress({"done": done, "total": total})
 
 
 ACTOR = FlashRunnerActor

@@ -88,22 +88,6 @@ def _images(pairs: list[tuple[str, bytes]]) -> list[list[Any]]:
     return [[mime, data] for mime, data in pairs]
 
 
-class _Progress:
-    """Bytes progress ``{"done", "total"}`` to the caller, at most once per percent."""
-
-    __slots__ = ("_ctx", "_last")
-
-    def __init__(self, ctx: CommandContext) -> None:
-        self._ctx = ctx
-        self._last = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        percent = 100 if total == 0 else done * 100 // total
-        if percent != self._last or done == total:
-            self._last = percent
-            self._ctx.progress({"done": done, "total": total})
-
-
 class FluxActor(Actor):
     """One FLUX Delta printer/scanner; every ``FluxRobot`` method is a command of the same name.
 
@@ -321,7 +305,7 @@ class FluxActor(Actor):
     @command
     async def download_file(self, path: str, ctx: CommandContext) -> dict[str, Any]:
         """Fetch a file: ``{"mimetype", "data"}``. Progress ``{"done", "total"}`` in bytes; cancellable."""
-        download = await self.d.download_file(path, on_progress=_Progress(ctx))
+        download = await self.d.download_file(path, on_progress=ctx.byte_progress())
         return {"mimetype": download.mimetype, "data": download.data}
 
     @command
@@ -331,7 +315,7 @@ class FluxActor(Actor):
         The mimetype is guessed from ``upload_to`` unless given (``#`` means FCode). Progress
         ``{"done", "total"}`` in bytes; cancelling stops the transfer and renews the link.
         """
-        await self.d.upload_file(data, upload_to, mimetype=mimetype, on_progress=_Progress(ctx))
+        await self.d.upload_file(data, upload_to, mimetype=mimetype, on_progress=ctx.byte_progress())
 
     # ------------------------------------------------------------ job
 
@@ -448,7 +432,7 @@ class FluxActor(Actor):
     @command
     async def update_firmware(self, data: bytes, ctx: CommandContext) -> None:
         """Send a firmware image; progress ``{"done", "total"}``. The device then restarts (the link is renewed)."""
-        await self.d.update_firmware(data, on_progress=_Progress(ctx))
+        await self.d.update_firmware(data, on_progress=ctx.byte_progress())
 
     # ------------------------------------------------------------ maintain
 
@@ -533,7 +517,7 @@ class FluxActor(Actor):
     @command
     async def maintain_update_hbfw(self, data: bytes, ctx: CommandContext) -> None:
         """Flash toolhead firmware (at most 256 KiB); progress ``{"done", "total"}`` then ``{"message"}`` lines."""
-        await self.d.maintain_update_head(data, on_progress=_Progress(ctx), on_message=lambda text: ctx.progress({"message": text}))
+        await self.d.maintain_update_head(data, on_progress=ctx.byte_progress(), on_message=lambda text: ctx.progress({"message": text}))
 
     @command
     async def maintain_reset_hardware(self) -> None:
@@ -590,7 +574,7 @@ class FluxActor(Actor):
     @command
     async def scan_oneshot(self, ctx: CommandContext) -> bytes:
         """Take one photo: JPEG bytes (progress ``{"done", "total"}``)."""
-        return await self.d.scan_oneshot(on_progress=_Progress(ctx))
+        return await self.d.scan_oneshot(on_progress=ctx.byte_progress())
 
     @command
     async def scan_scanimages(self) -> list[bytes]:

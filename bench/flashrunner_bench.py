@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,14 +26,8 @@ sys.path.insert(0, str(ROOT))
 from actors.flashrunner.driver import FlashRunnerDriver  # noqa: E402 - after the path set-up
 from actors.flashrunner.protocol import FileType  # noqa: E402
 from bus.client import Client  # noqa: E402
-from bus.testing import wait_for  # noqa: E402
+from bus.testing import free_port, wait_for  # noqa: E402
 from clients.flashrunner import FlashRunner, FR_FileType  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _direct(address: str, image: bytes) -> float:
@@ -63,8 +56,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     image = os.urandom(args.size_mib * 1024 * 1024)
-    sim_port, log_port = _free_port(), _free_port()
-    ports = [_free_port() for _ in range(3)]
+    sim_port, log_port = free_port(), free_port()
+    ports = [free_port() for _ in range(3)]
     env = {**os.environ, "LINEBUS_LOG_LEVEL": "error"}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.frb"

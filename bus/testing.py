@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from bus.actor import Actor, CommandContext, command
 from bus.errors import DeadlineExceeded, DeviceFault, from_wire
 
-__all__ = ["EchoActor", "wait_for"]
+__all__ = ["EchoActor", "free_port", "wait_for"]
 
 
 class EchoActor(Actor):
@@ -96,3 +97,38 @@ def wait_for(predicate: Callable[[], Any], timeout: float, *, interval: float = 
         if time.monotonic() >= end:
             raise DeadlineExceeded(f"timed out after {timeout} s waiting for {what}; last value: {last!r}")
         time.sleep(interval)
+
+
+# Ports for test and benchmark lines are taken below the kernel's ephemeral range (Linux default
+# 32768-60999): a port from there can be handed to some process's outgoing connection between the
+# moment we find it free and the moment the broker binds it ("Address already in use", seen on a
+# busy machine). Below it, only explicit binds compete. The range also stays clear of the demo's
+# fixed ports (7750-7752, 18080, 21234-21235, 21901).
+_TEST_PORTS = range(22000, 32000)
+_port_cursor: list[int] = []
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that is free for both TCP and UDP now and outside the ephemeral range.
+
+    Successive calls in one process walk the range from a random start, so two test runs on one
+    machine rarely try the same ports, and a port is not handed out twice by one process.
+    """
+    if not _port_cursor:
+        _port_cursor.append(_TEST_PORTS.start + int.from_bytes(os.urandom(2), "big") % len(_TEST_PORTS))
+    for _ in range(len(_TEST_PORTS)):
+        port = _port_cursor[0]
+        _port_cursor[0] = _TEST_PORTS.start + (port + 1 - _TEST_PORTS.start) % len(_TEST_PORTS)
+        if _bindable(port):
+            return port
+    raise OSError("no free port in the test range 22000-31999")
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True

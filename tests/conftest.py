@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,10 @@ from typing import Any
 
 import pytest
 
+from bus.testing import free_port
+
+__all__ = ["free_port"]  # re-exported: tests import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
 FACTOR = float(os.environ.get("LINEBUS_TEST_TIME_FACTOR", "1"))
 
@@ -27,14 +30,6 @@ FACTOR = float(os.environ.get("LINEBUS_TEST_TIME_FACTOR", "1"))
 def scaled(seconds: float) -> float:
     """A timeout scaled for slow machines."""
     return seconds * FACTOR
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel hands out ports in turn,
-    so it is not reused before the test binds it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

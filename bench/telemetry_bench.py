@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,16 +42,11 @@ sys.path.insert(0, str(ROOT))
 import structlog  # noqa: E402
 
 from bench.telemetry_store_bench import PAYLOAD, raw_rate, store_rate  # noqa: E402 - after the path set-up
+from bus.testing import free_port  # noqa: E402
 from clients.telemetry import DeviceClient, SpotflowError  # noqa: E402
 
 TOKEN = "bench-token"
 DEVICE = "bench-dev"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(tmp: Path, ports: list[int], actors: dict[str, dict[str, Any]]) -> Path:
@@ -135,8 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # keep migration logs out of the table
     env = {**os.environ, "LINEBUS_LOG_LEVEL": "error"}
-    ports = [_free_port() for _ in range(3)]
-    closed_port, upstream_port = _free_port(), _free_port()
+    ports = [free_port() for _ in range(3)]
+    closed_port, upstream_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     runs: dict[str, list[float]] = {"raw": [], "raw_store_schema": [], "store": [], "bus": []}
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as tmp_name:

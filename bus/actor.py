@@ -34,7 +34,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import msgpack
@@ -182,17 +182,29 @@ class Actor:
         Never blocks: if subscribers cannot keep up the event is dropped, and counted in
         ``events_dropped`` (subscribers see the gap through the sequence number).
         """
+        self.publish_many(event, (data,))
+
+    def publish_many(self, event: str, items: Iterable[Any]) -> None:
+        """Publish each of ``items`` on ``<service>.<event>``, in order, as ``publish`` does.
+
+        One topic lookup and one timestamp for all of them: for actors that emit a burst of
+        events at once (one per stored message of a batch, say).
+        """
         entry = self._topics.get(event)
         if entry is None:
             entry = self._topics[event] = [protocol.event_prefix(f"{self.name}.{event}"), 0]
-        entry[1] += 1
-        if self._pub is None:
-            self.events_dropped += 1
-            return
-        try:
-            self._pub.send(entry[0] + protocol.encode_event_body(self.name, self._epoch, entry[1], time.time(), data), _NOBLOCK)
-        except zmq.Again:
-            self.events_dropped += 1
+        prefix, seq, pub, now = entry[0], entry[1], self._pub, time.time()
+        encode, name, epoch = protocol.encode_event_body, self.name, self._epoch
+        for data in items:
+            seq += 1
+            if pub is None:
+                self.events_dropped += 1
+                continue
+            try:
+                pub.send(prefix + encode(name, epoch, seq, now, data), _NOBLOCK)
+            except zmq.Again:
+                self.events_dropped += 1
+        entry[1] = seq
 
     # --- serving ----------------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
         if not isinstance(value, list):
             return False, value
         (item_tp, *_) = get_args(tp) or (Any,)
+        if item_tp is Any:
+            return True, value  # nothing to check or convert per item (bulk lists stay cheap)
         out = []
         for item in value:
             ok, converted = _check(item, item_tp)

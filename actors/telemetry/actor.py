@@ -195,14 +195,34 @@ class TelemetryActor(Actor):
         return self._loop.run_in_executor(self._writer, fn)
 
     def _store_messages(self, messages: Sequence[OutgoingMessage]) -> asyncio.Future[list[Ack]]:
+        return self._store_then_publish(lambda driver: driver.enqueue_messages(messages), lambda acks: self._publish_stored(messages, acks))
+
+    def _store_payloads(self, stream_group: str, stream: str, payloads: Sequence[bytes], compression: Compression) -> asyncio.Future[list[Ack]]:
+        timestamp = time.time()  # one enqueue time for the batch, in the rows and in their events
+
+        def append(driver: TelemetryDriver) -> list[Ack]:
+            return driver.enqueue_payloads(stream_group, stream, payloads, compression=compression, timestamp=timestamp)
+
+        def publish(acks: list[Ack]) -> None:
+            event = {"stream_group": stream_group, "stream": stream, "kind": str(MessageKind.MESSAGE), "batch_id": None,
+                     "message_id": None, "batch_slice_id": None, "chunk_id": None, "timestamp": timestamp}  # fmt: skip
+            self.publish_many(
+                f"stream.{stream_group}.{stream}",
+                ({**event, "seq": ack.seq, "stream_seq": ack.stream_seq, "payload": payload} for payload, ack in zip(payloads, acks, strict=True)),
+            )
+
+        return self._store_then_publish(append, publish)
+
+    def _store_then_publish(self, append: Callable[[TelemetryDriver], list[Ack]], publish: Callable[[list[Ack]], None]) -> asyncio.Future[list[Ack]]:
+        """Append on the writer thread; once committed, publish the stored messages' events from the loop."""
         driver = self._driver
 
-        def append() -> list[Ack]:
-            acks = driver.enqueue_messages(messages)  # returns after COMMIT
-            self._loop.call_soon_threadsafe(self._publish_stored, messages, acks)
+        def run() -> list[Ack]:
+            acks = append(driver)  # returns after COMMIT
+            self._loop.call_soon_threadsafe(publish, acks)
             return acks
 
-        return self._write(append)
+        return self._write(run)
 
     def _publish_stored(self, messages: Sequence[OutgoingMessage], acks: Sequence[Ack]) -> None:
         for message, ack in zip(messages, acks, strict=True):
@@ -362,10 +382,15 @@ class TelemetryActor(Actor):
         are the defaults). All or nothing: a quota refusal stores none of them. Producers may
         pipeline several batches; they are stored in the order they arrive.
         """
+        if not messages:
+            return []
+        if all(type(item) is bytes for item in messages):
+            # Plain readings of the command's stream, the bulk case: no per-message objects.
+            names = self.create_stream_sender(stream_group, stream, compression)
+            acks = await self._store_payloads(names["stream_group"], names["stream"], messages, Compression(compression))
+            return [{"seq": ack.seq, "stream_seq": ack.stream_seq, "duplicate": False} for ack in acks]
         defaults = {"stream_group": stream_group, "stream": stream, "compression": compression}
         outgoing = [_outgoing(item, i, defaults) for i, item in enumerate(messages)]
-        if not outgoing:
-            return []
         return [_ack(ack) for ack in await self._store_messages(outgoing)]
 
     @command(concurrent=True)

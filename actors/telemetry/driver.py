@@ -120,6 +120,20 @@ class TelemetryDriver:
         self.forwarder.notify()
         return acks
 
+    def enqueue_payloads(
+        self,
+        stream_group: str,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        compression: Compression = Compression.UNCOMPRESSED,
+        timestamp: float | None = None,
+    ) -> list[Ack]:
+        """Store plain readings of one stream in one transaction (acked after commit) and wake the forwarder."""
+        acks = self.store.append_payloads(stream_group, stream, payloads, compression=compression, timestamp=timestamp)
+        self.forwarder.notify()
+        return acks
+
     def enqueue_message(
         self,
         payload: str | bytes,

@@ -99,8 +99,75 @@ def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     return step
 
 
+# Version 3: streams get integer ids and the message rows and indexes carry the id instead of two
+# strings, the message kind is a small integer, the time index is replaced by one summary row per
+# stream and transaction (stream_blocks), and the store keeps the last given seq itself instead of
+# AUTOINCREMENT's per-row sqlite_sequence update. Same data; every row is copied.
+_V3 = """
+CREATE TABLE streams_v3 (
+    stream_id INTEGER PRIMARY KEY,
+    stream_group TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    UNIQUE (stream_group, stream)
+);
+INSERT INTO streams_v3 (stream_group, stream, last_seq) SELECT stream_group, stream, last_seq FROM streams ORDER BY stream_group, stream;
+INSERT OR IGNORE INTO streams_v3 (stream_group, stream, last_seq)
+    SELECT stream_group, stream, max(stream_seq) FROM messages GROUP BY stream_group, stream;
+CREATE TABLE sequence (id INTEGER PRIMARY KEY CHECK (id = 0), last_seq INTEGER NOT NULL);
+INSERT INTO sequence (id, last_seq) VALUES (0, max(
+    coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+    coalesce((SELECT max(seq) FROM messages), 0)));
+CREATE TABLE messages_v3 (
+    seq INTEGER PRIMARY KEY,
+    stream_id INTEGER NOT NULL,
+    stream_seq INTEGER NOT NULL,
+    message_id TEXT,
+    batch_id TEXT,
+    batch_slice_id TEXT,
+    chunk_id TEXT,
+    kind INTEGER NOT NULL,
+    compression INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    upload_id TEXT,
+    forwarded_at REAL
+);
+INSERT INTO messages_v3
+    SELECT m.seq, s.stream_id, m.stream_seq, m.message_id, m.batch_id, m.batch_slice_id, m.chunk_id,
+           CASE m.kind WHEN 'message' THEN 0 WHEN 'complete_batch' THEN 1 ELSE 2 END,
+           m.compression, m.timestamp, m.payload, m.size, m.state, m.upload_id, m.forwarded_at
+    FROM messages AS m JOIN streams_v3 AS s ON s.stream_group = m.stream_group AND s.stream = m.stream;
+-- One row per stream per appending transaction: the time range of a run of stream_seqs, so a
+-- history query by time reads a few summaries instead of every message maintaining an index.
+CREATE TABLE stream_blocks (
+    stream_id INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    min_ts REAL NOT NULL,
+    max_ts REAL NOT NULL,
+    PRIMARY KEY (stream_id, first_seq)
+) WITHOUT ROWID;
+INSERT INTO stream_blocks SELECT stream_id, min(stream_seq), max(stream_seq), min(timestamp), max(timestamp)
+    FROM messages_v3 GROUP BY stream_id;
+DROP TABLE messages;
+DROP TABLE streams;
+ALTER TABLE streams_v3 RENAME TO streams;
+ALTER TABLE messages_v3 RENAME TO messages;
+CREATE UNIQUE INDEX messages_stream_seq ON messages (stream_id, stream_seq);
+-- Dedup as the platform does it (reference/spotflow.md §6.1). Rows without a message id (plain
+-- readings) are not in this index at all, so they pay nothing for it.
+CREATE UNIQUE INDEX messages_identity ON messages
+    (stream_id, kind, coalesce(batch_id, ''), message_id, coalesce(chunk_id, ''))
+    WHERE message_id IS NOT NULL;
+CREATE INDEX messages_pending ON messages (seq) WHERE state = 0;
+CREATE INDEX messages_forwarded ON messages (seq) WHERE state <> 0;
+"""
+
 # MIGRATIONS[n] takes a database from version n to n + 1; never edit a released step, add one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_script(_V1), _script(_V2))
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_script(_V1), _script(_V2), _script(_V3))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -52,20 +53,40 @@ __all__ = ["QuotaExceeded", "TelemetryStore"]
 log = structlog.get_logger()
 
 ROW_OVERHEAD_BYTES = 64  # rough cost of a row's fixed columns and index entries
+BLOCK_SPAN = 256  # stream_seqs summarised by one stream_blocks row (time queries read at most this many extra rows per end)
 _PENDING, _FORWARDED, _REJECTED = 0, 1, 2
 _STATE_NAMES = {_PENDING: "pending", _FORWARDED: "forwarded", _REJECTED: "rejected"}
-_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StoredMessage))  # = column names
-_COLUMNS = ", ".join(_MESSAGE_FIELDS)
+_KINDS = (MessageKind.MESSAGE, MessageKind.COMPLETE_BATCH, MessageKind.COMPLETE_MESSAGE)  # column value = index
+_KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
+_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StoredMessage))
+# The StoredMessage fields in order; the stream's names come from the streams table.
+_SELECT = (
+    "SELECT m.seq, s.stream_group, s.stream, m.stream_seq, m.message_id, m.batch_id, m.batch_slice_id, m.chunk_id, "
+    "m.kind, m.compression, m.timestamp, m.payload, m.state FROM messages AS m JOIN streams AS s USING (stream_id)"
+)
 _REGISTRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Registration))
 # ON CONFLICT DO NOTHING: a duplicate identity (messages_identity) is skipped, not an error.
 _INSERT = (
-    "INSERT INTO messages (stream_group, stream, stream_seq, message_id, batch_id, batch_slice_id, chunk_id, kind, "
+    "INSERT INTO messages (seq, stream_id, stream_seq, message_id, batch_id, batch_slice_id, chunk_id, kind, "
     "compression, timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_UPDATE_BLOCK = (
+    "INSERT INTO stream_blocks (stream_id, first_seq, last_seq, min_ts, max_ts) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (stream_id, first_seq) DO UPDATE SET last_seq = excluded.last_seq, "
+    "min_ts = min(min_ts, excluded.min_ts), max_ts = max(max_ts, excluded.max_ts)"
 )
 # Drop and refusal reasons, the keys of stats()["drops"].
 EVICTED_FOR_QUOTA = "evicted_forwarded_for_quota"
 REJECTED_QUOTA = "rejected_quota_full"
 REJECTED_UPSTREAM = "rejected_by_upstream"
+
+# A message on its way into a row: (stream key, message_id, batch_id, batch_slice_id, chunk_id,
+# kind code, compression, timestamp, payload). Built without any per-message object.
+_Entry = tuple[tuple[str, str], str | None, str | None, str | None, str | None, int, int, float, bytes]
+
+
+class _Duplicate(Exception):
+    """The one-statement insert skipped a row: redo the append row by row to find which."""
 
 
 class QuotaExceeded(StorageError):
@@ -75,14 +96,19 @@ class QuotaExceeded(StorageError):
     """
 
 
-def _row_size(message: OutgoingMessage) -> int:
-    ids = (message.stream_group, message.stream, message.message_id, message.batch_id, message.batch_slice_id, message.chunk_id)
-    return ROW_OVERHEAD_BYTES + len(message.payload) + sum(len(i) for i in ids if i)
+def _entry_size(entry: _Entry) -> int:
+    """The bytes a row counts against the quota: payload, names, ids and a fixed overhead."""
+    # Spelled out rather than summed over a generator: this runs once per stored message.
+    _key, message_id, batch_id, slice_id, chunk_id = entry[:5]
+    size = ROW_OVERHEAD_BYTES + len(_key[0]) + len(_key[1]) + len(entry[8])
+    if message_id or batch_id or slice_id or chunk_id:
+        size += len(message_id or "") + len(batch_id or "") + len(slice_id or "") + len(chunk_id or "")
+    return size
 
 
 def _stored(row: tuple[Any, ...]) -> StoredMessage:
     fields = dict(zip(_MESSAGE_FIELDS, row, strict=True))
-    fields.update(kind=MessageKind(fields["kind"]), compression=Compression(fields["compression"]))
+    fields.update(kind=_KINDS[fields["kind"]], compression=Compression(fields["compression"]))
     fields.update(payload=bytes(fields["payload"]), state=_STATE_NAMES[fields["state"]])
     return StoredMessage(**fields)
 
@@ -102,8 +128,21 @@ class TelemetryStore:
         self._lock = threading.RLock()
         self.quota_bytes = quota_bytes
         self.overflow = OverflowPolicy(overflow)
-        self._stream_seqs: dict[tuple[str, str], int] = {}
+        self._load_counters()
+
+    def _load_counters(self) -> None:
+        """Read what appends keep in memory: numbering, stream ids, open blocks, bytes used.
+
+        Also called after a rolled-back append, so memory never runs ahead of the file.
+        """
         with self._reading() as conn:
+            self._last_seq: int = conn.execute("SELECT last_seq FROM sequence").fetchone()[0]
+            self._stream_ids: dict[tuple[str, str], int] = {}
+            self._stream_last: dict[int, int] = {}
+            for stream_id, group, stream, last in conn.execute("SELECT stream_id, stream_group, stream, last_seq FROM streams"):
+                self._stream_ids[(group, stream)] = stream_id
+                self._stream_last[stream_id] = last
+            self._open_blocks: dict[int, int] = dict(conn.execute("SELECT stream_id, max(first_seq) FROM stream_blocks GROUP BY stream_id"))
             self._used_bytes: int = conn.execute("SELECT coalesce(sum(size), 0) FROM messages").fetchone()[0]
 
     @classmethod
@@ -185,86 +224,133 @@ class TelemetryStore:
             QuotaExceeded: The new messages do not fit, even after eviction; none was stored.
             StorageError: The disk or database failed; none was stored.
         """
+        entries = [
+            ((m.stream_group, m.stream), m.message_id, m.batch_id, m.batch_slice_id, m.chunk_id, _KIND_CODES[m.kind], int(m.compression),
+             m.timestamp, m.payload)
+            for m in messages
+        ]  # fmt: skip
+        return self._append(entries)
+
+    def append_payloads(
+        self,
+        stream_group: str,
+        stream: str,
+        payloads: Sequence[bytes],
+        *,
+        compression: Compression = Compression.UNCOMPRESSED,
+        timestamp: float | None = None,
+    ) -> list[Ack]:
+        """Store plain readings of one stream (no ids, one timestamp) in one transaction.
+
+        The same as ``append_many`` with ``OutgoingMessage.create(payload, stream_group=...,
+        stream=..., compression=..., timestamp=...)`` for each payload, without building a
+        message object per reading: the path producers of small readings take.
+        """
+        key = (stream_group, stream)
+        code, ts = int(compression), time.time() if timestamp is None else timestamp
+        return self._append([(key, None, None, None, None, 0, code, ts, payload) for payload in payloads])
+
+    def _append(self, entries: list[_Entry]) -> list[Ack]:
+        if not entries:
+            return []
         with self._lock:
             try:
-                with self._writing() as conn:
-                    acks, duplicates = self._insert_all(conn, messages)
-                    self._count(conn, "duplicate", duplicates)
+                try:
+                    return self._append_in_transaction(entries, row_by_row=False)
+                except _Duplicate:
+                    self._load_counters()
+                    return self._append_in_transaction(entries, row_by_row=True)
             except QuotaExceeded as exc:
-                self._after_rollback()
-                exc.details["messages"] = len(messages)  # the whole append is refused
+                self._load_counters()
+                exc.details["messages"] = len(entries)  # the whole append is refused
                 with self._writing() as conn:
-                    self._count(conn, REJECTED_QUOTA, exc.details["messages"])
+                    self._count(conn, REJECTED_QUOTA, len(entries))
                 log.warning("telemetry_append_rejected", **exc.details)
                 raise
             except BaseException:
-                self._after_rollback()
+                self._load_counters()
                 raise
+
+    def _append_in_transaction(self, entries: list[_Entry], *, row_by_row: bool) -> list[Ack]:
+        """Number and insert ``entries`` in one transaction; the in-memory counters move with it.
+
+        The fast way is one ``executemany``; if it skipped a row (a duplicate identity) it raises
+        ``_Duplicate`` and the caller rolls back and comes here again ``row_by_row``, which asks
+        each skipped row which stored message it duplicates. On any exception the caller reloads
+        the counters from the rolled-back file.
+        """
+        seq = self._last_seq
+        stream_ids, stream_last = self._stream_ids, self._stream_last
+        rows: list[tuple[Any, ...]] = []
+        acks: list[Ack] = []
+        stored_bytes = duplicates = 0
+        with self._writing() as conn:
+            for entry in entries:
+                key = entry[0]
+                stream_id = stream_ids.get(key)
+                if stream_id is None:
+                    stream_id = stream_ids[key] = self._create_stream(conn, key)
+                    stream_last[stream_id] = 0
+                size = _entry_size(entry)
+                row = (seq + 1, stream_id, stream_last[stream_id] + 1, *entry[1:], size)
+                if row_by_row and conn.execute(_INSERT, row).rowcount == 0:
+                    acks.append(self._find_duplicate(conn, stream_id, entry))
+                    duplicates += 1
+                    continue
+                seq += 1
+                stream_last[stream_id] += 1
+                stored_bytes += size
+                rows.append(row)
+                acks.append(Ack(seq, row[2]))
+            if not row_by_row and conn.executemany(_INSERT, rows).rowcount != len(rows):
+                raise _Duplicate
+            self._used_bytes += stored_bytes
+            self._make_room(conn, stored_bytes)
+            self._record_numbering(conn, rows, seq)
+            self._count(conn, "duplicate", duplicates)
+        self._last_seq = seq
         return acks
 
-    def _after_rollback(self) -> None:
-        self._stream_seqs.clear()
-        with self._reading() as conn:
-            self._used_bytes = conn.execute("SELECT coalesce(sum(size), 0) FROM messages").fetchone()[0]
+    def _create_stream(self, conn: sqlite3.Connection, key: tuple[str, str]) -> int:
+        cursor = conn.execute("INSERT INTO streams (stream_group, stream, last_seq) VALUES (?, ?, 0)", key)
+        return int(cursor.lastrowid or 0)
 
-    def _insert_all(self, conn: sqlite3.Connection, messages: Sequence[OutgoingMessage]) -> tuple[list[Ack], int]:
-        acks: list[Ack] = []
-        touched: set[tuple[str, str]] = set()
-        duplicates = 0
-        for message in messages:
-            key = (message.stream_group, message.stream)
-            stream_seq = self._last_stream_seq(conn, key) + 1
-            size = _row_size(message)
-            # Insert first and let the identity index find duplicates: one statement per new
-            # message instead of a lookup plus an insert (the common case is "not a duplicate").
-            cursor = conn.execute(_INSERT, (*key, stream_seq, message.message_id, message.batch_id, message.batch_slice_id,
-                                            message.chunk_id, str(message.kind), int(message.compression), message.timestamp,
-                                            message.payload, size))  # fmt: skip
-            if cursor.rowcount == 0:
-                existing = self._find_identity(conn, message)
-                if existing is None:
-                    raise StorageError(f"{self._db.path}: insert of {key} #{stream_seq} conflicted with no duplicate")
-                acks.append(Ack(existing[0], existing[1], duplicate=True))
-                duplicates += 1
-                continue
-            self._stream_seqs[key] = stream_seq
-            touched.add(key)
-            self._used_bytes += size
-            self._enforce_quota(conn, size)
-            acks.append(Ack(int(cursor.lastrowid or 0), stream_seq))
-        for key in touched:
-            conn.execute(
-                "INSERT INTO streams (stream_group, stream, last_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT (stream_group, stream) DO UPDATE SET last_seq = excluded.last_seq",
-                (*key, self._stream_seqs[key]),
-            )
-        return acks, duplicates
+    def _find_duplicate(self, conn: sqlite3.Connection, stream_id: int, entry: _Entry) -> Ack:
+        _, message_id, batch_id, _slice, chunk_id, kind, *_ = entry
+        row = None
+        if message_id is not None:
+            row = conn.execute(
+                "SELECT seq, stream_seq FROM messages WHERE stream_id = ? AND kind = ? AND coalesce(batch_id, '') = ? "
+                "AND message_id = ? AND coalesce(chunk_id, '') = ?",
+                (stream_id, kind, batch_id or "", message_id, chunk_id or ""),
+            ).fetchone()
+        if row is None:
+            raise StorageError(f"{self._db.path}: insert into {entry[0]} conflicted with no duplicate")
+        return Ack(row[0], row[1], duplicate=True)
 
-    def _find_identity(self, conn: sqlite3.Connection, message: OutgoingMessage) -> tuple[int, int] | None:
-        if message.message_id is None:
-            return None
-        row = conn.execute(
-            "SELECT seq, stream_seq FROM messages WHERE stream_group = ? AND stream = ? AND kind = ? "
-            "AND coalesce(batch_id, '') = ? AND message_id = ? AND coalesce(chunk_id, '') = ?",
-            (
-                message.stream_group,
-                message.stream,
-                str(message.kind),
-                message.batch_id or "",
-                message.message_id,
-                message.chunk_id or "",
-            ),
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
+    def _record_numbering(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], last_seq: int) -> None:
+        """Persist the counters an append moved, and summarise its rows' times per stream."""
+        if not rows:
+            return
+        conn.execute("UPDATE sequence SET last_seq = ?", (last_seq,))
+        by_stream: dict[int, list[tuple[Any, ...]]] = {}
+        if rows[0][1] == rows[-1][1] and all(row[1] == rows[0][1] for row in rows):
+            by_stream[rows[0][1]] = rows  # the usual append: one stream
+        else:
+            for row in rows:
+                by_stream.setdefault(row[1], []).append(row)
+        for stream_id, stream_rows in by_stream.items():
+            first, last = stream_rows[0][2], stream_rows[-1][2]
+            times = [row[9] for row in stream_rows]
+            min_ts, max_ts = min(times), max(times)
+            conn.execute("UPDATE streams SET last_seq = ? WHERE stream_id = ?", (last, stream_id))
+            block = self._open_blocks.get(stream_id)
+            if block is None or last - block >= BLOCK_SPAN:
+                block = self._open_blocks[stream_id] = first
+            conn.execute(_UPDATE_BLOCK, (stream_id, block, last, min_ts, max_ts))
 
-    def _last_stream_seq(self, conn: sqlite3.Connection, key: tuple[str, str]) -> int:
-        if key not in self._stream_seqs:
-            row = conn.execute("SELECT last_seq FROM streams WHERE stream_group = ? AND stream = ?", key).fetchone()
-            self._stream_seqs[key] = 0 if row is None else row[0]
-        return self._stream_seqs[key]
-
-    def _enforce_quota(self, conn: sqlite3.Connection, size: int) -> None:
-        """After inserting a ``size``-byte row: make room by policy, or refuse (rolling it all back)."""
+    def _make_room(self, conn: sqlite3.Connection, size: int) -> None:
+        """After inserting ``size`` bytes: make room by policy, or refuse (rolling it all back)."""
         if self.quota_bytes is None or self._used_bytes <= self.quota_bytes:
             return
         if self.overflow is OverflowPolicy.EVICT_FORWARDED:
@@ -290,6 +376,12 @@ class TelemetryStore:
         if last_seq is None:
             return
         conn.execute("DELETE FROM messages WHERE state <> 0 AND seq <= ?", (last_seq,))
+        # Time summaries of runs that no longer hold a row go too (the open block of each stream
+        # is re-created by the next append if it was one of them).
+        conn.execute(
+            "DELETE FROM stream_blocks WHERE NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.stream_id = stream_blocks.stream_id "
+            "AND m.stream_seq BETWEEN stream_blocks.first_seq AND stream_blocks.last_seq)"
+        )
         self._used_bytes -= freed
         self._count(conn, EVICTED_FOR_QUOTA, count)
         log.info("telemetry_evicted", reason=EVICTED_FOR_QUOTA, messages=count, bytes=freed)
@@ -303,9 +395,8 @@ class TelemetryStore:
 
     def last_seq(self) -> int:
         """The highest ``seq`` ever given out (0 for an empty store); survives eviction."""
-        with self._reading() as conn:
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
-            return 0 if row is None else int(row[0])
+        with self._lock:
+            return self._last_seq
 
     def history(
         self,
@@ -329,13 +420,26 @@ class TelemetryStore:
             until: Latest ``timestamp`` to return.
             limit: At most this many rows, lowest ``stream_seq`` first.
         """
-        clauses, args = ["stream_group = ?", "stream = ?"], [stream_group, stream]
-        for clause, value in (("stream_seq >= ?", from_seq), ("stream_seq <= ?", to_seq), ("timestamp >= ?", since), ("timestamp <= ?", until)):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        sql = f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} ORDER BY stream_seq LIMIT ?"
         with self._reading() as conn:
+            stream_id = self._stream_ids.get((stream_group, stream))
+            if stream_id is None:
+                return []
+            clauses, args = ["m.stream_id = ?"], [stream_id]
+            if since is not None or until is not None:
+                # The stream_seq run whose summaries overlap the time range bounds the scan.
+                low, high = conn.execute(
+                    "SELECT min(first_seq), max(last_seq) FROM stream_blocks WHERE stream_id = ? AND max_ts >= ? AND min_ts <= ?",
+                    (stream_id, -math.inf if since is None else since, math.inf if until is None else until),
+                ).fetchone()
+                if low is None:
+                    return []
+                from_seq, to_seq = max(low, from_seq or low), min(high, high if to_seq is None else to_seq)
+            bounds = (("m.stream_seq >= ?", from_seq), ("m.stream_seq <= ?", to_seq), ("m.timestamp >= ?", since), ("m.timestamp <= ?", until))
+            for clause, value in bounds:
+                if value is not None:
+                    clauses.append(clause)
+                    args.append(value)
+            sql = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY m.stream_seq LIMIT ?"
             return [_stored(row) for row in conn.execute(sql, (*args, limit))]
 
     def stats(self) -> dict[str, Any]:
@@ -372,15 +476,14 @@ class TelemetryStore:
         with self._writing() as conn:
             row = conn.execute("SELECT upload_id FROM messages WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
             if row is not None:
-                rows = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE upload_id = ? AND state = 0 ORDER BY seq", (row[0],))
+                rows = conn.execute(f"{_SELECT} WHERE m.upload_id = ? AND m.state = 0 ORDER BY m.seq", (row[0],))
                 return self._upload(row[0], [_stored(r) for r in rows])
-            head = conn.execute("SELECT stream_group, stream, stream_seq FROM messages WHERE state = 0 ORDER BY seq LIMIT 1").fetchone()
+            head = conn.execute("SELECT stream_id, stream_seq FROM messages WHERE state = 0 ORDER BY seq LIMIT 1").fetchone()
             if head is None:
                 return None
             # The head is its stream's oldest pending message, so the rest follow it in stream_seq.
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE stream_group = ? AND stream = ? AND stream_seq >= ? AND state = 0 "
-                "ORDER BY stream_seq LIMIT ?",
+                f"{_SELECT} WHERE m.stream_id = ? AND m.stream_seq >= ? AND m.state = 0 ORDER BY m.stream_seq LIMIT ?",
                 (*head, max_messages),
             )
             messages: list[StoredMessage] = []

@@ -34,7 +34,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgpack
@@ -132,7 +132,8 @@ class Actor:
         self.settings = ActorSettings()
         self.log = log.bind(actor=self.kind, service=name)
         self._epoch = protocol.new_epoch()
-        self._topics: dict[str, list[Any]] = {}  # event name -> [frame prefix, last seq]
+        self._topics: dict[str, list[Any]] = {}  # event name -> [frame prefix, last seq, listened (None: unknown)]
+        self._subscriptions: set[bytes] = set()  # prefixes subscribed through the broker
         self._queue: collections.deque[_Request] = collections.deque()
         self._current: _Request | None = None
         self._inflight: dict[str, _Request] = {}
@@ -180,31 +181,79 @@ class Actor:
         """Publish ``data`` on topic ``<service>.<event>`` with the next sequence number.
 
         Never blocks: if subscribers cannot keep up the event is dropped, and counted in
-        ``events_dropped`` (subscribers see the gap through the sequence number).
+        ``events_dropped`` (subscribers see the gap through the sequence number). With no
+        subscriber to the topic the event is not even encoded; its number is used up all the same.
         """
-        self.publish_many(event, (data,))
+        self.publish_many(event, (data,), count=1)
 
-    def publish_many(self, event: str, items: Iterable[Any]) -> None:
+    def publish_many(
+        self, event: str, items: Iterable[Any], *, count: int | None = None, common: Mapping[str, Any] | None = None
+    ) -> None:
         """Publish each of ``items`` on ``<service>.<event>``, in order, as ``publish`` does.
 
         One topic lookup and one timestamp for all of them: for actors that emit a burst of
-        events at once (one per stored message of a batch, say).
+        events at once (one per stored record of a batch, say). With ``common``, every item is
+        a map and each event's data is ``{**common, **item}``, with ``common`` encoded once.
+        ``items`` is only iterated when someone subscribes to the topic: give ``count`` to pass
+        a lazy iterable (the sequence numbers still advance by ``count`` when nobody listens).
         """
+        if count is None:
+            items = items if isinstance(items, Sequence) else list(items)
+            count = len(items)
         entry = self._topics.get(event)
         if entry is None:
-            entry = self._topics[event] = [protocol.event_prefix(f"{self.name}.{event}"), 0]
-        prefix, seq, pub, now = entry[0], entry[1], self._pub, time.time()
-        encode, name, epoch = protocol.encode_event_body, self.name, self._epoch
-        for data in items:
-            seq += 1
-            if pub is None:
-                self.events_dropped += 1
-                continue
+            entry = self._topics[event] = [protocol.event_prefix(f"{self.name}.{event}"), 0, None]
+        first, entry[1] = entry[1] + 1, entry[1] + count
+        pub = self._pub
+        if pub is None:
+            self.events_dropped += count
+            return
+        self._read_subscriptions()
+        if entry[2] is None:
+            entry[2] = self._listened(entry[0])
+        if not entry[2]:
+            return
+        now, prefix = time.time(), entry[0]
+        if common is None:
+            bodies: Iterable[bytes] = (
+                protocol.encode_event_body(self.name, self._epoch, first + i, now, data) for i, data in enumerate(items)
+            )
+        else:
+            bodies = protocol.encode_event_bodies(self.name, self._epoch, first, now, items, common)
+        for body in bodies:
             try:
-                pub.send(prefix + encode(name, epoch, seq, now, data), _NOBLOCK)
+                pub.send(prefix + body, _NOBLOCK)
             except zmq.Again:
                 self.events_dropped += 1
-        entry[1] = seq
+
+    def _listened(self, prefix: bytes) -> bool:
+        """Whether a subscription can match frames that start with ``prefix`` (``topic NUL``)."""
+        # A subscription longer than the prefix reaches into the msgpack body: only encoding
+        # could tell, so count it as listening.
+        return any(prefix.startswith(sub) or sub.startswith(prefix) for sub in self._subscriptions)
+
+    def _read_subscriptions(self) -> None:
+        """Take the (un)subscriptions the broker forwarded to the XPUB socket; non-blocking.
+
+        The broker's XSUB passes each distinct prefix once (and its withdrawal when the last
+        subscriber of it leaves), so a set is the exact state. Called on every publish: a send
+        can consume the socket's FD edge, so the reader callback alone could miss one.
+        """
+        pub = self._pub
+        changed = False
+        while pub is not None and pub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                message = pub.recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            if message[:1] == b"\x01":
+                self._subscriptions.add(message[1:])
+            elif message[:1] == b"\x00":
+                self._subscriptions.discard(message[1:])
+            changed = True
+        if changed:
+            for entry in self._topics.values():
+                entry[2] = None
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -225,15 +274,21 @@ class Actor:
         # heartbeats would pile up); READY is re-sent once the connection is back.
         cmd.immediate = 1
         cmd.connect(self.settings.endpoint)
-        pub = ctx.socket(zmq.PUB)
+        # XPUB, not PUB: it also hands us the subscriptions that reach us through the broker,
+        # so an event nobody subscribed to is not encoded at all (PUB would encode it and then
+        # drop it, as ZeroMQ filters at the publisher).
+        pub = ctx.socket(zmq.XPUB)
         pub.linger = 0
         pub.sndhwm = 100_000
         pub.connect(self.settings.publish_endpoint)
         self._cmd, self._pub = cmd, pub
+        self._subscriptions.clear()
         self._last_broker = time.monotonic()
         await self._connect_and_register(cmd)
         fd = cmd.getsockopt(zmq.FD)
         loop.add_reader(fd, self._drain)
+        pub_fd = pub.getsockopt(zmq.FD)
+        loop.add_reader(pub_fd, self._read_subscriptions)
         heartbeat = loop.create_task(self._heartbeat_loop())
         self.log.info("actor_started", endpoint=self.settings.endpoint, pid=os.getpid())
         loop.call_soon(self._drain)
@@ -243,6 +298,7 @@ class Actor:
             heartbeat.cancel()
             await self._shutdown()
             loop.remove_reader(fd)
+            loop.remove_reader(pub_fd)
             cmd.close()
             pub.close()
             self._cmd = self._pub = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
@@ -49,6 +50,7 @@ __all__ = [
     "encode_error",
     "encode_event",
     "encode_event_body",
+    "encode_event_bodies",
     "event_prefix",
     "encode_heartbeat",
     "encode_hello",
@@ -448,6 +450,39 @@ def event_prefix(topic: str) -> bytes:
 def encode_event_body(src: str, epoch: int, seq: int, ts: float, data: Any) -> bytes:
     """The msgpack part of an event frame, to append to ``event_prefix(topic)``."""
     return _pack([VERSION, Kind.EVENT, src, epoch, seq, ts, data])
+
+
+def encode_event_bodies(
+    src: str, epoch: int, first_seq: int, ts: float, items: Iterable[Mapping[str, Any]], common: Mapping[str, Any]
+) -> Iterator[bytes]:
+    """The msgpack parts of consecutive events whose data maps share ``common`` entries.
+
+    Event ``i`` has sequence ``first_seq + i`` and data ``{**common, **item}``; the bytes are
+    exactly what ``encode_event_body`` would give for that map (entries of ``common`` first),
+    but ``common``, ``src``, ``epoch`` and ``ts`` are encoded once for all of them. For actors
+    that publish one event per record of a batch. An item must not repeat a key of ``common``
+    (checked on the first item).
+    """
+    head = b"\x97" + _pack(VERSION) + _pack(int(Kind.EVENT)) + _pack(src) + _pack(epoch)
+    packed_ts = _pack(ts)
+    common_entries = _pack(dict(common))[_map_header_size(len(common)) :]
+    seq = first_seq
+    for index, item in enumerate(items):
+        if index == 0 and not common.keys().isdisjoint(item):
+            raise ValueError(f"event item repeats common keys {sorted(common.keys() & item.keys())}")
+        entries = _pack(item)[_map_header_size(len(item)) :]
+        yield head + _pack(seq) + packed_ts + _map_header(len(common) + len(item)) + common_entries + entries
+        seq += 1
+
+
+def _map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x80 | n,))
+    return b"\xde" + n.to_bytes(2, "big") if n < 0x10000 else b"\xdf" + n.to_bytes(4, "big")
+
+
+def _map_header_size(n: int) -> int:
+    return 1 if n < 16 else 3 if n < 0x10000 else 5
 
 
 def decode_event(frame: bytes) -> Event:

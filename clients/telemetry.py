@@ -29,9 +29,10 @@ Every method raises ``SpotflowError`` on failure, with ``code`` the linebus wire
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -193,6 +194,42 @@ class DeviceClient(BusSession):
                 return self._bus.call(self.service, command, args or {}, timeout=timeout or self.timeout)
         except BusError as exc:
             raise SpotflowError.from_bus(exc) from exc
+
+    def _pipeline(self, command: str, arg_list: Sequence[dict[str, Any]], in_flight: int) -> list[Any]:
+        """Run ``command`` once per ``arg_list`` entry with up to ``in_flight`` calls outstanding.
+
+        Results come back in order. On the first failure no further call is started; the calls
+        already under way are waited for, then ``SpotflowError`` is raised with ``details``
+        ``failed_call`` (its index) and ``results`` (every result, None where a call failed or
+        was never made), so the caller knows exactly what was done.
+        """
+        if self._closed:
+            raise SpotflowError("the DeviceClient is closed", "closed")
+        results: list[Any] = [None] * len(arg_list)
+        failure: tuple[int, BusError] | None = None
+        window: collections.deque[tuple[int, Call]] = collections.deque()
+        with self._lock:
+            started = 0
+            while window or (failure is None and started < len(arg_list)):
+                while failure is None and started < len(arg_list) and len(window) < in_flight:
+                    try:
+                        window.append((started, self._bus.start(self.service, command, arg_list[started], timeout=self.timeout)))
+                    except BusError as exc:
+                        failure = (started, exc)
+                    started += 1
+                if not window:
+                    break
+                index, call = window.popleft()
+                try:
+                    results[index] = call.result()
+                except BusError as exc:
+                    failure = failure or (index, exc)
+        if failure is not None:
+            index, exc = failure
+            error = SpotflowError.from_bus(exc)
+            error.details.update(failed_call=index, results=results)
+            raise error from exc
+        return results
 
     def _wait(self, command: str, args: dict[str, Any], timeout: float | None, progress: Callable[[Any], Any] | None) -> Any:
         """Run a waiting command on its own bus connection (other threads keep using this one);
@@ -381,15 +418,29 @@ class StreamSender:
         ids = {"batch_id": batch_id, "message_id": message_id, "batch_slice_id": batch_slice_id, "chunk_id": chunk_id}
         self._client._call("enqueue_message", self._message(payload, ids))
 
-    def enqueue_messages(self, messages: Iterable[str | bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """linebus: enqueue many Messages in one round trip and one transaction (all or nothing).
+    def enqueue_messages(
+        self, messages: Iterable[str | bytes | Mapping[str, Any]], *, batch_size: int = 1000, in_flight: int = 4
+    ) -> list[dict[str, Any]]:
+        """linebus: enqueue many Messages, ``batch_size`` per transaction, without waiting a round trip per batch.
 
         Each item is a payload or a map with ``payload`` and any of ``batch_id``, ``message_id``,
-        ``batch_slice_id``, ``chunk_id``. Returns one ``{"seq", "stream_seq", "duplicate"}`` each.
+        ``batch_slice_id``, ``chunk_id``. The messages go in calls of ``batch_size``, each one
+        transaction (all or nothing) on the actor, with up to ``in_flight`` calls outstanding;
+        the actor stores them in order. Returns one ``{"seq", "stream_seq", "duplicate"}`` per
+        message, in order, once every one is committed.
+
+        Raises:
+            SpotflowError: A batch was refused (``storage_error`` for a full store, ...). No later
+                batch was sent; batches already under way finished. ``details["failed_call"]`` is
+                the refused batch's index and ``details["results"]`` each batch's acks (None if
+                not stored), so exactly the stored messages are known.
         """
+        if batch_size < 1 or in_flight < 1:
+            raise SpotflowError("batch_size and in_flight must be at least 1", "invalid_arguments")
         items = [m if isinstance(m, str | bytes) else dict(m) for m in messages]
-        args = {"messages": items, **self._stream(), "compression": int(self.compression)}
-        return list(self._client._call("enqueue_messages", args))
+        common = {**self._stream(), "compression": int(self.compression)}
+        calls = [{"messages": items[i : i + batch_size], **common} for i in range(0, len(items), batch_size)]
+        return [ack for acks in self._client._pipeline("enqueue_messages", calls, in_flight) for ack in acks]
 
     def enqueue_batch_completion(self, batch_id: str) -> None:
         """Enqueue the manual completion of the current Batch."""

@@ -204,12 +204,10 @@ class TelemetryActor(Actor):
             return driver.enqueue_payloads(stream_group, stream, payloads, compression=compression, timestamp=timestamp)
 
         def publish(acks: list[Ack]) -> None:
-            event = {"stream_group": stream_group, "stream": stream, "kind": str(MessageKind.MESSAGE), "batch_id": None,
-                     "message_id": None, "batch_slice_id": None, "chunk_id": None, "timestamp": timestamp}  # fmt: skip
-            self.publish_many(
-                f"stream.{stream_group}.{stream}",
-                ({**event, "seq": ack.seq, "stream_seq": ack.stream_seq, "payload": payload} for payload, ack in zip(payloads, acks, strict=True)),
-            )
+            common = {"stream_group": stream_group, "stream": stream, "kind": str(MessageKind.MESSAGE), "batch_id": None,
+                      "message_id": None, "batch_slice_id": None, "chunk_id": None, "timestamp": timestamp}  # fmt: skip
+            items = ({"seq": ack.seq, "stream_seq": ack.stream_seq, "payload": payload} for payload, ack in zip(payloads, acks, strict=True))
+            self.publish_many(f"stream.{stream_group}.{stream}", items, count=len(acks), common=common)
 
         return self._store_then_publish(append, publish)
 

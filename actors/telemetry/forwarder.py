@@ -136,7 +136,12 @@ class Forwarder:
             True when they are, False when ``timeout`` passed (or the forwarder stopped) first.
         """
         target = self._store.last_seq() if up_to_seq is None else up_to_seq
-        return self._wait(lambda: self._store.pending_count(target) == 0, timeout)
+
+        def sent() -> bool:  # checked after every upload: one index lookup, not a count
+            oldest = self._store.oldest_pending_seq()
+            return oldest is None or oldest > target
+
+        return self._wait(sent, timeout)
 
     def wait_reported_sent(self, timeout: float | None = None) -> bool:
         """Wait until no reported-properties patch is pending; False on timeout."""

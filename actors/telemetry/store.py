@@ -19,6 +19,7 @@ enough. Pending messages are never evicted. Every eviction and refusal is counte
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -27,9 +28,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import structlog
 
@@ -89,6 +90,17 @@ class _Duplicate(Exception):
     """The one-statement insert skipped a row: redo the append row by row to find which."""
 
 
+class _Inserted(NamedTuple):
+    """What one append inserted, for the bookkeeping around it."""
+
+    acks: list[Ack]
+    stored: int  # rows inserted (duplicates are not)
+    stored_bytes: int
+    duplicates: int
+    last_seq: int  # the highest seq now given out
+    spans: dict[int, list[Any]]  # stream_id -> [first stream_seq, last stream_seq, min ts, max ts]
+
+
 class QuotaExceeded(StorageError):
     """An append did not fit in the store's byte quota; nothing of it was stored.
 
@@ -131,9 +143,10 @@ class TelemetryStore:
         self._load_counters()
 
     def _load_counters(self) -> None:
-        """Read what appends keep in memory: numbering, stream ids, open blocks, bytes used.
+        """Read what the store keeps in memory: numbering, stream ids, open blocks, bytes, states.
 
-        Also called after a rolled-back append, so memory never runs ahead of the file.
+        Kept in memory so that appends, ``pending_count`` and ``stats`` never scan the table;
+        every write moves them together with its transaction (see ``_append``).
         """
         with self._reading() as conn:
             self._last_seq: int = conn.execute("SELECT last_seq FROM sequence").fetchone()[0]
@@ -144,6 +157,15 @@ class TelemetryStore:
                 self._stream_last[stream_id] = last
             self._open_blocks: dict[int, int] = dict(conn.execute("SELECT stream_id, max(first_seq) FROM stream_blocks GROUP BY stream_id"))
             self._used_bytes: int = conn.execute("SELECT coalesce(sum(size), 0) FROM messages").fetchone()[0]
+            self._states: dict[int, int] = {_PENDING: 0, _FORWARDED: 0, _REJECTED: 0}
+            self._states.update(conn.execute("SELECT state, count(*) FROM messages GROUP BY state"))
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        return (self._last_seq, self._used_bytes, dict(self._stream_ids), dict(self._stream_last), dict(self._open_blocks), dict(self._states))
+
+    def _restore(self, snapshot: tuple[Any, ...]) -> None:
+        """Put the in-memory counters back as they were before a rolled-back transaction."""
+        self._last_seq, self._used_bytes, self._stream_ids, self._stream_last, self._open_blocks, self._states = snapshot
 
     @classmethod
     def open(
@@ -229,7 +251,7 @@ class TelemetryStore:
              m.timestamp, m.payload)
             for m in messages
         ]  # fmt: skip
-        return self._append(entries)
+        return self._append(lambda conn, row_by_row: self._insert_entries(conn, entries, row_by_row), len(entries))
 
     def append_payloads(
         self,
@@ -244,72 +266,116 @@ class TelemetryStore:
 
         The same as ``append_many`` with ``OutgoingMessage.create(payload, stream_group=...,
         stream=..., compression=..., timestamp=...)`` for each payload, without building a
-        message object per reading: the path producers of small readings take.
+        message object per reading and binding only the columns that vary: the path producers
+        of small readings take.
         """
         key = (stream_group, stream)
-        code, ts = int(compression), time.time() if timestamp is None else timestamp
-        return self._append([(key, None, None, None, None, 0, code, ts, payload) for payload in payloads])
+        ts = time.time() if timestamp is None else timestamp
+        return self._append(lambda conn, _row_by_row: self._insert_readings(conn, key, int(compression), ts, payloads), len(payloads))
 
-    def _append(self, entries: list[_Entry]) -> list[Ack]:
-        if not entries:
+    def _append(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], count: int) -> list[Ack]:
+        """Run ``insert`` in a transaction with the quota, numbering and counters around it.
+
+        ``insert`` first runs with ``row_by_row`` false (one ``executemany``); if it raises
+        ``_Duplicate`` the transaction is rolled back and it runs again with ``row_by_row`` true.
+        The in-memory counters are snapshotted first and restored whenever a transaction rolls back.
+        """
+        if not count:
             return []
         with self._lock:
+            before = self._snapshot()
             try:
                 try:
-                    return self._append_in_transaction(entries, row_by_row=False)
+                    return self._append_in_transaction(insert, row_by_row=False)
                 except _Duplicate:
-                    self._load_counters()
-                    return self._append_in_transaction(entries, row_by_row=True)
+                    self._restore(before)
+                    before = self._snapshot()
+                    return self._append_in_transaction(insert, row_by_row=True)
             except QuotaExceeded as exc:
-                self._load_counters()
-                exc.details["messages"] = len(entries)  # the whole append is refused
+                self._restore(before)
+                exc.details["messages"] = count  # the whole append is refused
                 with self._writing() as conn:
-                    self._count(conn, REJECTED_QUOTA, len(entries))
+                    self._count(conn, REJECTED_QUOTA, count)
                 log.warning("telemetry_append_rejected", **exc.details)
                 raise
             except BaseException:
-                self._load_counters()
+                self._restore(before)
                 raise
 
-    def _append_in_transaction(self, entries: list[_Entry], *, row_by_row: bool) -> list[Ack]:
-        """Number and insert ``entries`` in one transaction; the in-memory counters move with it.
+    def _append_in_transaction(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], *, row_by_row: bool) -> list[Ack]:
+        with self._writing() as conn:
+            done = insert(conn, row_by_row)
+            self._used_bytes += done.stored_bytes
+            self._states[_PENDING] += done.stored
+            self._make_room(conn, done.stored_bytes)
+            self._record_numbering(conn, done.spans, done.last_seq)
+            self._count(conn, "duplicate", done.duplicates)
+        self._last_seq = done.last_seq
+        return done.acks
 
-        The fast way is one ``executemany``; if it skipped a row (a duplicate identity) it raises
-        ``_Duplicate`` and the caller rolls back and comes here again ``row_by_row``, which asks
-        each skipped row which stored message it duplicates. On any exception the caller reloads
-        the counters from the rolled-back file.
+    def _insert_entries(self, conn: sqlite3.Connection, entries: list[_Entry], row_by_row: bool) -> _Inserted:
+        """Number and insert messages of any kind; see ``_append`` for ``row_by_row``.
+
+        Row by row, each skipped row (a duplicate identity) is asked which stored message it
+        duplicates, and its ack names that one.
         """
         seq = self._last_seq
-        stream_ids, stream_last = self._stream_ids, self._stream_last
+        stream_last = self._stream_last
         rows: list[tuple[Any, ...]] = []
         acks: list[Ack] = []
         stored_bytes = duplicates = 0
-        with self._writing() as conn:
-            for entry in entries:
-                key = entry[0]
-                stream_id = stream_ids.get(key)
-                if stream_id is None:
-                    stream_id = stream_ids[key] = self._create_stream(conn, key)
-                    stream_last[stream_id] = 0
-                size = _entry_size(entry)
-                row = (seq + 1, stream_id, stream_last[stream_id] + 1, *entry[1:], size)
-                if row_by_row and conn.execute(_INSERT, row).rowcount == 0:
-                    acks.append(self._find_duplicate(conn, stream_id, entry))
-                    duplicates += 1
-                    continue
-                seq += 1
-                stream_last[stream_id] += 1
-                stored_bytes += size
-                rows.append(row)
-                acks.append(Ack(seq, row[2]))
-            if not row_by_row and conn.executemany(_INSERT, rows).rowcount != len(rows):
-                raise _Duplicate
-            self._used_bytes += stored_bytes
-            self._make_room(conn, stored_bytes)
-            self._record_numbering(conn, rows, seq)
-            self._count(conn, "duplicate", duplicates)
-        self._last_seq = seq
-        return acks
+        for entry in entries:
+            stream_id = self._stream_id(conn, entry[0])
+            size = _entry_size(entry)
+            row = (seq + 1, stream_id, stream_last[stream_id] + 1, *entry[1:], size)
+            if row_by_row and conn.execute(_INSERT, row).rowcount == 0:
+                acks.append(self._find_duplicate(conn, stream_id, entry))
+                duplicates += 1
+                continue
+            seq += 1
+            stream_last[stream_id] += 1
+            stored_bytes += size
+            rows.append(row)
+            acks.append(Ack(seq, row[2]))
+        if not row_by_row and conn.executemany(_INSERT, rows).rowcount != len(rows):
+            raise _Duplicate
+        spans: dict[int, list[Any]] = {}  # stream_id -> [first stream_seq, last stream_seq, min ts, max ts]
+        for row in rows:
+            span = spans.get(row[1])
+            if span is None:
+                spans[row[1]] = [row[2], row[2], row[9], row[9]]
+            else:
+                span[1], span[2], span[3] = row[2], min(span[2], row[9]), max(span[3], row[9])
+        return _Inserted(acks, len(rows), stored_bytes, duplicates, seq, spans)
+
+    def _insert_readings(self, conn: sqlite3.Connection, key: tuple[str, str], compression: int, ts: float, payloads: Sequence[bytes]) -> _Inserted:
+        """Number and insert plain readings of one stream: no ids, so no duplicates to look for.
+
+        Only the varying columns are bound per row; the stream id, kind and compression are
+        literals in the statement (integers of our own, and sqlite3 caches the few statements).
+        Binding a None costs as much as an integer here, so the id columns are left out.
+        """
+        stream_id = self._stream_id(conn, key)
+        first_seq, first_stream_seq, n = self._last_seq + 1, self._stream_last[stream_id] + 1, len(payloads)
+        base = ROW_OVERHEAD_BYTES + len(key[0]) + len(key[1])
+        rows = [(first_seq + i, first_stream_seq + i, ts, payload, base + len(payload)) for i, payload in enumerate(payloads)]
+        conn.executemany(
+            "INSERT INTO messages (seq, stream_id, stream_seq, kind, compression, timestamp, payload, size) "
+            f"VALUES (?, {int(stream_id)}, ?, {_KIND_CODES[MessageKind.MESSAGE]}, {int(compression)}, ?, ?, ?)",
+            rows,
+        )
+        self._stream_last[stream_id] += n
+        acks = [Ack(first_seq + i, first_stream_seq + i) for i in range(n)]
+        stored_bytes = base * n + sum(map(len, payloads))
+        return _Inserted(acks, n, stored_bytes, 0, first_seq + n - 1, {stream_id: [first_stream_seq, first_stream_seq + n - 1, ts, ts]})
+
+    def _stream_id(self, conn: sqlite3.Connection, key: tuple[str, str]) -> int:
+        """The stream's id, creating the stream (in the current transaction) on first use."""
+        stream_id = self._stream_ids.get(key)
+        if stream_id is None:
+            stream_id = self._stream_ids[key] = self._create_stream(conn, key)
+            self._stream_last[stream_id] = 0
+        return stream_id
 
     def _create_stream(self, conn: sqlite3.Connection, key: tuple[str, str]) -> int:
         cursor = conn.execute("INSERT INTO streams (stream_group, stream, last_seq) VALUES (?, ?, 0)", key)
@@ -328,21 +394,16 @@ class TelemetryStore:
             raise StorageError(f"{self._db.path}: insert into {entry[0]} conflicted with no duplicate")
         return Ack(row[0], row[1], duplicate=True)
 
-    def _record_numbering(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], last_seq: int) -> None:
-        """Persist the counters an append moved, and summarise its rows' times per stream."""
-        if not rows:
+    def _record_numbering(self, conn: sqlite3.Connection, spans: Mapping[int, Sequence[Any]], last_seq: int) -> None:
+        """Persist the counters an append moved, and extend each stream's time summary.
+
+        ``spans`` maps each stream id the append wrote to ``[first stream_seq, last stream_seq,
+        min timestamp, max timestamp]`` of its new rows.
+        """
+        if not spans:
             return
         conn.execute("UPDATE sequence SET last_seq = ?", (last_seq,))
-        by_stream: dict[int, list[tuple[Any, ...]]] = {}
-        if rows[0][1] == rows[-1][1] and all(row[1] == rows[0][1] for row in rows):
-            by_stream[rows[0][1]] = rows  # the usual append: one stream
-        else:
-            for row in rows:
-                by_stream.setdefault(row[1], []).append(row)
-        for stream_id, stream_rows in by_stream.items():
-            first, last = stream_rows[0][2], stream_rows[-1][2]
-            times = [row[9] for row in stream_rows]
-            min_ts, max_ts = min(times), max(times)
+        for stream_id, (first, last, min_ts, max_ts) in spans.items():
             conn.execute("UPDATE streams SET last_seq = ? WHERE stream_id = ?", (last, stream_id))
             block = self._open_blocks.get(stream_id)
             if block is None or last - block >= BLOCK_SPAN:
@@ -369,8 +430,10 @@ class TelemetryStore:
     def _evict(self, conn: sqlite3.Connection, needed: int) -> None:
         """Delete the oldest forwarded or rejected rows until ``needed`` bytes are free (or none is left)."""
         freed, last_seq, count = 0, None, 0
-        for seq, size in conn.execute("SELECT seq, size FROM messages WHERE state <> 0 ORDER BY seq"):
+        by_state: collections.Counter[int] = collections.Counter()
+        for seq, size, state in conn.execute("SELECT seq, size, state FROM messages WHERE state <> 0 ORDER BY seq"):
             freed, last_seq, count = freed + size, seq, count + 1
+            by_state[state] += 1
             if freed >= needed:
                 break
         if last_seq is None:
@@ -383,15 +446,27 @@ class TelemetryStore:
             "AND m.stream_seq BETWEEN stream_blocks.first_seq AND stream_blocks.last_seq)"
         )
         self._used_bytes -= freed
+        for state, n in by_state.items():
+            self._states[state] -= n
         self._count(conn, EVICTED_FOR_QUOTA, count)
         log.info("telemetry_evicted", reason=EVICTED_FOR_QUOTA, messages=count, bytes=freed)
 
     def pending_count(self, up_to_seq: int | None = None) -> int:
-        """The number of messages not yet forwarded (optionally only those with ``seq <= up_to_seq``)."""
+        """The number of messages not yet forwarded (optionally only those with ``seq <= up_to_seq``).
+
+        Without a bound (or with one at or past the last seq) this is a counter, not a query.
+        """
         with self._reading() as conn:
-            if up_to_seq is None:
-                return int(conn.execute("SELECT count(*) FROM messages WHERE state = 0").fetchone()[0])
+            if up_to_seq is None or up_to_seq >= self._last_seq:
+                return self._states[_PENDING]
             return int(conn.execute("SELECT count(*) FROM messages WHERE state = 0 AND seq <= ?", (up_to_seq,)).fetchone()[0])
+
+    def oldest_pending_seq(self) -> int | None:
+        """The ``seq`` of the oldest message not yet forwarded, or None (one index lookup)."""
+        with self._reading() as conn:
+            if not self._states[_PENDING]:
+                return None
+            return conn.execute("SELECT min(seq) FROM messages WHERE state = 0").fetchone()[0]
 
     def last_seq(self) -> int:
         """The highest ``seq`` ever given out (0 for an empty store); survives eviction."""
@@ -445,7 +520,7 @@ class TelemetryStore:
     def stats(self) -> dict[str, Any]:
         """Counts for monitoring: messages by state, bytes, quota, drops by reason, twin backlog."""
         with self._reading() as conn:
-            states = dict(conn.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall())
+            states = dict(self._states)
             counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
             reported = conn.execute("SELECT count(*) FROM reported_updates WHERE sent_at IS NULL").fetchone()[0]
         return {
@@ -510,18 +585,23 @@ class TelemetryStore:
         """
         rejected = dict(rejected or {})
         now = time.time()
-        with self._writing() as conn:
-            done = conn.executemany(
-                "UPDATE messages SET state = 1, forwarded_at = ? WHERE upload_id = ? AND seq = ? AND state = 0",
-                [(now, upload_id, seq) for seq in acked],
-            ).rowcount
-            refused = conn.executemany(
-                "UPDATE messages SET state = 2, forwarded_at = ? WHERE upload_id = ? AND seq = ? AND state = 0",
-                [(now, upload_id, seq) for seq in rejected],
-            ).rowcount
-            conn.execute("UPDATE messages SET upload_id = NULL WHERE upload_id = ? AND state = 0", (upload_id,))
-            self._count(conn, "forwarded", done)
-            self._count(conn, REJECTED_UPSTREAM, refused)
+        with self._lock:
+            with self._writing() as conn:
+                done = conn.executemany(
+                    "UPDATE messages SET state = 1, forwarded_at = ? WHERE upload_id = ? AND seq = ? AND state = 0",
+                    [(now, upload_id, seq) for seq in acked],
+                ).rowcount
+                refused = conn.executemany(
+                    "UPDATE messages SET state = 2, forwarded_at = ? WHERE upload_id = ? AND seq = ? AND state = 0",
+                    [(now, upload_id, seq) for seq in rejected],
+                ).rowcount
+                conn.execute("UPDATE messages SET upload_id = NULL WHERE upload_id = ? AND state = 0", (upload_id,))
+                self._count(conn, "forwarded", done)
+                self._count(conn, REJECTED_UPSTREAM, refused)
+            # Committed (a failed commit raised above): the counters follow.
+            self._states[_PENDING] -= done + refused
+            self._states[_FORWARDED] += done
+            self._states[_REJECTED] += refused
         if refused:
             log.warning("telemetry_rejected_upstream", reason=REJECTED_UPSTREAM, upload_id=upload_id, reasons=sorted(set(rejected.values())))
         return done + refused

@@ -460,15 +460,18 @@ def encode_event_bodies(
     Event ``i`` has sequence ``first_seq + i`` and data ``{**common, **item}``; the bytes are
     exactly what ``encode_event_body`` would give for that map (entries of ``common`` first),
     but ``common``, ``src``, ``epoch`` and ``ts`` are encoded once for all of them. For actors
-    that publish one event per record of a batch. An item must not repeat a key of ``common``
-    (checked on the first item).
+    that publish one event per record of a batch.
+
+    Raises:
+        ValueError: An item repeats a key of ``common`` (the map would hold the key twice).
     """
     head = b"\x97" + _pack(VERSION) + _pack(int(Kind.EVENT)) + _pack(src) + _pack(epoch)
     packed_ts = _pack(ts)
     common_entries = _pack(dict(common))[_map_header_size(len(common)) :]
     seq = first_seq
-    for index, item in enumerate(items):
-        if index == 0 and not common.keys().isdisjoint(item):
+    keys = common.keys()
+    for item in items:
+        if not keys.isdisjoint(item):
             raise ValueError(f"event item repeats common keys {sorted(common.keys() & item.keys())}")
         entries = _pack(item)[_map_header_size(len(item)) :]
         yield head + _pack(seq) + packed_ts + _map_header(len(common) + len(item)) + common_entries + entries

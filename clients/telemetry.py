@@ -206,16 +206,18 @@ class DeviceClient(BusSession):
         if self._closed:
             raise SpotflowError("the DeviceClient is closed", "closed")
         results: list[Any] = [None] * len(arg_list)
-        failure: tuple[int, BusError] | None = None
+        failures: dict[int, SpotflowError] = {}
         window: collections.deque[tuple[int, Call]] = collections.deque()
         with self._lock:
             started = 0
-            while window or (failure is None and started < len(arg_list)):
-                while failure is None and started < len(arg_list) and len(window) < in_flight:
+            while window or (not failures and started < len(arg_list)):
+                while not failures and started < len(arg_list) and len(window) < in_flight:
                     try:
                         window.append((started, self._bus.start(self.service, command, arg_list[started], timeout=self.timeout)))
                     except BusError as exc:
-                        failure = (started, exc)
+                        failures[started] = SpotflowError.from_bus(exc)
+                    except TypeError as exc:  # an argument msgpack cannot carry: never sent
+                        failures[started] = SpotflowError(str(exc), "invalid_arguments")
                     started += 1
                 if not window:
                     break
@@ -223,12 +225,12 @@ class DeviceClient(BusSession):
                 try:
                     results[index] = call.result()
                 except BusError as exc:
-                    failure = failure or (index, exc)
-        if failure is not None:
-            index, exc = failure
-            error = SpotflowError.from_bus(exc)
+                    failures[index] = SpotflowError.from_bus(exc)
+        if failures:
+            index = min(failures)  # the first call that failed, whichever failed first in time
+            error = failures[index]
             error.details.update(failed_call=index, results=results)
-            raise error from exc
+            raise error
         return results
 
     def _wait(self, command: str, args: dict[str, Any], timeout: float | None, progress: Callable[[Any], Any] | None) -> Any:
@@ -369,6 +371,17 @@ class DeviceClient(BusSession):
         return dict(self._call("stats"))
 
 
+def _wire_item(message: str | bytes | bytearray | memoryview | Mapping[str, Any]) -> str | bytes | dict[str, Any]:
+    """One ``enqueue_messages`` item as the actor takes it: a payload, or a map with ``payload``."""
+    if isinstance(message, str | bytes):
+        return message
+    if isinstance(message, bytearray | memoryview):
+        return bytes(message)
+    if isinstance(message, Mapping):
+        return dict(message)
+    raise SpotflowError(f"a message must be str, bytes or a map with 'payload', not {type(message).__name__}", "invalid_arguments")
+
+
 class StreamSender:
     """A sender of Messages to one Stream; create it with ``DeviceClient.create_stream_sender``."""
 
@@ -437,7 +450,7 @@ class StreamSender:
         """
         if batch_size < 1 or in_flight < 1:
             raise SpotflowError("batch_size and in_flight must be at least 1", "invalid_arguments")
-        items = [m if isinstance(m, str | bytes) else dict(m) for m in messages]
+        items = [_wire_item(m) for m in messages]
         common = {**self._stream(), "compression": int(self.compression)}
         calls = [{"messages": items[i : i + batch_size], **common} for i in range(0, len(items), batch_size)]
         return [ack for acks in self._client._pipeline("enqueue_messages", calls, in_flight) for ack in acks]

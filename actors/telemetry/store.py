@@ -523,12 +523,13 @@ class TelemetryStore:
             states = dict(self._states)
             counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
             reported = conn.execute("SELECT count(*) FROM reported_updates WHERE sent_at IS NULL").fetchone()[0]
+            used_bytes = self._used_bytes  # read under the lock, with the state counts
         return {
             "schema_version": SCHEMA_VERSION,
             "pending": states.get(_PENDING, 0),
             "forwarded": states.get(_FORWARDED, 0),
             "rejected": states.get(_REJECTED, 0),
-            "bytes_used": self._used_bytes,
+            "bytes_used": used_bytes,
             "quota_bytes": self.quota_bytes,
             "overflow": str(self.overflow),
             "duplicates": counters.pop("duplicate", 0),

@@ -134,7 +134,7 @@ def main() -> None:
     ports = [free_port() for _ in range(3)]
     closed_port, upstream_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
-    runs: dict[str, list[float]] = {"raw": [], "raw_store_schema": [], "store": [], "bus": [], "bus_sequential": []}
+    runs: dict[str, list[float]] = {"raw": [], "raw_multi_row": [], "raw_store_schema": [], "store": [], "bus": [], "bus_sequential": []}
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as tmp_name:
         tmp = Path(tmp_name)
         offline = {"instance_url": f"http://127.0.0.1:{closed_port}", "provisioning_token": TOKEN, "device_id": DEVICE,
@@ -156,6 +156,7 @@ def main() -> None:
             time.sleep(1.0)  # let the actors settle after start-up
             for n in range(args.rounds):
                 runs["raw"].append(raw_rate(tmp / f"raw{n}.db", args.messages, args.batch))
+                runs["raw_multi_row"].append(raw_rate(tmp / f"multi{n}.db", args.messages, args.batch, multi_row=True))
                 runs["raw_store_schema"].append(raw_rate(tmp / f"schema{n}.db", args.messages, args.batch, store_schema=True))
                 runs["store"].append(store_payloads_rate(tmp / f"store{n}.db", args.messages, args.batch))
                 runs["bus"].append(_bus_rate(sessions[f"bench{n}p"], args.messages, args.batch, args.in_flight))
@@ -177,10 +178,12 @@ def main() -> None:
     print(f"durable ingest, {n} x {len(PAYLOAD)} B payloads, {b} per transaction / per enqueue_messages call, WAL + synchronous=FULL")
     print(f"medians of {args.rounds} alternating rounds          msgs/s   vs raw plain")
     print(f"  (b) raw sqlite3 executemany, plain table        {med['raw']:>10,.0f}   1.00")
+    print(f"  (b) raw sqlite3 multi-row INSERT, plain table   {med['raw_multi_row']:>10,.0f}   {med['raw_multi_row'] / med['raw']:.2f}")
     print(f"  (b) raw sqlite3 executemany, store's schema     {med['raw_store_schema']:>10,.0f}   {med['raw_store_schema'] / med['raw']:.2f}")
     print(f"      TelemetryStore.append_payloads, in-process  {med['store']:>10,.0f}   {med['store'] / med['raw']:.2f}")
     print(f"  (a) through the bus, {args.in_flight} calls in flight        {med['bus']:>10,.0f}   {med['bus'] / med['raw']:.2f}   (target >= 0.50)")
     print(f"      through the bus, one call at a time         {med['bus_sequential']:>10,.0f}   {med['bus_sequential'] / med['raw']:.2f}")
+    print(f"      bus ({args.in_flight} in flight) / raw multi-row INSERT                {med['bus'] / med['raw_multi_row']:.2f}")
     print(f"      bus ({args.in_flight} in flight) / in-process store                    {med['bus'] / med['store']:.2f}")
     for name, values in runs.items():
         print(f"  runs {name:<17} " + "  ".join(f"{v:>9,.0f}" for v in values))

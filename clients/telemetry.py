@@ -371,6 +371,14 @@ class DeviceClient(BusSession):
         return dict(self._call("stats"))
 
 
+def _acks(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """The actor's column-wise acks as one ``{"seq", "stream_seq", "duplicate"}`` per message."""
+    return [
+        {"seq": seq, "stream_seq": stream_seq, "duplicate": duplicate}
+        for seq, stream_seq, duplicate in zip(columns["seq"], columns["stream_seq"], columns["duplicate"], strict=True)
+    ]
+
+
 def _wire_item(message: str | bytes | bytearray | memoryview | Mapping[str, Any]) -> str | bytes | dict[str, Any]:
     """One ``enqueue_messages`` item as the actor takes it: a payload, or a map with ``payload``."""
     if isinstance(message, str | bytes):
@@ -453,7 +461,12 @@ class StreamSender:
         items = [_wire_item(m) for m in messages]
         common = {**self._stream(), "compression": int(self.compression)}
         calls = [{"messages": items[i : i + batch_size], **common} for i in range(0, len(items), batch_size)]
-        return [ack for acks in self._client._pipeline("enqueue_messages", calls, in_flight) for ack in acks]
+        try:
+            replies = self._client._pipeline("enqueue_messages", calls, in_flight)
+        except SpotflowError as exc:
+            exc.details["results"] = [None if r is None else _acks(r) for r in exc.details["results"]]
+            raise
+        return [ack for reply in replies for ack in _acks(reply)]
 
     def enqueue_batch_completion(self, batch_id: str) -> None:
         """Enqueue the manual completion of the current Batch."""

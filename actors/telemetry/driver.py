@@ -32,6 +32,7 @@ from actors.telemetry.config import TelemetryConfig
 from actors.telemetry.forwarder import Forwarder
 from actors.telemetry.model import (
     Ack,
+    AckRun,
     Compression,
     DesiredProperties,
     MessageKind,
@@ -128,7 +129,7 @@ class TelemetryDriver:
         *,
         compression: Compression = Compression.UNCOMPRESSED,
         timestamp: float | None = None,
-    ) -> list[Ack]:
+    ) -> AckRun:
         """Store plain readings of one stream in one transaction (acked after commit) and wake the forwarder."""
         acks = self.store.append_payloads(stream_group, stream, payloads, compression=compression, timestamp=timestamp)
         self.forwarder.notify()

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_STREAM",
     "DEFAULT_STREAM_GROUP",
     "Ack",
+    "AckRun",
     "Compression",
     "DesiredProperties",
     "MessageKind",
@@ -134,6 +135,23 @@ class Ack:
     seq: int
     stream_seq: int
     duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AckRun:
+    """The acks of ``count`` messages stored one after another in one stream, none a duplicate:
+    message ``i`` got ``seq = first_seq + i`` and ``stream_seq = first_stream_seq + i``.
+
+    What ``TelemetryStore.append_payloads`` returns: a batch of readings needs no object per ack.
+    """
+
+    first_seq: int
+    first_stream_seq: int
+    count: int
+
+    def acks(self) -> list[Ack]:
+        """One ``Ack`` per message, in order."""
+        return [Ack(self.first_seq + i, self.first_stream_seq + i) for i in range(self.count)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

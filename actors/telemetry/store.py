@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import sqlite3
@@ -36,6 +37,7 @@ import structlog
 
 from actors.telemetry.model import (
     Ack,
+    AckRun,
     Compression,
     DesiredProperties,
     MessageKind,
@@ -90,10 +92,23 @@ class _Duplicate(Exception):
     """The one-statement insert skipped a row: redo the append row by row to find which."""
 
 
+READINGS_PER_STATEMENT = 500  # rows per multi-row INSERT of readings (4 bound values each, far below SQLite's 32766)
+
+
+@functools.lru_cache(maxsize=256)
+def _readings_insert(stream_id: int, compression: int, rows: int) -> str:
+    """The INSERT of ``rows`` readings; the constants are literals (integers of our own making),
+    the timestamp is ``?1`` for all, and row ``i`` binds seq, stream_seq, payload and size as
+    ``?(2+4i)`` to ``?(5+4i)`` (numbered: SQLite numbers a bare ``?`` after the highest so far)."""
+    constants = f"{int(stream_id)}, {{}}, {_KIND_CODES[MessageKind.MESSAGE]}, {int(compression)}, ?1"
+    values = ", ".join(f"(?{2 + 4 * i}, {constants.format(f'?{3 + 4 * i}')}, ?{4 + 4 * i}, ?{5 + 4 * i})" for i in range(rows))
+    return f"INSERT INTO messages (seq, stream_id, stream_seq, kind, compression, timestamp, payload, size) VALUES {values}"
+
+
 class _Inserted(NamedTuple):
     """What one append inserted, for the bookkeeping around it."""
 
-    acks: list[Ack]
+    acks: list[Ack] | AckRun
     stored: int  # rows inserted (duplicates are not)
     stored_bytes: int
     duplicates: int
@@ -261,19 +276,24 @@ class TelemetryStore:
         *,
         compression: Compression = Compression.UNCOMPRESSED,
         timestamp: float | None = None,
-    ) -> list[Ack]:
+    ) -> AckRun:
         """Store plain readings of one stream (no ids, one timestamp) in one transaction.
 
         The same as ``append_many`` with ``OutgoingMessage.create(payload, stream_group=...,
         stream=..., compression=..., timestamp=...)`` for each payload, without building a
-        message object per reading and binding only the columns that vary: the path producers
-        of small readings take.
+        message object per reading, binding only the columns that vary, many rows per
+        statement: the path producers of small readings take. Readings are never duplicates, so
+        the acks are one run (``AckRun``).
         """
         key = (stream_group, stream)
         ts = time.time() if timestamp is None else timestamp
-        return self._append(lambda conn, _row_by_row: self._insert_readings(conn, key, int(compression), ts, payloads), len(payloads))
+        if not payloads:
+            return AckRun(0, 0, 0)
+        acks = self._append(lambda conn, _row_by_row: self._insert_readings(conn, key, int(compression), ts, payloads), len(payloads))
+        assert isinstance(acks, AckRun)
+        return acks
 
-    def _append(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], count: int) -> list[Ack]:
+    def _append(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], count: int) -> list[Ack] | AckRun:
         """Run ``insert`` in a transaction with the quota, numbering and counters around it.
 
         ``insert`` first runs with ``row_by_row`` false (one ``executemany``); if it raises
@@ -302,7 +322,7 @@ class TelemetryStore:
                 self._restore(before)
                 raise
 
-    def _append_in_transaction(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], *, row_by_row: bool) -> list[Ack]:
+    def _append_in_transaction(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], *, row_by_row: bool) -> list[Ack] | AckRun:
         with self._writing() as conn:
             done = insert(conn, row_by_row)
             self._used_bytes += done.stored_bytes
@@ -351,23 +371,22 @@ class TelemetryStore:
     def _insert_readings(self, conn: sqlite3.Connection, key: tuple[str, str], compression: int, ts: float, payloads: Sequence[bytes]) -> _Inserted:
         """Number and insert plain readings of one stream: no ids, so no duplicates to look for.
 
-        Only the varying columns are bound per row; the stream id, kind and compression are
-        literals in the statement (integers of our own, and sqlite3 caches the few statements).
-        Binding a None costs as much as an integer here, so the id columns are left out.
+        Many rows per INSERT (``_readings_insert``): one statement step for up to
+        ``READINGS_PER_STATEMENT`` rows instead of one per row, which halves sqlite3's per-row
+        cost, and only the varying columns are bound (binding a None costs as much as an int).
         """
         stream_id = self._stream_id(conn, key)
         first_seq, first_stream_seq, n = self._last_seq + 1, self._stream_last[stream_id] + 1, len(payloads)
         base = ROW_OVERHEAD_BYTES + len(key[0]) + len(key[1])
-        rows = [(first_seq + i, first_stream_seq + i, ts, payload, base + len(payload)) for i, payload in enumerate(payloads)]
-        conn.executemany(
-            "INSERT INTO messages (seq, stream_id, stream_seq, kind, compression, timestamp, payload, size) "
-            f"VALUES (?, {int(stream_id)}, ?, {_KIND_CODES[MessageKind.MESSAGE]}, {int(compression)}, ?, ?, ?)",
-            rows,
-        )
+        for start in range(0, n, READINGS_PER_STATEMENT):
+            part = payloads[start : start + READINGS_PER_STATEMENT]
+            seq, stream_seq = first_seq + start, first_stream_seq + start
+            values = [v for i, payload in enumerate(part) for v in (seq + i, stream_seq + i, payload, base + len(payload))]
+            conn.execute(_readings_insert(stream_id, compression, len(part)), (ts, *values))
         self._stream_last[stream_id] += n
-        acks = [Ack(first_seq + i, first_stream_seq + i) for i in range(n)]
         stored_bytes = base * n + sum(map(len, payloads))
-        return _Inserted(acks, n, stored_bytes, 0, first_seq + n - 1, {stream_id: [first_stream_seq, first_stream_seq + n - 1, ts, ts]})
+        spans = {stream_id: [first_stream_seq, first_stream_seq + n - 1, ts, ts]}
+        return _Inserted(AckRun(first_seq, first_stream_seq, n), n, stored_bytes, 0, first_seq + n - 1, spans)
 
     def _stream_id(self, conn: sqlite3.Connection, key: tuple[str, str]) -> int:
         """The stream's id, creating the stream (in the current transaction) on first use."""

@@ -25,6 +25,7 @@ from actors.telemetry.model import (
 )
 from actors.telemetry.schema import APPLICATION_ID, SCHEMA_VERSION, open_database
 from actors.telemetry.store import (
+    READINGS_PER_STATEMENT,
     BLOCK_SPAN,
     EVICTED_FOR_QUOTA,
     REJECTED_QUOTA,
@@ -383,7 +384,7 @@ class TestMigrationToV3:
                 OutgoingMessage.create(b"n1", stream_group="g", stream="new", timestamp=22.0),
             ])  # fmt: skip
             assert [(a.seq, a.stream_seq, a.duplicate) for a in acks] == [(9, 6, False), (10, 2, False), (11, 1, False)]
-            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "b", [b"b3", b"b4"], timestamp=23.0)] == [(12, 3), (13, 4)]
+            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "b", [b"b3", b"b4"], timestamp=23.0).acks()] == [(12, 3), (13, 4)]
             assert store.last_seq() == 13
         with TelemetryStore.open(str(db_path)) as store:
             assert store.last_seq() == 13
@@ -467,7 +468,7 @@ class TestAppendPayloads:
             with TelemetryStore.open(str(tmp_path / name)) as store:
                 self._prefill(store)
                 if via_payloads:
-                    acks = store.append_payloads("g", "s", payloads, compression=Compression.FASTEST, timestamp=7.5)
+                    acks = store.append_payloads("g", "s", payloads, compression=Compression.FASTEST, timestamp=7.5).acks()
                 else:
                     acks = store.append_many([reading(p, "s", ts=7.5, compression=Compression.FASTEST) for p in payloads])
                 after = store.append_many([reading(b"after", "s", ts=8.0), reading(b"o2", "other", ts=8.0)])
@@ -482,10 +483,21 @@ class TestAppendPayloads:
             (MessageKind.MESSAGE, Compression.FASTEST, 7.5, None, None, None, None, "pending")
         }
 
+    def test_more_readings_than_one_statement_holds(self, store: TelemetryStore) -> None:
+        """An append larger than READINGS_PER_STATEMENT is split over statements with one run of numbers."""
+        n = 2 * READINGS_PER_STATEMENT + 37
+        payloads = [i.to_bytes(2, "big") for i in range(n)]
+        store.append_payloads("g", "other", [b"x"], timestamp=1.0)
+        run = store.append_payloads("g", "big", payloads, timestamp=2.0)
+        assert (run.first_seq, run.first_stream_seq, run.count) == (2, 1, n)
+        rows = store.history("g", "big", limit=10000)
+        assert [(r.seq, r.stream_seq, r.payload) for r in rows] == [(2 + i, 1 + i, payloads[i]) for i in range(n)]
+        assert store.pending_count() == n + 1 and store.last_seq() == n + 1
+
     def test_new_stream_and_default_timestamp(self, store: TelemetryStore) -> None:
         """A first append creates the stream at stream_seq 1; without a timestamp the rows get the time of the call."""
         before = time.time()
-        acks = store.append_payloads("g", "fresh", [b"a", b"b", b"c"])
+        acks = store.append_payloads("g", "fresh", [b"a", b"b", b"c"]).acks()
         after = time.time()
         assert [(a.seq, a.stream_seq) for a in acks] == [(1, 1), (2, 2), (3, 3)]
         rows = store.history("g", "fresh")
@@ -494,11 +506,11 @@ class TestAppendPayloads:
         assert store.pending_count() == 3 and store.oldest_pending_seq() == 1
 
     def test_empty_list_writes_nothing(self, store: TelemetryStore, db_path: Path) -> None:
-        """An empty list returns [] and creates no stream, row or number."""
+        """An empty list returns an empty run and creates no stream, row or number."""
         store.append_payloads("g", "s", [b"one"], timestamp=1.0)
         stats = store.stats()
-        assert store.append_payloads("g", "s", []) == []
-        assert store.append_payloads("g", "never", []) == []
+        assert store.append_payloads("g", "s", []).acks() == []
+        assert store.append_payloads("g", "never", []).count == 0
         assert store.stats() == stats and store.last_seq() == 1
         conn = sqlite3.connect(db_path)
         try:
@@ -522,8 +534,8 @@ class TestAppendPayloads:
             with pytest.raises(QuotaExceeded):
                 store.append_payloads("g", "new-stream", [b"w" * 200], timestamp=3.0)
             assert store.history("g", "new-stream") == [] and store.stats()["drops"] == {REJECTED_QUOTA: 5}
-            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "s", [b"fits"], timestamp=4.0)] == [(6, 6)]
-            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "new-stream", [b"f"], timestamp=4.0)] == [(7, 1)]
+            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "s", [b"fits"], timestamp=4.0).acks()] == [(6, 6)]
+            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "new-stream", [b"f"], timestamp=4.0).acks()] == [(7, 1)]
 
     def test_evict_forwarded_makes_room_for_readings(self, db_path: Path) -> None:
         """Under evict_forwarded, readings evict the oldest forwarded rows and are stored."""
@@ -531,7 +543,7 @@ class TestAppendPayloads:
             store.append_payloads("g", "s", [b"x" * 100] * 5, timestamp=1.0)
             forward_all(store)
             # 7 x 166 bytes = 1162: one evicted row (166 bytes) brings it under 1000.
-            acks = store.append_payloads("g", "s", [b"y" * 100] * 2, timestamp=2.0)
+            acks = store.append_payloads("g", "s", [b"y" * 100] * 2, timestamp=2.0).acks()
             assert [a.stream_seq for a in acks] == [6, 7]
             assert [m.stream_seq for m in store.history("g", "s")] == [2, 3, 4, 5, 6, 7]
             assert store.stats()["drops"] == {EVICTED_FOR_QUOTA: 1}

@@ -1,18 +1,25 @@
 """Telemetry: durable ingest through the bus beside raw sqlite3 in the same run, and forwarding
 from the actor's store to the reference ingest server.
 
-    python bench/telemetry_bench.py [--messages 20000] [--batch 100] [--rounds 3] [--forward 20000]
+    python bench/telemetry_bench.py [--messages 50000] [--batch 100] [--rounds 5] [--in-flight 4]
+                                    [--forward 20000] [--forward-batch 100]
 
-(a) through the bus: 64-byte readings sent with the Spotflow-style facade
-    (``StreamSender.enqueue_messages``), ``--batch`` per call, one call at a time: client → broker
-    → telemetry actor process → ``TelemetryStore.append_many`` → COMMIT (WAL, synchronous=FULL)
-    → ack back to the client. Each round uses a fresh actor with an empty store whose upstream is
-    a port nobody listens on, so the forwarder only retries its provisioning now and then and
-    does not compete with the ingest (the device-offline case; the store is what is measured).
-(b) raw sqlite3: the same payloads, ``--batch`` rows per transaction with one ``executemany``,
-    WAL + synchronous=FULL (as the store), into a plain table and into the store's own schema
-    (its table and indexes); and ``TelemetryStore.append_many`` in-process (no bus), to split the
-    gap into "store" and "bus". Raw and bus alternate ``--rounds`` times; medians are reported.
+(a) through the bus: ``--messages`` readings of 64 bytes sent with the Spotflow-style facade,
+    ``StreamSender.enqueue_messages(payloads, batch_size=--batch, in_flight=--in-flight)``:
+    client → broker → telemetry actor process → ``TelemetryStore.append_payloads`` → COMMIT
+    (WAL, synchronous=FULL) → acks back, one call and one transaction per ``--batch`` messages,
+    ``--in-flight`` calls outstanding. Also measured: one call at a time (``in_flight=1``), and
+    pipelined with a subscriber process receiving every message's live event (so the actor
+    encodes and sends them; without subscribers it skips encoding). Each run uses a fresh actor
+    with an empty store whose upstream is a port nobody listens on, so the forwarder only
+    retries its provisioning now and then and does not compete with the ingest (the
+    device-offline case; the store is what is measured).
+(b) raw sqlite3: the same payloads, ``--batch`` rows per transaction, WAL + synchronous=FULL (as
+    the store): one ``executemany`` into a plain table (the reference of the target), one
+    multi-row INSERT into the plain table (what the store does for readings: a stricter
+    reference), one ``executemany`` into the store's own table and indexes; and
+    ``TelemetryStore.append_payloads`` in-process (no bus), to split the gap into "store" and
+    "bus". Raw, store and bus alternate ``--rounds`` times; medians are reported.
 (c) forwarding: ``--forward`` messages are enqueued while the actor's upstream port is closed,
     then the reference ingest server is started on that port and the store drains into it. The
     rate is taken from the server's own ``received_at`` stamps (first to last upload, the first
@@ -22,10 +29,12 @@ from the actor's store to the reference ingest server.
 Every process listens on 127.0.0.1 in a temporary directory; all are stopped at exit.
 """
 
+
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import sqlite3
 import statistics
@@ -90,6 +99,44 @@ def _bus_rate(client: DeviceClient, messages: int, batch: int, in_flight: int) -
     return messages / elapsed
 
 
+def _count_events(endpoint: str, prefix: str, last_stream_seq: int, ready: Any, result: Any) -> None:
+    """Subscriber process: count the events under ``prefix`` (and the gaps it was told of) until
+    the one with ``last_stream_seq`` (or 10 s of silence); put ``(received, missed)`` on ``result``."""
+    from bus.client import Client
+
+    with Client(endpoint) as bus, bus.subscribe(prefix, timeout=10.0) as sub:
+        sub.wait_ready()
+        ready.set()
+        received = missed = 0
+        for event in sub:
+            received += 1
+            missed += event.missed
+            if event.data["stream_seq"] >= last_stream_seq:
+                break
+    result.put((received, missed))
+
+
+def _bus_rate_heard(endpoint: str, client: DeviceClient, service: str, messages: int, batch: int, in_flight: int) -> tuple[float, int, int]:
+    """``_bus_rate`` with a subscriber process receiving every stored message's live event
+    (so the actor encodes and sends them); returns the rate, events received and events missed."""
+    ctx = mp.get_context("spawn")
+    ready, result = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_count_events, args=(endpoint, f"{service}.stream.", messages, ready, result), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the subscriber did not get ready")
+        # wait_ready proves the broker forwards to the subscriber; the subscription reaches
+        # the actor a moment later, so the first enqueue waits for its first event's arrival.
+        rate = _bus_rate(client, messages, batch, in_flight)
+        received, missed = result.get(timeout=60)
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    return rate, received, missed
+
+
 def _forward(endpoint: str, service: str, tmp: Path, port: int, messages: int, batch: int, procs: list[subprocess.Popen[bytes]], env: dict[str, str]) -> dict[str, float]:
     """Enqueue ``messages`` with the upstream closed, open it, time the drain."""
     with _connect(endpoint, service) as client:
@@ -122,9 +169,9 @@ def _forward(endpoint: str, service: str, tmp: Path, port: int, messages: int, b
 def main() -> None:
     """Run (b) and (a) alternately, then (c); print one table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=20_000, help="messages per ingest run")
+    parser.add_argument("--messages", type=int, default=50_000, help="messages per ingest run")
     parser.add_argument("--batch", type=int, default=100, help="messages per enqueue_messages call / per transaction")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--in-flight", type=int, default=4, help="enqueue_messages calls outstanding at once in the pipelined line")
     parser.add_argument("--forward", type=int, default=20_000, help="messages drained to the ingest server")
     parser.add_argument("--forward-batch", type=int, default=100, help="the forwarder's max_batch_messages (actor default 100)")
@@ -134,12 +181,13 @@ def main() -> None:
     ports = [free_port() for _ in range(3)]
     closed_port, upstream_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
-    runs: dict[str, list[float]] = {"raw": [], "raw_multi_row": [], "raw_store_schema": [], "store": [], "bus": [], "bus_sequential": []}
+    runs: dict[str, list[float]] = {"raw": [], "raw_multi_row": [], "raw_store_schema": [], "store": [], "bus": [], "bus_sequential": [], "bus_heard": []}
+    heard: list[tuple[int, int]] = []  # (events received, gaps reported) per round
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as tmp_name:
         tmp = Path(tmp_name)
         offline = {"instance_url": f"http://127.0.0.1:{closed_port}", "provisioning_token": TOKEN, "device_id": DEVICE,
                    "backoff_initial_s": 1.0, "backoff_max_s": 5.0}  # fmt: skip
-        bench_actors = [f"bench{n}{mode}" for n in range(args.rounds) for mode in ("p", "s")]  # pipelined, sequential
+        bench_actors = [f"bench{n}{mode}" for n in range(args.rounds) for mode in ("p", "s", "h")]  # pipelined, sequential, heard
         actors = {name: {"db": str(tmp / name / "telemetry.db"), **offline} for name in bench_actors}
         actors["fwd"] = {
             "db": str(tmp / "fwd" / "telemetry.db"), "instance_url": f"http://127.0.0.1:{upstream_port}", "provisioning_token": TOKEN,
@@ -161,6 +209,9 @@ def main() -> None:
                 runs["store"].append(store_payloads_rate(tmp / f"store{n}.db", args.messages, args.batch))
                 runs["bus"].append(_bus_rate(sessions[f"bench{n}p"], args.messages, args.batch, args.in_flight))
                 runs["bus_sequential"].append(_bus_rate(sessions[f"bench{n}s"], args.messages, args.batch, 1))
+                rate, received, missed = _bus_rate_heard(endpoint, sessions[f"bench{n}h"], f"bench{n}h", args.messages, args.batch, args.in_flight)
+                runs["bus_heard"].append(rate)
+                heard.append((received, missed))
             for session in sessions.values():
                 session.close()
             forward = _forward(endpoint, "fwd", tmp, upstream_port, args.forward, args.batch, procs, env)
@@ -183,6 +234,8 @@ def main() -> None:
     print(f"      TelemetryStore.append_payloads, in-process  {med['store']:>10,.0f}   {med['store'] / med['raw']:.2f}")
     print(f"  (a) through the bus, {args.in_flight} calls in flight        {med['bus']:>10,.0f}   {med['bus'] / med['raw']:.2f}   (target >= 0.50)")
     print(f"      through the bus, one call at a time         {med['bus_sequential']:>10,.0f}   {med['bus_sequential'] / med['raw']:.2f}")
+    print(f"      through the bus, {args.in_flight} in flight, 1 subscriber {med['bus_heard']:>10,.0f}   {med['bus_heard'] / med['raw']:.2f}   "
+          f"(events received/missed per round: {', '.join(f'{r}/{m}' for r, m in heard)})")
     print(f"      bus ({args.in_flight} in flight) / raw multi-row INSERT                {med['bus'] / med['raw_multi_row']:.2f}")
     print(f"      bus ({args.in_flight} in flight) / in-process store                    {med['bus'] / med['store']:.2f}")
     for name, values in runs.items():

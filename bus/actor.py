@@ -134,6 +134,7 @@ class Actor:
         self._epoch = protocol.new_epoch()
         self._topics: dict[str, list[Any]] = {}  # event name -> [frame prefix, last seq, listened (None: unknown)]
         self._subscriptions: set[bytes] = set()  # prefixes subscribed through the broker
+        self._subscriptions_check_due = False
         self._queue: collections.deque[_Request] = collections.deque()
         self._current: _Request | None = None
         self._inflight: dict[str, _Request] = {}
@@ -184,7 +185,22 @@ class Actor:
         ``events_dropped`` (subscribers see the gap through the sequence number). With no
         subscriber to the topic the event is not even encoded; its number is used up all the same.
         """
-        self.publish_many(event, (data,), count=1)
+        entry = self._topics.get(event) or self._new_topic(event)
+        entry[1] += 1
+        pub = self._pub
+        if pub is None:
+            self.events_dropped += 1
+            return
+        listened = entry[2]
+        if listened is None:
+            listened = entry[2] = self._listened(entry[0])
+        if not listened:
+            return
+        try:
+            pub.send(entry[0] + protocol.encode_event_body(self.name, self._epoch, entry[1], time.time(), data), _NOBLOCK)
+        except zmq.Again:
+            self.events_dropped += 1
+        self._after_send()
 
     def publish_many(
         self, event: str, items: Iterable[Any], *, count: int | None = None, common: Mapping[str, Any] | None = None
@@ -200,9 +216,7 @@ class Actor:
         if count is None:
             items = items if isinstance(items, Sequence) else list(items)
             count = len(items)
-        entry = self._topics.get(event)
-        if entry is None:
-            entry = self._topics[event] = [protocol.event_prefix(f"{self.name}.{event}"), 0, None]
+        entry = self._topics.get(event) or self._new_topic(event)
         first, entry[1] = entry[1] + 1, entry[1] + count
         pub = self._pub
         if pub is None:
@@ -225,6 +239,19 @@ class Actor:
                 pub.send(prefix + body, _NOBLOCK)
             except zmq.Again:
                 self.events_dropped += 1
+        self._after_send()
+
+    def _new_topic(self, event: str) -> list[Any]:
+        entry = self._topics[event] = [protocol.event_prefix(f"{self.name}.{event}"), 0, None]
+        return entry
+
+    def _after_send(self) -> None:
+        """A send can consume the publish socket's FD edge, and with it the wake-up for a
+        subscription that arrived meanwhile: look at the socket once more on the next loop turn
+        (once per turn, however many events were sent in it)."""
+        if not self._subscriptions_check_due:
+            self._subscriptions_check_due = True
+            self._loop.call_soon(self._read_subscriptions)
 
     def _listened(self, prefix: bytes) -> bool:
         """Whether a subscription can match frames that start with ``prefix`` (``topic NUL``)."""
@@ -236,9 +263,10 @@ class Actor:
         """Take the (un)subscriptions the broker forwarded to the XPUB socket; non-blocking.
 
         The broker's XSUB passes each distinct prefix once (and its withdrawal when the last
-        subscriber of it leaves), so a set is the exact state. Called on every publish: a send
-        can consume the socket's FD edge, so the reader callback alone could miss one.
+        subscriber of it leaves), so a set is the exact state. Called when the socket's FD is
+        readable, after a loop turn that sent events (``_after_send``) and before each burst.
         """
+        self._subscriptions_check_due = False
         pub = self._pub
         changed = False
         while pub is not None and pub.getsockopt(zmq.EVENTS) & zmq.POLLIN:

@@ -7,9 +7,9 @@ cancelled. A new actor kind joins the suite by adding one ``ContractTarget`` her
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -23,8 +23,9 @@ class ContractTarget:
     slow: tuple[str, dict[str, Any]]
     #: Simulators as (module, args) started before the actor; args may use {port[NAME]} placeholders.
     simulators: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    #: Builds actor options from the ports allocated for the placeholders.
-    options: Callable[[dict[str, int]], dict[str, Any]] | None = None
+    #: Builds actor options from the ports allocated for the placeholders and the test's own
+    #: temporary directory (for files the actor writes; removed with the test).
+    options: Callable[[dict[str, int], Path], dict[str, Any]] | None = None
     ports: tuple[str, ...] = field(default=())
 
 
@@ -48,7 +49,7 @@ TARGETS: list[ContractTarget] = [
                 ("--listen", "127.0.0.1:{port[fr]}", "--logger-listen", "127.0.0.1:{port[frlog]}", "--project", "slow.prj", "--run-s", "60"),
             ),
         ),
-        options=lambda ports: {
+        options=lambda ports, _tmp: {
             "port": "LAN",
             "settings": f"127.0.0.1:{ports['fr']}",
             "logger_address": f"127.0.0.1:{ports['frlog']}",
@@ -72,12 +73,12 @@ TARGETS: list[ContractTarget] = [
                 ),
             ),
         ),
-        options=lambda ports: {
+        options=lambda ports, tmp: {
             "host": "127.0.0.1",
             "port": ports["flux"],
             "manage_port": ports["fluxmanage"],
             "password": "contract",
-            "key": f"{tempfile.mkdtemp(prefix='linebus-contract-flux-')}/client.pem",
+            "key": str(tmp / "flux-client.pem"),
             "backoff_max_s": 0.5,
         },
         ports=("flux", "fluxmanage", "fluxudp"),
@@ -88,7 +89,7 @@ TARGETS: list[ContractTarget] = [
         quick=("list", {}),
         # Wait for a device that never announces: progress at once and every second, for 60 s.
         slow=("discover_device", {"uuid": "0123456789abcdef0123456789abcdef", "timeout_s": 60.0}),
-        options=lambda ports: {"group": "", "listen": f"127.0.0.1:{ports['discovery']}", "presence": False},
+        options=lambda ports, _tmp: {"group": "", "listen": f"127.0.0.1:{ports['discovery']}", "presence": False},
         ports=("discovery",),
     ),
     ContractTarget(
@@ -99,8 +100,8 @@ TARGETS: list[ContractTarget] = [
         # keeps provisioning in the background), so send_message stores its message, reports
         # {"pending": 1, ...} at once and every half second, and waits until cancelled.
         slow=("send_message", {"payload": b"never forwarded", "stream": "contract"}),
-        options=lambda ports: {
-            "db": f"{tempfile.mkdtemp(prefix='linebus-contract-telemetry-')}/dut.db",
+        options=lambda ports, tmp: {
+            "db": str(tmp / "telemetry" / "dut.db"),
             "instance_url": f"http://127.0.0.1:{ports['upstream']}",
             "provisioning_token": "contract-token",
             "device_id": "contract-dut",

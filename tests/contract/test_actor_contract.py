@@ -31,7 +31,7 @@ def target_line(request: pytest.FixtureRequest, tmp_path: Path, processes: Proce
         wait_ready_line(sim, scaled(20))
     actor = {"name": "dut", **target.actor}
     if target.options is not None:
-        actor["options"] = target.options(ports)
+        actor["options"] = target.options(ports, tmp_path)
     endpoints = Endpoints.fresh()
     config = write_config(tmp_path / "contract.toml", endpoints, [actor], heartbeat_s=HEARTBEAT_S)
     line = Line(config, endpoints, processes)

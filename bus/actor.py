@@ -191,11 +191,14 @@ class Actor:
         if pub is None:
             self.events_dropped += 1
             return
-        listened = entry[2]
-        if listened is None:
-            listened = entry[2] = self._listened(entry[0])
-        if not listened:
-            return
+        if not entry[2]:
+            # Unknown or unheard: take the subscriptions waiting in the socket first, as a PUB
+            # socket applies them at send time (a subscriber that just got ready must not miss it).
+            self._read_subscriptions()
+            if entry[2] is None:
+                entry[2] = self._listened(entry[0])
+            if not entry[2]:
+                return
         try:
             pub.send(entry[0] + protocol.encode_event_body(self.name, self._epoch, entry[1], time.time(), data), _NOBLOCK)
         except zmq.Again:

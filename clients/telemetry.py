@@ -381,8 +381,10 @@ def _acks(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
 
 def _wire_item(message: str | bytes | bytearray | memoryview | Mapping[str, Any]) -> str | bytes | dict[str, Any]:
     """One ``enqueue_messages`` item as the actor takes it: a payload, or a map with ``payload``."""
-    if isinstance(message, str | bytes):
+    if isinstance(message, bytes):
         return message
+    if isinstance(message, str):
+        return message.encode()  # what the actor would store; bytes take its fast path
     if isinstance(message, bytearray | memoryview):
         return bytes(message)
     if isinstance(message, Mapping):

@@ -390,6 +390,8 @@ class TelemetryActor(Actor):
         """
         if not messages:
             return {"seq": [], "stream_seq": [], "duplicate": []}
+        if not all(type(item) is bytes for item in messages) and all(type(item) in (bytes, str) for item in messages):
+            messages = [item.encode() if type(item) is str else item for item in messages]  # as OutgoingMessage.create does
         if all(type(item) is bytes for item in messages):
             # Plain readings of the command's stream, the bulk case: no per-message objects.
             names = self.create_stream_sender(stream_group, stream, compression)

@@ -191,14 +191,8 @@ class Actor:
         if pub is None:
             self.events_dropped += 1
             return
-        if not entry[2]:
-            # Unknown or unheard: take the subscriptions waiting in the socket first, as a PUB
-            # socket applies them at send time (a subscriber that just got ready must not miss it).
-            self._read_subscriptions()
-            if entry[2] is None:
-                entry[2] = self._listened(entry[0])
-            if not entry[2]:
-                return
+        if not self._heard(entry):
+            return
         try:
             pub.send(entry[0] + protocol.encode_event_body(self.name, self._epoch, entry[1], time.time(), data), _NOBLOCK)
         except zmq.Again:
@@ -225,10 +219,7 @@ class Actor:
         if pub is None:
             self.events_dropped += count
             return
-        self._read_subscriptions()
-        if entry[2] is None:
-            entry[2] = self._listened(entry[0])
-        if not entry[2]:
+        if not self._heard(entry):
             return
         now, prefix = time.time(), entry[0]
         if common is None:
@@ -247,6 +238,18 @@ class Actor:
     def _new_topic(self, event: str) -> list[Any]:
         entry = self._topics[event] = [protocol.event_prefix(f"{self.name}.{event}"), 0, None]
         return entry
+
+    def _heard(self, entry: list[Any]) -> bool:
+        """Whether a subscription can match the topic of ``entry`` (cached until they change).
+
+        An unknown or unheard topic first takes the subscriptions waiting in the socket, as a
+        PUB socket applies them at send time: a subscriber that just got ready must not miss it.
+        """
+        if not entry[2]:
+            self._read_subscriptions()
+            if entry[2] is None:
+                entry[2] = self._listened(entry[0])
+        return bool(entry[2])
 
     def _after_send(self) -> None:
         """A send can consume the publish socket's FD edge, and with it the wake-up for a
@@ -267,7 +270,8 @@ class Actor:
 
         The broker's XSUB passes each distinct prefix once (and its withdrawal when the last
         subscriber of it leaves), so a set is the exact state. Called when the socket's FD is
-        readable, after a loop turn that sent events (``_after_send``) and before each burst.
+        readable, after a loop turn that sent events (``_after_send``), and before publishing to
+        a topic not known to be heard (``_heard``).
         """
         self._subscriptions_check_due = False
         pub = self._pub

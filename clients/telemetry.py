@@ -379,17 +379,22 @@ def _acks(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _wire_item(message: str | bytes | bytearray | memoryview | Mapping[str, Any]) -> str | bytes | dict[str, Any]:
+def _payload(payload: object, what: str = "payload") -> bytes:
+    """A payload as the actor stores it: bytes (str as UTF-8, which also takes the actor's fast path)."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload)
+    raise SpotflowError(f"{what} must be str or bytes, not {type(payload).__name__}", "invalid_arguments", details={"argument": "payload"})
+
+
+def _wire_item(message: str | bytes | bytearray | memoryview | Mapping[str, Any]) -> bytes | dict[str, Any]:
     """One ``enqueue_messages`` item as the actor takes it: a payload, or a map with ``payload``."""
-    if isinstance(message, bytes):
-        return message
-    if isinstance(message, str):
-        return message.encode()  # what the actor would store; bytes take its fast path
-    if isinstance(message, bytearray | memoryview):
-        return bytes(message)
     if isinstance(message, Mapping):
         return dict(message)
-    raise SpotflowError(f"a message must be str, bytes or a map with 'payload', not {type(message).__name__}", "invalid_arguments")
+    return _payload(message, "a message (or a map with 'payload')")
 
 
 class StreamSender:
@@ -405,9 +410,7 @@ class StreamSender:
         return {"stream_group": self.stream_group, "stream": self.stream}
 
     def _message(self, payload: str | bytes, ids: dict[str, str | None]) -> dict[str, Any]:
-        if not isinstance(payload, str | bytes | bytearray | memoryview):
-            raise SpotflowError("payload must be str or bytes", "invalid_arguments", details={"argument": "payload"})
-        args = {"payload": payload if isinstance(payload, str) else bytes(payload), **self._stream(), "compression": int(self.compression)}
+        args = {"payload": _payload(payload), **self._stream(), "compression": int(self.compression)}
         args.update({k: v for k, v in ids.items() if v is not None})
         return args
 

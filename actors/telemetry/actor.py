@@ -55,20 +55,25 @@ def _ack(ack: Ack) -> dict[str, Any]:
     return {"seq": ack.seq, "stream_seq": ack.stream_seq, "duplicate": ack.duplicate}
 
 
+def _ack_columns(acks: Sequence[Ack] | AckRun) -> dict[str, list[Any]]:
+    """The ``enqueue_messages`` answer: the acks as three columns (an ``AckRun`` without an object per ack)."""
+    if isinstance(acks, AckRun):
+        first, first_stream, n = acks.first_seq, acks.first_stream_seq, acks.count
+        return {"seq": list(range(first, first + n)), "stream_seq": list(range(first_stream, first_stream + n)), "duplicate": [False] * n}
+    return {"seq": [a.seq for a in acks], "stream_seq": [a.stream_seq for a in acks], "duplicate": [a.duplicate for a in acks]}
+
+
+def _event_fields(stream_group: str, stream: str, kind: MessageKind, timestamp: float, **ids: str | None) -> dict[str, Any]:
+    """A stored message's event without its numbers and payload (what a batch's events share)."""
+    return {"stream_group": stream_group, "stream": stream, "kind": str(kind), "batch_id": ids.get("batch_id"),
+            "message_id": ids.get("message_id"), "batch_slice_id": ids.get("batch_slice_id"), "chunk_id": ids.get("chunk_id"),
+            "timestamp": timestamp}  # fmt: skip
+
+
 def _message_event(message: OutgoingMessage | StoredMessage, seq: int, stream_seq: int) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "stream_seq": stream_seq,
-        "stream_group": message.stream_group,
-        "stream": message.stream,
-        "kind": str(message.kind),
-        "batch_id": message.batch_id,
-        "message_id": message.message_id,
-        "batch_slice_id": message.batch_slice_id,
-        "chunk_id": message.chunk_id,
-        "timestamp": message.timestamp,
-        "payload": message.payload,
-    }
+    ids = {"batch_id": message.batch_id, "message_id": message.message_id, "batch_slice_id": message.batch_slice_id, "chunk_id": message.chunk_id}
+    fields = _event_fields(message.stream_group, message.stream, message.kind, message.timestamp, **ids)
+    return {**fields, "seq": seq, "stream_seq": stream_seq, "payload": message.payload}
 
 
 def _desired(desired: DesiredProperties) -> dict[str, Any]:
@@ -206,8 +211,7 @@ class TelemetryActor(Actor):
             return driver.enqueue_payloads(stream_group, stream, payloads, compression=compression, timestamp=timestamp)
 
         def publish(run: AckRun) -> None:
-            common = {"stream_group": stream_group, "stream": stream, "kind": str(MessageKind.MESSAGE), "batch_id": None,
-                      "message_id": None, "batch_slice_id": None, "chunk_id": None, "timestamp": timestamp}  # fmt: skip
+            common = _event_fields(stream_group, stream, MessageKind.MESSAGE, timestamp)
             seq, stream_seq = run.first_seq, run.first_stream_seq
             items = ({"seq": seq + i, "stream_seq": stream_seq + i, "payload": payload} for i, payload in enumerate(payloads))
             self.publish_many(f"stream.{stream_group}.{stream}", items, count=run.count, common=common)
@@ -389,22 +393,16 @@ class TelemetryActor(Actor):
         readings answers in a few kilobytes that decode without building a thousand maps.
         """
         if not messages:
-            return {"seq": [], "stream_seq": [], "duplicate": []}
-        if not all(type(item) is bytes for item in messages) and all(type(item) in (bytes, str) for item in messages):
-            messages = [item.encode() if type(item) is str else item for item in messages]  # as OutgoingMessage.create does
-        if all(type(item) is bytes for item in messages):
-            # Plain readings of the command's stream, the bulk case: no per-message objects.
+            return _ack_columns([])
+        if all(type(item) is bytes or type(item) is str for item in messages):
+            # Plain readings of the command's stream, the bulk case: no per-message objects
+            # (str as UTF-8, as OutgoingMessage.create stores it).
+            payloads = [item if type(item) is bytes else item.encode() for item in messages]
             names = self.create_stream_sender(stream_group, stream, compression)
-            run = await self._store_payloads(names["stream_group"], names["stream"], messages, Compression(compression))
-            return {
-                "seq": list(range(run.first_seq, run.first_seq + run.count)),
-                "stream_seq": list(range(run.first_stream_seq, run.first_stream_seq + run.count)),
-                "duplicate": [False] * run.count,
-            }
+            return _ack_columns(await self._store_payloads(names["stream_group"], names["stream"], payloads, Compression(compression)))
         defaults = {"stream_group": stream_group, "stream": stream, "compression": compression}
         outgoing = [_outgoing(item, i, defaults) for i, item in enumerate(messages)]
-        acks = await self._store_messages(outgoing)
-        return {"seq": [a.seq for a in acks], "stream_seq": [a.stream_seq for a in acks], "duplicate": [a.duplicate for a in acks]}
+        return _ack_columns(await self._store_messages(outgoing))
 
     @command(concurrent=True)
     async def enqueue_batch_completion(self, batch_id: str, stream_group: str | None = None, stream: str | None = None) -> dict[str, Any]:

@@ -126,8 +126,8 @@ class QuotaExceeded(StorageError):
 def _entry_size(entry: _Entry) -> int:
     """The bytes a row counts against the quota: payload, names, ids and a fixed overhead."""
     # Spelled out rather than summed over a generator: this runs once per stored message.
-    _key, message_id, batch_id, slice_id, chunk_id = entry[:5]
-    size = ROW_OVERHEAD_BYTES + len(_key[0]) + len(_key[1]) + len(entry[8])
+    key, message_id, batch_id, slice_id, chunk_id = entry[:5]
+    size = ROW_OVERHEAD_BYTES + len(key[0]) + len(key[1]) + len(entry[8])
     if message_id or batch_id or slice_id or chunk_id:
         size += len(message_id or "") + len(batch_id or "") + len(slice_id or "") + len(chunk_id or "")
     return size
@@ -285,10 +285,10 @@ class TelemetryStore:
         statement: the path producers of small readings take. Readings are never duplicates, so
         the acks are one run (``AckRun``).
         """
-        key = (stream_group, stream)
-        ts = time.time() if timestamp is None else timestamp
         if not payloads:
             return AckRun(0, 0, 0)
+        key = (stream_group, stream)
+        ts = time.time() if timestamp is None else timestamp
         acks = self._append(lambda conn, _row_by_row: self._insert_readings(conn, key, int(compression), ts, payloads), len(payloads))
         assert isinstance(acks, AckRun)
         return acks

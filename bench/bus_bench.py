@@ -1,6 +1,6 @@
 """Bus benchmark against raw pyzmq in the same run; the same as ``linebus bench``.
 
-    python bench/bus_bench.py [--quick] [--json]
+python bench/bus_bench.py [--quick] [--json]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Per-message costs of the codec hot paths, in-process (no sockets): best of three runs.
 
-    python bench/codec_bench.py
+python bench/codec_bench.py
 """
 
 from __future__ import annotations
@@ -31,14 +31,29 @@ def best_us(fn: Callable[[Any], Any], items: list[Any]) -> float:
 
 def main() -> None:
     """Print the table docs/BENCHMARKS.md quotes."""
-    events = [protocol.encode_event("bench.reading", "bench", 12345678901234, i + 1, 1.5, SMALL) for i in range(N)]
+    events = [
+        protocol.encode_event("bench.reading", "bench", 12345678901234, i + 1, 1.5, SMALL)
+        for i in range(N)
+    ]
     raws = [msgpack.packb({**SMALL, "i": i}) for i in range(N)]
     rows = [
         ("msgpack.unpackb of the raw bench payload", best_us(msgpack.unpackb, raws)),
-        ("split topic + unpack of a linebus event frame", best_us(lambda f: msgpack.unpackb(f[f.find(b"\0") + 1 :]), events)),
+        (
+            "split topic + unpack of a linebus event frame",
+            best_us(lambda f: msgpack.unpackb(f[f.find(b"\0") + 1 :]), events),
+        ),
         ("GapTracker.decode (+ gap tracking + typed event)", best_us(GapTracker().decode, events)),
-        ("protocol.encode_request (small args)", best_us(lambda _: protocol.encode_request("abc-1", "svc", "echo", 10.0, {"value": SMALL}), raws[:100_000])),
-        ("protocol.encode_reply (small result)", best_us(lambda _: protocol.encode_reply("abc-1", SMALL), raws[:100_000])),
+        (
+            "protocol.encode_request (small args)",
+            best_us(
+                lambda _: protocol.encode_request("abc-1", "svc", "echo", 10.0, {"value": SMALL}),
+                raws[:100_000],
+            ),
+        ),
+        (
+            "protocol.encode_reply (small result)",
+            best_us(lambda _: protocol.encode_reply("abc-1", SMALL), raws[:100_000]),
+        ),
     ]
     print("| operation | µs |\n|---|---|")
     for name, value in rows:

@@ -70,11 +70,29 @@ def main() -> None:
         )
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "actors.flashrunner.simulator", "--listen", f"127.0.0.1:{sim_port}", "--logger-listen", f"127.0.0.1:{log_port}"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "actors.flashrunner.simulator",
+                    "--listen",
+                    f"127.0.0.1:{sim_port}",
+                    "--logger-listen",
+                    f"127.0.0.1:{log_port}",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
             ),
-            subprocess.Popen([sys.executable, "-m", "bus.cli", "broker", "--config", str(config)], cwd=ROOT, env=env),
-            subprocess.Popen([sys.executable, "-m", "bus.cli", "actor", str(config), "frbench"], cwd=ROOT, env=env),
+            subprocess.Popen(
+                [sys.executable, "-m", "bus.cli", "broker", "--config", str(config)],
+                cwd=ROOT,
+                env=env,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "bus.cli", "actor", str(config), "frbench"],
+                cwd=ROOT,
+                env=env,
+            ),
         ]
         try:
             with Client(f"tcp://127.0.0.1:{ports[0]}", timeout=600) as bus:
@@ -93,14 +111,20 @@ def main() -> None:
     bus_rate = mb / statistics.median(via_bus)
     print(f"| {args.size_mib} MiB FRB upload | direct socket | through the bus | ratio |")
     print("|---|---|---|---|")
-    print(f"| MB/s (median of {args.repeats}) | {direct_rate:.1f} | {bus_rate:.1f} | {bus_rate / direct_rate:.2f} |")
-    print(f"runs direct: {[round(mb / t, 1) for t in direct]}  through the bus: {[round(mb / t, 1) for t in via_bus]}")
+    print(
+        f"| MB/s (median of {args.repeats}) | {direct_rate:.1f} | {bus_rate:.1f} | {bus_rate / direct_rate:.2f} |"
+    )
+    print(
+        f"runs direct: {[round(mb / t, 1) for t in direct]}  through the bus: {[round(mb / t, 1) for t in via_bus]}"
+    )
 
 
 def _ready(bus: Client) -> bool:
     try:
         bus.call("frbench", "FR_SendCommand", command="#55*SPING", timeout=2)
-        bus.call("frbench", "FR_GetAnswer", {"timeout": 2000}, timeout=5)  # the command has its own `timeout`
+        bus.call(
+            "frbench", "FR_GetAnswer", {"timeout": 2000}, timeout=5
+        )  # the command has its own `timeout`
         return True
     except Exception:  # not connected to the simulator yet
         return False

@@ -29,7 +29,6 @@ from the actor's store to the reference ingest server.
 Every process listens on 127.0.0.1 in a temporary directory; all are stopped at exit.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -80,7 +79,9 @@ def _connect(endpoint: str, service: str, deadline_s: float = 30.0) -> DeviceCli
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            return DeviceClient.start(DEVICE, "", "unused.db", bus=endpoint, service=service, timeout=30)
+            return DeviceClient.start(
+                DEVICE, "", "unused.db", bus=endpoint, service=service, timeout=30
+            )
         except SpotflowError:
             if time.monotonic() > deadline:
                 raise
@@ -99,7 +100,9 @@ def _bus_rate(client: DeviceClient, messages: int, batch: int, in_flight: int) -
     return messages / elapsed
 
 
-def _count_events(endpoint: str, prefix: str, last_stream_seq: int, ready: Any, result: Any) -> None:
+def _count_events(
+    endpoint: str, prefix: str, last_stream_seq: int, ready: Any, result: Any
+) -> None:
     """Subscriber process: count the events under ``prefix`` (and the gaps it was told of) until
     the one with ``last_stream_seq`` (or 10 s of silence); put ``(received, missed)`` on ``result``."""
     from bus.client import Client
@@ -116,12 +119,18 @@ def _count_events(endpoint: str, prefix: str, last_stream_seq: int, ready: Any, 
     result.put((received, missed))
 
 
-def _bus_rate_heard(endpoint: str, client: DeviceClient, service: str, messages: int, batch: int, in_flight: int) -> tuple[float, int, int]:
+def _bus_rate_heard(
+    endpoint: str, client: DeviceClient, service: str, messages: int, batch: int, in_flight: int
+) -> tuple[float, int, int]:
     """``_bus_rate`` with a subscriber process receiving every stored message's live event
     (so the actor encodes and sends them); returns the rate, events received and events missed."""
     ctx = mp.get_context("spawn")
     ready, result = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_count_events, args=(endpoint, f"{service}.stream.", messages, ready, result), daemon=True)
+    proc = ctx.Process(
+        target=_count_events,
+        args=(endpoint, f"{service}.stream.", messages, ready, result),
+        daemon=True,
+    )
     proc.start()
     try:
         if not ready.wait(30):
@@ -137,7 +146,16 @@ def _bus_rate_heard(endpoint: str, client: DeviceClient, service: str, messages:
     return rate, received, missed
 
 
-def _forward(endpoint: str, service: str, tmp: Path, port: int, messages: int, batch: int, procs: list[subprocess.Popen[bytes]], env: dict[str, str]) -> dict[str, float]:
+def _forward(
+    endpoint: str,
+    service: str,
+    tmp: Path,
+    port: int,
+    messages: int,
+    batch: int,
+    procs: list[subprocess.Popen[bytes]],
+    env: dict[str, str],
+) -> dict[str, float]:
     """Enqueue ``messages`` with the upstream closed, open it, time the drain."""
     with _connect(endpoint, service) as client:
         sender = client.create_stream_sender("bench", "forwarded")
@@ -147,9 +165,22 @@ def _forward(endpoint: str, service: str, tmp: Path, port: int, messages: int, b
         db = tmp / "ingest.sqlite"
         log = (tmp / "ingest.log").open("ab")
         server = subprocess.Popen(
-            [sys.executable, "-m", "actors.telemetry.ingest_server", "--listen", f"127.0.0.1:{port}", "--db", str(db), "--provisioning-token", TOKEN],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "actors.telemetry.ingest_server",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(db),
+                "--provisioning-token",
+                TOKEN,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
         procs.append(server)
         assert server.stdout is not None
         ready = json.loads(server.stdout.readline())
@@ -159,62 +190,144 @@ def _forward(endpoint: str, service: str, tmp: Path, port: int, messages: int, b
         wall = time.perf_counter() - began
         forwarded = client.stats()["forwarded"]
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        count, first, last = conn.execute("SELECT count(*), min(received_at), max(received_at) FROM messages").fetchone()
-        (in_first,) = conn.execute("SELECT count(*) FROM messages WHERE received_at = ?", (first,)).fetchone()
+        count, first, last = conn.execute(
+            "SELECT count(*), min(received_at), max(received_at) FROM messages"
+        ).fetchone()
+        (in_first,) = conn.execute(
+            "SELECT count(*) FROM messages WHERE received_at = ?", (first,)
+        ).fetchone()
         (uploads,) = conn.execute("SELECT count(*) FROM uploads").fetchone()
     assert count == messages == forwarded, (count, messages, forwarded)
-    return {"server_rate": (count - in_first) / (last - first), "wall_rate": messages / wall, "wall_s": wall, "uploads": uploads}
+    return {
+        "server_rate": (count - in_first) / (last - first),
+        "wall_rate": messages / wall,
+        "wall_s": wall,
+        "uploads": uploads,
+    }
 
 
 def main() -> None:
     """Run (b) and (a) alternately, then (c); print one table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=50_000, help="messages per ingest run")
-    parser.add_argument("--batch", type=int, default=100, help="messages per enqueue_messages call / per transaction")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        help="messages per enqueue_messages call / per transaction",
+    )
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--in-flight", type=int, default=4, help="enqueue_messages calls outstanding at once in the pipelined line")
-    parser.add_argument("--forward", type=int, default=20_000, help="messages drained to the ingest server")
-    parser.add_argument("--forward-batch", type=int, default=100, help="the forwarder's max_batch_messages (actor default 100)")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=4,
+        help="enqueue_messages calls outstanding at once in the pipelined line",
+    )
+    parser.add_argument(
+        "--forward", type=int, default=20_000, help="messages drained to the ingest server"
+    )
+    parser.add_argument(
+        "--forward-batch",
+        type=int,
+        default=100,
+        help="the forwarder's max_batch_messages (actor default 100)",
+    )
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # keep migration logs out of the table
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(30)
+    )  # keep migration logs out of the table
     env = {**os.environ, "LINEBUS_LOG_LEVEL": "error"}
     ports = [free_port() for _ in range(3)]
     closed_port, upstream_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
-    runs: dict[str, list[float]] = {"raw": [], "raw_multi_row": [], "raw_store_schema": [], "store": [], "bus": [], "bus_sequential": [], "bus_heard": []}
+    runs: dict[str, list[float]] = {
+        "raw": [],
+        "raw_multi_row": [],
+        "raw_store_schema": [],
+        "store": [],
+        "bus": [],
+        "bus_sequential": [],
+        "bus_heard": [],
+    }
     heard: list[tuple[int, int]] = []  # (events received, gaps reported) per round
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        offline = {"instance_url": f"http://127.0.0.1:{closed_port}", "provisioning_token": TOKEN, "device_id": DEVICE,
-                   "backoff_initial_s": 1.0, "backoff_max_s": 5.0}  # fmt: skip
-        bench_actors = [f"bench{n}{mode}" for n in range(args.rounds) for mode in ("p", "s", "h")]  # pipelined, sequential, heard
-        actors = {name: {"db": str(tmp / name / "telemetry.db"), **offline} for name in bench_actors}
+        offline = {
+            "instance_url": f"http://127.0.0.1:{closed_port}",
+            "provisioning_token": TOKEN,
+            "device_id": DEVICE,
+            "backoff_initial_s": 1.0,
+            "backoff_max_s": 5.0,
+        }
+        bench_actors = [
+            f"bench{n}{mode}" for n in range(args.rounds) for mode in ("p", "s", "h")
+        ]  # pipelined, sequential, heard
+        actors = {
+            name: {"db": str(tmp / name / "telemetry.db"), **offline} for name in bench_actors
+        }
         actors["fwd"] = {
-            "db": str(tmp / "fwd" / "telemetry.db"), "instance_url": f"http://127.0.0.1:{upstream_port}", "provisioning_token": TOKEN,
-            "device_id": DEVICE, "max_batch_messages": args.forward_batch, "backoff_initial_s": 0.05, "backoff_max_s": 0.1,
-        }  # fmt: skip
+            "db": str(tmp / "fwd" / "telemetry.db"),
+            "instance_url": f"http://127.0.0.1:{upstream_port}",
+            "provisioning_token": TOKEN,
+            "device_id": DEVICE,
+            "max_batch_messages": args.forward_batch,
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.1,
+        }
         config = _config(tmp, ports, actors)
         endpoint = f"tcp://127.0.0.1:{ports[0]}"
         try:
-            procs.append(subprocess.Popen([sys.executable, "-m", "bus.cli", "broker", "--config", str(config)], cwd=ROOT, env=env))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bus.cli", "broker", "--config", str(config)],
+                    cwd=ROOT,
+                    env=env,
+                )
+            )
             for name in actors:
-                procs.append(subprocess.Popen([sys.executable, "-m", "bus.cli", "actor", str(config), name], cwd=ROOT, env=env, stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bus.cli", "actor", str(config), name],
+                        cwd=ROOT,
+                        env=env,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             sessions = {name: _connect(endpoint, name) for name in bench_actors}
             _connect(endpoint, "fwd").close()
             time.sleep(1.0)  # let the actors settle after start-up
             for n in range(args.rounds):
                 runs["raw"].append(raw_rate(tmp / f"raw{n}.db", args.messages, args.batch))
-                runs["raw_multi_row"].append(raw_rate(tmp / f"multi{n}.db", args.messages, args.batch, multi_row=True))
-                runs["raw_store_schema"].append(raw_rate(tmp / f"schema{n}.db", args.messages, args.batch, store_schema=True))
-                runs["store"].append(store_payloads_rate(tmp / f"store{n}.db", args.messages, args.batch))
-                runs["bus"].append(_bus_rate(sessions[f"bench{n}p"], args.messages, args.batch, args.in_flight))
-                runs["bus_sequential"].append(_bus_rate(sessions[f"bench{n}s"], args.messages, args.batch, 1))
-                rate, received, missed = _bus_rate_heard(endpoint, sessions[f"bench{n}h"], f"bench{n}h", args.messages, args.batch, args.in_flight)
+                runs["raw_multi_row"].append(
+                    raw_rate(tmp / f"multi{n}.db", args.messages, args.batch, multi_row=True)
+                )
+                runs["raw_store_schema"].append(
+                    raw_rate(tmp / f"schema{n}.db", args.messages, args.batch, store_schema=True)
+                )
+                runs["store"].append(
+                    store_payloads_rate(tmp / f"store{n}.db", args.messages, args.batch)
+                )
+                runs["bus"].append(
+                    _bus_rate(sessions[f"bench{n}p"], args.messages, args.batch, args.in_flight)
+                )
+                runs["bus_sequential"].append(
+                    _bus_rate(sessions[f"bench{n}s"], args.messages, args.batch, 1)
+                )
+                rate, received, missed = _bus_rate_heard(
+                    endpoint,
+                    sessions[f"bench{n}h"],
+                    f"bench{n}h",
+                    args.messages,
+                    args.batch,
+                    args.in_flight,
+                )
                 runs["bus_heard"].append(rate)
                 heard.append((received, missed))
             for session in sessions.values():
                 session.close()
-            forward = _forward(endpoint, "fwd", tmp, upstream_port, args.forward, args.batch, procs, env)
+            forward = _forward(
+                endpoint, "fwd", tmp, upstream_port, args.forward, args.batch, procs, env
+            )
         finally:
             for proc in reversed(procs):
                 proc.terminate()
@@ -226,23 +339,47 @@ def main() -> None:
                     proc.wait()
     med = {name: statistics.median(values) for name, values in runs.items()}
     n, b = args.messages, args.batch
-    print(f"durable ingest, {n} x {len(PAYLOAD)} B payloads, {b} per transaction / per enqueue_messages call, WAL + synchronous=FULL")
+    print(
+        f"durable ingest, {n} x {len(PAYLOAD)} B payloads, {b} per transaction / per enqueue_messages call, WAL + synchronous=FULL"
+    )
     print(f"medians of {args.rounds} alternating rounds          msgs/s   vs raw plain")
     print(f"  (b) raw sqlite3 executemany, plain table        {med['raw']:>10,.0f}   1.00")
-    print(f"  (b) raw sqlite3 multi-row INSERT, plain table   {med['raw_multi_row']:>10,.0f}   {med['raw_multi_row'] / med['raw']:.2f}")
-    print(f"  (b) raw sqlite3 executemany, store's schema     {med['raw_store_schema']:>10,.0f}   {med['raw_store_schema'] / med['raw']:.2f}")
-    print(f"      TelemetryStore.append_payloads, in-process  {med['store']:>10,.0f}   {med['store'] / med['raw']:.2f}")
-    print(f"  (a) through the bus, {args.in_flight} calls in flight        {med['bus']:>10,.0f}   {med['bus'] / med['raw']:.2f}   (target >= 0.50)")
-    print(f"      through the bus, one call at a time         {med['bus_sequential']:>10,.0f}   {med['bus_sequential'] / med['raw']:.2f}")
-    print(f"      through the bus, {args.in_flight} in flight, 1 subscriber {med['bus_heard']:>10,.0f}   {med['bus_heard'] / med['raw']:.2f}   "
-          f"(events received/missed per round: {', '.join(f'{r}/{m}' for r, m in heard)})")
-    print(f"      bus ({args.in_flight} in flight) / raw multi-row INSERT                {med['bus'] / med['raw_multi_row']:.2f}")
-    print(f"      bus ({args.in_flight} in flight) / in-process store                    {med['bus'] / med['store']:.2f}")
+    print(
+        f"  (b) raw sqlite3 multi-row INSERT, plain table   {med['raw_multi_row']:>10,.0f}   {med['raw_multi_row'] / med['raw']:.2f}"
+    )
+    print(
+        f"  (b) raw sqlite3 executemany, store's schema     {med['raw_store_schema']:>10,.0f}   {med['raw_store_schema'] / med['raw']:.2f}"
+    )
+    print(
+        f"      TelemetryStore.append_payloads, in-process  {med['store']:>10,.0f}   {med['store'] / med['raw']:.2f}"
+    )
+    print(
+        f"  (a) through the bus, {args.in_flight} calls in flight        {med['bus']:>10,.0f}   {med['bus'] / med['raw']:.2f}   (target >= 0.50)"
+    )
+    print(
+        f"      through the bus, one call at a time         {med['bus_sequential']:>10,.0f}   {med['bus_sequential'] / med['raw']:.2f}"
+    )
+    print(
+        f"      through the bus, {args.in_flight} in flight, 1 subscriber {med['bus_heard']:>10,.0f}   {med['bus_heard'] / med['raw']:.2f}   "
+        f"(events received/missed per round: {', '.join(f'{r}/{m}' for r, m in heard)})"
+    )
+    print(
+        f"      bus ({args.in_flight} in flight) / raw multi-row INSERT                {med['bus'] / med['raw_multi_row']:.2f}"
+    )
+    print(
+        f"      bus ({args.in_flight} in flight) / in-process store                    {med['bus'] / med['store']:.2f}"
+    )
     for name, values in runs.items():
         print(f"  runs {name:<17} " + "  ".join(f"{v:>9,.0f}" for v in values))
-    print(f"forwarding, {args.forward} x {len(PAYLOAD)} B queued offline, max_batch_messages={args.forward_batch}, to the reference ingest server")
-    print(f"  (c) server arrivals, first to last upload        {forward['server_rate']:>10,.0f} /s   ({forward['uploads']:.0f} uploads)")
-    print(f"      wait_enqueued_messages_sent wall time        {forward['wall_rate']:>10,.0f} /s   ({forward['wall_s']:.2f} s, incl. reconnect)")
+    print(
+        f"forwarding, {args.forward} x {len(PAYLOAD)} B queued offline, max_batch_messages={args.forward_batch}, to the reference ingest server"
+    )
+    print(
+        f"  (c) server arrivals, first to last upload        {forward['server_rate']:>10,.0f} /s   ({forward['uploads']:.0f} uploads)"
+    )
+    print(
+        f"      wait_enqueued_messages_sent wall time        {forward['wall_rate']:>10,.0f} /s   ({forward['wall_s']:.2f} s, incl. reconnect)"
+    )
 
 
 if __name__ == "__main__":

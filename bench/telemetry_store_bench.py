@@ -35,7 +35,12 @@ def store_rate(path: Path, messages: int, batch: int) -> float:
     """Appends per second through the store, ``batch`` messages per ``append_many``."""
     with TelemetryStore.open(str(path), quota_bytes=10**10) as store:
         batches = [
-            [OutgoingMessage.create(PAYLOAD, stream=f"s{i % 4}", message_id=str(i), timestamp=float(i)) for i in range(start, start + batch)]
+            [
+                OutgoingMessage.create(
+                    PAYLOAD, stream=f"s{i % 4}", message_id=str(i), timestamp=float(i)
+                )
+                for i in range(start, start + batch)
+            ]
             for start in range(0, messages, batch)
         ]
         began = time.perf_counter()
@@ -53,7 +58,9 @@ def store_payloads_rate(path: Path, messages: int, batch: int) -> float:
         return messages / (time.perf_counter() - began)
 
 
-def raw_rate(path: Path, messages: int, batch: int, *, store_schema: bool = False, multi_row: bool = False) -> float:
+def raw_rate(
+    path: Path, messages: int, batch: int, *, store_schema: bool = False, multi_row: bool = False
+) -> float:
     """Appends per second with plain sqlite3: one executemany INSERT per transaction.
 
     With ``store_schema`` the rows go into the store's own table and indexes (per-stream
@@ -68,12 +75,20 @@ def raw_rate(path: Path, messages: int, batch: int, *, store_schema: bool = Fals
     if store_schema:
         for step in MIGRATIONS:
             step(conn)
-        rows = [(i + 1, i % 4 + 1, i // 4 + 1, str(i), 0, 0, float(i), PAYLOAD, 100) for i in range(messages)]
+        rows = [
+            (i + 1, i % 4 + 1, i // 4 + 1, str(i), 0, 0, float(i), PAYLOAD, 100)
+            for i in range(messages)
+        ]
         insert = "INSERT INTO messages (seq, stream_id, stream_seq, message_id, kind, compression, timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     else:
-        conn.execute("CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream_group TEXT, stream TEXT, stream_seq INTEGER, "
-                     "message_id TEXT, kind TEXT, compression INTEGER, timestamp REAL, payload BLOB, size INTEGER)")  # fmt: skip
-        rows = [("default", f"s{i % 4}", i // 4 + 1, str(i), "message", 0, float(i), PAYLOAD, 100) for i in range(messages)]
+        conn.execute(
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream_group TEXT, stream TEXT, stream_seq INTEGER, "
+            "message_id TEXT, kind TEXT, compression INTEGER, timestamp REAL, payload BLOB, size INTEGER)"
+        )
+        rows = [
+            ("default", f"s{i % 4}", i // 4 + 1, str(i), "message", 0, float(i), PAYLOAD, 100)
+            for i in range(messages)
+        ]
         insert = "INSERT INTO messages (stream_group, stream, stream_seq, message_id, kind, compression, timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     if multi_row:
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * batch)
@@ -99,26 +114,60 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # keep migration logs out of the table
-    runs: dict[str, list[float]] = {"raw": [], "raw_multi_row": [], "raw_store_schema": [], "store": [], "store_payloads": []}
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(30)
+    )  # keep migration logs out of the table
+    runs: dict[str, list[float]] = {
+        "raw": [],
+        "raw_multi_row": [],
+        "raw_store_schema": [],
+        "store": [],
+        "store_payloads": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.rounds):
             runs["raw"].append(raw_rate(Path(tmp) / f"raw{n}.db", args.messages, args.batch))
-            runs["raw_multi_row"].append(raw_rate(Path(tmp) / f"multi{n}.db", args.messages, args.batch, multi_row=True))
-            runs["raw_store_schema"].append(raw_rate(Path(tmp) / f"schema{n}.db", args.messages, args.batch, store_schema=True))
+            runs["raw_multi_row"].append(
+                raw_rate(Path(tmp) / f"multi{n}.db", args.messages, args.batch, multi_row=True)
+            )
+            runs["raw_store_schema"].append(
+                raw_rate(Path(tmp) / f"schema{n}.db", args.messages, args.batch, store_schema=True)
+            )
             runs["store"].append(store_rate(Path(tmp) / f"store{n}.db", args.messages, args.batch))
-            runs["store_payloads"].append(store_payloads_rate(Path(tmp) / f"payloads{n}.db", args.messages, args.batch))
+            runs["store_payloads"].append(
+                store_payloads_rate(Path(tmp) / f"payloads{n}.db", args.messages, args.batch)
+            )
     medians = {name: statistics.median(values) for name, values in runs.items()}
     ratio = medians["store"] / medians["raw"]
     if args.json:
-        print(json.dumps({"messages": args.messages, "batch": args.batch, "runs": runs, "median": medians, "ratio": ratio}))
+        print(
+            json.dumps(
+                {
+                    "messages": args.messages,
+                    "batch": args.batch,
+                    "runs": runs,
+                    "median": medians,
+                    "ratio": ratio,
+                }
+            )
+        )
         return
-    print(f"durable appends, {args.messages} x {len(PAYLOAD)} B payloads, {args.batch} per transaction, WAL + synchronous=FULL")
+    print(
+        f"durable appends, {args.messages} x {len(PAYLOAD)} B payloads, {args.batch} per transaction, WAL + synchronous=FULL"
+    )
     print(f"  raw sqlite3 executemany, plain table      {medians['raw']:>10,.0f} /s   1.00")
-    print(f"  raw sqlite3 multi-row INSERT, plain table {medians['raw_multi_row']:>10,.0f} /s   {medians['raw_multi_row'] / medians['raw']:.2f}")
-    print(f"  raw sqlite3 executemany, store's indexes  {medians['raw_store_schema']:>10,.0f} /s   {medians['raw_store_schema'] / medians['raw']:.2f}")
-    print(f"  TelemetryStore.append_many (message ids)  {medians['store']:>10,.0f} /s   {ratio:.2f}")
-    print(f"  TelemetryStore.append_payloads (readings) {medians['store_payloads']:>10,.0f} /s   {medians['store_payloads'] / medians['raw']:.2f}")
+    print(
+        f"  raw sqlite3 multi-row INSERT, plain table {medians['raw_multi_row']:>10,.0f} /s   {medians['raw_multi_row'] / medians['raw']:.2f}"
+    )
+    print(
+        f"  raw sqlite3 executemany, store's indexes  {medians['raw_store_schema']:>10,.0f} /s   {medians['raw_store_schema'] / medians['raw']:.2f}"
+    )
+    print(
+        f"  TelemetryStore.append_many (message ids)  {medians['store']:>10,.0f} /s   {ratio:.2f}"
+    )
+    print(
+        f"  TelemetryStore.append_payloads (readings) {medians['store_payloads']:>10,.0f} /s   {medians['store_payloads'] / medians['raw']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,26 @@ ProgressCallback = Callable[[Any], None]
 class CallState:
     """One request in flight: its deadline, progress updates, and finally a result or an error."""
 
-    __slots__ = ("deadline", "done", "error", "msg_id", "on_progress", "progress", "result", "service", "command")
+    __slots__ = (
+        "command",
+        "deadline",
+        "done",
+        "error",
+        "msg_id",
+        "on_progress",
+        "progress",
+        "result",
+        "service",
+    )
 
-    def __init__(self, msg_id: str, service: str, command: str, deadline: float, on_progress: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        msg_id: str,
+        service: str,
+        command: str,
+        deadline: float,
+        on_progress: ProgressCallback | None,
+    ) -> None:
         self.msg_id = msg_id
         self.service = service
         self.command = command
@@ -77,7 +94,9 @@ class CallCore:
             raise DeadlineExceeded(f"{service}.{command}: timeout must be positive, got {ttl}")
         msg_id = f"{self._prefix}-{next(self._counter)}"
         frames = protocol.encode_request(msg_id, service, command, ttl, args)
-        state = CallState(msg_id, service, command, time.monotonic() + ttl + DEADLINE_GRACE_S, on_progress)
+        state = CallState(
+            msg_id, service, command, time.monotonic() + ttl + DEADLINE_GRACE_S, on_progress
+        )
         self.pending[msg_id] = state
         return state, frames
 
@@ -96,14 +115,20 @@ class CallCore:
         if kind == _REPLY:
             payload = header[3]
             try:
-                state.result = protocol.unpack_value(payload, frames[1:]) if len(frames) > 1 else protocol.unpack_small(payload)
+                state.result = (
+                    protocol.unpack_value(payload, frames[1:])
+                    if len(frames) > 1
+                    else protocol.unpack_small(payload)
+                )
             except BadRequest as exc:
                 state.error = exc
             state.done = True
             del self.pending[msg_id]
         elif kind == _ERROR:
             details = header[5] if len(header) > 5 and isinstance(header[5], dict) else {}
-            state.error = from_wire(str(header[3]), f"{state.service}.{state.command}: {header[4]}", details)
+            state.error = from_wire(
+                str(header[3]), f"{state.service}.{state.command}: {header[4]}", details
+            )
             state.done = True
             del self.pending[msg_id]
         elif kind == _PROGRESS:
@@ -131,7 +156,8 @@ class CallCore:
             )
         else:
             state.error = DeadlineExceeded(
-                f"{state.service}.{state.command}: no answer before the deadline", details={"msg_id": state.msg_id}
+                f"{state.service}.{state.command}: no answer before the deadline",
+                details={"msg_id": state.msg_id},
             )
 
     def fail_all(self, error_factory: Callable[[CallState], BusError]) -> None:

@@ -43,7 +43,16 @@ import zmq
 
 from bus import protocol
 from bus.commands import CommandContext, CommandSpec, command
-from bus.errors import BadRequest, BusError, Busy, Cancelled, DeadlineExceeded, InternalError, Unavailable, UnknownCommand
+from bus.errors import (
+    BadRequest,
+    BusError,
+    Busy,
+    Cancelled,
+    DeadlineExceeded,
+    InternalError,
+    Unavailable,
+    UnknownCommand,
+)
 from bus.protocol import Kind
 
 __all__ = ["Actor", "ActorSettings", "CommandContext", "command"]
@@ -96,7 +105,9 @@ class ActorSettings:
 class _Request:
     __slots__ = ("args", "deadline", "frames", "msg_id", "spec", "task")
 
-    def __init__(self, msg_id: str, spec: CommandSpec, args: dict[str, Any], deadline: float) -> None:
+    def __init__(
+        self, msg_id: str, spec: CommandSpec, args: dict[str, Any], deadline: float
+    ) -> None:
         self.msg_id = msg_id
         self.spec = spec
         self.args = args
@@ -132,7 +143,9 @@ class Actor:
         self.settings = ActorSettings()
         self.log = log.bind(actor=self.kind, service=name)
         self._epoch = protocol.new_epoch()
-        self._topics: dict[str, list[Any]] = {}  # event name -> [frame prefix, last seq, listened (None: unknown)]
+        self._topics: dict[
+            str, list[Any]
+        ] = {}  # event name -> [frame prefix, last seq, listened (None: unknown)]
         self._subscriptions: set[bytes] = set()  # prefixes subscribed through the broker
         self._subscriptions_check_due = False
         self._queue: collections.deque[_Request] = collections.deque()
@@ -160,7 +173,12 @@ class Actor:
     @command(concurrent=True)
     def ping(self) -> dict[str, Any]:
         """Answer at once: the actor is alive. Returns service, kind, pid and queue length."""
-        return {"service": self.name, "kind": self.kind, "pid": os.getpid(), "queued": len(self._queue)}
+        return {
+            "service": self.name,
+            "kind": self.kind,
+            "pid": os.getpid(),
+            "queued": len(self._queue),
+        }
 
     @command(concurrent=True)
     def describe(self) -> dict[str, Any]:
@@ -194,13 +212,22 @@ class Actor:
         if not self._heard(entry):
             return
         try:
-            pub.send(entry[0] + protocol.encode_event_body(self.name, self._epoch, entry[1], time.time(), data), _NOBLOCK)
+            pub.send(
+                entry[0]
+                + protocol.encode_event_body(self.name, self._epoch, entry[1], time.time(), data),
+                _NOBLOCK,
+            )
         except zmq.Again:
             self.events_dropped += 1
         self._after_send()
 
     def publish_many(
-        self, event: str, items: Iterable[Any], *, count: int | None = None, common: Mapping[str, Any] | None = None
+        self,
+        event: str,
+        items: Iterable[Any],
+        *,
+        count: int | None = None,
+        common: Mapping[str, Any] | None = None,
     ) -> None:
         """Publish each of ``items`` on ``<service>.<event>``, in order, as ``publish`` does.
 
@@ -224,7 +251,8 @@ class Actor:
         now, prefix = time.time(), entry[0]
         if common is None:
             bodies: Iterable[bytes] = (
-                protocol.encode_event_body(self.name, self._epoch, first + i, now, data) for i, data in enumerate(items)
+                protocol.encode_event_body(self.name, self._epoch, first + i, now, data)
+                for i, data in enumerate(items)
             )
         else:
             bodies = protocol.encode_event_bodies(self.name, self._epoch, first, now, items, common)
@@ -292,7 +320,9 @@ class Actor:
 
     # --- serving ----------------------------------------------------------------------------
 
-    async def serve(self, settings: ActorSettings | None = None, *, stop: asyncio.Event | None = None) -> None:
+    async def serve(
+        self, settings: ActorSettings | None = None, *, stop: asyncio.Event | None = None
+    ) -> None:
         """Open the device, register with the broker and serve until ``stop`` is set."""
         if settings is not None:
             self.settings = settings
@@ -421,7 +451,11 @@ class Actor:
                 return
             if reason.startswith(protocol.REASON_REPLACED):
                 # Another process serves this name now; fighting it would flap both forever.
-                self.log.error("replaced_by_another_instance", reason=reason, hint="two actors share this service name?")
+                self.log.error(
+                    "replaced_by_another_instance",
+                    reason=reason,
+                    hint="two actors share this service name?",
+                )
                 self.request_stop()
             elif reason.startswith(protocol.REASON_BROKER_STOPPING):
                 self.log.warning("broker_stopping")
@@ -455,12 +489,17 @@ class Actor:
             self._reply_error(
                 msg_id,
                 UnknownCommand(
-                    f"{self.name} ({self.kind}) has no command {name!r}", details={"command": name, "known": sorted(self.commands)}
+                    f"{self.name} ({self.kind}) has no command {name!r}",
+                    details={"command": name, "known": sorted(self.commands)},
                 ),
             )
             return
         try:
-            raw_args = protocol.unpack_value(payload, frames[1:]) if len(frames) > 1 else protocol.unpack_small(payload)
+            raw_args = (
+                protocol.unpack_value(payload, frames[1:])
+                if len(frames) > 1
+                else protocol.unpack_small(payload)
+            )
             args = spec.bind(raw_args if raw_args is not None else {})
         except BusError as exc:
             self._reply_error(msg_id, exc)
@@ -469,12 +508,12 @@ class Actor:
             self._reply_error(msg_id, BadRequest(f"arguments are not valid msgpack ({exc})"))
             return
         request = _Request(msg_id, spec, args, deadline)
-        if spec.concurrent:
-            self._start(request)
-        elif self._current is None and not self._queue:
+        if spec.concurrent or (self._current is None and not self._queue):
             self._start(request)
         elif len(self._queue) >= self.settings.max_queue:
-            self._reply_error(msg_id, Busy(f"{self.name}: {len(self._queue)} requests already queued"))
+            self._reply_error(
+                msg_id, Busy(f"{self.name}: {len(self._queue)} requests already queued")
+            )
         else:
             self._queue.append(request)
             self._inflight[msg_id] = request
@@ -525,10 +564,16 @@ class Actor:
                     raise DeadlineExceeded("deadline passed while queued")
                 kwargs = request.args
                 if spec.context_param is not None:
-                    ctx = CommandContext(msg_id, request.deadline, lambda data: self._send(protocol.encode_progress(msg_id, data)))
+                    ctx = CommandContext(
+                        msg_id,
+                        request.deadline,
+                        lambda data: self._send(protocol.encode_progress(msg_id, data)),
+                    )
                     kwargs = {**kwargs, spec.context_param: ctx}
                 try:
-                    async with asyncio.timeout_at(self._loop.time() + (request.deadline - time.monotonic())):
+                    async with asyncio.timeout_at(
+                        self._loop.time() + (request.deadline - time.monotonic())
+                    ):
                         result = getattr(self, spec.method_name)(**kwargs)
                         if asyncio.iscoroutine(result):
                             result = await result
@@ -577,8 +622,12 @@ class Actor:
             self._reply_error(msg_id, Cancelled("cancelled before it started"))
 
     def _internal(self, request: _Request, exc: Exception) -> BusError:
-        self.log.error("command_crashed", msg_id=request.msg_id, command=request.spec.name, exc_info=exc)
-        return InternalError(f"internal error in {self.name} (see its log, msg_id {request.msg_id})")
+        self.log.error(
+            "command_crashed", msg_id=request.msg_id, command=request.spec.name, exc_info=exc
+        )
+        return InternalError(
+            f"internal error in {self.name} (see its log, msg_id {request.msg_id})"
+        )
 
     def _reply(self, msg_id: str, result: Any) -> None:
         try:

@@ -30,7 +30,13 @@ __all__ = ["AsyncCall", "AsyncClient", "AsyncSubscription"]
 class AsyncCall:
     """A request in flight from ``AsyncClient.start``: await it, read progress, cancel it."""
 
-    def __init__(self, client: AsyncClient, state: CallState, done: asyncio.Future[None], updates: asyncio.Queue[Any]) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        state: CallState,
+        done: asyncio.Future[None],
+        updates: asyncio.Queue[Any],
+    ) -> None:
         self._client = client
         self._state = state
         self._done = done
@@ -50,7 +56,9 @@ class AsyncCall:
             if self._done.done():
                 return
             getter = asyncio.ensure_future(self._updates.get())
-            finished, _ = await asyncio.wait({getter, self._done}, return_when=asyncio.FIRST_COMPLETED)
+            finished, _ = await asyncio.wait(
+                {getter, self._done}, return_when=asyncio.FIRST_COMPLETED
+            )
             if getter in finished:
                 yield getter.result()
             else:
@@ -97,7 +105,12 @@ class AsyncSubscription:
         end = time.monotonic() + timeout
         try:
             while time.monotonic() < end:
-                await self._client.call(protocol.BROKER_SERVICE, "probe", topic=token, timeout=max(0.1, end - time.monotonic()))
+                await self._client.call(
+                    protocol.BROKER_SERVICE,
+                    "probe",
+                    topic=token,
+                    timeout=max(0.1, end - time.monotonic()),
+                )
                 if await self._sock.poll(100):
                     frame = await self._sock.recv()
                     if not frame.startswith(token.encode()):
@@ -139,7 +152,13 @@ class AsyncSubscription:
 class AsyncClient:
     """An asyncio connection to a linebus broker; arguments as for ``bus.client.Client``."""
 
-    def __init__(self, endpoint: str | None = None, *, subscribe_endpoint: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        subscribe_endpoint: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.endpoint, self.subscribe_endpoint = default_endpoints(endpoint, subscribe_endpoint)
         self._ctx = zmq.asyncio.Context.instance()
         self._core = CallCore(timeout)
@@ -186,12 +205,17 @@ class AsyncClient:
         sock = self._sock
         if sock is None:
             raise Unavailable("client is not open (use `async with AsyncClient()`)")
-        deadline = state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
+        deadline = (
+            state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
+        )
         # zmq.asyncio reports a would-block send through the returned future, not by raising, so
         # await a blocking send (it waits for the connection; ZMQ_IMMEDIATE queues nothing before)
         # bounded by the call's deadline.
         try:
-            await asyncio.wait_for(sock.send_multipart(frames, copy=len(frames) == 1), max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(
+                sock.send_multipart(frames, copy=len(frames) == 1),
+                max(0.0, deadline - time.monotonic()),
+            )
         except TimeoutError:
             if state is not None:
                 self._core.expire(state, self.endpoint, unsent=True)
@@ -200,7 +224,9 @@ class AsyncClient:
 
     async def _wait(self, state: CallState, done: asyncio.Future[None]) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(done), max(0.0, state.deadline - time.monotonic()))
+            await asyncio.wait_for(
+                asyncio.shield(done), max(0.0, state.deadline - time.monotonic())
+            )
         except TimeoutError:
             self._core.expire(state, self.endpoint)
         except asyncio.CancelledError:
@@ -213,7 +239,14 @@ class AsyncClient:
                 self._waiters.pop(state.msg_id, None)
 
     async def start(
-        self, service: str, command: str, /, args: dict[str, Any] | None = None, *, timeout: float | None = None, **kwargs: Any
+        self,
+        service: str,
+        command: str,
+        /,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> AsyncCall:
         """Send a request and return an ``AsyncCall`` to follow, cancel or await."""
         merged = {**args, **kwargs} if args else kwargs
@@ -258,7 +291,9 @@ class AsyncClient:
 
     async def describe(self, service: str, timeout: float | None = None) -> dict[str, Any]:
         """A service's commands, arguments and docs."""
-        return await self.call(protocol.BROKER_SERVICE, "describe", service=service, timeout=timeout)  # type: ignore[no-any-return]
+        return await self.call(
+            protocol.BROKER_SERVICE, "describe", service=service, timeout=timeout
+        )  # type: ignore[no-any-return]
 
     async def stats(self, timeout: float | None = None) -> dict[str, Any]:
         """The broker's counters."""
@@ -282,4 +317,3 @@ class AsyncClient:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
-

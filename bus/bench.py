@@ -56,7 +56,9 @@ def _raw_worker(back: str) -> None:
         frames = s.recv_multipart()
         # Decode and re-encode like a real worker would, so the comparison is fair.
         if len(frames[-1]) > 65536:
-            frames[-1] = msgpack.packb(len(frames[-1]))  # bulk: answer its length, like EchoActor.length
+            frames[-1] = msgpack.packb(
+                len(frames[-1])
+            )  # bulk: answer its length, like EchoActor.length
         else:
             frames[-1] = msgpack.packb(msgpack.unpackb(frames[-1]))
         s.send_multipart(frames)
@@ -133,7 +135,10 @@ def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any) -> None:
 def _bus_subscriber(command: str, subscribe: str, n: int, ready: Any, out: Any) -> None:
     from bus.client import Client
 
-    with Client(command, subscribe_endpoint=subscribe) as client, client.subscribe("bench.", timeout=30) as sub:
+    with (
+        Client(command, subscribe_endpoint=subscribe) as client,
+        client.subscribe("bench.", timeout=30) as sub,
+    ):
         sub.wait_ready(timeout=20)
         with ready.get_lock():
             ready.value += 1
@@ -187,7 +192,9 @@ def _raw_round_trips(front: str, n: int, inflight: int, payload: Any) -> dict[st
     return _summary(n, elapsed, latencies)
 
 
-def _bus_round_trips(command: str, n: int, inflight: int, payload: Any, name: str = "bench") -> dict[str, float]:
+def _bus_round_trips(
+    command: str, n: int, inflight: int, payload: Any, name: str = "bench"
+) -> dict[str, float]:
     from bus.client import Client
 
     key = "data" if isinstance(payload, bytes) else "value"
@@ -228,8 +235,16 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
     procs = []
     if kind == "raw":
         for _ in range(subs):
-            procs.append(ctx.Process(target=_raw_subscriber, args=(endpoints["xpub"], n, ready, out), daemon=True))
-        procs.append(ctx.Process(target=_raw_publisher, args=(endpoints["xsub"], n, go, subs, ready), daemon=True))
+            procs.append(
+                ctx.Process(
+                    target=_raw_subscriber, args=(endpoints["xpub"], n, ready, out), daemon=True
+                )
+            )
+        procs.append(
+            ctx.Process(
+                target=_raw_publisher, args=(endpoints["xsub"], n, go, subs, ready), daemon=True
+            )
+        )
         for p in procs:
             p.start()
     else:
@@ -237,7 +252,11 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
 
         for _ in range(subs):
             procs.append(
-                ctx.Process(target=_bus_subscriber, args=(endpoints["command"], endpoints["subscribe"], n, ready, out), daemon=True)
+                ctx.Process(
+                    target=_bus_subscriber,
+                    args=(endpoints["command"], endpoints["subscribe"], n, ready, out),
+                    daemon=True,
+                )
             )
         for p in procs:
             p.start()
@@ -257,7 +276,11 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
     # One span over all subscribers (perf_counter is the system-wide monotonic clock on Linux):
     # on 2 cores the subscribers take turns, so per-subscriber spans would overstate the rate.
     span = max(r[2] for r in results) - min(r[1] for r in results)
-    return {"per_s": got / span if span else 0.0, "delivered": got / (n * subs), "per_sub_per_s": got / subs / span if span else 0.0}
+    return {
+        "per_s": got / span if span else 0.0,
+        "delivered": got / (n * subs),
+        "per_sub_per_s": got / subs / span if span else 0.0,
+    }
 
 
 REPEATS = 3
@@ -283,16 +306,36 @@ def _broker_rss_with_actors(ctx: Any, port: int, count: int) -> float:
     from bus.client import Client
     from bus.testing import wait_for
 
-    ep = {name: f"tcp://127.0.0.1:{port + i}" for i, name in enumerate(("command", "publish", "subscribe"))}
+    ep = {
+        name: f"tcp://127.0.0.1:{port + i}"
+        for i, name in enumerate(("command", "publish", "subscribe"))
+    }
     broker = subprocess.Popen(
-        [sys.executable, "-m", "bus.cli", "broker", "--bind", ep["command"], "--publish-bind", ep["publish"], "--subscribe-bind", ep["subscribe"]],
+        [
+            sys.executable,
+            "-m",
+            "bus.cli",
+            "broker",
+            "--bind",
+            ep["command"],
+            "--publish-bind",
+            ep["publish"],
+            "--subscribe-bind",
+            ep["subscribe"],
+        ],
         env={**os.environ, "LINEBUS_LOG_LEVEL": "error"},
     )
-    many = ctx.Process(target=_actor, args=(ep["command"], ep["publish"], count, "idle"), daemon=True)
+    many = ctx.Process(
+        target=_actor, args=(ep["command"], ep["publish"], count, "idle"), daemon=True
+    )
     many.start()
     try:
         with Client(ep["command"], timeout=2) as client:
-            wait_for(lambda: sum(1 for s in client.services() if s["state"] == "up") >= count, 60, what=f"{count} actors")
+            wait_for(
+                lambda: sum(1 for s in client.services() if s["state"] == "up") >= count,
+                60,
+                what=f"{count} actors",
+            )
             time.sleep(2.0)  # two heartbeat rounds, so the figure is the steady state
             return _rss_mb(broker.pid)
     finally:
@@ -314,8 +357,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     """Run every measurement and return the figures with their ratios."""
     ctx = mp.get_context("spawn")
     port = 27000 + os.getpid() % 2000
-    raw = {"front": f"tcp://127.0.0.1:{port}", "back": f"tcp://127.0.0.1:{port + 1}", "xsub": f"tcp://127.0.0.1:{port + 2}", "xpub": f"tcp://127.0.0.1:{port + 3}"}
-    bus = {"command": f"tcp://127.0.0.1:{port + 10}", "publish": f"tcp://127.0.0.1:{port + 11}", "subscribe": f"tcp://127.0.0.1:{port + 12}"}
+    raw = {
+        "front": f"tcp://127.0.0.1:{port}",
+        "back": f"tcp://127.0.0.1:{port + 1}",
+        "xsub": f"tcp://127.0.0.1:{port + 2}",
+        "xpub": f"tcp://127.0.0.1:{port + 3}",
+    }
+    bus = {
+        "command": f"tcp://127.0.0.1:{port + 10}",
+        "publish": f"tcp://127.0.0.1:{port + 11}",
+        "subscribe": f"tcp://127.0.0.1:{port + 12}",
+    }
     n_seq = 3000 if quick else 10000
     n_inflight = 5000 if quick else 20000
     n_events = 50_000 if quick else 200_000
@@ -328,8 +380,22 @@ def run(quick: bool = False) -> dict[str, Any]:
     ]
     # The broker is the real `linebus broker` command, so its memory figure is the product's.
     broker = subprocess.Popen(
-        [sys.executable, "-m", "bus.cli", "broker", "--bind", bus["command"], "--publish-bind", bus["publish"], "--subscribe-bind", bus["subscribe"]],
-        env={**os.environ, "LINEBUS_LOG_LEVEL": "error"},  # 200 actors leaving would flood the output
+        [
+            sys.executable,
+            "-m",
+            "bus.cli",
+            "broker",
+            "--bind",
+            bus["command"],
+            "--publish-bind",
+            bus["publish"],
+            "--subscribe-bind",
+            bus["subscribe"],
+        ],
+        env={
+            **os.environ,
+            "LINEBUS_LOG_LEVEL": "error",
+        },  # 200 actors leaving would flood the output
     )
     for p in procs:
         p.start()
@@ -338,7 +404,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     from bus.testing import wait_for
 
     with Client(bus["command"], timeout=2) as client:
-        wait_for(lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()), 30, what="bench actor")
+        wait_for(
+            lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
+            30,
+            what="bench actor",
+        )
     results: dict[str, Any] = {}
     blob = os.urandom(BULK_SIZE)
 
@@ -346,11 +416,25 @@ def run(quick: bool = False) -> dict[str, Any]:
         return {"MB_per_s": measure(endpoint, n_bulk, 1, blob)["per_s"] * BULK_SIZE / 1e6}
 
     try:
-        results["a_sequential"] = _paired(lambda: _raw_round_trips(raw["front"], n_seq, 1, SMALL), lambda: _bus_round_trips(bus["command"], n_seq, 1, SMALL))
-        results["b_inflight8"] = _paired(lambda: _raw_round_trips(raw["front"], n_inflight, 8, SMALL), lambda: _bus_round_trips(bus["command"], n_inflight, 8, SMALL))
-        results["c_events_1sub"] = _paired(lambda: _events("raw", raw, n_events, 1), lambda: _events("bus", bus, n_events, 1))
-        results["c_events_10sub"] = _paired(lambda: _events("raw", raw, n_events // 4, 10), lambda: _events("bus", bus, n_events // 4, 10))
-        results["d_bulk_16MiB"] = _paired(lambda: bulk(_raw_round_trips, raw["front"]), lambda: bulk(_bus_round_trips, bus["command"]))
+        results["a_sequential"] = _paired(
+            lambda: _raw_round_trips(raw["front"], n_seq, 1, SMALL),
+            lambda: _bus_round_trips(bus["command"], n_seq, 1, SMALL),
+        )
+        results["b_inflight8"] = _paired(
+            lambda: _raw_round_trips(raw["front"], n_inflight, 8, SMALL),
+            lambda: _bus_round_trips(bus["command"], n_inflight, 8, SMALL),
+        )
+        results["c_events_1sub"] = _paired(
+            lambda: _events("raw", raw, n_events, 1), lambda: _events("bus", bus, n_events, 1)
+        )
+        results["c_events_10sub"] = _paired(
+            lambda: _events("raw", raw, n_events // 4, 10),
+            lambda: _events("bus", bus, n_events // 4, 10),
+        )
+        results["d_bulk_16MiB"] = _paired(
+            lambda: bulk(_raw_round_trips, raw["front"]),
+            lambda: bulk(_bus_round_trips, bus["command"]),
+        )
         results["broker_rss_after_throughput_runs_MB"] = _rss_mb(broker_pid)
         results["e_broker_rss_200_actors_MB"] = _broker_rss_with_actors(ctx, port + 20, 200)
     finally:
@@ -362,11 +446,19 @@ def run(quick: bool = False) -> dict[str, Any]:
     for pair in results.values():
         if isinstance(pair, dict) and "raw" in pair:
             metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"
-            pair["ratio"] = pair["bus"][metric] / pair["raw"][metric] if pair["raw"][metric] else 0.0
+            pair["ratio"] = (
+                pair["bus"][metric] / pair["raw"][metric] if pair["raw"][metric] else 0.0
+            )
     return results
 
 
-TARGETS = {"a_sequential": 0.65, "b_inflight8": 0.5, "c_events_1sub": 0.6, "c_events_10sub": 0.6, "d_bulk_16MiB": 0.7}
+TARGETS = {
+    "a_sequential": 0.65,
+    "b_inflight8": 0.5,
+    "c_events_1sub": 0.6,
+    "c_events_10sub": 0.6,
+    "d_bulk_16MiB": 0.7,
+}
 
 
 def report(results: dict[str, Any]) -> str:
@@ -389,15 +481,21 @@ def report(results: dict[str, Any]) -> str:
         lines.append(
             f"| {key} | {pair['raw'][metric]:,.0f} {unit}{raw_extra} | {pair['bus'][metric]:,.0f} {unit}{extra} | {pair['ratio']:.2f} | >= {TARGETS.get(key, 0):.2f} |"
         )
-    lines.append(f"\nbroker RSS with 200 connected actors (fresh broker): {results.get('e_broker_rss_200_actors_MB', 0):.1f} MB (target < 60 MB)")
-    lines.append(f"broker RSS after the throughput runs above (allocator high-water from 16 MiB transfers): {results.get('broker_rss_after_throughput_runs_MB', 0):.1f} MB")
+    lines.append(
+        f"\nbroker RSS with 200 connected actors (fresh broker): {results.get('e_broker_rss_200_actors_MB', 0):.1f} MB (target < 60 MB)"
+    )
+    lines.append(
+        f"broker RSS after the throughput runs above (allocator high-water from 16 MiB transfers): {results.get('broker_rss_after_throughput_runs_MB', 0):.1f} MB"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``linebus bench`` / ``python bench/bus_bench.py``."""
     parser = argparse.ArgumentParser(prog="linebus bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts (a minute instead of several)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller counts (a minute instead of several)"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = parser.parse_args(argv)
     results = run(quick=args.quick)

@@ -33,7 +33,14 @@ from zmq.utils.monitor import parse_monitor_message
 from bus import protocol
 from bus.config import BrokerConfig
 from bus.directory import UP, Directory, Pending, ServiceEntry
-from bus.errors import BadRequest, BusError, InvalidArguments, UnknownCommand, UnknownService, UnsupportedVersion
+from bus.errors import (
+    BadRequest,
+    BusError,
+    InvalidArguments,
+    UnknownCommand,
+    UnknownService,
+    UnsupportedVersion,
+)
 from bus.protocol import Kind
 
 __all__ = ["Broker"]
@@ -64,7 +71,9 @@ class Broker:
         ctx: ZeroMQ context to use; a new one by default.
     """
 
-    def __init__(self, config: BrokerConfig | None = None, ctx: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self, config: BrokerConfig | None = None, ctx: zmq.Context[Any] | None = None
+    ) -> None:
         self.config = config or BrokerConfig()
         self._ctx = ctx or zmq.Context()
         self._own_ctx = ctx is None
@@ -125,7 +134,9 @@ class Broker:
                 for s in (xsub, xpub, proxy_peer):
                     s.close(linger=0)
 
-        self._proxy_thread = threading.Thread(target=run_proxy, name="linebus-event-proxy", daemon=True)
+        self._proxy_thread = threading.Thread(
+            target=run_proxy, name="linebus-event-proxy", daemon=True
+        )
         self._proxy_thread.start()
         self._pub = self._ctx.socket(zmq.PUB)
         self._pub.linger = 0
@@ -144,9 +155,14 @@ class Broker:
             return
         for entry in self.directory.up():
             identity = entry.identity
-            self._fail_all(self.directory.mark_down(entry, protocol.REASON_BROKER_STOPPING), protocol.REASON_BROKER_STOPPING)
+            self._fail_all(
+                self.directory.mark_down(entry, protocol.REASON_BROKER_STOPPING),
+                protocol.REASON_BROKER_STOPPING,
+            )
             if identity is not None:
-                self._send_quiet([identity, *protocol.encode_disconnect(protocol.REASON_BROKER_STOPPING)])
+                self._send_quiet(
+                    [identity, *protocol.encode_disconnect(protocol.REASON_BROKER_STOPPING)]
+                )
             self._publish_presence(entry)
         if self._proxy_thread is not None:
             self._proxy_control.send(b"TERMINATE")
@@ -214,7 +230,13 @@ class Broker:
                 self._reject(frames[0], frames, exc)
             except Exception as exc:  # never let one message stop the broker
                 log.exception("message_handling_failed")
-                self._reject(frames[0], frames, BadRequest(f"message could not be handled: {exc}", details={"reason": "unhandled"}))
+                self._reject(
+                    frames[0],
+                    frames,
+                    BadRequest(
+                        f"message could not be handled: {exc}", details={"reason": "unhandled"}
+                    ),
+                )
 
     def _handle(self, frames: list[bytes]) -> None:
         ident = frames[0]
@@ -223,7 +245,12 @@ class Broker:
         except Exception:  # msgpack raises several unrelated types for bad input
             protocol.decode(frames[1:])  # raises the precise BadRequest (slow path only)
             raise
-        if type(header) is not list or len(header) < 2 or header[0] != 1 or type(header[0]) is not int:
+        if (
+            type(header) is not list
+            or len(header) < 2
+            or header[0] != 1
+            or type(header[0]) is not int
+        ):
             protocol.decode(frames[1:])  # raises the precise BadRequest / UnsupportedVersion
         kind = header[1]
         if type(kind) is not int:
@@ -238,7 +265,14 @@ class Broker:
             entry = self.directory.by_identity.get(ident)
             if entry is None:
                 # An actor we do not know (the broker restarted): ask it to register again.
-                self._send_quiet([ident, *protocol.encode_disconnect(f"{protocol.REASON_NOT_REGISTERED}; send READY")])
+                self._send_quiet(
+                    [
+                        ident,
+                        *protocol.encode_disconnect(
+                            f"{protocol.REASON_NOT_REGISTERED}; send READY"
+                        ),
+                    ]
+                )
             else:
                 entry.last_seen = time.monotonic()
         elif kind == _CANCEL:
@@ -277,10 +311,22 @@ class Broker:
             return
         entry = self.directory.by_name.get(service)
         if entry is None:
-            self._error(ident, msg_id, "unknown_service", f"no service named {service!r} has registered", "unknown_service")
+            self._error(
+                ident,
+                msg_id,
+                "unknown_service",
+                f"no service named {service!r} has registered",
+                "unknown_service",
+            )
             return
         if entry.state != UP or entry.identity is None:
-            self._error(ident, msg_id, "unavailable", f"service {service!r} is down ({entry.down_reason})", "unavailable")
+            self._error(
+                ident,
+                msg_id,
+                "unavailable",
+                f"service {service!r} is down ({entry.down_reason})",
+                "unavailable",
+            )
             return
         ttl = header[5]
         if ttl is None:
@@ -288,10 +334,22 @@ class Broker:
         elif (type(ttl) is not float and type(ttl) is not int) or not math.isfinite(ttl):
             protocol.decode(frames[1:])
         if ttl <= 0:
-            self._error(ident, msg_id, "deadline_exceeded", "request arrived with its deadline already passed", "deadline")
+            self._error(
+                ident,
+                msg_id,
+                "deadline_exceeded",
+                "request arrived with its deadline already passed",
+                "deadline",
+            )
             return
         if msg_id in self._pending:
-            self._error(ident, msg_id, "bad_request", f"message id {msg_id!r} is already in flight", "duplicate_id")
+            self._error(
+                ident,
+                msg_id,
+                "bad_request",
+                f"message id {msg_id!r} is already in flight",
+                "duplicate_id",
+            )
             return
         deadline = time.monotonic() + min(ttl, self.config.max_timeout_s)
         pending = Pending(msg_id, ident, entry, deadline)
@@ -300,10 +358,18 @@ class Broker:
             self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)  # type: ignore[union-attr]
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EAGAIN:
-                self._error(ident, msg_id, "busy", f"service {service!r} has too many requests queued", "backpressure")
+                self._error(
+                    ident,
+                    msg_id,
+                    "busy",
+                    f"service {service!r} has too many requests queued",
+                    "backpressure",
+                )
                 return
             self._on_send_failure(entry, exc)
-            self._error(ident, msg_id, "unavailable", f"service {service!r} cannot be reached", "unroutable")
+            self._error(
+                ident, msg_id, "unavailable", f"service {service!r} cannot be reached", "unroutable"
+            )
             return
         self._pending[msg_id] = pending
         entry.inflight[msg_id] = pending
@@ -372,9 +438,20 @@ class Broker:
             existing.inflight.clear()
         entry, replaced = self.directory.register(name, ident, info, time.monotonic(), ready_frame)
         if replaced is not None:
-            self._send_quiet([replaced, *protocol.encode_disconnect(f"{protocol.REASON_REPLACED} by a new registration")])
-        self._send_quiet([ident, *protocol.encode_heartbeat()])  # doubles as the READY acknowledgement
-        log.info("actor_up", service=name, kind=entry.kind, pid=info.get("pid"), host=info.get("host"))
+            self._send_quiet(
+                [
+                    replaced,
+                    *protocol.encode_disconnect(
+                        f"{protocol.REASON_REPLACED} by a new registration"
+                    ),
+                ]
+            )
+        self._send_quiet(
+            [ident, *protocol.encode_heartbeat()]
+        )  # doubles as the READY acknowledgement
+        log.info(
+            "actor_up", service=name, kind=entry.kind, pid=info.get("pid"), host=info.get("host")
+        )
         self._publish_presence(entry)
 
     def _actor_down(self, entry: ServiceEntry, reason: str) -> None:
@@ -435,7 +512,13 @@ class Broker:
                 continue  # answered already
             del self._pending[msg_id]
             pending.service.inflight.pop(msg_id, None)
-            self._error(pending.client, msg_id, "deadline_exceeded", f"no answer from {pending.service.name!r} before the deadline", "deadline")
+            self._error(
+                pending.client,
+                msg_id,
+                "deadline_exceeded",
+                f"no answer from {pending.service.name!r} before the deadline",
+                "deadline",
+            )
             if pending.service.identity is not None:
                 # The caller has given up; let the actor stop working on it.
                 self._send_quiet([pending.service.identity, *protocol.encode_cancel(msg_id)])
@@ -450,17 +533,28 @@ class Broker:
         # Counter keys are a small fixed set: free-text reasons from a hostile peer must not
         # grow the table without bound.
         reason = exc.details.get("reason")
-        self.dropped[reason if reason in _STABLE_REASONS else ("malformed" if exc.code == "bad_request" else exc.code)] += 1
+        self.dropped[
+            reason
+            if reason in _STABLE_REASONS
+            else ("malformed" if exc.code == "bad_request" else exc.code)
+        ] += 1
         msg_id = ""
         try:
             header = _unpackb(frames[1], strict_map_key=False) if len(frames) > 1 else None
             # Only kinds whose element 2 is a message id (not READY's service or a reason).
-            if type(header) is list and len(header) > 2 and header[1] in (_REQUEST, _CANCEL) and type(header[2]) is str:
+            if (
+                type(header) is list
+                and len(header) > 2
+                and header[1] in (_REQUEST, _CANCEL)
+                and type(header[2]) is str
+            ):
                 msg_id = header[2]
         except Exception:  # the frame is the problem we are reporting; nothing more to learn
             pass
         log.warning("message_rejected", code=exc.code, reason=exc.message, msg_id=msg_id)
-        self._send_quiet([ident, *protocol.encode_error(msg_id, exc.code, exc.message, exc.details)])
+        self._send_quiet(
+            [ident, *protocol.encode_error(msg_id, exc.code, exc.message, exc.details)]
+        )
 
     def _send_quiet(self, frames: list[Any]) -> None:
         try:
@@ -475,7 +569,12 @@ class Broker:
                 f"no common protocol version: peer speaks {msg.versions}, broker {list(protocol.SUPPORTED_VERSIONS)}",
                 details={"supported": list(protocol.SUPPORTED_VERSIONS)},
             )
-        info = {"broker": "linebus", "pid": os.getpid(), "host": socket.gethostname(), **self.endpoints}
+        info = {
+            "broker": "linebus",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            **self.endpoints,
+        }
         self._send_quiet([ident, *protocol.encode_hello([common[-1]], info)])
 
     def _serve_internal(self, ident: bytes, msg: protocol.Message) -> None:
@@ -485,7 +584,9 @@ class Broker:
                 raise BadRequest("arguments must be a map")
             result = self._internal_command(msg.command, args)
         except BusError as exc:
-            self._send_quiet([ident, *protocol.encode_error(msg.msg_id, exc.code, exc.message, exc.details)])
+            self._send_quiet(
+                [ident, *protocol.encode_error(msg.msg_id, exc.code, exc.message, exc.details)]
+            )
             return
         self.routed["internal"] += 1
         self._send_quiet([ident, *protocol.encode_reply(msg.msg_id, result)])
@@ -494,7 +595,9 @@ class Broker:
         if command == "ping":
             return {"pong": True, "time": time.time(), "version": protocol.VERSION}
         if command == "services":
-            return [e.summary() for e in sorted(self.directory.by_name.values(), key=lambda e: e.name)]
+            return [
+                e.summary() for e in sorted(self.directory.by_name.values(), key=lambda e: e.name)
+            ]
         if command == "describe":
             name = args.get("service")
             if not isinstance(name, str):
@@ -503,7 +606,11 @@ class Broker:
             if entry is None:
                 raise UnknownService(f"no service named {name!r} has registered")
             description = self.directory.description(entry)
-            return {**entry.summary(), "doc": description.get("doc", ""), "commands": description.get("commands", {})}
+            return {
+                **entry.summary(),
+                "doc": description.get("doc", ""),
+                "commands": description.get("commands", {}),
+            }
         if command == "stats":
             return self.stats()
         if command == "probe":
@@ -511,7 +618,11 @@ class Broker:
             topic = args.get("topic")
             if not isinstance(topic, str) or not topic.startswith("_probe."):
                 raise invalid_argument("topic", "str starting with '_probe.'", topic)
-            self._pub.send(protocol.encode_event(topic, protocol.BROKER_SERVICE, self._epoch, 0, time.time(), None))
+            self._pub.send(
+                protocol.encode_event(
+                    topic, protocol.BROKER_SERVICE, self._epoch, 0, time.time(), None
+                )
+            )
             return None
         raise UnknownCommand(
             f"the broker has no command {command!r} (has: ping, services, describe, stats, probe)",
@@ -534,8 +645,18 @@ class Broker:
         topic = f"presence.{entry.name}"
         seq = self._presence_seq.get(topic, 0) + 1
         self._presence_seq[topic] = seq
-        data = {"service": entry.name, "kind": entry.kind, "state": entry.state, "reason": entry.down_reason, "since": entry.since}
-        self._pub.send(protocol.encode_event(topic, protocol.BROKER_SERVICE, self._epoch, seq, time.time(), data))
+        data = {
+            "service": entry.name,
+            "kind": entry.kind,
+            "state": entry.state,
+            "reason": entry.down_reason,
+            "since": entry.since,
+        }
+        self._pub.send(
+            protocol.encode_event(
+                topic, protocol.BROKER_SERVICE, self._epoch, seq, time.time(), data
+            )
+        )
 
 
 def invalid_argument(argument: str, expected: str, got: Any) -> BusError:

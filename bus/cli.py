@@ -42,7 +42,9 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"argument {item!r} is not key=value (example: channel=1 name='\"fw\"' data=@fw.bin)")
+            raise UsageError(
+                f"argument {item!r} is not key=value (example: channel=1 name='\"fw\"' data=@fw.bin)"
+            )
         if raw.startswith("@") and len(raw) > 1:
             try:
                 with open(raw[1:], "rb") as handle:
@@ -118,7 +120,9 @@ def cmd_services(args: argparse.Namespace) -> int:
     for row in rows:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["since"]))
         ago = _ago(now - row["since"])
-        print(f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {since + ' (' + ago + ')':<28} {row['pid'] or '-'}")
+        print(
+            f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {since + ' (' + ago + ')':<28} {row['pid'] or '-'}"
+        )
     return EXIT_OK
 
 
@@ -141,7 +145,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print(f"  {info['doc'].splitlines()[0]}")
     for name, cmd in sorted(info.get("commands", {}).items()):
         params = ", ".join(
-            f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a.get('default')!r}") for a in cmd["args"]
+            f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a.get('default')!r}")
+            for a in cmd["args"]
         )
         flags = " [progress]" if cmd.get("progress") else ""
         print(f"\n  {name}({params}) -> {cmd['returns']}{flags}")
@@ -166,12 +171,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
         for event in sub:
             if args.json:
                 _print_json(
-                    {"topic": event.topic, "src": event.src, "seq": event.seq, "ts": event.ts, "missed": event.missed, "data": event.data}
+                    {
+                        "topic": event.topic,
+                        "src": event.src,
+                        "seq": event.seq,
+                        "ts": event.ts,
+                        "missed": event.missed,
+                        "data": event.data,
+                    }
                 )
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
                 gap = f"  (missed {event.missed})" if event.missed else ""
-                print(f"{stamp} {event.topic} #{event.seq} {json.dumps(_jsonable(event.data), ensure_ascii=False)}{gap}", flush=True)
+                print(
+                    f"{stamp} {event.topic} #{event.seq} {json.dumps(_jsonable(event.data), ensure_ascii=False)}{gap}",
+                    flush=True,
+                )
             seen += 1
             if args.count and seen >= args.count:
                 break
@@ -183,7 +198,15 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from bus.broker import Broker
 
     cfg = config_mod.load(args.config).broker if args.config else config_mod.BrokerConfig()
-    overrides = {k: v for k, v in (("command", args.bind), ("publish", args.publish_bind), ("subscribe", args.subscribe_bind)) if v}
+    overrides = {
+        k: v
+        for k, v in (
+            ("command", args.bind),
+            ("publish", args.publish_bind),
+            ("subscribe", args.subscribe_bind),
+        )
+        if v
+    }
     if overrides:
         from dataclasses import replace
 
@@ -217,7 +240,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     except BaseException:
         supervisor.stop()
         raise
-    print(f"linebus is up ({len(supervisor.processes)} processes). Ctrl-C stops it.", file=sys.stderr, flush=True)
+    print(
+        f"linebus is up ({len(supervisor.processes)} processes). Ctrl-C stops it.",
+        file=sys.stderr,
+        flush=True,
+    )
     supervisor.run(stop)
     return EXIT_OK
 
@@ -251,15 +278,29 @@ _PASS_THROUGH = {"bench": cmd_bench, "ingest": cmd_ingest}
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``linebus``."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoint", default=os.environ.get("LINEBUS_ENDPOINT"), help="broker command endpoint (env LINEBUS_ENDPOINT; default tcp://127.0.0.1:7750)")
-    common.add_argument("--subscribe", default=os.environ.get("LINEBUS_SUBSCRIBE"), help="broker subscribe endpoint (default: command port + 2)")
-    common.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
+    common.add_argument(
+        "--endpoint",
+        default=os.environ.get("LINEBUS_ENDPOINT"),
+        help="broker command endpoint (env LINEBUS_ENDPOINT; default tcp://127.0.0.1:7750)",
+    )
+    common.add_argument(
+        "--subscribe",
+        default=os.environ.get("LINEBUS_SUBSCRIBE"),
+        help="broker subscribe endpoint (default: command port + 2)",
+    )
+    common.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)"
+    )
     common.add_argument("--json", action="store_true", help="print one JSON object per line")
 
-    parser = argparse.ArgumentParser(prog="linebus", description="linebus: the message bus of a production-line controller.")
+    parser = argparse.ArgumentParser(
+        prog="linebus", description="linebus: the message bus of a production-line controller."
+    )
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="run the line of a config: broker, simulators, actors (supervised)")
+    p = sub.add_parser(
+        "up", help="run the line of a config: broker, simulators, actors (supervised)"
+    )
     p.add_argument("config")
     p.add_argument("--json", action="store_true", help="log JSON lines (every process of the line)")
     p.set_defaults(func=cmd_up)
@@ -288,10 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write a bytes result to this file")
     p.set_defaults(func=cmd_call)
 
-    p = sub.add_parser("watch", parents=[common], help="print events whose topic starts with PREFIX")
+    p = sub.add_parser(
+        "watch", parents=[common], help="print events whose topic starts with PREFIX"
+    )
     p.add_argument("prefixes", nargs="*", metavar="PREFIX")
     p.add_argument("--count", type=int, default=0, help="stop after this many events")
-    p.add_argument("--idle", type=float, default=None, help="stop after this many seconds without an event")
+    p.add_argument(
+        "--idle", type=float, default=None, help="stop after this many seconds without an event"
+    )
     p.set_defaults(func=cmd_watch)
 
     for name, func, text in (
@@ -301,13 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("describe", parents=[common], help="a service's commands and their arguments")
+    p = sub.add_parser(
+        "describe", parents=[common], help="a service's commands and their arguments"
+    )
     p.add_argument("service")
     p.set_defaults(func=cmd_describe)
 
     # Listed for --help only: main() hands their arguments over untouched.
-    sub.add_parser("bench", help="measure the bus against raw ZeroMQ (--quick, --json; see docs/BENCHMARKS.md)")
-    sub.add_parser("ingest", help="run the reference ingestion server (telemetry upstream; --help for its options)")
+    sub.add_parser(
+        "bench", help="measure the bus against raw ZeroMQ (--quick, --json; see docs/BENCHMARKS.md)"
+    )
+    sub.add_parser(
+        "ingest",
+        help="run the reference ingestion server (telemetry upstream; --help for its options)",
+    )
     return parser
 
 
@@ -319,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in _PASS_THROUGH:
         # These hand their whole argument list to another program's parser (argparse's
         # REMAINDER would swallow or reject options such as `--port`).
-        args = argparse.Namespace(subcommand=argv[0], func=_PASS_THROUGH[argv[0]], rest=argv[1:], json=False)
+        args = argparse.Namespace(
+            subcommand=argv[0], func=_PASS_THROUGH[argv[0]], rest=argv[1:], json=False
+        )
     else:
         args = build_parser().parse_args(argv)
     if getattr(args, "json", False) and args.subcommand in ("up", "broker"):
@@ -349,7 +403,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(args: argparse.Namespace, exc: Any) -> None:
     if getattr(args, "json", False):
-        _print_json({"error": {"code": getattr(exc, "remote_code", exc.code), "message": exc.message, "details": exc.details}})
+        _print_json(
+            {
+                "error": {
+                    "code": getattr(exc, "remote_code", exc.code),
+                    "message": exc.message,
+                    "details": exc.details,
+                }
+            }
+        )
     else:
         print(f"linebus: {exc}", file=sys.stderr)
 

@@ -32,7 +32,9 @@ from bus.errors import BrokerUnreachable, DeadlineExceeded, Unavailable
 __all__ = ["Call", "Client", "Subscription", "default_endpoints"]
 
 
-def default_endpoints(endpoint: str | None = None, subscribe_endpoint: str | None = None) -> tuple[str, str]:
+def default_endpoints(
+    endpoint: str | None = None, subscribe_endpoint: str | None = None
+) -> tuple[str, str]:
     """Resolve the command and subscribe endpoints from arguments, environment, or defaults.
 
     With only a command endpoint ``tcp://host:P``, subscribers go to ``tcp://host:P+2``, the
@@ -42,7 +44,11 @@ def default_endpoints(endpoint: str | None = None, subscribe_endpoint: str | Non
     subscribe = subscribe_endpoint or os.environ.get("LINEBUS_SUBSCRIBE")
     if not subscribe:
         host, _, port = command.rpartition(":")
-        subscribe = f"{host}:{int(port) + 2}" if command.startswith("tcp://") and port.isdigit() else protocol.DEFAULT_SUBSCRIBE_ENDPOINT
+        subscribe = (
+            f"{host}:{int(port) + 2}"
+            if command.startswith("tcp://") and port.isdigit()
+            else protocol.DEFAULT_SUBSCRIBE_ENDPOINT
+        )
     return command, subscribe
 
 
@@ -123,7 +129,12 @@ class Subscription:
         end = time.monotonic() + timeout
         try:
             while time.monotonic() < end:
-                self._client.call(protocol.BROKER_SERVICE, "probe", topic=token, timeout=max(0.1, end - time.monotonic()))
+                self._client.call(
+                    protocol.BROKER_SERVICE,
+                    "probe",
+                    topic=token,
+                    timeout=max(0.1, end - time.monotonic()),
+                )
                 if self._sock.poll(100):
                     frame = self._sock.recv()
                     if frame.startswith(token.encode()):
@@ -145,7 +156,9 @@ class Subscription:
                 frame, self._pushback = self._pushback, None
             else:
                 try:
-                    frame = sock.recv(zmq.NOBLOCK)  # no poll() while events are queued: the hot path
+                    frame = sock.recv(
+                        zmq.NOBLOCK
+                    )  # no poll() while events are queued: the hot path
                 except zmq.Again:
                     limit = self._timeout if timeout is None else timeout
                     if limit is not None and not sock.poll(limit * 1000):
@@ -280,7 +293,9 @@ class Client:
         except zmq.Again:
             pass
         # Not connected (yet): wait for the connection until the call's deadline.
-        deadline = state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
+        deadline = (
+            state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
+        )
         while True:
             remaining = deadline - time.monotonic()
             if remaining > 0 and self._sock.poll(remaining * 1000, zmq.POLLOUT):
@@ -292,7 +307,10 @@ class Client:
             if state is not None:
                 self._core.expire(state, self.endpoint, unsent=True)
                 raise state.error  # type: ignore[misc]
-            raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}", details={"endpoint": self.endpoint})
+            raise BrokerUnreachable(
+                f"no connection to the broker at {self.endpoint}",
+                details={"endpoint": self.endpoint},
+            )
 
     def _pump_once(self, deadline: float, state: CallState) -> None:
         """Wait for one message (or the deadline) and dispatch it to whichever call owns it."""
@@ -345,4 +363,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

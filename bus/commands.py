@@ -138,11 +138,15 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
             converted_map[key] = converted
         return True, converted_map
     if tp is float:
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)), (float(value) if isinstance(value, (int, float)) else value)
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)), (
+            float(value) if isinstance(value, (int, float)) else value
+        )
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is bytes:
-        return isinstance(value, (bytes, bytearray)), bytes(value) if isinstance(value, bytearray) else value
+        return isinstance(value, (bytes, bytearray)), bytes(value) if isinstance(
+            value, bytearray
+        ) else value
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         for member in tp:
             if value == member.value or value == member.name:
@@ -160,7 +164,10 @@ def _compile(tp: Any) -> Callable[[Any], tuple[bool, Any]] | None:
     if tp is str or tp is int or tp is bool or tp is dict or tp is list:
         exact = tp
         # type() identity rejects bool where int is declared, as the wire contract says.
-        return lambda v: (type(v) is exact or (exact is not int and exact is not bool and isinstance(v, exact)), v)
+        return lambda v: (
+            type(v) is exact or (exact is not int and exact is not bool and isinstance(v, exact)),
+            v,
+        )
     return lambda v: _check(v, tp)
 
 
@@ -220,7 +227,9 @@ class CommandSpec:
                 continue
             if p.kind is inspect.Parameter.VAR_POSITIONAL:
                 continue
-            params.append(Param(p.name, annotation, p.default, p.kind is inspect.Parameter.KEYWORD_ONLY))
+            params.append(
+                Param(p.name, annotation, p.default, p.kind is inspect.Parameter.KEYWORD_ONLY)
+            )
         spec = cls(
             name=meta["name"],
             method_name=method.__name__,
@@ -242,7 +251,9 @@ class CommandSpec:
             InvalidArguments: naming the argument that is unknown, missing or of the wrong type.
         """
         if not isinstance(args, dict):
-            raise InvalidArguments("arguments must be a map of name to value", details={"argument": None})
+            raise InvalidArguments(
+                "arguments must be a map of name to value", details={"argument": None}
+            )
         out: dict[str, Any] = {}
         for key, value in args.items():
             param = self.index.get(key)

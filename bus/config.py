@@ -38,7 +38,15 @@ from bus.protocol import (
     validate_service_name,
 )
 
-__all__ = ["ActorSpec", "BrokerConfig", "LineConfig", "SimulatorSpec", "SupervisorConfig", "load", "parse"]
+__all__ = [
+    "ActorSpec",
+    "BrokerConfig",
+    "LineConfig",
+    "SimulatorSpec",
+    "SupervisorConfig",
+    "load",
+    "parse",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +120,9 @@ class LineConfig:
         for spec in self.actors:
             if spec.name == name:
                 return spec
-        raise ConfigError(f"{self.path or 'config'}: no actor named {name!r} (have {[a.name for a in self.actors]})")
+        raise ConfigError(
+            f"{self.path or 'config'}: no actor named {name!r} (have {[a.name for a in self.actors]})"
+        )
 
 
 def _build(cls: type, table: Any, where: str) -> Any:
@@ -125,7 +135,11 @@ def _build(cls: type, table: Any, where: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in table.items():
         default = known[key].default
-        if isinstance(default, type(MISSING)) and known[key].type in ("str", str) and not isinstance(value, str):
+        if (
+            isinstance(default, type(MISSING))
+            and known[key].type in ("str", str)
+            and not isinstance(value, str)
+        ):
             raise ConfigError(f"{where}.{key} must be str, got {value!r}")
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -140,7 +154,11 @@ def _build(cls: type, table: Any, where: str) -> Any:
 def _env_overrides(broker: dict[str, Any]) -> dict[str, Any]:
     """Let ``LINEBUS_ENDPOINT`` etc. move the broker without editing the file (containers)."""
     merged = dict(broker)
-    for key, env in (("command", "LINEBUS_ENDPOINT"), ("publish", "LINEBUS_PUBLISH"), ("subscribe", "LINEBUS_SUBSCRIBE")):
+    for key, env in (
+        ("command", "LINEBUS_ENDPOINT"),
+        ("publish", "LINEBUS_PUBLISH"),
+        ("subscribe", "LINEBUS_SUBSCRIBE"),
+    ):
         if os.environ.get(env):
             merged[key] = os.environ[env]
     return merged
@@ -189,7 +207,9 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
         except BadRequest as exc:
             raise ConfigError(f"{where} [[actor]]: {exc.message}") from None
         if spec.name == BROKER_SERVICE:
-            raise ConfigError(f"{where} [[actor]]: the name {BROKER_SERVICE!r} is reserved for the broker")
+            raise ConfigError(
+                f"{where} [[actor]]: the name {BROKER_SERVICE!r} is reserved for the broker"
+            )
         if spec.name in names:
             raise ConfigError(f"{where}: two actors named {spec.name!r}")
         names.add(spec.name)

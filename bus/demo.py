@@ -69,7 +69,13 @@ def _tour_bus(bus: Client, supervisor: Supervisor, echo: str | None) -> None:
     except BusError as exc:
         _say(f"  a service nobody registered: {exc}")
     _say("  a long command reports progress as it goes:")
-    bus.call(echo, "work", steps=3, step_s=0.1, progress=lambda p: _say(f"    progress {p['done']}/{p['total']}"))
+    bus.call(
+        echo,
+        "work",
+        steps=3,
+        step_s=0.1,
+        progress=lambda p: _say(f"    progress {p['done']}/{p['total']}"),
+    )
     _heading("events")
     with bus.subscribe(f"{echo}.") as sub:
         sub.wait_ready()
@@ -77,12 +83,16 @@ def _tour_bus(bus: Client, supervisor: Supervisor, echo: str | None) -> None:
         for _ in range(3):
             event = sub.next(5)
             if event is not None:
-                _say(f"  {event.topic} #{event.seq} {event.data} (gap detection: missed {event.missed})")
+                _say(
+                    f"  {event.topic} #{event.seq} {event.data} (gap detection: missed {event.missed})"
+                )
     _heading("a crash, and the supervisor repairing it")
     old_pid = bus.call(echo, "ping")["pid"]
     job = bus.start(echo, "work", steps=100, step_s=0.1)
     next(iter(job.updates(timeout=5)), None)
-    _say(f"  a 10-second job is running on {echo} (pid {old_pid}); killing that process with SIGKILL")
+    _say(
+        f"  a 10-second job is running on {echo} (pid {old_pid}); killing that process with SIGKILL"
+    )
     os.kill(old_pid, signal.SIGKILL)
     killed = time.monotonic()
     try:
@@ -90,7 +100,9 @@ def _tour_bus(bus: Client, supervisor: Supervisor, echo: str | None) -> None:
     except Unavailable as exc:
         _say(f"  the caller is told at once ({time.monotonic() - killed:.2f} s later): {exc}")
     new_pid = _wait(lambda: _new_pid(bus, echo, old_pid), 20, f"{echo} to restart")
-    _say(f"  the supervisor restarted it as pid {new_pid}; next call: ping -> {bus.call(echo, 'ping')['kind']}")
+    _say(
+        f"  the supervisor restarted it as pid {new_pid}; next call: ping -> {bus.call(echo, 'ping')['kind']}"
+    )
 
 
 def _new_pid(bus: Client, name: str, old_pid: int) -> int | None:
@@ -118,8 +130,11 @@ def run_demo(config_path: str) -> int:
     config = config_mod.load(config_path)
     # The tour's own lines tell the story; children log only warnings unless asked otherwise.
     os.environ.setdefault("LINEBUS_LOG_LEVEL", "warning")
-    print(f"linebus demo: starting the line of {config_path} "
-          f"({len(config.simulators)} simulators, {len(config.actors)} actors)", flush=True)
+    print(
+        f"linebus demo: starting the line of {config_path} "
+        f"({len(config.simulators)} simulators, {len(config.actors)} actors)",
+        flush=True,
+    )
     supervisor = Supervisor(config)
     stop = threading.Event()
     watcher = threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True)
@@ -127,7 +142,9 @@ def run_demo(config_path: str) -> int:
         supervisor.start()
         watcher.start()
         names = [a.name for a in config.actors]
-        with Client(config.broker.command, subscribe_endpoint=config.broker.subscribe, timeout=30) as bus:
+        with Client(
+            config.broker.command, subscribe_endpoint=config.broker.subscribe, timeout=30
+        ) as bus:
             _wait(lambda: _all_up(bus, names), 30, "every actor to come up")
             echo = next((a.name for a in config.actors if a.kind == "echo"), None)
             _tour_bus(bus, supervisor, echo)

@@ -15,7 +15,13 @@ __all__ = ["load_actor_class", "run_actor", "settings_for"]
 log = structlog.get_logger()
 
 #: The pip extra that brings each built-in kind's dependencies, for a helpful import error.
-EXTRAS = {"flashrunner": "flashrunner", "flux": "flux", "discovery": "discovery", "telemetry": "telemetry", "remotelab": "remotelab"}
+EXTRAS = {
+    "flashrunner": "flashrunner",
+    "flux": "flux",
+    "discovery": "discovery",
+    "telemetry": "telemetry",
+    "remotelab": "remotelab",
+}
 
 
 def load_actor_class(spec: ActorSpec) -> type[Actor]:
@@ -31,8 +37,12 @@ def load_actor_class(spec: ActorSpec) -> type[Actor]:
         if exc.name and not module_name.startswith(exc.name):
             extra = EXTRAS.get(spec.kind)
             hint = f"; install it with: pip install 'linebus[{extra}]'" if extra else ""
-            raise ConfigError(f"actor {spec.name!r} ({spec.kind}) needs the module {exc.name!r}{hint}") from exc
-        raise ConfigError(f"actor {spec.name!r}: no actor kind {spec.kind!r} (module {module_name} not found)") from exc
+            raise ConfigError(
+                f"actor {spec.name!r} ({spec.kind}) needs the module {exc.name!r}{hint}"
+            ) from exc
+        raise ConfigError(
+            f"actor {spec.name!r}: no actor kind {spec.kind!r} (module {module_name} not found)"
+        ) from exc
     cls = getattr(module, attr or "ACTOR", None)
     if not (isinstance(cls, type) and issubclass(cls, Actor)):
         raise ConfigError(f"actor {spec.name!r}: {spec.class_path} is not an Actor subclass")
@@ -43,7 +53,11 @@ def settings_for(config: LineConfig) -> ActorSettings:
     """Actor settings matching the line's broker."""
     b = config.broker
     return ActorSettings(
-        b.command, b.publish, subscribe_endpoint=b.subscribe, heartbeat_s=b.heartbeat_s, heartbeat_timeout_s=b.heartbeat_timeout_s
+        b.command,
+        b.publish,
+        subscribe_endpoint=b.subscribe,
+        heartbeat_s=b.heartbeat_s,
+        heartbeat_timeout_s=b.heartbeat_timeout_s,
     )
 
 

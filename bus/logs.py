@@ -46,14 +46,17 @@ def _redacted(value: Any, depth: int) -> Any:
         return value
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _is_secret(k) else _redacted(v, depth - 1)) for k, v in value.items()
+            k: (REDACTED if isinstance(k, str) and _is_secret(k) else _redacted(v, depth - 1))
+            for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):
         return type(value)(_redacted(v, depth - 1) for v in value)
     return value
 
 
-def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Replace the value of every secret-named field by ``***``, at any depth (up to 8 levels)
     of dicts and lists."""
     for key, value in list(event_dict.items()):
@@ -64,7 +67,9 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
-def configure_logging(*, json: bool | None = None, level: str | None = None, stream: Any = None) -> None:
+def configure_logging(
+    *, json: bool | None = None, level: str | None = None, stream: Any = None
+) -> None:
     """Configure structlog for this process.
 
     Args:
@@ -85,11 +90,15 @@ def configure_logging(*, json: bool | None = None, level: str | None = None, str
     tail: list[Any] = (
         [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
         if json
-        else [structlog.dev.ConsoleRenderer(colors=out.isatty() if hasattr(out, "isatty") else False)]
+        else [
+            structlog.dev.ConsoleRenderer(colors=out.isatty() if hasattr(out, "isatty") else False)
+        ]
     )
     structlog.configure(
         processors=[*shared, *tail],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )

@@ -38,6 +38,9 @@ __all__ = [
     "DEFAULT_PUBLISH_ENDPOINT",
     "DEFAULT_SUBSCRIBE_ENDPOINT",
     "MAX_HEADER_BYTES",
+    "REASON_BROKER_STOPPING",
+    "REASON_NOT_REGISTERED",
+    "REASON_REPLACED",
     "SUPPORTED_VERSIONS",
     "VERSION",
     "Event",
@@ -49,23 +52,20 @@ __all__ = [
     "encode_disconnect",
     "encode_error",
     "encode_event",
-    "encode_event_body",
     "encode_event_bodies",
-    "event_prefix",
+    "encode_event_body",
     "encode_heartbeat",
     "encode_hello",
     "encode_progress",
     "encode_ready",
     "encode_reply",
     "encode_request",
-    "REASON_BROKER_STOPPING",
-    "REASON_NOT_REGISTERED",
-    "REASON_REPLACED",
+    "event_prefix",
     "new_epoch",
-    "no_bulk_ext_hook",
-    "unpack_small",
     "new_id_prefix",
+    "no_bulk_ext_hook",
     "pack_value",
+    "unpack_small",
     "unpack_value",
     "validate_service_name",
 ]
@@ -160,7 +160,9 @@ def _lift_bulk(value: Any, frames: list[Any], depth: int) -> Any:
     if depth <= 0:
         return value
     if isinstance(value, dict):
-        if any(isinstance(v, (bytes, bytearray, memoryview, dict, list, tuple)) for v in value.values()):
+        if any(
+            isinstance(v, (bytes, bytearray, memoryview, dict, list, tuple)) for v in value.values()
+        ):
             return {k: _lift_bulk(v, frames, depth - 1) for k, v in value.items()}
         return value
     if isinstance(value, (list, tuple)):
@@ -175,7 +177,9 @@ def _default(obj: Any) -> Any:
         return obj.tobytes()
     if isinstance(obj, (set, frozenset)):
         return list(obj)
-    raise TypeError(f"cannot encode {type(obj).__name__} on the bus (use None, bool, int, float, str, bytes, list, dict)")
+    raise TypeError(
+        f"cannot encode {type(obj).__name__} on the bus (use None, bool, int, float, str, bytes, list, dict)"
+    )
 
 
 def _has_large_bytes(value: Any) -> bool:
@@ -244,7 +248,9 @@ def unpack_value(data: bytes, frames: Any = ()) -> Any:
             raise BadRequest(f"unknown msgpack ext type {code}")
         index = int.from_bytes(raw, "big")
         if not 1 <= index <= len(frames):
-            raise BadRequest(f"bulk reference {index} but the message has {len(frames)} bulk frames")
+            raise BadRequest(
+                f"bulk reference {index} but the message has {len(frames)} bulk frames"
+            )
         frame = frames[index - 1]
         return frame if isinstance(frame, bytes) else bytes(frame)
 
@@ -283,7 +289,9 @@ def encode_reply(msg_id: str, result: Any) -> list[Any]:
     return [_packb([VERSION, Kind.REPLY, msg_id, payload]), *frames]
 
 
-def encode_error(msg_id: str, code: str, message: str, details: dict[str, Any] | None = None) -> list[Any]:
+def encode_error(
+    msg_id: str, code: str, message: str, details: dict[str, Any] | None = None
+) -> list[Any]:
     """Build an ERROR: header ``[1, 4, msg_id, code, message, details]``."""
     return [_packb([VERSION, Kind.ERROR, msg_id, code, message, details or {}])]
 
@@ -411,7 +419,9 @@ def decode(frames: list[Any]) -> Message:
             frames=bulk,
         )
     if kind is Kind.PROGRESS or kind is Kind.REPLY:
-        return Message(kind, msg_id=_str(header[2], "msg_id"), payload=_bin(header[3], "data"), frames=bulk)
+        return Message(
+            kind, msg_id=_str(header[2], "msg_id"), payload=_bin(header[3], "data"), frames=bulk
+        )
     if kind is Kind.ERROR:
         return Message(
             kind,
@@ -453,7 +463,12 @@ def encode_event_body(src: str, epoch: int, seq: int, ts: float, data: Any) -> b
 
 
 def encode_event_bodies(
-    src: str, epoch: int, first_seq: int, ts: float, items: Iterable[Mapping[str, Any]], common: Mapping[str, Any]
+    src: str,
+    epoch: int,
+    first_seq: int,
+    ts: float,
+    items: Iterable[Mapping[str, Any]],
+    common: Mapping[str, Any],
 ) -> Iterator[bytes]:
     """The msgpack parts of consecutive events whose data maps share ``common`` entries.
 
@@ -472,9 +487,18 @@ def encode_event_bodies(
     keys = common.keys()
     for item in items:
         if not keys.isdisjoint(item):
-            raise ValueError(f"event item repeats common keys {sorted(common.keys() & item.keys())}")
+            raise ValueError(
+                f"event item repeats common keys {sorted(common.keys() & item.keys())}"
+            )
         entries = _pack(item)[_map_header_size(len(item)) :]
-        yield head + _pack(seq) + packed_ts + _map_header(len(common) + len(item)) + common_entries + entries
+        yield (
+            head
+            + _pack(seq)
+            + packed_ts
+            + _map_header(len(common) + len(item))
+            + common_entries
+            + entries
+        )
         seq += 1
 
 

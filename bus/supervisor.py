@@ -88,15 +88,26 @@ class Supervisor:
         if not cfg_path:
             raise ConfigError("the supervisor needs a config loaded from a file (children read it)")
         self.processes.append(
-            ManagedProcess("broker", "broker", [self.python, "-m", "bus.cli", "broker", "--config", cfg_path])
+            ManagedProcess(
+                "broker", "broker", [self.python, "-m", "bus.cli", "broker", "--config", cfg_path]
+            )
         )
         for sim in config.simulators:
             self.processes.append(
-                ManagedProcess(sim.name, "simulator", [self.python, "-m", sim.module, *sim.args], wait_ready=sim.wait_ready)
+                ManagedProcess(
+                    sim.name,
+                    "simulator",
+                    [self.python, "-m", sim.module, *sim.args],
+                    wait_ready=sim.wait_ready,
+                )
             )
         for actor in config.actors:
             self.processes.append(
-                ManagedProcess(actor.name, "actor", [self.python, "-m", "bus.cli", "actor", cfg_path, actor.name])
+                ManagedProcess(
+                    actor.name,
+                    "actor",
+                    [self.python, "-m", "bus.cli", "actor", cfg_path, actor.name],
+                )
             )
 
     def process(self, name: str) -> ManagedProcess:
@@ -125,7 +136,7 @@ class Supervisor:
             managed.argv,
             stdout=subprocess.PIPE if managed.wait_ready else None,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets the death signal, no threads involved
+            preexec_fn=_die_with_parent,
         )
         managed.state = RUNNING
         managed.started_at = time.monotonic()
@@ -139,13 +150,17 @@ class Supervisor:
             while True:
                 broker = self.process("broker")
                 if broker.proc is not None and broker.proc.poll() is not None:
-                    raise ConfigError(f"the broker exited at start-up with code {broker.proc.returncode} (is {self.config.broker.command} in use?)")
+                    raise ConfigError(
+                        f"the broker exited at start-up with code {broker.proc.returncode} (is {self.config.broker.command} in use?)"
+                    )
                 try:
                     client.ping(timeout=0.5)
                     return
                 except Exception:  # not up yet; keep asking until the deadline
                     if time.monotonic() > deadline:
-                        raise DeadlineExceeded("the broker did not answer within ready_timeout_s") from None
+                        raise DeadlineExceeded(
+                            "the broker did not answer within ready_timeout_s"
+                        ) from None
 
     def _wait_ready_line(self, managed: ManagedProcess) -> None:
         """Read the child's stdout until its ready line, then keep draining it to our stderr."""
@@ -172,7 +187,11 @@ class Supervisor:
             raise DeadlineExceeded(f"simulator {managed.name!r} did not print its ready line")
         managed.ready_info = found
         # Passed as one field: a simulator's keys (e.g. "logger") could clash with structlog's own.
-        log.info("simulator_ready", name=managed.name, endpoints={k: v for k, v in found.items() if k != "event"})
+        log.info(
+            "simulator_ready",
+            name=managed.name,
+            endpoints={k: v for k, v in found.items() if k != "event"},
+        )
 
     # --- watch ------------------------------------------------------------------------------
 
@@ -184,7 +203,11 @@ class Supervisor:
             if self._stopping:
                 return
             for managed in self.processes:
-                if managed.state == RUNNING and managed.proc is not None and managed.proc.poll() is not None:
+                if (
+                    managed.state == RUNNING
+                    and managed.proc is not None
+                    and managed.proc.poll() is not None
+                ):
                     code = managed.proc.returncode
                     managed.restarts.append(now)
                     while managed.restarts and now - managed.restarts[0] > cfg.flap_window_s:
@@ -202,12 +225,19 @@ class Supervisor:
                         continue
                     # Back-off grows while a process keeps dying and resets once it ran a while.
                     stable = now - managed.started_at > max(cfg.backoff_max_s, 10.0)
-                    managed.backoff_s = cfg.backoff_initial_s if stable or not managed.backoff_s else min(
-                        managed.backoff_s * 2, cfg.backoff_max_s
+                    managed.backoff_s = (
+                        cfg.backoff_initial_s
+                        if stable or not managed.backoff_s
+                        else min(managed.backoff_s * 2, cfg.backoff_max_s)
                     )
                     managed.restart_at = now + managed.backoff_s
                     managed.state = BACKOFF
-                    log.warning("process_exited", name=managed.name, exit_code=code, restart_in_s=managed.backoff_s)
+                    log.warning(
+                        "process_exited",
+                        name=managed.name,
+                        exit_code=code,
+                        restart_in_s=managed.backoff_s,
+                    )
                 elif managed.state == BACKOFF and now >= managed.restart_at:
                     self._spawn(managed)
                     if managed.wait_ready:
@@ -225,7 +255,13 @@ class Supervisor:
     def status(self) -> list[dict[str, Any]]:
         """One row per process: name, role, state, pid, restarts in the flap window."""
         return [
-            {"name": m.name, "role": m.role, "state": m.state, "pid": m.pid, "restarts": len(m.restarts)}
+            {
+                "name": m.name,
+                "role": m.role,
+                "state": m.state,
+                "pid": m.pid,
+                "restarts": len(m.restarts),
+            }
             for m in self.processes
         ]
 
@@ -236,7 +272,11 @@ class Supervisor:
         with self._lock:
             self._stopping = True
             for role in ("actor", "simulator", "broker"):
-                group = [m for m in self.processes if m.role == role and m.proc is not None and m.proc.poll() is None]
+                group = [
+                    m
+                    for m in self.processes
+                    if m.role == role and m.proc is not None and m.proc.poll() is None
+                ]
                 for managed in group:
                     managed.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
                 deadline = time.monotonic() + self.config.supervisor.stop_timeout_s
@@ -246,7 +286,9 @@ class Supervisor:
                     try:
                         proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                     except subprocess.TimeoutExpired:
-                        log.warning("process_killed", name=managed.name, reason="did not stop in time")
+                        log.warning(
+                            "process_killed", name=managed.name, reason="did not stop in time"
+                        )
                         proc.kill()
                         proc.wait(timeout=5)
                     managed.state = STOPPED

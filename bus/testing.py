@@ -83,7 +83,9 @@ class EchoActor(Actor):
         return count
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, *, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, *, interval: float = 0.02, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value; raise DeadlineExceeded after ``timeout``.
 
     The error names ``what`` and the last value seen, so a failing test says what it waited for.
@@ -95,7 +97,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, *, interval: float = 
         if last:
             return last
         if time.monotonic() >= end:
-            raise DeadlineExceeded(f"timed out after {timeout} s waiting for {what}; last value: {last!r}")
+            raise DeadlineExceeded(
+                f"timed out after {timeout} s waiting for {what}; last value: {last!r}"
+            )
         time.sleep(interval)
 
 
@@ -115,7 +119,9 @@ def free_port() -> int:
     machine rarely try the same ports, and a port is not handed out twice by one process.
     """
     if not _port_cursor:
-        _port_cursor.append(_TEST_PORTS.start + int.from_bytes(os.urandom(2), "big") % len(_TEST_PORTS))
+        _port_cursor.append(
+            _TEST_PORTS.start + int.from_bytes(os.urandom(2), "big") % len(_TEST_PORTS)
+        )
     for _ in range(len(_TEST_PORTS)):
         port = _port_cursor[0]
         _port_cursor[0] = _TEST_PORTS.start + (port + 1 - _TEST_PORTS.start) % len(_TEST_PORTS)

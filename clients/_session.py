@@ -20,7 +20,9 @@ def connect_bus(
     if bus is None or isinstance(bus, str):
         extra = {} if timeout is None else {"timeout": timeout}
         return Client(bus, subscribe_endpoint=subscribe_endpoint, **extra), True
-    raise TypeError(f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}")
+    raise TypeError(
+        f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}"
+    )
 
 
 class BusSession:
@@ -47,7 +49,12 @@ class BusSession:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     @property

@@ -38,7 +38,13 @@ DEFAULT_SERVICE = "discovery"
 class ManagerError(RuntimeError):
     """The device refused a management request. ``err_symbol``: its words (``("AUTH_ERROR",)``)."""
 
-    def __init__(self, message: str, *symbols: str, code: str = "device_fault", details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *symbols: str,
+        code: str = "device_fault",
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.err_symbol = symbols or ("UNKNOWN_ERROR",)
         self.code = code
@@ -48,7 +54,13 @@ class ManagerError(RuntimeError):
 class ManagerException(Exception):
     """The management session failed (timeout, device or actor unreachable)."""
 
-    def __init__(self, message: str, *symbols: str, code: str = "device_unavailable", details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *symbols: str,
+        code: str = "device_unavailable",
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.err_symbol = symbols or ("CONNECTION_BROKEN",)
         self.code = code
@@ -92,7 +104,14 @@ class UpnpDiscover(BusSession):
         device_ipaddr: Only the device at this address (also poked, so it announces itself).
     """
 
-    def __init__(self, bus: Client | str, service: str = DEFAULT_SERVICE, *, uuid: uuidlib.UUID | str | None = None, device_ipaddr: str | None = None) -> None:
+    def __init__(
+        self,
+        bus: Client | str,
+        service: str = DEFAULT_SERVICE,
+        *,
+        uuid: uuidlib.UUID | str | None = None,
+        device_ipaddr: str | None = None,
+    ) -> None:
         self._bus, self._owned = connect_bus(bus)
         self.service = service
         self.uuid = uuidlib.UUID(hex=str(uuid)) if isinstance(uuid, str) else uuid
@@ -101,7 +120,9 @@ class UpnpDiscover(BusSession):
         self._running = False
 
     def _wanted(self, device: dict[str, Any]) -> bool:
-        return (self.uuid is None or device["uuid"] == self.uuid) and (self.device_ipaddr is None or device["ipaddr"] == self.device_ipaddr)
+        return (self.uuid is None or device["uuid"] == self.uuid) and (
+            self.device_ipaddr is None or device["ipaddr"] == self.device_ipaddr
+        )
 
     def list(self) -> list[dict[str, Any]]:
         """The devices seen right now."""
@@ -194,7 +215,13 @@ class UpnpTask(BusSession):
         self._password: str | None = None
         try:
             if device_metadata is None:
-                device_metadata = metadata(self._call("get", {"uuid": self.uuid.hex, "timeout_s": float(lookup_timeout)}, lookup_timeout + 5))
+                device_metadata = metadata(
+                    self._call(
+                        "get",
+                        {"uuid": self.uuid.hex, "timeout_s": float(lookup_timeout)},
+                        lookup_timeout + 5,
+                    )
+                )
             self.device_meta = device_metadata
             self.authorized = False
             self._authorize()
@@ -263,7 +290,12 @@ class UpnpTask(BusSession):
 
     def modify_password(self, old_password: str, new_password: str, reset_acl: bool = True) -> None:
         """Change the device password (``reset_acl`` clears the trust list)."""
-        self._manage("modify_password", old_password=old_password, new_password=new_password, reset_acl=reset_acl)
+        self._manage(
+            "modify_password",
+            old_password=old_password,
+            new_password=new_password,
+            reset_acl=reset_acl,
+        )
         self._password = new_password
 
     def modify_network(self, **settings: Any) -> None:

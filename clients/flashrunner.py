@@ -66,7 +66,14 @@ class FR_Comm_Exception(Exception):
     The original bus error is the ``__cause__``.
     """
 
-    def __init__(self, message: str, code: str = "internal", *, device_code: str | None = None, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str = "internal",
+        *,
+        device_code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.device_code = device_code
@@ -77,7 +84,12 @@ class FR_Comm_Exception(Exception):
         """Wrap a bus error, keeping its code and details."""
         code = getattr(exc, "remote_code", None) or exc.code
         device_code = exc.details.get("device_code")
-        return cls(exc.message, code, device_code=device_code if isinstance(device_code, str) else None, details=exc.details)
+        return cls(
+            exc.message,
+            code,
+            device_code=device_code if isinstance(device_code, str) else None,
+            details=exc.details,
+        )
 
     def __str__(self) -> str:
         extra = f" {self.device_code}" if self.device_code else ""
@@ -160,15 +172,25 @@ class FlashRunner(BusSession):
 
     # ------------------------------------------------------------ session
 
-    def _call(self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+    def _call(
+        self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
         if self._closed:
             raise FR_Comm_Exception("the FlashRunner session is closed", "closed")
         try:
-            return self._bus.call(self.service, command, args or {}, timeout=timeout or self.timeout)
+            return self._bus.call(
+                self.service, command, args or {}, timeout=timeout or self.timeout
+            )
         except BusError as exc:
             raise FR_Comm_Exception.from_bus(exc) from exc
 
-    def _follow(self, command: str, args: dict[str, Any], timeout: float, on_update: Callable[[Any], bool | None]) -> Any:
+    def _follow(
+        self,
+        command: str,
+        args: dict[str, Any],
+        timeout: float,
+        on_update: Callable[[Any], bool | None],
+    ) -> Any:
         """Start a long command, feed its progress to ``on_update`` (True = cancel), return its result.
 
         An exception in ``on_update`` (or Ctrl-C) cancels the command on the actor, then propagates.
@@ -210,19 +232,31 @@ class FlashRunner(BusSession):
 
         The answer queue belongs to the device, shared by every client of the service.
         """
-        return self._call("FR_GetAnswer", {"timeout": int(timeout)}, timeout=timeout / 1000 + _MARGIN_S)  # type: ignore[no-any-return]
+        return self._call(
+            "FR_GetAnswer", {"timeout": int(timeout)}, timeout=timeout / 1000 + _MARGIN_S
+        )  # type: ignore[no-any-return]
 
-    def FR_SendFile(self, path: str | Path, file_type: FR_FileType | str, progress: ProgressArg = None) -> None:
+    def FR_SendFile(
+        self, path: str | Path, file_type: FR_FileType | str, progress: ProgressArg = None
+    ) -> None:
         """Send the local file ``path`` to the unit's ``file_type`` area, under its base name."""
         source = Path(path)
         try:
             data = source.read_bytes()
         except OSError as exc:
-            raise FR_Comm_Exception(f"cannot read {source}: {exc}", "invalid_arguments", details={"argument": "path"}) from exc
+            raise FR_Comm_Exception(
+                f"cannot read {source}: {exc}", "invalid_arguments", details={"argument": "path"}
+            ) from exc
         args = {"name": source.name, "data": data, "file_type": _file_type(file_type)}
         self._follow("FR_SendFile", args, self.transfer_timeout, _progress_feed(progress))
 
-    def FR_GetFile(self, name: str, dest_dir: str | Path, file_type: FR_FileType | str, progress: ProgressArg = None) -> Path:
+    def FR_GetFile(
+        self,
+        name: str,
+        dest_dir: str | Path,
+        file_type: FR_FileType | str,
+        progress: ProgressArg = None,
+    ) -> Path:
         """Fetch ``name`` from the unit's ``file_type`` area into the local ``dest_dir``; return the written path."""
         target = Path(dest_dir) / Path(name).name
         args = {"name": name, "file_type": _file_type(file_type)}
@@ -230,11 +264,19 @@ class FlashRunner(BusSession):
         try:
             target.write_bytes(data)
         except OSError as exc:
-            raise FR_Comm_Exception(f"cannot write {target}: {exc}", "invalid_arguments", details={"argument": "dest_dir"}) from exc
+            raise FR_Comm_Exception(
+                f"cannot write {target}: {exc}",
+                "invalid_arguments",
+                details={"argument": "dest_dir"},
+            ) from exc
         return target
 
     def FR_RunProject(
-        self, project: str, channels: Sequence[int], timeout: int, callback: Callable[[int, bool], Any] | None = None
+        self,
+        project: str,
+        channels: Sequence[int],
+        timeout: int,
+        callback: Callable[[int, bool], Any] | None = None,
     ) -> dict[int, bool]:
         """Run ``project`` on ``channels``; block until all finish or ``timeout`` (ms) expires.
 
@@ -277,11 +319,17 @@ class FlashRunner(BusSession):
 
     def FR_DynMemWriteEncrypted(self, channels: Sequence[int], address: int, data: bytes) -> None:
         """Write an encrypted block at ``address`` of the dynamic memory (linebus extension)."""
-        self._call("FR_DynMemWriteEncrypted", {"channels": list(channels), "address": int(address), "data": bytes(data)})
+        self._call(
+            "FR_DynMemWriteEncrypted",
+            {"channels": list(channels), "address": int(address), "data": bytes(data)},
+        )
 
     def FR_DynMemWrite(self, channels: Sequence[int], address: int, data: bytes) -> None:
         """Write plain bytes at ``address`` of the dynamic memory (linebus extension)."""
-        self._call("FR_DynMemWrite", {"channels": list(channels), "address": int(address), "data": bytes(data)})
+        self._call(
+            "FR_DynMemWrite",
+            {"channels": list(channels), "address": int(address), "data": bytes(data)},
+        )
 
     def FR_GetDllVersion(self) -> str:
         """Return the version of the FlashRunner library the actor runs."""
@@ -294,9 +342,15 @@ class FlashRunner(BusSession):
 
 def _file_type(file_type: FR_FileType | str) -> str:
     try:
-        return FR_FileType(file_type.value if isinstance(file_type, Enum) else str(file_type).upper()).value
+        return FR_FileType(
+            file_type.value if isinstance(file_type, Enum) else str(file_type).upper()
+        ).value
     except ValueError:
-        raise FR_Comm_Exception(f"unknown file type {file_type!r}", "invalid_arguments", details={"argument": "file_type"}) from None
+        raise FR_Comm_Exception(
+            f"unknown file type {file_type!r}",
+            "invalid_arguments",
+            details={"argument": "file_type"},
+        ) from None
 
 
 def _progress_feed(progress: ProgressArg) -> Callable[[Any], bool]:
@@ -327,7 +381,9 @@ class FR_Logger(BusSession):
     connection in a thread). Lines published while nobody subscribed are not replayed.
     """
 
-    def __init__(self, bus: Client | str, service: str, *, subscribe_endpoint: str | None = None) -> None:
+    def __init__(
+        self, bus: Client | str, service: str, *, subscribe_endpoint: str | None = None
+    ) -> None:
         self._bus, self._owned = connect_bus(bus, subscribe_endpoint)
         self.service = service
         self.missed = 0
@@ -376,7 +432,9 @@ class FR_Logger(BusSession):
 
         def run() -> None:
             try:
-                with Client(self._bus.endpoint, subscribe_endpoint=self._bus.subscribe_endpoint) as own:
+                with Client(
+                    self._bus.endpoint, subscribe_endpoint=self._bus.subscribe_endpoint
+                ) as own:
                     reader = FR_Logger(own, self.service)
                     try:
                         reader.open(ready_timeout)
@@ -387,7 +445,7 @@ class FR_Logger(BusSession):
                         if line is not None:
                             callback(line)
                     reader.close()
-            except BaseException as exc:  # noqa: BLE001 - reported to start(), or lost with the thread
+            except BaseException as exc:
                 errors.append(exc)
                 ready.set()
 

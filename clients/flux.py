@@ -33,10 +33,26 @@ from bus.client import Call, Client
 from bus.errors import BusError
 from clients._session import BusSession, connect_bus
 
-__all__ = ["FluxRobot", "MaintainTasks", "RobotError", "RobotSessionError", "ScanTasks", "StatusWatcher"]
+__all__ = [
+    "FluxRobot",
+    "MaintainTasks",
+    "RobotError",
+    "RobotSessionError",
+    "ScanTasks",
+    "StatusWatcher",
+]
 
 #: Bus codes that mean the session, not the device's answer, failed.
-_SESSION_CODES = {"device_unavailable", "device_timeout", "unavailable", "deadline_exceeded", "unknown_service", "closed", "internal", "cancelled"}
+_SESSION_CODES = {
+    "device_unavailable",
+    "device_timeout",
+    "unavailable",
+    "deadline_exceeded",
+    "unknown_service",
+    "closed",
+    "internal",
+    "cancelled",
+}
 
 
 class _FluxErrorMixin:
@@ -64,7 +80,13 @@ class RobotError(_FluxErrorMixin, RuntimeError):
         details: Everything the bus error carried.
     """
 
-    def __init__(self, message: str, *symbols: str, code: str = "device_fault", details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *symbols: str,
+        code: str = "device_fault",
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self._init(symbols or ("UNKNOWN_ERROR",), code, details)
 
@@ -75,7 +97,13 @@ class RobotSessionError(_FluxErrorMixin, Exception):
     ``error_symbol`` is ``("DISCONNECTED",)``, ``("TIMEOUT",)`` or the device's handshake symbols.
     """
 
-    def __init__(self, message: str, *symbols: str, code: str = "device_unavailable", details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *symbols: str,
+        code: str = "device_unavailable",
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self._init(symbols or ("DISCONNECTED",), code, details)
 
@@ -88,7 +116,9 @@ def _translate(exc: BusError) -> RobotError | RobotSessionError:
     if not symbols and isinstance(details.get("device_code"), str):
         symbols = (details["device_code"],)
     if code in ("device_timeout", "deadline_exceeded"):
-        return RobotSessionError(exc.message, *(symbols or ("TIMEOUT",)), code=code, details=details)
+        return RobotSessionError(
+            exc.message, *(symbols or ("TIMEOUT",)), code=code, details=details
+        )
     if code == "device_fault" and symbols and symbols[0] in ("AUTH_ERROR", "KICKED"):
         return RobotSessionError(exc.message, *symbols, code=code, details=details)
     if code in _SESSION_CODES:
@@ -117,7 +147,14 @@ class FluxRobot(BusSession):
     It checks the actor at once (``RobotSessionError`` if unknown or down). Not thread-safe.
     """
 
-    def __init__(self, bus: Client | str, service: str, *, timeout: float = 40.0, transfer_timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        bus: Client | str,
+        service: str,
+        *,
+        timeout: float = 40.0,
+        transfer_timeout: float = 600.0,
+    ) -> None:
         self._bus, self._owned = connect_bus(bus)
         self.service = service
         self.timeout = timeout
@@ -132,11 +169,15 @@ class FluxRobot(BusSession):
 
     # ------------------------------------------------------------ session
 
-    def _call(self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+    def _call(
+        self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
         if self._closed:
             raise RobotSessionError("Device is already closed", "OPERATION_ERROR", code="closed")
         try:
-            return self._bus.call(self.service, command, args or {}, timeout=timeout or self.timeout)
+            return self._bus.call(
+                self.service, command, args or {}, timeout=timeout or self.timeout
+            )
         except BusError as exc:
             raise _translate(exc) from exc
 
@@ -162,7 +203,9 @@ class FluxRobot(BusSession):
                 pass
             raise
 
-    def _bytes_feed(self, callback: ProgressCallback | None, *, left: bool = False) -> Callable[[Any], None]:
+    def _bytes_feed(
+        self, callback: ProgressCallback | None, *, left: bool = False
+    ) -> Callable[[Any], None]:
         def on_update(update: Any) -> None:
             if callback is not None and isinstance(update, dict) and "done" in update:
                 done, total = int(update["done"]), int(update["total"])
@@ -174,7 +217,9 @@ class FluxRobot(BusSession):
 
     def list_files(self, path: str) -> list[tuple[bool, str]]:
         """List folders, ``.fc`` and ``.gcode`` files: ``[(is_dir, name), ...]``."""
-        return [(bool(is_dir), str(name)) for is_dir, name in self._call("list_files", {"path": path})]
+        return [
+            (bool(is_dir), str(name)) for is_dir, name in self._call("list_files", {"path": path})
+        ]
 
     def file_info(self, path: str) -> list[Any]:
         """``[metadata dict, [(mimetype, image bytes), ...]]``."""
@@ -201,31 +246,53 @@ class FluxRobot(BusSession):
         """Remove a file from the device."""
         self._call("rmfile", {"path": path})
 
-    def download_file(self, path: str, stream: IO[bytes], process_callback: ProgressCallback | None = None) -> str:
+    def download_file(
+        self, path: str, stream: IO[bytes], process_callback: ProgressCallback | None = None
+    ) -> str:
         """Download ``path`` into the file-like ``stream``; ``process_callback(robot, left, size)``. Returns the mimetype."""
-        result = self._follow("download_file", {"path": path}, self._bytes_feed(process_callback, left=True))
+        result = self._follow(
+            "download_file", {"path": path}, self._bytes_feed(process_callback, left=True)
+        )
         stream.write(result["data"])
         return str(result["mimetype"])
 
-    def upload_file(self, filename: str | os.PathLike[str], upload_to: str = "#", process_callback: ProgressCallback | None = None) -> None:
+    def upload_file(
+        self,
+        filename: str | os.PathLike[str],
+        upload_to: str = "#",
+        process_callback: ProgressCallback | None = None,
+    ) -> None:
         """Upload the local file ``filename`` to ``upload_to`` (``#``: the next job); ``process_callback(robot, sent, total)``."""
         try:
             data = Path(filename).read_bytes()
         except OSError as exc:
-            raise RobotError(f"cannot read {filename}: {exc}", "BAD_PARAMS", code="invalid_arguments") from exc
+            raise RobotError(
+                f"cannot read {filename}: {exc}", "BAD_PARAMS", code="invalid_arguments"
+            ) from exc
         mimetype = _guess_mimetype(str(filename))
         self._upload(data, mimetype, upload_to, process_callback)
 
     def upload_stream(
-        self, stream: IO[bytes], mimetype: str, size: int, upload_to: str = "#", process_callback: ProgressCallback | None = None
+        self,
+        stream: IO[bytes],
+        mimetype: str,
+        size: int,
+        upload_to: str = "#",
+        process_callback: ProgressCallback | None = None,
     ) -> None:
         """Upload ``size`` bytes read from ``stream`` with ``mimetype``."""
         data = stream.read(size)
         if len(data) != size:
-            raise RobotError(f"stream ended after {len(data)} of {size} bytes", "BAD_PARAMS", code="invalid_arguments")
+            raise RobotError(
+                f"stream ended after {len(data)} of {size} bytes",
+                "BAD_PARAMS",
+                code="invalid_arguments",
+            )
         self._upload(data, mimetype, upload_to, process_callback)
 
-    def _upload(self, data: bytes, mimetype: str, upload_to: str, process_callback: ProgressCallback | None) -> None:
+    def _upload(
+        self, data: bytes, mimetype: str, upload_to: str, process_callback: ProgressCallback | None
+    ) -> None:
         args = {"data": data, "upload_to": upload_to, "mimetype": mimetype}
         self._follow("upload_file", args, self._bytes_feed(process_callback))
 
@@ -278,7 +345,9 @@ class FluxRobot(BusSession):
 
     def set_toolhead_heater_in_play(self, temperature: float, index: int = 0) -> None:
         """Set the toolhead temperature during the job."""
-        self._call("set_toolhead_heater_in_play", {"temperature": float(temperature), "index": int(index)})
+        self._call(
+            "set_toolhead_heater_in_play", {"temperature": float(temperature), "index": int(index)}
+        )
 
     def load_filament_in_play(self, index: int = 0) -> None:
         """Load filament during the job."""
@@ -312,7 +381,9 @@ class FluxRobot(BusSession):
         """Kick the session that holds the device in maintain/scan."""
         self._call("kick")
 
-    def update_firmware(self, stream: IO[bytes], size: int, process_callback: ProgressCallback | None = None) -> None:
+    def update_firmware(
+        self, stream: IO[bytes], size: int, process_callback: ProgressCallback | None = None
+    ) -> None:
         """Send ``size`` bytes of firmware from ``stream``; the device restarts after."""
         data = stream.read(size)
         self._follow("update_firmware", {"data": data}, self._bytes_feed(process_callback))
@@ -351,9 +422,13 @@ class _Tasks:
         self.robot = robot
 
     def _call(self, task: str, args: dict[str, Any] | None = None, *, long: bool = False) -> Any:
-        return self.robot._call(f"{self._prefix}_{task}", args, timeout=self.robot.transfer_timeout if long else None)
+        return self.robot._call(
+            f"{self._prefix}_{task}", args, timeout=self.robot.transfer_timeout if long else None
+        )
 
-    def _messages(self, task: str, args: dict[str, Any], callback: Callable[..., Any] | None) -> Any:
+    def _messages(
+        self, task: str, args: dict[str, Any], callback: Callable[..., Any] | None
+    ) -> Any:
         def on_update(update: Any) -> None:
             if callback is not None and isinstance(update, dict) and "message" in update:
                 callback(self, *str(update["message"]).split())
@@ -420,16 +495,25 @@ class MaintainTasks(_Tasks):
         """Move: ``f``, ``x``, ``y``, ``z``, ``e``."""
         self._call("move", {k: float(v) for k, v in axes.items()}, long=True)
 
-    def calibrate(self, threshold: float | None = None, clean: bool = False, process_callback: Callable[..., Any] | None = None) -> list[float]:
+    def calibrate(
+        self,
+        threshold: float | None = None,
+        clean: bool = False,
+        process_callback: Callable[..., Any] | None = None,
+    ) -> list[float]:
         """Calibrate; ``process_callback(task, *words)`` per ``CTRL`` line; the three values."""
-        args: dict[str, Any] = {"clean": clean} | ({"threshold": float(threshold)} if threshold is not None else {})
+        args: dict[str, Any] = {"clean": clean} | (
+            {"threshold": float(threshold)} if threshold is not None else {}
+        )
         return list(self._messages("calibrate", args, process_callback))
 
     def zprobe(self, process_callback: Callable[..., Any] | None = None) -> float:
         """Probe z."""
         return float(self._messages("zprobe", {}, process_callback))
 
-    def manual_level(self, height: float, process_callback: Callable[..., Any] | None = None) -> float:
+    def manual_level(
+        self, height: float, process_callback: Callable[..., Any] | None = None
+    ) -> float:
         """Level manually at ``height``."""
         return float(self._messages("manual_level", {"height": float(height)}, process_callback))
 
@@ -455,25 +539,58 @@ class MaintainTasks(_Tasks):
         """Run a diagnosis."""
         return str(self._call("diagnosis", {"option": option}, long=True))
 
-    def load_filament(self, index: int = 0, temperature: float = 210.0, process_callback: Callable[..., Any] | None = None) -> None:
+    def load_filament(
+        self,
+        index: int = 0,
+        temperature: float = 210.0,
+        process_callback: Callable[..., Any] | None = None,
+    ) -> None:
         """Load filament."""
-        self._messages("load_filament", {"index": int(index), "temperature": float(temperature)}, process_callback)
+        self._messages(
+            "load_filament",
+            {"index": int(index), "temperature": float(temperature)},
+            process_callback,
+        )
 
-    def load_flexible_filament(self, index: int = 0, temperature: float = 210.0, process_callback: Callable[..., Any] | None = None) -> None:
+    def load_flexible_filament(
+        self,
+        index: int = 0,
+        temperature: float = 210.0,
+        process_callback: Callable[..., Any] | None = None,
+    ) -> None:
         """Load flexible filament."""
-        self._messages("load_flexible_filament", {"index": int(index), "temperature": float(temperature)}, process_callback)
+        self._messages(
+            "load_flexible_filament",
+            {"index": int(index), "temperature": float(temperature)},
+            process_callback,
+        )
 
-    def unload_filament(self, index: int = 0, temperature: float = 210.0, process_callback: Callable[..., Any] | None = None) -> None:
+    def unload_filament(
+        self,
+        index: int = 0,
+        temperature: float = 210.0,
+        process_callback: Callable[..., Any] | None = None,
+    ) -> None:
         """Unload filament."""
-        self._messages("unload_filament", {"index": int(index), "temperature": float(temperature)}, process_callback)
+        self._messages(
+            "unload_filament",
+            {"index": int(index), "temperature": float(temperature)},
+            process_callback,
+        )
 
     def interrupt_load_filament(self) -> None:
         """Stop a running (un)load macro."""
         self._call("interrupt_load_filament")
 
-    def update_hbfw(self, stream: IO[bytes], size: int, process_callback: Callable[..., Any] | None = None) -> None:
+    def update_hbfw(
+        self, stream: IO[bytes], size: int, process_callback: Callable[..., Any] | None = None
+    ) -> None:
         """Flash toolhead firmware from ``stream``."""
-        self.robot._follow("maintain_update_hbfw", {"data": stream.read(size)}, self.robot._bytes_feed(process_callback))
+        self.robot._follow(
+            "maintain_update_hbfw",
+            {"data": stream.read(size)},
+            self.robot._bytes_feed(process_callback),
+        )
 
     def reset_hardware(self) -> None:
         """Reset the mainboard (leaves maintain mode)."""

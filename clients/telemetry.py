@@ -67,7 +67,9 @@ class SpotflowError(Exception):
         details: Every machine-readable detail the error carried (``reason``, ``argument``, ``pending``).
     """
 
-    def __init__(self, message: str, code: str = "internal", *, details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, code: str = "internal", *, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.details = dict(details or {})
@@ -120,7 +122,9 @@ class DeviceClient(BusSession):
     lock, so one ``DeviceClient`` may be used from several threads (as the seed allows).
     """
 
-    def __init__(self, bus: Client, service: str, *, owned: bool, timeout: float, wait_timeout: float) -> None:
+    def __init__(
+        self, bus: Client, service: str, *, owned: bool, timeout: float, wait_timeout: float
+    ) -> None:
         self._bus = bus
         self._owned = owned
         self.service = service
@@ -137,7 +141,8 @@ class DeviceClient(BusSession):
         provisioning_token: str,
         db: str,
         instance: str | None = None,
-        display_provisioning_operation_callback: Callable[[ProvisioningOperation], None] | None = None,
+        display_provisioning_operation_callback: Callable[[ProvisioningOperation], None]
+        | None = None,
         desired_properties_updated_callback: Callable[[DesiredProperties], None] | None = None,
         *,
         bus: Client | str | None = None,
@@ -164,13 +169,25 @@ class DeviceClient(BusSession):
         Raises:
             SpotflowError: The service is unknown or down (``unknown_service``, ``unavailable``).
         """
-        del provisioning_token, db, instance, display_provisioning_operation_callback  # owned by the actor
+        del (
+            provisioning_token,
+            db,
+            instance,
+            display_provisioning_operation_callback,
+        )  # owned by the actor
         client, owned = connect_bus(bus, subscribe_endpoint, timeout)
-        device = DeviceClient(client, service, owned=owned, timeout=timeout, wait_timeout=wait_timeout)
+        device = DeviceClient(
+            client, service, owned=owned, timeout=timeout, wait_timeout=wait_timeout
+        )
         try:
             registered = device._call("device_id")
             if device_id is not None and registered and registered != device_id:
-                log.info("the telemetry actor %s is registered as %r, not %r", service, registered, device_id)
+                log.info(
+                    "the telemetry actor %s is registered as %r, not %r",
+                    service,
+                    registered,
+                    device_id,
+                )
             if desired_properties_updated_callback is not None:
                 device._watch_desired(desired_properties_updated_callback)
         except BaseException:
@@ -186,16 +203,22 @@ class DeviceClient(BusSession):
         if self._watcher is not None:
             self._watcher.join(5)
 
-    def _call(self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+    def _call(
+        self, command: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
         if self._closed:
             raise SpotflowError("the DeviceClient is closed", "closed")
         try:
             with self._lock:
-                return self._bus.call(self.service, command, args or {}, timeout=timeout or self.timeout)
+                return self._bus.call(
+                    self.service, command, args or {}, timeout=timeout or self.timeout
+                )
         except BusError as exc:
             raise SpotflowError.from_bus(exc) from exc
 
-    def _pipeline(self, command: str, arg_list: Sequence[dict[str, Any]], in_flight: int) -> list[Any]:
+    def _pipeline(
+        self, command: str, arg_list: Sequence[dict[str, Any]], in_flight: int
+    ) -> list[Any]:
         """Run ``command`` once per ``arg_list`` entry with up to ``in_flight`` calls outstanding.
 
         Results come back in order. On the first failure no further call is started; the calls
@@ -213,7 +236,14 @@ class DeviceClient(BusSession):
             while window or (not failures and started < len(arg_list)):
                 while not failures and started < len(arg_list) and len(window) < in_flight:
                     try:
-                        window.append((started, self._bus.start(self.service, command, arg_list[started], timeout=self.timeout)))
+                        window.append(
+                            (
+                                started,
+                                self._bus.start(
+                                    self.service, command, arg_list[started], timeout=self.timeout
+                                ),
+                            )
+                        )
                     except BusError as exc:
                         failures[started] = SpotflowError.from_bus(exc)
                     except TypeError as exc:  # an argument msgpack cannot carry: never sent
@@ -233,14 +263,26 @@ class DeviceClient(BusSession):
             raise error
         return results
 
-    def _wait(self, command: str, args: dict[str, Any], timeout: float | None, progress: Callable[[Any], Any] | None) -> Any:
+    def _wait(
+        self,
+        command: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        progress: Callable[[Any], Any] | None,
+    ) -> Any:
         """Run a waiting command on its own bus connection (other threads keep using this one);
         Ctrl-C (or any exception in ``progress``) cancels it on the actor."""
         if self._closed:
             raise SpotflowError("the DeviceClient is closed", "closed")
         try:
-            with Client(self._bus.endpoint, subscribe_endpoint=self._bus.subscribe_endpoint, timeout=self.timeout) as own:
-                call: Call = own.start(self.service, command, args, timeout=timeout or self.wait_timeout)
+            with Client(
+                self._bus.endpoint,
+                subscribe_endpoint=self._bus.subscribe_endpoint,
+                timeout=self.timeout,
+            ) as own:
+                call: Call = own.start(
+                    self.service, command, args, timeout=timeout or self.wait_timeout
+                )
                 try:
                     for update in call.updates():
                         if progress is not None:
@@ -265,10 +307,16 @@ class DeviceClient(BusSession):
 
         def run() -> None:
             try:
-                own = Client(self._bus.endpoint, subscribe_endpoint=self._bus.subscribe_endpoint, timeout=self.timeout)
+                own = Client(
+                    self._bus.endpoint,
+                    subscribe_endpoint=self._bus.subscribe_endpoint,
+                    timeout=self.timeout,
+                )
                 with own, own.subscribe(f"{self.service}.desired") as sub:
                     sub.wait_ready()
-                    current = DesiredProperties._from(own.call(self.service, "get_desired_properties"))
+                    current = DesiredProperties._from(
+                        own.call(self.service, "get_desired_properties")
+                    )
                     ready.set()
                     callback(current)
                     version = current.version
@@ -278,7 +326,9 @@ class DeviceClient(BusSession):
                             continue
                         data = event.data
                         if event.missed:  # updates were lost: ask for the latest instead
-                            data = own.call(self.service, "get_desired_properties_if_newer", version=version)
+                            data = own.call(
+                                self.service, "get_desired_properties_if_newer", version=version
+                            )
                         if isinstance(data, dict) and int(data["version"]) > version:
                             desired = DesiredProperties._from(data)
                             version = desired.version
@@ -290,7 +340,9 @@ class DeviceClient(BusSession):
                 else:
                     log.exception("desired-properties watcher of %s ended", self.service)
 
-        self._watcher = threading.Thread(target=run, name=f"spotflow desired {self.service}", daemon=True)
+        self._watcher = threading.Thread(
+            target=run, name=f"spotflow desired {self.service}", daemon=True
+        )
         self._watcher.start()
         ready.wait(self.timeout + 5)
         if errors:
@@ -312,21 +364,32 @@ class DeviceClient(BusSession):
         return str(self._call("workspace_id"))
 
     def create_stream_sender(
-        self, stream_group: str | None = None, stream: str | None = None, compression: Compression | None = Compression.UNCOMPRESSED
+        self,
+        stream_group: str | None = None,
+        stream: str | None = None,
+        compression: Compression | None = Compression.UNCOMPRESSED,
     ) -> StreamSender:
         """Create a ``StreamSender`` for a Stream of a Stream Group (defaults: ``default``/``default``)."""
         names = self._call(
             "create_stream_sender",
-            {"stream_group": stream_group, "stream": stream, "compression": int(compression or Compression.UNCOMPRESSED)},
+            {
+                "stream_group": stream_group,
+                "stream": stream,
+                "compression": int(compression or Compression.UNCOMPRESSED),
+            },
         )
-        return StreamSender(self, names["stream_group"], names["stream"], Compression(names["compression"]))
+        return StreamSender(
+            self, names["stream_group"], names["stream"], Compression(names["compression"])
+        )
 
     @property
     def pending_messages_count(self) -> int:
         """The number of Messages persisted in the local database but not yet sent to the Platform."""
         return int(self._call("pending_messages_count"))
 
-    def wait_enqueued_messages_sent(self, timeout: float | None = None, progress: Callable[[dict[str, Any]], Any] | None = None) -> None:
+    def wait_enqueued_messages_sent(
+        self, timeout: float | None = None, progress: Callable[[dict[str, Any]], Any] | None = None
+    ) -> None:
         """Block until all the Messages enqueued before are sent (linebus: at most ``timeout`` s, then
         ``SpotflowError`` ``deadline_exceeded``; ``progress`` gets ``{"pending", "up_to_seq", "online"}``)."""
         self._wait("wait_enqueued_messages_sent", {}, timeout, progress)
@@ -335,7 +398,9 @@ class DeviceClient(BusSession):
         """Get the current Desired Properties (only the latest version)."""
         return DesiredProperties._from(self._call("get_desired_properties"))
 
-    def get_desired_properties_if_newer(self, version: int | None = None) -> DesiredProperties | None:
+    def get_desired_properties_if_newer(
+        self, version: int | None = None
+    ) -> DesiredProperties | None:
         """Get the current Desired Properties if their version is higher than ``version`` (or it is None)."""
         data = self._call("get_desired_properties_if_newer", {"version": version})
         return None if data is None else DesiredProperties._from(data)
@@ -363,7 +428,15 @@ class DeviceClient(BusSession):
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """Stored messages of one stream by ``stream_seq`` or time range (inclusive), for backfill."""
-        args = {"stream_group": stream_group, "stream": stream, "from_seq": from_seq, "to_seq": to_seq, "since": since, "until": until, "limit": limit}
+        args = {
+            "stream_group": stream_group,
+            "stream": stream,
+            "from_seq": from_seq,
+            "to_seq": to_seq,
+            "since": since,
+            "until": until,
+            "limit": limit,
+        }
         return list(self._call("history", args))
 
     def stats(self) -> dict[str, Any]:
@@ -375,7 +448,9 @@ def _acks(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     """The actor's column-wise acks as one ``{"seq", "stream_seq", "duplicate"}`` per message."""
     return [
         {"seq": seq, "stream_seq": stream_seq, "duplicate": duplicate}
-        for seq, stream_seq, duplicate in zip(columns["seq"], columns["stream_seq"], columns["duplicate"], strict=True)
+        for seq, stream_seq, duplicate in zip(
+            columns["seq"], columns["stream_seq"], columns["duplicate"], strict=True
+        )
     ]
 
 
@@ -387,10 +462,16 @@ def _payload(payload: object, what: str = "payload") -> bytes:
         return payload.encode()
     if isinstance(payload, bytearray | memoryview):
         return bytes(payload)
-    raise SpotflowError(f"{what} must be str or bytes, not {type(payload).__name__}", "invalid_arguments", details={"argument": "payload"})
+    raise SpotflowError(
+        f"{what} must be str or bytes, not {type(payload).__name__}",
+        "invalid_arguments",
+        details={"argument": "payload"},
+    )
 
 
-def _wire_item(message: str | bytes | bytearray | memoryview | Mapping[str, Any]) -> bytes | dict[str, Any]:
+def _wire_item(
+    message: str | bytes | bytearray | memoryview | Mapping[str, Any],
+) -> bytes | dict[str, Any]:
     """One ``enqueue_messages`` item as the actor takes it: a payload, or a map with ``payload``."""
     if isinstance(message, Mapping):
         return dict(message)
@@ -400,7 +481,9 @@ def _wire_item(message: str | bytes | bytearray | memoryview | Mapping[str, Any]
 class StreamSender:
     """A sender of Messages to one Stream; create it with ``DeviceClient.create_stream_sender``."""
 
-    def __init__(self, client: DeviceClient, stream_group: str, stream: str, compression: Compression) -> None:
+    def __init__(
+        self, client: DeviceClient, stream_group: str, stream: str, compression: Compression
+    ) -> None:
         self._client = client
         self.stream_group = stream_group
         self.stream = stream
@@ -410,7 +493,11 @@ class StreamSender:
         return {"stream_group": self.stream_group, "stream": self.stream}
 
     def _message(self, payload: str | bytes, ids: dict[str, str | None]) -> dict[str, Any]:
-        args = {"payload": _payload(payload), **self._stream(), "compression": int(self.compression)}
+        args = {
+            "payload": _payload(payload),
+            **self._stream(),
+            "compression": int(self.compression),
+        }
         args.update({k: v for k, v in ids.items() if v is not None})
         return args
 
@@ -429,7 +516,12 @@ class StreamSender:
         linebus: at most ``timeout`` seconds (default: the client's ``wait_timeout``), then
         ``SpotflowError`` ``deadline_exceeded``; the message stays stored and is sent later.
         """
-        ids = {"batch_id": batch_id, "message_id": message_id, "batch_slice_id": batch_slice_id, "chunk_id": chunk_id}
+        ids = {
+            "batch_id": batch_id,
+            "message_id": message_id,
+            "batch_slice_id": batch_slice_id,
+            "chunk_id": chunk_id,
+        }
         self._client._wait("send_message", self._message(payload, ids), timeout, None)
 
     def enqueue_message(
@@ -441,11 +533,20 @@ class StreamSender:
         chunk_id: str | None = None,
     ) -> None:
         """Enqueue a Message; returns right after the actor saved it in its local database."""
-        ids = {"batch_id": batch_id, "message_id": message_id, "batch_slice_id": batch_slice_id, "chunk_id": chunk_id}
+        ids = {
+            "batch_id": batch_id,
+            "message_id": message_id,
+            "batch_slice_id": batch_slice_id,
+            "chunk_id": chunk_id,
+        }
         self._client._call("enqueue_message", self._message(payload, ids))
 
     def enqueue_messages(
-        self, messages: Iterable[str | bytes | Mapping[str, Any]], *, batch_size: int = 1000, in_flight: int = 4
+        self,
+        messages: Iterable[str | bytes | Mapping[str, Any]],
+        *,
+        batch_size: int = 1000,
+        in_flight: int = 4,
     ) -> list[dict[str, Any]]:
         """linebus: enqueue many Messages, ``batch_size`` per transaction, without waiting a round trip per batch.
 
@@ -465,11 +566,16 @@ class StreamSender:
             raise SpotflowError("batch_size and in_flight must be at least 1", "invalid_arguments")
         items = [_wire_item(m) for m in messages]
         common = {**self._stream(), "compression": int(self.compression)}
-        calls = [{"messages": items[i : i + batch_size], **common} for i in range(0, len(items), batch_size)]
+        calls = [
+            {"messages": items[i : i + batch_size], **common}
+            for i in range(0, len(items), batch_size)
+        ]
         try:
             replies = self._client._pipeline("enqueue_messages", calls, in_flight)
         except SpotflowError as exc:
-            exc.details["results"] = [None if r is None else _acks(r) for r in exc.details["results"]]
+            exc.details["results"] = [
+                None if r is None else _acks(r) for r in exc.details["results"]
+            ]
             raise
         return [ack for reply in replies for ack in _acks(reply)]
 
@@ -479,4 +585,7 @@ class StreamSender:
 
     def enqueue_message_completion(self, batch_id: str, message_id: str) -> None:
         """Enqueue the manual completion of the current (chunked) Message."""
-        self._client._call("enqueue_message_completion", {"batch_id": batch_id, "message_id": message_id, **self._stream()})
+        self._client._call(
+            "enqueue_message_completion",
+            {"batch_id": batch_id, "message_id": message_id, **self._stream()},
+        )

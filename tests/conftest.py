@@ -52,10 +52,14 @@ class Processes:
     def __init__(self) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *argv: str, env: dict[str, str] | None = None, stdout: Any = None, stderr: Any = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, *argv: str, env: dict[str, str] | None = None, stdout: Any = None, stderr: Any = None
+    ) -> subprocess.Popen[bytes]:
         """Run ``python argv...`` from the repository root."""
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=full_env, stdout=stdout, stderr=stderr)
+        proc = subprocess.Popen(
+            [sys.executable, *argv], cwd=ROOT, env=full_env, stdout=stdout, stderr=stderr
+        )
         self.children.append(proc)
         return proc
 
@@ -82,7 +86,14 @@ def processes() -> Iterator[Processes]:
         launcher.cleanup()
 
 
-def write_config(path: Path, endpoints: Endpoints, actors: list[dict[str, Any]], *, heartbeat_s: float = 0.5, extra: str = "") -> Path:
+def write_config(
+    path: Path,
+    endpoints: Endpoints,
+    actors: list[dict[str, Any]],
+    *,
+    heartbeat_s: float = 0.5,
+    extra: str = "",
+) -> Path:
     """Write a line config: the given endpoints, fast supervisor back-off, and ``actors``."""
     lines = [
         "[broker]",
@@ -131,7 +142,11 @@ class Line:
         """A sync client of this line."""
         from bus.client import Client
 
-        return Client(self.endpoints.command, subscribe_endpoint=self.endpoints.subscribe, timeout=scaled(timeout))
+        return Client(
+            self.endpoints.command,
+            subscribe_endpoint=self.endpoints.subscribe,
+            timeout=scaled(timeout),
+        )
 
     def start_broker(self) -> subprocess.Popen[bytes]:
         """Start (or restart) the broker process and wait until it answers."""
@@ -153,7 +168,11 @@ class Line:
 
             def up() -> Any:
                 for row in client.services():
-                    if row["name"] == name and row["state"] == "up" and (pid is None or row["pid"] == pid):
+                    if (
+                        row["name"] == name
+                        and row["state"] == "up"
+                        and (pid is None or row["pid"] == pid)
+                    ):
                         return row
                 return None
 
@@ -194,7 +213,9 @@ def wait_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, 
     pytest.fail(f"no ready line from {proc.args} within {timeout:.1f} s; got {buffered[-500:]!r}")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
+) -> Any:
     """Poll until truthy; fail the test naming ``what`` and the last value after ``timeout``."""
     end = time.monotonic() + timeout
     last = None
@@ -210,7 +231,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 def line(tmp_path: Path, processes: Processes) -> Line:
     """A line config with two echo actors (``echo1``, ``echo2``); nothing started yet."""
     endpoints = Endpoints.fresh()
-    config = write_config(tmp_path / "line.toml", endpoints, [{"name": "echo1", **ECHO}, {"name": "echo2", **ECHO}])
+    config = write_config(
+        tmp_path / "line.toml", endpoints, [{"name": "echo1", **ECHO}, {"name": "echo2", **ECHO}]
+    )
     return Line(config, endpoints, processes)
 
 

@@ -44,16 +44,28 @@ from bus.errors import (
 __all__ = ["ACTOR", "DiscoveryActor"]
 
 _KNOWN = {
-    "group", "port", "interface", "listen", "poke", "timeout_s", "poke_interval_s", "key", "password",
-    "manage_port", "presence", "subscribe",
-}  # fmt: skip
+    "group",
+    "port",
+    "interface",
+    "listen",
+    "poke",
+    "timeout_s",
+    "poke_interval_s",
+    "key",
+    "password",
+    "manage_port",
+    "presence",
+    "subscribe",
+}
 
 
 def _uuid(text: str) -> uuidlib.UUID:
     try:
         return uuidlib.UUID(hex=text)
     except ValueError:
-        raise InvalidArguments(f"not a device uuid: {text!r}", details={"argument": "uuid"}) from None
+        raise InvalidArguments(
+            f"not a device uuid: {text!r}", details={"argument": "uuid"}
+        ) from None
 
 
 class DiscoveryActor(Actor):
@@ -79,7 +91,9 @@ class DiscoveryActor(Actor):
         opts = self.options
         unknown = sorted(set(opts) - _KNOWN)
         if unknown:
-            raise ConfigError(f"discovery {name}: unknown options {unknown} (known: {sorted(_KNOWN)})")
+            raise ConfigError(
+                f"discovery {name}: unknown options {unknown} (known: {sorted(_KNOWN)})"
+            )
         port = int(opts.get("port", DISCOVERY_PORT))
         listen = opts.get("listen") or None
         if listen and ":" in str(listen):
@@ -113,7 +127,9 @@ class DiscoveryActor(Actor):
             await self.driver.start()
             self._started = True
         except DeviceUnavailable as exc:
-            self.log.warning("discovery_unavailable", error=str(exc), hint="retrying in the background")
+            self.log.warning(
+                "discovery_unavailable", error=str(exc), hint="retrying in the background"
+            )
             self._spawn(self._start_later(), "start")
         self._spawn(self._forward_devices(), "devices")
         if self.options.get("presence", True):
@@ -129,7 +145,15 @@ class DiscoveryActor(Actor):
     def describe_extra(self) -> dict[str, Any]:
         """Where discovery listens and how many devices it sees."""
         d = self.driver
-        return {"discovery": {"group": d.group, "port": d.port, "listen": d.listen, "listening": self._started, "devices": len(d.table)}}
+        return {
+            "discovery": {
+                "group": d.group,
+                "port": d.port,
+                "listen": d.listen,
+                "listening": self._started,
+                "devices": len(d.table),
+            }
+        }
 
     def _spawn(self, coro: Any, what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"discovery {self.name} {what}")
@@ -149,7 +173,9 @@ class DiscoveryActor(Actor):
     async def _forward_devices(self) -> None:
         with self.driver.events() as events:
             async for event in events:
-                self.publish(f"device.{event.device['uuid']}", {"event": event.kind, **event.device})
+                self.publish(
+                    f"device.{event.device['uuid']}", {"event": event.kind, **event.device}
+                )
 
     async def _forward_presence(self) -> None:
         from bus.aio import AsyncClient
@@ -164,7 +190,14 @@ class DiscoveryActor(Actor):
                     await sub.wait_ready(10.0)
                     for row in await bus.services():  # the state before the first event
                         if "name" in row:
-                            self.publish(f"actor.{row['name']}", {"service": row["name"], "kind": row.get("kind", ""), "state": row.get("state", "")})
+                            self.publish(
+                                f"actor.{row['name']}",
+                                {
+                                    "service": row["name"],
+                                    "kind": row.get("kind", ""),
+                                    "state": row.get("state", ""),
+                                },
+                            )
                     async for event in sub:
                         service = event.topic.removeprefix("presence.")
                         self.publish(f"actor.{service}", event.data)
@@ -177,7 +210,11 @@ class DiscoveryActor(Actor):
     @command
     async def list(self) -> list[dict[str, Any]]:
         """Metadata of every device seen now (``uuid``, ``name``, ``ipaddr``, ``st_id`` ...)."""
-        return [device for device in self.driver.devices() if self.driver.device(device["uuid"]) is not None]
+        return [
+            device
+            for device in self.driver.devices()
+            if self.driver.device(device["uuid"]) is not None
+        ]
 
     @command(concurrent=True)
     async def get(self, uuid: str, timeout_s: float = 0.0) -> dict[str, Any]:
@@ -194,7 +231,9 @@ class DiscoveryActor(Actor):
         return device
 
     @command
-    async def discover_device(self, uuid: str, ctx: CommandContext, timeout_s: float = 10.0) -> dict[str, Any]:
+    async def discover_device(
+        self, uuid: str, ctx: CommandContext, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
         """Wait until the device ``uuid`` is seen and return its metadata (fluxclient's ``discover_device``).
 
         Progress ``{"uuid", "waited_s"}`` at once and every second while searching; fails with
@@ -224,7 +263,9 @@ class DiscoveryActor(Actor):
         end = time.monotonic() + timeout_s
         while record.last_update == before:
             if time.monotonic() > end:
-                raise DeviceTimeout(f"device {wanted.hex} did not answer the touch within {timeout_s} s")
+                raise DeviceTimeout(
+                    f"device {wanted.hex} did not answer the touch within {timeout_s} s"
+                )
             await asyncio.sleep(0.02)
         return record.as_dict()
 
@@ -243,15 +284,21 @@ class DiscoveryActor(Actor):
         if self.key is None:
             self.key = await asyncio.to_thread(load_key, self.key_path)
         host, port = device["endpoint"]
-        manager = FluxManager(device["ipaddr"] or host, self.key, port=self.manage_port or int(port))
+        manager = FluxManager(
+            device["ipaddr"] or host, self.key, port=self.manage_port or int(port)
+        )
         try:
-            await manager.authorize(password if password is not None else self.password, label=f"linebus {self.name}")
+            await manager.authorize(
+                password if password is not None else self.password, label=f"linebus {self.name}"
+            )
         except BaseException:
             await manager.close()
             raise
         return manager
 
-    async def _manage(self, uuid: str, password: str | None, what: str, *args: Any, **kwargs: Any) -> Any:
+    async def _manage(
+        self, uuid: str, password: str | None, what: str, *args: Any, **kwargs: Any
+    ) -> Any:
         manager = await self._manager(uuid, password)
         try:
             return await getattr(manager, what)(*args, **kwargs)
@@ -285,14 +332,32 @@ class DiscoveryActor(Actor):
         await self._manage(uuid, password, "rename", name)
 
     @command
-    async def modify_password(self, uuid: str, old_password: str, new_password: str, reset_acl: bool = True, password: str | None = None) -> None:
+    async def modify_password(
+        self,
+        uuid: str,
+        old_password: str,
+        new_password: str,
+        reset_acl: bool = True,
+        password: str | None = None,
+    ) -> None:
         """Change the device password; ``reset_acl`` also clears its trust list."""
-        await self._manage(uuid, password if password is not None else old_password, "modify_password", old_password, new_password, reset_acl)
+        await self._manage(
+            uuid,
+            password if password is not None else old_password,
+            "modify_password",
+            old_password,
+            new_password,
+            reset_acl,
+        )
 
     @command
-    async def modify_network(self, uuid: str, options: dict[str, str], password: str | None = None) -> None:
+    async def modify_network(
+        self, uuid: str, options: dict[str, str], password: str | None = None
+    ) -> None:
         """Change the device's network (``method=dhcp|static``, ``ssid``, ``psk``, ``ipaddr`` ...)."""
-        await self._manage(uuid, password, "modify_network", **{str(k): str(v) for k, v in options.items()})
+        await self._manage(
+            uuid, password, "modify_network", **{str(k): str(v) for k, v in options.items()}
+        )
 
     @command
     async def get_wifi_list(self, uuid: str, password: str | None = None) -> list[dict[str, Any]]:

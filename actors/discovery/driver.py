@@ -161,7 +161,9 @@ class DiscoveryDriver:
         loop = asyncio.get_running_loop()
         sockets: list[socket.socket] = []
         try:
-            sockets.append(_udp_socket((self.interface if self.interface != "0.0.0.0" else "", 0), reuse=False))
+            sockets.append(
+                _udp_socket((self.interface if self.interface != "0.0.0.0" else "", 0), reuse=False)
+            )
             if self.group:
                 listener = _udp_socket((self.group, self.port), reuse=True)
                 sockets.append(listener)
@@ -180,7 +182,13 @@ class DiscoveryDriver:
         self._tasks.append(asyncio.create_task(self._expire_forever(), name="discovery-expire"))
         if self.poke_targets:
             self._tasks.append(asyncio.create_task(self._poke_forever(), name="discovery-poke"))
-        log.info("discovery_started", group=self.group, port=self.port, interface=self.interface, listen=self.listen)
+        log.info(
+            "discovery_started",
+            group=self.group,
+            port=self.port,
+            interface=self.interface,
+            listen=self.listen,
+        )
 
     async def stop(self) -> None:
         """Close the sockets; subscribers' iterators end."""
@@ -199,7 +207,12 @@ class DiscoveryDriver:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     # ------------------------------------------------------------ queries
@@ -210,12 +223,16 @@ class DiscoveryDriver:
 
     def device(self, device: uuidlib.UUID | str) -> dict[str, Any] | None:
         """Metadata of one device, or None if it is not (or no longer) seen."""
-        record = self.table.get(device if isinstance(device, uuidlib.UUID) else uuidlib.UUID(hex=device))
+        record = self.table.get(
+            device if isinstance(device, uuidlib.UUID) else uuidlib.UUID(hex=device)
+        )
         return record.as_dict() if record is not None and record.touched else None
 
     def slave_key_der(self, device: uuidlib.UUID | str) -> bytes | None:
         """The device's current slave public key (to verify it on the robot port), if touched."""
-        record = self.table.get(device if isinstance(device, uuidlib.UUID) else uuidlib.UUID(hex=device))
+        record = self.table.get(
+            device if isinstance(device, uuidlib.UUID) else uuidlib.UUID(hex=device)
+        )
         return record.slave_der if record is not None and record.touched else None
 
     def events(self) -> Subscription:
@@ -228,7 +245,9 @@ class DiscoveryDriver:
         self._subscribers.add(subscription)
         return subscription
 
-    async def discover_device(self, device: uuidlib.UUID | str, timeout_s: float = 10.0) -> dict[str, Any]:
+    async def discover_device(
+        self, device: uuidlib.UUID | str, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
         """Wait until ``device`` has appeared and return its metadata.
 
         Raises:
@@ -263,7 +282,12 @@ class DiscoveryDriver:
 
     def _publish(self, events: list[DeviceEvent]) -> None:
         for event in events:
-            log.info("discovery_" + event.kind, uuid=event.device["uuid"], name=event.device["name"], st_id=event.device["st_id"])
+            log.info(
+                "discovery_" + event.kind,
+                uuid=event.device["uuid"],
+                name=event.device["name"],
+                st_id=event.device["st_id"],
+            )
             for subscription in self._subscribers:
                 self.dropped_events += subscription.put(event)
 
@@ -279,7 +303,9 @@ class DiscoveryDriver:
             elif isinstance(message, TouchResponse):
                 record = self.table.get(message.uuid)
                 if record is not None:
-                    self._publish(self.table.touched(parse_touch_response(data, record.master_der), now))
+                    self._publish(
+                        self.table.touched(parse_touch_response(data, record.master_der), now)
+                    )
         except DatagramError as exc:
             log.warning("discovery_bad_datagram", source=f"{source[0]}:{source[1]}", error=str(exc))
 

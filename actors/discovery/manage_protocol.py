@@ -35,7 +35,22 @@ __all__ = [
 ]
 
 CHALLENGE_SIZE = 64
-NETWORK_KEYS = frozenset({"method", "ipaddr", "mask", "route", "ns", "ssid", "wifi_mode", "scan_ssid", "security", "wepkey", "psk", "ifname"})
+NETWORK_KEYS = frozenset(
+    {
+        "method",
+        "ipaddr",
+        "mask",
+        "route",
+        "ns",
+        "ssid",
+        "wifi_mode",
+        "scan_ssid",
+        "security",
+        "wepkey",
+        "psk",
+        "ifname",
+    }
+)
 
 
 def encode_request(*fields: str) -> bytes:

@@ -74,7 +74,14 @@ class FluxManager:
         timeout_s: Bound on connecting and on each answer.
     """
 
-    def __init__(self, host: str, client_key: rsa.RSAPrivateKey, *, port: int = DISCOVERY_PORT, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        client_key: rsa.RSAPrivateKey,
+        *,
+        port: int = DISCOVERY_PORT,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self._key = client_key
         self._reader: asyncio.StreamReader | None = None
@@ -95,7 +102,12 @@ class FluxManager:
         await self.connect()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     # ------------------------------------------------------------ session
@@ -115,7 +127,9 @@ class FluxManager:
         if answer.kind == "sign":
             assert self.uuid is not None
             async with self._lock:
-                answer = await self._guard("sign", self._request_raw(sign_challenge(self._key, self.uuid, self._challenge)))
+                answer = await self._guard(
+                    "sign", self._request_raw(sign_challenge(self._key, self.uuid, self._challenge))
+                )
             self._check("sign", answer)
             self.authorized = True
         return self.authorized
@@ -124,7 +138,9 @@ class FluxManager:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         banner = await self._reader.readexactly(len(BANNER_TLS))
         if banner != BANNER_TLS:
-            raise DeviceUnavailable(f"{self.address}: not a FLUX management port (banner {banner!r})")
+            raise DeviceUnavailable(
+                f"{self.address}: not a FLUX management port (banner {banner!r})"
+            )
         await self._writer.start_tls(_client_tls())
         ssl_object = self._writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -163,7 +179,9 @@ class FluxManager:
         if self.authorized:
             return
         if password is None:
-            raise DeviceFault(f"{self.address}: key not trusted and no password given", device_code="AUTH_ERROR")
+            raise DeviceFault(
+                f"{self.address}: key not trusted and no password given", device_code="AUTH_ERROR"
+            )
         await self.authorize_with_password(password)
         await self.add_trust(label, self._key)
 
@@ -179,9 +197,17 @@ class FluxManager:
 
     # ------------------------------------------------------------ commands
 
-    async def add_trust(self, label: str, key: rsa.RSAPublicKey | rsa.RSAPrivateKey | bytes | str) -> None:
+    async def add_trust(
+        self, label: str, key: rsa.RSAPublicKey | rsa.RSAPrivateKey | bytes | str
+    ) -> None:
         """Trust a key (ours or another client's; PEM accepted) for robot and camera."""
-        pem = key if isinstance(key, str) else key.decode() if isinstance(key, bytes) else crypto.public_pem(key).decode()
+        pem = (
+            key
+            if isinstance(key, str)
+            else key.decode()
+            if isinstance(key, bytes)
+            else crypto.public_pem(key).decode()
+        )
         await self._command("add_trust", label, pem)
 
     async def list_trust(self) -> list[dict[str, Any]]:
@@ -196,7 +222,9 @@ class FluxManager:
         """Set the device nickname (at most 128 bytes)."""
         await self._command("rename", name)
 
-    async def modify_password(self, old_password: str, new_password: str, reset_acl: bool = True) -> None:
+    async def modify_password(
+        self, old_password: str, new_password: str, reset_acl: bool = True
+    ) -> None:
         """Change the password; ``reset_acl`` also clears the trust list."""
         await self._command("passwd", old_password, new_password, "Y" if reset_acl else "F")
 
@@ -222,11 +250,16 @@ class FluxManager:
         if answer.kind == "error":
             raise device_error(f"{self.address}: {what}", answer.symbols)
         if answer.kind != "ok":
-            raise DeviceFault(f"{self.address}: {what}: unexpected answer {answer.text[:80]!r}", device_code="BAD_PROTOCOL")
+            raise DeviceFault(
+                f"{self.address}: {what}: unexpected answer {answer.text[:80]!r}",
+                device_code="BAD_PROTOCOL",
+            )
 
     async def _command(self, *fields: str) -> list[ManageAnswer]:
         if not self.authorized:
-            raise DeviceFault(f"{self.address}: {fields[0]}: not authorised", device_code="AUTH_ERROR")
+            raise DeviceFault(
+                f"{self.address}: {fields[0]}: not authorised", device_code="AUTH_ERROR"
+            )
         async with self._lock:
             data: list[ManageAnswer] = []
 
@@ -258,7 +291,9 @@ class FluxManager:
             data = await self._reader.read(65536)
             if not data:
                 raise ConnectionResetError("device closed the session")
-            self._pending.extend(event.text for event in self._answers.feed(data) if isinstance(event, Text))
+            self._pending.extend(
+                event.text for event in self._answers.feed(data) if isinstance(event, Text)
+            )
         return parse_answer(self._pending.pop(0))
 
     async def _guard(self, what: str, work: Any) -> ManageAnswer:
@@ -271,7 +306,9 @@ class FluxManager:
             raise
         except TimeoutError as exc:
             await self.close()
-            raise DeviceTimeout(f"{self.address}: {what}: no answer within {self.timeout_s} s") from exc
+            raise DeviceTimeout(
+                f"{self.address}: {what}: no answer within {self.timeout_s} s"
+            ) from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             await self.close()
             raise DeviceUnavailable(f"{self.address}: {what}: {exc}") from exc

@@ -86,7 +86,13 @@ class Status:
 
     def pack(self) -> bytes:
         """Encode as the 64-byte block (strings NUL padded, truncated to fit)."""
-        return _STATUS.pack(self.st_ts, self.st_id, self.st_prog, self.head_module.encode()[:16], self.error_label.encode()[:32])
+        return _STATUS.pack(
+            self.st_ts,
+            self.st_id,
+            self.st_prog,
+            self.head_module.encode()[:16],
+            self.error_label.encode()[:32],
+        )
 
     @classmethod
     def unpack(cls, data: bytes) -> Status:
@@ -163,19 +169,34 @@ def build_beacon(device: uuidlib.UUID) -> bytes:
     return _header(0, 1, device.bytes)
 
 
-def build_announcement(device: uuidlib.UUID, serial: str, slave_ts: float, master_der: bytes, identify: bytes, status: Status) -> bytes:
+def build_announcement(
+    device: uuidlib.UUID,
+    serial: str,
+    slave_ts: float,
+    master_der: bytes,
+    identify: bytes,
+    status: Status,
+) -> bytes:
     """A full v1 announcement."""
     fixed = _ANNOUNCE_FIXED.pack(serial.encode()[:10], slave_ts, len(master_der), len(identify))
     return _header(1, ACTION_ANNOUNCE, device.bytes) + fixed + master_der + identify + status.pack()
 
 
-def build_touch_response(device: uuidlib.UUID, slave_ts: float, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey, info: dict[str, str]) -> bytes:
+def build_touch_response(
+    device: uuidlib.UUID,
+    slave_ts: float,
+    master_key: rsa.RSAPrivateKey,
+    slave_key: rsa.RSAPrivateKey,
+    info: dict[str, str],
+) -> bytes:
     """A v1 touch response, signed by the master key (slave key) and the slave key (info)."""
     ts_bytes = struct.pack("<f", slave_ts)
     slave_der = crypto.public_der(slave_key)
     master_sig = crypto.sign(master_key, ts_bytes + slave_der)
     raw = "\x00".join(f"{key}={value}" for key, value in info.items()).encode()
-    head = _header(1, ACTION_TOUCH_RESPONSE, device.bytes) + _TOUCH_FIXED.pack(slave_ts, len(slave_der), len(master_sig))
+    head = _header(1, ACTION_TOUCH_RESPONSE, device.bytes) + _TOUCH_FIXED.pack(
+        slave_ts, len(slave_der), len(master_sig)
+    )
     return head + slave_der + master_sig + _U16.pack(len(raw)) + raw + crypto.sign(slave_key, raw)
 
 
@@ -234,7 +255,11 @@ def _parse_touch(device: uuidlib.UUID, data: bytes) -> tuple[TouchResponse, byte
     raw = data[offset : offset + l3]
     if len(raw) != l3 or len(slave_der) != l1 or len(master_sig) != l2:
         raise DatagramError("touch response shorter than its fields")
-    info = dict(item.partition("=")[::2] for item in raw.decode("utf-8", errors="replace").split("\x00") if "=" in item)
+    info = dict(
+        item.partition("=")[::2]
+        for item in raw.decode("utf-8", errors="replace").split("\x00")
+        if "=" in item
+    )
     response = TouchResponse(device, slave_ts, slave_der, info, raw)
     return response, master_sig, data[offset + l3 :]
 
@@ -254,7 +279,9 @@ def parse_touch_response(data: bytes, master_der: bytes) -> TouchResponse:
         slave = crypto.load_public_key(response.slave_der)
     except ValueError as exc:
         raise DatagramError(f"bad key in touch: {exc}") from exc
-    if not crypto.verify(master, master_sig, struct.pack("<f", response.slave_ts) + response.slave_der):
+    if not crypto.verify(
+        master, master_sig, struct.pack("<f", response.slave_ts) + response.slave_der
+    ):
         raise DatagramError("slave key signature does not verify")
     if not crypto.verify(slave, info_sig, response.raw):
         raise DatagramError("info signature does not verify")

@@ -91,11 +91,15 @@ class DeviceTable:
         """The record of ``device`` (also before it appeared)."""
         return self._records.get(device)
 
-    def announced(self, message: Announcement, source: tuple[str, int], now: float) -> tuple[list[DeviceEvent], bool]:
+    def announced(
+        self, message: Announcement, source: tuple[str, int], now: float
+    ) -> tuple[list[DeviceEvent], bool]:
         """Take an announcement; return the events and whether the device must be touched."""
         record = self._records.get(message.uuid)
         if record is None:
-            record = DeviceRecord(message.uuid, message.serial, message.master_der, source[0], source)
+            record = DeviceRecord(
+                message.uuid, message.serial, message.master_der, source[0], source
+            )
             self._records[message.uuid] = record
         before = record.status_key()
         record.serial, record.master_der = message.serial, message.master_der
@@ -116,7 +120,11 @@ class DeviceTable:
             return []  # touched, then expired meanwhile: wait for its next announcement
         before = (record.name, record.model_id, record.version, record.has_password)
         info = message.info
-        record.name, record.model_id, record.version = info.get("name", ""), info.get("model", ""), info.get("ver", "")
+        record.name, record.model_id, record.version = (
+            info.get("name", ""),
+            info.get("model", ""),
+            info.get("ver", ""),
+        )
         record.has_password = info.get("pwd") == "T"
         record.slave_der, record.slave_ts = message.slave_der, message.slave_ts
         record.last_update = now
@@ -129,7 +137,9 @@ class DeviceTable:
 
     def expire(self, now: float, timeout_s: float) -> list[DeviceEvent]:
         """Remove devices silent for more than ``timeout_s``; report those that had appeared."""
-        stale = [uuid for uuid, record in self._records.items() if now - record.last_update > timeout_s]
+        stale = [
+            uuid for uuid, record in self._records.items() if now - record.last_update > timeout_s
+        ]
         events = []
         for uuid in stale:
             record = self._records.pop(uuid)

@@ -4,4 +4,11 @@ from actors.flashrunner.config import FlashRunnerConfig
 from actors.flashrunner.driver import LIBRARY_VERSION, ChannelResult, FlashRunnerDriver
 from actors.flashrunner.protocol import Answer, FileType
 
-__all__ = ["LIBRARY_VERSION", "Answer", "ChannelResult", "FileType", "FlashRunnerConfig", "FlashRunnerDriver"]
+__all__ = [
+    "LIBRARY_VERSION",
+    "Answer",
+    "ChannelResult",
+    "FileType",
+    "FlashRunnerConfig",
+    "FlashRunnerDriver",
+]

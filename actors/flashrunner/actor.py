@@ -35,7 +35,9 @@ _OWN_KEYS = {"port", "settings", "logger", "logger_address"}
 
 def _ms(timeout: int, argument: str) -> float:
     if timeout <= 0:
-        raise InvalidArguments(f"{argument} must be a positive number of milliseconds", details={"argument": argument})
+        raise InvalidArguments(
+            f"{argument} must be a positive number of milliseconds", details={"argument": argument}
+        )
     return timeout / 1000.0
 
 
@@ -47,7 +49,9 @@ def build_config(options: dict[str, Any]) -> FlashRunnerConfig:
     """
     unknown = sorted(set(options) - _OWN_KEYS - set(_CONFIG_KEYS))
     if unknown:
-        raise ConfigError(f"flashrunner: unknown options {unknown} (known: {sorted(_OWN_KEYS | set(_CONFIG_KEYS))})")
+        raise ConfigError(
+            f"flashrunner: unknown options {unknown} (known: {sorted(_OWN_KEYS | set(_CONFIG_KEYS))})"
+        )
     values: dict[str, Any] = {}
     for key, value in options.items():
         if key in _OWN_KEYS:
@@ -56,7 +60,9 @@ def build_config(options: dict[str, Any]) -> FlashRunnerConfig:
             try:
                 values[key] = MultiChannel(value)
             except ValueError:
-                raise ConfigError(f"flashrunner: multi_channel must be one of {[m.value for m in MultiChannel]}") from None
+                raise ConfigError(
+                    f"flashrunner: multi_channel must be one of {[m.value for m in MultiChannel]}"
+                ) from None
         elif key == "high_baudrate":
             if not isinstance(value, bool):
                 raise ConfigError("flashrunner: high_baudrate must be true or false")
@@ -102,10 +108,14 @@ class FlashRunnerActor(Actor):
         opts = self.options
         for key in ("port", "settings"):
             if not isinstance(opts.get(key), str) or not opts[key].strip():
-                raise ConfigError(f"flashrunner {name}: option {key!r} is required (port = \"LAN\", settings = \"host:port\")")
+                raise ConfigError(
+                    f'flashrunner {name}: option {key!r} is required (port = "LAN", settings = "host:port")'
+                )
         self.config = build_config(opts)
         try:
-            self.driver = FlashRunnerDriver.from_settings(opts["port"], opts["settings"], self.config)
+            self.driver = FlashRunnerDriver.from_settings(
+                opts["port"], opts["settings"], self.config
+            )
         except InvalidArguments as exc:
             raise ConfigError(f"flashrunner {name}: {exc.message}") from exc
         self._logger_address = self._resolve_logger(opts)
@@ -136,7 +146,11 @@ class FlashRunnerActor(Actor):
             if self.driver.connected:  # linked, but the 3 Mbaud switch failed: keep the link
                 self.log.warning("flashrunner_baudrate_failed", error=str(exc))
             else:
-                self.log.warning("flashrunner_unreachable_at_start", error=str(exc), hint="retrying in the background")
+                self.log.warning(
+                    "flashrunner_unreachable_at_start",
+                    error=str(exc),
+                    hint="retrying in the background",
+                )
                 self._spawn(self._open_later(), "open")
         if self._logger_address is not None:
             self._spawn(self._forward_log(*self._logger_address), "logger")
@@ -151,7 +165,11 @@ class FlashRunnerActor(Actor):
     def describe_extra(self) -> dict[str, Any]:
         """The device's address and whether it is connected."""
         return {
-            "device": {"port": self.options["port"], "settings": self.options["settings"], "connected": self.driver.connected},
+            "device": {
+                "port": self.options["port"],
+                "settings": self.options["settings"],
+                "connected": self.driver.connected,
+            },
             "library": self.driver.library_version(),
         }
 
@@ -179,13 +197,17 @@ class FlashRunnerActor(Actor):
         delay, reported = self.config.backoff_initial_s, False
         while True:
             try:
-                async with FlashRunnerLogger(host, port, connect_timeout_s=self.config.connect_timeout_s) as logger:
+                async with FlashRunnerLogger(
+                    host, port, connect_timeout_s=self.config.connect_timeout_s
+                ) as logger:
                     delay, reported = self.config.backoff_initial_s, False
                     async for line in logger:
                         self.publish("log", {"line": line})
             except DeviceError as exc:
                 if not reported:
-                    self.log.info("flashrunner_logger_down", error=str(exc), hint="retrying in the background")
+                    self.log.info(
+                        "flashrunner_logger_down", error=str(exc), hint="retrying in the background"
+                    )
                     reported = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.backoff_max_s)
@@ -220,7 +242,9 @@ class FlashRunnerActor(Actor):
         return answer.raw
 
     @command
-    async def FR_SendFile(self, name: str, data: bytes, file_type: FileType, ctx: CommandContext) -> dict[str, Any]:
+    async def FR_SendFile(
+        self, name: str, data: bytes, file_type: FileType, ctx: CommandContext
+    ) -> dict[str, Any]:
         """Store ``data`` as ``name`` in the unit's ``file_type`` area (FRB, PRJ, LIC, LOG, LIB).
 
         Progress ``{"done": bytes, "total": bytes}``; cancelling aborts the transfer and the unit
@@ -239,7 +263,9 @@ class FlashRunnerActor(Actor):
         return await self.driver.download(name, file_type, on_progress=ctx.byte_progress())
 
     @command
-    async def FR_RunProject(self, project: str, channels: list[int], timeout: int, ctx: CommandContext) -> dict[str, bool]:
+    async def FR_RunProject(
+        self, project: str, channels: list[int], timeout: int, ctx: CommandContext
+    ) -> dict[str, bool]:
         """Run ``project`` on ``channels`` and wait until every channel passes or fails.
 
         ``timeout`` is in milliseconds. Progress: ``{"done": 0, "total": n}`` when the run starts,
@@ -256,7 +282,9 @@ class FlashRunnerActor(Actor):
             nonlocal done
             done += 1
             ctx.progress({"done": done, "total": total, "channel": channel, "passed": passed})
-            self.publish("project.channel", {"project": project, "channel": channel, "passed": passed})
+            self.publish(
+                "project.channel", {"project": project, "channel": channel, "passed": passed}
+            )
 
         ctx.progress({"done": 0, "total": total})
         results = await self.driver.run_project(project, channels, timeout_s, on_done)

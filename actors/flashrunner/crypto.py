@@ -71,7 +71,9 @@ def load_public_key(der_or_pem: bytes) -> rsa.RSAPublicKey:
         else:
             key = serialization.load_der_public_key(der_or_pem)
     except ValueError as exc:
-        raise InvalidArguments(f"not a public key: {exc}", details={"argument": "public_key"}) from exc
+        raise InvalidArguments(
+            f"not a public key: {exc}", details={"argument": "public_key"}
+        ) from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise InvalidArguments("the device key is not RSA", details={"argument": "public_key"})
     return key
@@ -79,7 +81,9 @@ def load_public_key(der_or_pem: bytes) -> rsa.RSAPublicKey:
 
 def public_key_der(key: rsa.RSAPublicKey) -> bytes:
     """Serialise a public key as DER SubjectPublicKeyInfo (what the simulator hands out)."""
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _header(public_key: rsa.RSAPublicKey, mode: HeaderMode, key: bytes, iv: bytes) -> bytes:
@@ -106,7 +110,9 @@ def _cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
 def encrypt_data(public_key: rsa.RSAPublicKey, data: bytes) -> EncryptedData:
     """Encrypt one block with a fresh AES key and IV (``FR_EncryptData``)."""
     key, iv = os.urandom(KEY_BYTES), os.urandom(IV_BYTES)
-    return EncryptedData(_header(public_key, HeaderMode.SINGLE, key, iv), _cbc_encrypt(key, iv, data))
+    return EncryptedData(
+        _header(public_key, HeaderMode.SINGLE, key, iv), _cbc_encrypt(key, iv, data)
+    )
 
 
 class DynMemEncryptor:
@@ -134,7 +140,9 @@ class DynMemEncryptor:
             InvalidArguments: No session was begun.
         """
         if self._key is None:
-            raise InvalidArguments("begin an encryption session first", details={"argument": "session"})
+            raise InvalidArguments(
+                "begin an encryption session first", details={"argument": "session"}
+            )
         out = _cbc_encrypt(self._key, self._iv, data)
         self._iv = out[-IV_BYTES:]
         return out

@@ -39,14 +39,21 @@ class _Bar(ProgressHandler):
     def on_progress(self, percent: int, done: int, total: int) -> None:
         while percent >= self.next_step and self.next_step <= 100:
             filled = self.next_step // 5
-            self.say(f"    [{'#' * filled}{'.' * (20 - filled)}] {self.next_step:3d}%  {done // 1024:4d} of {total // 1024} KiB")
+            self.say(
+                f"    [{'#' * filled}{'.' * (20 - filled)}] {self.next_step:3d}%  {done // 1024:4d} of {total // 1024} KiB"
+            )
             self.next_step += 25
 
 
 def tour(bus: Client, service: str, say: Say) -> None:
     """Walk through firmware upload, a 4-channel project run and encrypted serial numbers."""
-    with FlashRunner(bus, service) as fr, tempfile.TemporaryDirectory(prefix="linebus-demo-") as tmp:
-        say(f"  {service} is a FlashRunner 2.0 programmer (here a simulator on loopback), driven with fr_comm's API")
+    with (
+        FlashRunner(bus, service) as fr,
+        tempfile.TemporaryDirectory(prefix="linebus-demo-") as tmp,
+    ):
+        say(
+            f"  {service} is a FlashRunner 2.0 programmer (here a simulator on loopback), driven with fr_comm's API"
+        )
         say(f"  actor library: {fr.FR_GetDllVersion()}")
         fr.FR_SendCommand("#GETENGSTATUS")
         say(f"  FR_SendCommand('#GETENGSTATUS'), FR_GetAnswer(1500) -> {fr.FR_GetAnswer(1500)!r}")
@@ -65,16 +72,22 @@ def tour(bus: Client, service: str, say: Say) -> None:
         started = time.monotonic()
 
         def on_done(channel: int, passed: bool) -> None:
-            say(f"    {time.monotonic() - started:4.1f} s  channel {channel}: {'OK' if passed else 'FAIL'}")
+            say(
+                f"    {time.monotonic() - started:4.1f} s  channel {channel}: {'OK' if passed else 'FAIL'}"
+            )
 
         with FR_Logger(bus, service) as logger:
             results = fr.FR_RunProject("demo.prj", CHANNELS, 30000, on_done)
             log_lines = [line for line in logger.lines(timeout=0.5) if " RUN " in line]
         failed = [ch for ch, ok in results.items() if not ok]
-        say(f"  result: {sum(results.values())} passed, {len(failed)} failed (channel {', '.join(map(str, failed)) or '-'})")
+        say(
+            f"  result: {sum(results.values())} passed, {len(failed)} failed (channel {', '.join(map(str, failed)) or '-'})"
+        )
         if log_lines:
             line = next((x for x in log_lines if "FAIL" in x), log_lines[-1])
-            say(f"  meanwhile the unit's real-time log arrived as {service}.log events ({len(log_lines)} run lines), e.g.:")
+            say(
+                f"  meanwhile the unit's real-time log arrived as {service}.log events ({len(log_lines)} run lines), e.g.:"
+            )
             say(f"    {line}")
 
         say("  injecting a serial number into each channel, encrypted for the unit:")
@@ -91,9 +104,13 @@ def tour(bus: Client, service: str, say: Say) -> None:
                 f"    channel {channel}: {serial.decode()} -> {len(header)}-byte key header + {len(block)}-byte AES block "
                 f"{block[:6].hex()}..., written at 0x0800F000"
             )
-        say("  (session encryption: one RSA-wrapped key header, then CBC-chained blocks; the unit decrypts them)")
+        say(
+            "  (session encryption: one RSA-wrapped key header, then CBC-chained blocks; the unit decrypts them)"
+        )
 
         try:
             fr.FR_GetFile("missing.frb", tmp, FR_FileType.FRB)
         except FR_Comm_Exception as exc:
-            say(f"  asking for a file the unit does not have fails with a typed error: code={exc.code} device_code={exc.device_code}")
+            say(
+                f"  asking for a file the unit does not have fails with a typed error: code={exc.code} device_code={exc.device_code}"
+            )

@@ -77,7 +77,9 @@ class ChannelResult:
 
 def _check_name(name: str) -> str:
     if not _REMOTE_NAME.match(name):
-        raise InvalidArguments(f"bad file name {name!r}: letters, digits, '._-' only", details={"argument": "name"})
+        raise InvalidArguments(
+            f"bad file name {name!r}: letters, digits, '._-' only", details={"argument": "name"}
+        )
     return name
 
 
@@ -108,7 +110,9 @@ class FlashRunnerDriver:
         self._cleanups: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, port: str, settings: str, config: FlashRunnerConfig | None = None) -> Self:
+    def from_settings(
+        cls, port: str, settings: str, config: FlashRunnerConfig | None = None
+    ) -> Self:
         """Build a driver from ``fr_comm``'s pair: ``("LAN", "ip:port")`` or ``("/dev/ttyUSB0", "115200")``.
 
         Raises:
@@ -117,9 +121,14 @@ class FlashRunnerDriver:
         config = config or FlashRunnerConfig()
         if port.upper() == "LAN":
             host, tcp_port = parse_address(settings)
-            return cls(TcpTransport(host, tcp_port, connect_timeout_s=config.connect_timeout_s), config)
+            return cls(
+                TcpTransport(host, tcp_port, connect_timeout_s=config.connect_timeout_s), config
+            )
         if settings.strip() not in (str(BAUD_LOW), str(BAUD_HIGH)):
-            raise InvalidArguments(f"baud rate must be {BAUD_LOW} or {BAUD_HIGH}, not {settings!r}", details={"argument": "settings"})
+            raise InvalidArguments(
+                f"baud rate must be {BAUD_LOW} or {BAUD_HIGH}, not {settings!r}",
+                details={"argument": "settings"},
+            )
         return cls(SerialTransport(port, int(settings)), config)
 
     # ------------------------------------------------------------ lifecycle
@@ -154,7 +163,12 @@ class FlashRunnerDriver:
         await self.open()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def wait_connected(self, timeout_s: float) -> None:
@@ -192,7 +206,10 @@ class FlashRunnerDriver:
             DeviceTimeout: It did not come within ``timeout_s``.
         """
         if not self._unclaimed:
-            raise InvalidArguments("no command is waiting for an answer; send one first", details={"argument": "command"})
+            raise InvalidArguments(
+                "no command is waiting for an answer; send one first",
+                details={"argument": "command"},
+            )
         future = self._unclaimed[0]
         try:
             answer = await self._link.wait(future, self._timeout(timeout_s))
@@ -229,7 +246,9 @@ class FlashRunnerDriver:
                 raise _fault(command, answer)
         return answers
 
-    async def _call(self, command: str, channel: int | None = MASTER_CHANNEL, **kwargs: Any) -> Answer:
+    async def _call(
+        self, command: str, channel: int | None = MASTER_CHANNEL, **kwargs: Any
+    ) -> Answer:
         return (await self.execute(command, channel, **kwargs))[0]
 
     async def ping(self, timeout_s: float | None = None) -> None:
@@ -260,7 +279,9 @@ class FlashRunnerDriver:
         """
         transport = self.transport
         if not isinstance(transport, BaudrateSwitchable):
-            raise InvalidArguments("only a serial link has a baud rate", details={"argument": "transport"})
+            raise InvalidArguments(
+                "only a serial link has a baud rate", details={"argument": "transport"}
+            )
         await self._call("SETSERIALBAUDRATE HIGH")
         await self._link.reconfigure(lambda: transport.set_baudrate(BAUD_HIGH))
         log.info("flashrunner_baudrate", device=self.transport.description)
@@ -270,7 +291,14 @@ class FlashRunnerDriver:
 
     # ------------------------------------------------------------ files
 
-    async def upload(self, name: str, data: bytes, file_type: FileType, *, on_progress: ProgressCallback | None = None) -> None:
+    async def upload(
+        self,
+        name: str,
+        data: bytes,
+        file_type: FileType,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         """Store ``data`` as ``name`` in the unit's ``file_type`` area, chunk by acknowledged chunk.
 
         Cancelling the calling task aborts the transfer; the unit discards the partial file and
@@ -293,7 +321,9 @@ class FlashRunnerDriver:
                 raise
         log.info("flashrunner_file_sent", file=name, file_type=str(file_type), size=total)
 
-    async def download(self, name: str, file_type: FileType, *, on_progress: ProgressCallback | None = None) -> bytes:
+    async def download(
+        self, name: str, file_type: FileType, *, on_progress: ProgressCallback | None = None
+    ) -> bytes:
         """Return the content of ``name`` from the unit's ``file_type`` area, chunk by chunk.
 
         Reads are stateless on the unit, so cancelling leaves nothing to clean up there.
@@ -308,32 +338,53 @@ class FlashRunnerDriver:
         async with self._transfer_lock:
             while len(out) < total:
                 want = min(self.config.chunk_bytes, total - len(out))
-                answer = await self._call(f"FSREAD {ftype} {name} {len(out)} {want}", timeout_s=self.config.transfer_timeout_s)
+                answer = await self._call(
+                    f"FSREAD {ftype} {name} {len(out)} {want}",
+                    timeout_s=self.config.transfer_timeout_s,
+                )
                 if answer.data is None or len(answer.data) != want:
-                    raise DeviceFault(f"short read of {name} at {len(out)}", device_code="SHORT_READ")
+                    raise DeviceFault(
+                        f"short read of {name} at {len(out)}", device_code="SHORT_READ"
+                    )
                 out += answer.data
                 _report(on_progress, len(out), total)
         return bytes(out)
 
     async def send_file(
-        self, path: str | Path, file_type: FileType, *, remote_name: str | None = None, on_progress: ProgressCallback | None = None
+        self,
+        path: str | Path,
+        file_type: FileType,
+        *,
+        remote_name: str | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         """Send a local file to the unit (``FR_SendFile``); it keeps its base name unless renamed."""
         source = Path(path)
         try:
             data = await asyncio.to_thread(source.read_bytes)
         except OSError as exc:
-            raise InvalidArguments(f"cannot read {source}: {exc}", details={"argument": "path"}) from exc
+            raise InvalidArguments(
+                f"cannot read {source}: {exc}", details={"argument": "path"}
+            ) from exc
         await self.upload(remote_name or source.name, data, file_type, on_progress=on_progress)
 
-    async def get_file(self, name: str, dest_dir: str | Path, file_type: FileType, *, on_progress: ProgressCallback | None = None) -> Path:
+    async def get_file(
+        self,
+        name: str,
+        dest_dir: str | Path,
+        file_type: FileType,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Path:
         """Fetch ``name`` from the unit into ``dest_dir`` (``FR_GetFile``); return the written path."""
         target = Path(dest_dir) / _check_name(name)
         data = await self.download(name, file_type, on_progress=on_progress)
         try:
             await asyncio.to_thread(target.write_bytes, data)
         except OSError as exc:
-            raise InvalidArguments(f"cannot write {target}: {exc}", details={"argument": "dest_dir"}) from exc
+            raise InvalidArguments(
+                f"cannot write {target}: {exc}", details={"argument": "dest_dir"}
+            ) from exc
         return target
 
     async def _abort_upload(self, name: str) -> None:
@@ -358,7 +409,11 @@ class FlashRunnerDriver:
     # ------------------------------------------------------------ projects
 
     async def run_project(
-        self, project: str, channels: Sequence[int], timeout_s: float, on_channel_done: ChannelCallback | None = None
+        self,
+        project: str,
+        channels: Sequence[int],
+        timeout_s: float,
+        on_channel_done: ChannelCallback | None = None,
     ) -> dict[int, ChannelResult]:
         """Run ``project`` on ``channels`` until each passes or fails (``FR_RunProject``).
 
@@ -371,7 +426,9 @@ class FlashRunnerDriver:
         """
         selected = sorted(set(channels))
         if not selected or MASTER_CHANNEL in selected:
-            raise InvalidArguments("give one or more engine channels", details={"argument": "channels"})
+            raise InvalidArguments(
+                "give one or more engine channels", details={"argument": "channels"}
+            )
         name = project if project.lower().endswith(".prj") else f"{project}.prj"
         _check_name(name)
         results: dict[int, ChannelResult] = {}
@@ -387,11 +444,19 @@ class FlashRunnerDriver:
             pending = [c for c in selected if c not in results]
             raise DeviceTimeout(
                 f"{name}: channels {pending} not done within {timeout_s} s",
-                details={"pending": pending, "results": {str(c): r.passed for c, r in results.items()}},
+                details={
+                    "pending": pending,
+                    "results": {str(c): r.passed for c, r in results.items()},
+                },
             ) from exc
         return results
 
-    async def _poll_until_done(self, channels: list[int], results: dict[int, ChannelResult], on_done: ChannelCallback | None) -> None:
+    async def _poll_until_done(
+        self,
+        channels: list[int],
+        results: dict[int, ChannelResult],
+        on_done: ChannelCallback | None,
+    ) -> None:
         while True:
             status = await self.engine_status()
             for channel in channels:
@@ -402,7 +467,12 @@ class FlashRunnerDriver:
                 if state is EngineState.FAIL:
                     error = (await self._call("SGETERR", channel, check=False)).text or "failed"
                 results[channel] = ChannelResult(channel, state is not EngineState.FAIL, error)
-                log.info("flashrunner_channel_done", channel=channel, passed=state is not EngineState.FAIL, error=error)
+                log.info(
+                    "flashrunner_channel_done",
+                    channel=channel,
+                    passed=state is not EngineState.FAIL,
+                    error=error,
+                )
                 if on_done is not None:
                     on_done(channel, state is not EngineState.FAIL)
             if len(results) == len(channels):
@@ -425,7 +495,9 @@ class FlashRunnerDriver:
             self._public_key = crypto.load_public_key(der)
         except InvalidArguments as exc:
             raise DeviceFault(exc.message, device_code="BAD_KEY") from exc
-        return self._public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self._public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def _key(self) -> rsa.RSAPublicKey:
         if self._public_key is None:
@@ -444,7 +516,9 @@ class FlashRunnerDriver:
     def dynmem_encrypt_data(self, data: bytes) -> bytes:
         """Encrypt the next block of the session, CBC-chained (``FR_DynMemEncryptData``); no I/O."""
         if self._session is None:
-            raise InvalidArguments("begin an encryption session first", details={"argument": "session"})
+            raise InvalidArguments(
+                "begin an encryption session first", details={"argument": "session"}
+            )
         return self._session.encrypt(data)
 
     def dynmem_reset_encryption(self) -> None:
@@ -455,7 +529,9 @@ class FlashRunnerDriver:
         """Send an encryption header to ``channels`` (assumed command ``DYNMEMKEY``)."""
         await self.execute("DYNMEMKEY", channels, data=header)
 
-    async def dynmem_write_encrypted(self, channels: int | Sequence[int], address: int, payload: bytes) -> None:
+    async def dynmem_write_encrypted(
+        self, channels: int | Sequence[int], address: int, payload: bytes
+    ) -> None:
         """Write an encrypted block at ``address`` of the dynamic memory (assumed ``DYNMEMSETENC``)."""
         await self.execute(f"DYNMEMSETENC {address:08X}", channels, data=payload)
 
@@ -472,8 +548,14 @@ class FlashRunnerDriver:
             InvalidArguments: The driver is not on a LAN transport.
         """
         if not isinstance(self.transport, TcpTransport):
-            raise InvalidArguments("the real-time logger is available over LAN only", details={"argument": "transport"})
-        return FlashRunnerLogger(self.transport.host, self.config.logger_port, connect_timeout_s=self.config.connect_timeout_s)
+            raise InvalidArguments(
+                "the real-time logger is available over LAN only", details={"argument": "transport"}
+            )
+        return FlashRunnerLogger(
+            self.transport.host,
+            self.config.logger_port,
+            connect_timeout_s=self.config.connect_timeout_s,
+        )
 
 
 def _report(on_progress: ProgressCallback | None, done: int, total: int) -> None:

@@ -76,7 +76,9 @@ class Link:
         self._healthy, self._delay = True, self._config.backoff_initial_s
         self._connected.set()
         log.info("flashrunner_connected", device=self.transport.description)
-        self._runner = asyncio.create_task(self._run(), name=f"flashrunner-link {self.transport.description}")
+        self._runner = asyncio.create_task(
+            self._run(), name=f"flashrunner-link {self.transport.description}"
+        )
 
     async def close(self) -> None:
         """Stop reconnecting, fail what is pending, and close the transport; idempotent."""
@@ -99,7 +101,9 @@ class Link:
             async with asyncio.timeout(timeout_s):
                 await self._connected.wait()
         except TimeoutError as exc:
-            raise DeviceUnavailable(f"{self.transport.description}: not connected within {timeout_s} s") from exc
+            raise DeviceUnavailable(
+                f"{self.transport.description}: not connected within {timeout_s} s"
+            ) from exc
 
     async def reconfigure(self, change: Callable[[], Awaitable[None]]) -> None:
         """Pause reading, run ``change`` on the transport (reopen at another baud rate), resume.
@@ -117,11 +121,15 @@ class Link:
             try:
                 await change()
             except OSError as exc:
-                raise DeviceUnavailable(f"{self.transport.description}: reopen failed: {exc}") from exc
+                raise DeviceUnavailable(
+                    f"{self.transport.description}: reopen failed: {exc}"
+                ) from exc
             else:
                 self._connected.set()
             finally:
-                self._runner = asyncio.create_task(self._run(), name=f"flashrunner-link {self.transport.description}")
+                self._runner = asyncio.create_task(
+                    self._run(), name=f"flashrunner-link {self.transport.description}"
+                )
 
     def drop(self, reason: str) -> None:
         """Close the connection now so the background task reconnects (to get back in step)."""
@@ -172,7 +180,9 @@ class Link:
                 if self._busy_at + timeout_s > deadline:
                     deadline = self._busy_at + timeout_s
                     continue
-                raise DeviceTimeout(f"{self.transport.description}: no answer within {timeout_s} s") from None
+                raise DeviceTimeout(
+                    f"{self.transport.description}: no answer within {timeout_s} s"
+                ) from None
 
     async def request(self, data: bytes, answers: int, timeout_s: float) -> list[Answer]:
         """Send ``data`` and wait for its ``answers``; abandon them if the wait fails or is cancelled."""
@@ -210,16 +220,26 @@ class Link:
         if self._pending:
             future = self._pending.popleft()
             if future.done():
-                log.debug("flashrunner_discarded", device=self.transport.description, item=repr(item)[:120])
+                log.debug(
+                    "flashrunner_discarded",
+                    device=self.transport.description,
+                    item=repr(item)[:120],
+                )
                 return  # the answer of an abandoned command: nobody waits for it
             if isinstance(item, Garbled):
-                log.warning("flashrunner_garbled", device=self.transport.description, reason=item.reason)
-                future.set_exception(DeviceFault(f"garbled answer: {item.reason}", device_code="GARBLED"))
+                log.warning(
+                    "flashrunner_garbled", device=self.transport.description, reason=item.reason
+                )
+                future.set_exception(
+                    DeviceFault(f"garbled answer: {item.reason}", device_code="GARBLED")
+                )
             else:
                 future.set_result(item)
                 self._healthy, self._delay = True, self._config.backoff_initial_s
             return
-        log.warning("flashrunner_unsolicited", device=self.transport.description, item=repr(item)[:120])
+        log.warning(
+            "flashrunner_unsolicited", device=self.transport.description, item=repr(item)[:120]
+        )
 
     async def _run(self) -> None:
         while not self._closing:
@@ -248,7 +268,9 @@ class Link:
             if not self._healthy:
                 # The last connection failed or never answered (a peer that accepts and hangs up
                 # at once): wait before trying again, doubling up to the cap.
-                pause = self._delay * random.uniform(0.8, 1.2)  # jitter: actors must not retry in lockstep
+                pause = self._delay * random.uniform(
+                    0.8, 1.2
+                )  # jitter: actors must not retry in lockstep
                 await asyncio.sleep(pause)
                 self._delay = min(self._delay * 2, self._config.backoff_max_s)
             self._healthy = False

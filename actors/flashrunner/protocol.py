@@ -58,7 +58,9 @@ __all__ = [
 
 MASTER_CHANNEL = 55
 MAX_COMMAND_CHARS = 256
-MAX_CHANNEL = 32  # a decimal mask beyond 32 bits is not plausible for a 1-, 4-, 8- or 16-channel unit
+MAX_CHANNEL = (
+    32  # a decimal mask beyond 32 bits is not plausible for a 1-, 4-, 8- or 16-channel unit
+)
 PROMPT_OK = ord(">")
 PROMPT_ERR = ord("!")
 DATA_TOKEN = "DATA"
@@ -108,7 +110,9 @@ def channel_mask(channels: Iterable[int]) -> int:
     for channel in channels:
         _check_channel(channel)
         if channel == MASTER_CHANNEL:
-            raise InvalidArguments("the master channel cannot be part of a mask", details={"argument": "channels"})
+            raise InvalidArguments(
+                "the master channel cannot be part of a mask", details={"argument": "channels"}
+            )
         mask |= 1 << (channel - 1)
     return mask
 
@@ -129,7 +133,9 @@ def _normalise_channels(channels: int | Sequence[int] | None) -> tuple[int, ...]
     for channel in unique:
         _check_channel(channel)
     if MASTER_CHANNEL in unique and len(unique) > 1:
-        raise InvalidArguments("the master channel cannot be combined with others", details={"argument": "channels"})
+        raise InvalidArguments(
+            "the master channel cannot be combined with others", details={"argument": "channels"}
+        )
     return unique
 
 
@@ -137,9 +143,13 @@ def encode_frame(frame: str) -> bytes:
     """Check a complete frame such as ``#55*SPING`` (what ``FR_SendCommand`` takes) and add LF."""
     text = frame.strip()
     if not text.startswith("#"):
-        raise InvalidArguments(f"a command starts with '#': {frame!r}", details={"argument": "command"})
+        raise InvalidArguments(
+            f"a command starts with '#': {frame!r}", details={"argument": "command"}
+        )
     if len(text) > MAX_COMMAND_CHARS:
-        raise InvalidArguments(f"command longer than {MAX_COMMAND_CHARS} characters", details={"argument": "command"})
+        raise InvalidArguments(
+            f"command longer than {MAX_COMMAND_CHARS} characters", details={"argument": "command"}
+        )
     if any(ch in text for ch in "\r\n") or not text.isascii():
         raise InvalidArguments("a command is one line of ASCII", details={"argument": "command"})
     return text.encode("ascii") + b"\n"
@@ -165,7 +175,10 @@ def encode_command(
     """
     body = command.strip()
     if not body or body.startswith("#"):
-        raise InvalidArguments(f"bad command {command!r}: give it without '#' and channel", details={"argument": "command"})
+        raise InvalidArguments(
+            f"bad command {command!r}: give it without '#' and channel",
+            details={"argument": "command"},
+        )
     if data is not None:
         body = f"{body} {len(data)} {crc32_hex(data)}"
     selected = _normalise_channels(channels)
@@ -318,7 +331,13 @@ class AnswerParser:
         return Answer(ok=True, text=header.text, channel=header.channel, data=payload)
 
 
-def encode_answer(text: str = "", *, ok: bool = True, channel: int | None = MASTER_CHANNEL, data: bytes | None = None) -> bytes:
+def encode_answer(
+    text: str = "",
+    *,
+    ok: bool = True,
+    channel: int | None = MASTER_CHANNEL,
+    data: bytes | None = None,
+) -> bytes:
     """Build an answer as the device sends it (used by the simulator and by tests)."""
     if data is not None:
         text = f"{DATA_TOKEN} {len(data)} {crc32_hex(data)}"
@@ -380,8 +399,12 @@ class RequestParser:
             del buf[:size]
             self._pending = None
             if crc32_hex(payload) != crc:
-                return Request(request.channels, request.name, request.args, error="ERR_CRC data CRC mismatch")
-            return Request(request.channels, request.name, request.args, payload, masked=request.masked)
+                return Request(
+                    request.channels, request.name, request.args, error="ERR_CRC data CRC mismatch"
+                )
+            return Request(
+                request.channels, request.name, request.args, payload, masked=request.masked
+            )
         if self._skip_lf and buf[:1] == b"\n":
             del buf[:1]  # the LF of a CRLF whose CR already ended the previous line
         self._skip_lf = False
@@ -418,7 +441,9 @@ class RequestParser:
         request = Request(channels, name.upper(), tuple(rest.split()), masked=masked)
         if request.name in self.blob_commands:
             if len(request.args) < 2 or not request.args[-2].isdigit():
-                return Request(channels, request.name, request.args, error="ERR_SYNTAX missing <len> <crc>")
+                return Request(
+                    channels, request.name, request.args, error="ERR_SYNTAX missing <len> <crc>"
+                )
             self._pending = (
                 Request(channels, request.name, request.args[:-2], masked=masked),
                 int(request.args[-2]),

@@ -47,9 +47,13 @@ class FlashRunnerLogger:
         self._closed = False
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=_MAX_LINE)
+                self._reader, self._writer = await asyncio.open_connection(
+                    self.host, self.port, limit=_MAX_LINE
+                )
         except (OSError, TimeoutError) as exc:
-            raise DeviceUnavailable(f"logger {self.host}:{self.port}: connect failed: {exc}") from exc
+            raise DeviceUnavailable(
+                f"logger {self.host}:{self.port}: connect failed: {exc}"
+            ) from exc
 
     async def close(self) -> None:
         """Disconnect; a running iteration ends."""
@@ -62,7 +66,12 @@ class FlashRunnerLogger:
         await self.open()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def lines(self) -> AsyncIterator[str]:

@@ -29,7 +29,13 @@ from actors.flashrunner.protocol import (
 __all__ = ["FILE_DIRS", "Reply", "SimChannel", "SimDevice", "TransferSession"]
 
 #: Directory of each file type on the unit (assumption; the real mapping is unknown, §12 item 4).
-FILE_DIRS = {FileType.FRB: "/DATA", FileType.PRJ: "/PROJECTS", FileType.LIC: "/LICENSES", FileType.LOG: "/LOGS", FileType.LIB: "/LIBS"}
+FILE_DIRS = {
+    FileType.FRB: "/DATA",
+    FileType.PRJ: "/PROJECTS",
+    FileType.LIC: "/LICENSES",
+    FileType.LOG: "/LOGS",
+    FileType.LIB: "/LIBS",
+}
 VERSION = "FlashRunner 2.0 simulator 1.0.0"
 
 
@@ -103,7 +109,9 @@ class SimDevice:
         self.run_s = run_s
         self.fail_channels = set(fail_channels or ())
         self.sync_run = sync_run
-        self.private_key = private_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_key = private_key or rsa.generate_private_key(
+            public_exponent=65537, key_size=2048
+        )
         self.files: dict[FileType, dict[str, bytes]] = {ftype: {} for ftype in FileType}
         self.baud_high = False
         self.nack_commands: set[str] = set()
@@ -130,7 +138,9 @@ class SimDevice:
                 continue
             carries = carries or isinstance(result, bytes)
             answers.append(
-                encode_answer(channel=channel, data=result) if isinstance(result, bytes) else encode_answer(result, channel=channel)
+                encode_answer(channel=channel, data=result)
+                if isinstance(result, bytes)
+                else encode_answer(result, channel=channel)
             )
         return Reply(answers, carries_data=carries)
 
@@ -169,9 +179,13 @@ class SimDevice:
 
     def _status(self, args: tuple[str, ...], data: bytes | None, session: TransferSession) -> str:
         now = time.monotonic()
-        return format_engine_status([ch.state(now) for ch in self.channels.values()], str(len(self.channels)))
+        return format_engine_status(
+            [ch.state(now) for ch in self.channels.values()], str(len(self.channels))
+        )
 
-    def _clear_errors(self, args: tuple[str, ...], data: bytes | None, session: TransferSession) -> str:
+    def _clear_errors(
+        self, args: tuple[str, ...], data: bytes | None, session: TransferSession
+    ) -> str:
         for ch in self.channels.values():
             if ch.state(time.monotonic()) is EngineState.FAIL:
                 ch.ran, ch.error = False, ""
@@ -184,8 +198,12 @@ class SimDevice:
         self.log(f"INFO baud rate {'3000000' if self.baud_high else '115200'}")
         return ""
 
-    def _public_key(self, args: tuple[str, ...], data: bytes | None, session: TransferSession) -> str:
-        return base64.b64encode(crypto.public_key_der(self.private_key.public_key())).decode("ascii")
+    def _public_key(
+        self, args: tuple[str, ...], data: bytes | None, session: TransferSession
+    ) -> str:
+        return base64.b64encode(crypto.public_key_der(self.private_key.public_key())).decode(
+            "ascii"
+        )
 
     def _file(self, args: tuple[str, ...], count: int) -> tuple[FileType, str]:
         if len(args) < count:
@@ -206,7 +224,10 @@ class SimDevice:
         ftype, name = self._file(args, 3)
         if not args[2].isdigit():
             raise _Nack("ERR_BAD_ARGS size")
-        session.writing, session.buffer = (ftype, name, int(args[2])), bytearray()  # replaces any open write
+        session.writing, session.buffer = (
+            (ftype, name, int(args[2])),
+            bytearray(),
+        )  # replaces any open write
         return ""
 
     def _fs_data(self, args: tuple[str, ...], data: bytes | None, session: TransferSession) -> str:
@@ -238,7 +259,9 @@ class SimDevice:
     def _fs_size(self, args: tuple[str, ...], data: bytes | None, session: TransferSession) -> str:
         return str(len(self._stored(args, 2)[1]))
 
-    def _fs_read(self, args: tuple[str, ...], data: bytes | None, session: TransferSession) -> bytes:
+    def _fs_read(
+        self, args: tuple[str, ...], data: bytes | None, session: TransferSession
+    ) -> bytes:
         _, content = self._stored(args, 4)
         if not (args[2].isdigit() and args[3].isdigit()):
             raise _Nack("ERR_BAD_ARGS offset length")
@@ -249,7 +272,9 @@ class SimDevice:
         ftype, name = self._file(args, 2)
         return "1" if name in self.files[ftype] else "0"
 
-    def _fs_delete(self, args: tuple[str, ...], data: bytes | None, session: TransferSession) -> str:
+    def _fs_delete(
+        self, args: tuple[str, ...], data: bytes | None, session: TransferSession
+    ) -> str:
         ftype, name = self._file(args, 2)
         if self.files[ftype].pop(name, None) is None:
             raise _Nack(f"ERR_FILE_NOT_FOUND {FILE_DIRS[ftype]}/{name}")
@@ -282,7 +307,12 @@ class SimDevice:
             ch.error = f"ERR_PROJECT_FAILED {args[0]} verify failed at 0x08000000"
         self.log(f"INFO ch{ch.number:02d} RUN {args[0]} started")
         if self._schedule is not None:
-            self._schedule(self.run_s, lambda: self.log(f"INFO ch{ch.number:02d} RUN {args[0]} {'FAIL' if ch.will_fail else 'PASS'}"))
+            self._schedule(
+                self.run_s,
+                lambda: self.log(
+                    f"INFO ch{ch.number:02d} RUN {args[0]} {'FAIL' if ch.will_fail else 'PASS'}"
+                ),
+            )
         return ""
 
     def _sync_run(self, request: Request) -> Reply:
@@ -311,7 +341,9 @@ class SimDevice:
             raise _Nack(f"ERR_BAD_HEADER {exc}") from None
         return mode.name
 
-    def _dynmem_set_encrypted(self, ch: SimChannel, args: tuple[str, ...], data: bytes | None) -> str:
+    def _dynmem_set_encrypted(
+        self, ch: SimChannel, args: tuple[str, ...], data: bytes | None
+    ) -> str:
         address = self._address(args)
         if ch.decryptor is None:
             raise _Nack("ERR_NO_KEY send a key header first")
@@ -336,7 +368,11 @@ class SimDevice:
         except (IndexError, ValueError):
             raise _Nack("ERR_BAD_ARGS address") from None
 
-    _UNIT: ClassVar[dict[str, Callable[[SimDevice, tuple[str, ...], bytes | None, TransferSession], str | bytes]]] = {
+    _UNIT: ClassVar[
+        dict[
+            str, Callable[[SimDevice, tuple[str, ...], bytes | None, TransferSession], str | bytes]
+        ]
+    ] = {
         "SPING": _ping,
         "SGETVER": _version,
         "GETENGSTATUS": _status,
@@ -354,7 +390,9 @@ class SimDevice:
         "FSLIST": _fs_list,
         "SGETCRC32": _crc,
     }
-    _ENGINE: ClassVar[dict[str, Callable[[SimDevice, SimChannel, tuple[str, ...], bytes | None], str]]] = {
+    _ENGINE: ClassVar[
+        dict[str, Callable[[SimDevice, SimChannel, tuple[str, ...], bytes | None], str]]
+    ] = {
         "RUN": _run,
         "SGETERR": _last_error,
         "DYNMEMKEY": _dynmem_key,

@@ -64,7 +64,9 @@ __all__ = ["Faults", "FlashRunnerSimulator", "main"]
 log = structlog.get_logger()
 
 GARBAGE = b"\xf0\x9f\x92\xa5\x00garbled\x1b>"
-_LOG_BUFFER_LIMIT = 1 << 20  # a logger client this far behind is dropped rather than stalling the device
+_LOG_BUFFER_LIMIT = (
+    1 << 20
+)  # a logger client this far behind is dropped rather than stalling the device
 
 
 @dataclass
@@ -158,16 +160,28 @@ class FlashRunnerSimulator:
 
     def ready_info(self) -> dict[str, Any]:
         """The ready line's content."""
-        return {"event": "ready", "tcp": self.tcp_address, "logger": self.logger_address, "pty": self.pty_path}
+        return {
+            "event": "ready",
+            "tcp": self.tcp_address,
+            "logger": self.logger_address,
+            "pty": self.pty_path,
+        }
 
     async def start(self) -> None:
         """Listen on the command and logger ports, and open the pty if asked."""
         await self.go_online()
-        self._logger_server = await asyncio.start_server(self._on_logger_client, self.host, self.logger_port)
+        self._logger_server = await asyncio.start_server(
+            self._on_logger_client, self.host, self.logger_port
+        )
         self.logger_port = self._logger_server.sockets[0].getsockname()[1]
         if self._want_pty:
             await self._open_pty()
-        log.info("flashrunner_sim_started", tcp=self.tcp_address, logger_address=self.logger_address, pty=self.pty_path)
+        log.info(
+            "flashrunner_sim_started",
+            tcp=self.tcp_address,
+            logger_address=self.logger_address,
+            pty=self.pty_path,
+        )
 
     async def stop(self) -> None:
         """Close every port and connection."""
@@ -192,7 +206,12 @@ class FlashRunnerSimulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     # ------------------------------------------------------------ faults at run time
@@ -256,16 +275,24 @@ class FlashRunnerSimulator:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         # Two duplicates of the master fd: each pipe transport owns (and closes) its own file.
-        read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(master), "rb", 0))
+        read_transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(master), "rb", 0)
+        )
         self._pty_transports.append(read_transport)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(os.dup(master), "wb", 0))
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(os.dup(master), "wb", 0)
+        )
         self._pty_transports.append(transport)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        task = asyncio.create_task(self._serve(reader, writer, droppable=False), name="flashrunner-sim pty")
+        task = asyncio.create_task(
+            self._serve(reader, writer, droppable=False), name="flashrunner-sim pty"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, droppable: bool) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, droppable: bool
+    ) -> None:
         parser, session = RequestParser(), TransferSession()
         if droppable:
             self._writers.add(writer)
@@ -282,13 +309,24 @@ class FlashRunnerSimulator:
                 self.device.log(f"WARN file {session.writing[1]} transfer lost with the connection")
             writer.transport.abort()
 
-    async def _answer(self, request: Any, session: TransferSession, writer: asyncio.StreamWriter, *, droppable: bool) -> bool:
+    async def _answer(
+        self,
+        request: Any,
+        session: TransferSession,
+        writer: asyncio.StreamWriter,
+        *,
+        droppable: bool,
+    ) -> bool:
         faults = self.faults
         if faults.stall_count > 0:
             faults.stall_count -= 1
             await asyncio.sleep(faults.stall_s)
         reply = self.device.handle(request, session)
-        if droppable and faults.drop_after_chunks is not None and request.name in ("FSDATA", "FSREAD"):
+        if (
+            droppable
+            and faults.drop_after_chunks is not None
+            and request.name in ("FSDATA", "FSREAD")
+        ):
             faults.drop_after_chunks -= 1
             if faults.drop_after_chunks <= 0:
                 faults.drop_after_chunks = None
@@ -313,7 +351,9 @@ class FlashRunnerSimulator:
             writer.write(b"BUSY\r\n")
             await writer.drain()
 
-    async def _on_logger_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_logger_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self._log_writers.add(writer)
         # A greeting tells the client it is registered: every line after it reaches the client.
         writer.write(f"{self.device.stamp()} INFO logger session started\n".encode())
@@ -338,25 +378,48 @@ class FlashRunnerSimulator:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m actors.flashrunner.simulator", description="Simulated FlashRunner 2.0.")
+    parser = argparse.ArgumentParser(
+        prog="python -m actors.flashrunner.simulator", description="Simulated FlashRunner 2.0."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="command port (0: any free port)")
     parser.add_argument("--logger-port", type=int, default=0, help="logger port (0: any free port)")
     parser.add_argument("--pty", action="store_true", help="also serve on a pseudo-terminal")
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--run-s", type=float, default=0.5, help="duration of a project run")
-    parser.add_argument("--fail-channels", default="", help="comma-separated channels whose runs fail")
-    parser.add_argument("--sync-run", action="store_true", help="RUN answers at the end, with BUSY frames")
+    parser.add_argument(
+        "--fail-channels", default="", help="comma-separated channels whose runs fail"
+    )
+    parser.add_argument(
+        "--sync-run", action="store_true", help="RUN answers at the end, with BUSY frames"
+    )
     parser.add_argument("--busy-interval-s", type=float, default=0.2)
     parser.add_argument("--stall-s", type=float, default=0.0, help="delay answers by this much ...")
     parser.add_argument("--stall-count", type=int, default=0, help="... for this many commands")
     parser.add_argument("--garble", type=int, default=0, help="garble this many answers")
-    parser.add_argument("--drop-after-chunks", type=int, default=None, help="drop the connection at this file chunk")
+    parser.add_argument(
+        "--drop-after-chunks", type=int, default=None, help="drop the connection at this file chunk"
+    )
     parser.add_argument("--nack", default="", help="comma-separated commands that always fail")
-    parser.add_argument("--listen", default=None, help="HOST:PORT of the command port (overrides --host/--port)")
-    parser.add_argument("--logger-listen", default=None, help="HOST:PORT of the logger port (overrides --logger-port)")
-    parser.add_argument("--key-file", default=None, help="PEM file of the unit's RSA private key (default: a fresh key)")
-    parser.add_argument("--project", action="append", default=[], help="preload a project file of this name (repeatable)")
+    parser.add_argument(
+        "--listen", default=None, help="HOST:PORT of the command port (overrides --host/--port)"
+    )
+    parser.add_argument(
+        "--logger-listen",
+        default=None,
+        help="HOST:PORT of the logger port (overrides --logger-port)",
+    )
+    parser.add_argument(
+        "--key-file",
+        default=None,
+        help="PEM file of the unit's RSA private key (default: a fresh key)",
+    )
+    parser.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        help="preload a project file of this name (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.listen:
         args.host, args.port = _address(parser, "--listen", args.listen)
@@ -406,7 +469,9 @@ async def _run(args: argparse.Namespace) -> None:
         private_key=_load_key(args.key_file),
     )
     for name in args.project:
-        sim.device.files[FileType.PRJ][name] = f"; project {name}, preloaded by the simulator\n".encode()
+        sim.device.files[FileType.PRJ][name] = (
+            f"; project {name}, preloaded by the simulator\n".encode()
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -27,7 +27,9 @@ def parse_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, 
     except ValueError:
         port = 0
     if not host or not 0 < port < 65536:
-        raise InvalidArguments(f"bad LAN address {address!r}; expected host:port", details={"argument": "address"})
+        raise InvalidArguments(
+            f"bad LAN address {address!r}; expected host:port", details={"argument": "address"}
+        )
     return host, port
 
 

@@ -49,13 +49,18 @@ class SerialTransport:
         """Open the port and start the reader thread."""
         await self.close()
         try:
-            port = await asyncio.to_thread(serial.Serial, self.port, self.baudrate, timeout=_POLL_S, write_timeout=10.0)
+            port = await asyncio.to_thread(
+                serial.Serial, self.port, self.baudrate, timeout=_POLL_S, write_timeout=10.0
+            )
         except (serial.SerialException, ValueError) as exc:
             raise OSError(f"open {self.description}: {exc}") from exc
         loop = asyncio.get_running_loop()
         self._serial, self._queue, self._stop = port, asyncio.Queue(), threading.Event()
         self._thread = threading.Thread(
-            target=_read_loop, args=(port, self._queue, loop, self._stop), name=f"serial-reader {self.port}", daemon=True
+            target=_read_loop,
+            args=(port, self._queue, loop, self._stop),
+            name=f"serial-reader {self.port}",
+            daemon=True,
         )
         self._thread.start()
 
@@ -66,7 +71,9 @@ class SerialTransport:
             raise OSError(f"{self.description}: not open")
         try:
             # Shielded: cancelling the wrapper of a job not yet started would cancel the job itself.
-            await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._writer, _write_all, port, data))
+            await asyncio.shield(
+                asyncio.get_running_loop().run_in_executor(self._writer, _write_all, port, data)
+            )
         except serial.SerialException as exc:
             raise OSError(f"write {self.description}: {exc}") from exc
 
@@ -107,7 +114,12 @@ def _write_all(port: serial.Serial, data: bytes) -> None:
     port.flush()
 
 
-def _read_loop(port: serial.Serial, queue: asyncio.Queue[_Item], loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+def _read_loop(
+    port: serial.Serial,
+    queue: asyncio.Queue[_Item],
+    loop: asyncio.AbstractEventLoop,
+    stop: threading.Event,
+) -> None:
     def post(item: _Item) -> None:
         try:
             loop.call_soon_threadsafe(queue.put_nowait, item)

@@ -54,7 +54,9 @@ def build_config(options: dict[str, Any]) -> FluxConfig:
     """
     unknown = sorted(set(options) - _OWN_KEYS - _CONFIG_KEYS)
     if unknown:
-        raise ConfigError(f"flux: unknown options {unknown} (known: {sorted(_OWN_KEYS | _CONFIG_KEYS)})")
+        raise ConfigError(
+            f"flux: unknown options {unknown} (known: {sorted(_OWN_KEYS | _CONFIG_KEYS)})"
+        )
     values: dict[str, Any] = {}
     for key, value in options.items():
         if key in _OWN_KEYS and key not in ("manage_port", "poll_interval_s"):
@@ -187,7 +189,9 @@ class FluxActor(Actor):
             except DeviceError as exc:
                 self._ready.set()  # the first attempt is over: no reason to hold up registration
                 if not reported:
-                    self.log.warning("flux_unreachable", error=str(exc), hint="retrying in the background")
+                    self.log.warning(
+                        "flux_unreachable", error=str(exc), hint="retrying in the background"
+                    )
                     reported = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max_s)
@@ -259,7 +263,10 @@ class FluxActor(Actor):
                 status[key] = report[key]
         key = (status["st_id"], round(status["prog"], 3), tuple(status["error"]))
         last = self._last_status
-        if last is not None and (last["st_id"], round(last["prog"], 3), tuple(last["error"])) == key:
+        if (
+            last is not None
+            and (last["st_id"], round(last["prog"], 3), tuple(last["error"])) == key
+        ):
             return
         self._last_status = status
         self.publish("status", status)
@@ -309,13 +316,17 @@ class FluxActor(Actor):
         return {"mimetype": download.mimetype, "data": download.data}
 
     @command
-    async def upload_file(self, data: bytes, upload_to: str, ctx: CommandContext, mimetype: str | None = None) -> None:
+    async def upload_file(
+        self, data: bytes, upload_to: str, ctx: CommandContext, mimetype: str | None = None
+    ) -> None:
         """Upload ``data`` to ``upload_to`` (``/SD/dir/x.fc``), or to ``#``: the job to run next, not stored.
 
         The mimetype is guessed from ``upload_to`` unless given (``#`` means FCode). Progress
         ``{"done", "total"}`` in bytes; cancelling stops the transfer and renews the link.
         """
-        await self.d.upload_file(data, upload_to, mimetype=mimetype, on_progress=ctx.byte_progress())
+        await self.d.upload_file(
+            data, upload_to, mimetype=mimetype, on_progress=ctx.byte_progress()
+        )
 
     # ------------------------------------------------------------ job
 
@@ -448,26 +459,39 @@ class FluxActor(Actor):
 
     @command
     async def maintain_move(
-        self, f: float | None = None, x: float | None = None, y: float | None = None, z: float | None = None, e: float | None = None
+        self,
+        f: float | None = None,
+        x: float | None = None,
+        y: float | None = None,
+        z: float | None = None,
+        e: float | None = None,
     ) -> None:
         """Move the head: any of ``f`` (feed rate), ``x``, ``y``, ``z``, ``e``."""
         axes = {k: v for k, v in {"f": f, "x": x, "y": y, "z": z, "e": e}.items() if v is not None}
         await self.d.maintain_move(**axes)
 
     @command
-    async def maintain_calibrate(self, ctx: CommandContext, threshold: float | None = None, clean: bool = False) -> list[float]:
+    async def maintain_calibrate(
+        self, ctx: CommandContext, threshold: float | None = None, clean: bool = False
+    ) -> list[float]:
         """Calibrate; each ``CTRL POINT n`` line comes as progress ``{"message"}``; returns the three values."""
-        return await self.d.maintain_calibrate(threshold, clean, on_message=lambda text: ctx.progress({"message": text}))
+        return await self.d.maintain_calibrate(
+            threshold, clean, on_message=lambda text: ctx.progress({"message": text})
+        )
 
     @command
     async def maintain_zprobe(self, ctx: CommandContext) -> float:
         """Probe z; returns the probed value (messages as progress ``{"message"}``)."""
-        return await self.d.maintain_zprobe(None, on_message=lambda text: ctx.progress({"message": text}))
+        return await self.d.maintain_zprobe(
+            None, on_message=lambda text: ctx.progress({"message": text})
+        )
 
     @command
     async def maintain_manual_level(self, height: float, ctx: CommandContext) -> float:
         """Level manually at ``height``; returns the probed value."""
-        return await self.d.maintain_zprobe(height, on_message=lambda text: ctx.progress({"message": text}))
+        return await self.d.maintain_zprobe(
+            height, on_message=lambda text: ctx.progress({"message": text})
+        )
 
     @command
     async def maintain_head_info(self) -> dict[str, Any]:
@@ -495,19 +519,34 @@ class FluxActor(Actor):
         return await self.d.maintain_diagnosis(option)
 
     @command
-    async def maintain_load_filament(self, index: int, temperature: float, ctx: CommandContext) -> None:
+    async def maintain_load_filament(
+        self, index: int, temperature: float, ctx: CommandContext
+    ) -> None:
         """Load filament into extruder ``index`` at ``temperature``; ``CTRL`` lines as progress ``{"message"}``."""
-        await self.d.maintain_load_filament(index, temperature, on_message=lambda text: ctx.progress({"message": text}))
+        await self.d.maintain_load_filament(
+            index, temperature, on_message=lambda text: ctx.progress({"message": text})
+        )
 
     @command
-    async def maintain_load_flexible_filament(self, index: int, temperature: float, ctx: CommandContext) -> None:
+    async def maintain_load_flexible_filament(
+        self, index: int, temperature: float, ctx: CommandContext
+    ) -> None:
         """Load flexible filament; ``CTRL`` lines as progress ``{"message"}``."""
-        await self.d.maintain_load_filament(index, temperature, on_message=lambda text: ctx.progress({"message": text}), flexible=True)
+        await self.d.maintain_load_filament(
+            index,
+            temperature,
+            on_message=lambda text: ctx.progress({"message": text}),
+            flexible=True,
+        )
 
     @command
-    async def maintain_unload_filament(self, index: int, temperature: float, ctx: CommandContext) -> None:
+    async def maintain_unload_filament(
+        self, index: int, temperature: float, ctx: CommandContext
+    ) -> None:
         """Unload filament; ``CTRL`` lines as progress ``{"message"}``."""
-        await self.d.maintain_unload_filament(index, temperature, on_message=lambda text: ctx.progress({"message": text}))
+        await self.d.maintain_unload_filament(
+            index, temperature, on_message=lambda text: ctx.progress({"message": text})
+        )
 
     @command(concurrent=True)
     async def maintain_interrupt_load_filament(self) -> None:
@@ -517,7 +556,11 @@ class FluxActor(Actor):
     @command
     async def maintain_update_hbfw(self, data: bytes, ctx: CommandContext) -> None:
         """Flash toolhead firmware (at most 256 KiB); progress ``{"done", "total"}`` then ``{"message"}`` lines."""
-        await self.d.maintain_update_head(data, on_progress=ctx.byte_progress(), on_message=lambda text: ctx.progress({"message": text}))
+        await self.d.maintain_update_head(
+            data,
+            on_progress=ctx.byte_progress(),
+            on_message=lambda text: ctx.progress({"message": text}),
+        )
 
     @command
     async def maintain_reset_hardware(self) -> None:

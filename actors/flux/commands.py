@@ -122,5 +122,5 @@ def parse_json_object(text: str) -> dict[str, Any]:
     """
     value = json.loads(text)
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {text[:80]!r}")  # noqa: TRY004 - a bad reply, not a caller's type
+        raise ValueError(f"expected a JSON object, got {text[:80]!r}")
     return value

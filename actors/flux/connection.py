@@ -28,12 +28,20 @@ _READ_SIZE = 65536
 class RobotConnection:
     """An open, handshaken protocol-2 session; build it with ``RobotConnection.open``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: crypto.AesStream, leftover: bytes) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        stream: crypto.AesStream,
+        leftover: bytes,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._stream = stream
         self._answers = AnswerReader()
-        self._events: collections.deque[AnswerEvent] = collections.deque(self._answers.feed(leftover))
+        self._events: collections.deque[AnswerEvent] = collections.deque(
+            self._answers.feed(leftover)
+        )
 
     @classmethod
     async def open(

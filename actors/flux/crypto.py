@@ -49,7 +49,9 @@ def new_key(bits: int = 1024) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
-def get_or_create_default_key(path: str | os.PathLike[str] = DEFAULT_KEY_PATH, bits: int = 1024) -> rsa.RSAPrivateKey:
+def get_or_create_default_key(
+    path: str | os.PathLike[str] = DEFAULT_KEY_PATH, bits: int = 1024
+) -> rsa.RSAPrivateKey:
     """Load the client key kept at ``path``, creating it (mode 0600) on first use.
 
     Mirrors fluxclient's ``get_or_create_default_key``: the device trusts a key by its access id,
@@ -71,19 +73,25 @@ def get_or_create_default_key(path: str | os.PathLike[str] = DEFAULT_KEY_PATH, b
 
 def private_pem(key: rsa.RSAPrivateKey) -> bytes:
     """The private key as unencrypted PKCS#8 PEM."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_der(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> bytes:
     """The public key as DER SubjectPublicKeyInfo (what announcements and access ids use)."""
     public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def public_pem(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> bytes:
     """The public key as PEM SubjectPublicKeyInfo (what management ``add_trust`` sends)."""
     public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_public_key(data: bytes) -> rsa.RSAPublicKey:
@@ -92,9 +100,13 @@ def load_public_key(data: bytes) -> rsa.RSAPublicKey:
     Raises:
         ValueError: Not an RSA public key.
     """
-    key = serialization.load_pem_public_key(data) if data.lstrip().startswith(b"-----") else serialization.load_der_public_key(data)
+    key = (
+        serialization.load_pem_public_key(data)
+        if data.lstrip().startswith(b"-----")
+        else serialization.load_der_public_key(data)
+    )
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("not an RSA public key")  # noqa: TRY004 - bad input data, like a parse error
+        raise ValueError("not an RSA public key")
     return key
 
 
@@ -139,7 +151,9 @@ def oaep_decrypt(key: rsa.RSAPrivateKey, ciphertext: bytes) -> bytes:
     size = key.key_size // 8
     if not ciphertext or len(ciphertext) % size:
         raise ValueError(f"ciphertext of {len(ciphertext)} bytes is not a multiple of {size}")
-    return b"".join(key.decrypt(ciphertext[i : i + size], _OAEP) for i in range(0, len(ciphertext), size))
+    return b"".join(
+        key.decrypt(ciphertext[i : i + size], _OAEP) for i in range(0, len(ciphertext), size)
+    )
 
 
 class AesStream:

@@ -39,10 +39,15 @@ def tour(bus: Client, service: str, say: Say) -> None:
     """Upload and print a job on the first printer; files, a scan and an error on the others."""
     first = not _toured
     _toured.append(service)
-    with FluxRobot(bus, service) as robot, tempfile.TemporaryDirectory(prefix="linebus-demo-") as tmp:
+    with (
+        FluxRobot(bus, service) as robot,
+        tempfile.TemporaryDirectory(prefix="linebus-demo-") as tmp,
+    ):
         info = _connected(robot, 20)
-        say(f"  {service} is a FLUX {info.get('model', '?')} '{info.get('nickname', '?')}' firmware {info.get('version', '?')} "
-            f"(a simulator on loopback), driven with fluxclient's FluxRobot API")
+        say(
+            f"  {service} is a FLUX {info.get('model', '?')} '{info.get('nickname', '?')}' firmware {info.get('version', '?')} "
+            f"(a simulator on loopback), driven with fluxclient's FluxRobot API"
+        )
         if first:
             _print_job(robot, service, Path(tmp), say)
         else:
@@ -51,7 +56,11 @@ def tour(bus: Client, service: str, say: Say) -> None:
 
 def _print_job(robot: FluxRobot, service: str, tmp: Path, say: Say) -> None:
     job = tmp / "bracket.fc"
-    job.write_bytes(build_fcode(os.urandom(96 * 1024).hex().encode(), {"AUTHOR": "linebus demo", "TIME_COST": "4"}))
+    job.write_bytes(
+        build_fcode(
+            os.urandom(96 * 1024).hex().encode(), {"AUTHOR": "linebus demo", "TIME_COST": "4"}
+        )
+    )
     size = job.stat().st_size
     say(f"  upload_file('{job.name}', '#'): {size // 1024} KiB becomes the next job")
     marks = [0]
@@ -60,7 +69,9 @@ def _print_job(robot: FluxRobot, service: str, tmp: Path, say: Say) -> None:
         percent = sent * 100 // max(total, 1)
         while percent >= marks[0] and marks[0] <= 100:
             filled = marks[0] // 5
-            say(f"    [{'#' * filled}{'.' * (20 - filled)}] {marks[0]:3d}%  {sent // 1024:4d} of {total // 1024} KiB")
+            say(
+                f"    [{'#' * filled}{'.' * (20 - filled)}] {marks[0]:3d}%  {sent // 1024:4d} of {total // 1024} KiB"
+            )
             marks[0] += 50
 
     robot.upload_file(str(job), "#", bar)
@@ -98,4 +109,6 @@ def _files_and_scan(robot: FluxRobot, tmp: Path, say: Say) -> None:
     try:
         robot.rmfile("/SD/missing.gcode")
     except RobotError as exc:
-        say(f"  rmfile of a missing file raises RobotError with error_symbol {exc.error_symbol} (code {exc.code})")
+        say(
+            f"  rmfile of a missing file raises RobotError with error_symbol {exc.error_symbol} (code {exc.code})"
+        )

@@ -72,7 +72,12 @@ class FluxDriver(ModeCommands):
         await self.open()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def _command(self, command: str, **kwargs: Any) -> Reply:
@@ -94,7 +99,9 @@ class FluxDriver(ModeCommands):
 
     async def file_md5(self, path: str) -> str:
         """MD5 hex of a file on the device."""
-        reply = await self._command(_path_command("md5", path), final=lambda text: text.startswith("md5 "))
+        reply = await self._command(
+            _path_command("md5", path), final=lambda text: text.startswith("md5 ")
+        )
         return reply.final[4:].strip()
 
     async def mkdir(self, path: str) -> None:
@@ -117,7 +124,9 @@ class FluxDriver(ModeCommands):
         """Delete a file (SD only)."""
         await self._command(_path_command("rm", path))
 
-    async def download_file(self, path: str, on_progress: ProgressCallback | None = None) -> Download:
+    async def download_file(
+        self, path: str, on_progress: ProgressCallback | None = None
+    ) -> Download:
         """Fetch a file; ``on_progress(done, total)`` is called as bytes arrive."""
         reply = await self._command(_path_command("download", path), on_binary=on_progress)
         if len(reply.binaries) != 1:
@@ -125,17 +134,28 @@ class FluxDriver(ModeCommands):
         mimetype, data = reply.binaries[0]
         return Download(mimetype, data)
 
-    async def upload_file(self, data: bytes, upload_to: str = "#", *, mimetype: str | None = None, on_progress: ProgressCallback | None = None) -> None:
+    async def upload_file(
+        self,
+        data: bytes,
+        upload_to: str = "#",
+        *,
+        mimetype: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         """Upload bytes to ``upload_to`` (``/SD/...``), or to ``#``: the job to run next, not stored.
 
         The mimetype is guessed from ``upload_to`` when not given (``#`` defaults to FCode).
         """
         self._require("command")
         if len(data) > MAX_UPLOAD:
-            raise InvalidArguments(f"upload of {len(data)} bytes exceeds {MAX_UPLOAD}", details={"argument": "data"})
+            raise InvalidArguments(
+                f"upload of {len(data)} bytes exceeds {MAX_UPLOAD}", details={"argument": "data"}
+            )
         if not upload_to:
             raise InvalidArguments("upload_to is empty", details={"argument": "upload_to"})
-        kind = mimetype or ("application/fcode" if upload_to == "#" else commands.guess_mimetype(upload_to))
+        kind = mimetype or (
+            "application/fcode" if upload_to == "#" else commands.guess_mimetype(upload_to)
+        )
         try:
             command = commands.upload_command(kind, len(data), upload_to)
         except ValueError as exc:
@@ -203,13 +223,21 @@ class FluxDriver(ModeCommands):
         """Disconnect the session holding the device in maintain/scan (not a print job)."""
         await self._command("kick")
 
-    async def update_firmware(self, data: bytes, on_progress: ProgressCallback | None = None) -> None:
+    async def update_firmware(
+        self, data: bytes, on_progress: ProgressCallback | None = None
+    ) -> None:
         """Send a firmware image; the device checks it, answers, then restarts (link drops)."""
         self._require("command")
         if len(data) > MAX_FIRMWARE:
-            raise InvalidArguments(f"firmware of {len(data)} bytes exceeds {MAX_FIRMWARE}", details={"argument": "data"})
+            raise InvalidArguments(
+                f"firmware of {len(data)} bytes exceeds {MAX_FIRMWARE}",
+                details={"argument": "data"},
+            )
         await self._send_binary(
-            f"update_fw binary/flux-firmware {len(data)} #", data, on_progress=on_progress, final_timeout_s=self.config.firmware_timeout_s
+            f"update_fw binary/flux-firmware {len(data)} #",
+            data,
+            on_progress=on_progress,
+            final_timeout_s=self.config.firmware_timeout_s,
         )
         log.info("flux_firmware_sent", device=self.address, size=len(data))
         await self._hang_up("device restarts into its updater")

@@ -35,7 +35,15 @@ def _crc(data: bytes) -> int:
 def build_fcode(script: bytes, metadata: dict[str, str], images: Sequence[bytes] = ()) -> bytes:
     """Assemble an FCode file."""
     meta = "\x00".join(f"{key}={value}" for key, value in metadata.items()).encode()
-    parts = [MAGIC, _U32.pack(len(script)), script, _I32.pack(_crc(script)), _U32.pack(len(meta)), meta, _I32.pack(_crc(meta))]
+    parts = [
+        MAGIC,
+        _U32.pack(len(script)),
+        script,
+        _I32.pack(_crc(script)),
+        _U32.pack(len(meta)),
+        meta,
+        _I32.pack(_crc(meta)),
+    ]
     for image in images:
         parts += [_U32.pack(len(image)), image]
     return b"".join(parts + [_U32.pack(0)])

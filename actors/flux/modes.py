@@ -28,7 +28,9 @@ def _floats(text: str, what: str) -> list[float]:
     try:
         return [float(word) for word in text.split()[1:]]
     except ValueError as exc:
-        raise DeviceFault(f"{what}: unexpected answer {text!r}", device_code="L_UNKNOW_ERROR") from exc
+        raise DeviceFault(
+            f"{what}: unexpected answer {text!r}", device_code="L_UNKNOW_ERROR"
+        ) from exc
 
 
 class ModeCommands(RobotSession):
@@ -40,7 +42,9 @@ class ModeCommands(RobotSession):
         try:
             return commands.parse_json_object(text)
         except ValueError as exc:
-            raise DeviceFault(f"{self.address}: {what}: {exc}", device_code="L_UNKNOW_ERROR") from exc
+            raise DeviceFault(
+                f"{self.address}: {what}: {exc}", device_code="L_UNKNOW_ERROR"
+            ) from exc
 
     def _session_reset(self) -> None:
         self.mode = "command"
@@ -49,8 +53,13 @@ class ModeCommands(RobotSession):
         if self.mode == mode:
             return
         if mode == "command":
-            raise Busy(f"{self.address}: device is held by this driver's {self.mode} mode; quit it first", details={"device_code": "OPERATION_ERROR"})
-        raise DeviceFault(f"{self.address}: not in {mode} mode (now {self.mode})", device_code="OPERATION_ERROR")
+            raise Busy(
+                f"{self.address}: device is held by this driver's {self.mode} mode; quit it first",
+                details={"device_code": "OPERATION_ERROR"},
+            )
+        raise DeviceFault(
+            f"{self.address}: not in {mode} mode (now {self.mode})", device_code="OPERATION_ERROR"
+        )
 
     async def _enter(self, mode: str) -> None:
         self._require("command")
@@ -62,7 +71,9 @@ class ModeCommands(RobotSession):
         await self.call("quit")
         self.mode = "command"
 
-    async def _maintain(self, command: str, *, long: bool = False, on_message: MessageCallback | None = None) -> str:
+    async def _maintain(
+        self, command: str, *, long: bool = False, on_message: MessageCallback | None = None
+    ) -> str:
         self._require("maintain")
         timeout = self.config.mode_timeout_s if long else None
         return (await self.call(command, timeout_s=timeout, on_message=on_message)).final
@@ -85,17 +96,32 @@ class ModeCommands(RobotSession):
             raise InvalidArguments(str(exc), details={"argument": "axes"}) from exc
         await self._maintain(command, long=True)
 
-    async def maintain_calibrate(self, threshold: float | None = None, clean: bool = False, on_message: MessageCallback | None = None) -> list[float]:
+    async def maintain_calibrate(
+        self,
+        threshold: float | None = None,
+        clean: bool = False,
+        on_message: MessageCallback | None = None,
+    ) -> list[float]:
         """Calibrate (``calibration [thr] [clean]``); ``CTRL POINT n`` lines go to ``on_message``; return the three values."""
-        words = ["calibration"] + ([f"{threshold}"] if threshold is not None else []) + (["clean"] if clean else [])
-        return _floats(await self._maintain(" ".join(words), long=True, on_message=on_message), "calibration")
+        words = (
+            ["calibration"]
+            + ([f"{threshold}"] if threshold is not None else [])
+            + (["clean"] if clean else [])
+        )
+        return _floats(
+            await self._maintain(" ".join(words), long=True, on_message=on_message), "calibration"
+        )
 
-    async def maintain_zprobe(self, height: float | None = None, on_message: MessageCallback | None = None) -> float:
+    async def maintain_zprobe(
+        self, height: float | None = None, on_message: MessageCallback | None = None
+    ) -> float:
         """Probe z (``zprobe``), or level manually at ``height`` (``zprobe <h>``); return the probed value."""
         command = "zprobe" if height is None else f"zprobe {height:.4f}"
         values = _floats(await self._maintain(command, long=True, on_message=on_message), "zprobe")
         if not values:
-            raise DeviceFault(f"{self.address}: zprobe returned no value", device_code="L_UNKNOW_ERROR")
+            raise DeviceFault(
+                f"{self.address}: zprobe returned no value", device_code="L_UNKNOW_ERROR"
+            )
         return values[0]
 
     async def maintain_head_info(self) -> dict[str, Any]:
@@ -118,14 +144,25 @@ class ModeCommands(RobotSession):
         """Run ``<option>_diagnosis`` (only ``hal`` exists); return the result text."""
         return (await self._maintain(f"{option}_diagnosis", long=True)).partition(" ")[2]
 
-    async def maintain_load_filament(self, index: int, temperature: float, on_message: MessageCallback | None = None, *, flexible: bool = False) -> None:
+    async def maintain_load_filament(
+        self,
+        index: int,
+        temperature: float,
+        on_message: MessageCallback | None = None,
+        *,
+        flexible: bool = False,
+    ) -> None:
         """Load filament (``load_filament`` / ``load_flexible_filament``); ``CTRL`` lines go to ``on_message``."""
         word = "load_flexible_filament" if flexible else "load_filament"
         await self._maintain(f"{word} {index} {temperature:.1f}", long=True, on_message=on_message)
 
-    async def maintain_unload_filament(self, index: int, temperature: float, on_message: MessageCallback | None = None) -> None:
+    async def maintain_unload_filament(
+        self, index: int, temperature: float, on_message: MessageCallback | None = None
+    ) -> None:
         """Unload filament (``unload_filament``); ``CTRL`` lines go to ``on_message``."""
-        await self._maintain(f"unload_filament {index} {temperature:.1f}", long=True, on_message=on_message)
+        await self._maintain(
+            f"unload_filament {index} {temperature:.1f}", long=True, on_message=on_message
+        )
 
     async def maintain_interrupt_load_filament(self) -> None:
         """Stop a running (un)load macro (``stop_load_filament``; the device sends no answer).
@@ -136,7 +173,12 @@ class ModeCommands(RobotSession):
         self._require("maintain")
         await self._send_unanswered("stop_load_filament")
 
-    async def maintain_update_head(self, data: bytes, on_progress: ProgressCallback | None = None, on_message: MessageCallback | None = None) -> None:
+    async def maintain_update_head(
+        self,
+        data: bytes,
+        on_progress: ProgressCallback | None = None,
+        on_message: MessageCallback | None = None,
+    ) -> None:
         """Flash toolhead firmware (``update_head binary <size>``, at most 256 KiB).
 
         The device answers ``ok`` for the bytes, then ``CTRL INIT``/``CTRL WRITE n`` lines (to
@@ -144,7 +186,10 @@ class ModeCommands(RobotSession):
         """
         self._require("maintain")
         if len(data) > MAX_HEAD_FIRMWARE:
-            raise InvalidArguments(f"toolhead firmware of {len(data)} bytes exceeds {MAX_HEAD_FIRMWARE}", details={"argument": "data"})
+            raise InvalidArguments(
+                f"toolhead firmware of {len(data)} bytes exceeds {MAX_HEAD_FIRMWARE}",
+                details={"argument": "data"},
+            )
         answers = 0
 
         def second_ok(text: str) -> bool:
@@ -152,7 +197,14 @@ class ModeCommands(RobotSession):
             answers += is_final(text)
             return answers == 2
 
-        await self._send_binary(f"update_head binary {len(data)}", data, on_progress=on_progress, final=second_ok, on_message=on_message, final_timeout_s=self.config.mode_timeout_s)
+        await self._send_binary(
+            f"update_head binary {len(data)}",
+            data,
+            on_progress=on_progress,
+            final=second_ok,
+            on_message=on_message,
+            final_timeout_s=self.config.mode_timeout_s,
+        )
 
     async def maintain_reset_hardware(self) -> None:
         """Reset the mainboard (``reset_mb``); the device also leaves maintain mode."""
@@ -205,7 +257,9 @@ class ModeCommands(RobotSession):
     async def scan_oneshot(self, on_progress: ProgressCallback | None = None) -> bytes:
         """Take one photo (``oneshot``); JPEG bytes."""
         self._require("scan")
-        reply = await self.call("oneshot", timeout_s=self.config.mode_timeout_s, on_binary=on_progress)
+        reply = await self.call(
+            "oneshot", timeout_s=self.config.mode_timeout_s, on_binary=on_progress
+        )
         return self._images(reply.binaries, 1)[0]
 
     async def scan_images(self) -> list[bytes]:
@@ -216,7 +270,10 @@ class ModeCommands(RobotSession):
 
     def _images(self, binaries: list[tuple[str, bytes]], count: int) -> list[bytes]:
         if len(binaries) != count:
-            raise DeviceFault(f"{self.address}: expected {count} images, got {len(binaries)}", device_code="L_UNKNOW_ERROR")
+            raise DeviceFault(
+                f"{self.address}: expected {count} images, got {len(binaries)}",
+                device_code="L_UNKNOW_ERROR",
+            )
         return [data for _mime, data in binaries]
 
     async def scan_quit(self) -> None:

@@ -208,7 +208,9 @@ class CommandReader(_StreamReader):
     def _frame_end(self, length_field: int) -> int:
         # client → device: the prefix counts itself; the device refuses fields outside 3..4094
         if length_field > MAX_COMMAND + 2 or length_field < 3:
-            raise ProtocolViolation(f"command length field {length_field} outside 3..{MAX_COMMAND + 2}")
+            raise ProtocolViolation(
+                f"command length field {length_field} outside 3..{MAX_COMMAND + 2}"
+            )
         return length_field
 
 
@@ -229,7 +231,9 @@ class ClientHandshake:
             as fluxclient does for direct connections.
     """
 
-    def __init__(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPublicKey | None = None) -> None:
+    def __init__(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPublicKey | None = None
+    ) -> None:
         self._key = client_key
         self._device_key = device_key
         self._buffer = bytearray()
@@ -254,9 +258,14 @@ class ClientHandshake:
             banner = bytes(self._buffer[:8])
             del self._buffer[:8]
             if not banner.startswith(b"FLUX"):
-                raise HandshakeError(f"bad banner {banner!r}", ("PROTOCOL_ERROR", "MAGICNUMBER_ERROR"))
+                raise HandshakeError(
+                    f"bad banner {banner!r}", ("PROTOCOL_ERROR", "MAGICNUMBER_ERROR")
+                )
             if banner != BANNER_AES:
-                raise HandshakeError(f"protocol {banner[4:].decode(errors='replace')} not supported", ("NOT_SUPPORT",))
+                raise HandshakeError(
+                    f"protocol {banner[4:].decode(errors='replace')} not supported",
+                    ("NOT_SUPPORT",),
+                )
             self._state = "challenge"
         sig_size = self._device_key.key_size // 8 if self._device_key else 128
         if self._state == "challenge" and len(self._buffer) >= sig_size + CHALLENGE_SIZE:
@@ -271,7 +280,9 @@ class ClientHandshake:
             status = bytes(self._buffer[:STATUS_SIZE]).rstrip(b"\x00 ").decode(errors="replace")
             del self._buffer[:STATUS_SIZE]
             if status != "OK":
-                raise HandshakeError(f"handshake refused: {status}", tuple(status.split()) or ("UNKNOWN_ERROR",))
+                raise HandshakeError(
+                    f"handshake refused: {status}", tuple(status.split()) or ("UNKNOWN_ERROR",)
+                )
             self._state = "session_key"
         size = self._key.key_size // 8
         if self._state == "session_key" and len(self._buffer) >= size:

@@ -67,7 +67,9 @@ def device_error(what: str, symbols: tuple[str, ...]) -> DeviceError | Busy | In
 
 def is_final(text: str) -> bool:
     """Default end of an exchange: an ``ok ...`` or an error answer."""
-    return text == "ok" or text.startswith(("ok ", "ok\n", "ok\x00")) or parse_error(text) is not None
+    return (
+        text == "ok" or text.startswith(("ok ", "ok\n", "ok\x00")) or parse_error(text) is not None
+    )
 
 
 @dataclass(slots=True)
@@ -106,7 +108,14 @@ class RobotSession:
         device_key: The device's slave key from discovery; checks the device's identity.
     """
 
-    def __init__(self, host: str, client_key: rsa.RSAPrivateKey, config: FluxConfig | None = None, *, device_key: rsa.RSAPublicKey | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        client_key: rsa.RSAPrivateKey,
+        config: FluxConfig | None = None,
+        *,
+        device_key: rsa.RSAPublicKey | None = None,
+    ) -> None:
         self.host = host
         self.config = config or FluxConfig()
         self._key = client_key
@@ -164,13 +173,20 @@ class RobotSession:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
-                conn = await RobotConnection.open(self.host, self.config.port, self._key, device_key=self._device_key)
+                conn = await RobotConnection.open(
+                    self.host, self.config.port, self._key, device_key=self._device_key
+                )
         except HandshakeError as exc:
             self._back_off(loop.time())
-            raise DeviceFault(f"{self.address}: {exc}", details={"device_code": exc.symbols[0], "symbols": list(exc.symbols)}) from exc
+            raise DeviceFault(
+                f"{self.address}: {exc}",
+                details={"device_code": exc.symbols[0], "symbols": list(exc.symbols)},
+            ) from exc
         except TimeoutError as exc:
             self._back_off(loop.time())
-            raise DeviceUnavailable(f"{self.address}: no handshake within {self.config.connect_timeout_s} s") from exc
+            raise DeviceUnavailable(
+                f"{self.address}: no handshake within {self.config.connect_timeout_s} s"
+            ) from exc
         except OSError as exc:
             self._back_off(loop.time())
             raise DeviceUnavailable(f"{self.address}: connect failed: {exc}") from exc
@@ -242,7 +258,9 @@ class RobotSession:
 
     # ------------------------------------------------------------ exchanges
 
-    async def _exchange(self, what: str, body: Callable[[RobotConnection], Awaitable[Reply]]) -> Reply:
+    async def _exchange(
+        self, what: str, body: Callable[[RobotConnection], Awaitable[Reply]]
+    ) -> Reply:
         """Run ``body`` on the session under the lock; map failures; raise error answers."""
         async with self._lock:
             conn = await self._ensure()
@@ -255,7 +273,9 @@ class RobotSession:
                 self._drop(f"{what}: {exc}")
                 raise DeviceUnavailable(f"{self.address}: {what}: {exc}") from exc
             except BaseException:
-                self._drop(f"{what}: interrupted")  # cancelled mid-exchange: the stream is out of step
+                self._drop(
+                    f"{what}: interrupted"
+                )  # cancelled mid-exchange: the stream is out of step
                 raise
         symbols = parse_error(reply.final)
         if symbols is None:

@@ -83,7 +83,9 @@ class SimJob:
     (duration / 20, between 10 and 100 ms).
     """
 
-    def __init__(self, metadata: dict[str, str], duration_s: float, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, metadata: dict[str, str], duration_s: float, on_change: Callable[[], None]
+    ) -> None:
         self.metadata = metadata
         self.duration_s = duration_s
         self.tick_s = min(max(duration_s / 20, 0.01), 0.1)
@@ -222,7 +224,13 @@ class SimDevice:
 
     def touch_info(self) -> dict[str, str]:
         """The ``info`` of a touch response."""
-        return {"ver": self.version, "model": self.model, "name": self.name, "pwd": "T" if self.password else "F", "time": str(int(time.time()))}
+        return {
+            "ver": self.version,
+            "model": self.model,
+            "name": self.name,
+            "pwd": "T" if self.password else "F",
+            "time": str(int(time.time())),
+        }
 
     # ------------------------------------------------------------ status
 
@@ -232,7 +240,9 @@ class SimDevice:
             st_id = -1 if self.holder[1] == "MaintainTask" else -2
             return Status(time.time(), st_id, 0.0, "EXTRUDER", self.holder[0])
         if self.job is not None:
-            return Status(time.time(), self.job.st_id, self.job.prog, "EXTRUDER", self.faults.error_label)
+            return Status(
+                time.time(), self.job.st_id, self.job.prog, "EXTRUDER", self.faults.error_label
+            )
         return Status(time.time(), 0, 0.0, "EXTRUDER", self.faults.error_label)
 
     def notify(self) -> None:
@@ -243,7 +253,11 @@ class SimDevice:
         """The ``player report`` answer in every state."""
         if self.holder is not None:
             st_id = -1 if self.holder[1] == "MaintainTask" else -2
-            return {"st_id": st_id, "st_label": "OCCUPIED", "info": f"{self.holder[0]}@{self.holder[1]}"}
+            return {
+                "st_id": st_id,
+                "st_label": "OCCUPIED",
+                "info": f"{self.holder[0]}@{self.holder[1]}",
+            }
         if self.job is None:
             return {"st_id": 0, "st_label": "IDLE"}
         return self.job.report(self.faults.error_label)

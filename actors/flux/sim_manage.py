@@ -31,7 +31,13 @@ __all__ = ["WIFI_ACCESS_POINTS", "ManageServer"]
 log = structlog.get_logger()
 
 WIFI_ACCESS_POINTS = [
-    {"ssid": "line-4", "bssid": "02:00:00:00:00:04", "rssi": -48, "encrypt": True, "security": "WPA2-PSK"},
+    {
+        "ssid": "line-4",
+        "bssid": "02:00:00:00:00:04",
+        "rssi": -48,
+        "encrypt": True,
+        "security": "WPA2-PSK",
+    },
     {"ssid": "guest", "bssid": "02:00:00:00:00:05", "rssi": -71, "encrypt": False, "security": ""},
 ]
 
@@ -62,7 +68,9 @@ class ManageServer:
             with contextlib.suppress(Exception):  # the peer may be gone already
                 writer.close()
 
-    async def _frames(self, reader: asyncio.StreamReader, commands: CommandReader, pending: list[str]) -> str | None:
+    async def _frames(
+        self, reader: asyncio.StreamReader, commands: CommandReader, pending: list[str]
+    ) -> str | None:
         while not pending:
             data = await reader.read(65536)
             if not data:
@@ -92,7 +100,11 @@ class ManageServer:
             return
         if trusted:
             try:
-                good = crypto.verify(client, bytes.fromhex(proof), crypto.hmac_sha1(self.device.uuid.bytes, challenge))
+                good = crypto.verify(
+                    client,
+                    bytes.fromhex(proof),
+                    crypto.hmac_sha1(self.device.uuid.bytes, challenge),
+                )
             except ValueError:
                 good = False
         else:
@@ -122,7 +134,10 @@ class ManageServer:
             device.add_trust(key, args[0])
             return ["ok"]
         if name == "list_trust":
-            rows = [{"access_id": ident, "label": entry.label, "type": entry.kind} for ident, entry in device.trust.items()]
+            rows = [
+                {"access_id": ident, "label": entry.label, "type": entry.kind}
+                for ident, entry in device.trust.items()
+            ]
             return [f"data {json.dumps(row)}" for row in rows] + ["ok"]
         if name == "remove_trust" and len(args) == 1:
             if device.trust.pop(args[0], None) is None:

@@ -79,7 +79,9 @@ class RobotServer:
 class RobotSession:
     """One robot connection."""
 
-    def __init__(self, server: RobotServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, server: RobotServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.server = server
         self.device = server.device
         self.reader = reader
@@ -203,7 +205,9 @@ class RobotSession:
             self.file_command(args[0], args[1:])
         elif group == "player":
             self.player_command(args[0], args[1:])
-        elif group in ("maintain", "scan") or (group == "task" and args[:1] in (["maintain"], ["scan"])):
+        elif group in ("maintain", "scan") or (
+            group == "task" and args[:1] in (["maintain"], ["scan"])
+        ):
             self.enter(group if group != "task" else args[0])
         elif group == "deviceinfo":
             self.deviceinfo()
@@ -245,7 +249,9 @@ class RobotSession:
         elif operation == "md5":
             self.send("md5 " + hashlib.md5(storage.read(entry, path)).hexdigest())
         elif operation in ("mkdir", "rmdir", "rm"):
-            {"mkdir": storage.mkdir, "rmdir": storage.rmdir, "rm": storage.remove}[operation](entry, path)
+            {"mkdir": storage.mkdir, "rmdir": storage.rmdir, "rm": storage.remove}[operation](
+                entry, path
+            )
             self.send("ok")
         elif operation == "download":
             data = storage.read(entry, path)
@@ -266,7 +272,9 @@ class RobotSession:
             raise SimError("FILE_BROKEN", exc.reason) from None
         for image in images:
             self.send_binary("image/png", image)
-        self.send("ok " + "\x00".join([*(f"{k}={v}" for k, v in metadata.items()), f"size={len(data)}"]))
+        self.send(
+            "ok " + "\x00".join([*(f"{k}={v}" for k, v in metadata.items()), f"size={len(data)}"])
+        )
 
     def begin_upload(self, args: list[str]) -> None:
         """``file upload <mime> <size> #|<E> <P>``: answer ``continue`` and take raw bytes."""
@@ -361,10 +369,19 @@ class RobotSession:
             return
         elif operation == "quit":
             device.quit_job()
-        elif operation in ("set_toolhead_operating", "set_toolhead_standby", "press_button", "set_toolhead_header", "load_filament", "unload_filament"):
+        elif operation in (
+            "set_toolhead_operating",
+            "set_toolhead_standby",
+            "press_button",
+            "set_toolhead_header",
+            "load_filament",
+            "unload_filament",
+        ):
             device.running_job()
         else:
-            raise SimError("UNKNOWN_COMMAND")  # includes ``restart``, which the device does not route
+            raise SimError(
+                "UNKNOWN_COMMAND"
+            )  # includes ``restart``, which the device does not route
         self.send("ok")
 
     def play_info(self) -> None:
@@ -386,7 +403,9 @@ class RobotSession:
         if device.job is not None and not device.job.finished:
             raise SimError("RESOURCE_BUSY", "Playing")
         if self.server.holder is not None:
-            raise SimError("RESOURCE_BUSY", f"{device.holder[0]}@{device.holder[1]}" if device.holder else "")
+            raise SimError(
+                "RESOURCE_BUSY", f"{device.holder[0]}@{device.holder[1]}" if device.holder else ""
+            )
         self.server.holder = self
         self.mode = mode
         device.holder = (self.peer, _TASKS[mode])
@@ -436,4 +455,3 @@ class RobotSession:
         else:
             raise SimError("BAD_PARAMS")
         self.send("ok")
-

@@ -28,7 +28,9 @@ class SimStorage:
         usb: Initial USB files, or None for no stick.
     """
 
-    def __init__(self, sd: dict[str, bytes] | None = None, usb: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self, sd: dict[str, bytes] | None = None, usb: dict[str, bytes] | None = None
+    ) -> None:
         self.sd: Tree = {}
         self.usb: Tree | None = None
         for path, data in (sd or {}).items():
@@ -97,7 +99,9 @@ class SimStorage:
         try:
             node = self._node(entry, path)
         except SimError as exc:
-            raise SimError("NOT_EXIST", "NOT_DIR") if exc.symbols == ("OSERR_ENOENT",) else exc from None
+            raise (
+                SimError("NOT_EXIST", "NOT_DIR") if exc.symbols == ("OSERR_ENOENT",) else exc
+            ) from None
         if not isinstance(node, dict):
             raise SimError("NOT_EXIST", "NOT_DIR")
         return [
@@ -111,7 +115,9 @@ class SimStorage:
         try:
             node = self._node(entry, path)
         except SimError as exc:
-            raise SimError("NOT_EXIST", "NOT_FILE") if exc.symbols == ("OSERR_ENOENT",) else exc from None
+            raise (
+                SimError("NOT_EXIST", "NOT_FILE") if exc.symbols == ("OSERR_ENOENT",) else exc
+            ) from None
         if isinstance(node, dict):
             raise SimError("NOT_EXIST", "NOT_FILE")
         return node

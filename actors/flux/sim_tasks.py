@@ -16,12 +16,22 @@ __all__ = ["fake_jpeg", "maintain_command", "scan_command"]
 Send = Callable[[str], None]
 SendBinary = Callable[[str, bytes], None]
 
-HEAD_INFO = {"module": "EXTRUDER", "version": "1.0.9", "vendor": "FLUX .inc", "id": "sim-head", "max_temperature": 235.0}
+HEAD_INFO = {
+    "module": "EXTRUDER",
+    "version": "1.0.9",
+    "vendor": "FLUX .inc",
+    "id": "sim-head",
+    "max_temperature": 235.0,
+}
 
 
 def fake_jpeg(tag: str) -> bytes:
     """A small JFIF-framed stand-in image (SOI ... EOI) whose body names ``tag``."""
-    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + tag.encode() + b"\xff\xd9"
+    return (
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+        + tag.encode()
+        + b"\xff\xd9"
+    )
 
 
 def _float_args(words: list[str], count: int) -> list[float]:

@@ -51,7 +51,14 @@ class UdpAnnouncer:
         interval_s: Announcement period (3 s on the device).
     """
 
-    def __init__(self, device: SimDevice, address: str, port: int, targets: list[tuple[str, int]], interval_s: float) -> None:
+    def __init__(
+        self,
+        device: SimDevice,
+        address: str,
+        port: int,
+        targets: list[tuple[str, int]],
+        interval_s: float,
+    ) -> None:
         self.device = device
         self.address = address
         self.port = port
@@ -65,8 +72,12 @@ class UdpAnnouncer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        with contextlib.suppress(OSError):  # not every address can carry multicast; unicast targets still work
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.address))
+        with contextlib.suppress(
+            OSError
+        ):  # not every address can carry multicast; unicast targets still work
+            sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.address)
+            )
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
         sock.bind((self.address, self.port))
@@ -88,14 +99,23 @@ class UdpAnnouncer:
     def announcement(self) -> bytes:
         """The current full announcement."""
         device = self.device
-        return build_announcement(device.uuid, device.serial, device.slave_ts, crypto.public_der(device.master_key), IDENTIFY, device.status())
+        return build_announcement(
+            device.uuid,
+            device.serial,
+            device.slave_ts,
+            crypto.public_der(device.master_key),
+            IDENTIFY,
+            device.status(),
+        )
 
     def _send(self, data: bytes, target: tuple[str, int]) -> None:
         if self._transport is not None and not self.device.faults.silent:
             try:
                 self._transport.sendto(data, target)
             except OSError as exc:  # e.g. no route for multicast on this host: keep serving unicast
-                log.warning("flux_sim_udp_send_failed", target=f"{target[0]}:{target[1]}", error=str(exc))
+                log.warning(
+                    "flux_sim_udp_send_failed", target=f"{target[0]}:{target[1]}", error=str(exc)
+                )
 
     async def _announce_forever(self) -> None:
         changed = self.device.status_changed
@@ -119,4 +139,13 @@ class UdpAnnouncer:
         if isinstance(message, Poke):
             self._send(self.announcement(), source)
         elif isinstance(message, TouchRequest) and message.uuid == device.uuid:
-            self._send(build_touch_response(device.uuid, device.slave_ts, device.master_key, device.slave_key, device.touch_info()), source)
+            self._send(
+                build_touch_response(
+                    device.uuid,
+                    device.slave_ts,
+                    device.master_key,
+                    device.slave_key,
+                    device.touch_info(),
+                ),
+                source,
+            )

@@ -152,19 +152,32 @@ class FluxSimulator:
 
     async def start(self) -> None:
         """Open the robot, management and UDP sockets."""
-        robot = await asyncio.start_server(self._tracked(self._throttled(self.robot.handle)), self.address, self.robot_port)
+        robot = await asyncio.start_server(
+            self._tracked(self._throttled(self.robot.handle)), self.address, self.robot_port
+        )
         self._servers.append(robot)
         self.robot_port = robot.sockets[0].getsockname()[1]
         self.manage = ManageServer(self.device, self._tls_context())
-        manage = await asyncio.start_server(self._tracked(self.manage.handle), self.address, self.manage_port)
+        manage = await asyncio.start_server(
+            self._tracked(self.manage.handle), self.address, self.manage_port
+        )
         self._servers.append(manage)
         self.manage_port = manage.sockets[0].getsockname()[1]
-        self.udp = UdpAnnouncer(self.device, self.address, self.udp_port, self._targets, self._interval)
+        self.udp = UdpAnnouncer(
+            self.device, self.address, self.udp_port, self._targets, self._interval
+        )
         await self.udp.start()
         self.udp_port = self.udp.port
-        log.info("flux_sim_started", address=self.address, uuid=self.device.uuid.hex, name=self.device.name)
+        log.info(
+            "flux_sim_started",
+            address=self.address,
+            uuid=self.device.uuid.hex,
+            name=self.device.name,
+        )
 
-    def _tracked(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    def _tracked(
+        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         # Connection handlers must end before the loop does, or asyncio reports them cancelled.
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
@@ -178,7 +191,9 @@ class FluxSimulator:
 
         return run
 
-    def _throttled(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    def _throttled(
+        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         rate = self.throttle_bps
         if rate <= 0:
             return handler
@@ -192,7 +207,9 @@ class FluxSimulator:
         # ssl loads certificates only from files: keep them in a private temporary directory.
         self._tmp = tempfile.TemporaryDirectory(prefix="flux-sim-")
         folder = Path(self._tmp.name)
-        (folder / "cert.pem").write_bytes(build_certificate(self.device.master_key, self.device.uuid, self.device.serial))
+        (folder / "cert.pem").write_bytes(
+            build_certificate(self.device.master_key, self.device.uuid, self.device.serial)
+        )
         (folder / "key.pem").write_bytes(crypto.private_pem(self.device.master_key))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
@@ -222,7 +239,12 @@ class FluxSimulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     # ------------------------------------------------------------ test API
@@ -307,24 +329,60 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m actors.flux.simulator", description="A simulated FLUX Delta.")
+    parser = argparse.ArgumentParser(
+        prog="python -m actors.flux.simulator", description="A simulated FLUX Delta."
+    )
     parser.add_argument("--address", default="127.0.0.2", help="loopback address of this device")
     parser.add_argument("--name", default="flux-sim")
     parser.add_argument("--password", default="")
     parser.add_argument("--robot-port", type=int, default=ROBOT_PORT)
     parser.add_argument("--manage-port", type=int, default=DISCOVERY_PORT)
     parser.add_argument("--udp-port", type=int, default=DISCOVERY_PORT)
-    parser.add_argument("--robot-listen", type=_listen, help="host:port of the robot port (sets --address and --robot-port)")
-    parser.add_argument("--manage-listen", type=_listen, help="host:port of the management port (port only; the host must be --address)")
-    parser.add_argument("--udp-listen", type=_listen, help="host:port of the UDP socket (port only; the host must be --address)")
-    parser.add_argument("--throttle", type=int, default=0, help="read at most N bytes/s per robot connection (slow uploads)")
+    parser.add_argument(
+        "--robot-listen",
+        type=_listen,
+        help="host:port of the robot port (sets --address and --robot-port)",
+    )
+    parser.add_argument(
+        "--manage-listen",
+        type=_listen,
+        help="host:port of the management port (port only; the host must be --address)",
+    )
+    parser.add_argument(
+        "--udp-listen",
+        type=_listen,
+        help="host:port of the UDP socket (port only; the host must be --address)",
+    )
+    parser.add_argument(
+        "--throttle",
+        type=int,
+        default=0,
+        help="read at most N bytes/s per robot connection (slow uploads)",
+    )
     parser.add_argument("--group", default=DEFAULT_GROUP, help="multicast group ('' for none)")
-    parser.add_argument("--announce-to", action="append", default=[], help="extra announcement target host:port (repeatable)")
-    parser.add_argument("--announce-interval", type=float, default=3.0, help="seconds between announcements")
+    parser.add_argument(
+        "--announce-to",
+        action="append",
+        default=[],
+        help="extra announcement target host:port (repeatable)",
+    )
+    parser.add_argument(
+        "--announce-interval", type=float, default=3.0, help="seconds between announcements"
+    )
     parser.add_argument("--job-duration", type=float, default=5.0, help="seconds a print job runs")
-    parser.add_argument("--trust", action="append", default=[], help="PEM file of a client public key to trust (repeatable)")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        help="PEM file of a client public key to trust (repeatable)",
+    )
     parser.add_argument("--usb", action="store_true", help="plug in an (empty) USB stick")
-    parser.add_argument("--drop-upload-after", type=int, default=None, help="fault: drop the link after N upload bytes")
+    parser.add_argument(
+        "--drop-upload-after",
+        type=int,
+        default=None,
+        help="fault: drop the link after N upload bytes",
+    )
     parser.add_argument("--error-label", default="", help="fault: announce this error label")
     parser.add_argument("--silent", action="store_true", help="fault: send no UDP at all")
     parser.add_argument("--mute", action="store_true", help="fault: never answer robot commands")
@@ -354,7 +412,12 @@ async def _serve(args: argparse.Namespace) -> None:
         usb_files={} if args.usb else None,
         trusted_keys=keys,
         throttle_bps=args.throttle,
-        faults=Faults(drop_upload_after=args.drop_upload_after, error_label=args.error_label, silent=args.silent, mute=args.mute),
+        faults=Faults(
+            drop_upload_after=args.drop_upload_after,
+            error_label=args.error_label,
+            silent=args.silent,
+            mute=args.mute,
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

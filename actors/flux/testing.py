@@ -39,10 +39,16 @@ def multicast_on_loopback(group: str = DEFAULT_GROUP, timeout_s: float = 1.0) ->
             receiver = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             receiver.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             receiver.bind((group, port))
-            receiver.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+            receiver.setsockopt(
+                socket.IPPROTO_IP,
+                socket.IP_ADD_MEMBERSHIP,
+                socket.inet_aton(group) + socket.inet_aton("127.0.0.1"),
+            )
             sender = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             sender.bind((random_loopback(), 0))
-            sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sender.getsockname()[0]))
+            sender.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sender.getsockname()[0])
+            )
             sender.sendto(b"probe", (group, port))
             receiver.settimeout(timeout_s)
             return receiver.recv(16) == b"probe"
@@ -50,7 +56,9 @@ def multicast_on_loopback(group: str = DEFAULT_GROUP, timeout_s: float = 1.0) ->
             return False
 
 
-async def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.01) -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.01
+) -> Any:
     """Poll ``predicate`` until truthy; raise AssertionError naming ``what`` and the last value."""
     end = time.monotonic() + timeout_s
     last = None
@@ -59,4 +67,6 @@ async def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, in
         if last:
             return last
         await asyncio.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}; last value {last!r}")
+    raise AssertionError(
+        f"timed out after {timeout_s:.1f} s waiting for {what}; last value {last!r}"
+    )

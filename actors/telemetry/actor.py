@@ -48,7 +48,16 @@ A = TypeVar("A", list[Ack], AckRun)
 
 _DROP_POLL_S = 0.5  # how often the store's drop counters are compared for <service>.drop events
 _WAIT_STEP_S = 0.5  # a waiting command reports progress (and notices cancellation) this often
-_MESSAGE_KEYS = {"payload", "stream_group", "stream", "compression", "batch_id", "message_id", "batch_slice_id", "chunk_id"}
+_MESSAGE_KEYS = {
+    "payload",
+    "stream_group",
+    "stream",
+    "compression",
+    "batch_id",
+    "message_id",
+    "batch_slice_id",
+    "chunk_id",
+}
 
 
 def _ack(ack: Ack) -> dict[str, Any]:
@@ -59,20 +68,46 @@ def _ack_columns(acks: Sequence[Ack] | AckRun) -> dict[str, list[Any]]:
     """The ``enqueue_messages`` answer: the acks as three columns (an ``AckRun`` without an object per ack)."""
     if isinstance(acks, AckRun):
         first, first_stream, n = acks.first_seq, acks.first_stream_seq, acks.count
-        return {"seq": list(range(first, first + n)), "stream_seq": list(range(first_stream, first_stream + n)), "duplicate": [False] * n}
-    return {"seq": [a.seq for a in acks], "stream_seq": [a.stream_seq for a in acks], "duplicate": [a.duplicate for a in acks]}
+        return {
+            "seq": list(range(first, first + n)),
+            "stream_seq": list(range(first_stream, first_stream + n)),
+            "duplicate": [False] * n,
+        }
+    return {
+        "seq": [a.seq for a in acks],
+        "stream_seq": [a.stream_seq for a in acks],
+        "duplicate": [a.duplicate for a in acks],
+    }
 
 
-def _event_fields(stream_group: str, stream: str, kind: MessageKind, timestamp: float, **ids: str | None) -> dict[str, Any]:
+def _event_fields(
+    stream_group: str, stream: str, kind: MessageKind, timestamp: float, **ids: str | None
+) -> dict[str, Any]:
     """A stored message's event without its numbers and payload (what a batch's events share)."""
-    return {"stream_group": stream_group, "stream": stream, "kind": str(kind), "batch_id": ids.get("batch_id"),
-            "message_id": ids.get("message_id"), "batch_slice_id": ids.get("batch_slice_id"), "chunk_id": ids.get("chunk_id"),
-            "timestamp": timestamp}  # fmt: skip
+    return {
+        "stream_group": stream_group,
+        "stream": stream,
+        "kind": str(kind),
+        "batch_id": ids.get("batch_id"),
+        "message_id": ids.get("message_id"),
+        "batch_slice_id": ids.get("batch_slice_id"),
+        "chunk_id": ids.get("chunk_id"),
+        "timestamp": timestamp,
+    }
 
 
-def _message_event(message: OutgoingMessage | StoredMessage, seq: int, stream_seq: int) -> dict[str, Any]:
-    ids = {"batch_id": message.batch_id, "message_id": message.message_id, "batch_slice_id": message.batch_slice_id, "chunk_id": message.chunk_id}
-    fields = _event_fields(message.stream_group, message.stream, message.kind, message.timestamp, **ids)
+def _message_event(
+    message: OutgoingMessage | StoredMessage, seq: int, stream_seq: int
+) -> dict[str, Any]:
+    ids = {
+        "batch_id": message.batch_id,
+        "message_id": message.message_id,
+        "batch_slice_id": message.batch_slice_id,
+        "chunk_id": message.chunk_id,
+    }
+    fields = _event_fields(
+        message.stream_group, message.stream, message.kind, message.timestamp, **ids
+    )
     return {**fields, "seq": seq, "stream_seq": stream_seq, "payload": message.payload}
 
 
@@ -109,7 +144,9 @@ class TelemetryActor(Actor):
         self.driver: TelemetryDriver | None = None
         # One writer thread: appends are stored in the order their commands arrived, and the
         # events of stored messages are published in commit order.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"telemetry-writer-{name}")
+        self._writer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"telemetry-writer-{name}"
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._drops: dict[str, int] = {}
 
@@ -132,14 +169,20 @@ class TelemetryActor(Actor):
         def on_desired(desired: DesiredProperties) -> None:  # forwarder thread
             loop.call_soon_threadsafe(self.publish, "desired", _desired(desired))
 
-        store = TelemetryStore.open(config.db, quota_bytes=config.quota_bytes, overflow=config.overflow)
+        store = TelemetryStore.open(
+            config.db, quota_bytes=config.quota_bytes, overflow=config.overflow
+        )
         forwarder = Forwarder(store, config.forwarder, on_desired=on_desired)
         try:
             registration = forwarder.ensure_registered()
         except Unavailable as exc:
             # No stored registration and no upstream: take data now, provision when it answers.
             registration = None
-            self.log.warning("telemetry_unregistered_offline", error=str(exc), hint="provisioning in the background")
+            self.log.warning(
+                "telemetry_unregistered_offline",
+                error=str(exc),
+                hint="provisioning in the background",
+            )
         except BaseException:
             store.close()
             raise
@@ -169,7 +212,11 @@ class TelemetryActor(Actor):
         """Where the store and the upstream are (never the tokens)."""
         driver = self.driver
         return {
-            "store": {"db": self.config.db, "quota_bytes": self.config.quota_bytes, "overflow": str(self.config.overflow)},
+            "store": {
+                "db": self.config.db,
+                "quota_bytes": self.config.quota_bytes,
+                "overflow": str(self.config.overflow),
+            },
             "upstream": self.config.forwarder.instance_url,
             "device_id": driver.device_id if driver else "",
         }
@@ -185,7 +232,7 @@ class TelemetryActor(Actor):
             await asyncio.sleep(_DROP_POLL_S)
             try:
                 drops = (await asyncio.to_thread(self._driver.store.stats))["drops"]
-            except Exception as exc:  # noqa: BLE001 - a closed or failing store: say so, keep watching
+            except Exception as exc:
                 self.log.warning("telemetry_drop_watch_failed", error=str(exc))
                 continue
             for reason, total in sorted(drops.items()):
@@ -202,23 +249,37 @@ class TelemetryActor(Actor):
         return self._loop.run_in_executor(self._writer, fn)
 
     def _store_messages(self, messages: Sequence[OutgoingMessage]) -> asyncio.Future[list[Ack]]:
-        return self._store_then_publish(lambda driver: driver.enqueue_messages(messages), lambda acks: self._publish_stored(messages, acks))
+        return self._store_then_publish(
+            lambda driver: driver.enqueue_messages(messages),
+            lambda acks: self._publish_stored(messages, acks),
+        )
 
-    def _store_payloads(self, stream_group: str, stream: str, payloads: Sequence[bytes], compression: Compression) -> asyncio.Future[AckRun]:
+    def _store_payloads(
+        self, stream_group: str, stream: str, payloads: Sequence[bytes], compression: Compression
+    ) -> asyncio.Future[AckRun]:
         timestamp = time.time()  # one enqueue time for the batch, in the rows and in their events
 
         def append(driver: TelemetryDriver) -> AckRun:
-            return driver.enqueue_payloads(stream_group, stream, payloads, compression=compression, timestamp=timestamp)
+            return driver.enqueue_payloads(
+                stream_group, stream, payloads, compression=compression, timestamp=timestamp
+            )
 
         def publish(run: AckRun) -> None:
             common = _event_fields(stream_group, stream, MessageKind.MESSAGE, timestamp)
             seq, stream_seq = run.first_seq, run.first_stream_seq
-            items = ({"seq": seq + i, "stream_seq": stream_seq + i, "payload": payload} for i, payload in enumerate(payloads))
-            self.publish_many(f"stream.{stream_group}.{stream}", items, count=run.count, common=common)
+            items = (
+                {"seq": seq + i, "stream_seq": stream_seq + i, "payload": payload}
+                for i, payload in enumerate(payloads)
+            )
+            self.publish_many(
+                f"stream.{stream_group}.{stream}", items, count=run.count, common=common
+            )
 
         return self._store_then_publish(append, publish)
 
-    def _store_then_publish(self, append: Callable[[TelemetryDriver], A], publish: Callable[[A], None]) -> asyncio.Future[A]:
+    def _store_then_publish(
+        self, append: Callable[[TelemetryDriver], A], publish: Callable[[A], None]
+    ) -> asyncio.Future[A]:
         """Append on the writer thread; once committed, publish the stored messages' events from the loop."""
         driver = self._driver
 
@@ -232,11 +293,16 @@ class TelemetryActor(Actor):
     def _publish_stored(self, messages: Sequence[OutgoingMessage], acks: Sequence[Ack]) -> None:
         for message, ack in zip(messages, acks, strict=True):
             if not ack.duplicate:
-                self.publish(f"stream.{message.stream_group}.{message.stream}", _message_event(message, ack.seq, ack.stream_seq))
+                self.publish(
+                    f"stream.{message.stream_group}.{message.stream}",
+                    _message_event(message, ack.seq, ack.stream_seq),
+                )
 
     async def _wait_sent(self, up_to_seq: int | None, ctx: CommandContext) -> None:
         driver = self._driver
-        target = up_to_seq if up_to_seq is not None else await asyncio.to_thread(driver.store.last_seq)
+        target = (
+            up_to_seq if up_to_seq is not None else await asyncio.to_thread(driver.store.last_seq)
+        )
 
         def step() -> int:
             started = time.monotonic()
@@ -251,7 +317,9 @@ class TelemetryActor(Actor):
         ctx.progress({"pending": pending, "up_to_seq": target, "online": driver.forwarder.online})
         while pending:
             pending = await asyncio.to_thread(step)
-            ctx.progress({"pending": pending, "up_to_seq": target, "online": driver.forwarder.online})
+            ctx.progress(
+                {"pending": pending, "up_to_seq": target, "online": driver.forwarder.online}
+            )
 
     # ------------------------------------------------------------ DeviceClient
 
@@ -267,7 +335,10 @@ class TelemetryActor(Actor):
 
     @command(concurrent=True)
     def create_stream_sender(
-        self, stream_group: str | None = None, stream: str | None = None, compression: Compression = Compression.UNCOMPRESSED
+        self,
+        stream_group: str | None = None,
+        stream: str | None = None,
+        compression: Compression = Compression.UNCOMPRESSED,
     ) -> dict[str, Any]:
         """``DeviceClient.create_stream_sender``: check and complete a stream's names (no state on the actor).
 
@@ -276,8 +347,14 @@ class TelemetryActor(Actor):
         """
         for argument, value in (("stream_group", stream_group), ("stream", stream)):
             if value is not None and not value:
-                raise InvalidArguments(f"{argument} must be a non-empty string or nil", details={"argument": argument})
-        return {"stream_group": stream_group or DEFAULT_STREAM_GROUP, "stream": stream or DEFAULT_STREAM, "compression": int(compression)}
+                raise InvalidArguments(
+                    f"{argument} must be a non-empty string or nil", details={"argument": argument}
+                )
+        return {
+            "stream_group": stream_group or DEFAULT_STREAM_GROUP,
+            "stream": stream or DEFAULT_STREAM,
+            "compression": int(compression),
+        }
 
     @command(concurrent=True)
     async def pending_messages_count(self) -> int:
@@ -299,7 +376,9 @@ class TelemetryActor(Actor):
         return _desired(await asyncio.to_thread(self._driver.get_desired_properties))
 
     @command(concurrent=True)
-    async def get_desired_properties_if_newer(self, version: int | None = None) -> dict[str, Any] | None:
+    async def get_desired_properties_if_newer(
+        self, version: int | None = None
+    ) -> dict[str, Any] | None:
         """``DeviceClient.get_desired_properties_if_newer``: the latest version if newer than ``version`` (or ``version`` is nil), else nil."""
         desired = await asyncio.to_thread(self._driver.get_desired_properties_if_newer, version)
         return None if desired is None else _desired(desired)
@@ -339,9 +418,15 @@ class TelemetryActor(Actor):
         message stays stored and is forwarded later. Returns ``{"seq", "stream_seq", "duplicate"}``.
         """
         message = OutgoingMessage.create(
-            payload, stream_group=stream_group, stream=stream, compression=compression,
-            batch_id=batch_id, message_id=message_id, batch_slice_id=batch_slice_id, chunk_id=chunk_id,
-        )  # fmt: skip
+            payload,
+            stream_group=stream_group,
+            stream=stream,
+            compression=compression,
+            batch_id=batch_id,
+            message_id=message_id,
+            batch_slice_id=batch_slice_id,
+            chunk_id=chunk_id,
+        )
         (ack,) = await self._store_messages([message])
         await self._wait_sent(ack.seq, ctx)
         return _ack(ack)
@@ -365,9 +450,15 @@ class TelemetryActor(Actor):
         ``storage_error`` (``details.reason``) when the store's quota refuses it.
         """
         message = OutgoingMessage.create(
-            payload, stream_group=stream_group, stream=stream, compression=compression,
-            batch_id=batch_id, message_id=message_id, batch_slice_id=batch_slice_id, chunk_id=chunk_id,
-        )  # fmt: skip
+            payload,
+            stream_group=stream_group,
+            stream=stream,
+            compression=compression,
+            batch_id=batch_id,
+            message_id=message_id,
+            batch_slice_id=batch_slice_id,
+            chunk_id=chunk_id,
+        )
         (ack,) = await self._store_messages([message])
         return _ack(ack)
 
@@ -399,25 +490,46 @@ class TelemetryActor(Actor):
             # (str as UTF-8, as OutgoingMessage.create stores it).
             payloads = [item if type(item) is bytes else item.encode() for item in messages]
             names = self.create_stream_sender(stream_group, stream, compression)
-            return _ack_columns(await self._store_payloads(names["stream_group"], names["stream"], payloads, Compression(compression)))
+            return _ack_columns(
+                await self._store_payloads(
+                    names["stream_group"], names["stream"], payloads, Compression(compression)
+                )
+            )
         defaults = {"stream_group": stream_group, "stream": stream, "compression": compression}
         outgoing = [_outgoing(item, i, defaults) for i, item in enumerate(messages)]
         return _ack_columns(await self._store_messages(outgoing))
 
     @command(concurrent=True)
-    async def enqueue_batch_completion(self, batch_id: str, stream_group: str | None = None, stream: str | None = None) -> dict[str, Any]:
+    async def enqueue_batch_completion(
+        self, batch_id: str, stream_group: str | None = None, stream: str | None = None
+    ) -> dict[str, Any]:
         """``StreamSender.enqueue_batch_completion``: queue the marker that completes batch ``batch_id`` of the stream."""
-        message = OutgoingMessage.create(b"", stream_group=stream_group, stream=stream, batch_id=batch_id, kind=MessageKind.COMPLETE_BATCH)
+        message = OutgoingMessage.create(
+            b"",
+            stream_group=stream_group,
+            stream=stream,
+            batch_id=batch_id,
+            kind=MessageKind.COMPLETE_BATCH,
+        )
         (ack,) = await self._store_messages([message])
         return _ack(ack)
 
     @command(concurrent=True)
     async def enqueue_message_completion(
-        self, batch_id: str, message_id: str, stream_group: str | None = None, stream: str | None = None
+        self,
+        batch_id: str,
+        message_id: str,
+        stream_group: str | None = None,
+        stream: str | None = None,
     ) -> dict[str, Any]:
         """``StreamSender.enqueue_message_completion``: queue the marker that assembles chunked message ``message_id``."""
         message = OutgoingMessage.create(
-            b"", stream_group=stream_group, stream=stream, batch_id=batch_id, message_id=message_id, kind=MessageKind.COMPLETE_MESSAGE
+            b"",
+            stream_group=stream_group,
+            stream=stream,
+            batch_id=batch_id,
+            message_id=message_id,
+            kind=MessageKind.COMPLETE_MESSAGE,
         )
         (ack,) = await self._store_messages([message])
         return _ack(ack)
@@ -445,17 +557,30 @@ class TelemetryActor(Actor):
         if not 1 <= limit <= 10000:
             raise InvalidArguments("limit must be 1-10000", details={"argument": "limit"})
         rows = await asyncio.to_thread(
-            self._driver.history, stream_group or DEFAULT_STREAM_GROUP, stream or DEFAULT_STREAM,
-            from_seq=from_seq, to_seq=to_seq, since=since, until=until, limit=limit,
-        )  # fmt: skip
-        return [{**_message_event(row, row.seq, row.stream_seq), "state": row.state} for row in rows]
+            self._driver.history,
+            stream_group or DEFAULT_STREAM_GROUP,
+            stream or DEFAULT_STREAM,
+            from_seq=from_seq,
+            to_seq=to_seq,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        return [
+            {**_message_event(row, row.seq, row.stream_seq), "state": row.state} for row in rows
+        ]
 
     @command(concurrent=True)
     async def stats(self) -> dict[str, Any]:
         """Store and forwarder counters: pending/forwarded/rejected, bytes and quota, drops by reason, uploads, failures, online."""
         driver = self._driver
         stats = await asyncio.to_thread(driver.stats)
-        return {**stats, "device_id": driver.device_id, "upstream": self.config.forwarder.instance_url, "events_dropped": self.events_dropped}
+        return {
+            **stats,
+            "device_id": driver.device_id,
+            "upstream": self.config.forwarder.instance_url,
+            "events_dropped": self.events_dropped,
+        }
 
 
 def _outgoing(item: Any, index: int, defaults: dict[str, Any]) -> OutgoingMessage:
@@ -469,22 +594,30 @@ def _outgoing(item: Any, index: int, defaults: dict[str, Any]) -> OutgoingMessag
             raise InvalidArguments(f"{where}: {problem}", details={"argument": where})
         fields = dict(item)
     else:
-        raise InvalidArguments(f"{where} must be bytes, str or a map with 'payload'", details={"argument": where})
+        raise InvalidArguments(
+            f"{where} must be bytes, str or a map with 'payload'", details={"argument": where}
+        )
     for key, value in defaults.items():
         if fields.get(key) is None:
             fields[key] = value
     for key in ("stream_group", "stream"):
         if fields[key] is not None and (not isinstance(fields[key], str) or not fields[key]):
-            raise InvalidArguments(f"{where}.{key} must be a non-empty string", details={"argument": where})
+            raise InvalidArguments(
+                f"{where}.{key} must be a non-empty string", details={"argument": where}
+            )
     try:
         fields["compression"] = Compression(fields["compression"])
     except ValueError:
-        raise InvalidArguments(f"{where}.compression must be 0, 1 or 2", details={"argument": where}) from None
+        raise InvalidArguments(
+            f"{where}.compression must be 0, 1 or 2", details={"argument": where}
+        ) from None
     payload = fields.pop("payload")
     try:
         return OutgoingMessage.create(payload, **fields)
     except InvalidArguments as exc:
-        raise InvalidArguments(f"{where}: {exc.message}", details={**exc.details, "argument": where}) from None
+        raise InvalidArguments(
+            f"{where}: {exc.message}", details={**exc.details, "argument": where}
+        ) from None
 
 
 ACTOR = TelemetryActor

@@ -20,7 +20,14 @@ class Backoff:
         rng: Source of jitter (tests pass a seeded one).
     """
 
-    def __init__(self, initial_s: float, max_s: float, *, retry_after_max_s: float = 300.0, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        initial_s: float,
+        max_s: float,
+        *,
+        retry_after_max_s: float = 300.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self.initial_s = initial_s
         self.max_s = max_s
         self.retry_after_max_s = retry_after_max_s

@@ -21,7 +21,16 @@ log = structlog.get_logger()
 
 # HTTP's "deflate" is the zlib format (RFC 9110 §8.4.1.2); every HTTP stack can read it.
 _LEVELS = {Compression.FASTEST: 1, Compression.SMALLEST_SIZE: 9}
-_MESSAGE_FIELDS = ("seq", "stream_seq", "kind", "message_id", "batch_id", "batch_slice_id", "chunk_id", "timestamp")
+_MESSAGE_FIELDS = (
+    "seq",
+    "stream_seq",
+    "kind",
+    "message_id",
+    "batch_id",
+    "batch_slice_id",
+    "chunk_id",
+    "timestamp",
+)
 
 
 def compress(body: bytes, compression: Compression) -> tuple[bytes, str | None]:
@@ -91,7 +100,11 @@ def decode_upload(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
         messages = document["messages"]
-        result = {"stream_group": str(document["stream_group"]), "stream": str(document["stream"]), "messages": []}
+        result = {
+            "stream_group": str(document["stream_group"]),
+            "stream": str(document["stream"]),
+            "messages": [],
+        }
         for item in messages:
             message = {name: item.get(name) for name in _MESSAGE_FIELDS}
             message["seq"] = int(item["seq"])

@@ -40,16 +40,31 @@ def _server_count(upstream: str, device_id: str) -> int:
 def tour(bus: Client, service: str, say: Say) -> None:
     """Enqueue readings, watch them reach the ingestion server, round-trip the twin."""
     updates: queue.Queue[DesiredProperties] = queue.Queue()
-    with DeviceClient.start(None, "", "spotflow.db", desired_properties_updated_callback=updates.put, bus=bus, service=service) as client:
+    with DeviceClient.start(
+        None,
+        "",
+        "spotflow.db",
+        desired_properties_updated_callback=updates.put,
+        bus=bus,
+        service=service,
+    ) as client:
         stats = client.stats()
         upstream, device_id = stats["upstream"], client.device_id
-        say(f"  {service} keeps every reading in SQLite on the controller and forwards it to {upstream}")
-        say(f"  (the reference ingestion server, standing in for the plant's); registered as device {device_id!r}")
+        say(
+            f"  {service} keeps every reading in SQLite on the controller and forwards it to {upstream}"
+        )
+        say(
+            f"  (the reference ingestion server, standing in for the plant's); registered as device {device_id!r}"
+        )
         before = _server_count(upstream, device_id)
         desired = updates.get(timeout=10)
-        say(f"  code written for spotflow_device runs unchanged: DeviceClient.start(...), desired properties v{desired.version}")
+        say(
+            f"  code written for spotflow_device runs unchanged: DeviceClient.start(...), desired properties v{desired.version}"
+        )
 
-        sender = client.create_stream_sender(stream_group=GROUP, stream=STREAM, compression=Compression.FASTEST)
+        sender = client.create_stream_sender(
+            stream_group=GROUP, stream=STREAM, compression=Compression.FASTEST
+        )
         with bus.subscribe(f"{service}.stream.{GROUP}.{STREAM}") as live:
             live.wait_ready()
             for i in range(5):
@@ -57,58 +72,93 @@ def tour(bus: Client, service: str, say: Say) -> None:
                 sender.enqueue_message(json.dumps(reading).encode())
             event = live.next(5)
             if event is not None:
-                say("  sender.enqueue_message(...) x5; each is durable before it returns, and live on the bus:")
-                say(f"    {event.topic} stream_seq={event.data['stream_seq']} payload={event.data['payload'].decode()}")
+                say(
+                    "  sender.enqueue_message(...) x5; each is durable before it returns, and live on the bus:"
+                )
+                say(
+                    f"    {event.topic} stream_seq={event.data['stream_seq']} payload={event.data['payload'].decode()}"
+                )
             started = time.monotonic()
             acks = sender.enqueue_messages(
-                [json.dumps({"sensor": f"cell-{i % 8}", "temp_c": 20 + (i % 50) / 10}) for i in range(BATCH)]
+                [
+                    json.dumps({"sensor": f"cell-{i % 8}", "temp_c": 20 + (i % 50) / 10})
+                    for i in range(BATCH)
+                ]
             )
-            say(f"  sender.enqueue_messages({BATCH} readings): one round trip, one commit, "
-                f"acked in {time.monotonic() - started:.3f} s (stream_seq {acks[0]['stream_seq']}..{acks[-1]['stream_seq']})")  # fmt: skip
+            say(
+                f"  sender.enqueue_messages({BATCH} readings): one round trip, one commit, "
+                f"acked in {time.monotonic() - started:.3f} s (stream_seq {acks[0]['stream_seq']}..{acks[-1]['stream_seq']})"
+            )
             started_bulk = time.monotonic()
             bulk = sender.enqueue_messages(
-                [json.dumps({"sensor": f"cell-{i % 8}", "temp_c": 20 + (i % 50) / 10}) for i in range(BULK)], batch_size=500, in_flight=4
+                [
+                    json.dumps({"sensor": f"cell-{i % 8}", "temp_c": 20 + (i % 50) / 10})
+                    for i in range(BULK)
+                ],
+                batch_size=500,
+                in_flight=4,
             )
             took = time.monotonic() - started_bulk
-            say(f"  sender.enqueue_messages({BULK} readings, batch_size=500, in_flight=4): {BULK // 500} commits with 4 calls "
-                f"in flight, all acked in {took:.3f} s ({BULK / took:,.0f} durable readings/s)")  # fmt: skip
+            say(
+                f"  sender.enqueue_messages({BULK} readings, batch_size=500, in_flight=4): {BULK // 500} commits with 4 calls "
+                f"in flight, all acked in {took:.3f} s ({BULK / took:,.0f} durable readings/s)"
+            )
             acks += bulk
             say(f"  pending_messages_count right after: {client.pending_messages_count}")
             client.wait_enqueued_messages_sent(timeout=60)
-            say(f"  wait_enqueued_messages_sent() returned after {time.monotonic() - started:.2f} s; pending now {client.pending_messages_count}")
+            say(
+                f"  wait_enqueued_messages_sent() returned after {time.monotonic() - started:.2f} s; pending now {client.pending_messages_count}"
+            )
             seen, missed = 0, 0
             while (event := live.next(0.5)) is not None:
                 seen += 1
                 missed += event.missed
         after = _server_count(upstream, device_id)
         sent = 5 + BATCH + BULK
-        say(f"  the ingestion server stored {after - before} new readings of {STREAM} ({after} in all); "
-            f"{sent} were enqueued: {'nothing lost, nothing twice' if after - before == sent else 'MISMATCH'}")  # fmt: skip
+        say(
+            f"  the ingestion server stored {after - before} new readings of {STREAM} ({after} in all); "
+            f"{sent} were enqueued: {'nothing lost, nothing twice' if after - before == sent else 'MISMATCH'}"
+        )
         last = acks[-1]["stream_seq"]
         backfill = client.history(GROUP, STREAM, from_seq=last - 1, to_seq=last)
-        say(f"  a subscriber that missed events backfills from history: stream_seq {[m['stream_seq'] for m in backfill]} "
-            f"are {backfill[-1]['state']}")  # fmt: skip
+        say(
+            f"  a subscriber that missed events backfills from history: stream_seq {[m['stream_seq'] for m in backfill]} "
+            f"are {backfill[-1]['state']}"
+        )
 
         rate = 1 + int(time.time()) % 5
         version = 0
         for _ in range(100):  # a server reset since the last run restarts at version 1: catch up
-            version = _server(upstream, "PUT", f"/v1/operator/devices/{device_id}/twin/desired", {"values": {"sample_rate_s": rate}})["version"]
+            version = _server(
+                upstream,
+                "PUT",
+                f"/v1/operator/devices/{device_id}/twin/desired",
+                {"values": {"sample_rate_s": rate}},
+            )["version"]
             if version > desired.version:
                 break
-        say(f"  the plant sets desired property sample_rate_s={rate} (version {version}) on the server ...")
+        say(
+            f"  the plant sets desired property sample_rate_s={rate} (version {version}) on the server ..."
+        )
         deadline = time.monotonic() + 15
         while desired.version < version and time.monotonic() < deadline:
             try:
                 desired = updates.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
                 break
-        say(f"  ... and the device's callback receives it: version {desired.version}, values {desired.values}")
-        client.update_reported_properties({"sample_rate_s": desired.values.get("sample_rate_s"), "status": "running"})
+        say(
+            f"  ... and the device's callback receives it: version {desired.version}, values {desired.values}"
+        )
+        client.update_reported_properties(
+            {"sample_rate_s": desired.values.get("sample_rate_s"), "status": "running"}
+        )
         deadline = time.monotonic() + 15
         while client.any_pending_reported_properties_updates and time.monotonic() < deadline:
             time.sleep(0.1)
         twin = _server(upstream, "GET", f"/v1/operator/devices/{device_id}/twin")
         say(f"  update_reported_properties(...) reached the server: reported = {twin['reported']}")
         stats = client.stats()
-        say(f"  store: {stats['forwarded']} forwarded, {stats['pending']} pending, drops {stats['drops'] or 'none'}; "
-            f"live events seen {seen + 1}, missed {missed}")  # fmt: skip
+        say(
+            f"  store: {stats['forwarded']} forwarded, {stats['pending']} pending, drops {stats['drops'] or 'none'}; "
+            f"live events seen {seen + 1}, missed {missed}"
+        )

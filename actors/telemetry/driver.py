@@ -75,9 +75,15 @@ class TelemetryDriver:
             Unavailable: Provisioning was needed and the upstream is unreachable.
         """
         if not config.db.endswith(".db"):
-            raise InvalidArguments(f"db {config.db!r} must end with '.db'", details={"argument": "db"})
-        store = TelemetryStore.open(config.db, quota_bytes=config.quota_bytes, overflow=config.overflow)
-        forwarder = Forwarder(store, config.forwarder, on_desired=desired_properties_updated_callback)
+            raise InvalidArguments(
+                f"db {config.db!r} must end with '.db'", details={"argument": "db"}
+            )
+        store = TelemetryStore.open(
+            config.db, quota_bytes=config.quota_bytes, overflow=config.overflow
+        )
+        forwarder = Forwarder(
+            store, config.forwarder, on_desired=desired_properties_updated_callback
+        )
         try:
             registration = forwarder.ensure_registered()
         except BaseException:
@@ -87,7 +93,12 @@ class TelemetryDriver:
         if desired is not None and desired_properties_updated_callback is not None:
             desired_properties_updated_callback(desired)
         forwarder.start()
-        log.info("telemetry_started", device_id=registration.device_id, db=config.db, pending=store.pending_count())
+        log.info(
+            "telemetry_started",
+            device_id=registration.device_id,
+            db=config.db,
+            pending=store.pending_count(),
+        )
         return cls(store, forwarder)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -98,7 +109,12 @@ class TelemetryDriver:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     @property
@@ -131,7 +147,9 @@ class TelemetryDriver:
         timestamp: float | None = None,
     ) -> AckRun:
         """Store plain readings of one stream in one transaction (acked after commit) and wake the forwarder."""
-        acks = self.store.append_payloads(stream_group, stream, payloads, compression=compression, timestamp=timestamp)
+        acks = self.store.append_payloads(
+            stream_group, stream, payloads, compression=compression, timestamp=timestamp
+        )
         self.forwarder.notify()
         return acks
 
@@ -160,7 +178,9 @@ class TelemetryDriver:
         )
         return self.enqueue_messages([message])[0]
 
-    def send_message(self, payload: str | bytes, *, timeout: float | None = None, **ids: Any) -> Ack:
+    def send_message(
+        self, payload: str | bytes, *, timeout: float | None = None, **ids: Any
+    ) -> Ack:
         """Enqueue one message, then wait until it and everything before it was forwarded.
 
         Raises:
@@ -170,17 +190,35 @@ class TelemetryDriver:
         self._wait(ack.seq, timeout)
         return ack
 
-    def enqueue_batch_completion(self, batch_id: str, *, stream_group: str | None = None, stream: str | None = None) -> Ack:
+    def enqueue_batch_completion(
+        self, batch_id: str, *, stream_group: str | None = None, stream: str | None = None
+    ) -> Ack:
         """Queue the marker that completes batch ``batch_id`` of the stream."""
-        message = OutgoingMessage.create(b"", stream_group=stream_group, stream=stream, batch_id=batch_id, kind=MessageKind.COMPLETE_BATCH)
+        message = OutgoingMessage.create(
+            b"",
+            stream_group=stream_group,
+            stream=stream,
+            batch_id=batch_id,
+            kind=MessageKind.COMPLETE_BATCH,
+        )
         return self.enqueue_messages([message])[0]
 
     def enqueue_message_completion(
-        self, batch_id: str, message_id: str, *, stream_group: str | None = None, stream: str | None = None
+        self,
+        batch_id: str,
+        message_id: str,
+        *,
+        stream_group: str | None = None,
+        stream: str | None = None,
     ) -> Ack:
         """Queue the marker that completes the chunked message ``message_id`` of batch ``batch_id``."""
         message = OutgoingMessage.create(
-            b"", stream_group=stream_group, stream=stream, batch_id=batch_id, message_id=message_id, kind=MessageKind.COMPLETE_MESSAGE
+            b"",
+            stream_group=stream_group,
+            stream=stream,
+            batch_id=batch_id,
+            message_id=message_id,
+            kind=MessageKind.COMPLETE_MESSAGE,
         )
         return self.enqueue_messages([message])[0]
 
@@ -199,7 +237,10 @@ class TelemetryDriver:
     def _wait(self, up_to_seq: int | None, timeout: float | None) -> None:
         if not self.forwarder.wait_sent(up_to_seq, timeout):
             pending = self.store.pending_count(up_to_seq)
-            raise DeadlineExceeded(f"{pending} message(s) not forwarded within {timeout} s", details={"pending": pending})
+            raise DeadlineExceeded(
+                f"{pending} message(s) not forwarded within {timeout} s",
+                details={"pending": pending},
+            )
 
     def history(self, stream_group: str, stream: str, **query: Any) -> list[StoredMessage]:
         """Stored messages of one stream (see ``TelemetryStore.history`` for the query keys)."""
@@ -215,7 +256,9 @@ class TelemetryDriver:
         """The latest desired properties (version 0 and no values before the first are received)."""
         return self.store.desired_properties() or DesiredProperties(0, {})
 
-    def get_desired_properties_if_newer(self, version: int | None = None) -> DesiredProperties | None:
+    def get_desired_properties_if_newer(
+        self, version: int | None = None
+    ) -> DesiredProperties | None:
         """The latest desired properties if newer than ``version`` (or ``version`` is None), else None."""
         desired = self.store.desired_properties()
         if desired is None or (version is not None and desired.version <= version):

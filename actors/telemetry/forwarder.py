@@ -61,8 +61,14 @@ class Forwarder:
         self._store = store
         self._config = config
         self._on_desired = on_desired
-        self._upstream = upstream or UpstreamClient(config.instance_url, timeout_s=config.request_timeout_s)
-        self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, retry_after_max_s=config.retry_after_max_s)
+        self._upstream = upstream or UpstreamClient(
+            config.instance_url, timeout_s=config.request_timeout_s
+        )
+        self._backoff = Backoff(
+            config.backoff_initial_s,
+            config.backoff_max_s,
+            retry_after_max_s=config.retry_after_max_s,
+        )
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._progress = threading.Condition()
@@ -70,7 +76,14 @@ class Forwarder:
         self._registration = store.registration()
         self._online = False
         self._next_desired_poll = 0.0
-        self._stats: dict[str, Any] = {"uploads": 0, "messages": 0, "duplicate_uploads": 0, "failures": 0, "throttled": 0, "last_error": None}
+        self._stats: dict[str, Any] = {
+            "uploads": 0,
+            "messages": 0,
+            "duplicate_uploads": 0,
+            "failures": 0,
+            "throttled": 0,
+            "last_error": None,
+        }
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -193,7 +206,11 @@ class Forwarder:
         if not self._online or time.monotonic() >= self._next_desired_poll:
             self._poll_desired(registration)
             if not self._online:
-                log.info("telemetry_upstream_connected", upstream=self._config.instance_url, device_id=registration.device_id)
+                log.info(
+                    "telemetry_upstream_connected",
+                    upstream=self._config.instance_url,
+                    device_id=registration.device_id,
+                )
                 self._online = True
         worked = self._send_reported(registration)
         return self._send_upload(registration) or worked
@@ -202,7 +219,12 @@ class Forwarder:
         delay = self._backoff.next_delay(retry_after_s)
         self._stats["failures"] += 1
         self._stats["last_error"] = str(exc)
-        log.warning("telemetry_upstream_retry", error=str(exc), delay_s=round(delay, 3), failures=self._backoff.failures)
+        log.warning(
+            "telemetry_upstream_retry",
+            error=str(exc),
+            delay_s=round(delay, 3),
+            failures=self._backoff.failures,
+        )
         self._stop.wait(delay)
 
     def _idle(self) -> None:
@@ -213,7 +235,10 @@ class Forwarder:
     def _linger(self) -> None:
         """Batch by time: give writers ``linger_s`` to add more before sending a small upload."""
         deadline = time.monotonic() + self._config.linger_s
-        while not self._stop.is_set() and self._store.pending_count() < self._config.max_batch_messages:
+        while (
+            not self._stop.is_set()
+            and self._store.pending_count() < self._config.max_batch_messages
+        ):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -241,14 +266,24 @@ class Forwarder:
                 return self._provision()
             self._store.save_registration(registration)
             self._registration = registration
-            log.info("telemetry_token_refreshed", device_id=registration.device_id, expires_at=registration.expires_at)
+            log.info(
+                "telemetry_token_refreshed",
+                device_id=registration.device_id,
+                expires_at=registration.expires_at,
+            )
         return registration
 
     def _provision(self) -> Registration:
-        registration = self._upstream.provision(self._config.provisioning_token, self._config.device_id)
+        registration = self._upstream.provision(
+            self._config.provisioning_token, self._config.device_id
+        )
         self._store.save_registration(registration)
         self._registration = registration
-        log.info("telemetry_provisioned", device_id=registration.device_id, workspace_id=registration.workspace_id)
+        log.info(
+            "telemetry_provisioned",
+            device_id=registration.device_id,
+            workspace_id=registration.workspace_id,
+        )
         return registration
 
     # -- twin and messages --------------------------------------------------------------------
@@ -277,7 +312,9 @@ class Forwarder:
         return True
 
     def _send_upload(self, registration: Registration) -> bool:
-        upload = self._store.claim_upload(max_messages=self._config.max_batch_messages, max_bytes=self._config.max_batch_bytes)
+        upload = self._store.claim_upload(
+            max_messages=self._config.max_batch_messages, max_bytes=self._config.max_batch_bytes
+        )
         if upload is None:
             return False
         body, encoding = compress(encode_upload(upload), upload.compression)
@@ -287,7 +324,13 @@ class Forwarder:
         self._stats["messages"] += settled
         self._stats["duplicate_uploads"] += int(result.duplicate)
         self._notify_progress()
-        log.debug("telemetry_upload_done", upload_id=upload.upload_id, messages=len(upload.messages), settled=settled, duplicate=result.duplicate)
+        log.debug(
+            "telemetry_upload_done",
+            upload_id=upload.upload_id,
+            messages=len(upload.messages),
+            settled=settled,
+            duplicate=result.duplicate,
+        )
         if not settled:
             raise BadRequest(f"upstream acknowledged none of upload {upload.upload_id}")
         return True

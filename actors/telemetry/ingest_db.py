@@ -67,7 +67,9 @@ class IngestDatabase:
         workspace_id: The one workspace this service stands for.
     """
 
-    def __init__(self, path: str, *, token_ttl_s: float = 30 * 86400, workspace_id: str = "linebus") -> None:
+    def __init__(
+        self, path: str, *, token_ttl_s: float = 30 * 86400, workspace_id: str = "linebus"
+    ) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")  # the answer to an upload promises durability
@@ -103,12 +105,19 @@ class IngestDatabase:
                 "INSERT OR REPLACE INTO devices (device_id, workspace_id, token, expires_at, provisioned_at) VALUES (?, ?, ?, ?, ?)",
                 (device_id, self.workspace_id, token, now + self.token_ttl_s, now),
             )
-        return {"device_id": device_id, "workspace_id": self.workspace_id, "registration_token": token, "expires_at": now + self.token_ttl_s}
+        return {
+            "device_id": device_id,
+            "workspace_id": self.workspace_id,
+            "registration_token": token,
+            "expires_at": now + self.token_ttl_s,
+        }
 
     def authenticate(self, token: str) -> str | None:
         """The device a valid, unexpired token belongs to, or None."""
         with self._lock:
-            row = self._conn.execute("SELECT device_id, expires_at FROM devices WHERE token = ?", (token,)).fetchone()
+            row = self._conn.execute(
+                "SELECT device_id, expires_at FROM devices WHERE token = ?", (token,)
+            ).fetchone()
         return row[0] if row is not None and row[1] > time.time() else None
 
     def refresh(self, device_id: str) -> dict[str, Any]:
@@ -120,13 +129,21 @@ class IngestDatabase:
     def ingest(self, device_id: str, upload_id: str, upload: Mapping[str, Any]) -> dict[str, Any]:
         """Store one decoded upload once; a repeated ``upload_id`` gets the first answer, marked duplicate."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT answer FROM uploads WHERE device_id = ? AND upload_id = ?", (device_id, upload_id)).fetchone()
+            row = conn.execute(
+                "SELECT answer FROM uploads WHERE device_id = ? AND upload_id = ?",
+                (device_id, upload_id),
+            ).fetchone()
             if row is not None:
-                conn.execute("UPDATE uploads SET deliveries = deliveries + 1 WHERE device_id = ? AND upload_id = ?", (device_id, upload_id))
+                conn.execute(
+                    "UPDATE uploads SET deliveries = deliveries + 1 WHERE device_id = ? AND upload_id = ?",
+                    (device_id, upload_id),
+                )
                 return {**json.loads(row[0]), "duplicate": True}
             acked, rejected = [], []
             for message in upload["messages"]:
-                reason = self._store_message(conn, device_id, upload_id, upload["stream_group"], upload["stream"], message)
+                reason = self._store_message(
+                    conn, device_id, upload_id, upload["stream_group"], upload["stream"], message
+                )
                 if reason is None:
                     acked.append(message["seq"])
                 else:
@@ -138,7 +155,15 @@ class IngestDatabase:
             )
         return {**answer, "duplicate": False}
 
-    def _store_message(self, conn: sqlite3.Connection, device_id: str, upload_id: str, group: str, stream: str, m: Mapping[str, Any]) -> str | None:
+    def _store_message(
+        self,
+        conn: sqlite3.Connection,
+        device_id: str,
+        upload_id: str,
+        group: str,
+        stream: str,
+        m: Mapping[str, Any],
+    ) -> str | None:
         """Store one message (or act on a marker); returns a rejection reason or None."""
         kind = m.get("kind") or "message"
         if kind not in _KINDS:
@@ -183,11 +208,14 @@ class IngestDatabase:
         )
         return None
 
-    def _open_batch(self, conn: sqlite3.Connection, device_id: str, group: str, stream: str, batch_id: str) -> None:
+    def _open_batch(
+        self, conn: sqlite3.Connection, device_id: str, group: str, stream: str, batch_id: str
+    ) -> None:
         """One open batch per stream: a new batch id completes the previous one (§6.1)."""
         key = (device_id, group, stream)
         exists = conn.execute(
-            "SELECT 1 FROM batches WHERE device_id = ? AND stream_group = ? AND stream = ? AND batch_id = ?", (*key, batch_id)
+            "SELECT 1 FROM batches WHERE device_id = ? AND stream_group = ? AND stream = ? AND batch_id = ?",
+            (*key, batch_id),
         ).fetchone()
         if exists:
             return
@@ -196,9 +224,20 @@ class IngestDatabase:
             "AND stream = ? AND completed_at IS NULL",
             (time.time(), *key),
         )
-        conn.execute("INSERT INTO batches (device_id, stream_group, stream, batch_id, opened_at) VALUES (?, ?, ?, ?, ?)", (*key, batch_id, time.time()))
+        conn.execute(
+            "INSERT INTO batches (device_id, stream_group, stream, batch_id, opened_at) VALUES (?, ?, ?, ?, ?)",
+            (*key, batch_id, time.time()),
+        )
 
-    def _close_batch(self, conn: sqlite3.Connection, device_id: str, group: str, stream: str, batch_id: str, why: str) -> None:
+    def _close_batch(
+        self,
+        conn: sqlite3.Connection,
+        device_id: str,
+        group: str,
+        stream: str,
+        batch_id: str,
+        why: str,
+    ) -> None:
         conn.execute(
             "UPDATE batches SET completed_at = ?, completed_by = ? WHERE device_id = ? AND stream_group = ? AND stream = ? "
             "AND batch_id = ? AND completed_at IS NULL",
@@ -210,8 +249,14 @@ class IngestDatabase:
     def desired(self, device_id: str) -> dict[str, Any]:
         """The device's desired properties (version 0 and no values until an operator sets some)."""
         with self._lock:
-            row = self._conn.execute("SELECT version, properties FROM desired WHERE device_id = ?", (device_id,)).fetchone()
-        return {"version": 0, "values": {}} if row is None else {"version": row[0], "values": json.loads(row[1])}
+            row = self._conn.execute(
+                "SELECT version, properties FROM desired WHERE device_id = ?", (device_id,)
+            ).fetchone()
+        return (
+            {"version": 0, "values": {}}
+            if row is None
+            else {"version": row[0], "values": json.loads(row[1])}
+        )
 
     def set_desired(self, device_id: str, values: Mapping[str, Any]) -> int:
         """Replace the desired properties; returns the new version (one more than the last)."""
@@ -221,45 +266,82 @@ class IngestDatabase:
                 "ON CONFLICT (device_id) DO UPDATE SET version = version + 1, properties = excluded.properties",
                 (device_id, json.dumps(dict(values))),
             )
-            return int(conn.execute("SELECT version FROM desired WHERE device_id = ?", (device_id,)).fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT version FROM desired WHERE device_id = ?", (device_id,)
+                ).fetchone()[0]
+            )
 
     def report(self, device_id: str, updates: Sequence[Mapping[str, Any]]) -> list[int]:
         """Merge reported patches with ids above the last applied one; ack every id given."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT properties, last_update_id FROM reported WHERE device_id = ?", (device_id,)).fetchone()
+            row = conn.execute(
+                "SELECT properties, last_update_id FROM reported WHERE device_id = ?", (device_id,)
+            ).fetchone()
             properties, last = ({}, 0) if row is None else (json.loads(row[0]), row[1])
             for update in updates:
                 if int(update["id"]) > last:  # a resent patch is not applied twice
                     properties, last = merge_patch(properties, update["patch"]), int(update["id"])
-            conn.execute("INSERT OR REPLACE INTO reported (device_id, properties, last_update_id) VALUES (?, ?, ?)", (device_id, json.dumps(properties), last))
+            conn.execute(
+                "INSERT OR REPLACE INTO reported (device_id, properties, last_update_id) VALUES (?, ?, ?)",
+                (device_id, json.dumps(properties), last),
+            )
         return [int(u["id"]) for u in updates]
 
     def reported(self, device_id: str) -> dict[str, Any]:
         """The device's merged reported properties."""
         with self._lock:
-            row = self._conn.execute("SELECT properties FROM reported WHERE device_id = ?", (device_id,)).fetchone()
+            row = self._conn.execute(
+                "SELECT properties FROM reported WHERE device_id = ?", (device_id,)
+            ).fetchone()
         return {} if row is None else dict(json.loads(row[0]))
 
     # -- operator views -----------------------------------------------------------------------
 
     def messages(self, device_id: str) -> list[dict[str, Any]]:
         """Every stored message of a device in arrival order (payloads as bytes)."""
-        columns = ("stream_group", "stream", "kind", "batch_id", "batch_slice_id", "message_id", "chunk_id", "seq", "stream_seq", "timestamp", "payload", "upload_id")
+        columns = (
+            "stream_group",
+            "stream",
+            "kind",
+            "batch_id",
+            "batch_slice_id",
+            "message_id",
+            "chunk_id",
+            "seq",
+            "stream_seq",
+            "timestamp",
+            "payload",
+            "upload_id",
+        )
         with self._lock:
-            rows = self._conn.execute(f"SELECT {', '.join(columns)} FROM messages WHERE device_id = ? ORDER BY id", (device_id,)).fetchall()
+            rows = self._conn.execute(
+                f"SELECT {', '.join(columns)} FROM messages WHERE device_id = ? ORDER BY id",
+                (device_id,),
+            ).fetchall()
         return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def batches(self, device_id: str) -> list[dict[str, Any]]:
         """The device's batches, oldest first, with how each was completed."""
         columns = ("stream_group", "stream", "batch_id", "completed_by")
         with self._lock:
-            rows = self._conn.execute(f"SELECT {', '.join(columns)} FROM batches WHERE device_id = ? ORDER BY opened_at", (device_id,)).fetchall()
+            rows = self._conn.execute(
+                f"SELECT {', '.join(columns)} FROM batches WHERE device_id = ? ORDER BY opened_at",
+                (device_id,),
+            ).fetchall()
         return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def stats(self) -> dict[str, int]:
         """Totals: devices, uploads, repeated deliveries of uploads, messages stored."""
         with self._lock:
             devices = self._conn.execute("SELECT count(*) FROM devices").fetchone()[0]
-            uploads, deliveries = self._conn.execute("SELECT count(*), coalesce(sum(deliveries), 0) FROM uploads").fetchone()
+            uploads, deliveries = self._conn.execute(
+                "SELECT count(*), coalesce(sum(deliveries), 0) FROM uploads"
+            ).fetchone()
             messages = self._conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-        return {"devices": devices, "uploads": uploads, "duplicate_uploads": deliveries - uploads, "messages": messages}
+        return {
+            "devices": devices,
+            "uploads": uploads,
+            "duplicate_uploads": deliveries - uploads,
+            "messages": messages,
+        }

@@ -42,7 +42,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 class _HttpProblem(Exception):
     """An RFC 9457 problem answer (raised inside handlers, rendered by the dispatcher)."""
 
-    def __init__(self, status: int, title: str, detail: str = "", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail, self.headers = status, title, detail, headers or {}
 
@@ -83,7 +85,14 @@ class _Faults:
                     self._queue.remove(fault)
             held = fault is not None and fault.status is None
             self.requests.append(
-                {"t": time.monotonic(), "method": method, "path": path, "encoding": encoding, "fault": fault.status if fault else None, "held": held}
+                {
+                    "t": time.monotonic(),
+                    "method": method,
+                    "path": path,
+                    "encoding": encoding,
+                    "fault": fault.status if fault else None,
+                    "held": held,
+                }
             )
             return fault
 
@@ -92,7 +101,11 @@ Route = tuple[str, re.Pattern[str], str]
 _ROUTES: list[Route] = [
     ("POST", re.compile(r"^/v1/provisioning$"), "provision"),
     ("POST", re.compile(r"^/v1/registration/refresh$"), "refresh"),
-    ("PUT", re.compile(r"^/v1/devices/(?P<device>[^/]+)/uploads/(?P<upload>[A-Za-z0-9_.\-]{1,128})$"), "upload"),
+    (
+        "PUT",
+        re.compile(r"^/v1/devices/(?P<device>[^/]+)/uploads/(?P<upload>[A-Za-z0-9_.\-]{1,128})$"),
+        "upload",
+    ),
     ("GET", re.compile(r"^/v1/devices/(?P<device>[^/]+)/twin/desired$"), "get_desired"),
     ("POST", re.compile(r"^/v1/devices/(?P<device>[^/]+)/twin/reported$"), "post_reported"),
     ("PUT", re.compile(r"^/v1/operator/devices/(?P<device>[^/]+)/twin/desired$"), "set_desired"),
@@ -142,7 +155,9 @@ class IngestServer:
 
     def start(self) -> None:
         """Serve from a background thread."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ingest-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="ingest-server", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -159,7 +174,11 @@ class IngestServer:
     def provision(self, request: _Request) -> dict[str, Any]:
         body = request.json()
         token = body.get("provisioning_token")
-        if not isinstance(token, str) or not token or (self.provisioning_tokens and token not in self.provisioning_tokens):
+        if (
+            not isinstance(token, str)
+            or not token
+            or (self.provisioning_tokens and token not in self.provisioning_tokens)
+        ):
             raise _HttpProblem(401, "Provisioning Token is invalid")
         device_id = body.get("device_id")
         if device_id is not None and not re.fullmatch(r"[0-9A-Za-z\-_.]{4,90}", str(device_id)):
@@ -172,11 +191,19 @@ class IngestServer:
     def upload(self, request: _Request) -> dict[str, Any]:
         device_id = request.device(request.params["device"])
         try:
-            document = decode_upload(decompress(request.body, request.headers.get("Content-Encoding")))
+            document = decode_upload(
+                decompress(request.body, request.headers.get("Content-Encoding"))
+            )
         except ValueError as exc:
             raise _HttpProblem(400, "Malformed upload", str(exc)) from exc
         answer = self.db.ingest(device_id, request.params["upload"], document)
-        log.info("ingest_upload", device_id=device_id, upload_id=request.params["upload"], acked=len(answer["acked"]), duplicate=answer["duplicate"])
+        log.info(
+            "ingest_upload",
+            device_id=device_id,
+            upload_id=request.params["upload"],
+            acked=len(answer["acked"]),
+            duplicate=answer["duplicate"],
+        )
         return answer
 
     def get_desired(self, request: _Request) -> dict[str, Any]:
@@ -195,7 +222,7 @@ class IngestServer:
     def set_desired(self, request: _Request) -> dict[str, Any]:
         values = request.json().get("values")
         if not isinstance(values, dict):
-            raise _HttpProblem(400, "Body must be {\"values\": {...}}")
+            raise _HttpProblem(400, 'Body must be {"values": {...}}')
         return {"version": self.db.set_desired(request.params["device"], values)}
 
     def get_twin(self, request: _Request) -> dict[str, Any]:
@@ -224,7 +251,13 @@ class IngestServer:
         if status not in (None, 500, 429, 503):
             raise _HttpProblem(400, "status must be 500, 429, 503 or null (hold)")
         retry_after = body.get("retry_after")
-        fault = _Fault(status, int(body.get("count", 1)), None if retry_after is None else str(retry_after), float(body.get("hold_s", 30)), str(body.get("path", "")))
+        fault = _Fault(
+            status,
+            int(body.get("count", 1)),
+            None if retry_after is None else str(retry_after),
+            float(body.get("hold_s", 30)),
+            str(body.get("path", "")),
+        )
         self.faults.add(fault)
         return {"ok": True}
 
@@ -239,7 +272,9 @@ class IngestServer:
 class _Request:
     """What a route handler sees: path parameters, headers, body, and the auth check."""
 
-    def __init__(self, server: IngestServer, params: dict[str, str], headers: Any, body: bytes) -> None:
+    def __init__(
+        self, server: IngestServer, params: dict[str, str], headers: Any, body: bytes
+    ) -> None:
         self.server, self.params, self.headers, self.body = server, params, headers, body
 
     def json(self) -> dict[str, Any]:
@@ -256,7 +291,9 @@ class _Request:
         auth = self.headers.get("Authorization", "")
         device_id = self.server.db.authenticate(auth[7:]) if auth.startswith("Bearer ") else None
         if device_id is None:
-            raise _HttpProblem(401, "InvalidRegistrationToken", "registration token missing, unknown or expired")
+            raise _HttpProblem(
+                401, "InvalidRegistrationToken", "registration token missing, unknown or expired"
+            )
         if expected is not None and expected != device_id:
             raise _HttpProblem(403, "Forbidden", "token belongs to another device")
         return device_id
@@ -291,20 +328,35 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
                 body = self._read_body()
                 handler, params = self._route(method, path)
                 device_facing = not path.startswith(("/v1/operator/", "/v1/test/"))
-                fault = server.faults.take(method, path, self.headers.get("Content-Encoding")) if device_facing else None
+                fault = (
+                    server.faults.take(method, path, self.headers.get("Content-Encoding"))
+                    if device_facing
+                    else None
+                )
                 if fault is not None and fault.status is not None:
-                    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                    headers = (
+                        {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                    )
                     raise _HttpProblem(fault.status, "Injected fault", "test hook", headers)
                 answer = handler(_Request(server, params, self.headers, body))
                 if fault is not None:  # hold: the work is done and stored, the answer comes late
                     server.stopping.wait(fault.hold_s)
                 self._send(200, answer)
             except _HttpProblem as problem:
-                body = {"type": "about:blank", "title": problem.title, "status": problem.status, "detail": problem.detail}
+                body = {
+                    "type": "about:blank",
+                    "title": problem.title,
+                    "status": problem.status,
+                    "detail": problem.detail,
+                }
                 self._send(problem.status, body, problem.headers, "application/problem+json")
             except Exception:
                 log.exception("ingest_handler_failed", method=method, path=path)
-                self._send(500, {"type": "about:blank", "title": "Internal error", "status": 500}, content_type="application/problem+json")
+                self._send(
+                    500,
+                    {"type": "about:blank", "title": "Internal error", "status": 500},
+                    content_type="application/problem+json",
+                )
 
         def _read_body(self) -> bytes:
             length = int(self.headers.get("Content-Length") or 0)
@@ -312,7 +364,9 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
                 raise _HttpProblem(413, "Body too large", f"limit {MAX_BODY_BYTES} bytes")
             return self.rfile.read(length) if length else b""
 
-        def _route(self, method: str, path: str) -> tuple[Callable[[_Request], dict[str, Any]], dict[str, str]]:
+        def _route(
+            self, method: str, path: str
+        ) -> tuple[Callable[[_Request], dict[str, Any]], dict[str, str]]:
             allowed = False
             for route_method, pattern, name in _ROUTES:
                 match = pattern.match(path)
@@ -320,9 +374,17 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
                     allowed = True
                     if route_method == method:
                         return getattr(server, name), match.groupdict()
-            raise _HttpProblem(405 if allowed else 404, "Method not allowed" if allowed else "Not found", path)
+            raise _HttpProblem(
+                405 if allowed else 404, "Method not allowed" if allowed else "Not found", path
+            )
 
-        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None, content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: dict[str, Any],
+            headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -337,13 +399,26 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ingest service until SIGTERM/SIGINT (the ``linebus ingest`` command)."""
-    parser = argparse.ArgumentParser(prog="linebus ingest", description="Reference telemetry ingest service (HTTP).")
+    parser = argparse.ArgumentParser(
+        prog="linebus ingest", description="Reference telemetry ingest service (HTTP)."
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one")
-    parser.add_argument("--listen", metavar="HOST:PORT", help="address and port to bind (overrides --host and --port)")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address and port to bind (overrides --host and --port)",
+    )
     parser.add_argument("--db", required=True, help="SQLite file to store into")
-    parser.add_argument("--provisioning-token", action="append", default=[], help="accepted provisioning token (repeatable; none: accept any)")
-    parser.add_argument("--token-ttl-s", type=float, default=30 * 86400, help="registration token lifetime")
+    parser.add_argument(
+        "--provisioning-token",
+        action="append",
+        default=[],
+        help="accepted provisioning token (repeatable; none: accept any)",
+    )
+    parser.add_argument(
+        "--token-ttl-s", type=float, default=30 * 86400, help="registration token lifetime"
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `linebus ingest -- --port 0 ...` passes the separator through
         argv = argv[1:]
@@ -355,7 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.host, args.port = host, int(port)
     configure_logging()  # to stderr: stdout carries only the ready line
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)  # e.g. var/ on a fresh checkout
-    server = IngestServer(args.db, host=args.host, port=args.port, provisioning_tokens=args.provisioning_token, token_ttl_s=args.token_ttl_s)
+    server = IngestServer(
+        args.db,
+        host=args.host,
+        port=args.port,
+        provisioning_tokens=args.provisioning_token,
+        token_ttl_s=args.token_ttl_s,
+    )
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())

@@ -99,14 +99,23 @@ class OutgoingMessage:
             payload = payload.encode()
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise InvalidArguments("payload must be str or bytes", details={"argument": "payload"})
-        ids = {"message_id": message_id, "batch_id": batch_id, "batch_slice_id": batch_slice_id, "chunk_id": chunk_id}
+        ids = {
+            "message_id": message_id,
+            "batch_id": batch_id,
+            "batch_slice_id": batch_slice_id,
+            "chunk_id": chunk_id,
+        }
         for name, value in ids.items():
             if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidArguments(f"{name} must be a non-empty string or None", details={"argument": name})
+                raise InvalidArguments(
+                    f"{name} must be a non-empty string or None", details={"argument": name}
+                )
         if kind is not MessageKind.MESSAGE and batch_id is None:
             raise InvalidArguments(f"{kind} needs a batch_id", details={"argument": "batch_id"})
         if kind is MessageKind.COMPLETE_MESSAGE and message_id is None:
-            raise InvalidArguments("complete_message needs a message_id", details={"argument": "message_id"})
+            raise InvalidArguments(
+                "complete_message needs a message_id", details={"argument": "message_id"}
+            )
         return cls(
             stream_group=stream_group or DEFAULT_STREAM_GROUP,
             stream=stream or DEFAULT_STREAM,
@@ -216,7 +225,9 @@ class Registration:
         return now < self.expires_at
 
 
-def validate_properties(properties: Mapping[str, Any], argument: str = "properties") -> dict[str, Any]:
+def validate_properties(
+    properties: Mapping[str, Any], argument: str = "properties"
+) -> dict[str, Any]:
     """Check a properties document against the twin rules (reference/spotflow.md §9.3).
 
     Keys are strings without ``.`` or ``$``; values are JSON types; ``None`` means remove; nesting
@@ -233,14 +244,20 @@ def validate_properties(properties: Mapping[str, Any], argument: str = "properti
 
 def _check_level(value: Any, path: str, depth: int) -> None:
     if depth > _MAX_PROPERTY_DEPTH:
-        raise InvalidArguments(f"{path}: nested deeper than {_MAX_PROPERTY_DEPTH}", details={"argument": path})
+        raise InvalidArguments(
+            f"{path}: nested deeper than {_MAX_PROPERTY_DEPTH}", details={"argument": path}
+        )
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str) or not key or "." in key or "$" in key:
-                raise InvalidArguments(f"{path}: bad key {key!r} (no '.' or '$')", details={"argument": path})
+                raise InvalidArguments(
+                    f"{path}: bad key {key!r} (no '.' or '$')", details={"argument": path}
+                )
             _check_level(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_level(item, f"{path}[{index}]", depth + 1)
     elif value is not None and not isinstance(value, str | int | float | bool):
-        raise InvalidArguments(f"{path}: {type(value).__name__} is not a JSON value", details={"argument": path})
+        raise InvalidArguments(
+            f"{path}: {type(value).__name__} is not a JSON value", details={"argument": path}
+        )

@@ -167,7 +167,11 @@ CREATE INDEX messages_forwarded ON messages (seq) WHERE state <> 0;
 """
 
 # MIGRATIONS[n] takes a database from version n to n + 1; never edit a released step, add one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_script(_V1), _script(_V2), _script(_V3))
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _script(_V1),
+    _script(_V2),
+    _script(_V3),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -190,7 +194,9 @@ class Database:
             self._lock_fd = -1
 
 
-def open_database(path: str | os.PathLike[str], *, target_version: int = SCHEMA_VERSION, check: bool = True) -> Database:
+def open_database(
+    path: str | os.PathLike[str], *, target_version: int = SCHEMA_VERSION, check: bool = True
+) -> Database:
     """Open (creating if needed) the store at ``path`` and migrate it to ``target_version``.
 
     Args:
@@ -255,7 +261,9 @@ def _inspect(conn: sqlite3.Connection, path: Path, *, check: bool) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     if application_id not in (0, APPLICATION_ID) or (application_id == 0 and tables):
-        raise StorageError(f"{path}: not a linebus telemetry store (application_id {application_id:#x})")
+        raise StorageError(
+            f"{path}: not a linebus telemetry store (application_id {application_id:#x})"
+        )
     if version > SCHEMA_VERSION:
         raise StorageError(
             f"{path}: schema version {version} is newer than this linebus supports ({SCHEMA_VERSION}); "
@@ -265,7 +273,9 @@ def _inspect(conn: sqlite3.Connection, path: Path, *, check: bool) -> None:
     if check and tables:
         result = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
         if result != ["ok"]:
-            raise StorageError(f"{path}: corrupt database: {'; '.join(result)}", details={"check": result})
+            raise StorageError(
+                f"{path}: corrupt database: {'; '.join(result)}", details={"check": result}
+            )
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, target_version: int) -> None:

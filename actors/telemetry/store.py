@@ -59,7 +59,11 @@ ROW_OVERHEAD_BYTES = 64  # rough cost of a row's fixed columns and index entries
 BLOCK_SPAN = 256  # stream_seqs summarised by one stream_blocks row (time queries read at most this many extra rows per end)
 _PENDING, _FORWARDED, _REJECTED = 0, 1, 2
 _STATE_NAMES = {_PENDING: "pending", _FORWARDED: "forwarded", _REJECTED: "rejected"}
-_KINDS = (MessageKind.MESSAGE, MessageKind.COMPLETE_BATCH, MessageKind.COMPLETE_MESSAGE)  # column value = index
+_KINDS = (
+    MessageKind.MESSAGE,
+    MessageKind.COMPLETE_BATCH,
+    MessageKind.COMPLETE_MESSAGE,
+)  # column value = index
 _KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
 _MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StoredMessage))
 # The StoredMessage fields in order; the stream's names come from the streams table.
@@ -85,14 +89,18 @@ REJECTED_UPSTREAM = "rejected_by_upstream"
 
 # A message on its way into a row: (stream key, message_id, batch_id, batch_slice_id, chunk_id,
 # kind code, compression, timestamp, payload). Built without any per-message object.
-_Entry = tuple[tuple[str, str], str | None, str | None, str | None, str | None, int, int, float, bytes]
+_Entry = tuple[
+    tuple[str, str], str | None, str | None, str | None, str | None, int, int, float, bytes
+]
 
 
 class _Duplicate(Exception):
     """The one-statement insert skipped a row: redo the append row by row to find which."""
 
 
-READINGS_PER_STATEMENT = 500  # rows per multi-row INSERT of readings (4 bound values each, far below SQLite's 32766)
+READINGS_PER_STATEMENT = (
+    500  # rows per multi-row INSERT of readings (4 bound values each, far below SQLite's 32766)
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -100,8 +108,13 @@ def _readings_insert(stream_id: int, compression: int, rows: int) -> str:
     """The INSERT of ``rows`` readings; the constants are literals (integers of our own making),
     the timestamp is ``?1`` for all, and row ``i`` binds seq, stream_seq, payload and size as
     ``?(2+4i)`` to ``?(5+4i)`` (numbered: SQLite numbers a bare ``?`` after the highest so far)."""
-    constants = f"{int(stream_id)}, {{}}, {_KIND_CODES[MessageKind.MESSAGE]}, {int(compression)}, ?1"
-    values = ", ".join(f"(?{2 + 4 * i}, {constants.format(f'?{3 + 4 * i}')}, ?{4 + 4 * i}, ?{5 + 4 * i})" for i in range(rows))
+    constants = (
+        f"{int(stream_id)}, {{}}, {_KIND_CODES[MessageKind.MESSAGE]}, {int(compression)}, ?1"
+    )
+    values = ", ".join(
+        f"(?{2 + 4 * i}, {constants.format(f'?{3 + 4 * i}')}, ?{4 + 4 * i}, ?{5 + 4 * i})"
+        for i in range(rows)
+    )
     return f"INSERT INTO messages (seq, stream_id, stream_seq, kind, compression, timestamp, payload, size) VALUES {values}"
 
 
@@ -129,7 +142,9 @@ def _entry_size(entry: _Entry) -> int:
     key, message_id, batch_id, slice_id, chunk_id = entry[:5]
     size = ROW_OVERHEAD_BYTES + len(key[0]) + len(key[1]) + len(entry[8])
     if message_id or batch_id or slice_id or chunk_id:
-        size += len(message_id or "") + len(batch_id or "") + len(slice_id or "") + len(chunk_id or "")
+        size += (
+            len(message_id or "") + len(batch_id or "") + len(slice_id or "") + len(chunk_id or "")
+        )
     return size
 
 
@@ -149,7 +164,13 @@ class TelemetryStore:
         overflow: What to do when an append does not fit.
     """
 
-    def __init__(self, db: Database, *, quota_bytes: int | None = None, overflow: OverflowPolicy = OverflowPolicy.REJECT_NEW) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        quota_bytes: int | None = None,
+        overflow: OverflowPolicy = OverflowPolicy.REJECT_NEW,
+    ) -> None:
         self._db = db
         self._conn = db.conn
         self._lock = threading.RLock()
@@ -167,20 +188,42 @@ class TelemetryStore:
             self._last_seq: int = conn.execute("SELECT last_seq FROM sequence").fetchone()[0]
             self._stream_ids: dict[tuple[str, str], int] = {}
             self._stream_last: dict[int, int] = {}
-            for stream_id, group, stream, last in conn.execute("SELECT stream_id, stream_group, stream, last_seq FROM streams"):
+            for stream_id, group, stream, last in conn.execute(
+                "SELECT stream_id, stream_group, stream, last_seq FROM streams"
+            ):
                 self._stream_ids[(group, stream)] = stream_id
                 self._stream_last[stream_id] = last
-            self._open_blocks: dict[int, int] = dict(conn.execute("SELECT stream_id, max(first_seq) FROM stream_blocks GROUP BY stream_id"))
-            self._used_bytes: int = conn.execute("SELECT coalesce(sum(size), 0) FROM messages").fetchone()[0]
+            self._open_blocks: dict[int, int] = dict(
+                conn.execute(
+                    "SELECT stream_id, max(first_seq) FROM stream_blocks GROUP BY stream_id"
+                )
+            )
+            self._used_bytes: int = conn.execute(
+                "SELECT coalesce(sum(size), 0) FROM messages"
+            ).fetchone()[0]
             self._states: dict[int, int] = {_PENDING: 0, _FORWARDED: 0, _REJECTED: 0}
             self._states.update(conn.execute("SELECT state, count(*) FROM messages GROUP BY state"))
 
     def _snapshot(self) -> tuple[Any, ...]:
-        return (self._last_seq, self._used_bytes, dict(self._stream_ids), dict(self._stream_last), dict(self._open_blocks), dict(self._states))
+        return (
+            self._last_seq,
+            self._used_bytes,
+            dict(self._stream_ids),
+            dict(self._stream_last),
+            dict(self._open_blocks),
+            dict(self._states),
+        )
 
     def _restore(self, snapshot: tuple[Any, ...]) -> None:
         """Put the in-memory counters back as they were before a rolled-back transaction."""
-        self._last_seq, self._used_bytes, self._stream_ids, self._stream_last, self._open_blocks, self._states = snapshot
+        (
+            self._last_seq,
+            self._used_bytes,
+            self._stream_ids,
+            self._stream_last,
+            self._open_blocks,
+            self._states,
+        ) = snapshot
 
     @classmethod
     def open(
@@ -206,7 +249,12 @@ class TelemetryStore:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     @property
@@ -262,11 +310,22 @@ class TelemetryStore:
             StorageError: The disk or database failed; none was stored.
         """
         entries = [
-            ((m.stream_group, m.stream), m.message_id, m.batch_id, m.batch_slice_id, m.chunk_id, _KIND_CODES[m.kind], int(m.compression),
-             m.timestamp, m.payload)
+            (
+                (m.stream_group, m.stream),
+                m.message_id,
+                m.batch_id,
+                m.batch_slice_id,
+                m.chunk_id,
+                _KIND_CODES[m.kind],
+                int(m.compression),
+                m.timestamp,
+                m.payload,
+            )
             for m in messages
-        ]  # fmt: skip
-        return self._append(lambda conn, row_by_row: self._insert_entries(conn, entries, row_by_row), len(entries))
+        ]
+        return self._append(
+            lambda conn, row_by_row: self._insert_entries(conn, entries, row_by_row), len(entries)
+        )
 
     def append_payloads(
         self,
@@ -289,11 +348,18 @@ class TelemetryStore:
             return AckRun(0, 0, 0)
         key = (stream_group, stream)
         ts = time.time() if timestamp is None else timestamp
-        acks = self._append(lambda conn, _row_by_row: self._insert_readings(conn, key, int(compression), ts, payloads), len(payloads))
+        acks = self._append(
+            lambda conn, _row_by_row: self._insert_readings(
+                conn, key, int(compression), ts, payloads
+            ),
+            len(payloads),
+        )
         assert isinstance(acks, AckRun)
         return acks
 
-    def _append(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], count: int) -> list[Ack] | AckRun:
+    def _append(
+        self, insert: Callable[[sqlite3.Connection, bool], _Inserted], count: int
+    ) -> list[Ack] | AckRun:
         """Run ``insert`` in a transaction with the quota, numbering and counters around it.
 
         ``insert`` first runs with ``row_by_row`` false (one ``executemany``); if it raises
@@ -322,7 +388,9 @@ class TelemetryStore:
                 self._restore(before)
                 raise
 
-    def _append_in_transaction(self, insert: Callable[[sqlite3.Connection, bool], _Inserted], *, row_by_row: bool) -> list[Ack] | AckRun:
+    def _append_in_transaction(
+        self, insert: Callable[[sqlite3.Connection, bool], _Inserted], *, row_by_row: bool
+    ) -> list[Ack] | AckRun:
         with self._writing() as conn:
             done = insert(conn, row_by_row)
             self._used_bytes += done.stored_bytes
@@ -333,7 +401,9 @@ class TelemetryStore:
         self._last_seq = done.last_seq
         return done.acks
 
-    def _insert_entries(self, conn: sqlite3.Connection, entries: list[_Entry], row_by_row: bool) -> _Inserted:
+    def _insert_entries(
+        self, conn: sqlite3.Connection, entries: list[_Entry], row_by_row: bool
+    ) -> _Inserted:
         """Number and insert messages of any kind; see ``_append`` for ``row_by_row``.
 
         Row by row, each skipped row (a duplicate identity) is asked which stored message it
@@ -359,7 +429,9 @@ class TelemetryStore:
             acks.append(Ack(seq, row[2]))
         if not row_by_row and conn.executemany(_INSERT, rows).rowcount != len(rows):
             raise _Duplicate
-        spans: dict[int, list[Any]] = {}  # stream_id -> [first stream_seq, last stream_seq, min ts, max ts]
+        spans: dict[
+            int, list[Any]
+        ] = {}  # stream_id -> [first stream_seq, last stream_seq, min ts, max ts]
         for row in rows:
             span = spans.get(row[1])
             if span is None:
@@ -368,7 +440,14 @@ class TelemetryStore:
                 span[1], span[2], span[3] = row[2], min(span[2], row[9]), max(span[3], row[9])
         return _Inserted(acks, len(rows), stored_bytes, duplicates, seq, spans)
 
-    def _insert_readings(self, conn: sqlite3.Connection, key: tuple[str, str], compression: int, ts: float, payloads: Sequence[bytes]) -> _Inserted:
+    def _insert_readings(
+        self,
+        conn: sqlite3.Connection,
+        key: tuple[str, str],
+        compression: int,
+        ts: float,
+        payloads: Sequence[bytes],
+    ) -> _Inserted:
         """Number and insert plain readings of one stream: no ids, so no duplicates to look for.
 
         Many rows per INSERT (``_readings_insert``): one statement step for up to
@@ -376,17 +455,27 @@ class TelemetryStore:
         cost, and only the varying columns are bound (binding a None costs as much as an int).
         """
         stream_id = self._stream_id(conn, key)
-        first_seq, first_stream_seq, n = self._last_seq + 1, self._stream_last[stream_id] + 1, len(payloads)
+        first_seq, first_stream_seq, n = (
+            self._last_seq + 1,
+            self._stream_last[stream_id] + 1,
+            len(payloads),
+        )
         base = ROW_OVERHEAD_BYTES + len(key[0]) + len(key[1])
         for start in range(0, n, READINGS_PER_STATEMENT):
             part = payloads[start : start + READINGS_PER_STATEMENT]
             seq, stream_seq = first_seq + start, first_stream_seq + start
-            values = [v for i, payload in enumerate(part) for v in (seq + i, stream_seq + i, payload, base + len(payload))]
+            values = [
+                v
+                for i, payload in enumerate(part)
+                for v in (seq + i, stream_seq + i, payload, base + len(payload))
+            ]
             conn.execute(_readings_insert(stream_id, compression, len(part)), (ts, *values))
         self._stream_last[stream_id] += n
         stored_bytes = base * n + sum(map(len, payloads))
         spans = {stream_id: [first_stream_seq, first_stream_seq + n - 1, ts, ts]}
-        return _Inserted(AckRun(first_seq, first_stream_seq, n), n, stored_bytes, 0, first_seq + n - 1, spans)
+        return _Inserted(
+            AckRun(first_seq, first_stream_seq, n), n, stored_bytes, 0, first_seq + n - 1, spans
+        )
 
     def _stream_id(self, conn: sqlite3.Connection, key: tuple[str, str]) -> int:
         """The stream's id, creating the stream (in the current transaction) on first use."""
@@ -397,7 +486,9 @@ class TelemetryStore:
         return stream_id
 
     def _create_stream(self, conn: sqlite3.Connection, key: tuple[str, str]) -> int:
-        cursor = conn.execute("INSERT INTO streams (stream_group, stream, last_seq) VALUES (?, ?, 0)", key)
+        cursor = conn.execute(
+            "INSERT INTO streams (stream_group, stream, last_seq) VALUES (?, ?, 0)", key
+        )
         return int(cursor.lastrowid or 0)
 
     def _find_duplicate(self, conn: sqlite3.Connection, stream_id: int, entry: _Entry) -> Ack:
@@ -410,10 +501,14 @@ class TelemetryStore:
                 (stream_id, kind, batch_id or "", message_id, chunk_id or ""),
             ).fetchone()
         if row is None:
-            raise StorageError(f"{self._db.path}: insert into {entry[0]} conflicted with no duplicate")
+            raise StorageError(
+                f"{self._db.path}: insert into {entry[0]} conflicted with no duplicate"
+            )
         return Ack(row[0], row[1], duplicate=True)
 
-    def _record_numbering(self, conn: sqlite3.Connection, spans: Mapping[int, Sequence[Any]], last_seq: int) -> None:
+    def _record_numbering(
+        self, conn: sqlite3.Connection, spans: Mapping[int, Sequence[Any]], last_seq: int
+    ) -> None:
         """Persist the counters an append moved, and extend each stream's time summary.
 
         ``spans`` maps each stream id the append wrote to ``[first stream_seq, last stream_seq,
@@ -450,7 +545,9 @@ class TelemetryStore:
         """Delete the oldest forwarded or rejected rows until ``needed`` bytes are free (or none is left)."""
         freed, last_seq, count = 0, None, 0
         by_state: collections.Counter[int] = collections.Counter()
-        for seq, size, state in conn.execute("SELECT seq, size, state FROM messages WHERE state <> 0 ORDER BY seq"):
+        for seq, size, state in conn.execute(
+            "SELECT seq, size, state FROM messages WHERE state <> 0 ORDER BY seq"
+        ):
             freed, last_seq, count = freed + size, seq, count + 1
             by_state[state] += 1
             if freed >= needed:
@@ -478,7 +575,11 @@ class TelemetryStore:
         with self._reading() as conn:
             if up_to_seq is None or up_to_seq >= self._last_seq:
                 return self._states[_PENDING]
-            return int(conn.execute("SELECT count(*) FROM messages WHERE state = 0 AND seq <= ?", (up_to_seq,)).fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM messages WHERE state = 0 AND seq <= ?", (up_to_seq,)
+                ).fetchone()[0]
+            )
 
     def oldest_pending_seq(self) -> int | None:
         """The ``seq`` of the oldest message not yet forwarded, or None (one index lookup)."""
@@ -523,12 +624,24 @@ class TelemetryStore:
                 # The stream_seq run whose summaries overlap the time range bounds the scan.
                 low, high = conn.execute(
                     "SELECT min(first_seq), max(last_seq) FROM stream_blocks WHERE stream_id = ? AND max_ts >= ? AND min_ts <= ?",
-                    (stream_id, -math.inf if since is None else since, math.inf if until is None else until),
+                    (
+                        stream_id,
+                        -math.inf if since is None else since,
+                        math.inf if until is None else until,
+                    ),
                 ).fetchone()
                 if low is None:
                     return []
-                from_seq, to_seq = max(low, from_seq or low), min(high, high if to_seq is None else to_seq)
-            bounds = (("m.stream_seq >= ?", from_seq), ("m.stream_seq <= ?", to_seq), ("m.timestamp >= ?", since), ("m.timestamp <= ?", until))
+                from_seq, to_seq = (
+                    max(low, from_seq or low),
+                    min(high, high if to_seq is None else to_seq),
+                )
+            bounds = (
+                ("m.stream_seq >= ?", from_seq),
+                ("m.stream_seq <= ?", to_seq),
+                ("m.timestamp >= ?", since),
+                ("m.timestamp <= ?", until),
+            )
             for clause, value in bounds:
                 if value is not None:
                     clauses.append(clause)
@@ -541,7 +654,9 @@ class TelemetryStore:
         with self._reading() as conn:
             states = dict(self._states)
             counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
-            reported = conn.execute("SELECT count(*) FROM reported_updates WHERE sent_at IS NULL").fetchone()[0]
+            reported = conn.execute(
+                "SELECT count(*) FROM reported_updates WHERE sent_at IS NULL"
+            ).fetchone()[0]
             used_bytes = self._used_bytes  # read under the lock, with the state counts
         return {
             "schema_version": SCHEMA_VERSION,
@@ -569,11 +684,17 @@ class TelemetryStore:
         of payload (always at least one message).
         """
         with self._writing() as conn:
-            row = conn.execute("SELECT upload_id FROM messages WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1").fetchone()
+            row = conn.execute(
+                "SELECT upload_id FROM messages WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1"
+            ).fetchone()
             if row is not None:
-                rows = conn.execute(f"{_SELECT} WHERE m.upload_id = ? AND m.state = 0 ORDER BY m.seq", (row[0],))
+                rows = conn.execute(
+                    f"{_SELECT} WHERE m.upload_id = ? AND m.state = 0 ORDER BY m.seq", (row[0],)
+                )
                 return self._upload(row[0], [_stored(r) for r in rows])
-            head = conn.execute("SELECT stream_id, stream_seq FROM messages WHERE state = 0 ORDER BY seq LIMIT 1").fetchone()
+            head = conn.execute(
+                "SELECT stream_id, stream_seq FROM messages WHERE state = 0 ORDER BY seq LIMIT 1"
+            ).fetchone()
             if head is None:
                 return None
             # The head is its stream's oldest pending message, so the rest follow it in stream_seq.
@@ -584,20 +705,30 @@ class TelemetryStore:
             messages: list[StoredMessage] = []
             total = 0
             for message in map(_stored, rows):
-                if messages and (message.compression != messages[0].compression or total + len(message.payload) > max_bytes):
+                if messages and (
+                    message.compression != messages[0].compression
+                    or total + len(message.payload) > max_bytes
+                ):
                     break
                 messages.append(message)
                 total += len(message.payload)
             upload_id = uuid.uuid4().hex
-            conn.executemany("UPDATE messages SET upload_id = ? WHERE seq = ?", [(upload_id, m.seq) for m in messages])
+            conn.executemany(
+                "UPDATE messages SET upload_id = ? WHERE seq = ?",
+                [(upload_id, m.seq) for m in messages],
+            )
             return self._upload(upload_id, messages)
 
     @staticmethod
     def _upload(upload_id: str, messages: Sequence[StoredMessage]) -> Upload:
         first = messages[0]
-        return Upload(upload_id, first.stream_group, first.stream, first.compression, tuple(messages))
+        return Upload(
+            upload_id, first.stream_group, first.stream, first.compression, tuple(messages)
+        )
 
-    def complete_upload(self, upload_id: str, acked: Iterable[int], rejected: Mapping[int, str] | None = None) -> int:
+    def complete_upload(
+        self, upload_id: str, acked: Iterable[int], rejected: Mapping[int, str] | None = None
+    ) -> int:
         """Record the server's answer to an upload; returns how many messages it settled.
 
         ``acked`` seqs become forwarded, ``rejected`` seqs (seq → reason) are counted as drops;
@@ -615,7 +746,10 @@ class TelemetryStore:
                     "UPDATE messages SET state = 2, forwarded_at = ? WHERE upload_id = ? AND seq = ? AND state = 0",
                     [(now, upload_id, seq) for seq in rejected],
                 ).rowcount
-                conn.execute("UPDATE messages SET upload_id = NULL WHERE upload_id = ? AND state = 0", (upload_id,))
+                conn.execute(
+                    "UPDATE messages SET upload_id = NULL WHERE upload_id = ? AND state = 0",
+                    (upload_id,),
+                )
                 self._count(conn, "forwarded", done)
                 self._count(conn, REJECTED_UPSTREAM, refused)
             # Committed (a failed commit raised above): the counters follow.
@@ -623,7 +757,12 @@ class TelemetryStore:
             self._states[_FORWARDED] += done
             self._states[_REJECTED] += refused
         if refused:
-            log.warning("telemetry_rejected_upstream", reason=REJECTED_UPSTREAM, upload_id=upload_id, reasons=sorted(set(rejected.values())))
+            log.warning(
+                "telemetry_rejected_upstream",
+                reason=REJECTED_UPSTREAM,
+                upload_id=upload_id,
+                reasons=sorted(set(rejected.values())),
+            )
         return done + refused
 
     # -- registration -------------------------------------------------------------------------
@@ -631,8 +770,14 @@ class TelemetryStore:
     def registration(self) -> Registration | None:
         """The stored registration, or None before the first provisioning."""
         with self._reading() as conn:
-            row = conn.execute(f"SELECT {', '.join(_REGISTRATION_FIELDS)} FROM registration").fetchone()
-        return None if row is None else Registration(**dict(zip(_REGISTRATION_FIELDS, row, strict=True)))
+            row = conn.execute(
+                f"SELECT {', '.join(_REGISTRATION_FIELDS)} FROM registration"
+            ).fetchone()
+        return (
+            None
+            if row is None
+            else Registration(**dict(zip(_REGISTRATION_FIELDS, row, strict=True)))
+        )
 
     def save_registration(self, registration: Registration) -> None:
         """Replace the stored registration (after provisioning or a token refresh)."""
@@ -665,23 +810,36 @@ class TelemetryStore:
     def add_reported_update(self, patch: Mapping[str, Any]) -> int:
         """Persist a reported-properties patch to be forwarded; returns its update id."""
         with self._writing() as conn:
-            cursor = conn.execute("INSERT INTO reported_updates (patch, created_at) VALUES (?, ?)", (json.dumps(dict(patch)), time.time()))
+            cursor = conn.execute(
+                "INSERT INTO reported_updates (patch, created_at) VALUES (?, ?)",
+                (json.dumps(dict(patch)), time.time()),
+            )
             return int(cursor.lastrowid or 0)
 
     def pending_reported_updates(self, limit: int = 100) -> list[ReportedUpdate]:
         """Reported patches not yet acknowledged upstream, oldest first."""
         with self._reading() as conn:
-            rows = conn.execute("SELECT id, patch FROM reported_updates WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
+            rows = conn.execute(
+                "SELECT id, patch FROM reported_updates WHERE sent_at IS NULL ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [ReportedUpdate(row[0], json.loads(row[1])) for row in rows]
 
     def mark_reported_sent(self, update_ids: Iterable[int]) -> None:
         """Clear the pending flag of the patches the upstream acknowledged."""
         now = time.time()
         with self._writing() as conn:
-            conn.executemany("UPDATE reported_updates SET sent_at = ? WHERE id = ? AND sent_at IS NULL", [(now, i) for i in update_ids])
+            conn.executemany(
+                "UPDATE reported_updates SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
+                [(now, i) for i in update_ids],
+            )
 
     def any_pending_reported_updates(self) -> bool:
         """Whether any reported-properties patch is waiting to be forwarded."""
         with self._reading() as conn:
-            return conn.execute("SELECT EXISTS (SELECT 1 FROM reported_updates WHERE sent_at IS NULL)").fetchone()[0] == 1
-
+            return (
+                conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM reported_updates WHERE sent_at IS NULL)"
+                ).fetchone()[0]
+                == 1
+            )

@@ -75,15 +75,23 @@ class UpstreamClient:
 
     def provision(self, provisioning_token: str, device_id: str | None) -> Registration:
         """Exchange a provisioning token for a registration (``POST /v1/provisioning``)."""
-        answer = self._call("POST", "/v1/provisioning", json_body={"provisioning_token": provisioning_token, "device_id": device_id})
+        answer = self._call(
+            "POST",
+            "/v1/provisioning",
+            json_body={"provisioning_token": provisioning_token, "device_id": device_id},
+        )
         return self._registration(answer, provisioning_token)
 
     def refresh(self, registration: Registration) -> Registration:
         """Get a fresh registration token (``POST /v1/registration/refresh``)."""
-        answer = self._call("POST", "/v1/registration/refresh", token=registration.registration_token)
+        answer = self._call(
+            "POST", "/v1/registration/refresh", token=registration.registration_token
+        )
         return self._registration(answer, registration.provisioning_token)
 
-    def upload(self, registration: Registration, upload_id: str, body: bytes, content_encoding: str | None) -> UploadResult:
+    def upload(
+        self, registration: Registration, upload_id: str, body: bytes, content_encoding: str | None
+    ) -> UploadResult:
         """Send one upload (``PUT /v1/devices/{device}/uploads/{upload_id}``); idempotent by id."""
         headers = {"Content-Type": "application/json"}
         if content_encoding:
@@ -96,14 +104,25 @@ class UpstreamClient:
             headers=headers,
         )
         try:
-            rejected = {int(item["seq"]): str(item.get("reason", "rejected")) for item in answer.get("rejected", [])}
-            return UploadResult(tuple(int(s) for s in answer["acked"]), rejected, bool(answer.get("duplicate", False)))
+            rejected = {
+                int(item["seq"]): str(item.get("reason", "rejected"))
+                for item in answer.get("rejected", [])
+            }
+            return UploadResult(
+                tuple(int(s) for s in answer["acked"]),
+                rejected,
+                bool(answer.get("duplicate", False)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"{self.instance_url}: malformed upload answer: {exc}") from exc
 
     def desired_properties(self, registration: Registration) -> DesiredProperties:
         """Read the device's desired properties (``GET /v1/devices/{device}/twin/desired``)."""
-        answer = self._call("GET", f"/v1/devices/{registration.device_id}/twin/desired", token=registration.registration_token)
+        answer = self._call(
+            "GET",
+            f"/v1/devices/{registration.device_id}/twin/desired",
+            token=registration.registration_token,
+        )
         try:
             return DesiredProperties(int(answer["version"]), dict(answer["values"]))
         except (KeyError, TypeError, ValueError) as exc:
@@ -112,7 +131,12 @@ class UpstreamClient:
     def report(self, registration: Registration, updates: Sequence[ReportedUpdate]) -> list[int]:
         """Send reported-properties patches in order (``POST .../twin/reported``); returns acked ids."""
         body = {"updates": [{"id": u.update_id, "patch": u.patch} for u in updates]}
-        answer = self._call("POST", f"/v1/devices/{registration.device_id}/twin/reported", token=registration.registration_token, json_body=body)
+        answer = self._call(
+            "POST",
+            f"/v1/devices/{registration.device_id}/twin/reported",
+            token=registration.registration_token,
+            json_body=body,
+        )
         try:
             return [int(i) for i in answer["acked"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -146,7 +170,9 @@ class UpstreamClient:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            response = self._session.request(method, url, json=json_body, data=data, headers=headers, timeout=self.timeout_s)
+            response = self._session.request(
+                method, url, json=json_body, data=data, headers=headers, timeout=self.timeout_s
+            )
         except requests.RequestException as exc:
             raise Unavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         status = response.status_code

@@ -46,7 +46,16 @@ TARGETS: list[ContractTarget] = [
         simulators=(
             (
                 "actors.flashrunner.simulator",
-                ("--listen", "127.0.0.1:{port[fr]}", "--logger-listen", "127.0.0.1:{port[frlog]}", "--project", "slow.prj", "--run-s", "60"),
+                (
+                    "--listen",
+                    "127.0.0.1:{port[fr]}",
+                    "--logger-listen",
+                    "127.0.0.1:{port[frlog]}",
+                    "--project",
+                    "slow.prj",
+                    "--run-s",
+                    "60",
+                ),
             ),
         ),
         options=lambda ports, _tmp: {
@@ -68,8 +77,18 @@ TARGETS: list[ContractTarget] = [
             (
                 "actors.flux.simulator",
                 (
-                    "--robot-listen", "127.0.0.1:{port[flux]}", "--manage-listen", "127.0.0.1:{port[fluxmanage]}",
-                    "--udp-listen", "127.0.0.1:{port[fluxudp]}", "--group", "", "--password", "contract", "--throttle", "32768",
+                    "--robot-listen",
+                    "127.0.0.1:{port[flux]}",
+                    "--manage-listen",
+                    "127.0.0.1:{port[fluxmanage]}",
+                    "--udp-listen",
+                    "127.0.0.1:{port[fluxudp]}",
+                    "--group",
+                    "",
+                    "--password",
+                    "contract",
+                    "--throttle",
+                    "32768",
                 ),
             ),
         ),
@@ -89,7 +108,11 @@ TARGETS: list[ContractTarget] = [
         quick=("list", {}),
         # Wait for a device that never announces: progress at once and every second, for 60 s.
         slow=("discover_device", {"uuid": "0123456789abcdef0123456789abcdef", "timeout_s": 60.0}),
-        options=lambda ports, _tmp: {"group": "", "listen": f"127.0.0.1:{ports['discovery']}", "presence": False},
+        options=lambda ports, _tmp: {
+            "group": "",
+            "listen": f"127.0.0.1:{ports['discovery']}",
+            "presence": False,
+        },
         ports=("discovery",),
     ),
     ContractTarget(

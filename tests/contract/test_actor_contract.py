@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from bus.errors import Cancelled, DeadlineExceeded, InvalidArguments, Unavailable, UnknownCommand
-from tests.conftest import Endpoints, Line, Processes, free_port, scaled, wait_ready_line, wait_until, write_config
+from tests.conftest import (
+    Endpoints,
+    Line,
+    Processes,
+    free_port,
+    scaled,
+    wait_ready_line,
+    wait_until,
+    write_config,
+)
 from tests.contract.targets import TARGETS, ContractTarget
 
 pytestmark = pytest.mark.integration
@@ -22,12 +31,19 @@ HEARTBEAT_S = 0.5
 
 
 @pytest.fixture(params=TARGETS, ids=[t.kind for t in TARGETS])
-def target_line(request: pytest.FixtureRequest, tmp_path: Path, processes: Processes) -> tuple[Line, ContractTarget]:
+def target_line(
+    request: pytest.FixtureRequest, tmp_path: Path, processes: Processes
+) -> tuple[Line, ContractTarget]:
     """A broker, the target's simulators and its actor (service ``dut``), all running."""
     target: ContractTarget = request.param
     ports = {name: free_port() for name in target.ports}
     for module, args in target.simulators:
-        sim = processes.start("-m", module, *(a.format(port=ports) if "{" in a else a for a in args), stdout=subprocess.PIPE)
+        sim = processes.start(
+            "-m",
+            module,
+            *(a.format(port=ports) if "{" in a else a for a in args),
+            stdout=subprocess.PIPE,
+        )
         wait_ready_line(sim, scaled(20))
     actor = {"name": "dut", **target.actor}
     if target.options is not None:
@@ -111,7 +127,9 @@ class TestLongCommands:
                 bus.call("dut", command, args, timeout=0.5)
             assert time.monotonic() - started < scaled(3.0)
             quick, quick_args = target.quick
-            wait_until(lambda: _succeeds(bus, quick, quick_args), scaled(10), "actor usable after deadline")
+            wait_until(
+                lambda: _succeeds(bus, quick, quick_args), scaled(10), "actor usable after deadline"
+            )
 
     def test_cancel_then_usable(self, target_line):
         """A cancelled long command ends with cancelled, and the actor takes the next command."""

@@ -43,11 +43,18 @@ class Emitter:
 
     def emit(self, count: int = 1) -> int:
         """Emit ``count`` events; returns the sequence number of the last one."""
-        assert self.bus.call(ACTOR, "emit", event=self.event, count=count, data={"batch": self.emitted}) == count
+        assert (
+            self.bus.call(
+                ACTOR, "emit", event=self.event, count=count, data={"batch": self.emitted}
+            )
+            == count
+        )
         self.emitted += count
         return self.emitted
 
-    def until_received(self, *subs: Subscription, topic: str = TOPIC, timeout: float = 5.0) -> list[TrackedEvent]:
+    def until_received(
+        self, *subs: Subscription, topic: str = TOPIC, timeout: float = 5.0
+    ) -> list[TrackedEvent]:
         """Emit one event at a time until every subscription has received one of ``topic``;
         returns the first event each received."""
         firsts: list[TrackedEvent | None] = [None] * len(subs)
@@ -59,7 +66,9 @@ class Emitter:
                     firsts[i] = next_on(sub, topic, 0.02)
             if all(firsts):
                 return firsts  # type: ignore[return-value]
-        pytest.fail(f"after {self.emitted} events, not every subscription received one of {topic}: {firsts}")
+        pytest.fail(
+            f"after {self.emitted} events, not every subscription received one of {topic}: {firsts}"
+        )
 
 
 def next_on(sub: Subscription, topic: str, timeout: float) -> TrackedEvent | None:
@@ -73,7 +82,9 @@ def next_on(sub: Subscription, topic: str, timeout: float) -> TrackedEvent | Non
             return None
 
 
-def drain_to(sub: Subscription, last_seq: int, topic: str = TOPIC, timeout: float = 5.0) -> list[TrackedEvent]:
+def drain_to(
+    sub: Subscription, last_seq: int, topic: str = TOPIC, timeout: float = 5.0
+) -> list[TrackedEvent]:
     """Events of ``topic`` up to and including sequence number ``last_seq``."""
     events: list[TrackedEvent] = []
     end = time.monotonic() + scaled(timeout)
@@ -93,7 +104,9 @@ def assert_consecutive(events: list[TrackedEvent], first_seq: int, last_seq: int
 
 class TestSubscribing:
     @pytest.mark.parametrize("prefix", [TOPIC, f"{ACTOR}.t", f"{ACTOR}.", ""])
-    def test_subscriber_gets_every_event_after_its_subscription(self, running_line: Line, prefix: str) -> None:
+    def test_subscriber_gets_every_event_after_its_subscription(
+        self, running_line: Line, prefix: str
+    ) -> None:
         """Once the first event arrives, every later event arrives, numbered one more than the one before."""
         with running_line.client() as bus, bus.subscribe(prefix) as sub:
             sub.wait_ready(scaled(5))
@@ -106,7 +119,9 @@ class TestSubscribing:
             assert_consecutive(events, first.seq, emitter.emitted)
             assert sub.missed_total == 0
 
-    def test_longer_subscription_than_the_topic_gets_nothing_of_it(self, running_line: Line) -> None:
+    def test_longer_subscription_than_the_topic_gets_nothing_of_it(
+        self, running_line: Line
+    ) -> None:
         """A subscription to 'echo1.tick.more' does not receive echo1.tick events (matching is by frame prefix)."""
         with running_line.client() as bus, bus.subscribe(f"{TOPIC}.more", f"{ACTOR}.tock") as sub:
             sub.wait_ready(scaled(5))
@@ -169,7 +184,9 @@ class TestUnsubscribedEvents:
                     assert event is not None
                     received.append(event)
                 sock.setsockopt(zmq.UNSUBSCRIBE, TOPIC.encode())
-                emitter.emit(40)  # nobody subscribed (or, if the unsubscription is slow, filtered out here)
+                emitter.emit(
+                    40
+                )  # nobody subscribed (or, if the unsubscription is slow, filtered out here)
                 sock.setsockopt(zmq.SUBSCRIBE, TOPIC.encode())
                 after = None
                 end = time.monotonic() + scaled(5)
@@ -192,7 +209,9 @@ class TestTwoSubscribers:
         [(TOPIC, f"{ACTOR}."), (f"{ACTOR}.", TOPIC), (TOPIC, TOPIC), (f"{ACTOR}.t", TOPIC)],
         ids=["narrow-leaves", "wide-leaves", "same-prefix", "shorter-leaves"],
     )
-    def test_remaining_subscriber_keeps_receiving(self, running_line: Line, leaving: str, staying: str) -> None:
+    def test_remaining_subscriber_keeps_receiving(
+        self, running_line: Line, leaving: str, staying: str
+    ) -> None:
         """When one of two subscribers leaves, the actor keeps publishing to the prefix the other still holds."""
         with running_line.client() as bus, running_line.client() as other_bus:
             emitter = Emitter(bus)
@@ -239,7 +258,11 @@ class TestBrokerRestart:
                 try:
                     emitter.emit()
                     return True
-                except (Unavailable, UnknownService, DeadlineExceeded):  # the broker is still learning the actor
+                except (
+                    Unavailable,
+                    UnknownService,
+                    DeadlineExceeded,
+                ):  # the broker is still learning the actor
                     return False
 
             wait_until(emitted, scaled(10), "an emit through the restarted broker")
@@ -254,6 +277,9 @@ class TestBrokerRestart:
             assert first_new.missed == 0
             assert_consecutive(new_events, first_new.seq, emitter.emitted)
             # The kept subscriber is told exactly how many it missed during the outage.
-            assert first_old.seq > last_before.seq and first_old.missed == first_old.seq - last_before.seq - 1
+            assert (
+                first_old.seq > last_before.seq
+                and first_old.missed == first_old.seq - last_before.seq - 1
+            )
             assert_consecutive(old_events[1:], first_old.seq + 1, emitter.emitted)
             assert old.missed_total == first_old.missed

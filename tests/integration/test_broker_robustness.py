@@ -16,7 +16,10 @@ pytestmark = pytest.mark.integration
 def _odd_value(rng: random.Random, depth: int = 0) -> object:
     choices = [None, True, 1, -5, 2**40, 1.5, float("nan"), "x", b"\x00\x01", [], {}]
     if depth < 2:
-        choices += [[_odd_value(rng, depth + 1) for _ in range(rng.randint(0, 4))], {rng.choice([1, "k", b"b"]): _odd_value(rng, depth + 1)}]
+        choices += [
+            [_odd_value(rng, depth + 1) for _ in range(rng.randint(0, 4))],
+            {rng.choice([1, "k", b"b"]): _odd_value(rng, depth + 1)},
+        ]
     return rng.choice(choices)
 
 
@@ -24,7 +27,7 @@ def _odd_frames(rng: random.Random) -> list[bytes]:
     roll = rng.random()
     if roll < 0.25:
         return [rng.randbytes(rng.randint(0, 40))]
-    header = [rng.choice([1, 1, 1, 2, True, 1.0]), rng.choice(list(range(0, 12)) + [True, "1"])]
+    header = [rng.choice([1, 1, 1, 2, True, 1.0]), rng.choice(list(range(12)) + [True, "1"])]
     header += [_odd_value(rng) for _ in range(rng.randint(0, 7))]
     frames = [msgpack.packb(header, use_bin_type=True)]
     if roll > 0.8:
@@ -51,7 +54,9 @@ def test_broker_survives_malformed_and_odd_messages(running_line):
         while sock.poll(200):
             header = msgpack.unpackb(sock.recv_multipart()[0], strict_map_key=False)
             answers += 1
-            assert header[1] in (3, 4, 7, 8, 10), header  # reply, error, heartbeat, disconnect, hello
+            assert header[1] in (3, 4, 7, 8, 10), (
+                header
+            )  # reply, error, heartbeat, disconnect, hello
         assert answers > 0
     finally:
         sock.close(linger=0)

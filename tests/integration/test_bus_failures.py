@@ -48,10 +48,21 @@ MiB = 1024 * 1024
 # --- helpers ------------------------------------------------------------------------------
 
 
-def make_line(tmp_path: Path, processes: Processes, *, broker: dict[str, Any] | None = None, heartbeat_s: float = 0.5) -> Line:
+def make_line(
+    tmp_path: Path,
+    processes: Processes,
+    *,
+    broker: dict[str, Any] | None = None,
+    heartbeat_s: float = 0.5,
+) -> Line:
     """A line config with echo1 and echo2 and extra ``[broker]`` keys; nothing started."""
     endpoints = Endpoints.fresh()
-    config = write_config(tmp_path / "line.toml", endpoints, [{"name": "echo1", **ECHO}, {"name": "echo2", **ECHO}], heartbeat_s=heartbeat_s)
+    config = write_config(
+        tmp_path / "line.toml",
+        endpoints,
+        [{"name": "echo1", **ECHO}, {"name": "echo2", **ECHO}],
+        heartbeat_s=heartbeat_s,
+    )
     if broker:
         extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in broker.items())
         config.write_text(config.read_text().replace("[broker]\n", "[broker]\n" + extra, 1))
@@ -94,18 +105,26 @@ def next_matching(sub: Any, predicate: Callable[[Any], bool], timeout: float) ->
 
 def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """Which ``dropped`` counters changed between two ``stats`` calls, and by how much."""
-    return {key: after.get(key, 0) - before.get(key, 0) for key in set(before) | set(after) if after.get(key, 0) != before.get(key, 0)}
+    return {
+        key: after.get(key, 0) - before.get(key, 0)
+        for key in set(before) | set(after)
+        if after.get(key, 0) != before.get(key, 0)
+    }
 
 
 # --- dead actors --------------------------------------------------------------------------
 
 
 class TestActorKilledUnderSupervisor:
-    def test_kill_9_mid_command_fails_the_caller_and_the_actor_comes_back(self, tmp_path: Path, processes: Processes) -> None:
+    def test_kill_9_mid_command_fails_the_caller_and_the_actor_comes_back(
+        self, tmp_path: Path, processes: Processes
+    ) -> None:
         """kill -9 of an actor mid-command fails its caller with unavailable well within two
         heartbeat timeouts, the supervisor starts a new process, and the next call succeeds."""
         endpoints = Endpoints.fresh()
-        config = write_config(tmp_path / "line.toml", endpoints, [{"name": "echo1", **ECHO}], heartbeat_s=0.5)
+        config = write_config(
+            tmp_path / "line.toml", endpoints, [{"name": "echo1", **ECHO}], heartbeat_s=0.5
+        )
         line = Line(config, endpoints, processes)
         processes.start("-m", "bus.cli", "up", str(config))
         old_pid = line.wait_up("echo1", timeout=30)["pid"]
@@ -123,7 +142,12 @@ class TestActorKilledUnderSupervisor:
             assert elapsed < scaled(2.5), f"caller failed only after {elapsed:.2f} s"
 
             restarted = wait_until(
-                lambda: (row := service_row(bus, "echo1")) and row["state"] == "up" and row["pid"] not in (None, old_pid) and row,
+                lambda: (
+                    (row := service_row(bus, "echo1"))
+                    and row["state"] == "up"
+                    and row["pid"] not in (None, old_pid)
+                    and row
+                ),
                 scaled(30),
                 "echo1 restarted under a new pid",
             )
@@ -196,52 +220,90 @@ MALFORMED = {
     "not msgpack": ([b"\xc1\xc1 garbage"], "bad_request", ""),
     "non-array header": ([_pack({"version": 1, "kind": 1})], "bad_request", ""),
     "unknown kind": ([_pack([1, 42, "m-kind"])], "bad_request", ""),
-    "version 99": ([_pack([99, 1, "m-v99", "echo1", "add", 5.0, _pack({"a": 1})])], "unsupported_version", "m-v99"),
-    "ttl of the wrong type": ([_pack([1, 1, "m-ttl", "echo1", "add", "soon", _pack({"a": 1})])], "bad_request", "m-ttl"),
-    "msg_id of the wrong type": ([_pack([1, 1, 7, "echo1", "add", 5.0, _pack({"a": 1})])], "bad_request", ""),
+    "version 99": (
+        [_pack([99, 1, "m-v99", "echo1", "add", 5.0, _pack({"a": 1})])],
+        "unsupported_version",
+        "m-v99",
+    ),
+    "ttl of the wrong type": (
+        [_pack([1, 1, "m-ttl", "echo1", "add", "soon", _pack({"a": 1})])],
+        "bad_request",
+        "m-ttl",
+    ),
+    "msg_id of the wrong type": (
+        [_pack([1, 1, 7, "echo1", "add", 5.0, _pack({"a": 1})])],
+        "bad_request",
+        "",
+    ),
 }
 
 
 class TestMalformedInput:
     @pytest.mark.parametrize("frames, code, msg_id", MALFORMED.values(), ids=MALFORMED.keys())
-    def test_is_answered_with_an_error_counted_and_survived(self, running_line: Line, frames: list[bytes], code: str, msg_id: str) -> None:
+    def test_is_answered_with_an_error_counted_and_survived(
+        self, running_line: Line, frames: list[bytes], code: str, msg_id: str
+    ) -> None:
         """A malformed message gets an ERROR with its code, is counted once among the drops
         under a fixed key (never free text), and the broker keeps serving."""
-        with running_line.client() as bus, raw_socket(zmq.DEALER, running_line.endpoints.command) as sock:
+        with (
+            running_line.client() as bus,
+            raw_socket(zmq.DEALER, running_line.endpoints.command) as sock,
+        ):
             before = bus.stats()["dropped"]
             sock.send_multipart(frames)
             header = recv_header(sock, scaled(5))
             assert header[:4] == [1, 4, msg_id, code]
             details = header[5]
-            stable = {"too_large", "header_too_large", "duplicate_id", "unhandled"}  # docs/PROTOCOL.md §10
+            stable = {
+                "too_large",
+                "header_too_large",
+                "duplicate_id",
+                "unhandled",
+            }  # docs/PROTOCOL.md §10
             reason = details.get("reason")
-            expected_key = reason if reason in stable else ("malformed" if code == "bad_request" else code)
+            expected_key = (
+                reason if reason in stable else ("malformed" if code == "bad_request" else code)
+            )
             assert stats_delta(before, bus.stats()["dropped"]) == {expected_key: 1}
             assert bus.call("echo1", "add", a=2, b=3) == 5
 
     def test_all_kinds_from_one_connection_in_a_row(self, running_line: Line) -> None:
         """Every malformed message sent back to back on one connection gets its own ERROR, in
         order, and the same connection can then make a normal request."""
-        with running_line.client() as bus, raw_socket(zmq.DEALER, running_line.endpoints.command) as sock:
+        with (
+            running_line.client() as bus,
+            raw_socket(zmq.DEALER, running_line.endpoints.command) as sock,
+        ):
             before = bus.stats()["dropped"]
             for frames, _, _ in MALFORMED.values():
                 sock.send_multipart(frames)
             answers = [recv_header(sock, scaled(5)) for _ in MALFORMED]
-            assert [(h[1], h[2], h[3]) for h in answers] == [(4, msg_id, code) for _, code, msg_id in MALFORMED.values()]
+            assert [(h[1], h[2], h[3]) for h in answers] == [
+                (4, msg_id, code) for _, code, msg_id in MALFORMED.values()
+            ]
             assert sum(stats_delta(before, bus.stats()["dropped"]).values()) == len(MALFORMED)
-            sock.send_multipart(protocol.encode_request("m-good", "echo1", "add", 5.0, {"a": 2, "b": 3}))
+            sock.send_multipart(
+                protocol.encode_request("m-good", "echo1", "add", 5.0, {"a": 2, "b": 3})
+            )
             reply = recv_header(sock, scaled(5))
             assert reply[:3] == [1, 3, "m-good"] and msgpack.unpackb(reply[3]) == 5
 
-    def test_hello_with_a_common_version_is_answered_with_broker_info(self, running_line: Line) -> None:
+    def test_hello_with_a_common_version_is_answered_with_broker_info(
+        self, running_line: Line
+    ) -> None:
         """HELLO listing version 1 is answered with version 1 and the broker's pid and endpoints."""
         with raw_socket(zmq.DEALER, running_line.endpoints.command) as sock:
             sock.send_multipart(protocol.encode_hello([1, 7], {"client": "test"}))
             header = recv_header(sock, scaled(5))
             assert header[:3] == [1, 10, [1]]
-            assert header[3]["command"] == running_line.endpoints.command and header[3]["pid"] == running_line.broker.pid  # type: ignore[union-attr]
+            assert (
+                header[3]["command"] == running_line.endpoints.command
+                and header[3]["pid"] == running_line.broker.pid
+            )  # type: ignore[union-attr]
 
-    def test_hello_without_a_common_version_is_unsupported_version(self, running_line: Line) -> None:
+    def test_hello_without_a_common_version_is_unsupported_version(
+        self, running_line: Line
+    ) -> None:
         """HELLO with no common version gets ERROR unsupported_version naming what is supported (§12)."""
         with raw_socket(zmq.DEALER, running_line.endpoints.command) as sock:
             sock.send_multipart(protocol.encode_hello([99], {}))
@@ -251,7 +313,9 @@ class TestMalformedInput:
 
 
 class TestOversized:
-    def test_request_over_max_message_bytes_is_bad_request(self, tmp_path: Path, processes: Processes) -> None:
+    def test_request_over_max_message_bytes_is_bad_request(
+        self, tmp_path: Path, processes: Processes
+    ) -> None:
         """A 2 MiB argument against max_message_bytes = 1 MiB is refused with bad_request
         (reason too_large); smaller requests still pass and the broker keeps running."""
         line = make_line(tmp_path, processes, broker={"max_message_bytes": MiB})
@@ -272,16 +336,25 @@ class TestOversized:
 
 
 class TestBrokerDeadline:
-    def test_broker_expires_the_request_and_cancels_it_at_the_actor(self, tmp_path: Path, processes: Processes) -> None:
+    def test_broker_expires_the_request_and_cancels_it_at_the_actor(
+        self, tmp_path: Path, processes: Processes
+    ) -> None:
         """A request with no ttl of its own expires at the broker's default_timeout_s: the caller
         gets deadline_exceeded from the broker and the actor gets a CANCEL that frees it."""
         line = make_line(tmp_path, processes, broker={"default_timeout_s": 0.5})
         line.start_broker()
         line.start_actor("echo1")
-        with line.client(timeout=scaled(5)) as bus, raw_socket(zmq.DEALER, line.endpoints.command) as sock:
+        with (
+            line.client(timeout=scaled(5)) as bus,
+            raw_socket(zmq.DEALER, line.endpoints.command) as sock,
+        ):
             sent_at = time.monotonic()
             # ttl nil: the actor sets no deadline of its own, so only the broker's CANCEL can stop it.
-            sock.send_multipart(protocol.encode_request("dl-1", "echo1", "work", None, {"steps": 1, "step_s": 600.0}))
+            sock.send_multipart(
+                protocol.encode_request(
+                    "dl-1", "echo1", "work", None, {"steps": 1, "step_s": 600.0}
+                )
+            )
             header = recv_header(sock, scaled(10))
             elapsed = time.monotonic() - sent_at
             assert header[:4] == [1, 4, "dl-1", "deadline_exceeded"]
@@ -293,7 +366,9 @@ class TestBrokerDeadline:
             assert dropped["deadline"] == 1
             assert dropped["late_reply"] == 1  # the actor's `cancelled` answer, after the deadline
 
-    def test_client_timeout_fails_with_deadline_exceeded_and_frees_the_actor(self, running_line: Line) -> None:
+    def test_client_timeout_fails_with_deadline_exceeded_and_frees_the_actor(
+        self, running_line: Line
+    ) -> None:
         """A call whose timeout passes while the command runs raises DeadlineExceeded, and the
         actor is free for the next call soon after."""
         with running_line.client(timeout=scaled(5)) as bus:
@@ -326,7 +401,11 @@ class TestCancel:
             try:
                 call = bus.start("echo1", "work", steps=1, step_s=600.0)
                 call.cancel()
-                wait_until(lambda: bus.stats()["routed"].get("cancel") == 1, scaled(1), "the CANCEL forwarded to the actor")
+                wait_until(
+                    lambda: bus.stats()["routed"].get("cancel") == 1,
+                    scaled(1),
+                    "the CANCEL forwarded to the actor",
+                )
             finally:
                 os.kill(actor.pid, signal.SIGCONT)
             with pytest.raises(Cancelled):
@@ -350,7 +429,11 @@ class TestServiceLookup:
         actor.terminate()
         actor.wait(timeout=scaled(10))
         with running_line.client() as bus:
-            wait_until(lambda: (row := service_row(bus, "echo1")) and row["state"] == "down", scaled(10), "echo1 down")
+            wait_until(
+                lambda: (row := service_row(bus, "echo1")) and row["state"] == "down",
+                scaled(10),
+                "echo1 down",
+            )
             with pytest.raises(Unavailable) as failure:
                 bus.call("echo1", "echo")
             assert failure.value.code == "unavailable"
@@ -363,7 +446,11 @@ class TestReplacement:
         second = running_line.start_actor("echo1")  # waits until the broker lists the new pid
         with running_line.client() as bus:
             row = service_row(bus, "echo1")
-            assert row is not None and (row["state"], row["pid"], row["registrations"]) == ("up", second.pid, 2)
+            assert row is not None and (row["state"], row["pid"], row["registrations"]) == (
+                "up",
+                second.pid,
+                2,
+            )
             assert bus.call("echo1", "ping")["pid"] == second.pid
         assert first.wait(timeout=scaled(15)) == 0, "the replaced actor should stop by itself"
         assert second.poll() is None
@@ -379,7 +466,12 @@ class TestPresence:
             sub.wait_ready(timeout=scaled(5))
             actor = running_line.start_actor("echo2")
             up = next_matching(sub, lambda e: e.topic == "presence.echo2", scaled(10))
-            assert (up.src, up.data["service"], up.data["kind"], up.data["state"]) == ("broker", "echo2", "echo", "up")
+            assert (up.src, up.data["service"], up.data["kind"], up.data["state"]) == (
+                "broker",
+                "echo2",
+                "echo",
+                "up",
+            )
             actor.terminate()
             actor.wait(timeout=scaled(10))
             down = next_matching(sub, lambda e: e.topic == "presence.echo2", scaled(10))
@@ -388,19 +480,31 @@ class TestPresence:
 
 
 class TestGapDetection:
-    def test_missing_sequence_numbers_are_reported_and_new_epochs_are_not_gaps(self, line: Line) -> None:
+    def test_missing_sequence_numbers_are_reported_and_new_epochs_are_not_gaps(
+        self, line: Line
+    ) -> None:
         """Events with seq 1, 2, 5 show missed == 2 on the third; a new epoch from seq 1 is no gap."""
         line.start_broker()
-        with line.client() as bus, bus.subscribe("gap.") as sub, raw_socket(zmq.PUB, line.endpoints.publish) as pub:
+        with (
+            line.client() as bus,
+            bus.subscribe("gap.") as sub,
+            raw_socket(zmq.PUB, line.endpoints.publish) as pub,
+        ):
             sub.wait_ready(timeout=scaled(5))
-            warm_epoch, epoch, new_epoch = protocol.new_epoch(), protocol.new_epoch(), protocol.new_epoch()
+            warm_epoch, epoch, new_epoch = (
+                protocol.new_epoch(),
+                protocol.new_epoch(),
+                protocol.new_epoch(),
+            )
             # The broker's XSUB passes the subscription on to this PUB asynchronously: publish a
             # warm-up topic until one arrives, after which nothing on this connection is dropped.
             end = time.monotonic() + scaled(10)
             seq = 0
             while True:
                 seq += 1
-                pub.send(protocol.encode_event("gap.warm", "raw", warm_epoch, seq, time.time(), None))
+                pub.send(
+                    protocol.encode_event("gap.warm", "raw", warm_epoch, seq, time.time(), None)
+                )
                 event = sub.next(timeout=0.05)
                 if event is not None and event.topic == "gap.warm":
                     break
@@ -409,7 +513,13 @@ class TestGapDetection:
             for ep, n in sent:
                 pub.send(protocol.encode_event("gap.t", "raw", ep, n, time.time(), {"n": n}))
             got = [next_matching(sub, lambda e: e.topic == "gap.t", scaled(5)) for _ in sent]
-            assert [(e.epoch, e.seq, e.missed) for e in got] == [(epoch, 1, 0), (epoch, 2, 0), (epoch, 5, 2), (new_epoch, 1, 0), (new_epoch, 2, 0)]
+            assert [(e.epoch, e.seq, e.missed) for e in got] == [
+                (epoch, 1, 0),
+                (epoch, 2, 0),
+                (epoch, 5, 2),
+                (new_epoch, 1, 0),
+                (new_epoch, 2, 0),
+            ]
             assert sub.missed_total == 2
 
 
@@ -418,7 +528,9 @@ class TestGapDetection:
 
 def async_client(line: Line, timeout: float = 10.0) -> AsyncClient:
     """An asyncio client of ``line`` (use with ``async with``)."""
-    return AsyncClient(line.endpoints.command, subscribe_endpoint=line.endpoints.subscribe, timeout=scaled(timeout))
+    return AsyncClient(
+        line.endpoints.command, subscribe_endpoint=line.endpoints.subscribe, timeout=scaled(timeout)
+    )
 
 
 class TestAsyncClient:
@@ -456,12 +568,16 @@ class TestAsyncClient:
                 await call
             assert await bus.call("echo1", "add", a=1) == 1
 
-    async def test_cancelling_the_awaiting_task_cancels_the_command(self, running_line: Line) -> None:
+    async def test_cancelling_the_awaiting_task_cancels_the_command(
+        self, running_line: Line
+    ) -> None:
         """Cancelling the task that awaits a call sends CANCEL, so the actor stops the command."""
         async with async_client(running_line) as bus:
             task = asyncio.create_task(bus.call("echo1", "work", steps=1, step_s=600.0))
             end = time.monotonic() + scaled(10)
-            while not any(row["name"] == "echo1" and row["inflight"] == 1 for row in await bus.services()):
+            while not any(
+                row["name"] == "echo1" and row["inflight"] == 1 for row in await bus.services()
+            ):
                 assert time.monotonic() < end, "the call never reached the actor"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -477,7 +593,14 @@ class TestAsyncClient:
         ],
         ids=["unknown_service", "invalid_arguments", "device_fault"],
     )
-    async def test_typed_errors(self, running_line: Line, service: str, command: str, args: dict[str, Any], error: type[BusError]) -> None:
+    async def test_typed_errors(
+        self,
+        running_line: Line,
+        service: str,
+        command: str,
+        args: dict[str, Any],
+        error: type[BusError],
+    ) -> None:
         """Failures arrive as the typed error of their wire code."""
         async with async_client(running_line) as bus:
             with pytest.raises(error) as failure:
@@ -494,7 +617,12 @@ class TestAsyncClient:
                 first = await sub.next(timeout=scaled(5))
                 second = await sub.next(timeout=scaled(5))
                 assert first is not None and second is not None
-                assert (first.topic, first.src, first.data, first.missed) == ("echo1.tick", "echo1", 7, 0)
+                assert (first.topic, first.src, first.data, first.missed) == (
+                    "echo1.tick",
+                    "echo1",
+                    7,
+                    0,
+                )
                 assert (second.seq - first.seq, second.missed, sub.missed_total) == (1, 0, 0)
             finally:
                 sub.close()

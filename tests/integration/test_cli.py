@@ -28,16 +28,26 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def linebus(*argv: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def linebus(
+    *argv: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """Run ``linebus argv...`` to completion and capture its output."""
     return subprocess.run(
-        [*LINEBUS, *argv], cwd=ROOT, env=env or clean_env(), capture_output=True, text=True, timeout=scaled(timeout), check=False
+        [*LINEBUS, *argv],
+        cwd=ROOT,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=scaled(timeout),
+        check=False,
     )
 
 
 def at(line: Line, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run ``linebus argv... --endpoint <the line's broker>``."""
-    return linebus(*argv, "--endpoint", line.endpoints.command, "--subscribe", line.endpoints.subscribe)
+    return linebus(
+        *argv, "--endpoint", line.endpoints.command, "--subscribe", line.endpoints.subscribe
+    )
 
 
 def json_lines(text: str) -> list[Any]:
@@ -62,7 +72,12 @@ class TestServices:
         result = at(running_line, "services", "--json")
         assert result.returncode == 0, result.stderr
         (row,) = json_lines(result.stdout)
-        assert (row["name"], row["kind"], row["state"], row["pid"]) == ("echo1", "echo", "up", running_line.actors["echo1"].pid)
+        assert (row["name"], row["kind"], row["state"], row["pid"]) == (
+            "echo1",
+            "echo",
+            "up",
+            running_line.actors["echo1"].pid,
+        )
         assert abs(row["since"] - time.time()) < 3600
 
 
@@ -74,7 +89,9 @@ class TestCall:
 
     def test_json(self, running_line: Line) -> None:
         """`call --json` prints {"result": ...}; bytes appear as their length and base64."""
-        result = at(running_line, "call", "echo1", "echo", 'value={"n": [1, 2], "s": "x"}', "--json")
+        result = at(
+            running_line, "call", "echo1", "echo", 'value={"n": [1, 2], "s": "x"}', "--json"
+        )
         assert result.returncode == 0, result.stderr
         assert json_lines(result.stdout) == [{"result": {"n": [1, 2], "s": "x"}}]
         result = at(running_line, "call", "echo1", "blob", "size=3", "--json")
@@ -84,7 +101,11 @@ class TestCall:
         """Progress of `work` goes to stderr one line per update, and the result to stdout."""
         result = at(running_line, "call", "echo1", "work", "steps=3", "step_s=0.01")
         assert result.returncode == 0, result.stderr
-        progress = [line.split("progress:", 1)[1] for line in result.stderr.splitlines() if "progress:" in line]
+        progress = [
+            line.split("progress:", 1)[1]
+            for line in result.stderr.splitlines()
+            if "progress:" in line
+        ]
         assert [json.loads(p) for p in progress] == [{"done": i, "total": 3} for i in (1, 2, 3)]
         assert json.loads(result.stdout) == {"steps": 3}
 
@@ -107,7 +128,13 @@ class TestCall:
 
     def test_endpoint_from_environment(self, running_line: Line) -> None:
         """LINEBUS_ENDPOINT stands in for --endpoint."""
-        result = linebus("call", "echo1", "add", "a=4", env=clean_env(LINEBUS_ENDPOINT=running_line.endpoints.command))
+        result = linebus(
+            "call",
+            "echo1",
+            "add",
+            "a=4",
+            env=clean_env(LINEBUS_ENDPOINT=running_line.endpoints.command),
+        )
         assert (result.returncode, result.stdout.strip()) == (0, "4"), result.stderr
 
 
@@ -137,7 +164,18 @@ class TestWatch:
     def test_prints_events_as_json_lines(self, running_line: Line) -> None:
         """`watch echo1. --count 2 --json` prints the next two events and exits."""
         watch = subprocess.Popen(
-            [*LINEBUS, "watch", "echo1.", "--count", "2", "--json", "--endpoint", running_line.endpoints.command, "--subscribe", running_line.endpoints.subscribe],
+            [
+                *LINEBUS,
+                "watch",
+                "echo1.",
+                "--count",
+                "2",
+                "--json",
+                "--endpoint",
+                running_line.endpoints.command,
+                "--subscribe",
+                running_line.endpoints.subscribe,
+            ],
             cwd=ROOT,
             env=clean_env(),
             stdout=subprocess.PIPE,
@@ -162,8 +200,17 @@ class TestWatch:
                 watch.communicate()
         assert watch.returncode == 0, err
         first, second = json_lines(out)
-        assert (first["topic"], first["src"], first["data"], first["missed"]) == ("echo1.tick", "echo1", {"n": 1}, 0)
-        assert (second["topic"], second["seq"], second["missed"]) == ("echo1.tick", first["seq"] + 1, 0)
+        assert (first["topic"], first["src"], first["data"], first["missed"]) == (
+            "echo1.tick",
+            "echo1",
+            {"n": 1},
+            0,
+        )
+        assert (second["topic"], second["seq"], second["missed"]) == (
+            "echo1.tick",
+            first["seq"] + 1,
+            0,
+        )
 
 
 class TestExitCodes:
@@ -220,6 +267,8 @@ class TestExitCodes:
 
     def test_unreachable_broker_is_3(self) -> None:
         """With nothing listening at the endpoint, the command exits with code 3 after its timeout."""
-        result = linebus("services", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5")
+        result = linebus(
+            "services", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5"
+        )
         assert result.returncode == 3
         assert "broker_unreachable" in result.stderr

@@ -46,7 +46,11 @@ class Udp:
     multicast: bool
 
     def driver(self, **overrides: Any) -> DiscoveryDriver:
-        settings: dict[str, Any] = {"port": self.port, "timeout_s": scaled(2.0), "expire_interval_s": 0.05}
+        settings: dict[str, Any] = {
+            "port": self.port,
+            "timeout_s": scaled(2.0),
+            "expire_interval_s": 0.05,
+        }
         if self.multicast:
             settings.update(group=DEFAULT_GROUP, interface="127.0.0.1")
         else:
@@ -62,7 +66,14 @@ class Udp:
     def sim_flags(self) -> list[str]:
         if self.multicast:
             return ["--udp-port", str(self.port)]
-        return ["--udp-port", str(self.port), "--group", "", "--announce-to", f"127.0.0.1:{self.port}"]
+        return [
+            "--udp-port",
+            str(self.port),
+            "--group",
+            "",
+            "--announce-to",
+            f"127.0.0.1:{self.port}",
+        ]
 
 
 @pytest.fixture(scope="module", params=["multicast", "unicast"])
@@ -71,7 +82,9 @@ def multicast(request: pytest.FixtureRequest) -> bool:
     if request.param == "unicast":
         return False
     if not multicast_on_loopback():
-        pytest.skip("multicast does not loop back on this host; the unicast variant covers discovery")
+        pytest.skip(
+            "multicast does not loop back on this host; the unicast variant covers discovery"
+        )
     return True
 
 
@@ -82,7 +95,11 @@ def udp(multicast: bool) -> Udp:
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, rsa.RSAPrivateKey]:
-    return {"client": crypto.new_key(1024), "master": crypto.new_key(2048), "slave": crypto.new_key(1024)}
+    return {
+        "client": crypto.new_key(1024),
+        "master": crypto.new_key(2048),
+        "slave": crypto.new_key(1024),
+    }
 
 
 @dataclass
@@ -97,9 +114,22 @@ class Collector:
             async for event in subscription:
                 self.events.append(event)
 
-    async def wait(self, kind: str, uuid: str, match: Callable[[dict[str, Any]], bool] = lambda _: True, timeout: float = 10.0) -> dict[str, Any]:
+    async def wait(
+        self,
+        kind: str,
+        uuid: str,
+        match: Callable[[dict[str, Any]], bool] = lambda _: True,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
-            return next((e.device for e in self.events if e.kind == kind and e.device["uuid"] == uuid and match(e.device)), None)
+            return next(
+                (
+                    e.device
+                    for e in self.events
+                    if e.kind == kind and e.device["uuid"] == uuid and match(e.device)
+                ),
+                None,
+            )
 
         return await wait_for(found, scaled(timeout), f"{kind} of {uuid}")  # type: ignore[no-any-return]
 
@@ -137,14 +167,36 @@ def sim(udp: Udp, keys: dict[str, rsa.RSAPrivateKey], **overrides: Any) -> FluxS
 class TestTwoSimulatorProcesses:
     """Two simulators started from the command line, on the real ports of their own addresses."""
 
-    async def test_appear_status_disappear(self, udp: Udp, watch: Collector, processes: Processes, tmp_path: Path, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    async def test_appear_status_disappear(
+        self,
+        udp: Udp,
+        watch: Collector,
+        processes: Processes,
+        tmp_path: Path,
+        keys: dict[str, rsa.RSAPrivateKey],
+    ) -> None:
         """Both appear with full metadata; a job shows as status changes; a stopped one is gone."""
         pem = tmp_path / "client.pem"
         pem.write_bytes(crypto.public_pem(keys["client"]))
         procs, ready = [], []
         for name in ("alpha", "beta"):
-            flags = ["--address", random_loopback(), "--name", name, "--announce-interval", "0.2", "--job-duration", "0.6", "--trust", str(pem)]
-            procs.append(processes.start("-m", "actors.flux.simulator", *flags, *udp.sim_flags(), stdout=subprocess.PIPE))
+            flags = [
+                "--address",
+                random_loopback(),
+                "--name",
+                name,
+                "--announce-interval",
+                "0.2",
+                "--job-duration",
+                "0.6",
+                "--trust",
+                str(pem),
+            ]
+            procs.append(
+                processes.start(
+                    "-m", "actors.flux.simulator", *flags, *udp.sim_flags(), stdout=subprocess.PIPE
+                )
+            )
         for proc in procs:
             ready.append(wait_ready_line(proc, scaled(15)))
         alpha, beta = ready
@@ -152,26 +204,45 @@ class TestTwoSimulatorProcesses:
         for info in ready:
             device = await watch.wait("appeared", info["uuid"])
             host = info["robot"].split(":")[0]
-            assert (device["name"], device["ipaddr"], device["serial"], device["model_id"]) == (info["name"], host, "XXXXXXXXXX", "delta-1")
-            assert device["version"] == "1.6.95" and device["st_id"] == 0 and device["endpoint"] == [host, udp.port]
+            assert (device["name"], device["ipaddr"], device["serial"], device["model_id"]) == (
+                info["name"],
+                host,
+                "XXXXXXXXXX",
+                "delta-1",
+            )
+            assert (
+                device["version"] == "1.6.95"
+                and device["st_id"] == 0
+                and device["endpoint"] == [host, udp.port]
+            )
 
         host = alpha["robot"].split(":")[0]
-        async with FluxDriver(host, keys["client"], FluxConfig(connect_timeout_s=scaled(5), reply_timeout_s=scaled(5))) as robot:
+        async with FluxDriver(
+            host, keys["client"], FluxConfig(connect_timeout_s=scaled(5), reply_timeout_s=scaled(5))
+        ) as robot:
             await robot.upload_file(JOB, "#")
             await robot.start_play()
-            await watch.wait("status", alpha["uuid"], lambda d: d["st_id"] == 64 and d["st_prog"] == 1.0)
+            await watch.wait(
+                "status", alpha["uuid"], lambda d: d["st_id"] == 64 and d["st_prog"] == 1.0
+            )
             assert 16 in [e.device["st_id"] for e in watch.of(alpha["uuid"]) if e.kind == "status"]
 
         procs[1].terminate()
         gone = await watch.wait("gone", beta["uuid"])
         assert gone["name"] == "beta"
-        await wait_for(lambda: [d["uuid"] for d in watch.driver.devices()] == [alpha["uuid"]], scaled(5), "only alpha listed")
+        await wait_for(
+            lambda: [d["uuid"] for d in watch.driver.devices()] == [alpha["uuid"]],
+            scaled(5),
+            "only alpha listed",
+        )
 
 
 class TestStatusFaults:
     """Status changes from injected faults, silence, and pokes."""
 
-    async def test_error_label_and_silence(self, udp: Udp, watch: Collector, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    async def test_error_label_and_silence(
+        self, udp: Udp, watch: Collector, keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
         """An error label is a status change; a silent device goes, and comes back when it speaks."""
         async with sim(udp, keys, name="gamma") as device:
             uuid = device.uuid.hex
@@ -183,13 +254,21 @@ class TestStatusFaults:
             await watch.wait("gone", uuid)
             assert watch.driver.device(uuid) is None
             device.go_silent(False)
-            await wait_for(lambda: len([e for e in watch.of(uuid) if e.kind == "appeared"]) == 2, scaled(10), "reappearance")
+            await wait_for(
+                lambda: len([e for e in watch.of(uuid) if e.kind == "appeared"]) == 2,
+                scaled(10),
+                "reappearance",
+            )
 
-    async def test_poke_finds_unannounced_device(self, udp: Udp, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    async def test_poke_finds_unannounced_device(
+        self, udp: Udp, keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
         """A device whose announcements do not reach us is found by poking its address."""
         async with sim(udp, keys, group=None, announce_to=[], name="delta") as device:
             target = f"{device.address}:{device.udp_port}"
-            async with udp.driver(group=None, listen=None, poke=[target], poke_interval_s=0.2) as driver:
+            async with udp.driver(
+                group=None, listen=None, poke=[target], poke_interval_s=0.2
+            ) as driver:
                 found = await driver.discover_device(device.uuid, timeout_s=scaled(10))
                 assert (found["name"], found["ipaddr"]) == ("delta", device.address)
                 assert driver.slave_key_der(device.uuid) == crypto.public_der(keys["slave"])
@@ -198,13 +277,17 @@ class TestStatusFaults:
 class TestManagement:
     """Authorisation and management over TLS, seen through discovery and the robot port."""
 
-    async def test_authorize_and_manage(self, udp: Udp, watch: Collector, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    async def test_authorize_and_manage(
+        self, udp: Udp, watch: Collector, keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
         """Password → trusted key → robot access; rename is discovered; password reset clears trust."""
         client = keys["client"]
         async with sim(udp, keys, name="epsilon", password="secret") as device:
             uuid = device.uuid.hex
             assert (await watch.wait("appeared", uuid))["has_password"] is True
-            manager = FluxManager(device.address, client, port=device.manage_port, timeout_s=scaled(5))
+            manager = FluxManager(
+                device.address, client, port=device.manage_port, timeout_s=scaled(5)
+            )
             assert await manager.connect() is False and manager.uuid == device.uuid
             with pytest.raises(DeviceFault) as caught:
                 await manager.rename("x")
@@ -213,13 +296,19 @@ class TestManagement:
                 await manager.authorize_with_password("wrong")
             assert caught.value.device_code == "AUTH_ERROR"
 
-            async with FluxManager(device.address, client, port=device.manage_port, timeout_s=scaled(5)) as manager:
+            async with FluxManager(
+                device.address, client, port=device.manage_port, timeout_s=scaled(5)
+            ) as manager:
                 await manager.authorize("secret", label="line-4")
                 trust = await manager.list_trust()
-                assert trust == [{"access_id": crypto.access_id(client).hex(), "label": "line-4", "type": "U"}]
+                assert trust == [
+                    {"access_id": crypto.access_id(client).hex(), "label": "line-4", "type": "U"}
+                ]
                 await manager.rename("renamed")
                 assert [ap["ssid"] for ap in await manager.get_wifi_list()] == ["line-4", "guest"]
-                await manager.modify_network(method="dhcp", ssid="line-4", wifi_mode="client", security="WPA2-PSK", psk="pw")
+                await manager.modify_network(
+                    method="dhcp", ssid="line-4", wifi_mode="client", security="WPA2-PSK", psk="pw"
+                )
                 with pytest.raises(InvalidArguments):
                     await manager.modify_network(method="carrier-pigeon")
                 with pytest.raises(DeviceFault) as caught:
@@ -228,14 +317,20 @@ class TestManagement:
             assert device.manage is not None and device.manage.networks[0]["ssid"] == "line-4"
             assert (await watch.wait("changed", uuid))["name"] == "renamed"
 
-            config = FluxConfig(port=device.robot_port, connect_timeout_s=scaled(5), reply_timeout_s=scaled(5))
+            config = FluxConfig(
+                port=device.robot_port, connect_timeout_s=scaled(5), reply_timeout_s=scaled(5)
+            )
             async with FluxDriver(device.address, client, config) as robot:
                 assert (await robot.deviceinfo())["nickname"] == "renamed"
 
-            async with FluxManager(device.address, client, port=device.manage_port, timeout_s=scaled(5)) as manager:
+            async with FluxManager(
+                device.address, client, port=device.manage_port, timeout_s=scaled(5)
+            ) as manager:
                 assert manager.authorized  # our key is trusted now: no password needed
                 await manager.modify_password("secret", "newer", reset_acl=True)
-            async with FluxManager(device.address, client, port=device.manage_port, timeout_s=scaled(5)) as manager:
+            async with FluxManager(
+                device.address, client, port=device.manage_port, timeout_s=scaled(5)
+            ) as manager:
                 assert not manager.authorized
             with pytest.raises(DeviceFault) as caught:
                 await FluxDriver(device.address, client, config).open()

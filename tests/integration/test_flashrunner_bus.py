@@ -56,7 +56,15 @@ class Bench:
 
 
 def _sim_args(port: int, logger_port: int, *extra: str) -> list[str]:
-    return ["-m", "actors.flashrunner.simulator", "--listen", f"127.0.0.1:{port}", "--logger-listen", f"127.0.0.1:{logger_port}", *extra]
+    return [
+        "-m",
+        "actors.flashrunner.simulator",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--logger-listen",
+        f"127.0.0.1:{logger_port}",
+        *extra,
+    ]
 
 
 def _start_sim(processes: Processes, args: list[str]) -> subprocess.Popen[bytes]:
@@ -72,17 +80,52 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     try:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         key_file = tmp / "unit.pem"
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         p1, l1, p2, l2, p3, l3 = (free_port() for _ in range(6))
-        _start_sim(processes, _sim_args(p1, l1, "--run-s", "1.0", "--fail-channels", "3", "--key-file", str(key_file)))
+        _start_sim(
+            processes,
+            _sim_args(
+                p1, l1, "--run-s", "1.0", "--fail-channels", "3", "--key-file", str(key_file)
+            ),
+        )
         sim2_args = _sim_args(p2, l2)
         sim2 = _start_sim(processes, [*sim2_args, "--stall-s", "0.02", "--stall-count", "1000000"])
         common = {"port": "LAN", "backoff_max_s": 0.3, "command_timeout_s": 3.0}
         actors = [
-            {"name": "fr1", "kind": "flashrunner", "options": {**common, "settings": f"127.0.0.1:{p1}", "logger_address": f"127.0.0.1:{l1}"}},
-            {"name": "fr2", "kind": "flashrunner", "options": {**common, "settings": f"127.0.0.1:{p2}", "logger_address": f"127.0.0.1:{l2}"}},
+            {
+                "name": "fr1",
+                "kind": "flashrunner",
+                "options": {
+                    **common,
+                    "settings": f"127.0.0.1:{p1}",
+                    "logger_address": f"127.0.0.1:{l1}",
+                },
+            },
+            {
+                "name": "fr2",
+                "kind": "flashrunner",
+                "options": {
+                    **common,
+                    "settings": f"127.0.0.1:{p2}",
+                    "logger_address": f"127.0.0.1:{l2}",
+                },
+            },
             # No simulator yet on p3: the actor must start anyway.
-            {"name": "fr3", "kind": "flashrunner", "options": {**common, "settings": f"127.0.0.1:{p3}", "logger_address": f"127.0.0.1:{l3}"}},
+            {
+                "name": "fr3",
+                "kind": "flashrunner",
+                "options": {
+                    **common,
+                    "settings": f"127.0.0.1:{p3}",
+                    "logger_address": f"127.0.0.1:{l3}",
+                },
+            },
         ]
         endpoints = Endpoints.fresh()
         line = Line(write_config(tmp / "fr.toml", endpoints, actors), endpoints, processes)
@@ -137,7 +180,9 @@ def test_send_command_and_get_answer(fr: FlashRunner) -> None:
 
 
 @pytest.mark.parametrize("file_type", list(FR_FileType))
-def test_file_round_trip_with_progress(fr: FlashRunner, file_type: FR_FileType, tmp_path: Path) -> None:
+def test_file_round_trip_with_progress(
+    fr: FlashRunner, file_type: FR_FileType, tmp_path: Path
+) -> None:
     """Every file type goes to the unit and comes back byte for byte, with progress both ways."""
     size = 200_000 if file_type is FR_FileType.FRB else 5_000  # above and below the bulk-frame size
     source = tmp_path / f"file_{file_type.value.lower()}.bin"
@@ -161,7 +206,9 @@ def test_project_run_with_a_failing_channel(bench: Bench, fr: FlashRunner, tmp_p
     seen: list[tuple[int, bool]] = []
     with bench.line.client() as watcher, watcher.subscribe("fr1.project.") as sub:
         sub.wait_ready(scaled(5))
-        results = fr.FR_RunProject("bench.prj", [1, 2, 3, 4], 20000, lambda ch, ok: seen.append((ch, ok)))
+        results = fr.FR_RunProject(
+            "bench.prj", [1, 2, 3, 4], 20000, lambda ch, ok: seen.append((ch, ok))
+        )
         events = [sub.next(scaled(5)) for _ in range(5)]
     assert results == {1: True, 2: True, 3: False, 4: True}
     assert sorted(seen) == [(1, True), (2, True), (3, False), (4, True)]
@@ -169,13 +216,18 @@ def test_project_run_with_a_failing_channel(bench: Bench, fr: FlashRunner, tmp_p
     by_topic: dict[str, list[Any]] = {}
     for event in events:
         by_topic.setdefault(event.topic, []).append(event.data)
-    assert sorted((d["channel"], d["passed"]) for d in by_topic["fr1.project.channel"]) == sorted(seen)
+    assert sorted((d["channel"], d["passed"]) for d in by_topic["fr1.project.channel"]) == sorted(
+        seen
+    )
     (done,) = by_topic["fr1.project.done"]
     assert done["results"]["3"] is False and "ERR_PROJECT_FAILED" in done["errors"]["3"]
 
     with pytest.raises(FR_Comm_Exception) as caught:
         fr.FR_RunProject("bench.prj", [1, 2], 300, None)  # a run takes 1 s
-    assert caught.value.code == "device_timeout" and sorted(caught.value.details["pending"]) == [1, 2]
+    assert caught.value.code == "device_timeout" and sorted(caught.value.details["pending"]) == [
+        1,
+        2,
+    ]
     wait_until(lambda: _idle(fr), scaled(10), "channels idle again")
 
 
@@ -187,7 +239,10 @@ def _idle(fr: FlashRunner) -> bool:
 def test_encryption_round_trip(bench: Bench, fr: FlashRunner) -> None:
     """What the actor encrypts, the unit's private key decrypts; the unit accepts the writes."""
     pem = fr.FR_GetPublicKey()
-    assert serialization.load_pem_public_key(pem).public_numbers() == bench.key.public_key().public_numbers()  # type: ignore[union-attr]
+    assert (
+        serialization.load_pem_public_key(pem).public_numbers()
+        == bench.key.public_key().public_numbers()
+    )  # type: ignore[union-attr]
 
     single = fr.FR_EncryptData(b"SN-0001")
     assert crypto.decrypt_single(bench.key, single.header, single.payload) == b"SN-0001"
@@ -222,9 +277,15 @@ def test_logger_events(bench: Bench, fr: FlashRunner, tmp_path: Path) -> None:
         other.start(background.append)
         try:
             fr.FR_SendFile(source, FR_FileType.FRB)
-            line = next((x for x in logger.lines(timeout=scaled(5)) if "logged.frb stored" in x), None)
+            line = next(
+                (x for x in logger.lines(timeout=scaled(5)) if "logged.frb stored" in x), None
+            )
             assert line is not None and "INFO" in line
-            wait_until(lambda: any("logged.frb stored" in x for x in background), scaled(5), "log line in the background logger")
+            wait_until(
+                lambda: any("logged.frb stored" in x for x in background),
+                scaled(5),
+                "log line in the background logger",
+            )
         finally:
             other.close()
 
@@ -274,7 +335,9 @@ def test_cancel_and_device_vanishing_mid_transfer(bench: Bench, tmp_path: Path) 
     image.write_bytes(os.urandom(512 * 1024))  # 128 chunks at 20 ms each: seconds, if let run
     with bench.line.client(timeout=10) as bus, FlashRunner(bus, "fr2") as fr:
         with pytest.raises(FR_Comm_Exception) as caught:
-            fr.FR_SendFile(image, FR_FileType.FRB, _KillOnProgress(lambda handler: handler.cancel()))
+            fr.FR_SendFile(
+                image, FR_FileType.FRB, _KillOnProgress(lambda handler: handler.cancel())
+            )
         assert caught.value.code == "cancelled"
         with pytest.raises(FR_Comm_Exception) as caught:
             fr.FR_GetFile(image.name, tmp_path, FR_FileType.FRB)
@@ -318,4 +381,6 @@ def test_device_absent_at_start(bench: Bench) -> None:
         with fr.FR_Logger() as logger:
             _start_sim(bench.line.processes, bench.sim3_args)
             wait_until(lambda: _answers(fr), scaled(10), "fr3 to connect")
-            assert logger.read_line(scaled(10)) is not None  # the simulator greets each logger client
+            assert (
+                logger.read_line(scaled(10)) is not None
+            )  # the simulator greets each logger client

@@ -48,7 +48,9 @@ def private_key() -> rsa.RSAPrivateKey:
 @pytest.fixture
 async def sim(private_key: rsa.RSAPrivateKey) -> AsyncIterator[FlashRunnerSimulator]:
     """An in-process simulator on 127.0.0.1 (port 0) and a pty, with short runs."""
-    async with FlashRunnerSimulator(pty=True, channels=4, run_s=0.2, private_key=private_key) as simulator:
+    async with FlashRunnerSimulator(
+        pty=True, channels=4, run_s=0.2, private_key=private_key
+    ) as simulator:
         yield simulator
 
 
@@ -69,13 +71,17 @@ def fast_config(**overrides: object) -> FlashRunnerConfig:
 def make_driver(sim: FlashRunnerSimulator, link: str, **overrides: object) -> FlashRunnerDriver:
     """A driver on the simulator's TCP port (``lan``) or its pty (``serial``)."""
     if link == "lan":
-        return FlashRunnerDriver.from_settings("LAN", sim.tcp_address, fast_config(logger_port=sim.logger_port, **overrides))
+        return FlashRunnerDriver.from_settings(
+            "LAN", sim.tcp_address, fast_config(logger_port=sim.logger_port, **overrides)
+        )
     assert sim.pty_path is not None
     return FlashRunnerDriver.from_settings(sim.pty_path, "115200", fast_config(**overrides))
 
 
 @pytest.fixture(params=["lan", "serial"])
-async def driver(request: pytest.FixtureRequest, sim: FlashRunnerSimulator) -> AsyncIterator[FlashRunnerDriver]:
+async def driver(
+    request: pytest.FixtureRequest, sim: FlashRunnerSimulator
+) -> AsyncIterator[FlashRunnerDriver]:
     """An open driver, once over TCP and once over the pty."""
     async with make_driver(sim, request.param) as drv:
         yield drv
@@ -122,7 +128,9 @@ class TestCommands:
         assert await driver.version() == "FlashRunner 2.0 simulator 1.0.0"
         assert driver.library_version() == LIBRARY_VERSION
 
-    async def test_get_answer_after_timeout(self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator) -> None:
+    async def test_get_answer_after_timeout(
+        self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator
+    ) -> None:
         """FR_GetAnswer that times out can be called again for the same answer."""
         sim.stall(scaled(0.5))
         await lan.send_command("#55*SPING")
@@ -142,7 +150,11 @@ class TestCommands:
 
     async def test_bad_settings(self) -> None:
         """fr_comm's settings strings are validated before any I/O."""
-        for port, settings in [("LAN", "host:notaport"), ("LAN", ":1234"), ("/dev/ttyUSB0", "9600")]:
+        for port, settings in [
+            ("LAN", "host:notaport"),
+            ("LAN", ":1234"),
+            ("/dev/ttyUSB0", "9600"),
+        ]:
             with pytest.raises(InvalidArguments):
                 FlashRunnerDriver.from_settings(port, settings)
 
@@ -172,15 +184,32 @@ class TestFiles:
     """File transfer with progress and cancellation."""
 
     @pytest.mark.parametrize("file_type", list(FileType))
-    async def test_round_trip(self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator, file_type: FileType) -> None:
+    async def test_round_trip(
+        self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator, file_type: FileType
+    ) -> None:
         """Every file type goes up and comes back byte for byte, with monotonic progress."""
         data = os.urandom(5000)
         progress: list[tuple[int, int]] = []
-        await lan.upload("image.bin", data, file_type, on_progress=lambda done, total: progress.append((done, total)))
+        await lan.upload(
+            "image.bin",
+            data,
+            file_type,
+            on_progress=lambda done, total: progress.append((done, total)),
+        )
         assert sim.device.files[file_type]["image.bin"] == data
-        assert progress == [(0, 5000), (1024, 5000), (2048, 5000), (3072, 5000), (4096, 5000), (5000, 5000)]
+        assert progress == [
+            (0, 5000),
+            (1024, 5000),
+            (2048, 5000),
+            (3072, 5000),
+            (4096, 5000),
+            (5000, 5000),
+        ]
         down: list[tuple[int, int]] = []
-        assert await lan.download("image.bin", file_type, on_progress=lambda d, t: down.append((d, t))) == data
+        assert (
+            await lan.download("image.bin", file_type, on_progress=lambda d, t: down.append((d, t)))
+            == data
+        )
         assert down[0] == (0, 5000) and down[-1] == (5000, 5000)
         assert [d for d, _ in down] == sorted(d for d, _ in down)
 
@@ -201,7 +230,9 @@ class TestFiles:
         with pytest.raises(InvalidArguments):
             await lan.download("bad name", FileType.FRB)
 
-    async def test_cancel_upload(self, driver: FlashRunnerDriver, sim: FlashRunnerSimulator) -> None:
+    async def test_cancel_upload(
+        self, driver: FlashRunnerDriver, sim: FlashRunnerSimulator
+    ) -> None:
         """Cancelling mid-upload aborts it on the device, which stays usable."""
         started = asyncio.Event()
 
@@ -209,7 +240,9 @@ class TestFiles:
             if done >= 2048:
                 started.set()
 
-        task = asyncio.create_task(driver.upload("big.frb", os.urandom(64 * 1024), FileType.FRB, on_progress=on_progress))
+        task = asyncio.create_task(
+            driver.upload("big.frb", os.urandom(64 * 1024), FileType.FRB, on_progress=on_progress)
+        )
         await asyncio.wait_for(started.wait(), scaled(5))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -225,7 +258,11 @@ class TestFiles:
         data = os.urandom(64 * 1024)
         await lan.upload("big.frb", data, FileType.FRB)
         started = asyncio.Event()
-        task = asyncio.create_task(lan.download("big.frb", FileType.FRB, on_progress=lambda d, t: d >= 2048 and started.set()))
+        task = asyncio.create_task(
+            lan.download(
+                "big.frb", FileType.FRB, on_progress=lambda d, t: d >= 2048 and started.set()
+            )
+        )
         await asyncio.wait_for(started.wait(), scaled(5))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -236,12 +273,16 @@ class TestFiles:
 class TestProjects:
     """FR_RunProject: RUN, poll, per-channel results."""
 
-    async def test_run_with_failing_channel(self, driver: FlashRunnerDriver, sim: FlashRunnerSimulator) -> None:
+    async def test_run_with_failing_channel(
+        self, driver: FlashRunnerDriver, sim: FlashRunnerSimulator
+    ) -> None:
         """Each channel reports as it finishes; the failed one carries the device's error text."""
         await upload_project(driver)
         sim.fail_on(2)
         seen: list[tuple[int, bool]] = []
-        results = await driver.run_project("demo", [1, 2, 3], scaled(10), lambda ch, ok: seen.append((ch, ok)))
+        results = await driver.run_project(
+            "demo", [1, 2, 3], scaled(10), lambda ch, ok: seen.append((ch, ok))
+        )
         assert sorted(seen) == [(1, True), (2, False), (3, True)]
         assert {ch: r.passed for ch, r in results.items()} == {1: True, 2: False, 3: True}
         assert results[2].error is not None and results[2].error.startswith("ERR_PROJECT_FAILED")
@@ -280,7 +321,13 @@ class TestProjects:
 
     async def test_busy_frames_extend_the_wait(self, private_key: rsa.RSAPrivateKey) -> None:
         """With a synchronous RUN, BUSY frames keep a short answer timeout from expiring."""
-        sim = FlashRunnerSimulator(run_s=0.6, sync_run=True, busy_interval_s=0.05, fail_channels=[2], private_key=private_key)
+        sim = FlashRunnerSimulator(
+            run_s=0.6,
+            sync_run=True,
+            busy_interval_s=0.05,
+            fail_channels=[2],
+            private_key=private_key,
+        )
         async with sim, make_driver(sim, "lan") as drv:
             await upload_project(drv)
             answers = await drv.execute("RUN demo.prj", [1, 2], timeout_s=scaled(0.4), check=False)
@@ -309,14 +356,22 @@ class TestEncryption:
         await lan.dynmem_send_header([1, 2], header)
         blocks = [b"first block", b"second, longer block of data", b"3"]
         for index, block in enumerate(blocks):
-            await lan.dynmem_write_encrypted([1, 2], 0x1000 + 0x100 * index, lan.dynmem_encrypt_data(block))
+            await lan.dynmem_write_encrypted(
+                [1, 2], 0x1000 + 0x100 * index, lan.dynmem_encrypt_data(block)
+            )
         expected = {0x1000 + 0x100 * i: b for i, b in enumerate(blocks)}
         assert sim.device.channels[1].dynmem == expected == sim.device.channels[2].dynmem
         lan.dynmem_reset_encryption()
         with pytest.raises(InvalidArguments):
             lan.dynmem_encrypt_data(b"x")
         with pytest.raises(DeviceFault) as info:  # a block the unit has no key for
-            await lan.dynmem_write_encrypted(3, 0, crypto.encrypt_data(crypto.load_public_key(await lan.get_public_key()), b"x").payload)
+            await lan.dynmem_write_encrypted(
+                3,
+                0,
+                crypto.encrypt_data(
+                    crypto.load_public_key(await lan.get_public_key()), b"x"
+                ).payload,
+            )
         assert info.value.device_code == "ERR_NO_KEY"
         await lan.dynmem_write(3, 0x10, b"\x01\x02")
         assert sim.device.channels[3].dynmem == {0x10: b"\x01\x02"}
@@ -348,7 +403,9 @@ class TestFaults:
         sim.clear_faults()
         await lan.ping()
 
-    async def test_drop_mid_transfer(self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator) -> None:
+    async def test_drop_mid_transfer(
+        self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator
+    ) -> None:
         """A dropped link fails the transfer with DeviceUnavailable; the driver reconnects by itself."""
         sim.drop_mid_transfer(after_chunks=3)
         with pytest.raises(DeviceUnavailable):
@@ -358,7 +415,9 @@ class TestFaults:
         await lan.upload("fw.frb", b"again", FileType.FRB)
         assert lan.reconnects == 1
 
-    async def test_reconnect_with_backoff(self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator) -> None:
+    async def test_reconnect_with_backoff(
+        self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator
+    ) -> None:
         """While the unit is gone commands fail fast; once it is back the link comes back."""
         await sim.go_offline()
         await wait_until(lambda: not lan.connected, scaled(5))
@@ -381,7 +440,9 @@ class TestFaults:
 
         server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        drv = FlashRunnerDriver(TcpTransport("127.0.0.1", port), fast_config(backoff_initial_s=0.05, backoff_max_s=0.2))
+        drv = FlashRunnerDriver(
+            TcpTransport("127.0.0.1", port), fast_config(backoff_initial_s=0.05, backoff_max_s=0.2)
+        )
         try:
             await drv.open()
             await wait_until(lambda: accepted >= 4, scaled(5))
@@ -393,7 +454,9 @@ class TestFaults:
             await drv.close()
             server.close()
 
-    async def test_too_many_abandoned_answers_resync(self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator) -> None:
+    async def test_too_many_abandoned_answers_resync(
+        self, lan: FlashRunnerDriver, sim: FlashRunnerSimulator
+    ) -> None:
         """When more answers are owed than allowed, the driver reconnects to get back in step."""
         sim.stall(scaled(1.0), count=6)
         for _ in range(6):
@@ -454,7 +517,11 @@ class TestSimulatorProcess:
         )
         assert proc.stdout is not None
         info = json.loads(read_line(proc, scaled(15)))
-        assert info["event"] == "ready" and info["tcp"].startswith("127.0.0.1:") and info["pty"].startswith("/dev/")
+        assert (
+            info["event"] == "ready"
+            and info["tcp"].startswith("127.0.0.1:")
+            and info["pty"].startswith("/dev/")
+        )
 
         async def check() -> None:
             for port, settings in (("LAN", info["tcp"]), (info["pty"], "115200")):

@@ -43,8 +43,21 @@ class Bench:
 
 def _start_sim(processes: Processes, address: str, *extra: str) -> dict[str, str]:
     sim = processes.start(
-        "-m", "actors.flux.simulator", "--address", address, "--robot-port", str(free_port()),
-        "--manage-port", "0", "--udp-port", "0", "--group", "", "--announce-interval", "30", *extra,
+        "-m",
+        "actors.flux.simulator",
+        "--address",
+        address,
+        "--robot-port",
+        str(free_port()),
+        "--manage-port",
+        "0",
+        "--udp-port",
+        "0",
+        "--group",
+        "",
+        "--announce-interval",
+        "30",
+        *extra,
         stdout=subprocess.PIPE,
     )
     return wait_ready_line(sim, scaled(20))
@@ -56,14 +69,30 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     processes = Processes()
     try:
         a1, a2 = random_loopback(), random_loopback()
-        r1 = _start_sim(processes, a1, "--job-duration", "2", "--name", "alpha", "--password", "s3cret")
-        r2 = _start_sim(processes, a2, "--drop-upload-after", "100000", "--name", "beta", "--password", "s3cret")
-        common = {"key": str(tmp / "client.pem"), "password": "s3cret", "backoff_max_s": 0.3, "reply_timeout_s": 5.0, "poll_interval_s": 0.1}
+        r1 = _start_sim(
+            processes, a1, "--job-duration", "2", "--name", "alpha", "--password", "s3cret"
+        )
+        r2 = _start_sim(
+            processes, a2, "--drop-upload-after", "100000", "--name", "beta", "--password", "s3cret"
+        )
+        common = {
+            "key": str(tmp / "client.pem"),
+            "password": "s3cret",
+            "backoff_max_s": 0.3,
+            "reply_timeout_s": 5.0,
+            "poll_interval_s": 0.1,
+        }
         actors = []
         for name, ready in (("p1", r1), ("p2", r2)):
             host, port = ready["robot"].rsplit(":", 1)
             manage = int(ready["manage"].rsplit(":", 1)[1])
-            actors.append({"name": name, "kind": "flux", "options": {**common, "host": host, "port": int(port), "manage_port": manage}})
+            actors.append(
+                {
+                    "name": name,
+                    "kind": "flux",
+                    "options": {**common, "host": host, "port": int(port), "manage_port": manage},
+                }
+            )
         endpoints = Endpoints.fresh()
         line = Line(write_config(tmp / "flux.toml", endpoints, actors), endpoints, processes)
         line.start_broker()
@@ -107,7 +136,9 @@ def test_files(p1: FluxRobot, tmp_path: Path) -> None:
     local.write_bytes(data)
     p1.mkdir("/SD/jobs")
     progress: list[tuple[int, int]] = []
-    p1.upload_file(str(local), "/SD/jobs/part.gcode", lambda robot, sent, total: progress.append((sent, total)))
+    p1.upload_file(
+        str(local), "/SD/jobs/part.gcode", lambda robot, sent, total: progress.append((sent, total))
+    )
     assert progress and progress[-1] == (len(data), len(data))
     assert [sent for sent, _ in progress] == sorted(sent for sent, _ in progress)
     assert (False, "part.gcode") in p1.list_files("/SD/jobs")
@@ -120,7 +151,12 @@ def test_files(p1: FluxRobot, tmp_path: Path) -> None:
     p1.cpfile("/SD/jobs/part.gcode", "/SD/copy.gcode")
     stream = io.BytesIO()
     left: list[int] = []
-    assert p1.download_file("/SD/copy.gcode", stream, lambda robot, remaining, size: left.append(remaining)) == "text/gcode"
+    assert (
+        p1.download_file(
+            "/SD/copy.gcode", stream, lambda robot, remaining, size: left.append(remaining)
+        )
+        == "text/gcode"
+    )
     assert stream.getvalue() == data and left[-1] == 0
     p1.rmfile("/SD/copy.gcode")
     p1.rmdir("/SD/jobs")

@@ -30,14 +30,18 @@ from tests.conftest import scaled
 
 pytestmark = pytest.mark.integration
 
-JOB = build_fcode(b"G28\nG1 X10\n", {"HEAD_TYPE": "EXTRUDER", "TIME_COST": "1.0"}, [b"\x89PNG preview"])
+JOB = build_fcode(
+    b"G28\nG1 X10\n", {"HEAD_TYPE": "EXTRUDER", "TIME_COST": "1.0"}, [b"\x89PNG preview"]
+)
 
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, rsa.RSAPrivateKey]:
     """Keys for the module: generating per test would cost more than the tests."""
     keys = {name: crypto.new_key(1024) for name in ("client", "other", "slave")}
-    keys["master"] = crypto.new_key(2048)  # it also signs the TLS certificate, where OpenSSL wants >= 2048
+    keys["master"] = crypto.new_key(
+        2048
+    )  # it also signs the TLS certificate, where OpenSSL wants >= 2048
     return keys
 
 
@@ -80,12 +84,18 @@ async def sim(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[FluxSimulator
 
 
 @pytest.fixture
-async def driver(sim: FluxSimulator, keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[FluxDriver]:
-    async with FluxDriver(sim.address, keys["client"], config(sim), device_key=keys["slave"].public_key()) as drv:
+async def driver(
+    sim: FluxSimulator, keys: dict[str, rsa.RSAPrivateKey]
+) -> AsyncIterator[FluxDriver]:
+    async with FluxDriver(
+        sim.address, keys["client"], config(sim), device_key=keys["slave"].public_key()
+    ) as drv:
         yield drv
 
 
-async def wait_status(driver: FluxDriver, wanted: int, seen: list[int] | None = None) -> dict[str, object]:
+async def wait_status(
+    driver: FluxDriver, wanted: int, seen: list[int] | None = None
+) -> dict[str, object]:
     """Poll ``player report`` until ``st_id == wanted``; record every id seen."""
     report: dict[str, object] = {}
 
@@ -122,13 +132,23 @@ class TestFiles:
         await driver.mkdir("/SD/new folder")
         progress: list[tuple[int, int]] = []
         data = bytes(range(256)) * 20
-        await driver.upload_file(data, "/SD/new folder/up.gcode", on_progress=lambda done, total: progress.append((done, total)))
+        await driver.upload_file(
+            data,
+            "/SD/new folder/up.gcode",
+            on_progress=lambda done, total: progress.append((done, total)),
+        )
         assert progress[0] == (0, len(data)) and progress[-1] == (len(data), len(data))
         assert [done for done, _ in progress] == sorted(done for done, _ in progress)
         await driver.cpfile("/USB/usb.fc", "/SD/new folder/copy.fc")
-        assert await driver.list_files("/SD/new folder") == [(False, "copy.fc"), (False, "up.gcode")]
+        assert await driver.list_files("/SD/new folder") == [
+            (False, "copy.fc"),
+            (False, "up.gcode"),
+        ]
         downloaded: list[tuple[int, int]] = []
-        result = await driver.download_file("/SD/new folder/up.gcode", on_progress=lambda done, total: downloaded.append((done, total)))
+        result = await driver.download_file(
+            "/SD/new folder/up.gcode",
+            on_progress=lambda done, total: downloaded.append((done, total)),
+        )
         assert (result.mimetype, result.data) == ("text/gcode", data)
         assert downloaded[-1] == (len(data), len(data))
         await driver.rmfile("/SD/new folder/copy.fc")
@@ -142,11 +162,17 @@ class TestFiles:
             (lambda d: d.list_files("/SD/job.fc"), DeviceFault, "NOT_EXIST"),
             (lambda d: d.mkdir("/SD/models"), DeviceFault, "OSERR_EEXIST"),
             (lambda d: d.mkdir("/USB/x"), InvalidArguments, "BAD_PARAMS"),
-            (lambda d: d.upload_file(b"x", "/SD/a.fc", mimetype="text/gcode"), DeviceFault, "BAD_FILE_FORMAT"),
+            (
+                lambda d: d.upload_file(b"x", "/SD/a.fc", mimetype="text/gcode"),
+                DeviceFault,
+                "BAD_FILE_FORMAT",
+            ),
             (lambda d: d.rmfile("/SD/models"), DeviceFault, "NOT_EXIST"),
         ],
     )
-    async def test_device_errors(self, driver: FluxDriver, call, cls: type[Exception], device_code: str) -> None:
+    async def test_device_errors(
+        self, driver: FluxDriver, call, cls: type[Exception], device_code: str
+    ) -> None:
         """Error answers become typed errors carrying the device's symbol; the session stays up."""
         with pytest.raises(cls) as caught:
             await call(driver)
@@ -163,7 +189,9 @@ class TestFiles:
 class TestUploadInterruptions:
     """Cancelling an upload, and a link that drops during one."""
 
-    async def test_cancel_mid_upload_leaves_driver_usable(self, driver: FluxDriver, sim: FluxSimulator) -> None:
+    async def test_cancel_mid_upload_leaves_driver_usable(
+        self, driver: FluxDriver, sim: FluxSimulator
+    ) -> None:
         """Cancelling the task drops the half-sent session; the next call reconnects."""
         data = b"\x00" * 64 * 1024
         task: asyncio.Task[None] | None = None
@@ -188,9 +216,13 @@ class TestUploadInterruptions:
         assert await driver.list_files("/SD/models") == [(False, "part.gcode")]
         assert driver.reconnects >= 1
 
-    async def test_hung_device_times_out(self, sim: FluxSimulator, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    async def test_hung_device_times_out(
+        self, sim: FluxSimulator, keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
         """No answer in time is DeviceTimeout; once the device answers again the driver recovers."""
-        async with FluxDriver(sim.address, keys["client"], config(sim, reply_timeout_s=scaled(0.5))) as driver:
+        async with FluxDriver(
+            sim.address, keys["client"], config(sim, reply_timeout_s=scaled(0.5))
+        ) as driver:
             sim.mute()
             with pytest.raises(DeviceTimeout):
                 await driver.deviceinfo()
@@ -212,13 +244,18 @@ class TestJob:
         report = await wait_status(driver, 64, seen)
         assert report["prog"] == 1.0 and report["st_label"] == "COMPLETED"
         order = [1, 4, 16, 66, 64]
-        assert 16 in seen and [order.index(st) for st in seen] == sorted(order.index(st) for st in seen)
+        assert 16 in seen and [order.index(st) for st in seen] == sorted(
+            order.index(st) for st in seen
+        )
         await driver.quit_play()
         assert (await driver.report_play()) == {"st_id": 0, "st_label": "IDLE"}
 
     async def test_pause_resume_abort(self, keys: dict[str, rsa.RSAPrivateKey]) -> None:
         """Pause 16 → 50 → 48, resume → 16, abort → 128; busy answers are typed."""
-        async with make_sim(keys, job_duration_s=30.0) as sim, FluxDriver(sim.address, keys["client"], config(sim)) as driver:
+        async with (
+            make_sim(keys, job_duration_s=30.0) as sim,
+            FluxDriver(sim.address, keys["client"], config(sim)) as driver,
+        ):
             with pytest.raises(DeviceFault) as caught:
                 await driver.start_play()
             assert caught.value.device_code == "NO_TASK"
@@ -254,7 +291,12 @@ class TestDeviceCommands:
     async def test_deviceinfo_and_config(self, driver: FluxDriver, sim: FluxSimulator) -> None:
         """Info names the device; config values round-trip and are validated."""
         info = await driver.deviceinfo()
-        assert (info["uuid"], info["serial"], info["nickname"], info["model"]) == (sim.uuid.hex, "XXXXXXXXXX", "flux-sim", "delta-1")
+        assert (info["uuid"], info["serial"], info["nickname"], info["model"]) == (
+            sim.uuid.hex,
+            "XXXXXXXXXX",
+            "flux-sim",
+            "delta-1",
+        )
         assert await driver.config_get("filament_detect") is None
         await driver.config_set("filament_detect", "N")
         assert await driver.config_get("filament_detect") == "N"
@@ -267,7 +309,9 @@ class TestDeviceCommands:
         """The image is streamed with progress; the device then restarts (link drops, comes back)."""
         progress: list[tuple[int, int]] = []
         image = b"FXFW" + b"\x00" * 10000
-        await driver.update_firmware(image, on_progress=lambda done, total: progress.append((done, total)))
+        await driver.update_firmware(
+            image, on_progress=lambda done, total: progress.append((done, total))
+        )
         assert sim.device.firmware_images == [image] and progress[-1] == (len(image), len(image))
         assert (await driver.deviceinfo())["version"] == "1.6.95"
 
@@ -282,7 +326,9 @@ class TestDeviceCommands:
         first = make_sim(keys)
         await first.start()
         address, port = first.address, first.robot_port
-        driver = FluxDriver(address, keys["client"], config(first, backoff_initial_s=0.05, backoff_max_s=0.1))
+        driver = FluxDriver(
+            address, keys["client"], config(first, backoff_initial_s=0.05, backoff_max_s=0.1)
+        )
         await driver.open()
         try:
             await first.stop()
@@ -323,7 +369,9 @@ class TestModes:
         assert lines[-2:] == ["CTRL HEATING 220.0", "CTRL LOADING"]
         with pytest.raises(InvalidArguments):
             await driver.maintain_set_heater(1, 200.0)
-        await driver.maintain_interrupt_load_filament()  # no answer: the next command still gets its own
+        await (
+            driver.maintain_interrupt_load_filament()
+        )  # no answer: the next command still gets its own
         written: list[str] = []
         await driver.maintain_update_head(b"\x55" * 10000, on_message=written.append)
         assert written == ["CTRL INIT", "CTRL WRITE 4096", "CTRL WRITE 8192", "CTRL WRITE 10000"]
@@ -348,7 +396,9 @@ class TestModes:
         assert len(await driver.scan_images()) == 3
         await driver.scan_quit()
 
-    async def test_lock_and_kick(self, driver: FluxDriver, sim: FluxSimulator, keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    async def test_lock_and_kick(
+        self, driver: FluxDriver, sim: FluxSimulator, keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
         """A second client finds the device busy, kicks the holder, which then reconnects."""
         await driver.maintain()
         async with FluxDriver(sim.address, keys["other"], config(sim)) as other:

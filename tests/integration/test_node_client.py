@@ -26,7 +26,9 @@ NODE = ROOT / "clients" / "node"
 
 
 def _node(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["node", *args], cwd=NODE, capture_output=True, text=True, timeout=scaled(timeout))
+    return subprocess.run(
+        ["node", *args], cwd=NODE, capture_output=True, text=True, timeout=scaled(timeout)
+    )
 
 
 def test_node_calls_a_command(running_line):

@@ -105,12 +105,16 @@ class JsonLines:
             self.seen.append(line)
             if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
                 return line
-        pytest.fail(f"no {event} {fields} log line within {timeout:.1f} s; saw {[x.get('event') for x in self.seen][-20:]}")
+        pytest.fail(
+            f"no {event} {fields} log line within {timeout:.1f} s; saw {[x.get('event') for x in self.seen][-20:]}"
+        )
 
 
 class TestLineUp:
     @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-    def test_processes_are_separate_and_a_signal_stops_them_all(self, line: Line, processes: Processes, sig: signal.Signals) -> None:
+    def test_processes_are_separate_and_a_signal_stops_them_all(
+        self, line: Line, processes: Processes, sig: signal.Signals
+    ) -> None:
         """The broker and each actor run as their own process under `linebus up`, and a signal
         to it stops every one of them within a few seconds, leaving no child behind."""
         up = processes.start("-m", "bus.cli", "up", str(line.config))
@@ -128,8 +132,9 @@ class TestLineUp:
         for pid in pids:
             wait_until(lambda pid=pid: gone(pid), scaled(5), f"process {pid} gone")
 
-
-    def test_kill_9_of_the_supervisor_takes_the_line_down(self, line: Line, processes: Processes) -> None:
+    def test_kill_9_of_the_supervisor_takes_the_line_down(
+        self, line: Line, processes: Processes
+    ) -> None:
         """When `linebus up` itself is killed with SIGKILL, its children get SIGTERM and exit."""
         up = processes.start("-m", "bus.cli", "up", str(line.config))
         pids = [line.wait_up(name, timeout=30)["pid"] for name in ("echo1", "echo2")]
@@ -138,7 +143,11 @@ class TestLineUp:
         up.wait(timeout=scaled(5))
         try:
             for pid in pids:
-                wait_until(lambda pid=pid: gone(pid), scaled(15), f"process {pid} gone after the supervisor died")
+                wait_until(
+                    lambda pid=pid: gone(pid),
+                    scaled(15),
+                    f"process {pid} gone after the supervisor died",
+                )
         finally:
             for pid in pids:  # orphans would outlive the test: nothing else knows them
                 if not gone(pid):
@@ -146,7 +155,9 @@ class TestLineUp:
 
 
 class TestFlapping:
-    def test_crashing_actor_is_given_up_and_the_rest_keeps_working(self, tmp_path: Path, processes: Processes) -> None:
+    def test_crashing_actor_is_given_up_and_the_rest_keeps_working(
+        self, tmp_path: Path, processes: Processes
+    ) -> None:
         """An actor whose start-up always fails is restarted flap_max_restarts (3) times, then
         given up with a process_given_up log line, while the other actor keeps serving."""
         modules = tmp_path / "modules"
@@ -171,18 +182,34 @@ class TestFlapping:
         config = write_config(
             tmp_path / "line.toml",
             endpoints,
-            [{"name": "echo1", **ECHO}, {"name": "flappy", "kind": "flappy", "class": "flappy_actor:Flappy"}],
+            [
+                {"name": "echo1", **ECHO},
+                {"name": "flappy", "kind": "flappy", "class": "flappy_actor:Flappy"},
+            ],
         )
         line = Line(config, endpoints, processes)
-        python_path = os.pathsep.join(p for p in (str(modules), os.environ.get("PYTHONPATH", "")) if p)
-        up = processes.start("-m", "bus.cli", "up", str(config), env={"PYTHONPATH": python_path, "LINEBUS_LOG_JSON": "1"}, stderr=subprocess.PIPE)
+        python_path = os.pathsep.join(
+            p for p in (str(modules), os.environ.get("PYTHONPATH", "")) if p
+        )
+        up = processes.start(
+            "-m",
+            "bus.cli",
+            "up",
+            str(config),
+            env={"PYTHONPATH": python_path, "LINEBUS_LOG_JSON": "1"},
+            stderr=subprocess.PIPE,
+        )
         logs = JsonLines(up.stderr)
 
         given_up = logs.wait_for("process_given_up", scaled(60), name="flappy")
         assert given_up["level"] == "error"
         assert given_up["restarts"] == 3
         assert given_up["exit_code"] != 0
-        starts = [x for x in logs.seen if x.get("event") == "process_started" and x.get("name") == "flappy"]
+        starts = [
+            x
+            for x in logs.seen
+            if x.get("event") == "process_started" and x.get("name") == "flappy"
+        ]
         assert len(starts) == 4, "one start and three restarts"
 
         line.wait_up("echo1")

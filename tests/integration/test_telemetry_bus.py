@@ -50,9 +50,17 @@ class Ingest:
 
     def __init__(self, processes: Processes, tmp_path: Path) -> None:
         self.proc = processes.start(
-            "-m", "actors.telemetry.ingest_server", "--listen", f"127.0.0.1:{free_port()}", "--db", str(tmp_path / "ingest.sqlite"),
-            "--provisioning-token", TOKEN, stdout=subprocess.PIPE, stderr=(tmp_path / "ingest.log").open("ab"),
-        )  # fmt: skip
+            "-m",
+            "actors.telemetry.ingest_server",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--db",
+            str(tmp_path / "ingest.sqlite"),
+            "--provisioning-token",
+            TOKEN,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / "ingest.log").open("ab"),
+        )
         self.url = wait_ready_line(self.proc, scaled(15))["url"]
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -93,7 +101,10 @@ def line(tmp_path: Path, processes: Processes, ingest: Ingest) -> Line:
         "backoff_max_s": 0.5,
     }
     endpoints = Endpoints.fresh()
-    actors = [{"name": "tel", "kind": "telemetry", "options": options}, {"name": "tiny", "kind": "telemetry", "options": tiny}]
+    actors = [
+        {"name": "tel", "kind": "telemetry", "options": options},
+        {"name": "tiny", "kind": "telemetry", "options": tiny},
+    ]
     config = write_config(tmp_path / "line.toml", endpoints, actors)
     running = Line(config, endpoints, processes)
     running.start_broker()
@@ -102,14 +113,28 @@ def line(tmp_path: Path, processes: Processes, ingest: Ingest) -> Line:
 
 
 def device(line: Line, service: str = "tel", **kwargs: Any) -> DeviceClient:
-    return DeviceClient.start(DEVICE, "", "unused.db", bus=line.endpoints.command, service=service,
-                              subscribe_endpoint=line.endpoints.subscribe, timeout=scaled(10), **kwargs)  # fmt: skip
+    return DeviceClient.start(
+        DEVICE,
+        "",
+        "unused.db",
+        bus=line.endpoints.command,
+        service=service,
+        subscribe_endpoint=line.endpoints.subscribe,
+        timeout=scaled(10),
+        **kwargs,
+    )
 
 
 class TestMessages:
-    def test_enqueue_batches_events_history_and_forwarding(self, line: Line, ingest: Ingest) -> None:
+    def test_enqueue_batches_events_history_and_forwarding(
+        self, line: Line, ingest: Ingest
+    ) -> None:
         """Single and batch enqueues are acked, published live gap-free, kept as history and forwarded."""
-        with device(line) as client, line.client(timeout=10) as bus, bus.subscribe("tel.stream.") as sub:
+        with (
+            device(line) as client,
+            line.client(timeout=10) as bus,
+            bus.subscribe("tel.stream.") as sub,
+        ):
             sub.wait_ready(scaled(5))
             sender = client.create_stream_sender("line3", "temps", Compression.FASTEST)
             for i in range(20):
@@ -129,17 +154,27 @@ class TestMessages:
             assert [e.topic for e in events] == ["tel.stream.line3.temps"] * 520
             assert [e.data["stream_seq"] for e in events] == list(range(1, 521))
             assert sum(e.missed for e in events) == 0
-            assert events[3].data["payload"] == b'{"i": 3}' and events[3].data["message_id"] == "m-3"
+            assert (
+                events[3].data["payload"] == b'{"i": 3}' and events[3].data["message_id"] == "m-3"
+            )
 
             backfill = client.history("line3", "temps", from_seq=100, to_seq=109)
             assert [m["stream_seq"] for m in backfill] == list(range(100, 110))
             assert [m["payload"] for m in backfill] == [e.data["payload"] for e in events[99:109]]
             assert {m["state"] for m in backfill} == {"forwarded"}
-            by_time = client.history("line3", "temps", since=events[0].data["timestamp"], until=events[-1].data["timestamp"], limit=10000)
+            by_time = client.history(
+                "line3",
+                "temps",
+                since=events[0].data["timestamp"],
+                until=events[-1].data["timestamp"],
+                limit=10000,
+            )
             assert len(by_time) == 520
 
             stored = [m for m in ingest.messages() if m["stream"] == "temps"]
-            assert sorted(m["payload"] for m in stored) == sorted(f'{{"i": {i}}}' for i in range(520))
+            assert sorted(m["payload"] for m in stored) == sorted(
+                f'{{"i": {i}}}' for i in range(520)
+            )
             stats = client.stats()
             assert stats["pending"] == 0 and stats["forwarded"] == 520 and stats["duplicates"] == 1
             assert client.device_id == DEVICE and client.workspace_id
@@ -154,7 +189,12 @@ class TestMessages:
             payloads = [m["payload"] for m in ingest.messages() if m["stream"] == "events"]
             assert "part-1" in payloads and "hello" in payloads
             batches = ingest.call("GET", f"/v1/operator/devices/{DEVICE}/batches")["batches"]
-            assert {"stream_group": "default", "stream": "events", "batch_id": "b1", "completed_by": "complete_batch"} in batches
+            assert {
+                "stream_group": "default",
+                "stream": "events",
+                "batch_id": "b1",
+                "completed_by": "complete_batch",
+            } in batches
 
 
 class TestTwin:
@@ -165,16 +205,24 @@ class TestTwin:
             sub.wait_ready(scaled(5))
             with device(line, desired_properties_updated_callback=updates.put) as client:
                 assert updates.get(timeout=scaled(10)) == DesiredProperties(0, {})
-                ingest.call("PUT", f"/v1/operator/devices/{DEVICE}/twin/desired", {"values": {"rate_s": 5}})
+                ingest.call(
+                    "PUT", f"/v1/operator/devices/{DEVICE}/twin/desired", {"values": {"rate_s": 5}}
+                )
                 assert updates.get(timeout=scaled(10)) == DesiredProperties(1, {"rate_s": 5})
                 event = sub.next(scaled(10))
                 assert event is not None and event.data == {"version": 1, "values": {"rate_s": 5}}
                 assert client.get_desired_properties() == DesiredProperties(1, {"rate_s": 5})
-                assert client.get_desired_properties_if_newer(0) == DesiredProperties(1, {"rate_s": 5})
+                assert client.get_desired_properties_if_newer(0) == DesiredProperties(
+                    1, {"rate_s": 5}
+                )
                 assert client.get_desired_properties_if_newer(1) is None
 
                 client.update_reported_properties({"fw": "1.2", "sensor": {"ok": True}})
-                wait_until(lambda: not client.any_pending_reported_properties_updates, scaled(10), "reported sent")
+                wait_until(
+                    lambda: not client.any_pending_reported_properties_updates,
+                    scaled(10),
+                    "reported sent",
+                )
                 twin = ingest.call("GET", f"/v1/operator/devices/{DEVICE}/twin")
                 assert twin["reported"] == {"fw": "1.2", "sensor": {"ok": True}}
 
@@ -186,7 +234,9 @@ class TestErrors:
             sender = client.create_stream_sender(stream="errors")
             with pytest.raises(SpotflowError) as caught:
                 sender.enqueue_batch_completion("")
-            assert caught.value.code == "invalid_arguments" and isinstance(caught.value.__cause__, BusError)
+            assert caught.value.code == "invalid_arguments" and isinstance(
+                caught.value.__cause__, BusError
+            )
             with pytest.raises(SpotflowError) as caught:
                 client.update_reported_properties({"bad.key": 1})
             assert caught.value.code == "invalid_arguments"
@@ -204,7 +254,11 @@ class TestErrors:
     def test_full_store_refuses_and_publishes_a_drop(self, line: Line) -> None:
         """Past the quota an enqueue fails with storage_error and <service>.drop tells subscribers."""
         line.start_actor("tiny")
-        with line.client(timeout=10) as bus, bus.subscribe("tiny.drop") as sub, device(line, service="tiny") as client:
+        with (
+            line.client(timeout=10) as bus,
+            bus.subscribe("tiny.drop") as sub,
+            device(line, service="tiny") as client,
+        ):
             sub.wait_ready(scaled(5))
             sender = client.create_stream_sender()
             sender.enqueue_message(b"x" * 1000)
@@ -212,12 +266,18 @@ class TestErrors:
                 sender.enqueue_message(b"x" * 5000)
             assert caught.value.code == "storage_error"
             event = sub.next(scaled(10))
-            assert event is not None and event.data["reason"] == "rejected_quota_full" and event.data["count"] == 1
+            assert (
+                event is not None
+                and event.data["reason"] == "rejected_quota_full"
+                and event.data["count"] == 1
+            )
             assert client.stats()["drops"] == {"rejected_quota_full": 1}
 
 
 class TestCrash:
-    def test_kill9_mid_ingest_keeps_every_acked_message_exactly_once(self, line: Line, ingest: Ingest) -> None:
+    def test_kill9_mid_ingest_keeps_every_acked_message_exactly_once(
+        self, line: Line, ingest: Ingest
+    ) -> None:
         """100 000 readings in batches; kill -9 of the actor with an upload held on the server; restart.
 
         Every acknowledged message is in the store once and reaches the server once; the batch in
@@ -240,14 +300,18 @@ class TestCrash:
                         try:
                             acks = sender.enqueue_messages(payloads)
                         except SpotflowError as exc:
-                            if exc.code not in ("unavailable", "unknown_service", "deadline_exceeded"):
+                            if exc.code not in (
+                                "unavailable",
+                                "unknown_service",
+                                "deadline_exceeded",
+                            ):
                                 raise
                             ambiguous.extend(payloads)  # maybe stored, maybe not: never resent
                             wait_until(lambda: _pings(client), scaled(20), "actor back")
                             continue
                         assert len(acks) == per_batch
                         acked.extend(payloads)
-                except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                except BaseException as exc:
                     failures.append(exc)
 
             producer = threading.Thread(target=produce, name="producer", daemon=True)
@@ -256,9 +320,17 @@ class TestCrash:
             # The next upload is stored by the server but its answer is held: the kill lands
             # between "server stored it" and "device heard the ack". A message of another
             # stream makes sure there is a next upload even if the first 6000 are all sent.
-            ingest.call("POST", "/v1/test/faults", {"status": None, "hold_s": 3, "count": 1, "path": "/uploads/"})
+            ingest.call(
+                "POST",
+                "/v1/test/faults",
+                {"status": None, "hold_s": 3, "count": 1, "path": "/uploads/"},
+            )
             client.create_stream_sender(stream="nudge").enqueue_message(b"nudge")
-            wait_until(lambda: any(r["held"] for r in ingest.call("GET", "/v1/test/requests")["requests"]), scaled(10), "a held upload")
+            wait_until(
+                lambda: any(r["held"] for r in ingest.call("GET", "/v1/test/requests")["requests"]),
+                scaled(10),
+                "a held upload",
+            )
             armed.set()  # the producer goes on while the forwarder waits for the held answer
             time.sleep(0.05)
             acked_at_kill = len(acked)
@@ -267,7 +339,9 @@ class TestCrash:
             line.start_actor("tel")
             producer.join(timeout=scaled(60))
             assert not producer.is_alive() and not failures, failures
-            assert acked_at_kill < total - 4 * per_batch, "the kill should land in the middle of the ingest"
+            assert acked_at_kill < total - 4 * per_batch, (
+                "the kill should land in the middle of the ingest"
+            )
             assert len(acked) + len(ambiguous) == total and len(acked) >= total - 2 * per_batch
             client.wait_enqueued_messages_sent(timeout=scaled(60))
 
@@ -278,7 +352,9 @@ class TestCrash:
         in_store = Counter(m["payload"].decode() for m in stored)
         on_server = Counter(m["payload"] for m in ingest.messages() if m["stream"] == "crash")
         for name, counts in (("store", in_store), ("server", on_server)):
-            assert all(counts[p] == 1 for p in acked), f"an acked message is not exactly once in the {name}"
+            assert all(counts[p] == 1 for p in acked), (
+                f"an acked message is not exactly once in the {name}"
+            )
             assert max(counts.values()) == 1, f"a message is twice in the {name}"
             assert set(counts) <= set(acked) | set(ambiguous)
         assert in_store == on_server

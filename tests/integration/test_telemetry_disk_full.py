@@ -53,9 +53,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for this test (unmounted lazily afterwards)."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode}); needs root")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode}); needs root"
+        )
     try:
         yield mount_point
     finally:
@@ -78,7 +84,9 @@ def fill(path: Path) -> int:
                 chunk = chunk[: len(chunk) // 2]
 
 
-def test_actor_on_a_full_disk_answers_storage_error_and_recovers(small_disk: Path, tmp_path: Path, processes: Processes) -> None:
+def test_actor_on_a_full_disk_answers_storage_error_and_recovers(
+    small_disk: Path, tmp_path: Path, processes: Processes
+) -> None:
     """Through the bus: a full disk refuses enqueues with storage_error, the actor stays up, acked data survives, room brings it back."""
     options = {
         "db": str(small_disk / "telemetry.db"),
@@ -88,10 +96,20 @@ def test_actor_on_a_full_disk_answers_storage_error_and_recovers(small_disk: Pat
         "backoff_max_s": 0.5,
     }
     endpoints = Endpoints.fresh()
-    line = Line(write_config(tmp_path / "line.toml", endpoints, [{"name": "tel", "kind": "telemetry", "options": options}]), endpoints, processes)
+    line = Line(
+        write_config(
+            tmp_path / "line.toml",
+            endpoints,
+            [{"name": "tel", "kind": "telemetry", "options": options}],
+        ),
+        endpoints,
+        processes,
+    )
     line.start_broker()
     line.start_actor("tel")
-    with DeviceClient.start("dev", "", "unused.db", bus=endpoints.command, service="tel", timeout=scaled(10)) as client:
+    with DeviceClient.start(
+        "dev", "", "unused.db", bus=endpoints.command, service="tel", timeout=scaled(10)
+    ) as client:
         sender = client.create_stream_sender("line", "disk")
         before = sender.enqueue_messages([b"kept-%d" % i for i in range(200)], batch_size=50)
         filler = small_disk / "filler"

@@ -58,9 +58,17 @@ class Ingest:
 
     def __init__(self, processes: Processes, db: Path, log: Path, port: int) -> None:
         self.proc = processes.start(
-            "-m", "actors.telemetry.ingest_server", "--port", str(port), "--db", str(db), "--provisioning-token", TOKEN,
-            stdout=subprocess.PIPE, stderr=log.open("ab"),
-        )  # fmt: skip
+            "-m",
+            "actors.telemetry.ingest_server",
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+            "--provisioning-token",
+            TOKEN,
+            stdout=subprocess.PIPE,
+            stderr=log.open("ab"),
+        )
         self.url = wait_ready_line(self.proc, scaled(15))["url"]
         self.port = int(self.url.rsplit(":", 1)[1])
 
@@ -73,7 +81,9 @@ class Ingest:
         self.call("POST", "/v1/test/faults", fault)
 
     def requests_log(self, path_part: str = "/uploads/") -> list[dict[str, Any]]:
-        return [r for r in self.call("GET", "/v1/test/requests")["requests"] if path_part in r["path"]]
+        return [
+            r for r in self.call("GET", "/v1/test/requests")["requests"] if path_part in r["path"]
+        ]
 
     def messages(self, device: str) -> list[dict[str, Any]]:
         return list(self.call("GET", f"/v1/operator/devices/{device}/messages")["messages"])
@@ -101,10 +111,18 @@ def ingest(start_ingest: Callable[..., Ingest]) -> Ingest:
 def config(tmp_path: Path, url: str, device: str = "dev-1", **overrides: Any) -> TelemetryConfig:
     """Fast back-off and polling so the tests spend little time waiting."""
     settings: dict[str, Any] = {
-        "instance_url": url, "provisioning_token": TOKEN, "device_id": device, "linger_s": 0.01,
-        "backoff_initial_s": 0.05, "backoff_max_s": 0.4, "desired_poll_s": 0.2, "request_timeout_s": scaled(5),
-    }  # fmt: skip
-    return TelemetryConfig(db=str(tmp_path / f"{device}.db"), forwarder=ForwarderConfig(**{**settings, **overrides}))
+        "instance_url": url,
+        "provisioning_token": TOKEN,
+        "device_id": device,
+        "linger_s": 0.01,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.4,
+        "desired_poll_s": 0.2,
+        "request_timeout_s": scaled(5),
+    }
+    return TelemetryConfig(
+        db=str(tmp_path / f"{device}.db"), forwarder=ForwarderConfig(**{**settings, **overrides})
+    )
 
 
 @pytest.fixture
@@ -141,8 +159,12 @@ class AckLines:
     def read_until(self, count: int, timeout: float) -> None:
         end = time.monotonic() + timeout
         while len(self.lines) < count:
-            if time.monotonic() > end or not self._selector.select(timeout=max(0.0, end - time.monotonic())):
-                pytest.fail(f"writer acked {len(self.lines)} batches, wanted {count} within {timeout:.1f} s")
+            if time.monotonic() > end or not self._selector.select(
+                timeout=max(0.0, end - time.monotonic())
+            ):
+                pytest.fail(
+                    f"writer acked {len(self.lines)} batches, wanted {count} within {timeout:.1f} s"
+                )
             if not self._drain_once():
                 pytest.fail("writer exited early")
 
@@ -159,16 +181,34 @@ class AckLines:
 
 
 class TestExactlyOnce:
-    def test_crash_between_send_and_ack_delivers_every_acked_message_once(self, tmp_path: Path, ingest: Ingest, processes: Processes) -> None:
+    def test_crash_between_send_and_ack_delivers_every_acked_message_once(
+        self, tmp_path: Path, ingest: Ingest, processes: Processes
+    ) -> None:
         """kill -9 while the server holds the answer to a stored upload: the reopened store
         resends it under the same id, the server recognises it, and nothing is lost or doubled."""
-        ingest.fault(status=None, count=1, hold_s=scaled(60), path="/uploads/")  # stored, answer held
+        ingest.fault(
+            status=None, count=1, hold_s=scaled(60), path="/uploads/"
+        )  # stored, answer held
         db = tmp_path / "writer-1.db"  # the name config() gives device writer-1
-        writer = processes.start("-c", WRITER, str(db), ingest.url, TOKEN, stdout=subprocess.PIPE, stderr=(tmp_path / "writer.log").open("ab"))
+        writer = processes.start(
+            "-c",
+            WRITER,
+            str(db),
+            ingest.url,
+            TOKEN,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / "writer.log").open("ab"),
+        )
         acks = AckLines(writer)
         acks.read_until(5, scaled(20))
-        wait_until(lambda: ingest.call("GET", "/v1/operator/stats")["uploads"] >= 1, scaled(15), "the held upload to be stored")
-        acks.read_until(len(acks.lines) + 5, scaled(15))  # still appending while the ack is held: mid-ingest
+        wait_until(
+            lambda: ingest.call("GET", "/v1/operator/stats")["uploads"] >= 1,
+            scaled(15),
+            "the held upload to be stored",
+        )
+        acks.read_until(
+            len(acks.lines) + 5, scaled(15)
+        )  # still appending while the ack is held: mid-ingest
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=scaled(10))
         acks.drain()
@@ -179,7 +219,9 @@ class TestExactlyOnce:
         try:
             assert driver.pending_messages_count() >= len(acked) - len(ingest.messages("writer-1"))
             driver.wait_enqueued_messages_sent(timeout=scaled(30))
-            stored_locally = [m.payload.decode() for m in driver.history("default", "crash", limit=10**6)]
+            stored_locally = [
+                m.payload.decode() for m in driver.history("default", "crash", limit=10**6)
+            ]
         finally:
             driver.close()
 
@@ -187,9 +229,13 @@ class TestExactlyOnce:
         assert set(acked) <= set(stored_locally), "an acked message was lost by the store"
         assert Counter(stored_locally) == delivered, "store and server disagree"
         assert max(delivered.values()) == 1, "a message was delivered twice"
-        assert ingest.call("GET", "/v1/operator/stats")["duplicate_uploads"] >= 1  # the resend happened
+        assert (
+            ingest.call("GET", "/v1/operator/stats")["duplicate_uploads"] >= 1
+        )  # the resend happened
 
-    def test_repeated_message_ids_are_stored_once_end_to_end(self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]) -> None:
+    def test_repeated_message_ids_are_stored_once_end_to_end(
+        self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]
+    ) -> None:
         """Enqueueing the same message id twice (after it was sent) gives one stored message."""
         driver = start(drivers, config(tmp_path, ingest.url))
         driver.send_message("a", stream="s", batch_id="b", message_id="m1", timeout=scaled(10))
@@ -199,7 +245,9 @@ class TestExactlyOnce:
 
 
 class TestOutage:
-    def test_backlog_after_outage_is_delivered_in_order(self, tmp_path: Path, start_ingest: Callable[..., Ingest], drivers: list[TelemetryDriver]) -> None:
+    def test_backlog_after_outage_is_delivered_in_order(
+        self, tmp_path: Path, start_ingest: Callable[..., Ingest], drivers: list[TelemetryDriver]
+    ) -> None:
         """Server down: messages queue (and the device even restarts offline); server back: the
         backlog arrives complete and in per-stream order."""
         port = free_port()
@@ -208,8 +256,17 @@ class TestOutage:
         driver = start(drivers, cfg)
         ingest.stop()
         for i in range(150):
-            driver.enqueue_messages([OutgoingMessage.create(f"{s}-{i}", stream=s, message_id=str(i)) for s in ("a", "b")])
-        wait_until(lambda: driver.forwarder.stats()["failures"] >= 1, scaled(10), "the forwarder to notice the outage")
+            driver.enqueue_messages(
+                [
+                    OutgoingMessage.create(f"{s}-{i}", stream=s, message_id=str(i))
+                    for s in ("a", "b")
+                ]
+            )
+        wait_until(
+            lambda: driver.forwarder.stats()["failures"] >= 1,
+            scaled(10),
+            "the forwarder to notice the outage",
+        )
         close(drivers, driver)
 
         driver = start(drivers, cfg)  # offline start: the stored registration is enough
@@ -224,7 +281,9 @@ class TestOutage:
     def test_first_start_without_network_fails_unavailable(self, tmp_path: Path) -> None:
         """With no stored registration, start must provision, which needs the upstream."""
         with pytest.raises(Unavailable):
-            TelemetryDriver.start(config(tmp_path, f"http://127.0.0.1:{free_port()}", request_timeout_s=1.0))
+            TelemetryDriver.start(
+                config(tmp_path, f"http://127.0.0.1:{free_port()}", request_timeout_s=1.0)
+            )
 
     def test_bad_provisioning_token_is_refused(self, tmp_path: Path, ingest: Ingest) -> None:
         """The upstream's 401 on provisioning surfaces as PermissionDenied and releases the store."""
@@ -235,7 +294,9 @@ class TestOutage:
 
 
 class TestRetries:
-    def test_500s_are_retried_with_growing_backoff_and_stored_once(self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]) -> None:
+    def test_500s_are_retried_with_growing_backoff_and_stored_once(
+        self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]
+    ) -> None:
         """Three 500s: the same upload id is retried after growing pauses, then stored once."""
         driver = start(drivers, config(tmp_path, ingest.url))
         ingest.fault(status=500, count=3, path="/uploads/")
@@ -249,7 +310,9 @@ class TestRetries:
         assert gaps[0] >= 0.025 and gaps[1] >= 0.05 and gaps[2] >= 0.1, gaps
         assert [m["payload"] for m in ingest.messages("dev-1")] == [f"m{i}" for i in range(20)]
 
-    def test_429_retry_after_is_honoured(self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]) -> None:
+    def test_429_retry_after_is_honoured(
+        self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]
+    ) -> None:
         """A 429 with Retry-After: 1 delays the next attempt by at least a second (back-off is 0.05 s)."""
         driver = start(drivers, config(tmp_path, ingest.url))
         ingest.fault(status=429, count=1, retry_after=1, path="/uploads/")
@@ -261,11 +324,18 @@ class TestRetries:
 
 
 class TestStreams:
-    def test_compression_chunks_and_batches(self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]) -> None:
+    def test_compression_chunks_and_batches(
+        self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]
+    ) -> None:
         """A compressing stream's uploads go deflated, an uncompressed stream's plain; chunks are
         assembled on message completion; batches close on completion or when the next one starts."""
         driver = start(drivers, config(tmp_path, ingest.url))
-        driver.send_message("reading 21.5 C " * 100, stream="z", compression=Compression.SMALLEST_SIZE, timeout=scaled(10))
+        driver.send_message(
+            "reading 21.5 C " * 100,
+            stream="z",
+            compression=Compression.SMALLEST_SIZE,
+            timeout=scaled(10),
+        )
         driver.send_message("reading 21.5 C " * 100, stream="r", timeout=scaled(10))
         ids = {"stream": "c", "batch_id": "b1", "message_id": "img"}
         for n, part in enumerate(["AA", "BB", "CC"]):
@@ -281,14 +351,21 @@ class TestStreams:
         assembled = [m for m in received if m["message_id"] == "img" and m["chunk_id"] is None]
         assert [m["payload"] for m in assembled] == ["AABBCC"]
         batches = ingest.call("GET", "/v1/operator/devices/dev-1/batches")["batches"]
-        assert [(b["batch_id"], b["completed_by"]) for b in batches if b["stream"] == "c"] == [("b1", "next_batch"), ("b2", "complete_batch")]
+        assert [(b["batch_id"], b["completed_by"]) for b in batches if b["stream"] == "c"] == [
+            ("b1", "next_batch"),
+            ("b2", "complete_batch"),
+        ]
 
 
 class TestTwin:
-    def test_desired_and_reported_round_trip(self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]) -> None:
+    def test_desired_and_reported_round_trip(
+        self, tmp_path: Path, ingest: Ingest, drivers: list[TelemetryDriver]
+    ) -> None:
         """Operator sets desired → device callback and getters; device reports → operator sees the merge."""
         updates: queue.Queue[DesiredProperties] = queue.Queue()
-        driver = start(drivers, config(tmp_path, ingest.url), desired_properties_updated_callback=updates.put)
+        driver = start(
+            drivers, config(tmp_path, ingest.url), desired_properties_updated_callback=updates.put
+        )
         ingest.call("PUT", "/v1/operator/devices/dev-1/twin/desired", {"values": {"rate_s": 5}})
         assert updates.get(timeout=scaled(10)) == DesiredProperties(1, {"rate_s": 5})
         assert driver.get_desired_properties_if_newer(0) == DesiredProperties(1, {"rate_s": 5})
@@ -301,18 +378,26 @@ class TestTwin:
         twin = ingest.call("GET", "/v1/operator/devices/dev-1/twin")
         assert twin["reported"] == {"fw": "1.2", "sensor": {"ok": True}}
 
-    def test_desired_is_reread_after_reconnect(self, tmp_path: Path, start_ingest: Callable[..., Ingest], drivers: list[TelemetryDriver]) -> None:
+    def test_desired_is_reread_after_reconnect(
+        self, tmp_path: Path, start_ingest: Callable[..., Ingest], drivers: list[TelemetryDriver]
+    ) -> None:
         """With polling effectively off, a change made before an outage arrives on reconnect,
         and a restarted device gets its stored desired properties at start."""
         ingest = start_ingest(free_port())
         updates: queue.Queue[DesiredProperties] = queue.Queue()
         cfg = config(tmp_path, ingest.url, desired_poll_s=3600.0)
         driver = start(drivers, cfg, desired_properties_updated_callback=updates.put)
-        wait_until(lambda: driver.forwarder.online, scaled(10), "the first connect (and its desired read)")
+        wait_until(
+            lambda: driver.forwarder.online, scaled(10), "the first connect (and its desired read)"
+        )
         ingest.call("PUT", "/v1/operator/devices/dev-1/twin/desired", {"values": {"mode": "auto"}})
         ingest.stop()
         driver.enqueue_message("during outage", stream="s")
-        wait_until(lambda: driver.forwarder.stats()["failures"] >= 1, scaled(10), "the forwarder to notice the outage")
+        wait_until(
+            lambda: driver.forwarder.stats()["failures"] >= 1,
+            scaled(10),
+            "the forwarder to notice the outage",
+        )
         assert updates.empty()
         start_ingest(ingest.port)
         assert updates.get(timeout=scaled(10)) == DesiredProperties(1, {"mode": "auto"})

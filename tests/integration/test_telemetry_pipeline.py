@@ -28,7 +28,9 @@ pytestmark = pytest.mark.integration
 # stream q/r: a row counts 64 bytes of overhead plus its names and payload.
 QUOTA_PAYLOAD, QUOTA_BATCH, QUOTA_BATCHES = 100, 10, 5
 QUOTA_ROW = 64 + len("q") + len("r") + QUOTA_PAYLOAD
-QUOTA_SLACK = 150  # less than one more row of the batches, room for two 1-byte readings (67 bytes each)
+QUOTA_SLACK = (
+    150  # less than one more row of the batches, room for two 1-byte readings (67 bytes each)
+)
 QUOTA_BYTES = QUOTA_ROW * QUOTA_BATCH * QUOTA_BATCHES + QUOTA_SLACK
 
 
@@ -62,7 +64,10 @@ def line(tmp_path: Path, processes: Processes, ingest: Ingest) -> Line:
         "backoff_max_s": 0.5,
     }
     endpoints = Endpoints.fresh()
-    actors = [{"name": "tel", "kind": "telemetry", "options": options}, {"name": "quota", "kind": "telemetry", "options": quota}]
+    actors = [
+        {"name": "tel", "kind": "telemetry", "options": options},
+        {"name": "quota", "kind": "telemetry", "options": quota},
+    ]
     running = Line(write_config(tmp_path / "line.toml", endpoints, actors), endpoints, processes)
     running.start_broker()
     running.start_actor("tel")
@@ -70,14 +75,23 @@ def line(tmp_path: Path, processes: Processes, ingest: Ingest) -> Line:
 
 
 def device(line: Line, service: str = "tel") -> DeviceClient:
-    return DeviceClient.start(DEVICE, "", "unused.db", bus=line.endpoints.command, service=service,
-                              subscribe_endpoint=line.endpoints.subscribe, timeout=scaled(10))  # fmt: skip
+    return DeviceClient.start(
+        DEVICE,
+        "",
+        "unused.db",
+        bus=line.endpoints.command,
+        service=service,
+        subscribe_endpoint=line.endpoints.subscribe,
+        timeout=scaled(10),
+    )
 
 
 def all_history(client: DeviceClient, group: str, stream: str) -> list[dict[str, Any]]:
     """Every stored message of a stream, by stream_seq, read in pages."""
     rows: list[dict[str, Any]] = []
-    while page := client.history(group, stream, from_seq=(rows[-1]["stream_seq"] + 1 if rows else None), limit=10000):
+    while page := client.history(
+        group, stream, from_seq=(rows[-1]["stream_seq"] + 1 if rows else None), limit=10000
+    ):
         rows.extend(page)
     return rows
 
@@ -103,7 +117,11 @@ class TestPipelined:
     def test_5000_readings_in_pipelined_batches(self, line: Line) -> None:
         """5 000 readings in batches of 100 with 8 in flight: acks stream_seq 1..5000 in order, exactly those stored, each published once."""
         payloads = [f"reading-{i:05d}".encode() for i in range(5000)]
-        with device(line) as client, line.client(timeout=10) as bus, bus.subscribe("tel.stream.") as sub:
+        with (
+            device(line) as client,
+            line.client(timeout=10) as bus,
+            bus.subscribe("tel.stream.") as sub,
+        ):
             sub.wait_ready(scaled(5))
             warm_up(client, sub)
             sender = client.create_stream_sender("line", "bulk", Compression.FASTEST)
@@ -112,13 +130,17 @@ class TestPipelined:
             after = time.time()
             assert [a["stream_seq"] for a in acks] == list(range(1, 5001))
             seqs = [a["seq"] for a in acks]
-            assert seqs == list(range(seqs[0], seqs[0] + 5000)) and not any(a["duplicate"] for a in acks)
+            assert seqs == list(range(seqs[0], seqs[0] + 5000)) and not any(
+                a["duplicate"] for a in acks
+            )
 
             stored = all_history(client, "line", "bulk")
             assert [m["stream_seq"] for m in stored] == list(range(1, 5001))
             assert [m["payload"] for m in stored] == payloads
             assert [m["seq"] for m in stored] == seqs
-            assert {(m["kind"], m["message_id"], m["batch_id"]) for m in stored} == {("message", None, None)}
+            assert {(m["kind"], m["message_id"], m["batch_id"]) for m in stored} == {
+                ("message", None, None)
+            }
             assert all(before <= m["timestamp"] <= after for m in stored)
 
             events = []
@@ -130,7 +152,9 @@ class TestPipelined:
             assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + 5000))
             assert sum(e.missed for e in events) == 0
             # Each event's data is the stored row as history gives it, without the state.
-            assert [e.data for e in events] == [{k: v for k, v in m.items() if k != "state"} for m in stored]
+            assert [e.data for e in events] == [
+                {k: v for k, v in m.items() if k != "state"} for m in stored
+            ]
 
     def test_invalid_batch_size_and_in_flight(self, line: Line) -> None:
         """batch_size or in_flight below 1 raise SpotflowError invalid_arguments and store nothing."""
@@ -169,30 +193,76 @@ class TestPipelined:
     def test_dicts_with_ids_and_plain_payloads_mix(self, line: Line) -> None:
         """Dict items with message ids and plain bytes in one call (batches of both kinds) are stored in order; repeats are flagged."""
         items: list[Any] = [
-            b"p0", b"p1",                                               # batch 0: plain readings only
-            {"payload": b"d2", "message_id": "m1"}, b"p3",              # batch 1: mixed
-            {"payload": "d4", "message_id": "m1"}, {"payload": b"d5", "message_id": "m2", "batch_id": "b"},  # repeat of m1
-            b"p6", b"p7",                                               # batch 3: plain
-            {"payload": b"d8", "message_id": "m2", "batch_id": "b"}, {"payload": b"d9", "message_id": "m2"},  # repeat; other batch id
-        ]  # fmt: skip
-        with device(line) as client, line.client(timeout=10) as bus, bus.subscribe("tel.stream.") as sub:
+            b"p0",
+            b"p1",  # batch 0: plain readings only
+            {"payload": b"d2", "message_id": "m1"},
+            b"p3",  # batch 1: mixed
+            {"payload": "d4", "message_id": "m1"},
+            {"payload": b"d5", "message_id": "m2", "batch_id": "b"},  # repeat of m1
+            b"p6",
+            b"p7",  # batch 3: plain
+            {"payload": b"d8", "message_id": "m2", "batch_id": "b"},
+            {"payload": b"d9", "message_id": "m2"},  # repeat; other batch id
+        ]
+        with (
+            device(line) as client,
+            line.client(timeout=10) as bus,
+            bus.subscribe("tel.stream.") as sub,
+        ):
             sub.wait_ready(scaled(5))
             warm_up(client, sub)
             sender = client.create_stream_sender("line", "mixed")
             acks = sender.enqueue_messages(items, batch_size=2, in_flight=3)
-            assert [a["duplicate"] for a in acks] == [False, False, False, False, True, False, False, False, True, False]
+            assert [a["duplicate"] for a in acks] == [
+                False,
+                False,
+                False,
+                False,
+                True,
+                False,
+                False,
+                False,
+                True,
+                False,
+            ]
             stored_at = [i for i, a in enumerate(acks) if not a["duplicate"]]
             assert [acks[i]["stream_seq"] for i in stored_at] == list(range(1, 9))
-            assert (acks[4]["seq"], acks[4]["stream_seq"]) == (acks[2]["seq"], acks[2]["stream_seq"])
-            assert (acks[8]["seq"], acks[8]["stream_seq"]) == (acks[5]["seq"], acks[5]["stream_seq"])
+            assert (acks[4]["seq"], acks[4]["stream_seq"]) == (
+                acks[2]["seq"],
+                acks[2]["stream_seq"],
+            )
+            assert (acks[8]["seq"], acks[8]["stream_seq"]) == (
+                acks[5]["seq"],
+                acks[5]["stream_seq"],
+            )
 
             stored = all_history(client, "line", "mixed")
-            assert [m["payload"] for m in stored] == [b"p0", b"p1", b"d2", b"p3", b"d5", b"p6", b"p7", b"d9"]
-            assert [m["message_id"] for m in stored] == [None, None, "m1", None, "m2", None, None, "m2"]
+            assert [m["payload"] for m in stored] == [
+                b"p0",
+                b"p1",
+                b"d2",
+                b"p3",
+                b"d5",
+                b"p6",
+                b"p7",
+                b"d9",
+            ]
+            assert [m["message_id"] for m in stored] == [
+                None,
+                None,
+                "m1",
+                None,
+                "m2",
+                None,
+                None,
+                "m2",
+            ]
             assert [m["seq"] for m in stored] == [acks[i]["seq"] for i in stored_at]
 
             # A later call repeating ids of this one: flagged, nothing new stored.
-            again = sender.enqueue_messages([{"payload": b"x", "message_id": "m1"}, b"p10"], batch_size=1)
+            again = sender.enqueue_messages(
+                [{"payload": b"x", "message_id": "m1"}, b"p10"], batch_size=1
+            )
             assert again[0]["duplicate"] and again[0]["seq"] == acks[2]["seq"]
             assert (again[1]["duplicate"], again[1]["stream_seq"]) == (False, 9)
 
@@ -203,9 +273,13 @@ class TestPipelined:
                 events.append(event)
             # One event per stored message, whichever path stored it, all alike.
             assert [e.data["stream_seq"] for e in events] == list(range(1, 10))
-            assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + 9)) and sum(e.missed for e in events) == 0
+            assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + 9)) and sum(
+                e.missed for e in events
+            ) == 0
             stored = all_history(client, "line", "mixed")
-            assert [e.data for e in events] == [{k: v for k, v in m.items() if k != "state"} for m in stored]
+            assert [e.data for e in events] == [
+                {k: v for k, v in m.items() if k != "state"} for m in stored
+            ]
             assert client.stats()["duplicates"] == 3
 
 
@@ -220,16 +294,23 @@ class TestQuotaMidCall:
             with pytest.raises(SpotflowError) as caught:
                 sender.enqueue_messages(payloads, batch_size=QUOTA_BATCH, in_flight=in_flight)
             error = caught.value
-            assert error.code == "storage_error" and error.details.get("reason") == "rejected_quota_full"
+            assert (
+                error.code == "storage_error"
+                and error.details.get("reason") == "rejected_quota_full"
+            )
             assert error.details["failed_call"] == QUOTA_BATCHES
             results = error.details["results"]
             assert len(results) == 12
             assert all(r is None for r in results[QUOTA_BATCHES:])
             acked = [ack for r in results[:QUOTA_BATCHES] for ack in r]
-            assert [a["stream_seq"] for a in acked] == list(range(1, QUOTA_BATCH * QUOTA_BATCHES + 1))
+            assert [a["stream_seq"] for a in acked] == list(
+                range(1, QUOTA_BATCH * QUOTA_BATCHES + 1)
+            )
 
             stored = all_history(client, "q", "r")
-            assert [(m["seq"], m["stream_seq"]) for m in stored] == [(a["seq"], a["stream_seq"]) for a in acked]
+            assert [(m["seq"], m["stream_seq"]) for m in stored] == [
+                (a["seq"], a["stream_seq"]) for a in acked
+            ]
             assert [m["payload"] for m in stored] == payloads[: len(acked)]
             stats = client.stats()
             assert stats["pending"] == len(acked)
@@ -238,4 +319,7 @@ class TestQuotaMidCall:
             assert refused % QUOTA_BATCH == 0 and QUOTA_BATCH <= refused <= QUOTA_BATCH * in_flight
 
             # Room for a smaller batch is still there, numbered right after the acked ones.
-            assert [a["stream_seq"] for a in sender.enqueue_messages([b"s"] * 2)] == [len(acked) + 1, len(acked) + 2]
+            assert [a["stream_seq"] for a in sender.enqueue_messages([b"s"] * 2)] == [
+                len(acked) + 1,
+                len(acked) + 2,
+            ]

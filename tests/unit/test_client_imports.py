@@ -24,7 +24,12 @@ CLIENT_CORE = {"bus", "bus.client", "bus.aio", "bus._calls", "bus.protocol", "bu
 def loaded() -> set[str]:
     """Every module a fresh interpreter holds after importing the client modules."""
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True, text=True, timeout=scaled(60), check=True
+        [sys.executable, "-c", _PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=True,
     )
     return set(json.loads(result.stdout))
 
@@ -33,7 +38,15 @@ class TestClientImports:
     def test_server_side_modules_are_not_imported(self, loaded: set[str]) -> None:
         """Importing bus.client, bus.aio and bus._calls loads no structlog, broker, actor,
         supervisor or actors package."""
-        forbidden = {"structlog", "bus.broker", "bus.actor", "bus.supervisor", "bus.config", "bus.logs", "actors"}
+        forbidden = {
+            "structlog",
+            "bus.broker",
+            "bus.actor",
+            "bus.supervisor",
+            "bus.config",
+            "bus.logs",
+            "actors",
+        }
         assert loaded & forbidden == set()
         assert not any(name.startswith(("structlog.", "actors.", "clients.")) for name in loaded)
 

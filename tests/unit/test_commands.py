@@ -100,14 +100,18 @@ def _id(value: Any) -> str:
 
 
 class TestTypes:
-    @pytest.mark.parametrize("annotation, value, converted", ACCEPTED, ids=[f"{_id(a)}-{v!r}" for a, v, _ in ACCEPTED])
+    @pytest.mark.parametrize(
+        "annotation, value, converted", ACCEPTED, ids=[f"{_id(a)}-{v!r}" for a, v, _ in ACCEPTED]
+    )
     def test_accepted_and_converted(self, annotation: Any, value: Any, converted: Any) -> None:
         """A value of the declared type is accepted and passed on converted to that type."""
         bound = spec_for(annotation).bind({"x": value})
         assert bound == {"x": converted}
         assert type(bound["x"]) is type(converted)
 
-    @pytest.mark.parametrize("annotation, value", REJECTED, ids=[f"{_id(a)}-{v!r}" for a, v in REJECTED])
+    @pytest.mark.parametrize(
+        "annotation, value", REJECTED, ids=[f"{_id(a)}-{v!r}" for a, v in REJECTED]
+    )
     def test_rejected_naming_the_argument_and_type(self, annotation: Any, value: Any) -> None:
         """A value of another type is invalid_arguments naming the argument and the expected type."""
         error = rejection(spec_for(annotation), {"x": value})
@@ -163,7 +167,10 @@ class TestArguments:
         spec = CommandSpec.build(method)
         assert spec.context_param == "ctx"
         assert [p.name for p in spec.params] == ["steps"]
-        assert rejection(spec, {"steps": 1, "ctx": None}).details == {"argument": "ctx", "problem": "unknown"}
+        assert rejection(spec, {"steps": 1, "ctx": None}).details == {
+            "argument": "ctx",
+            "problem": "unknown",
+        }
 
 
 class Mover(Actor):
@@ -221,5 +228,9 @@ class TestDescribe:
     def test_actor_description_lists_every_command(self) -> None:
         """An actor's describe names its kind and doc and every command, built-ins included."""
         description = Mover("m1").describe()
-        assert (description["service"], description["kind"], description["doc"]) == ("m1", "mover", "Moves an axis.")
+        assert (description["service"], description["kind"], description["doc"]) == (
+            "m1",
+            "mover",
+            "Moves an axis.",
+        )
         assert sorted(description["commands"]) == ["Home", "describe", "move", "ping"]

@@ -75,10 +75,17 @@ class TestValid:
             heartbeat_timeout_s=3.5,
             max_message_bytes=1048576,
         )
-        assert type(line.broker.heartbeat_s) is float  # an integer is accepted where seconds are float
+        assert (
+            type(line.broker.heartbeat_s) is float
+        )  # an integer is accepted where seconds are float
         assert line.supervisor == SupervisorConfig(backoff_initial_s=0.25, flap_max_restarts=2)
         (sim,) = line.simulators
-        assert (sim.name, sim.module, sim.args, sim.wait_ready) == ("fr-sim", "actors.flashrunner.simulator", ("--port", "21234"), True)
+        assert (sim.name, sim.module, sim.args, sim.wait_ready) == (
+            "fr-sim",
+            "actors.flashrunner.simulator",
+            ("--port", "21234"),
+            True,
+        )
         fr1, echo = line.actors
         assert (fr1.name, fr1.kind, fr1.class_path, fr1.options) == (
             "fr1",
@@ -92,7 +99,12 @@ class TestValid:
     def test_empty_file_is_the_defaults(self, tmp_path: Path) -> None:
         """An empty config is a broker with the documented defaults and no actors."""
         line = load(write(tmp_path, ""))
-        assert (line.broker, line.supervisor, line.simulators, line.actors) == (BrokerConfig(), SupervisorConfig(), (), ())
+        assert (line.broker, line.supervisor, line.simulators, line.actors) == (
+            BrokerConfig(),
+            SupervisorConfig(),
+            (),
+            (),
+        )
         assert line.broker.command == "tcp://127.0.0.1:7750"
 
     def test_unknown_actor_name_lists_the_names(self) -> None:
@@ -129,7 +141,15 @@ class TestRefused:
             '[[simulator]]\nname = "s"\nmodule = "m"\nwait_ready = "yes"\n',
             '[[actor]]\nname = "a"\nkind = "echo"\noptions = 3\n',
         ],
-        ids=["float as str", "int as float", "int as bool", "str as int", "supervisor int as str", "bool as str", "options not a table"],
+        ids=[
+            "float as str",
+            "int as float",
+            "int as bool",
+            "str as int",
+            "supervisor int as str",
+            "bool as str",
+            "options not a table",
+        ],
     )
     def test_wrong_type(self, tmp_path: Path, text: str) -> None:
         """A value of the wrong type is refused."""
@@ -137,7 +157,11 @@ class TestRefused:
 
     @pytest.mark.parametrize(
         "text",
-        ["[broker]\nheartbeat_s = 0\n", "[broker]\ndefault_timeout_s = -1\n", "[supervisor]\nstop_timeout_s = 0.0\n"],
+        [
+            "[broker]\nheartbeat_s = 0\n",
+            "[broker]\ndefault_timeout_s = -1\n",
+            "[supervisor]\nstop_timeout_s = 0.0\n",
+        ],
         ids=["zero heartbeat", "negative timeout", "zero stop timeout"],
     )
     def test_durations_must_be_positive(self, tmp_path: Path, text: str) -> None:
@@ -152,7 +176,11 @@ class TestRefused:
         """A required field of the wrong type (an actor's kind = 5) is refused."""
         refused(tmp_path, '[[actor]]\nname = "a"\nkind = 5\n')
 
-    @pytest.mark.parametrize("text", ["broker = 5\n", "actor = 5\n", "actor = [5]\n"], ids=["broker", "actor", "actor item"])
+    @pytest.mark.parametrize(
+        "text",
+        ["broker = 5\n", "actor = 5\n", "actor = [5]\n"],
+        ids=["broker", "actor", "actor item"],
+    )
     def test_section_of_wrong_type(self, tmp_path: Path, text: str) -> None:
         """A section that is not a table (or array of tables) is a ConfigError."""
         refused(tmp_path, text)
@@ -166,7 +194,9 @@ class TestRefused:
         text = '[[actor]]\nname = "fr1"\nkind = "echo"\n\n[[actor]]\nname = "fr1"\nkind = "flux"\n'
         assert "'fr1'" in refused(tmp_path, text).message
 
-    @pytest.mark.parametrize("name", ["", "has space", "-dash-first", ".dot-first", "a/b", "x" * 129, "é"])
+    @pytest.mark.parametrize(
+        "name", ["", "has space", "-dash-first", ".dot-first", "a/b", "x" * 129, "é"]
+    )
     def test_invalid_service_name(self, tmp_path: Path, name: str) -> None:
         """An actor name that is not a valid service name is refused."""
         refused(tmp_path, f'[[actor]]\nname = "{name}"\nkind = "echo"\n')
@@ -201,15 +231,23 @@ class TestEnvironment:
         monkeypatch.setenv("LINEBUS_PUBLISH", "tcp://10.0.0.5:9751")
         monkeypatch.setenv("LINEBUS_SUBSCRIBE", "tcp://10.0.0.5:9752")
         broker = load(write(tmp_path, VALID)).broker
-        assert (broker.command, broker.publish, broker.subscribe) == ("tcp://10.0.0.5:9750", "tcp://10.0.0.5:9751", "tcp://10.0.0.5:9752")
+        assert (broker.command, broker.publish, broker.subscribe) == (
+            "tcp://10.0.0.5:9750",
+            "tcp://10.0.0.5:9751",
+            "tcp://10.0.0.5:9752",
+        )
         assert broker.heartbeat_timeout_s == 3.5  # the rest of [broker] still comes from the file
 
-    def test_override_without_broker_section(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_override_without_broker_section(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The override applies even when the file has no [broker] table."""
         monkeypatch.setenv("LINEBUS_ENDPOINT", "ipc:///tmp/linebus-cmd")
         assert load(write(tmp_path, "")).broker.command == "ipc:///tmp/linebus-cmd"
 
-    def test_empty_variable_is_no_override(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_empty_variable_is_no_override(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """An empty LINEBUS_ENDPOINT leaves the file's endpoint."""
         monkeypatch.setenv("LINEBUS_ENDPOINT", "")
         assert load(write(tmp_path, VALID)).broker.command == "tcp://127.0.0.1:8750"

@@ -43,8 +43,17 @@ def slave_key() -> rsa.RSAPrivateKey:
     return crypto.new_key(1024)
 
 
-def announcement(master_key: rsa.RSAPrivateKey, status: Status | None = None, slave_ts: float = 1024.0) -> bytes:
-    return build_announcement(DEVICE, "XXXXXXXXXX", slave_ts, crypto.public_der(master_key), b"WAWASUREMONO", status or Status())
+def announcement(
+    master_key: rsa.RSAPrivateKey, status: Status | None = None, slave_ts: float = 1024.0
+) -> bytes:
+    return build_announcement(
+        DEVICE,
+        "XXXXXXXXXX",
+        slave_ts,
+        crypto.public_der(master_key),
+        b"WAWASUREMONO",
+        status or Status(),
+    )
 
 
 class TestDatagrams:
@@ -73,16 +82,22 @@ class TestDatagrams:
         assert data[22:32] == b"XXXXXXXXXX"
         assert struct.unpack_from("<fHH", data, 32) == (1024.0, len(der), 12)
         parsed = parse_datagram(data)
-        assert parsed == Announcement(DEVICE, "XXXXXXXXXX", 1024.0, der, b"WAWASUREMONO", Status(5.0, 64, 1.0, "LASER", ""))
+        assert parsed == Announcement(
+            DEVICE, "XXXXXXXXXX", 1024.0, der, b"WAWASUREMONO", Status(5.0, 64, 1.0, "LASER", "")
+        )
 
-    def test_touch_response_verified(self, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey) -> None:
+    def test_touch_response_verified(
+        self, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey
+    ) -> None:
         """Both signatures check against the announced master key."""
         data = build_touch_response(DEVICE, 1024.0, master_key, slave_key, INFO)
         response = parse_touch_response(data, crypto.public_der(master_key))
         assert response.info == INFO and response.slave_der == crypto.public_der(slave_key)
         assert isinstance(parse_datagram(data), TouchResponse)
 
-    def test_touch_response_forged(self, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey) -> None:
+    def test_touch_response_forged(
+        self, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey
+    ) -> None:
         """A different master key, or changed info bytes, fail verification."""
         data = build_touch_response(DEVICE, 1024.0, master_key, slave_key, INFO)
         with pytest.raises(DatagramError, match="slave key signature"):
@@ -93,7 +108,12 @@ class TestDatagrams:
 
     @pytest.mark.parametrize(
         "data",
-        [b"FLUX\x01", b"XLUX\x01\x00" + bytes(16), b"FLUX\x03\x00" + DEVICE.bytes + bytes(100), b"FLUX\x01\x09" + DEVICE.bytes],
+        [
+            b"FLUX\x01",
+            b"XLUX\x01\x00" + bytes(16),
+            b"FLUX\x03\x00" + DEVICE.bytes + bytes(100),
+            b"FLUX\x01\x09" + DEVICE.bytes,
+        ],
     )
     def test_ignored(self, data: bytes) -> None:
         """Short, foreign-magic, newer-version and unknown-action datagrams are ignored."""
@@ -109,9 +129,21 @@ class TestDatagrams:
 class TestDeviceTable:
     """Appear after touch, status changes, identity changes, silence (§2.3, §2.10)."""
 
-    def _touch(self, table: DeviceTable, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey, now: float, **info: str) -> list[str]:
+    def _touch(
+        self,
+        table: DeviceTable,
+        master_key: rsa.RSAPrivateKey,
+        slave_key: rsa.RSAPrivateKey,
+        now: float,
+        **info: str,
+    ) -> list[str]:
         data = build_touch_response(DEVICE, 1024.0, master_key, slave_key, {**INFO, **info})
-        return [event.kind for event in table.touched(parse_touch_response(data, crypto.public_der(master_key)), now)]
+        return [
+            event.kind
+            for event in table.touched(
+                parse_touch_response(data, crypto.public_der(master_key)), now
+            )
+        ]
 
     def test_lifecycle(self, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey) -> None:
         """New device → touch → appeared; status → status; rename → changed; silence → gone."""
@@ -122,14 +154,26 @@ class TestDeviceTable:
         assert table.devices() == []
         assert self._touch(table, master_key, slave_key, 0.1) == ["appeared"]
         (device,) = table.devices()
-        expected = {"uuid": DEVICE.hex, "name": "p1", "serial": "XXXXXXXXXX", "model_id": "delta-1", "version": "1.6.95", "ipaddr": "127.0.0.2", "endpoint": ["127.0.0.2", 1901]}
+        expected = {
+            "uuid": DEVICE.hex,
+            "name": "p1",
+            "serial": "XXXXXXXXXX",
+            "model_id": "delta-1",
+            "version": "1.6.95",
+            "ipaddr": "127.0.0.2",
+            "endpoint": ["127.0.0.2", 1901],
+        }
         assert {key: device[key] for key in expected} == expected
         assert table.announced(first, SOURCE, 1.0) == ([], False)
         running = parse_datagram(announcement(master_key, Status(2.0, 16, 0.5, "EXTRUDER", "")))
         assert isinstance(running, Announcement)
         events, _ = table.announced(running, SOURCE, 2.0)
-        assert [(e.kind, e.device["st_id"], e.device["st_label"], e.device["st_prog"]) for e in events] == [("status", 16, "RUNNING", 0.5)]
-        bumped = parse_datagram(announcement(master_key, Status(3.0, 16, 0.5, "EXTRUDER", ""), slave_ts=2048.0))
+        assert [
+            (e.kind, e.device["st_id"], e.device["st_label"], e.device["st_prog"]) for e in events
+        ] == [("status", 16, "RUNNING", 0.5)]
+        bumped = parse_datagram(
+            announcement(master_key, Status(3.0, 16, 0.5, "EXTRUDER", ""), slave_ts=2048.0)
+        )
         assert isinstance(bumped, Announcement)
         assert table.announced(bumped, SOURCE, 3.0) == ([], True)
         assert self._touch(table, master_key, slave_key, 3.1, name="renamed") == ["changed"]
@@ -138,7 +182,9 @@ class TestDeviceTable:
         assert [(e.kind, e.device["name"]) for e in gone] == [("gone", "renamed")]
         assert table.devices() == [] and len(table) == 0
 
-    def test_touch_without_announcement(self, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey) -> None:
+    def test_touch_without_announcement(
+        self, master_key: rsa.RSAPrivateKey, slave_key: rsa.RSAPrivateKey
+    ) -> None:
         """A touch for an unknown (expired) device is ignored."""
         assert self._touch(DeviceTable(), master_key, slave_key, 0.0) == []
 
@@ -159,7 +205,9 @@ class TestManagement:
             ("hello", "unknown", (), {}),
         ],
     )
-    def test_parse_answer(self, text: str, kind: str, symbols: tuple[str, ...], data: dict[str, object]) -> None:
+    def test_parse_answer(
+        self, text: str, kind: str, symbols: tuple[str, ...], data: dict[str, object]
+    ) -> None:
         """Each answer frame is classified."""
         answer = manage_protocol.parse_answer(text)
         assert (answer.kind, answer.symbols, answer.data) == (kind, symbols, data)
@@ -180,4 +228,8 @@ class TestManagement:
         der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
         assert manage_protocol.uuid_from_certificate(der) == DEVICE
         signature = manage_protocol.sign_challenge(slave_key, DEVICE, b"r" * 64)
-        assert crypto.verify(slave_key.public_key(), bytes.fromhex(signature), crypto.hmac_sha1(DEVICE.bytes, b"r" * 64))
+        assert crypto.verify(
+            slave_key.public_key(),
+            bytes.fromhex(signature),
+            crypto.hmac_sha1(DEVICE.bytes, b"r" * 64),
+        )

@@ -69,9 +69,7 @@ class TestCodes:
     def test_codes_are_snake_case_ascii(self) -> None:
         """Wire codes are lower-case snake_case."""
         for cls in SUBCLASSES:
-            assert (
-                cls.code.replace("_", "").isalpha() and cls.code == cls.code.lower()
-            ), cls
+            assert cls.code.replace("_", "").isalpha() and cls.code == cls.code.lower(), cls
 
     def test_codes_match_the_documented_table(self) -> None:
         """The allow-list is exactly the table in docs/PROTOCOL.md, class for class."""
@@ -146,9 +144,7 @@ class TestUnknownCode:
 
 class TestPickling:
     @pytest.mark.parametrize("cls", SUBCLASSES, ids=_names(SUBCLASSES))
-    def test_round_trip_keeps_type_message_and_details(
-        self, cls: type[BusError]
-    ) -> None:
+    def test_round_trip_keeps_type_message_and_details(self, cls: type[BusError]) -> None:
         """Errors survive pickling (multiprocessing, concurrent.futures) with type, message and details."""
         err = make(cls, "it broke", {"k": [1, {"n": None}]})
         back = pickle.loads(pickle.dumps(err))
@@ -176,9 +172,7 @@ class TestPickling:
 
 
 class TestRetryable:
-    @pytest.mark.parametrize(
-        ("code", "row"), list(DOCUMENTED.items()), ids=list(DOCUMENTED)
-    )
+    @pytest.mark.parametrize(("code", "row"), list(DOCUMENTED.items()), ids=list(DOCUMENTED))
     def test_retryable_flags(self, code: str, row: tuple[str, bool]) -> None:
         """Only unavailable, broker_unreachable, busy and device_unavailable are retryable."""
         assert error_class(code).retryable is row[1]  # type: ignore[union-attr]

@@ -52,7 +52,9 @@ class TestCommandFrames:
             ("  SGETVER  ", 55, MultiChannel.MASK, b"#55*SGETVER\n"),
         ],
     )
-    def test_encode(self, command: str, channels: int | list[int] | None, multi: MultiChannel, expected: bytes) -> None:
+    def test_encode(
+        self, command: str, channels: int | list[int] | None, multi: MultiChannel, expected: bytes
+    ) -> None:
         """Single channels use '*', several a decimal mask with '|' (or one frame each)."""
         assert encode_command(command, channels, multi=multi) == expected
 
@@ -63,7 +65,15 @@ class TestCommandFrames:
 
     @pytest.mark.parametrize(
         ("command", "channels"),
-        [("RUN x", 0), ("RUN x", 56), ("RUN x", [55, 1]), ("RUN x", []), ("", 1), ("#55*SPING", 55), ("X" * 300, 1)],
+        [
+            ("RUN x", 0),
+            ("RUN x", 56),
+            ("RUN x", [55, 1]),
+            ("RUN x", []),
+            ("", 1),
+            ("#55*SPING", 55),
+            ("X" * 300, 1),
+        ],
     )
     def test_invalid(self, command: str, channels: int | list[int]) -> None:
         """Bad channels, empty, pre-framed or over-long commands are refused before any I/O."""
@@ -85,13 +95,22 @@ class TestCommandFrames:
             encode_frame(frame)
 
     @pytest.mark.parametrize(
-        ("frame", "count"), [("#55*SPING", 1), ("#GETENGSTATUS", 1), ("#15|RUN a", 4), ("#5 | RUN a", 2), ("#3*RUN a", 1)]
+        ("frame", "count"),
+        [
+            ("#55*SPING", 1),
+            ("#GETENGSTATUS", 1),
+            ("#15|RUN a", 4),
+            ("#5 | RUN a", 2),
+            ("#3*RUN a", 1),
+        ],
     )
     def test_expected_answers(self, frame: str, count: int) -> None:
         """A mask frame is answered once per channel."""
         assert expected_answers(frame) == count
 
-    @pytest.mark.parametrize(("channels", "mask"), [((1,), 1), ((2, 4), 10), ((1, 2, 3, 4), 15), ((32,), 1 << 31)])
+    @pytest.mark.parametrize(
+        ("channels", "mask"), [((1,), 1), ((2, 4), 10), ((1, 2, 3, 4), 15), ((32,), 1 << 31)]
+    )
     def test_mask_round_trip(self, channels: tuple[int, ...], mask: int) -> None:
         """Bit n-1 of the mask is channel n (as !ENGINEMASK)."""
         assert channel_mask(channels) == mask
@@ -105,7 +124,10 @@ class TestAnswerParser:
     TABLE: ClassVar[list[tuple[bytes, list[object]]]] = [
         (b">", [Answer(True, "")]),
         (b"55|>", [Answer(True, "", 55)]),
-        (b"01|>02|ERR_PROJECT_FAILED verify!", [Answer(True, "", 1), Answer(False, "ERR_PROJECT_FAILED verify", 2)]),
+        (
+            b"01|>02|ERR_PROJECT_FAILED verify!",
+            [Answer(True, "", 1), Answer(False, "ERR_PROJECT_FAILED verify", 2)],
+        ),
         (b"55|IPFR|4>", [Answer(True, "IPFR|4", 55)]),
         (b"\r\n55|FR 2.0\r\n>\r\n", [Answer(True, "FR 2.0", 55)]),
         (b"BUSY\r\nBUSY\n01|>", [Busy(), Busy(), Answer(True, "", 1)]),
@@ -116,7 +138,13 @@ class TestAnswerParser:
             [Answer(True, f"DATA 7 {crc32_hex(data)}", 55, data), Answer(True, "", 55)],
         ),
         (b"55|DATA 0 00000000>", [Answer(True, "DATA 0 00000000", 55, b"")]),
-        (b"\xf0\x9f\x00garbled>55|>", [Garbled(b"\xf0\x9f\x00garbled>", "non-printable bytes in answer"), Answer(True, "", 55)]),
+        (
+            b"\xf0\x9f\x00garbled>55|>",
+            [
+                Garbled(b"\xf0\x9f\x00garbled>", "non-printable bytes in answer"),
+                Answer(True, "", 55),
+            ],
+        ),
     ]
 
     @pytest.mark.parametrize(("stream", "items"), TABLE)
@@ -156,7 +184,11 @@ class TestAnswerParser:
         ("answer", "raw", "code"),
         [
             (Answer(True, "", 55), "55|>", None),
-            (Answer(False, "ERR_FILE_NOT_FOUND /PROJECTS/a.prj", 1), "01|ERR_FILE_NOT_FOUND /PROJECTS/a.prj!", "ERR_FILE_NOT_FOUND"),
+            (
+                Answer(False, "ERR_FILE_NOT_FOUND /PROJECTS/a.prj", 1),
+                "01|ERR_FILE_NOT_FOUND /PROJECTS/a.prj!",
+                "ERR_FILE_NOT_FOUND",
+            ),
             (Answer(False, "ERR: bad", None), "ERR: bad!", "ERR"),
             (Answer(False, "something odd", 2), "02|something odd!", None),
         ],
@@ -189,13 +221,25 @@ class TestRequestParser:
         ("stream", "requests"),
         [
             (b"#55*SPING\n", [Request((55,), "SPING")]),
-            (b"#55*sping\r\n#GETENGSTATUS\r", [Request((55,), "SPING"), Request((), "GETENGSTATUS")]),
+            (
+                b"#55*sping\r\n#GETENGSTATUS\r",
+                [Request((55,), "SPING"), Request((), "GETENGSTATUS")],
+            ),
             (b"noise #3*RUN a.prj  \n", [Request((3,), "RUN", ("a.prj",))]),
             (b"#5|RUN a.prj\n", [Request((1, 3), "RUN", ("a.prj",), masked=True)]),
             (b"\n\r\n#1*X\n", [Request((1,), "X")]),
-            (encode_command("FSDATA", 55, data=blob) + b"#55*SPING\n", [Request((55,), "FSDATA", (), blob), Request((55,), "SPING")]),
-            (b"#55*FSDATA 3 00000000\nabc", [Request((55,), "FSDATA", (), error="ERR_CRC data CRC mismatch")]),
-            (b"#55*FSDATA\n", [Request((55,), "FSDATA", (), error="ERR_SYNTAX missing <len> <crc>")]),
+            (
+                encode_command("FSDATA", 55, data=blob) + b"#55*SPING\n",
+                [Request((55,), "FSDATA", (), blob), Request((55,), "SPING")],
+            ),
+            (
+                b"#55*FSDATA 3 00000000\nabc",
+                [Request((55,), "FSDATA", (), error="ERR_CRC data CRC mismatch")],
+            ),
+            (
+                b"#55*FSDATA\n",
+                [Request((55,), "FSDATA", (), error="ERR_SYNTAX missing <len> <crc>")],
+            ),
             (b"#" + b"A" * 300 + b"\n", [Request((), "", error="ERR_TOO_LONG command too long")]),
         ],
     )
@@ -214,7 +258,11 @@ class TestEngineStatus:
     @pytest.mark.parametrize(
         ("answer", "states", "extra"),
         [
-            (Answer(True, "IPFR|4", 55), [EngineState.IDLE, EngineState.PASS, EngineState.FAIL, EngineState.RUNNING], ("4",)),
+            (
+                Answer(True, "IPFR|4", 55),
+                [EngineState.IDLE, EngineState.PASS, EngineState.FAIL, EngineState.RUNNING],
+                ("4",),
+            ),
             (Answer(True, "55|BR", None), [EngineState.BUSY, EngineState.RUNNING], ()),
             (Answer(True, "x-", 55), [EngineState.PASS, EngineState.ABSENT], ()),
         ],
@@ -231,7 +279,9 @@ class TestEngineStatus:
         assert status.working([1, 2, 3, 4, 9]) == [1, 2]
         assert status.state(9) is EngineState.ABSENT
 
-    @pytest.mark.parametrize("answer", [Answer(False, "IPFR", 55), Answer(True, "", 55), Answer(True, "IPFR", None)])
+    @pytest.mark.parametrize(
+        "answer", [Answer(False, "IPFR", 55), Answer(True, "", 55), Answer(True, "IPFR", None)]
+    )
     def test_invalid(self, answer: Answer) -> None:
         """A failure, an empty answer or an untagged single field is not a status."""
         with pytest.raises(ValueError, match="not an engine status"):
@@ -315,6 +365,9 @@ class TestCrypto:
     def test_public_key_formats(self, private_key: rsa.RSAPrivateKey) -> None:
         """DER and PEM load; anything else is invalid arguments."""
         der = crypto.public_key_der(private_key.public_key())
-        assert crypto.load_public_key(der).public_numbers() == private_key.public_key().public_numbers()
+        assert (
+            crypto.load_public_key(der).public_numbers()
+            == private_key.public_key().public_numbers()
+        )
         with pytest.raises(InvalidArguments):
             crypto.load_public_key(b"not a key")

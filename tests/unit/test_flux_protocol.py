@@ -52,13 +52,20 @@ class TestFraming:
 
     @pytest.mark.parametrize(
         ("text", "expected"),
-        [("kick", b"\x06\x00kick"), ("file ls SD ''", b"\x0f\x00file ls SD ''"), ("é", b"\x04\x00\xc3\xa9")],
+        [
+            ("kick", b"\x06\x00kick"),
+            ("file ls SD ''", b"\x0f\x00file ls SD ''"),
+            ("é", b"\x04\x00\xc3\xa9"),
+        ],
     )
     def test_command_counts_its_prefix(self, text: str, expected: bytes) -> None:
         """Client → device lengths include the two length bytes."""
         assert encode_command(text) == expected
 
-    @pytest.mark.parametrize(("text", "expected"), [("ok", b"\x02\x00ok"), ("", b"\x00\x00"), (b"md5 x", b"\x05\x00md5 x")])
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [("ok", b"\x02\x00ok"), ("", b"\x00\x00"), (b"md5 x", b"\x05\x00md5 x")],
+    )
     def test_answer_counts_payload_only(self, text: str | bytes, expected: bytes) -> None:
         """Device → client lengths count the payload only."""
         assert encode_answer(text) == expected
@@ -71,14 +78,41 @@ class TestFraming:
 
     def test_answers_split_anywhere(self) -> None:
         """Frames and binary bodies decode the same when fed one byte at a time."""
-        data = encode_answer("continue") + encode_answer("binary image/png 5") + b"\x89PNG!" + encode_answer("ok size=5")
-        expected = [Text("continue"), BinaryStart("image/png", 5), BinaryChunk(b"\x89"), BinaryChunk(b"P"), BinaryChunk(b"N"), BinaryChunk(b"G"), BinaryChunk(b"!"), BinaryEnd(), Text("ok size=5")]
+        data = (
+            encode_answer("continue")
+            + encode_answer("binary image/png 5")
+            + b"\x89PNG!"
+            + encode_answer("ok size=5")
+        )
+        expected = [
+            Text("continue"),
+            BinaryStart("image/png", 5),
+            BinaryChunk(b"\x89"),
+            BinaryChunk(b"P"),
+            BinaryChunk(b"N"),
+            BinaryChunk(b"G"),
+            BinaryChunk(b"!"),
+            BinaryEnd(),
+            Text("ok size=5"),
+        ]
         assert _feed_bytewise(AnswerReader(), data) == expected
 
     def test_binary_body_in_one_piece(self) -> None:
         """A body that arrives whole is one chunk; a zero-size body ends at once."""
-        data = encode_answer("binary text/gcode 3") + b"G28" + encode_answer("binary text/json 0") + encode_answer("ok")
-        assert AnswerReader().feed(data) == [BinaryStart("text/gcode", 3), BinaryChunk(b"G28"), BinaryEnd(), BinaryStart("text/json", 0), BinaryEnd(), Text("ok")]
+        data = (
+            encode_answer("binary text/gcode 3")
+            + b"G28"
+            + encode_answer("binary text/json 0")
+            + encode_answer("ok")
+        )
+        assert AnswerReader().feed(data) == [
+            BinaryStart("text/gcode", 3),
+            BinaryChunk(b"G28"),
+            BinaryEnd(),
+            BinaryStart("text/json", 0),
+            BinaryEnd(),
+            Text("ok"),
+        ]
 
     def test_bad_binary_header(self) -> None:
         """A ``binary`` frame without a numeric size is a protocol violation."""
@@ -88,7 +122,9 @@ class TestFraming:
     def test_commands_and_upload_bytes(self) -> None:
         """The device reader switches to raw bytes for exactly the announced size."""
         reader = CommandReader()
-        assert reader.feed(encode_command("file upload binary 4 #")) == [Text("file upload binary 4 #")]
+        assert reader.feed(encode_command("file upload binary 4 #")) == [
+            Text("file upload binary 4 #")
+        ]
         reader.expect_binary(4)
         events = _feed_bytewise(reader, b"\x00\x01\x02\x03" + encode_command("player start"))
         assert events[-2:] == [BinaryEnd(), Text("player start")]
@@ -137,7 +173,18 @@ class TestErrors:
         assert type(error) is cls
         assert error.details == {"device_code": symbols[0], "symbols": list(symbols)}
 
-    @pytest.mark.parametrize(("text", "final"), [("ok", True), ("ok VAL 1", True), ("ok\nversion:1", True), ("continue", False), ("CTRL POINT 1", False), ("okay", False), ("error X", True)])
+    @pytest.mark.parametrize(
+        ("text", "final"),
+        [
+            ("ok", True),
+            ("ok VAL 1", True),
+            ("ok\nversion:1", True),
+            ("continue", False),
+            ("CTRL POINT 1", False),
+            ("okay", False),
+            ("error X", True),
+        ],
+    )
     def test_final_answers(self, text: str, final: bool) -> None:
         """``ok ...`` and errors end an exchange; progress lines do not."""
         assert is_final(text) is final
@@ -146,12 +193,18 @@ class TestErrors:
 class TestHandshake:
     """Protocol 2: banner, signatures, status, RSA-wrapped AES key (§1.2)."""
 
-    def _pair(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey, trusted: bool = True) -> tuple[ClientHandshake, ServerHandshake]:
+    def _pair(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey, trusted: bool = True
+    ) -> tuple[ClientHandshake, ServerHandshake]:
         ident = crypto.access_id(client_key)
-        server = ServerHandshake(device_key, lambda got: client_key.public_key() if trusted and got == ident else None)
+        server = ServerHandshake(
+            device_key, lambda got: client_key.public_key() if trusted and got == ident else None
+        )
         return ClientHandshake(client_key, device_key.public_key()), server
 
-    def test_bytewise_handshake_then_session(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey) -> None:
+    def test_bytewise_handshake_then_session(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey
+    ) -> None:
         """Fed byte by byte, both sides agree on a session and exchange encrypted frames."""
         client, server = self._pair(client_key, device_key)
         first = server.start()
@@ -169,7 +222,9 @@ class TestHandshake:
         wire = server.stream.encrypt(encode_answer("ok"))
         assert AnswerReader().feed(client.stream.decrypt(wire)) == [Text("ok")]
 
-    def test_session_bytes_with_the_key(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey) -> None:
+    def test_session_bytes_with_the_key(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey
+    ) -> None:
         """Session bytes arriving with the key are decrypted into ``leftover``."""
         client, server = self._pair(client_key, device_key)
         answer = server.receive(client.receive(server.start()))
@@ -177,7 +232,9 @@ class TestHandshake:
         client.receive(answer + server.stream.encrypt(encode_answer("hello")))
         assert client.done and AnswerReader().feed(client.leftover) == [Text("hello")]
 
-    def test_unknown_key_refused_early(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey) -> None:
+    def test_unknown_key_refused_early(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey
+    ) -> None:
         """An untrusted access id is refused as soon as its 20 bytes arrive."""
         client, server = self._pair(client_key, device_key, trusted=False)
         reply = client.receive(server.start())
@@ -187,27 +244,40 @@ class TestHandshake:
             client.receive(answer)
         assert caught.value.symbols == ("AUTH_ERROR",)
 
-    def test_bad_signature_refused(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey) -> None:
+    def test_bad_signature_refused(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey
+    ) -> None:
         """A signature over the wrong challenge is AUTH_ERROR."""
         _client, server = self._pair(client_key, device_key)
         server.start()
         forged = crypto.access_id(client_key) + crypto.sign(client_key, b"another challenge")
         assert server.receive(forged)[:10] == b"AUTH_ERROR"
 
-    def test_too_many_bytes(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey) -> None:
+    def test_too_many_bytes(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey
+    ) -> None:
         """More than access id + signature is PROTOCOL_ERROR."""
         client, server = self._pair(client_key, device_key)
         reply = client.receive(server.start())
         assert server.receive(reply + b"x")[:14] == b"PROTOCOL_ERROR"
 
-    @pytest.mark.parametrize(("banner", "symbol"), [(b"HTTP/1.1", "PROTOCOL_ERROR"), (b"FLUX0003", "NOT_SUPPORT"), (b"FLUX0009", "NOT_SUPPORT")])
+    @pytest.mark.parametrize(
+        ("banner", "symbol"),
+        [
+            (b"HTTP/1.1", "PROTOCOL_ERROR"),
+            (b"FLUX0003", "NOT_SUPPORT"),
+            (b"FLUX0009", "NOT_SUPPORT"),
+        ],
+    )
     def test_banner(self, client_key: rsa.RSAPrivateKey, banner: bytes, symbol: str) -> None:
         """Only ``FLUX0002`` is spoken; other magic is a protocol error."""
         with pytest.raises(HandshakeError) as caught:
             ClientHandshake(client_key).receive(banner)
         assert caught.value.symbols[0] == symbol
 
-    def test_device_identity_checked(self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey) -> None:
+    def test_device_identity_checked(
+        self, client_key: rsa.RSAPrivateKey, device_key: rsa.RSAPrivateKey
+    ) -> None:
         """With the slave key from discovery, an impostor's signature is REMOTE_IDENTIFY_ERROR."""
         impostor = ServerHandshake(client_key, lambda _: None)
         with pytest.raises(HandshakeError) as caught:
@@ -255,7 +325,15 @@ class TestCommands:
         """``#`` selects the job; other targets are stored on SD."""
         assert commands.upload_command(mimetype, size, target) == expected
 
-    @pytest.mark.parametrize(("name", "mimetype"), [("a.gcode", "text/gcode"), ("A.FC", "application/fcode"), ("fw.fxfw", "binary/flux-firmware"), ("x.stl", "binary")])
+    @pytest.mark.parametrize(
+        ("name", "mimetype"),
+        [
+            ("a.gcode", "text/gcode"),
+            ("A.FC", "application/fcode"),
+            ("fw.fxfw", "binary/flux-firmware"),
+            ("x.stl", "binary"),
+        ],
+    )
     def test_mimetype(self, name: str, mimetype: str) -> None:
         """fluxclient's extension table."""
         assert commands.guess_mimetype(name) == mimetype
@@ -270,8 +348,14 @@ class TestCommands:
     def test_reply_parsers(self) -> None:
         """Listing, k=v metadata, deviceinfo lines and config values."""
         assert commands.parse_listing("Dsub\x00Fa.fc\x00") == [(True, "sub"), (False, "a.fc")]
-        assert commands.parse_kv("HEAD_TYPE=EXTRUDER\x00size=12\x00junk") == {"HEAD_TYPE": "EXTRUDER", "size": "12"}
-        assert commands.parse_deviceinfo("ok\nversion:1.6.95\nmacaddr:wlan0:aa:bb") == {"version": "1.6.95", "macaddr": "wlan0:aa:bb"}
+        assert commands.parse_kv("HEAD_TYPE=EXTRUDER\x00size=12\x00junk") == {
+            "HEAD_TYPE": "EXTRUDER",
+            "size": "12",
+        }
+        assert commands.parse_deviceinfo("ok\nversion:1.6.95\nmacaddr:wlan0:aa:bb") == {
+            "version": "1.6.95",
+            "macaddr": "wlan0:aa:bb",
+        }
         assert commands.parse_config_get("ok VAL http://x y") == "http://x y"
         assert commands.parse_config_get("ok EMPTY") is None
         assert commands.parse_json_object('{"st_id": 0}') == {"st_id": 0}
@@ -293,7 +377,9 @@ class TestCrypto:
         """SHA-1 of the public DER."""
         assert crypto.access_id(client_key) == hashlib.sha1(crypto.public_der(client_key)).digest()
 
-    def test_default_key_kept(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_key: rsa.RSAPrivateKey) -> None:
+    def test_default_key_kept(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_key: rsa.RSAPrivateKey
+    ) -> None:
         """The key is generated once, private to the user, and reloaded afterwards."""
         monkeypatch.setattr(crypto, "new_key", lambda bits=1024: client_key)
         path = tmp_path / "keys" / "sdk.pem"
@@ -307,15 +393,23 @@ class TestFcode:
 
     def test_round_trip(self) -> None:
         """Metadata and previews come back."""
-        data = build_fcode(b"G28\n", {"HEAD_TYPE": "EXTRUDER", "TIME_COST": "12.5"}, [b"png1", b"png22"])
-        assert read_fcode(data) == ({"HEAD_TYPE": "EXTRUDER", "TIME_COST": "12.5"}, [b"png1", b"png22"])
+        data = build_fcode(
+            b"G28\n", {"HEAD_TYPE": "EXTRUDER", "TIME_COST": "12.5"}, [b"png1", b"png22"]
+        )
+        assert read_fcode(data) == (
+            {"HEAD_TYPE": "EXTRUDER", "TIME_COST": "12.5"},
+            [b"png1", b"png22"],
+        )
 
     @pytest.mark.parametrize(
         ("data", "reason"),
         [
             (b"G28\n", "MAGIC_NUMBER_ERROR"),
             (b"FCx0001\n\x01", "#"),
-            (build_fcode(b"", {"a": "b"})[:-9] + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00\x00", "METADATA_CRC32_ERROR"),
+            (
+                build_fcode(b"", {"a": "b"})[:-9] + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00\x00",
+                "METADATA_CRC32_ERROR",
+            ),
         ],
     )
     def test_broken(self, data: bytes, reason: str) -> None:

@@ -37,9 +37,24 @@ def json_log() -> Callable[..., dict[str, Any]]:
 class TestRedaction:
     @pytest.mark.parametrize(
         "key",
-        ["password", "token", "api_token", "provisioning_token", "device_token", "db_password", "client_secret", "secret", "private_key", "authorization", "Password", "ACCESS_TOKEN"],
+        [
+            "password",
+            "token",
+            "api_token",
+            "provisioning_token",
+            "device_token",
+            "db_password",
+            "client_secret",
+            "secret",
+            "private_key",
+            "authorization",
+            "Password",
+            "ACCESS_TOKEN",
+        ],
     )
-    def test_secret_field_is_redacted(self, json_log: Callable[..., dict[str, Any]], key: str) -> None:
+    def test_secret_field_is_redacted(
+        self, json_log: Callable[..., dict[str, Any]], key: str
+    ) -> None:
         """A field named like a secret (exact names, *_token, *_password, *_secret, any case) is ***."""
         line = json_log(**{key: "hunter2"})
         assert line[key] == REDACTED
@@ -48,7 +63,13 @@ class TestRedaction:
     def test_other_fields_are_kept(self, json_log: Callable[..., dict[str, Any]]) -> None:
         """Fields that are not secrets, and the event name, pass unchanged."""
         line = json_log("actor_up", service="fr1", tokens_used=3, user="op", password="p")
-        assert (line["event"], line["service"], line["tokens_used"], line["user"], line["level"]) == ("actor_up", "fr1", 3, "op", "info")
+        assert (
+            line["event"],
+            line["service"],
+            line["tokens_used"],
+            line["user"],
+            line["level"],
+        ) == ("actor_up", "fr1", 3, "op", "info")
 
     def test_secret_inside_a_dict_field(self, json_log: Callable[..., dict[str, Any]]) -> None:
         """A secret-named key inside a dict-valued field is redacted; its siblings are kept."""
@@ -79,10 +100,15 @@ class TestRedaction:
 
     @pytest.mark.parametrize(
         "fields",
-        [{"request": {"headers": {"authorization": "Bearer hunter2"}}}, {"accounts": [{"user": "op", "password": "hunter2"}]}],
+        [
+            {"request": {"headers": {"authorization": "Bearer hunter2"}}},
+            {"accounts": [{"user": "op", "password": "hunter2"}]},
+        ],
         ids=["two levels deep", "in a list"],
     )
-    def test_secret_nested_deeper(self, json_log: Callable[..., dict[str, Any]], fields: dict[str, Any]) -> None:
+    def test_secret_nested_deeper(
+        self, json_log: Callable[..., dict[str, Any]], fields: dict[str, Any]
+    ) -> None:
         """A secret nested deeper than one dict level is redacted as well."""
         assert "hunter2" not in json.dumps(json_log(**fields))
 

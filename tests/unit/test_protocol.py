@@ -128,9 +128,7 @@ class TestHeaderFraming:
     @pytest.mark.parametrize("kind", [0, 11, 42, -1, "request", None, 9])
     def test_unknown_or_misplaced_kind_is_bad_request(self, kind: Any) -> None:
         """Kinds outside 1-10, and EVENT (9) on the command channel, are bad_request."""
-        assert (
-            code_of(decode_header, [1, kind, ID, "a", "b", None, b""]) == "bad_request"
-        )
+        assert code_of(decode_header, [1, kind, ID, "a", "b", None, b""]) == "bad_request"
 
     def test_version_is_checked_before_kind(self) -> None:
         """A version-2 header is unsupported_version even if its kind is unknown to v1."""
@@ -175,9 +173,7 @@ class TestArity:
         """A header one element short of its kind's arity is bad_request."""
         with pytest.raises(BadRequest) as info:
             decode_header(GOOD[kind][:-1])
-        assert (
-            f"{kind.name} header needs {len(GOOD[kind])} elements" in info.value.message
-        )
+        assert f"{kind.name} header needs {len(GOOD[kind])} elements" in info.value.message
 
     @pytest.mark.parametrize("kind", list(GOOD), ids=[k.name for k in GOOD])
     def test_extra_trailing_elements_are_ignored(self, kind: Kind) -> None:
@@ -234,9 +230,7 @@ class TestFieldTypes:
     @pytest.mark.parametrize(
         ("ttl", "expected"), [(None, None), (5, 5.0), (2.5, 2.5), (0, 0.0), (-1, -1.0)]
     )
-    def test_ttl_accepts_int_float_and_nil(
-        self, ttl: Any, expected: float | None
-    ) -> None:
+    def test_ttl_accepts_int_float_and_nil(self, ttl: Any, expected: float | None) -> None:
         """ttl_s is any msgpack int or float, or nil; it is decoded as a float (range checks are the broker's)."""
         header = list(GOOD[Kind.REQUEST])
         header[5] = ttl
@@ -253,9 +247,7 @@ class TestFieldTypes:
 
     def test_unknown_map_keys_are_kept_for_the_reader_to_ignore(self) -> None:
         """Unknown keys in info and details maps decode untouched (readers ignore what they do not know)."""
-        msg = decode_header(
-            [1, 6, "echo1", {"kind": "echo", "from_the_future": {"x": 1}}]
-        )
+        msg = decode_header([1, 6, "echo1", {"kind": "echo", "from_the_future": {"x": 1}}])
         assert msg.info == {"kind": "echo", "from_the_future": {"x": 1}}
 
     def test_non_string_map_keys_decode(self) -> None:
@@ -285,13 +277,9 @@ class TestValues:
             (b"\x81\xa1a\xff\xff" + b"\x00" * 1, "garbage after a map"),
         ],
     )
-    def test_payload_that_is_not_msgpack_is_bad_request(
-        self, payload: bytes, why: str
-    ) -> None:
+    def test_payload_that_is_not_msgpack_is_bad_request(self, payload: bytes, why: str) -> None:
         """A payload bin that does not hold exactly one msgpack value is bad_request on unpacking."""
-        msg = decode_header(
-            [1, 3, ID, payload]
-        )  # the header itself is fine: payloads are opaque
+        msg = decode_header([1, 3, ID, payload])  # the header itself is fine: payloads are opaque
         assert code_of(msg.value) == "bad_request", why
 
     def test_payload_with_invalid_utf8_string_is_bad_request(self) -> None:
@@ -309,9 +297,7 @@ class TestValues:
             (2.5, b"\xcb\x40\x04\x00\x00\x00\x00\x00\x00"),
         ],
     )
-    def test_small_values_are_canonical_msgpack(
-        self, value: Any, encoded: bytes
-    ) -> None:
+    def test_small_values_are_canonical_msgpack(self, value: Any, encoded: bytes) -> None:
         """Small values pack inline as plain msgpack: smallest int, float64, bin for bytes."""
         assert protocol.pack_value(value) == (encoded, [])
         assert protocol.unpack_value(encoded) == value
@@ -390,18 +376,14 @@ class TestBulkFrames:
             (b"\xff\xff\xff\xff", 3),
         ],
     )
-    def test_reference_out_of_range_is_bad_request(
-        self, ref: bytes, nframes: int
-    ) -> None:
+    def test_reference_out_of_range_is_bad_request(self, ref: bytes, nframes: int) -> None:
         """A reference to index 0 or past the last bulk frame is bad_request."""
         payload = pack({"data": msgpack.ExtType(1, ref)})
         msg = decode_header([1, 3, ID, payload], *[b"x"] * nframes)
         with pytest.raises(BadRequest, match="bulk reference"):
             msg.value()
 
-    @pytest.mark.parametrize(
-        "data", [b"\x01", b"\x00\x00\x01", b"\x00\x00\x00\x00\x01"]
-    )
+    @pytest.mark.parametrize("data", [b"\x01", b"\x00\x00\x01", b"\x00\x00\x00\x00\x01"])
     def test_reference_of_wrong_length_is_bad_request(self, data: bytes) -> None:
         """A bulk reference is exactly 4 bytes."""
         payload = pack(msgpack.ExtType(1, data))
@@ -411,9 +393,7 @@ class TestBulkFrames:
     def test_other_ext_types_are_bad_request(self, code: int) -> None:
         """Only ext type 1 is defined."""
         assert (
-            code_of(
-                protocol.unpack_value, pack(msgpack.ExtType(code, b"\0\0\0\1")), [b"x"]
-            )
+            code_of(protocol.unpack_value, pack(msgpack.ExtType(code, b"\0\0\0\1")), [b"x"])
             == "bad_request"
         )
 
@@ -454,9 +434,7 @@ class TestRoundTrip:
             ),
         ],
     )
-    def test_encode_then_decode(
-        self, frames: list[Any], expected: dict[str, Any]
-    ) -> None:
+    def test_encode_then_decode(self, frames: list[Any], expected: dict[str, Any]) -> None:
         """Each encoder's output decodes to the fields it was given."""
         msg = protocol.decode(frames)
         for name, value in expected.items():
@@ -479,17 +457,13 @@ class TestEvents:
         """event_prefix + encode_event_body is exactly encode_event (publishers cache the prefix)."""
         whole = protocol.encode_event("a.b", "a", 1, 2, 3.5, None)
         assert (
-            protocol.event_prefix("a.b")
-            + protocol.encode_event_body("a", 1, 2, 3.5, None)
-            == whole
+            protocol.event_prefix("a.b") + protocol.encode_event_body("a", 1, 2, 3.5, None) == whole
         )
 
     def test_round_trip(self) -> None:
         """decode_event gives back every field."""
         epoch = 2**53 - 1
-        frame = protocol.encode_event(
-            "presence.fr1", "broker", epoch, 1, 1.5, {"state": "up"}
-        )
+        frame = protocol.encode_event("presence.fr1", "broker", epoch, 1, 1.5, {"state": "up"})
         assert protocol.decode_event(frame) == protocol.Event(
             "presence.fr1", "broker", epoch, 1, 1.5, {"state": "up"}
         )
@@ -523,9 +497,7 @@ class TestEvents:
 
 
 class TestNames:
-    @pytest.mark.parametrize(
-        "name", ["fr1", "flux.p1", "a", "A-b_c.d", "9lives", "x" * 128]
-    )
+    @pytest.mark.parametrize("name", ["fr1", "flux.p1", "a", "A-b_c.d", "9lives", "x" * 128])
     def test_valid_service_names(self, name: str) -> None:
         """1-128 of A-Z a-z 0-9 _ . - starting with a letter or digit."""
         assert protocol.validate_service_name(name) == name
@@ -543,9 +515,7 @@ class TestNames:
         assert len(a) == 12 and int(a, 16) >= 0 and a == a.lower()
         assert a != b
 
-    @pytest.mark.skipif(
-        not hasattr(protocol, "new_epoch"), reason="no new_epoch in this codec"
-    )
+    @pytest.mark.skipif(not hasattr(protocol, "new_epoch"), reason="no new_epoch in this codec")
     def test_epoch_is_53_bits(self) -> None:
         """Publisher epochs are random and below 2**53 (exact in a JavaScript number)."""
         epochs = {protocol.new_epoch() for _ in range(20)}

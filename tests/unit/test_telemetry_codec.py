@@ -25,7 +25,9 @@ class TestCompression:
     def test_smallest_is_not_bigger_than_fastest(self) -> None:
         """SMALLEST_SIZE trades time for size."""
         body = " ".join(str(i * 7919 % 1000) for i in range(5000)).encode()
-        assert len(compress(body, Compression.SMALLEST_SIZE)[0]) <= len(compress(body, Compression.FASTEST)[0])
+        assert len(compress(body, Compression.SMALLEST_SIZE)[0]) <= len(
+            compress(body, Compression.FASTEST)[0]
+        )
 
     @pytest.mark.parametrize("compression", list(Compression))
     def test_incompressible_body_is_sent_as_is(self, compression: Compression) -> None:
@@ -44,17 +46,36 @@ class TestCompression:
 def test_upload_body_round_trip() -> None:
     """What the forwarder encodes, the server decodes, binary payloads included."""
     message = StoredMessage(
-        seq=7, stream_group="g", stream="s", stream_seq=3, message_id="m", batch_id="b", batch_slice_id="sl",
-        chunk_id="c", kind=MessageKind.MESSAGE, compression=Compression.UNCOMPRESSED, timestamp=1.5,
-        payload=b"\x00\xffdata", state="pending",
-    )  # fmt: skip
-    decoded = decode_upload(encode_upload(Upload("u1", "g", "s", Compression.UNCOMPRESSED, (message,))))
+        seq=7,
+        stream_group="g",
+        stream="s",
+        stream_seq=3,
+        message_id="m",
+        batch_id="b",
+        batch_slice_id="sl",
+        chunk_id="c",
+        kind=MessageKind.MESSAGE,
+        compression=Compression.UNCOMPRESSED,
+        timestamp=1.5,
+        payload=b"\x00\xffdata",
+        state="pending",
+    )
+    decoded = decode_upload(
+        encode_upload(Upload("u1", "g", "s", Compression.UNCOMPRESSED, (message,)))
+    )
     assert decoded["stream_group"] == "g" and decoded["stream"] == "s"
     (item,) = decoded["messages"]
     assert item == {
-        "seq": 7, "stream_seq": 3, "kind": "message", "message_id": "m", "batch_id": "b", "batch_slice_id": "sl",
-        "chunk_id": "c", "timestamp": 1.5, "payload": b"\x00\xffdata",
-    }  # fmt: skip
+        "seq": 7,
+        "stream_seq": 3,
+        "kind": "message",
+        "message_id": "m",
+        "batch_id": "b",
+        "batch_slice_id": "sl",
+        "chunk_id": "c",
+        "timestamp": 1.5,
+        "payload": b"\x00\xffdata",
+    }
     with pytest.raises(ValueError, match="bad upload"):
         decode_upload(b'{"messages": [{}]}')
 

@@ -13,9 +13,18 @@ BASE = {"db": "line.db", "instance_url": "http://127.0.0.1:8080", "provisioning_
 
 def test_flat_options_split_into_store_and_forwarder_settings() -> None:
     """Forwarder keys go to ForwarderConfig; the rest are the store's."""
-    config = TelemetryConfig.from_options({**BASE, "quota_bytes": 1000, "overflow": "evict_forwarded", "linger_s": 0.5})
-    assert (config.db, config.quota_bytes, config.overflow) == ("line.db", 1000, OverflowPolicy.EVICT_FORWARDED)
-    assert (config.forwarder.instance_url, config.forwarder.linger_s) == ("http://127.0.0.1:8080", 0.5)
+    config = TelemetryConfig.from_options(
+        {**BASE, "quota_bytes": 1000, "overflow": "evict_forwarded", "linger_s": 0.5}
+    )
+    assert (config.db, config.quota_bytes, config.overflow) == (
+        "line.db",
+        1000,
+        OverflowPolicy.EVICT_FORWARDED,
+    )
+    assert (config.forwarder.instance_url, config.forwarder.linger_s) == (
+        "http://127.0.0.1:8080",
+        0.5,
+    )
 
 
 @pytest.mark.parametrize(

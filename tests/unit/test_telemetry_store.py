@@ -25,9 +25,9 @@ from actors.telemetry.model import (
 )
 from actors.telemetry.schema import APPLICATION_ID, SCHEMA_VERSION, open_database
 from actors.telemetry.store import (
-    READINGS_PER_STATEMENT,
     BLOCK_SPAN,
     EVICTED_FOR_QUOTA,
+    READINGS_PER_STATEMENT,
     REJECTED_QUOTA,
     REJECTED_UPSTREAM,
     QuotaExceeded,
@@ -38,7 +38,9 @@ from bus.errors import InvalidArguments, StorageError
 
 def msg(i: int, *, stream: str = "s", size: int = 10, **ids: object) -> OutgoingMessage:
     """Message number ``i`` with a ``size``-byte payload and timestamp ``1000 + i``."""
-    return OutgoingMessage.create(bytes([i % 256]) * size, stream=stream, timestamp=1000.0 + i, **ids)  # type: ignore[arg-type]
+    return OutgoingMessage.create(
+        bytes([i % 256]) * size, stream=stream, timestamp=1000.0 + i, **ids
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -59,7 +61,9 @@ def forward_all(store: TelemetryStore) -> None:
 
 
 class TestSchema:
-    def test_new_file_is_marked_versioned_and_in_wal_mode(self, store: TelemetryStore, db_path: Path) -> None:
+    def test_new_file_is_marked_versioned_and_in_wal_mode(
+        self, store: TelemetryStore, db_path: Path
+    ) -> None:
         """A fresh store carries our application id, the current version, and WAL journaling."""
         conn = sqlite3.connect(db_path)
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
@@ -79,7 +83,10 @@ class TestSchema:
         with TelemetryStore.open(str(db_path)) as store:
             assert store.stats()["schema_version"] == SCHEMA_VERSION
             assert [m.payload for m in store.history("g", "s")] == [b"\x01"]
-            assert store.append(OutgoingMessage.create(b"x", stream_group="g", stream="s")).stream_seq == 2
+            assert (
+                store.append(OutgoingMessage.create(b"x", stream_group="g", stream="s")).stream_seq
+                == 2
+            )
             assert not store.any_pending_reported_updates()  # table created by the migration
 
     def test_newer_version_is_refused_untouched(self, db_path: Path) -> None:
@@ -133,7 +140,11 @@ class TestAppend:
     def test_acks_carry_global_and_per_stream_sequence(self, store: TelemetryStore) -> None:
         """seq counts every row; stream_seq counts within each stream."""
         acks = store.append_many([msg(1, stream="a"), msg(2, stream="b"), msg(3, stream="a")])
-        assert [(a.seq, a.stream_seq, a.duplicate) for a in acks] == [(1, 1, False), (2, 1, False), (3, 2, False)]
+        assert [(a.seq, a.stream_seq, a.duplicate) for a in acks] == [
+            (1, 1, False),
+            (2, 1, False),
+            (3, 2, False),
+        ]
 
     def test_sequence_survives_reopen(self, db_path: Path) -> None:
         """Acked messages are durable and numbering continues after a reopen."""
@@ -145,7 +156,9 @@ class TestAppend:
 
     def test_duplicate_message_id_is_stored_once(self, store: TelemetryStore) -> None:
         """The same (stream, batch, message id) is stored once, in one call or across calls."""
-        first, again_in_call = store.append_many([msg(1, message_id="m", batch_id="b"), msg(2, message_id="m", batch_id="b")])
+        first, again_in_call = store.append_many(
+            [msg(1, message_id="m", batch_id="b"), msg(2, message_id="m", batch_id="b")]
+        )
         later = store.append(msg(3, message_id="m", batch_id="b"))
         assert not first.duplicate and again_in_call.duplicate and later.duplicate
         assert again_in_call.seq == later.seq == first.seq
@@ -161,7 +174,9 @@ class TestAppend:
             ({"message_id": "m", "stream": "x"}, {"message_id": "m", "stream": "y"}),
         ],
     )
-    def test_different_identities_are_both_stored(self, store: TelemetryStore, a: dict[str, str], b: dict[str, str]) -> None:
+    def test_different_identities_are_both_stored(
+        self, store: TelemetryStore, a: dict[str, str], b: dict[str, str]
+    ) -> None:
         """Other batch, other chunk, other stream, or no message id at all: not a duplicate."""
         acks = store.append_many([msg(1, **a), msg(2, **b)])  # type: ignore[arg-type]
         assert [ack.duplicate for ack in acks] == [False, False]
@@ -177,11 +192,18 @@ class TestAppend:
 class TestQuota:
     def test_reject_new_refuses_the_whole_append_and_counts_it(self, db_path: Path) -> None:
         """reject_new: an append that does not fit stores nothing and is counted per message."""
-        with TelemetryStore.open(str(db_path), quota_bytes=1000, overflow=OverflowPolicy.REJECT_NEW) as store:
-            store.append_many([msg(i, size=100) for i in range(5)])  # 5 x (100 + overhead) = 835 bytes
+        with TelemetryStore.open(
+            str(db_path), quota_bytes=1000, overflow=OverflowPolicy.REJECT_NEW
+        ) as store:
+            store.append_many(
+                [msg(i, size=100) for i in range(5)]
+            )  # 5 x (100 + overhead) = 835 bytes
             with pytest.raises(QuotaExceeded) as caught:
                 store.append_many([msg(10, size=10), msg(11, size=100)])
-            assert isinstance(caught.value, StorageError) and caught.value.details["policy"] == "reject_new"
+            assert (
+                isinstance(caught.value, StorageError)
+                and caught.value.details["policy"] == "reject_new"
+            )
             assert store.pending_count() == 5
             forward_all(store)
             with pytest.raises(QuotaExceeded):
@@ -191,7 +213,9 @@ class TestQuota:
 
     def test_evict_forwarded_drops_oldest_forwarded_first(self, db_path: Path) -> None:
         """evict_forwarded: room is made from the oldest forwarded rows; pending rows are kept."""
-        with TelemetryStore.open(str(db_path), quota_bytes=1000, overflow=OverflowPolicy.EVICT_FORWARDED) as store:
+        with TelemetryStore.open(
+            str(db_path), quota_bytes=1000, overflow=OverflowPolicy.EVICT_FORWARDED
+        ) as store:
             store.append_many([msg(i, size=100) for i in range(5)])
             forward_all(store)
             store.append_many([msg(5, size=100), msg(6, size=100)])
@@ -201,7 +225,9 @@ class TestQuota:
 
     def test_evict_forwarded_rejects_when_only_pending_remain(self, db_path: Path) -> None:
         """Pending messages are never evicted: with nothing forwarded, the append is refused."""
-        with TelemetryStore.open(str(db_path), quota_bytes=1000, overflow=OverflowPolicy.EVICT_FORWARDED) as store:
+        with TelemetryStore.open(
+            str(db_path), quota_bytes=1000, overflow=OverflowPolicy.EVICT_FORWARDED
+        ) as store:
             store.append_many([msg(i, size=100) for i in range(5)])
             with pytest.raises(QuotaExceeded):
                 store.append(msg(5, size=100))
@@ -218,7 +244,11 @@ class TestHistory:
     def test_by_sequence_range(self, filled: TelemetryStore) -> None:
         """Inclusive stream_seq bounds, in order, one stream only."""
         rows = filled.history("default", "a", from_seq=3, to_seq=5)
-        assert [(r.stream, r.stream_seq, r.timestamp) for r in rows] == [("a", 3, 1005.0), ("a", 4, 1007.0), ("a", 5, 1009.0)]
+        assert [(r.stream, r.stream_seq, r.timestamp) for r in rows] == [
+            ("a", 3, 1005.0),
+            ("a", 4, 1007.0),
+            ("a", 5, 1009.0),
+        ]
 
     def test_by_time_range_and_limit(self, filled: TelemetryStore) -> None:
         """Inclusive timestamp bounds and a row limit."""
@@ -236,9 +266,15 @@ class TestHistory:
 class TestUploads:
     def test_upload_groups_one_stream_and_respects_limits(self, store: TelemetryStore) -> None:
         """An upload holds the oldest pending stream's next messages, bounded by count and bytes."""
-        store.append_many([msg(1, stream="a"), msg(2, stream="b"), msg(3, stream="a"), msg(4, stream="a")])
+        store.append_many(
+            [msg(1, stream="a"), msg(2, stream="b"), msg(3, stream="a"), msg(4, stream="a")]
+        )
         upload = store.claim_upload(max_messages=2, max_bytes=10**6)
-        assert upload is not None and upload.stream == "a" and [m.seq for m in upload.messages] == [1, 3]
+        assert (
+            upload is not None
+            and upload.stream == "a"
+            and [m.seq for m in upload.messages] == [1, 3]
+        )
         store.complete_upload(upload.upload_id, [1, 3])
         by_bytes = store.claim_upload(max_messages=100, max_bytes=5)
         assert by_bytes is not None and [m.seq for m in by_bytes.messages] == [2]  # at least one
@@ -252,7 +288,11 @@ class TestUploads:
         with TelemetryStore.open(str(db_path)) as store:
             again = store.claim_upload(max_messages=10, max_bytes=10**6)
             assert first is not None and again is not None
-            assert (again.upload_id, again.messages, again.compression) == (first.upload_id, first.messages, Compression.FASTEST)
+            assert (again.upload_id, again.messages, again.compression) == (
+                first.upload_id,
+                first.messages,
+                Compression.FASTEST,
+            )
 
     def test_only_acknowledged_messages_are_settled(self, store: TelemetryStore) -> None:
         """Acked seqs are forwarded, rejected ones counted, the rest go out again in a new upload."""
@@ -261,7 +301,11 @@ class TestUploads:
         assert upload is not None
         assert store.complete_upload(upload.upload_id, [1], {2: "bad"}) == 2
         retry = store.claim_upload(max_messages=10, max_bytes=10**6)
-        assert retry is not None and retry.upload_id != upload.upload_id and [m.seq for m in retry.messages] == [3, 4]
+        assert (
+            retry is not None
+            and retry.upload_id != upload.upload_id
+            and [m.seq for m in retry.messages] == [3, 4]
+        )
         assert store.pending_count() == 2 and store.pending_count(up_to_seq=2) == 0
         assert store.stats()["drops"] == {REJECTED_UPSTREAM: 1}
 
@@ -287,19 +331,34 @@ class TestTwinAndRegistration:
     def test_registration_round_trip(self, store: TelemetryStore) -> None:
         """The registration is stored so that a restart works offline."""
         registration = Registration(
-            instance_url="http://x", device_id="dev-1", workspace_id="w", registration_token="t", expires_at=2.0, provisioning_token="p"
+            instance_url="http://x",
+            device_id="dev-1",
+            workspace_id="w",
+            registration_token="t",
+            expires_at=2.0,
+            provisioning_token="p",
         )
         assert store.registration() is None
         store.save_registration(registration)
         assert store.registration() == registration
         assert registration.valid_at(1.0) and not registration.valid_at(2.0)
 
-    @pytest.mark.parametrize("bad", [{"a.b": 1}, {"$v": 1}, {"a": object()}, {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": 1}}}}}}}}}}])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            {"a.b": 1},
+            {"$v": 1},
+            {"a": object()},
+            {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": 1}}}}}}}}}},
+        ],
+    )
     def test_property_rules(self, bad: dict[str, object]) -> None:
         """Keys without '.'/'$', JSON values only, at most 10 levels."""
         with pytest.raises(InvalidArguments):
             validate_properties(bad)
-        assert validate_properties({"a": {"b": [1, "x", None, True]}}) == {"a": {"b": [1, "x", None, True]}}
+        assert validate_properties({"a": {"b": [1, "x", None, True]}}) == {
+            "a": {"b": [1, "x", None, True]}
+        }
 
 
 # --- schema version 3: migration of a version-2 file ---------------------------------------------
@@ -310,14 +369,133 @@ _V2_INSERT = (
 )
 # seq, group, stream, stream_seq, message_id, batch_id, batch_slice_id, chunk_id, kind, compression, timestamp, payload, size, state, upload_id, forwarded_at
 _V2_ROWS = [
-    (1, "g", "a", 1, None, None, None, None, "message", 0, 10.0, b"a1", 101, 1, "u-old", 50.0),  # forwarded
-    (2, "g", "b", 1, "m1", "b1", "sl1", "c1", "message", 2, 11.0, b"b1", 102, 0, "up-1", None),  # claimed, not acked
-    (3, "g", "b", 2, "m2", "b1", None, None, "message", 2, 12.0, b"b2", 103, 0, "up-1", None),  # claimed, not acked
+    (
+        1,
+        "g",
+        "a",
+        1,
+        None,
+        None,
+        None,
+        None,
+        "message",
+        0,
+        10.0,
+        b"a1",
+        101,
+        1,
+        "u-old",
+        50.0,
+    ),  # forwarded
+    (
+        2,
+        "g",
+        "b",
+        1,
+        "m1",
+        "b1",
+        "sl1",
+        "c1",
+        "message",
+        2,
+        11.0,
+        b"b1",
+        102,
+        0,
+        "up-1",
+        None,
+    ),  # claimed, not acked
+    (
+        3,
+        "g",
+        "b",
+        2,
+        "m2",
+        "b1",
+        None,
+        None,
+        "message",
+        2,
+        12.0,
+        b"b2",
+        103,
+        0,
+        "up-1",
+        None,
+    ),  # claimed, not acked
     (4, "g", "a", 2, None, "b9", None, None, "complete_batch", 0, 13.0, b"", 104, 0, None, None),
-    (5, "g", "a", 3, "mm", "b9", None, None, "complete_message", 0, 14.0, b"", 105, 2, None, 51.0),  # rejected upstream
-    (6, "g", "a", 4, None, None, None, None, "message", 1, 9.0, b"a4", 106, 0, None, None),  # older timestamp
-    (7, "g", "e", 1, None, None, None, None, "message", 0, 15.0, b"e1", 107, 1, None, 52.0),  # deleted below
-    (8, "g", "a", 5, None, None, None, None, "message", 0, 16.0, b"a5", 108, 1, None, 53.0),  # deleted below
+    (
+        5,
+        "g",
+        "a",
+        3,
+        "mm",
+        "b9",
+        None,
+        None,
+        "complete_message",
+        0,
+        14.0,
+        b"",
+        105,
+        2,
+        None,
+        51.0,
+    ),  # rejected upstream
+    (
+        6,
+        "g",
+        "a",
+        4,
+        None,
+        None,
+        None,
+        None,
+        "message",
+        1,
+        9.0,
+        b"a4",
+        106,
+        0,
+        None,
+        None,
+    ),  # older timestamp
+    (
+        7,
+        "g",
+        "e",
+        1,
+        None,
+        None,
+        None,
+        None,
+        "message",
+        0,
+        15.0,
+        b"e1",
+        107,
+        1,
+        None,
+        52.0,
+    ),  # deleted below
+    (
+        8,
+        "g",
+        "a",
+        5,
+        None,
+        None,
+        None,
+        None,
+        "message",
+        0,
+        16.0,
+        b"a5",
+        108,
+        1,
+        None,
+        53.0,
+    ),  # deleted below
 ]
 _V2_STATES = {0: "pending", 1: "forwarded", 2: "rejected"}
 
@@ -325,12 +503,37 @@ _V2_STATES = {0: "pending", 1: "forwarded", 2: "rejected"}
 def _expected_v2(seq: int) -> StoredMessage:
     """The StoredMessage that row ``seq`` of _V2_ROWS must come back as."""
     row = next(r for r in _V2_ROWS if r[0] == seq)
-    seq, group, stream, stream_seq, message_id, batch_id, slice_id, chunk_id, kind, compression, ts, payload, _size, state = row[:14]
+    (
+        seq,
+        group,
+        stream,
+        stream_seq,
+        message_id,
+        batch_id,
+        slice_id,
+        chunk_id,
+        kind,
+        compression,
+        ts,
+        payload,
+        _size,
+        state,
+    ) = row[:14]
     return StoredMessage(
-        seq=seq, stream_group=group, stream=stream, stream_seq=stream_seq, message_id=message_id, batch_id=batch_id,
-        batch_slice_id=slice_id, chunk_id=chunk_id, kind=MessageKind(kind), compression=Compression(compression),
-        timestamp=ts, payload=payload, state=_V2_STATES[state],
-    )  # fmt: skip
+        seq=seq,
+        stream_group=group,
+        stream=stream,
+        stream_seq=stream_seq,
+        message_id=message_id,
+        batch_id=batch_id,
+        batch_slice_id=slice_id,
+        chunk_id=chunk_id,
+        kind=MessageKind(kind),
+        compression=Compression(compression),
+        timestamp=ts,
+        payload=payload,
+        state=_V2_STATES[state],
+    )
 
 
 def build_v2_file(path: Path) -> None:
@@ -340,10 +543,19 @@ def build_v2_file(path: Path) -> None:
     conn = old.conn
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.executemany(_V2_INSERT, _V2_ROWS)
-    conn.executemany("INSERT INTO streams VALUES (?, ?, ?)", [("g", "a", 5), ("g", "b", 2), ("g", "e", 1)])
-    conn.executemany("INSERT INTO counters VALUES (?, ?)", [("forwarded", 3), (EVICTED_FOR_QUOTA, 2), ("duplicate", 4)])
-    conn.execute("DELETE FROM messages WHERE seq IN (7, 8)")  # evicted: their numbers must never come back
-    assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()[0] == 8
+    conn.executemany(
+        "INSERT INTO streams VALUES (?, ?, ?)", [("g", "a", 5), ("g", "b", 2), ("g", "e", 1)]
+    )
+    conn.executemany(
+        "INSERT INTO counters VALUES (?, ?)",
+        [("forwarded", 3), (EVICTED_FOR_QUOTA, 2), ("duplicate", 4)],
+    )
+    conn.execute(
+        "DELETE FROM messages WHERE seq IN (7, 8)"
+    )  # evicted: their numbers must never come back
+    assert (
+        conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()[0] == 8
+    )
     assert conn.execute("SELECT max(seq) FROM messages").fetchone()[0] == 6
     old.close()
 
@@ -365,10 +577,18 @@ class TestMigrationToV3:
         try:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
             assert conn.execute("SELECT last_seq FROM sequence").fetchone()[0] == 8
-            assert conn.execute("SELECT count(*) FROM sqlite_sequence WHERE name = 'messages'").fetchone()[0] == 0
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM sqlite_sequence WHERE name = 'messages'"
+                ).fetchone()[0]
+                == 0
+            )
             kinds = dict(conn.execute("SELECT seq, kind FROM messages"))
             assert kinds == {1: 0, 2: 0, 3: 0, 4: 1, 5: 2, 6: 0}
-            streams = {(g, s): last for g, s, last in conn.execute("SELECT stream_group, stream, last_seq FROM streams")}
+            streams = {
+                (g, s): last
+                for g, s, last in conn.execute("SELECT stream_group, stream, last_seq FROM streams")
+            }
             assert streams == {("g", "a"): 5, ("g", "b"): 2, ("g", "e"): 1}
         finally:
             conn.close()
@@ -378,24 +598,50 @@ class TestMigrationToV3:
         build_v2_file(db_path)
         with TelemetryStore.open(str(db_path)) as store:
             assert store.last_seq() == 8
-            acks = store.append_many([
-                OutgoingMessage.create(b"a6", stream_group="g", stream="a", timestamp=20.0),
-                OutgoingMessage.create(b"e2", stream_group="g", stream="e", timestamp=21.0),
-                OutgoingMessage.create(b"n1", stream_group="g", stream="new", timestamp=22.0),
-            ])  # fmt: skip
-            assert [(a.seq, a.stream_seq, a.duplicate) for a in acks] == [(9, 6, False), (10, 2, False), (11, 1, False)]
-            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "b", [b"b3", b"b4"], timestamp=23.0).acks()] == [(12, 3), (13, 4)]
+            acks = store.append_many(
+                [
+                    OutgoingMessage.create(b"a6", stream_group="g", stream="a", timestamp=20.0),
+                    OutgoingMessage.create(b"e2", stream_group="g", stream="e", timestamp=21.0),
+                    OutgoingMessage.create(b"n1", stream_group="g", stream="new", timestamp=22.0),
+                ]
+            )
+            assert [(a.seq, a.stream_seq, a.duplicate) for a in acks] == [
+                (9, 6, False),
+                (10, 2, False),
+                (11, 1, False),
+            ]
+            assert [
+                (a.seq, a.stream_seq)
+                for a in store.append_payloads("g", "b", [b"b3", b"b4"], timestamp=23.0).acks()
+            ] == [(12, 3), (13, 4)]
             assert store.last_seq() == 13
         with TelemetryStore.open(str(db_path)) as store:
             assert store.last_seq() == 13
-            assert store.append(OutgoingMessage.create(b"a7", stream_group="g", stream="a")).stream_seq == 7
+            assert (
+                store.append(OutgoingMessage.create(b"a7", stream_group="g", stream="a")).stream_seq
+                == 7
+            )
 
     def test_identity_index_survives_the_migration(self, db_path: Path) -> None:
         """A message id stored under v2 is still recognised as a duplicate, with the v2 row's numbers."""
         build_v2_file(db_path)
         with TelemetryStore.open(str(db_path)) as store:
-            again = OutgoingMessage.create(b"other", stream_group="g", stream="b", message_id="m1", batch_id="b1", chunk_id="c1")
-            marker = OutgoingMessage.create(b"", stream_group="g", stream="a", batch_id="b9", message_id="mm", kind=MessageKind.COMPLETE_MESSAGE)
+            again = OutgoingMessage.create(
+                b"other",
+                stream_group="g",
+                stream="b",
+                message_id="m1",
+                batch_id="b1",
+                chunk_id="c1",
+            )
+            marker = OutgoingMessage.create(
+                b"",
+                stream_group="g",
+                stream="a",
+                batch_id="b9",
+                message_id="mm",
+                kind=MessageKind.COMPLETE_MESSAGE,
+            )
             acks = store.append_many([again, marker])
             assert acks == [Ack(2, 1, duplicate=True), Ack(5, 3, duplicate=True)]
             assert store.last_seq() == 8
@@ -406,11 +652,20 @@ class TestMigrationToV3:
         with TelemetryStore.open(str(db_path)) as store:
             upload = store.claim_upload(max_messages=100, max_bytes=10**6)
             assert upload is not None
-            assert (upload.upload_id, upload.stream_group, upload.stream, upload.compression) == ("up-1", "g", "b", Compression.SMALLEST_SIZE)
+            assert (upload.upload_id, upload.stream_group, upload.stream, upload.compression) == (
+                "up-1",
+                "g",
+                "b",
+                Compression.SMALLEST_SIZE,
+            )
             assert upload.messages == (_expected_v2(2), _expected_v2(3))
             assert store.complete_upload("up-1", [2, 3]) == 2
             following = store.claim_upload(max_messages=100, max_bytes=10**6)
-            assert following is not None and following.upload_id != "up-1" and [m.seq for m in following.messages] == [4]
+            assert (
+                following is not None
+                and following.upload_id != "up-1"
+                and [m.seq for m in following.messages] == [4]
+            )
 
     def test_counts_match_the_v2_rows(self, db_path: Path) -> None:
         """stats(), pending_count() and oldest_pending_seq() after migration count the v2 rows by state."""
@@ -419,7 +674,11 @@ class TestMigrationToV3:
             stats = store.stats()
             assert (stats["pending"], stats["forwarded"], stats["rejected"]) == (3 + 1, 1, 1)
             assert stats["bytes_used"] == sum(r[12] for r in _V2_ROWS if r[0] <= 6)
-            assert stats["forwarded_total"] == 3 and stats["duplicates"] == 4 and stats["drops"] == {EVICTED_FOR_QUOTA: 2}
+            assert (
+                stats["forwarded_total"] == 3
+                and stats["duplicates"] == 4
+                and stats["drops"] == {EVICTED_FOR_QUOTA: 2}
+            )
             assert store.pending_count() == 4 and store.pending_count(up_to_seq=3) == 2
             assert store.oldest_pending_seq() == 2
 
@@ -429,36 +688,95 @@ class TestMigrationToV3:
         with TelemetryStore.open(str(db_path)) as store:
             assert [m.seq for m in store.history("g", "a", since=9.0, until=13.0)] == [1, 4, 6]
             assert [m.seq for m in store.history("g", "a", since=13.5)] == [5]
-            store.append_payloads("g", "a", [b"late"], timestamp=5.0)  # older than every migrated row
+            store.append_payloads(
+                "g", "a", [b"late"], timestamp=5.0
+            )  # older than every migrated row
             assert [m.seq for m in store.history("g", "a", until=9.5)] == [6, 9]
             assert store.history("g", "a", since=14.5, until=100.0) == []
 
-    def test_stream_without_a_streams_row_gets_its_numbering_from_its_rows(self, db_path: Path) -> None:
+    def test_stream_without_a_streams_row_gets_its_numbering_from_its_rows(
+        self, db_path: Path
+    ) -> None:
         """Rows of a stream missing from the v2 streams table are migrated and its numbering continues after them."""
         old = open_database(db_path, target_version=2)
-        old.conn.executemany(_V2_INSERT, [
-            (1, "g", "orphan", 1, None, None, None, None, "message", 0, 1.0, b"o1", 70, 0, None, None),
-            (2, "g", "orphan", 2, None, None, None, None, "message", 0, 2.0, b"o2", 70, 0, None, None),
-        ])  # fmt: skip
+        old.conn.executemany(
+            _V2_INSERT,
+            [
+                (
+                    1,
+                    "g",
+                    "orphan",
+                    1,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "message",
+                    0,
+                    1.0,
+                    b"o1",
+                    70,
+                    0,
+                    None,
+                    None,
+                ),
+                (
+                    2,
+                    "g",
+                    "orphan",
+                    2,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "message",
+                    0,
+                    2.0,
+                    b"o2",
+                    70,
+                    0,
+                    None,
+                    None,
+                ),
+            ],
+        )
         old.close()
         with TelemetryStore.open(str(db_path)) as store:
             assert [m.payload for m in store.history("g", "orphan")] == [b"o1", b"o2"]
-            assert store.append(OutgoingMessage.create(b"o3", stream_group="g", stream="orphan")) == Ack(3, 3)
+            assert store.append(
+                OutgoingMessage.create(b"o3", stream_group="g", stream="orphan")
+            ) == Ack(3, 3)
 
 
 # --- append_payloads -----------------------------------------------------------------------------
 
 
-def reading(payload: bytes, stream: str, *, ts: float, compression: Compression = Compression.UNCOMPRESSED) -> OutgoingMessage:
+def reading(
+    payload: bytes, stream: str, *, ts: float, compression: Compression = Compression.UNCOMPRESSED
+) -> OutgoingMessage:
     """A plain reading of group ``g`` as append_many takes it."""
-    return OutgoingMessage.create(payload, stream_group="g", stream=stream, compression=compression, timestamp=ts)
+    return OutgoingMessage.create(
+        payload, stream_group="g", stream=stream, compression=compression, timestamp=ts
+    )
 
 
 class TestAppendPayloads:
     def _prefill(self, store: TelemetryStore) -> None:
         """Messages on the same and on other streams, some with ids, before the readings."""
-        store.append_many([reading(b"x1", "s", ts=1.0), reading(b"o1", "other", ts=1.5), reading(b"x2", "s", ts=2.0)])
-        store.append_many([OutgoingMessage.create(b"id", stream_group="g", stream="other", message_id="m", timestamp=3.0)])
+        store.append_many(
+            [
+                reading(b"x1", "s", ts=1.0),
+                reading(b"o1", "other", ts=1.5),
+                reading(b"x2", "s", ts=2.0),
+            ]
+        )
+        store.append_many(
+            [
+                OutgoingMessage.create(
+                    b"id", stream_group="g", stream="other", message_id="m", timestamp=3.0
+                )
+            ]
+        )
 
     def test_same_acks_and_rows_as_append_many(self, tmp_path: Path) -> None:
         """append_payloads gives the acks, rows, bytes and counts append_many gives for the same readings."""
@@ -468,20 +786,50 @@ class TestAppendPayloads:
             with TelemetryStore.open(str(tmp_path / name)) as store:
                 self._prefill(store)
                 if via_payloads:
-                    acks = store.append_payloads("g", "s", payloads, compression=Compression.FASTEST, timestamp=7.5).acks()
+                    acks = store.append_payloads(
+                        "g", "s", payloads, compression=Compression.FASTEST, timestamp=7.5
+                    ).acks()
                 else:
-                    acks = store.append_many([reading(p, "s", ts=7.5, compression=Compression.FASTEST) for p in payloads])
-                after = store.append_many([reading(b"after", "s", ts=8.0), reading(b"o2", "other", ts=8.0)])
-                results.append((acks, after, store.history("g", "s"), store.history("g", "other"), store.stats(), store.last_seq()))
+                    acks = store.append_many(
+                        [reading(p, "s", ts=7.5, compression=Compression.FASTEST) for p in payloads]
+                    )
+                after = store.append_many(
+                    [reading(b"after", "s", ts=8.0), reading(b"o2", "other", ts=8.0)]
+                )
+                results.append(
+                    (
+                        acks,
+                        after,
+                        store.history("g", "s"),
+                        store.history("g", "other"),
+                        store.stats(),
+                        store.last_seq(),
+                    )
+                )
         assert results[0] == results[1]
         acks, after, rows = results[1][:3]
-        assert [(a.seq, a.stream_seq, a.duplicate) for a in acks] == [(5, 3, False), (6, 4, False), (7, 5, False), (8, 6, False)]
+        assert [(a.seq, a.stream_seq, a.duplicate) for a in acks] == [
+            (5, 3, False),
+            (6, 4, False),
+            (7, 5, False),
+            (8, 6, False),
+        ]
         assert [(a.seq, a.stream_seq) for a in after] == [(9, 7), (10, 3)]
         readings = [r for r in rows if 3 <= r.stream_seq <= 6]
         assert [r.payload for r in readings] == payloads
-        assert {(r.kind, r.compression, r.timestamp, r.message_id, r.batch_id, r.batch_slice_id, r.chunk_id, r.state) for r in readings} == {
-            (MessageKind.MESSAGE, Compression.FASTEST, 7.5, None, None, None, None, "pending")
-        }
+        assert {
+            (
+                r.kind,
+                r.compression,
+                r.timestamp,
+                r.message_id,
+                r.batch_id,
+                r.batch_slice_id,
+                r.chunk_id,
+                r.state,
+            )
+            for r in readings
+        } == {(MessageKind.MESSAGE, Compression.FASTEST, 7.5, None, None, None, None, "pending")}
 
     def test_more_readings_than_one_statement_holds(self, store: TelemetryStore) -> None:
         """An append larger than READINGS_PER_STATEMENT is split over statements with one run of numbers."""
@@ -491,7 +839,9 @@ class TestAppendPayloads:
         run = store.append_payloads("g", "big", payloads, timestamp=2.0)
         assert (run.first_seq, run.first_stream_seq, run.count) == (2, 1, n)
         rows = store.history("g", "big", limit=10000)
-        assert [(r.seq, r.stream_seq, r.payload) for r in rows] == [(2 + i, 1 + i, payloads[i]) for i in range(n)]
+        assert [(r.seq, r.stream_seq, r.payload) for r in rows] == [
+            (2 + i, 1 + i, payloads[i]) for i in range(n)
+        ]
         assert store.pending_count() == n + 1 and store.last_seq() == n + 1
 
     def test_new_stream_and_default_timestamp(self, store: TelemetryStore) -> None:
@@ -519,27 +869,46 @@ class TestAppendPayloads:
         finally:
             conn.close()
 
-    @pytest.mark.parametrize("overflow", [OverflowPolicy.REJECT_NEW, OverflowPolicy.EVICT_FORWARDED])
-    def test_quota_refusal_is_all_or_nothing_and_counted(self, db_path: Path, overflow: OverflowPolicy) -> None:
+    @pytest.mark.parametrize(
+        "overflow", [OverflowPolicy.REJECT_NEW, OverflowPolicy.EVICT_FORWARDED]
+    )
+    def test_quota_refusal_is_all_or_nothing_and_counted(
+        self, db_path: Path, overflow: OverflowPolicy
+    ) -> None:
         """A batch of readings that does not fit stores none of them, counts every one, and leaves no gap in numbering."""
         with TelemetryStore.open(str(db_path), quota_bytes=1000, overflow=overflow) as store:
-            store.append_payloads("g", "s", [b"x" * 100] * 5, timestamp=1.0)  # 5 x (100 + 64 + 2) = 830 bytes
+            store.append_payloads(
+                "g", "s", [b"x" * 100] * 5, timestamp=1.0
+            )  # 5 x (100 + 64 + 2) = 830 bytes
             before = (store.stats(), store.last_seq(), store.history("g", "s"))
             with pytest.raises(QuotaExceeded) as caught:
                 store.append_payloads("g", "s", [b"y"] * 3 + [b"z" * 100], timestamp=2.0)
-            assert caught.value.details["messages"] == 4 and caught.value.details["reason"] == REJECTED_QUOTA
+            assert (
+                caught.value.details["messages"] == 4
+                and caught.value.details["reason"] == REJECTED_QUOTA
+            )
             stats = store.stats()
             assert stats["drops"] == {REJECTED_QUOTA: 4}
             assert ({**stats, "drops": {}}, store.last_seq(), store.history("g", "s")) == before
             with pytest.raises(QuotaExceeded):
                 store.append_payloads("g", "new-stream", [b"w" * 200], timestamp=3.0)
-            assert store.history("g", "new-stream") == [] and store.stats()["drops"] == {REJECTED_QUOTA: 5}
-            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "s", [b"fits"], timestamp=4.0).acks()] == [(6, 6)]
-            assert [(a.seq, a.stream_seq) for a in store.append_payloads("g", "new-stream", [b"f"], timestamp=4.0).acks()] == [(7, 1)]
+            assert store.history("g", "new-stream") == [] and store.stats()["drops"] == {
+                REJECTED_QUOTA: 5
+            }
+            assert [
+                (a.seq, a.stream_seq)
+                for a in store.append_payloads("g", "s", [b"fits"], timestamp=4.0).acks()
+            ] == [(6, 6)]
+            assert [
+                (a.seq, a.stream_seq)
+                for a in store.append_payloads("g", "new-stream", [b"f"], timestamp=4.0).acks()
+            ] == [(7, 1)]
 
     def test_evict_forwarded_makes_room_for_readings(self, db_path: Path) -> None:
         """Under evict_forwarded, readings evict the oldest forwarded rows and are stored."""
-        with TelemetryStore.open(str(db_path), quota_bytes=1000, overflow=OverflowPolicy.EVICT_FORWARDED) as store:
+        with TelemetryStore.open(
+            str(db_path), quota_bytes=1000, overflow=OverflowPolicy.EVICT_FORWARDED
+        ) as store:
             store.append_payloads("g", "s", [b"x" * 100] * 5, timestamp=1.0)
             forward_all(store)
             # 7 x 166 bytes = 1162: one evicted row (166 bytes) brings it under 1000.
@@ -557,19 +926,29 @@ def file_view(path: Path) -> dict[str, Any]:
     """What the store file says, read with a separate connection (what a reopen would load)."""
     conn = sqlite3.connect(path)
     try:
-        states = dict(conn.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall())
-        streams = conn.execute("SELECT stream_group, stream, stream_id, last_seq FROM streams").fetchall()
+        states = dict(
+            conn.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall()
+        )
+        streams = conn.execute(
+            "SELECT stream_group, stream, stream_id, last_seq FROM streams"
+        ).fetchall()
         return {
             "pending": states.get(0, 0),
             "forwarded": states.get(1, 0),
             "rejected": states.get(2, 0),
             "bytes_used": conn.execute("SELECT coalesce(sum(size), 0) FROM messages").fetchone()[0],
             "last_seq": conn.execute("SELECT last_seq FROM sequence").fetchone()[0],
-            "oldest_pending": conn.execute("SELECT min(seq) FROM messages WHERE state = 0").fetchone()[0],
+            "oldest_pending": conn.execute(
+                "SELECT min(seq) FROM messages WHERE state = 0"
+            ).fetchone()[0],
             "stream_ids": {(g, s): i for g, s, i, _ in streams},
             "stream_last": {i: last for _, _, i, last in streams},
             "max_seq": conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0],
-            "max_stream_seq": dict(conn.execute("SELECT stream_id, max(stream_seq) FROM messages GROUP BY stream_id").fetchall()),
+            "max_stream_seq": dict(
+                conn.execute(
+                    "SELECT stream_id, max(stream_seq) FROM messages GROUP BY stream_id"
+                ).fetchall()
+            ),
         }
     finally:
         conn.close()
@@ -603,42 +982,85 @@ def assert_memory_matches_file(store: TelemetryStore, path: Path, step: str) -> 
 
 def observable(store: TelemetryStore) -> tuple[Any, ...]:
     """Everything a caller can see of the counters."""
-    return store.stats(), store.pending_count(), store.pending_count(up_to_seq=5), store.last_seq(), store.oldest_pending_seq()
+    return (
+        store.stats(),
+        store.pending_count(),
+        store.pending_count(up_to_seq=5),
+        store.last_seq(),
+        store.oldest_pending_seq(),
+    )
 
 
-def ided(i: int, stream: str, message_id: str | None, *, size: int = 40, batch_id: str | None = "b") -> OutgoingMessage:
+def ided(
+    i: int, stream: str, message_id: str | None, *, size: int = 40, batch_id: str | None = "b"
+) -> OutgoingMessage:
     """Message ``i`` of group ``g`` with an optional message id."""
-    return OutgoingMessage.create(bytes([i % 256]) * size, stream_group="g", stream=stream, message_id=message_id,
-                                  batch_id=batch_id if message_id else None, timestamp=100.0 + i)  # fmt: skip
+    return OutgoingMessage.create(
+        bytes([i % 256]) * size,
+        stream_group="g",
+        stream=stream,
+        message_id=message_id,
+        batch_id=batch_id if message_id else None,
+        timestamp=100.0 + i,
+    )
 
 
 class TestCountersMatchTheFile:
-    def _scenario(self, store_path: Path, checkpoint: Callable[[TelemetryStore, str], TelemetryStore]) -> TelemetryStore:
+    def _scenario(
+        self, store_path: Path, checkpoint: Callable[[TelemetryStore, str], TelemetryStore]
+    ) -> TelemetryStore:
         """Appends, duplicates in and across batches, uploads with acks and rejections, evictions, refusals."""
-        store = TelemetryStore.open(str(store_path), quota_bytes=4000, overflow=OverflowPolicy.EVICT_FORWARDED)
+        store = TelemetryStore.open(
+            str(store_path), quota_bytes=4000, overflow=OverflowPolicy.EVICT_FORWARDED
+        )
         store = checkpoint(store, "open")
-        store.append_many([ided(i, "a" if i % 2 else "b", f"m{i}" if i % 3 == 0 else None) for i in range(8)])
+        store.append_many(
+            [ided(i, "a" if i % 2 else "b", f"m{i}" if i % 3 == 0 else None) for i in range(8)]
+        )
         store = checkpoint(store, "append_many")
         store.append_payloads("g", "a", [b"r" * 30] * 4, timestamp=50.0)
         store = checkpoint(store, "append_payloads")
         # Duplicate inside one batch, and one of an earlier batch, plus a stream created in this batch.
-        acks = store.append_many([ided(20, "a", "dup"), ided(21, "a", "dup"), ided(22, "b", "m0"), ided(23, "c", "fresh"), ided(24, "a", None)])
+        acks = store.append_many(
+            [
+                ided(20, "a", "dup"),
+                ided(21, "a", "dup"),
+                ided(22, "b", "m0"),
+                ided(23, "c", "fresh"),
+                ided(24, "a", None),
+            ]
+        )
         assert [a.duplicate for a in acks] == [False, True, True, False, False]
         assert acks[1].seq == acks[0].seq and acks[2].seq == 1
         store = checkpoint(store, "append with duplicates")
         # The whole batch is duplicates of earlier batches.
-        assert all(a.duplicate for a in store.append_many([ided(30, "a", "dup"), ided(31, "c", "fresh")]))
+        assert all(
+            a.duplicate for a in store.append_many([ided(30, "a", "dup"), ided(31, "c", "fresh")])
+        )
         store = checkpoint(store, "all-duplicate append")
         upload = store.claim_upload(max_messages=6, max_bytes=10**6)
         assert upload is not None and len(upload.messages) >= 4
         seqs = [m.seq for m in upload.messages]
-        assert store.complete_upload(upload.upload_id, seqs[:2], {seqs[2]: "bad", seqs[3]: "worse"}) == 4
+        assert (
+            store.complete_upload(upload.upload_id, seqs[:2], {seqs[2]: "bad", seqs[3]: "worse"})
+            == 4
+        )
         store = checkpoint(store, "complete_upload with acks and rejections")
         forward_all(store)
         store = checkpoint(store, "forward_all")
         # Fill past the quota: forwarded and rejected rows are evicted oldest first.
         for round_ in range(6):
-            store.append_many([ided(100 + 10 * round_ + k, "a" if k % 2 else "d", f"e{round_}-{k}" if k == 0 else None, size=150) for k in range(3)])
+            store.append_many(
+                [
+                    ided(
+                        100 + 10 * round_ + k,
+                        "a" if k % 2 else "d",
+                        f"e{round_}-{k}" if k == 0 else None,
+                        size=150,
+                    )
+                    for k in range(3)
+                ]
+            )
             store = checkpoint(store, f"evicting append {round_}")
         assert store.stats()["drops"].get(EVICTED_FOR_QUOTA, 0) > 0
         # Two forwarded rows to evict, not enough room even so: refusals (one that first hits a
@@ -655,7 +1077,13 @@ class TestCountersMatchTheFile:
             store.append_payloads("g", "other-new", [b"p" * 1000] * 4, timestamp=60.0)
         store = checkpoint(store, "refused append_payloads")
         forward_all(store)
-        acks = store.append_many([ided(300, "new", "n", size=600), ided(301, "new", "n", size=600), ided(302, "a", None, size=600)])
+        acks = store.append_many(
+            [
+                ided(300, "new", "n", size=600),
+                ided(301, "new", "n", size=600),
+                ided(302, "a", None, size=600),
+            ]
+        )
         assert [a.duplicate for a in acks] == [False, True, False]
         store = checkpoint(store, "evicting append with duplicates after refusals")
         store.append_payloads("g", "other-new", [b"q" * 300] * 3, timestamp=61.0)
@@ -674,7 +1102,9 @@ class TestCountersMatchTheFile:
             before = observable(store)
         finally:
             store.close()
-        with TelemetryStore.open(str(db_path), quota_bytes=4000, overflow=OverflowPolicy.EVICT_FORWARDED) as reopened:
+        with TelemetryStore.open(
+            str(db_path), quota_bytes=4000, overflow=OverflowPolicy.EVICT_FORWARDED
+        ) as reopened:
             assert observable(reopened) == before
 
     def test_counters_equal_a_reopen_at_every_step(self, db_path: Path) -> None:
@@ -683,7 +1113,9 @@ class TestCountersMatchTheFile:
         def reopen(store: TelemetryStore, step: str) -> TelemetryStore:
             before = observable(store)
             store.close()
-            reopened = TelemetryStore.open(str(db_path), quota_bytes=4000, overflow=OverflowPolicy.EVICT_FORWARDED)
+            reopened = TelemetryStore.open(
+                str(db_path), quota_bytes=4000, overflow=OverflowPolicy.EVICT_FORWARDED
+            )
             assert observable(reopened) == before, f"counters drifted from the file after {step}"
             return reopened
 
@@ -705,16 +1137,21 @@ class TestCountersMatchTheFile:
 # --- history by time (stream_blocks) -------------------------------------------------------------
 
 
-def brute_force(store: TelemetryStore, group: str, stream: str, **bounds: Any) -> list[StoredMessage]:
+def brute_force(
+    store: TelemetryStore, group: str, stream: str, **bounds: Any
+) -> list[StoredMessage]:
     """History by filtering every stored row of the stream, without the time summaries."""
     rows = store.history(group, stream, limit=10000)
     since, until = bounds.get("since"), bounds.get("until")
     from_seq, to_seq = bounds.get("from_seq"), bounds.get("to_seq")
     kept = [
-        r for r in rows
-        if (since is None or r.timestamp >= since) and (until is None or r.timestamp <= until)
-        and (from_seq is None or r.stream_seq >= from_seq) and (to_seq is None or r.stream_seq <= to_seq)
-    ]  # fmt: skip
+        r
+        for r in rows
+        if (since is None or r.timestamp >= since)
+        and (until is None or r.timestamp <= until)
+        and (from_seq is None or r.stream_seq >= from_seq)
+        and (to_seq is None or r.stream_seq <= to_seq)
+    ]
     return kept[: bounds.get("limit", 1000)]
 
 
@@ -726,24 +1163,43 @@ def fill_unordered(store: TelemetryStore, rng: random.Random, appends: int) -> N
         size = rng.choice([1, 2, 5, 17, 40, 60])
         base = rng.choice([1000, 2000, 3000]) + rng.randrange(0, 900)
         if rng.random() < 0.5:
-            store.append_payloads("g", stream, [f"{k}-{j}".encode() for j in range(size)], timestamp=float(base))
+            store.append_payloads(
+                "g", stream, [f"{k}-{j}".encode() for j in range(size)], timestamp=float(base)
+            )
         else:
-            store.append_many([
-                OutgoingMessage.create(f"{k}-{j}".encode(), stream_group="g", stream=stream, timestamp=float(base + rng.randrange(-300, 300)))
-                for j in range(size)
-            ])  # fmt: skip
+            store.append_many(
+                [
+                    OutgoingMessage.create(
+                        f"{k}-{j}".encode(),
+                        stream_group="g",
+                        stream=stream,
+                        timestamp=float(base + rng.randrange(-300, 300)),
+                    )
+                    for j in range(size)
+                ]
+            )
 
 
 def time_queries(rng: random.Random) -> list[dict[str, Any]]:
     """Time ranges (some matching nothing) alone and with sequence bounds and limits."""
     queries: list[dict[str, Any]] = [
-        {"since": 1500.0, "until": 2500.0}, {"since": 2950.0}, {"until": 1200.0}, {"since": 0.0, "until": 10**6},
-        {"since": 10**6}, {"until": 0.0}, {"since": 2000.5, "until": 2000.7}, {"since": 2500.0, "until": 1500.0},
-        {"since": 1000.0, "until": 1000.0}, {"since": 1700.0, "until": 2300.0, "from_seq": 50, "to_seq": 400},
-        {"since": 1000.0, "from_seq": 300}, {"until": 2800.0, "to_seq": 120}, {"since": 1400.0, "until": 2600.0, "limit": 7},
-        {"since": 900.0, "until": 3400.0, "from_seq": 100, "to_seq": 90}, {"since": 1200.0, "from_seq": 10**6},
+        {"since": 1500.0, "until": 2500.0},
+        {"since": 2950.0},
+        {"until": 1200.0},
+        {"since": 0.0, "until": 10**6},
+        {"since": 10**6},
+        {"until": 0.0},
+        {"since": 2000.5, "until": 2000.7},
+        {"since": 2500.0, "until": 1500.0},
+        {"since": 1000.0, "until": 1000.0},
+        {"since": 1700.0, "until": 2300.0, "from_seq": 50, "to_seq": 400},
+        {"since": 1000.0, "from_seq": 300},
+        {"until": 2800.0, "to_seq": 120},
+        {"since": 1400.0, "until": 2600.0, "limit": 7},
+        {"since": 900.0, "until": 3400.0, "from_seq": 100, "to_seq": 90},
+        {"since": 1200.0, "from_seq": 10**6},
         {"since": 2200.0, "until": 2900.0, "from_seq": 2, "to_seq": 700, "limit": 3},
-    ]  # fmt: skip
+    ]
     for _ in range(25):
         low = rng.uniform(600, 3600)
         query: dict[str, Any] = {"since": low, "until": low + rng.choice([0.5, 3, 40, 400, 2000])}
@@ -769,14 +1225,20 @@ def assert_time_queries_match(store: TelemetryStore, rng: random.Random) -> int:
 
 
 class TestHistoryByTime:
-    def test_time_bounds_equal_brute_force_with_unordered_timestamps(self, store: TelemetryStore) -> None:
+    def test_time_bounds_equal_brute_force_with_unordered_timestamps(
+        self, store: TelemetryStore
+    ) -> None:
         """With > 600 messages appended out of time order, since/until (with seq bounds and limits) equal a full filter."""
         rng = random.Random(1234)
         fill_unordered(store, rng, 60)
         assert store.last_seq() > 600
-        assert max(len(store.history("g", s, limit=10000)) for s in "abc") > 2 * BLOCK_SPAN  # several summaries per stream
+        assert (
+            max(len(store.history("g", s, limit=10000)) for s in "abc") > 2 * BLOCK_SPAN
+        )  # several summaries per stream
         assert assert_time_queries_match(store, rng) > 0
-        assert store.history("g", "a", since=2000.5, until=2000.7) == []  # between integer timestamps
+        assert (
+            store.history("g", "a", since=2000.5, until=2000.7) == []
+        )  # between integer timestamps
 
     def test_time_bounds_after_reopen(self, db_path: Path) -> None:
         """Summaries reloaded from the file (open blocks continued by new appends) still give exact answers."""
@@ -793,21 +1255,29 @@ class TestHistoryByTime:
         """After forwarded rows are evicted for the quota (whole summaries and parts of them), time queries equal brute force."""
         rng = random.Random(7)
         quota = 60_000
-        store = TelemetryStore.open(str(db_path), quota_bytes=quota, overflow=OverflowPolicy.EVICT_FORWARDED)
+        store = TelemetryStore.open(
+            str(db_path), quota_bytes=quota, overflow=OverflowPolicy.EVICT_FORWARDED
+        )
         try:
             for round_ in range(4):
                 fill_unordered(store, rng, 15)
                 # Forward all but the last few appends' rows, so some summaries keep pending rows.
-                while (upload := store.claim_upload(max_messages=37, max_bytes=10**9)) is not None and store.pending_count() > 40:
+                while (
+                    upload := store.claim_upload(max_messages=37, max_bytes=10**9)
+                ) is not None and store.pending_count() > 40:
                     store.complete_upload(upload.upload_id, [m.seq for m in upload.messages])
                 if upload is not None:
                     store.complete_upload(upload.upload_id, [])
                 if reopen:
                     store.close()
-                    store = TelemetryStore.open(str(db_path), quota_bytes=quota, overflow=OverflowPolicy.EVICT_FORWARDED)
+                    store = TelemetryStore.open(
+                        str(db_path), quota_bytes=quota, overflow=OverflowPolicy.EVICT_FORWARDED
+                    )
                 assert_time_queries_match(store, rng)
             assert store.stats()["drops"].get(EVICTED_FOR_QUOTA, 0) > 200
-            assert store.history("g", "a", limit=10000)[0].stream_seq > 1  # the oldest rows are gone
+            assert (
+                store.history("g", "a", limit=10000)[0].stream_seq > 1
+            )  # the oldest rows are gone
             assert assert_time_queries_match(store, rng) > 0
         finally:
             store.close()

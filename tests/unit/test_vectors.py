@@ -194,8 +194,6 @@ class TestInvalidVectors:
         [v for v in INVALID if v["error"]["stage"] == "value"],
         ids=_ids([v for v in INVALID if v["error"]["stage"] == "value"]),
     )
-    def test_value_errors_have_a_well_formed_header(
-        self, vector: dict[str, Any]
-    ) -> None:
+    def test_value_errors_have_a_well_formed_header(self, vector: dict[str, Any]) -> None:
         """Vectors of stage "value" fail only when the payload is unpacked, not on the header."""
         protocol.decode(frames_of(vector))

@@ -636,11 +636,7 @@ def build() -> None:
     invalid(
         "invalid_unknown_ext_type",
         "Ext type 2 inside a value is not defined by the protocol.",
-        [
-            pack(
-                [VERSION, KINDS["reply"], MSG_ID, pack(msgpack.ExtType(2, b"\0\0\0\1"))]
-            )
-        ],
+        [pack([VERSION, KINDS["reply"], MSG_ID, pack(msgpack.ExtType(2, b"\0\0\0\1"))])],
         "bad_request",
         stage="value",
     )
@@ -668,10 +664,7 @@ def build() -> None:
     invalid(
         "invalid_event_wrong_kind",
         "An event body whose kind is 3 (reply).",
-        [
-            b"echo1.tick\0"
-            + pack([VERSION, KINDS["reply"], "echo1", EPOCH, 1, TS, None])
-        ],
+        [b"echo1.tick\0" + pack([VERSION, KINDS["reply"], "echo1", EPOCH, 1, TS, None])],
         "bad_request",
         channel="event",
     )
@@ -723,9 +716,7 @@ def _encode_with_codec(protocol: Any, d: dict[str, Any]) -> list[Any]:
     if kind == "reply":
         return protocol.encode_reply(d["msg_id"], from_json(d["result"]))
     if kind == "error":
-        return protocol.encode_error(
-            d["msg_id"], d["code"], d["message"], from_json(d["details"])
-        )
+        return protocol.encode_error(d["msg_id"], d["code"], d["message"], from_json(d["details"]))
     if kind == "cancel":
         return protocol.encode_cancel(d["msg_id"])
     if kind == "ready":

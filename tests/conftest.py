@@ -74,6 +74,12 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        for proc in self.children:
+            # Pipes a test asked for are closed here, not left to the garbage collector
+            # (which would raise ResourceWarning: warnings are errors in this suite).
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 @pytest.fixture

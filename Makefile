@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test up bench clean
+.PHONY: demo test check unit up bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# The Node.js example client is tested too when npm is there (skipped, with a reason, if not).
 	if command -v npm >/dev/null 2>&1; then npm install --prefix clients/node --no-audit --no-fund --silent; fi
 	touch $(STAMP)
@@ -17,8 +17,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/linebus demo configs/demo.toml
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+# Static checks first (seconds), then the whole suite with coverage of the product code,
+# subprocesses included (actors, brokers and simulators the tests start).
+test: check
+	$(BIN)/python -m pytest -q --cov --cov-report=term:skip-covered
+
+# Lint, format, types, import layers: the same checks .pre-commit-config.yaml runs.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The unit tier alone (in-process, no child processes): seconds, with bus/ coverage.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit --cov=bus --cov-report=term-missing:skip-covered
 
 up: $(STAMP)
 	$(BIN)/linebus up configs/demo.toml
@@ -27,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/linebus bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .coverage .coverage.*

@@ -10,6 +10,11 @@ routes on the header without decoding them. A ``bytes`` value larger than ``BULK
 lifted out into a bulk frame and replaced by an ext-type reference, so firmware images and JPEGs
 pass through every hop without being re-encoded.
 
+Receivers read a header with ``split`` (unpack once, check version and kind) and the decoder of
+its kind (``request_header``, ``reply_header``, ``error_header``...), which return the elements
+by name or raise the documented BadRequest / UnsupportedVersion: this module is the only one that
+knows where an element sits in a header. ``decode`` builds a whole ``Message`` from the same checks.
+
 Event channel (PUB -> broker XSUB/XPUB -> SUB): one frame, ``topic + b"\\0" + msgpack array``.
 The topic comes first so ZeroMQ's prefix subscriptions filter events without any decoding.
 
@@ -43,11 +48,18 @@ __all__ = [
     "REASON_REPLACED",
     "SUPPORTED_VERSIONS",
     "VERSION",
+    "ErrorHeader",
     "Event",
+    "HelloHeader",
     "Kind",
     "Message",
+    "ReadyHeader",
+    "ReplyHeader",
+    "RequestHeader",
+    "cancel_header",
     "decode",
     "decode_event",
+    "disconnect_header",
     "encode_cancel",
     "encode_disconnect",
     "encode_error",
@@ -60,11 +72,21 @@ __all__ = [
     "encode_ready",
     "encode_reply",
     "encode_request",
+    "error_header",
+    "error_msg_id",
     "event_prefix",
+    "hello_header",
     "new_epoch",
     "new_id_prefix",
     "no_bulk_ext_hook",
     "pack_value",
+    "peek_msg_id",
+    "ready_header",
+    "reply_header",
+    "request_header",
+    "request_route",
+    "request_ttl",
+    "split",
     "unpack_small",
     "unpack_value",
     "validate_service_name",
@@ -185,10 +207,13 @@ def _default(obj: Any) -> Any:
 def _has_large_bytes(value: Any) -> bool:
     """Cheap top-level look for bulk-sized bytes (the common place for firmware, files, JPEGs)."""
     if type(value) is dict:
+        # A plain loop: any() over a generator costs twice as much on this per-message path.
         for item in value.values():
             if type(item) in _BYTES_TYPES and len(item) >= BULK_THRESHOLD:
-                return True
-        return False
+                break
+        else:
+            return False
+        return True
     return type(value) in _BYTES_TYPES and len(value) >= BULK_THRESHOLD
 
 
@@ -322,51 +347,345 @@ def encode_hello(versions: list[int], info: dict[str, Any]) -> list[Any]:
 
 
 # --- command channel: decoding ------------------------------------------------------------
+#
+# This is the only place that knows where each element sits in a header (docs/PROTOCOL.md §5).
+# A receiver unpacks the header frame once with ``split`` and passes the array to the decoder
+# of its kind, which returns the elements by name. The fast checks are plain type tests; only
+# when one fails is the precise error worked out, walking the checks in the documented order,
+# so every decoder raises exactly the BadRequest / UnsupportedVersion that ``decode`` raises.
+
+
+class RequestHeader(NamedTuple):
+    """REQUEST ``[1, 1, msg_id, service, command, ttl_s, args]``; ``payload`` is the args bin.
+
+    ``ttl_s`` is the number as sent (an int stays an int), or None.
+    """
+
+    msg_id: str
+    service: str
+    command: str
+    ttl_s: float | None
+    payload: bytes
+
+
+class ReplyHeader(NamedTuple):
+    """REPLY ``[1, 3, msg_id, result]`` or PROGRESS ``[1, 2, msg_id, data]`` (one layout)."""
+
+    msg_id: str
+    payload: bytes
+
+
+class ErrorHeader(NamedTuple):
+    """ERROR ``[1, 4, msg_id, code, message, details]``."""
+
+    msg_id: str
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ReadyHeader(NamedTuple):
+    """READY ``[1, 6, service, info]``."""
+
+    service: str
+    info: dict[str, Any]
+
+
+class HelloHeader(NamedTuple):
+    """HELLO ``[1, 10, versions, info]``."""
+
+    versions: list[int]
+    info: dict[str, Any]
+
+
+_KIND_VALUES: Final = frozenset(int(k) for k in Kind)
+#: Kinds valid on the command channel: every kind but EVENT.
+_COMMAND_KINDS: Final = _KIND_VALUES - {int(Kind.EVENT)}
+_REQUEST: Final = int(Kind.REQUEST)
+_CANCEL: Final = int(Kind.CANCEL)
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (hot path)
 
 
 def _bad(reason: str) -> BadRequest:
     return BadRequest(f"malformed message: {reason}", details={"reason": reason})
 
 
-def _str(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise _bad(f"{name} must be a string, got {type(value).__name__}")
-    return value
+def _too_large(size: int) -> BadRequest:
+    return BadRequest(
+        f"header frame of {size} bytes exceeds {MAX_HEADER_BYTES}; send large data as bulk frames",
+        details={"reason": "header_too_large", "size": size},
+    )
 
 
-def _bin(value: Any, name: str) -> bytes:
-    if not isinstance(value, bytes):
-        raise _bad(f"{name} must be msgpack bin, got {type(value).__name__}")
-    return value
+def _type_error(value: Any, name: str, expected: str) -> BadRequest:
+    return _bad(f"{name} {expected}, got {type(value).__name__}")
 
 
-def _map(value: Any, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad(f"{name} must be a map, got {type(value).__name__}")
-    return value
+def _short(kind: Kind, header: list[Any]) -> BadRequest:
+    return _bad(f"{kind.name} header needs {_ARITY[kind]} elements, got {len(header)}")
 
 
-def _header(frame: Any) -> list[Any]:
+def _ttl_ok(ttl: Any) -> bool:
+    return ttl is None or (type(ttl) in (int, float) and math.isfinite(ttl))
+
+
+def _header_error(frame: Any, header: Any) -> BadRequest:
+    """The error of a header ``split`` refused (``header`` is what msgpack made of ``frame``)."""
     if len(frame) > MAX_HEADER_BYTES:
-        raise BadRequest(
-            f"header frame of {len(frame)} bytes exceeds {MAX_HEADER_BYTES}; send large data as bulk frames",
-            details={"reason": "header_too_large", "size": len(frame)},
-        )
-    try:
-        header = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise _bad(f"header is not msgpack ({exc.__class__.__name__})") from exc
+        return _too_large(len(frame))
     if not isinstance(header, list) or len(header) < 2:
-        raise _bad("header must be a msgpack array [version, kind, ...]")
+        return _bad("header must be a msgpack array [version, kind, ...]")
     version = header[0]
     if version != VERSION or type(version) is not int:  # msgpack true and 1.0 are not version 1
         if type(version) is int:
-            raise UnsupportedVersion(
+            return UnsupportedVersion(
                 f"protocol version {version} is not supported (supported: {list(SUPPORTED_VERSIONS)})",
                 details={"supported": list(SUPPORTED_VERSIONS)},
             )
-        raise _bad("header[0] must be the protocol version (an integer)")
-    return header
+        return _bad("header[0] must be the protocol version (an integer)")
+    kind = header[1]
+    if type(kind) is not int or kind not in _KIND_VALUES:
+        return _bad(f"unknown message kind {kind!r}")
+    return _bad("events go to the publish endpoint, not the command endpoint")
+
+
+def split(frame: bytes) -> tuple[int, list[Any]]:
+    """Unpack a command-channel header frame into ``(kind, header)``.
+
+    Checks what every kind shares: a msgpack array whose version is 1 and whose kind is a
+    command-channel kind (the returned ``kind`` is a plain int, equal to its ``Kind``). The
+    elements after the kind are not checked: pass ``header`` to the decoder of its kind
+    (``request_header``, ``reply_header``...), or read only the request id with ``peek_msg_id``
+    where a message is routed, not consumed. The header size limit is not checked here either
+    (``request_header``, ``ready_header`` and ``hello_header`` check it, as does ``decode``).
+
+    Raises:
+        BadRequest: not msgpack, not an array of at least two elements, unknown or EVENT kind.
+        UnsupportedVersion: another integer version.
+    """
+    try:
+        header = _unpackb(frame, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        if len(frame) > MAX_HEADER_BYTES:
+            raise _too_large(len(frame)) from exc
+        raise _bad(f"header is not msgpack ({exc.__class__.__name__})") from exc
+    if type(header) is list and len(header) > 1:
+        version = header[0]
+        kind = header[1]
+        if (
+            version == VERSION
+            and type(version) is int
+            and type(kind) is int
+            and kind in _COMMAND_KINDS
+        ):
+            return kind, header
+    raise _header_error(frame, header)
+
+
+def peek_msg_id(header: list[Any]) -> str | None:
+    """The request id (element 2) of a header from ``split``, if it has a string there.
+
+    For routing PROGRESS, REPLY, ERROR and CANCEL by id without checking the rest.
+    """
+    if len(header) > 2:
+        msg_id = header[2]
+        if type(msg_id) is str:
+            return msg_id
+    return None
+
+
+def error_msg_id(frame: bytes) -> str:
+    """The ``msg_id`` to put in an ERROR about ``frame`` (any frame, however malformed).
+
+    Element 2 if the header is a REQUEST or CANCEL and element 2 is a string, else ``""``.
+    """
+    try:
+        header = _unpackb(frame, strict_map_key=False)
+    except Exception:  # the frame is the problem being reported; nothing more to learn
+        return ""
+    if (
+        type(header) is list
+        and len(header) > 2
+        and header[1] in (_REQUEST, _CANCEL)
+        and type(header[2]) is str
+    ):
+        return header[2]
+    return ""
+
+
+def _request_error(header: list[Any], frame: bytes) -> BadRequest:
+    if len(frame) > MAX_HEADER_BYTES:
+        return _too_large(len(frame))
+    if len(header) < 7:
+        return _short(Kind.REQUEST, header)
+    if not _ttl_ok(header[5]):
+        return _bad("ttl_s must be a finite number or nil")
+    for value, name in ((header[2], "msg_id"), (header[3], "service"), (header[4], "command")):
+        if type(value) is not str:
+            return _type_error(value, name, "must be a string")
+    return _type_error(header[6], "args", "must be msgpack bin")
+
+
+def request_route(header: list[Any], frame: bytes) -> tuple[str, str]:
+    """``(msg_id, service)`` of a REQUEST header from ``split``, for routing it.
+
+    Checks everything ``request_header`` checks except ``ttl_s``, which the broker checks only
+    once it knows the service is up (``unknown_service`` and ``unavailable`` come first, §6):
+    then ``request_ttl`` gives it.
+
+    Raises:
+        BadRequest: header over ``MAX_HEADER_BYTES``, too short, or an element of the wrong type.
+    """
+    if len(header) > 6 and len(frame) <= MAX_HEADER_BYTES:
+        msg_id = header[2]
+        service = header[3]
+        if (
+            type(msg_id) is str
+            and type(service) is str
+            and type(header[4]) is str
+            and type(header[6]) is bytes
+        ):
+            return msg_id, service
+    raise _request_error(header, frame)
+
+
+def request_ttl(header: list[Any], frame: bytes) -> float | None:
+    """``ttl_s`` of a REQUEST header that ``request_route`` accepted.
+
+    Raises:
+        BadRequest: ``ttl_s`` is not a finite int or float, nor nil.
+    """
+    if len(header) > 6:
+        ttl: float | None = header[5]
+        if ttl is None or (type(ttl) is float and math.isfinite(ttl)) or type(ttl) is int:
+            return ttl
+    raise _request_error(header, frame)
+
+
+def request_header(header: list[Any], frame: bytes) -> RequestHeader:
+    """The elements of a REQUEST header from ``split`` (``frame`` is the header frame).
+
+    Raises:
+        BadRequest: header over ``MAX_HEADER_BYTES``, too short, or an element of the wrong type.
+    """
+    if len(header) > 6 and len(frame) <= MAX_HEADER_BYTES:
+        msg_id, service, command, ttl, payload = header[2:7]
+        if (
+            type(msg_id) is str
+            and type(service) is str
+            and type(command) is str
+            and type(payload) is bytes
+            and (ttl is None or (type(ttl) is float and math.isfinite(ttl)) or type(ttl) is int)
+        ):
+            return _tuple_new(RequestHeader, (msg_id, service, command, ttl, payload))
+    raise _request_error(header, frame)
+
+
+def reply_header(header: list[Any]) -> ReplyHeader:
+    """The elements of a REPLY or PROGRESS header from ``split``.
+
+    Raises:
+        BadRequest: too short, or an element of the wrong type.
+    """
+    if len(header) > 3:
+        msg_id = header[2]
+        payload = header[3]
+        if type(msg_id) is str and type(payload) is bytes:
+            return _tuple_new(ReplyHeader, (msg_id, payload))
+    kind = Kind(header[1])
+    if len(header) < 4:
+        raise _short(kind, header)
+    if type(header[2]) is not str:
+        raise _type_error(header[2], "msg_id", "must be a string")
+    raise _type_error(header[3], "data", "must be msgpack bin")
+
+
+def error_header(header: list[Any]) -> ErrorHeader:
+    """The elements of an ERROR header from ``split``.
+
+    Raises:
+        BadRequest: too short, or an element of the wrong type.
+    """
+    if len(header) > 5:
+        msg_id, code, message, details = header[2:6]
+        if (
+            type(msg_id) is str
+            and type(code) is str
+            and type(message) is str
+            and type(details) is dict
+        ):
+            return _tuple_new(ErrorHeader, (msg_id, code, message, details))
+        for value, name in ((msg_id, "msg_id"), (code, "code"), (message, "message")):
+            if type(value) is not str:
+                raise _type_error(value, name, "must be a string")
+        raise _type_error(details, "details", "must be a map")
+    raise _short(Kind.ERROR, header)
+
+
+def cancel_header(header: list[Any]) -> str:
+    """The ``msg_id`` of a CANCEL header from ``split``.
+
+    Raises:
+        BadRequest: too short, or ``msg_id`` is not a string.
+    """
+    if len(header) < 3:
+        raise _short(Kind.CANCEL, header)
+    msg_id = header[2]
+    if type(msg_id) is not str:
+        raise _type_error(msg_id, "msg_id", "must be a string")
+    return msg_id
+
+
+def disconnect_header(header: list[Any]) -> str:
+    """The ``reason`` of a DISCONNECT header from ``split``.
+
+    Raises:
+        BadRequest: too short, or ``reason`` is not a string.
+    """
+    if len(header) < 3:
+        raise _short(Kind.DISCONNECT, header)
+    reason = header[2]
+    if type(reason) is not str:
+        raise _type_error(reason, "reason", "must be a string")
+    return reason
+
+
+def ready_header(header: list[Any], frame: bytes) -> ReadyHeader:
+    """The elements of a READY header from ``split`` (``frame`` is the header frame).
+
+    Raises:
+        BadRequest: header over ``MAX_HEADER_BYTES``, too short, or an element of the wrong type.
+    """
+    if len(frame) > MAX_HEADER_BYTES:
+        raise _too_large(len(frame))
+    if len(header) < 4:
+        raise _short(Kind.READY, header)
+    service = header[2]
+    info = header[3]
+    if type(service) is not str:
+        raise _type_error(service, "service", "must be a string")
+    if type(info) is not dict:
+        raise _type_error(info, "info", "must be a map")
+    return ReadyHeader(service, info)
+
+
+def hello_header(header: list[Any], frame: bytes) -> HelloHeader:
+    """The elements of a HELLO header from ``split`` (``frame`` is the header frame).
+
+    Raises:
+        BadRequest: header over ``MAX_HEADER_BYTES``, too short, or an element of the wrong type.
+    """
+    if len(frame) > MAX_HEADER_BYTES:
+        raise _too_large(len(frame))
+    if len(header) < 4:
+        raise _short(Kind.HELLO, header)
+    versions = header[2]
+    if type(versions) is not list or not all(type(v) is int for v in versions):
+        raise _bad("HELLO versions must be an array of integers")
+    info = header[3]
+    if type(info) is not dict:
+        raise _type_error(info, "info", "must be a map")
+    return HelloHeader(versions, info)
 
 
 _ARITY = {
@@ -383,7 +702,10 @@ _ARITY = {
 
 
 def decode(frames: list[Any]) -> Message:
-    """Decode a command-channel message (without routing-id frames).
+    """Decode a whole command-channel message (without routing-id frames) into a ``Message``.
+
+    The checks are those of ``split`` and the decoder of the kind, the header size limit first.
+    Convenient where speed does not matter (tools, tests); receivers use the fast decoders.
 
     Raises:
         BadRequest: the header is not a well-formed message of a known kind.
@@ -391,56 +713,42 @@ def decode(frames: list[Any]) -> Message:
     """
     if not frames:
         raise _bad("empty message")
-    header = _header(frames[0])
-    try:
-        if type(header[1]) is not int:
-            raise ValueError
-        kind = Kind(header[1])
-    except ValueError:
-        raise _bad(f"unknown message kind {header[1]!r}") from None
-    if kind is Kind.EVENT:
-        raise _bad("events go to the publish endpoint, not the command endpoint")
-    arity = _ARITY[kind]
-    # Extra trailing elements are allowed (forward compatibility); missing ones are not.
-    if len(header) < arity:
-        raise _bad(f"{kind.name} header needs {arity} elements, got {len(header)}")
+    frame = frames[0]
+    if len(frame) > MAX_HEADER_BYTES:
+        raise _too_large(len(frame))
+    number, header = split(frame)
+    kind = Kind(number)
     bulk = frames[1:] or None
     if kind is Kind.REQUEST:
-        ttl = header[5]
-        if ttl is not None and (type(ttl) not in (int, float) or not math.isfinite(ttl)):
-            raise _bad("ttl_s must be a finite number or nil")
+        request = request_header(header, frame)
+        ttl = request.ttl_s
         return Message(
             kind,
-            msg_id=_str(header[2], "msg_id"),
-            service=_str(header[3], "service"),
-            command=_str(header[4], "command"),
+            msg_id=request.msg_id,
+            service=request.service,
+            command=request.command,
             ttl_s=None if ttl is None else float(ttl),
-            payload=_bin(header[6], "args"),
+            payload=request.payload,
             frames=bulk,
         )
     if kind is Kind.PROGRESS or kind is Kind.REPLY:
-        return Message(
-            kind, msg_id=_str(header[2], "msg_id"), payload=_bin(header[3], "data"), frames=bulk
-        )
+        reply = reply_header(header)
+        return Message(kind, msg_id=reply.msg_id, payload=reply.payload, frames=bulk)
     if kind is Kind.ERROR:
+        error = error_header(header)
         return Message(
-            kind,
-            msg_id=_str(header[2], "msg_id"),
-            code=_str(header[3], "code"),
-            text=_str(header[4], "message"),
-            details=_map(header[5], "details"),
+            kind, msg_id=error.msg_id, code=error.code, text=error.message, details=error.details
         )
     if kind is Kind.CANCEL:
-        return Message(kind, msg_id=_str(header[2], "msg_id"))
+        return Message(kind, msg_id=cancel_header(header))
     if kind is Kind.READY:
-        return Message(kind, service=_str(header[2], "service"), info=_map(header[3], "info"))
+        ready = ready_header(header, frame)
+        return Message(kind, service=ready.service, info=ready.info)
     if kind is Kind.DISCONNECT:
-        return Message(kind, text=_str(header[2], "reason"))
+        return Message(kind, text=disconnect_header(header))
     if kind is Kind.HELLO:
-        versions = header[2]
-        if not isinstance(versions, list) or not all(type(v) is int for v in versions):
-            raise _bad("HELLO versions must be an array of integers")
-        return Message(kind, versions=versions, info=_map(header[3], "info"))
+        hello = hello_header(header, frame)
+        return Message(kind, versions=hello.versions, info=hello.info)
     return Message(kind)  # HEARTBEAT
 
 

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import structlog
 
+from bus.backoff import Backoff
 from bus.config import LineConfig
 from bus.errors import ConfigError, DeadlineExceeded
 
@@ -55,11 +56,11 @@ class ManagedProcess:
     name: str
     role: str
     argv: list[str]
+    backoff: Backoff
     wait_ready: bool = False
     proc: subprocess.Popen[bytes] | None = None
     state: str = STOPPED
     restarts: deque[float] = field(default_factory=deque)
-    backoff_s: float = 0.0
     restart_at: float = 0.0
     started_at: float = 0.0
     ready_info: dict[str, Any] = field(default_factory=dict)
@@ -87,28 +88,18 @@ class Supervisor:
         cfg_path = config.path
         if not cfg_path:
             raise ConfigError("the supervisor needs a config loaded from a file (children read it)")
-        self.processes.append(
-            ManagedProcess(
-                "broker", "broker", [self.python, "-m", "bus.cli", "broker", "--config", cfg_path]
-            )
-        )
+        self._add("broker", "broker", ["-m", "bus.cli", "broker", "--config", cfg_path])
         for sim in config.simulators:
-            self.processes.append(
-                ManagedProcess(
-                    sim.name,
-                    "simulator",
-                    [self.python, "-m", sim.module, *sim.args],
-                    wait_ready=sim.wait_ready,
-                )
-            )
+            self._add(sim.name, "simulator", ["-m", sim.module, *sim.args], sim.wait_ready)
         for actor in config.actors:
-            self.processes.append(
-                ManagedProcess(
-                    actor.name,
-                    "actor",
-                    [self.python, "-m", "bus.cli", "actor", cfg_path, actor.name],
-                )
-            )
+            self._add(actor.name, "actor", ["-m", "bus.cli", "actor", cfg_path, actor.name])
+
+    def _add(self, name: str, role: str, args: list[str], wait_ready: bool = False) -> None:
+        policy = self.config.supervisor
+        backoff = Backoff(policy.backoff_initial_s, policy.backoff_max_s)
+        self.processes.append(
+            ManagedProcess(name, role, [self.python, *args], backoff, wait_ready=wait_ready)
+        )
 
     def process(self, name: str) -> ManagedProcess:
         """The managed process called ``name``."""
@@ -224,19 +215,13 @@ class Supervisor:
                         )
                         continue
                     # Back-off grows while a process keeps dying and resets once it ran a while.
-                    stable = now - managed.started_at > max(cfg.backoff_max_s, 10.0)
-                    managed.backoff_s = (
-                        cfg.backoff_initial_s
-                        if stable or not managed.backoff_s
-                        else min(managed.backoff_s * 2, cfg.backoff_max_s)
-                    )
-                    managed.restart_at = now + managed.backoff_s
+                    if now - managed.started_at > max(cfg.backoff_max_s, 10.0):
+                        managed.backoff.reset()
+                    delay = managed.backoff.next_delay()
+                    managed.restart_at = now + delay
                     managed.state = BACKOFF
                     log.warning(
-                        "process_exited",
-                        name=managed.name,
-                        exit_code=code,
-                        restart_in_s=managed.backoff_s,
+                        "process_exited", name=managed.name, exit_code=code, restart_in_s=delay
                     )
                 elif managed.state == BACKOFF and now >= managed.restart_at:
                     self._spawn(managed)

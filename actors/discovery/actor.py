@@ -22,6 +22,7 @@ Options (the ``[actor.options]`` table)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid as uuidlib
 from typing import Any
@@ -32,6 +33,7 @@ from actors.discovery.protocol import DEFAULT_GROUP, DISCOVERY_PORT, build_touch
 from actors.flux import crypto
 from actors.flux.actor import DEFAULT_KEY, load_key
 from bus.actor import Actor, CommandContext, command
+from bus.backoff import Backoff
 from bus.errors import (
     BusError,
     ConfigError,
@@ -161,14 +163,12 @@ class DiscoveryActor(Actor):
         task.add_done_callback(self._tasks.discard)
 
     async def _start_later(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while not self._started:
-            await asyncio.sleep(delay)
-            try:
+            await asyncio.sleep(backoff.next_delay())
+            with contextlib.suppress(DeviceUnavailable):  # still taken: try again later
                 await self.driver.start()
                 self._started = True
-            except DeviceUnavailable:
-                delay = min(delay * 2, 10.0)
 
     async def _forward_devices(self) -> None:
         with self.driver.events() as events:

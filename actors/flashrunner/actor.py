@@ -25,6 +25,7 @@ from actors.flashrunner.protocol import FileType, MultiChannel
 from actors.flashrunner.realtime_log import FlashRunnerLogger
 from actors.flashrunner.transport_lan import TcpTransport, parse_address
 from bus.actor import Actor, CommandContext, command
+from bus.backoff import Backoff
 from bus.errors import ConfigError, DeviceError, InvalidArguments
 
 __all__ = ["ACTOR", "FlashRunnerActor"]
@@ -179,28 +180,28 @@ class FlashRunnerActor(Actor):
         task.add_done_callback(self._tasks.discard)
 
     async def _open_later(self) -> None:
-        delay = self.config.backoff_initial_s
+        backoff = self._backoff()
         while True:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next_delay())
             try:
                 await self.driver.open()
             except DeviceError as exc:
                 if self.driver.connected:
                     self.log.warning("flashrunner_baudrate_failed", error=str(exc))
                     return
-                delay = min(delay * 2, self.config.backoff_max_s)
                 continue
             self.log.info("flashrunner_connected_late")
             return
 
     async def _forward_log(self, host: str, port: int) -> None:
-        delay, reported = self.config.backoff_initial_s, False
+        backoff, reported = self._backoff(), False
         while True:
             try:
                 async with FlashRunnerLogger(
                     host, port, connect_timeout_s=self.config.connect_timeout_s
                 ) as logger:
-                    delay, reported = self.config.backoff_initial_s, False
+                    backoff.reset()
+                    reported = False
                     async for line in logger:
                         self.publish("log", {"line": line})
             except DeviceError as exc:
@@ -209,8 +210,10 @@ class FlashRunnerActor(Actor):
                         "flashrunner_logger_down", error=str(exc), hint="retrying in the background"
                     )
                     reported = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.config.backoff_max_s)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
 
     # ------------------------------------------------------------ commands
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -21,6 +20,7 @@ import structlog
 from actors.flashrunner.config import FlashRunnerConfig
 from actors.flashrunner.protocol import Answer, AnswerParser, Busy, Garbled
 from actors.flashrunner.transport import Transport
+from bus.backoff import Backoff
 from bus.errors import DeviceFault, DeviceTimeout, DeviceUnavailable
 
 __all__ = ["Link"]
@@ -53,7 +53,8 @@ class Link:
         self._runner: asyncio.Task[None] | None = None
         self._busy_at = 0.0
         self._healthy = True  # the current connection has answered: reconnect at once if it drops
-        self._delay = config.backoff_initial_s
+        # Jitter: the actors of one line must not retry in lockstep.
+        self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, jitter=(0.8, 1.2))
         self.reconnects = 0
 
     @property
@@ -73,7 +74,8 @@ class Link:
         except OSError as exc:
             raise DeviceUnavailable(f"{self.transport.description}: connect failed: {exc}") from exc
         self._parser.reset()
-        self._healthy, self._delay = True, self._config.backoff_initial_s
+        self._healthy = True
+        self._backoff.reset()
         self._connected.set()
         log.info("flashrunner_connected", device=self.transport.description)
         self._runner = asyncio.create_task(
@@ -235,7 +237,8 @@ class Link:
                 )
             else:
                 future.set_result(item)
-                self._healthy, self._delay = True, self._config.backoff_initial_s
+                self._healthy = True
+                self._backoff.reset()
             return
         log.warning(
             "flashrunner_unsolicited", device=self.transport.description, item=repr(item)[:120]
@@ -268,11 +271,7 @@ class Link:
             if not self._healthy:
                 # The last connection failed or never answered (a peer that accepts and hangs up
                 # at once): wait before trying again, doubling up to the cap.
-                pause = self._delay * random.uniform(
-                    0.8, 1.2
-                )  # jitter: actors must not retry in lockstep
-                await asyncio.sleep(pause)
-                self._delay = min(self._delay * 2, self._config.backoff_max_s)
+                await asyncio.sleep(self._backoff.next_delay())
             self._healthy = False
             await self.transport.close()
             try:
@@ -282,7 +281,7 @@ class Link:
                     "flashrunner_reconnect_failed",
                     device=self.transport.description,
                     attempt=attempt,
-                    next_pause_s=round(self._delay, 3),
+                    next_pause_s=round(self._backoff.nominal_s, 3),
                     error=str(exc),
                 )
                 continue

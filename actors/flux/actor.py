@@ -27,6 +27,7 @@ from actors.flux import crypto
 from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
 from bus.actor import Actor, CommandContext, command
+from bus.backoff import Backoff
 from bus.errors import Busy, ConfigError, DeviceError, DeviceFault, DeviceUnavailable
 
 __all__ = ["ACTOR", "DEFAULT_KEY", "START_WAIT_S", "FluxActor", "status_label"]
@@ -182,19 +183,17 @@ class FluxActor(Actor):
 
     async def _open_forever(self) -> None:
         assert self.driver is not None
-        delay, reported = self.config.backoff_initial_s, False
+        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         while True:
             try:
                 await self._open()
             except DeviceError as exc:
                 self._ready.set()  # the first attempt is over: no reason to hold up registration
-                if not reported:
+                if not backoff.failures:
                     self.log.warning(
                         "flux_unreachable", error=str(exc), hint="retrying in the background"
                     )
-                    reported = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.backoff_max_s)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             self.log.info("flux_ready", host=self.host)
             self._ready.set()

@@ -36,6 +36,7 @@ from actors.flux.protocol import (
     Text,
     parse_error,
 )
+from bus.backoff import Backoff
 from bus.errors import (
     Busy,
     DeviceError,
@@ -125,7 +126,7 @@ class RobotSession:
         self._lost = asyncio.Event()
         self._closed = True
         self._retry_at = 0.0
-        self._delay = self.config.backoff_initial_s
+        self._backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         self._keeper: asyncio.Task[None] | None = None
         self.reconnects = 0
 
@@ -191,7 +192,7 @@ class RobotSession:
             self._back_off(loop.time())
             raise DeviceUnavailable(f"{self.address}: connect failed: {exc}") from exc
         self._conn = conn
-        self._delay = self.config.backoff_initial_s
+        self._backoff.reset()
         self._lost.clear()
         self._session_reset()
         log.info("flux_connected", device=self.address)
@@ -200,9 +201,9 @@ class RobotSession:
         """Hook: a new or lost session means the device is back in its command task."""
 
     def _back_off(self, now: float) -> None:
-        self._retry_at = now + self._delay
-        log.info("flux_connect_failed", device=self.address, next_attempt_s=round(self._delay, 3))
-        self._delay = min(self._delay * 2, self.config.backoff_max_s)
+        delay = self._backoff.next_delay()
+        self._retry_at = now + delay
+        log.info("flux_connect_failed", device=self.address, next_attempt_s=round(delay, 3))
 
     def _drop(self, reason: str) -> None:
         """Close the current session; the keeper reconnects at once."""

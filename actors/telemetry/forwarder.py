@@ -24,12 +24,12 @@ from typing import Any
 
 import structlog
 
-from actors.telemetry.backoff import Backoff
 from actors.telemetry.codec import compress, encode_upload
 from actors.telemetry.config import ForwarderConfig
 from actors.telemetry.model import DesiredProperties, Registration
 from actors.telemetry.store import TelemetryStore
 from actors.telemetry.upstream import Throttled, UpstreamClient
+from bus.backoff import EQUAL_JITTER, Backoff
 from bus.errors import BadRequest, BusError, PermissionDenied, Unavailable
 
 __all__ = ["Forwarder"]
@@ -67,6 +67,7 @@ class Forwarder:
         self._backoff = Backoff(
             config.backoff_initial_s,
             config.backoff_max_s,
+            jitter=EQUAL_JITTER,
             retry_after_max_s=config.retry_after_max_s,
         )
         self._stop = threading.Event()

@@ -49,18 +49,19 @@ class Ingest:
     """The reference ingest server process and its operator endpoints."""
 
     def __init__(self, processes: Processes, tmp_path: Path) -> None:
-        self.proc = processes.start(
-            "-m",
-            "actors.telemetry.ingest_server",
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            "--db",
-            str(tmp_path / "ingest.sqlite"),
-            "--provisioning-token",
-            TOKEN,
-            stdout=subprocess.PIPE,
-            stderr=(tmp_path / "ingest.log").open("ab"),
-        )
+        with (tmp_path / "ingest.log").open("ab") as log:  # the child keeps its own copy
+            self.proc = processes.start(
+                "-m",
+                "actors.telemetry.ingest_server",
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+                "--db",
+                str(tmp_path / "ingest.sqlite"),
+                "--provisioning-token",
+                TOKEN,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
         self.url = wait_ready_line(self.proc, scaled(15))["url"]
 
     def call(self, method: str, path: str, body: Any = None) -> Any:

@@ -57,18 +57,19 @@ class Ingest:
     """One ingest server process and the operator/test endpoints the tests use."""
 
     def __init__(self, processes: Processes, db: Path, log: Path, port: int) -> None:
-        self.proc = processes.start(
-            "-m",
-            "actors.telemetry.ingest_server",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-            "--provisioning-token",
-            TOKEN,
-            stdout=subprocess.PIPE,
-            stderr=log.open("ab"),
-        )
+        with log.open("ab") as stderr:  # the child keeps its own copy
+            self.proc = processes.start(
+                "-m",
+                "actors.telemetry.ingest_server",
+                "--port",
+                str(port),
+                "--db",
+                str(db),
+                "--provisioning-token",
+                TOKEN,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
         self.url = wait_ready_line(self.proc, scaled(15))["url"]
         self.port = int(self.url.rsplit(":", 1)[1])
 
@@ -190,15 +191,10 @@ class TestExactlyOnce:
             status=None, count=1, hold_s=scaled(60), path="/uploads/"
         )  # stored, answer held
         db = tmp_path / "writer-1.db"  # the name config() gives device writer-1
-        writer = processes.start(
-            "-c",
-            WRITER,
-            str(db),
-            ingest.url,
-            TOKEN,
-            stdout=subprocess.PIPE,
-            stderr=(tmp_path / "writer.log").open("ab"),
-        )
+        with (tmp_path / "writer.log").open("ab") as log:  # the child keeps its own copy
+            writer = processes.start(
+                "-c", WRITER, str(db), ingest.url, TOKEN, stdout=subprocess.PIPE, stderr=log
+            )
         acks = AckLines(writer)
         acks.read_until(5, scaled(20))
         wait_until(

@@ -1,13 +1,13 @@
-"""The sans-io pieces of the telemetry forwarder: compression, the upload body, back-off, Retry-After."""
+"""The sans-io pieces of the telemetry forwarder: compression, the upload body, Retry-After.
+
+Its back-off is ``bus.backoff.Backoff`` (tests/unit/test_backoff.py)."""
 
 from __future__ import annotations
 
 import os
-import random
 
 import pytest
 
-from actors.telemetry.backoff import Backoff
 from actors.telemetry.codec import compress, decode_upload, decompress, encode_upload
 from actors.telemetry.model import Compression, MessageKind, StoredMessage, Upload
 from actors.telemetry.upstream import parse_retry_after
@@ -78,22 +78,6 @@ def test_upload_body_round_trip() -> None:
     }
     with pytest.raises(ValueError, match="bad upload"):
         decode_upload(b'{"messages": [{}]}')
-
-
-class TestBackoff:
-    def test_delays_double_up_to_the_cap_with_jitter_in_the_upper_half(self) -> None:
-        """Nominal 0.1, 0.2, 0.4, 0.8, then capped at 1.0; each delay in [nominal/2, nominal]."""
-        backoff = Backoff(0.1, 1.0, rng=random.Random(1))
-        for nominal in (0.1, 0.2, 0.4, 0.8, 1.0, 1.0):
-            assert nominal / 2 <= backoff.next_delay() <= nominal
-        backoff.reset()
-        assert backoff.next_delay() <= 0.1
-
-    def test_retry_after_is_a_floor_with_a_cap(self) -> None:
-        """The server's delay wins over a shorter back-off, but absurd values are capped."""
-        backoff = Backoff(0.1, 1.0, retry_after_max_s=60.0)
-        assert backoff.next_delay(5.0) == 5.0
-        assert backoff.next_delay(10_000.0) == 60.0
 
 
 @pytest.mark.parametrize(

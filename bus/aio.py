@@ -219,7 +219,8 @@ class AsyncClient:
         except TimeoutError:
             if state is not None:
                 self._core.expire(state, self.endpoint, unsent=True)
-                raise state.error from None  # type: ignore[misc]
+                if state.error is not None:
+                    raise state.error from None
             raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}") from None
 
     async def _wait(self, state: CallState, done: asyncio.Future[None]) -> None:
@@ -283,21 +284,27 @@ class AsyncClient:
 
     async def ping(self, timeout: float | None = None) -> dict[str, Any]:
         """Ask the broker for a pong."""
-        return await self.call(protocol.BROKER_SERVICE, "ping", timeout=timeout)  # type: ignore[no-any-return]
+        result: dict[str, Any] = await self.call(protocol.BROKER_SERVICE, "ping", timeout=timeout)
+        return result
 
     async def services(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Every service the broker has seen, with its state."""
-        return await self.call(protocol.BROKER_SERVICE, "services", timeout=timeout)  # type: ignore[no-any-return]
+        result: list[dict[str, Any]] = await self.call(
+            protocol.BROKER_SERVICE, "services", timeout=timeout
+        )
+        return result
 
     async def describe(self, service: str, timeout: float | None = None) -> dict[str, Any]:
         """A service's commands, arguments and docs."""
-        return await self.call(
+        result: dict[str, Any] = await self.call(
             protocol.BROKER_SERVICE, "describe", service=service, timeout=timeout
-        )  # type: ignore[no-any-return]
+        )
+        return result
 
     async def stats(self, timeout: float | None = None) -> dict[str, Any]:
         """The broker's counters."""
-        return await self.call(protocol.BROKER_SERVICE, "stats", timeout=timeout)  # type: ignore[no-any-return]
+        result: dict[str, Any] = await self.call(protocol.BROKER_SERVICE, "stats", timeout=timeout)
+        return result
 
     def subscribe(self, *prefixes: str) -> AsyncSubscription:
         """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none)."""

@@ -306,7 +306,8 @@ class Client:
                     continue
             if state is not None:
                 self._core.expire(state, self.endpoint, unsent=True)
-                raise state.error  # type: ignore[misc]
+                if state.error is not None:
+                    raise state.error
             raise BrokerUnreachable(
                 f"no connection to the broker at {self.endpoint}",
                 details={"endpoint": self.endpoint},
@@ -325,19 +326,27 @@ class Client:
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
         """Ask the broker for a pong; raises ``BrokerUnreachable`` if it does not answer."""
-        return self.call(protocol.BROKER_SERVICE, "ping", timeout=timeout)  # type: ignore[no-any-return]
+        result: dict[str, Any] = self.call(protocol.BROKER_SERVICE, "ping", timeout=timeout)
+        return result
 
     def services(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Every service the broker has seen: name, kind, state (up/down), since, pid, host."""
-        return self.call(protocol.BROKER_SERVICE, "services", timeout=timeout)  # type: ignore[no-any-return]
+        result: list[dict[str, Any]] = self.call(
+            protocol.BROKER_SERVICE, "services", timeout=timeout
+        )
+        return result
 
     def describe(self, service: str, timeout: float | None = None) -> dict[str, Any]:
         """A service's commands with their arguments and docs, as it declared them."""
-        return self.call(protocol.BROKER_SERVICE, "describe", service=service, timeout=timeout)  # type: ignore[no-any-return]
+        result: dict[str, Any] = self.call(
+            protocol.BROKER_SERVICE, "describe", service=service, timeout=timeout
+        )
+        return result
 
     def stats(self, timeout: float | None = None) -> dict[str, Any]:
         """The broker's routing counters and drops by reason."""
-        return self.call(protocol.BROKER_SERVICE, "stats", timeout=timeout)  # type: ignore[no-any-return]
+        result: dict[str, Any] = self.call(protocol.BROKER_SERVICE, "stats", timeout=timeout)
+        return result
 
     # --- events -----------------------------------------------------------------------------
 

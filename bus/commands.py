@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import enum
 import inspect
+import time
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin, overload
 
 from bus.errors import InvalidArguments
 
-__all__ = ["CommandContext", "CommandSpec", "command"]
+__all__ = ["CommandContext", "CommandSpec", "command", "command_table"]
 
 _MISSING = inspect.Parameter.empty
+
+#: The attribute ``@command`` sets on a method: its ``CommandMark``.
+_MARK = "__linebus_command__"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class CommandContext:
@@ -32,7 +38,7 @@ class CommandContext:
 
     __slots__ = ("_progress", "deadline", "msg_id")
 
-    def __init__(self, msg_id: str, deadline: float, progress: Callable[[Any], None]) -> None:
+    def __init__(self, msg_id: str, deadline: float, progress: Callable[[Any], object]) -> None:
         self.msg_id = msg_id
         self.deadline = deadline
         self._progress = progress
@@ -57,15 +63,31 @@ class CommandContext:
 
     def remaining(self) -> float:
         """Seconds left before the request's deadline."""
-        import time
-
         return self.deadline - time.monotonic()
 
 
+@dataclass(frozen=True, slots=True)
+class CommandMark:
+    """What ``@command`` records on a method: its wire name and whether it runs concurrently."""
+
+    name: str
+    concurrent: bool
+
+
+@overload
+def command(fn: _F, /) -> _F: ...
+
+
+@overload
+def command(*, name: str | None = None, concurrent: bool = False) -> Callable[[_F], _F]: ...
+
+
 def command(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, concurrent: bool = False
-) -> Any:
-    """Mark a method as a bus command.
+    fn: _F | None = None, /, *, name: str | None = None, concurrent: bool = False
+) -> _F | Callable[[_F], _F]:
+    """Mark a method as a bus command: ``@command``, or ``@command(name=..., concurrent=...)``.
+
+    The method is returned unchanged (its signature stays what type checkers see).
 
     Args:
         name: The command's wire name; the method name by default (so facades keep seed names).
@@ -73,11 +95,30 @@ def command(
             do not use the device, or whose driver is safe to share).
     """
 
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        f.__linebus_command__ = {"name": name or f.__name__, "concurrent": concurrent}  # type: ignore[attr-defined]
+    def mark(f: _F) -> _F:
+        setattr(f, _MARK, CommandMark(name or f.__name__, concurrent))
         return f
 
     return mark(fn) if fn is not None else mark
+
+
+def command_mark(value: object) -> CommandMark | None:
+    """The mark ``@command`` left on ``value``, or None for anything else."""
+    mark = getattr(value, _MARK, None)
+    return mark if isinstance(mark, CommandMark) else None
+
+
+def command_table(cls: type) -> dict[str, CommandSpec]:
+    """The commands of a class and its bases by wire name; a subclass's method replaces the
+    base's command of the same method name (and the base's wire name with it)."""
+    table: dict[str, CommandSpec] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            if callable(value) and command_mark(value) is not None:
+                spec = CommandSpec.build(value)
+                table = {k: v for k, v in table.items() if v.method_name != attr}
+                table[spec.name] = spec
+    return table
 
 
 def _type_name(tp: Any) -> str:
@@ -113,7 +154,7 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if origin is Literal:
         return value in get_args(tp), value
-    if origin in (list, tuple, typing.Sequence, typing.List):  # noqa: UP006 - typing.List may appear in hints
+    if origin in (list, tuple, typing.Sequence):  # typing.List[X] has origin list
         if not isinstance(value, list):
             return False, value
         (item_tp, *_) = get_args(tp) or (Any,)
@@ -126,7 +167,7 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
                 return False, value
             out.append(converted)
         return True, out
-    if origin in (dict, typing.Mapping, typing.Dict):  # noqa: UP006
+    if origin in (dict, typing.Mapping):  # typing.Dict[K, V] has origin dict
         if not isinstance(value, dict):
             return False, value
         _, val_tp = get_args(tp) or (Any, Any)
@@ -208,7 +249,9 @@ class CommandSpec:
     @classmethod
     def build(cls, method: Callable[..., Any]) -> CommandSpec:
         """Read a marked method's signature and hints."""
-        meta = method.__linebus_command__  # type: ignore[attr-defined]
+        mark = command_mark(method)
+        if mark is None:
+            raise TypeError(f"{method.__qualname__} is not marked with @command")
         try:
             hints = typing.get_type_hints(method)
         except Exception:  # unresolvable forward references: fall back to no type checks
@@ -231,10 +274,10 @@ class CommandSpec:
                 Param(p.name, annotation, p.default, p.kind is inspect.Parameter.KEYWORD_ONLY)
             )
         spec = cls(
-            name=meta["name"],
+            name=mark.name,
             method_name=method.__name__,
             is_async=inspect.iscoroutinefunction(method),
-            concurrent=meta["concurrent"],
+            concurrent=mark.concurrent,
             params=params,
             context_param=context_param,
             doc=inspect.cleandoc(method.__doc__ or ""),

@@ -1,0 +1,210 @@
+"""An actor's event publishing: topics, sequence numbers, and who is listening.
+
+Each event goes out as one frame ``<service>.<event> NUL msgpack-body`` on an XPUB socket
+connected to the broker's XSUB. Every topic has a ``TopicEntry``: its cached frame prefix, its
+last sequence number (subscribers detect gaps from it) and whether a subscription can match it.
+
+XPUB, not PUB: the socket also hands us the subscriptions that reach us through the broker, so an
+event nobody subscribed to is not encoded at all (PUB would encode it and then drop it, as ZeroMQ
+filters at the publisher). Its sequence number is used up all the same. The subscription set is
+read when the socket's FD is readable, once per loop turn after events were sent (a send can
+consume the FD's edge), and before publishing to a topic not known to be heard (a PUB socket
+applies waiting subscriptions at send time, so a subscriber that just got ready is not missed).
+
+``publish`` is the hot path of an event-heavy actor: one dict lookup, one encode, one send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import zmq
+
+from bus import protocol
+
+__all__ = ["Publisher", "TopicEntry"]
+
+_NOBLOCK = zmq.NOBLOCK
+_now = time.time
+_encode_body = protocol.encode_event_body
+
+
+class TopicEntry:
+    """One topic of a publisher: its frame prefix, last sequence number, and whether it is heard.
+
+    ``heard`` is None until it is computed from the subscriptions, and again whenever they change.
+    """
+
+    __slots__ = ("heard", "prefix", "seq")
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.seq = 0
+        self.heard: bool | None = None
+
+
+class Publisher:
+    """Publishes one service's events; see the module docstring.
+
+    Usable before ``open`` and after ``close``: events are then counted in ``events_dropped``
+    (their sequence numbers are used up, so subscribers see the gap).
+
+    Args:
+        service: The publishing service's name (the first part of every topic).
+        epoch: The random epoch of this publisher's sequences (``protocol.new_epoch``).
+    """
+
+    def __init__(self, service: str, epoch: int) -> None:
+        self.service = service
+        self.epoch = epoch
+        #: Events that could not be sent (no connection yet, or subscribers not keeping up).
+        self.events_dropped = 0
+        self._topics: dict[str, TopicEntry] = {}
+        self._subscriptions: set[bytes] = set()  # prefixes subscribed through the broker
+        self._check_due = False
+        self._socket: zmq.Socket[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+
+    def open(self, ctx: zmq.Context[Any], endpoint: str, loop: asyncio.AbstractEventLoop) -> None:
+        """Connect to the broker's publish endpoint and watch the socket for subscriptions."""
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.XPUB)
+        sock.linger = 0
+        sock.sndhwm = 100_000
+        sock.connect(endpoint)
+        self._socket, self._loop = sock, loop
+        self._subscriptions.clear()
+        self._forget_heard()
+        self._fd = sock.FD
+        loop.add_reader(self._fd, self.read_subscriptions)
+
+    def close(self) -> None:
+        """Stop watching and close the socket (later events count as dropped)."""
+        sock, loop = self._socket, self._loop
+        self._socket = None
+        if loop is not None and self._fd >= 0:
+            loop.remove_reader(self._fd)
+        self._fd = -1
+        if sock is not None:
+            sock.close()
+
+    def publish(self, event: str, data: Any = None) -> None:
+        """Publish ``data`` on ``<service>.<event>`` with the topic's next sequence number."""
+        entry = self._topics.get(event) or self._new_topic(event)
+        entry.seq += 1
+        sock = self._socket
+        if sock is None:
+            self.events_dropped += 1
+            return
+        if not entry.heard and not self._heard(entry):
+            return
+        try:
+            sock.send(
+                entry.prefix + _encode_body(self.service, self.epoch, entry.seq, _now(), data),
+                _NOBLOCK,
+            )
+        except zmq.Again:
+            self.events_dropped += 1
+        if not self._check_due:
+            self._schedule_check()
+
+    def publish_many(
+        self,
+        event: str,
+        items: Iterable[Any],
+        *,
+        count: int | None = None,
+        common: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Publish each of ``items`` on ``<service>.<event>`` in order; see ``Actor.publish_many``."""
+        if count is None:
+            items = items if isinstance(items, Sequence) else list(items)
+            count = len(items)
+        entry = self._topics.get(event) or self._new_topic(event)
+        first = entry.seq + 1
+        entry.seq += count
+        sock = self._socket
+        if sock is None:
+            self.events_dropped += count
+            return
+        if not entry.heard and not self._heard(entry):
+            return
+        now, prefix = _now(), entry.prefix
+        if common is None:
+            bodies: Iterable[bytes] = (
+                _encode_body(self.service, self.epoch, first + i, now, data)
+                for i, data in enumerate(items)
+            )
+        else:
+            bodies = protocol.encode_event_bodies(
+                self.service, self.epoch, first, now, items, common
+            )
+        for body in bodies:
+            try:
+                sock.send(prefix + body, _NOBLOCK)
+            except zmq.Again:
+                self.events_dropped += 1
+        if not self._check_due:
+            self._schedule_check()
+
+    def _new_topic(self, event: str) -> TopicEntry:
+        entry = self._topics[event] = TopicEntry(protocol.event_prefix(f"{self.service}.{event}"))
+        return entry
+
+    def _heard(self, entry: TopicEntry) -> bool:
+        """Whether a subscription can match the topic of ``entry`` (cached until they change).
+
+        An unknown or unheard topic first takes the subscriptions waiting in the socket, as a
+        PUB socket applies them at send time: a subscriber that just got ready must not miss it.
+        """
+        if not entry.heard:
+            self.read_subscriptions()
+            if entry.heard is None:
+                entry.heard = self._listened(entry.prefix)
+        return bool(entry.heard)
+
+    def _schedule_check(self) -> None:
+        """A send can consume the socket's FD edge, and with it the wake-up for a subscription
+        that arrived meanwhile: look at the socket once more on the next loop turn (once per
+        turn, however many events were sent in it)."""
+        self._check_due = True
+        if self._loop is not None:
+            self._loop.call_soon(self.read_subscriptions)
+
+    def _listened(self, prefix: bytes) -> bool:
+        """Whether a subscription can match frames that start with ``prefix`` (``topic NUL``)."""
+        # A subscription longer than the prefix reaches into the msgpack body: only encoding
+        # could tell, so count it as listening.
+        return any(prefix.startswith(sub) or sub.startswith(prefix) for sub in self._subscriptions)
+
+    def read_subscriptions(self) -> None:
+        """Take the (un)subscriptions the broker forwarded to the XPUB socket; non-blocking.
+
+        The broker's XSUB passes each distinct prefix once (and its withdrawal when the last
+        subscriber of it leaves), so a set is the exact state.
+        """
+        self._check_due = False
+        sock = self._socket
+        changed = False
+        while sock is not None:
+            events = sock.getsockopt(zmq.EVENTS)
+            if not (isinstance(events, int) and events & zmq.POLLIN):
+                break
+            try:
+                message = sock.recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            if message[:1] == b"\x01":
+                self._subscriptions.add(message[1:])
+            elif message[:1] == b"\x00":
+                self._subscriptions.discard(message[1:])
+            changed = True
+        if changed:
+            self._forget_heard()
+
+    def _forget_heard(self) -> None:
+        for entry in self._topics.values():
+            entry.heard = None

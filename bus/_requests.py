@@ -1,0 +1,326 @@
+"""An actor's requests: validate them, run them one at a time (or concurrently), answer them.
+
+The broker link hands every REQUEST and CANCEL to ``Requests``, which
+
+- answers at once what cannot run: unknown command, invalid arguments (checked against the
+  method's signature by ``CommandSpec.bind``), actor shutting down, queue full (``busy``);
+- runs a command one at a time per device unless it is ``concurrent``: the rest wait in a FIFO
+  queue, and one whose deadline passes while it waits is answered ``deadline_exceeded`` and never
+  touches the device;
+- runs a plain-function command inline, in the receive callback (no task, no extra loop turn:
+  the hot path is one receive, one call, one send), and a coroutine command, or one that takes a
+  ``CommandContext``, as a task bounded by the request's deadline;
+- cancels a queued or running command when its caller (or the broker, at the deadline) sends
+  CANCEL, and answers ``cancelled``;
+- on ``stop``, takes no more work, fails the queue with ``unavailable`` and lets the running
+  commands finish within a grace period before cancelling them.
+
+Answers go out through the ``send`` function it is given; it never touches a socket itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from bus import protocol
+from bus.commands import CommandContext, CommandSpec
+from bus.errors import (
+    BadRequest,
+    BusError,
+    Busy,
+    Cancelled,
+    DeadlineExceeded,
+    InternalError,
+    Unavailable,
+    UnknownCommand,
+)
+
+__all__ = ["Request", "Requests"]
+
+#: The local deadline of a request whose ttl_s is nil: the broker cancels it when its own passes.
+_NO_LOCAL_DEADLINE_S = 24 * 3600.0
+
+Send = Callable[[list[Any]], object]
+
+
+def _not_started(frames: list[Any]) -> bool:
+    return False
+
+
+class Request:
+    """One accepted request: its command, validated arguments, deadline, and task once running."""
+
+    __slots__ = ("args", "deadline", "msg_id", "spec", "task")
+
+    def __init__(
+        self, msg_id: str, spec: CommandSpec, args: dict[str, Any], deadline: float
+    ) -> None:
+        self.msg_id = msg_id
+        self.spec = spec
+        self.args = args
+        self.deadline = deadline
+        self.task: asyncio.Task[None] | None = None
+
+
+class Requests:
+    """Validates, queues, runs, cancels and answers one actor's requests; see the module docstring.
+
+    Args:
+        target: The object whose methods the commands are (the actor).
+        commands: The target's commands by wire name.
+        service: The service name, for error messages.
+        kind: The actor kind, for error messages.
+        log: The actor's logger.
+    """
+
+    def __init__(
+        self,
+        target: object,
+        commands: Mapping[str, CommandSpec],
+        *,
+        service: str,
+        kind: str,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._target = target
+        self._commands = commands
+        self._service = service
+        self._kind = kind
+        self.max_queue = 0
+        self._send: Send = _not_started
+        self._log = log
+        self._queue: collections.deque[Request] = collections.deque()
+        self._current: Request | None = None
+        self._inflight: dict[str, Request] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Set by ``stop``: requests are answered ``unavailable`` from then on.
+        self.stopping = False
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the device."""
+        return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a one-at-a-time command is running."""
+        return self._current is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop, send: Send, *, max_queue: int) -> None:
+        """Take requests: coroutine commands run as tasks of ``loop``, answers go out through
+        ``send``, and at most ``max_queue`` requests wait for the device."""
+        self._loop = loop
+        self._send = send
+        self.max_queue = max_queue
+        self.stopping = False
+
+    # --- receiving ------------------------------------------------------------------------
+
+    def on_request(self, header: list[Any], frames: list[Any]) -> None:
+        """Take one REQUEST (its decoded header and all its frames)."""
+        try:
+            msg_id = header[2]
+            name = header[4]
+            ttl = header[5]
+            payload = header[6]
+        except IndexError:
+            self._log.warning("malformed_request")
+            return
+        if type(msg_id) is not str:
+            self._log.warning("malformed_request")
+            return
+        if type(name) is not str or type(payload) is not bytes:
+            self._reply_error(msg_id, BadRequest("command must be a string and args a msgpack bin"))
+            return
+        # A nil ttl_s leaves the deadline to the broker, which cancels the command when it passes.
+        deadline = time.monotonic() + (ttl if type(ttl) in (int, float) else _NO_LOCAL_DEADLINE_S)
+        if self.stopping:
+            self._reply_error(msg_id, Unavailable(f"{self._service} is shutting down"))
+            return
+        spec = self._commands.get(name)
+        if spec is None:
+            self._reply_error(
+                msg_id,
+                UnknownCommand(
+                    f"{self._service} ({self._kind}) has no command {name!r}",
+                    details={"command": name, "known": sorted(self._commands)},
+                ),
+            )
+            return
+        try:
+            raw_args = (
+                protocol.unpack_value(payload, frames[1:])
+                if len(frames) > 1
+                else protocol.unpack_small(payload)
+            )
+            args = spec.bind(raw_args if raw_args is not None else {})
+        except BusError as exc:
+            self._reply_error(msg_id, exc)
+            return
+        except Exception as exc:  # msgpack of several types for a corrupt payload
+            self._reply_error(msg_id, BadRequest(f"arguments are not valid msgpack ({exc})"))
+            return
+        request = Request(msg_id, spec, args, deadline)
+        if spec.concurrent or (self._current is None and not self._queue):
+            self._start(request)
+        elif len(self._queue) >= self.max_queue:
+            self._reply_error(
+                msg_id, Busy(f"{self._service}: {len(self._queue)} requests already queued")
+            )
+        else:
+            self._queue.append(request)
+            self._inflight[msg_id] = request
+
+    def cancel(self, msg_id: object) -> None:
+        """Take one CANCEL: cancel the request's task, or take it out of the queue."""
+        request = self._inflight.get(msg_id) if type(msg_id) is str else None
+        if request is None:
+            return
+        if request.task is not None:
+            request.task.cancel()
+        else:
+            self._queue.remove(request)
+            self._inflight.pop(request.msg_id, None)
+            self._reply_error(request.msg_id, Cancelled("cancelled before it started"))
+
+    # --- running --------------------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        spec = request.spec
+        if not spec.concurrent:
+            self._current = request
+        if spec.is_async or spec.context_param is not None:
+            self._launch(request)
+            return
+        self._run_inline(request)
+        if not spec.concurrent:
+            self._finish_current()
+
+    def _launch(self, request: Request) -> None:
+        assert self._loop is not None, "Requests.start was not called"
+        self._inflight[request.msg_id] = request
+        request.task = self._loop.create_task(self._run_async(request))
+        request.task.add_done_callback(lambda _task: self._after_task(request))
+
+    def _after_task(self, request: Request) -> None:
+        """A task cancelled before its first step never runs ``_run_async`` (and so never its
+        ``finally``): answer for it and free the device here, or the actor would wait forever."""
+        if self._inflight.get(request.msg_id) is not request:
+            return  # _run_async ran and cleaned up
+        self._inflight.pop(request.msg_id, None)
+        self._reply_error(request.msg_id, Cancelled("cancelled before it started"))
+        if not request.spec.concurrent and self._current is request:
+            self._finish_current()
+
+    def _run_inline(self, request: Request) -> None:
+        """Run a plain-function command at once: no task, no extra loop turn."""
+        try:
+            result = getattr(self._target, request.spec.method_name)(**request.args)
+        except BusError as exc:
+            self._reply_error(request.msg_id, exc)
+        except Exception as exc:
+            self._reply_error(request.msg_id, self._internal(request, exc))
+        else:
+            self._reply(request.msg_id, result)
+
+    async def _run_async(self, request: Request) -> None:
+        spec = request.spec
+        msg_id = request.msg_id
+        loop = asyncio.get_running_loop()
+        try:
+            with structlog.contextvars.bound_contextvars(msg_id=msg_id, command=spec.name):
+                if time.monotonic() >= request.deadline:
+                    raise DeadlineExceeded("deadline passed while queued")
+                kwargs = request.args
+                if spec.context_param is not None:
+                    send = self._send
+                    context = CommandContext(
+                        msg_id,
+                        request.deadline,
+                        lambda data: send(protocol.encode_progress(msg_id, data)),
+                    )
+                    kwargs = {**kwargs, spec.context_param: context}
+                try:
+                    async with asyncio.timeout_at(
+                        loop.time() + (request.deadline - time.monotonic())
+                    ):
+                        result = getattr(self._target, spec.method_name)(**kwargs)
+                        if asyncio.iscoroutine(result):
+                            result = await result
+                except TimeoutError as exc:
+                    if isinstance(exc, BusError):
+                        raise
+                    raise DeadlineExceeded("did not finish before the deadline") from None
+            self._reply(msg_id, result)
+        except asyncio.CancelledError:
+            self._reply_error(msg_id, Cancelled("cancelled by the caller"))
+        except BusError as exc:
+            self._reply_error(msg_id, exc)
+        except Exception as exc:
+            self._reply_error(msg_id, self._internal(request, exc))
+        finally:
+            self._inflight.pop(msg_id, None)
+            if not spec.concurrent and self._current is request:
+                self._finish_current()
+
+    def _finish_current(self) -> None:
+        """Start what waits in the queue: plain commands run here in turn (a loop, not
+        recursion, however long the queue), the first coroutine command becomes current."""
+        self._current = None
+        while self._queue and not self.stopping:
+            nxt = self._queue.popleft()
+            self._inflight.pop(nxt.msg_id, None)
+            if time.monotonic() >= nxt.deadline:
+                # Its caller has already been told deadline_exceeded; do not touch the device.
+                self._reply_error(nxt.msg_id, DeadlineExceeded("deadline passed while queued"))
+                continue
+            if nxt.spec.is_async or nxt.spec.context_param is not None:
+                self._current = nxt
+                self._launch(nxt)
+                return
+            self._run_inline(nxt)
+
+    # --- answering ------------------------------------------------------------------------
+
+    def _internal(self, request: Request, exc: Exception) -> BusError:
+        self._log.error(
+            "command_crashed", msg_id=request.msg_id, command=request.spec.name, exc_info=exc
+        )
+        return InternalError(
+            f"internal error in {self._service} (see its log, msg_id {request.msg_id})"
+        )
+
+    def _reply(self, msg_id: str, result: Any) -> None:
+        try:
+            frames = protocol.encode_reply(msg_id, result)
+        except TypeError as exc:
+            self._reply_error(msg_id, InternalError(f"result cannot be encoded: {exc}"))
+            return
+        self._send(frames)
+
+    def _reply_error(self, msg_id: str, exc: BusError) -> None:
+        self._send(protocol.encode_error(msg_id, exc.code, exc.message, exc.details))
+
+    # --- stopping -------------------------------------------------------------------------
+
+    async def stop(self, grace_s: float) -> None:
+        """Take no more work, fail the queue, let running commands finish for ``grace_s``, then
+        cancel them (and wait as long again for them to end)."""
+        self.stopping = True
+        while self._queue:
+            request = self._queue.popleft()
+            self._inflight.pop(request.msg_id, None)
+            self._reply_error(request.msg_id, Unavailable(f"{self._service} is shutting down"))
+        running = [r.task for r in self._inflight.values() if r.task is not None]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=grace_s)

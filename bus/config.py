@@ -17,24 +17,27 @@ and, for the demo and tests, one ``[[simulator]]`` table per simulated device::
     [actor.options]
     address = "127.0.0.1:21234"
 
-Unknown keys are errors (a typo should not silently fall back to a default).
+Every table is read by ``bus.options.from_table`` into the dataclass that describes it: unknown
+keys are errors (a typo should not silently fall back to a default), types are exact, durations
+(``*_s``) are positive. Each actor reads its own ``[actor.options]`` table the same way, into its
+kind's options dataclass.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus.errors import ConfigError
+from bus.errors import BadRequest, ConfigError
+from bus.options import Seconds, from_table
 from bus.protocol import (
     BROKER_SERVICE,
     DEFAULT_COMMAND_ENDPOINT,
     DEFAULT_PUBLISH_ENDPOINT,
     DEFAULT_SUBSCRIBE_ENDPOINT,
-    BadRequest,
     validate_service_name,
 )
 
@@ -60,10 +63,10 @@ class BrokerConfig:
     command: str = DEFAULT_COMMAND_ENDPOINT
     publish: str = DEFAULT_PUBLISH_ENDPOINT
     subscribe: str = DEFAULT_SUBSCRIBE_ENDPOINT
-    heartbeat_s: float = 1.0
-    heartbeat_timeout_s: float = 2.5
-    default_timeout_s: float = 30.0
-    max_timeout_s: float = 3600.0
+    heartbeat_s: Seconds = 1.0
+    heartbeat_timeout_s: Seconds = 2.5
+    default_timeout_s: Seconds = 30.0
+    max_timeout_s: Seconds = 3600.0
     max_message_bytes: int = 256 * 1024 * 1024
 
 
@@ -72,12 +75,12 @@ class SupervisorConfig:
     """Restart policy: back-off doubles from ``backoff_initial_s`` up to ``backoff_max_s``; a
     process restarted more than ``flap_max_restarts`` times within ``flap_window_s`` is given up."""
 
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 10.0
-    flap_window_s: float = 60.0
+    backoff_initial_s: Seconds = 0.5
+    backoff_max_s: Seconds = 10.0
+    flap_window_s: Seconds = 60.0
     flap_max_restarts: int = 5
-    stop_timeout_s: float = 5.0
-    ready_timeout_s: float = 20.0
+    stop_timeout_s: Seconds = 5.0
+    ready_timeout_s: Seconds = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,32 +128,6 @@ class LineConfig:
         )
 
 
-def _build(cls: type, table: Any, where: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        default = known[key].default
-        if (
-            isinstance(default, type(MISSING))
-            and known[key].type in ("str", str)
-            and not isinstance(value, str)
-        ):
-            raise ConfigError(f"{where}.{key} must be str, got {value!r}")
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(default, (bool, int, float, str)) and type(value) is not type(default):
-            raise ConfigError(f"{where}.{key} must be {type(default).__name__}, got {value!r}")
-        if key.endswith("_s") and value <= 0:
-            raise ConfigError(f"{where}.{key} must be positive, got {value!r}")
-        values[key] = value
-    return cls(**values)
-
-
 def _env_overrides(broker: dict[str, Any]) -> dict[str, Any]:
     """Let ``LINEBUS_ENDPOINT`` etc. move the broker without editing the file (containers)."""
     merged = dict(broker)
@@ -177,18 +154,21 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
         tables = data.get(section, [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise ConfigError(f"{where}: [[{section}]] must be an array of tables")
-    broker = _build(BrokerConfig, _env_overrides(data.get("broker", {})), f"{where} [broker]")
+    broker = from_table(BrokerConfig, _env_overrides(data.get("broker", {})), f"{where} [broker]")
     if broker.heartbeat_timeout_s <= broker.heartbeat_s:
         raise ConfigError(f"{where} [broker]: heartbeat_timeout_s must exceed heartbeat_s")
-    supervisor = _build(SupervisorConfig, data.get("supervisor", {}), f"{where} [supervisor]")
+    supervisor = from_table(SupervisorConfig, data.get("supervisor", {}), f"{where} [supervisor]")
     simulators = []
     for i, table in enumerate(data.get("simulator", [])):
         table = dict(table)
-        table["args"] = tuple(str(a) for a in table.get("args", []))
+        if isinstance(table.get("args"), list):  # numbers are fine as arguments: "--port", 21234
+            table["args"] = [str(a) for a in table["args"]]
         for key in ("name", "module"):
             if key not in table:
                 raise ConfigError(f"{where} [[simulator]] #{i + 1}: missing {key!r}")
-        simulators.append(_build(SimulatorSpec, table, f"{where} [[simulator]] {table['name']}"))
+        simulators.append(
+            from_table(SimulatorSpec, table, f"{where} [[simulator]] {table['name']}")
+        )
     actors = []
     names: set[str] = set()
     for i, table in enumerate(data.get("actor", [])):
@@ -198,10 +178,7 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
         for key in ("name", "kind"):
             if key not in table:
                 raise ConfigError(f"{where} [[actor]] #{i + 1}: missing {key!r}")
-        options = table.pop("options", {})
-        if not isinstance(options, dict):
-            raise ConfigError(f"{where} [[actor]] {table['name']}: options must be a table")
-        spec = _build(ActorSpec, table, f"{where} [[actor]] {table['name']}")
+        spec = from_table(ActorSpec, table, f"{where} [[actor]] {table['name']}")
         try:
             validate_service_name(spec.name)
         except BadRequest as exc:
@@ -213,7 +190,7 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
         if spec.name in names:
             raise ConfigError(f"{where}: two actors named {spec.name!r}")
         names.add(spec.name)
-        actors.append(ActorSpec(spec.name, spec.kind, spec.actor_class, dict(options)))
+        actors.append(spec)
     return LineConfig(broker, supervisor, tuple(simulators), tuple(actors), path)
 
 

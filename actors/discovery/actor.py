@@ -1,6 +1,6 @@
 """``DiscoveryActor``: which FLUX devices are on the network, their state, and their management.
 
-Options (the ``[actor.options]`` table)::
+Options (the ``[actor.options]`` table, read into ``DiscoveryOptions``)::
 
     [actor.options]
     group = "239.255.255.250"   # multicast group to join ("" = none)
@@ -42,23 +42,43 @@ from bus.errors import (
     DeviceUnavailable,
     InvalidArguments,
 )
+from bus.options import Port, Seconds, Secret, from_table, options
 
-__all__ = ["ACTOR", "DiscoveryActor"]
+__all__ = ["ACTOR", "DiscoveryActor", "DiscoveryOptions"]
 
-_KNOWN = {
-    "group",
-    "port",
-    "interface",
-    "listen",
-    "poke",
-    "timeout_s",
-    "poke_interval_s",
-    "key",
-    "password",
-    "manage_port",
-    "presence",
-    "subscribe",
-}
+
+@options
+class DiscoveryOptions:
+    """The ``[actor.options]`` of a discovery actor (see the module docstring for an example).
+
+    Args:
+        group: Multicast group to join; "" for none.
+        port: The discovery port.
+        interface: Local address whose interface joins the group.
+        listen: Also listen for unicast/broadcast announcements here (``host`` or ``host:port``,
+            which sets ``port`` too).
+        poke: Devices to poke (``host`` or ``host:port``) where multicast fails; one or a list.
+        timeout_s: Silence after which a device is gone.
+        poke_interval_s: Interval between pokes.
+        key: Our RSA key for management (as the flux actor's).
+        password: Default device password for management commands.
+        manage_port: Management TCP port; default: the port the device announces from.
+        presence: Republish broker presence as ``<service>.actor.<name>``.
+        subscribe: Broker subscribe endpoint; default: the line's ``[broker] subscribe``.
+    """
+
+    group: str = DEFAULT_GROUP
+    port: Port = DISCOVERY_PORT
+    interface: str = "0.0.0.0"
+    listen: str = ""
+    poke: str | tuple[str, ...] = ()
+    timeout_s: Seconds = 10.0
+    poke_interval_s: Seconds = 3.0
+    key: str = DEFAULT_KEY
+    password: Secret | None = None
+    manage_port: Port | None = None
+    presence: bool = True
+    subscribe: str = ""
 
 
 def _uuid(text: str) -> uuidlib.UUID:
@@ -90,33 +110,26 @@ class DiscoveryActor(Actor):
 
     def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        opts = self.options
-        unknown = sorted(set(opts) - _KNOWN)
-        if unknown:
-            raise ConfigError(
-                f"discovery {name}: unknown options {unknown} (known: {sorted(_KNOWN)})"
-            )
-        port = int(opts.get("port", DISCOVERY_PORT))
-        listen = opts.get("listen") or None
-        if listen and ":" in str(listen):
-            host, _, text = str(listen).rpartition(":")
-            listen, port = host, int(text)
-        group = opts.get("group", DEFAULT_GROUP) or None
-        poke = opts.get("poke", [])
-        if isinstance(poke, str):
-            poke = [poke]
+        where = f"discovery {name}"
+        self.config = opts = from_table(DiscoveryOptions, self.options, where, noun="option")
+        port, listen = opts.port, opts.listen or None
+        if listen and ":" in listen:
+            listen, _, text = listen.rpartition(":")
+            if not text.isdigit():
+                raise ConfigError(f"{where}: listen must be host or host:port, got {opts.listen!r}")
+            port = int(text)
         self.driver = DiscoveryDriver(
-            group=group,
+            group=opts.group or None,
             port=port,
-            interface=str(opts.get("interface", "0.0.0.0")),
+            interface=opts.interface,
             listen=listen,
-            poke=[str(p) for p in poke],
-            timeout_s=float(opts.get("timeout_s", 10.0)),
-            poke_interval_s=float(opts.get("poke_interval_s", 3.0)),
+            poke=[opts.poke] if isinstance(opts.poke, str) else list(opts.poke),
+            timeout_s=opts.timeout_s,
+            poke_interval_s=opts.poke_interval_s,
         )
-        self.key_path = str(opts.get("key") or DEFAULT_KEY)
-        self.password: str | None = opts.get("password")
-        self.manage_port: int | None = int(opts["manage_port"]) if "manage_port" in opts else None
+        self.key_path = opts.key or DEFAULT_KEY
+        self.password = opts.password
+        self.manage_port = opts.manage_port
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self.key: Any = None
@@ -134,7 +147,7 @@ class DiscoveryActor(Actor):
             )
             self._spawn(self._start_later(), "start")
         self._spawn(self._forward_devices(), "devices")
-        if self.options.get("presence", True):
+        if self.config.presence:
             self._spawn(self._forward_presence(), "presence")
 
     async def on_stop(self) -> None:
@@ -182,7 +195,7 @@ class DiscoveryActor(Actor):
 
         endpoint = self.settings.endpoint
         # The line's own subscribe endpoint, unless the config names another.
-        subscribe = self.options.get("subscribe") or self.settings.subscribe_endpoint
+        subscribe = self.config.subscribe or self.settings.subscribe_endpoint
         while True:
             try:
                 async with AsyncClient(endpoint, subscribe_endpoint=subscribe, timeout=5.0) as bus:

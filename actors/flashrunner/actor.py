@@ -1,6 +1,7 @@
 """``FlashRunnerActor``: one SMH FlashRunner 2.0 on the bus, with ``fr_comm``'s operations as commands.
 
-Options (the ``[actor.options]`` table) mirror ``fr_comm.FlashRunner(port, settings)``::
+Options (the ``[actor.options]`` table, read into ``FlashRunnerOptions``) mirror
+``fr_comm.FlashRunner(port, settings)``::
 
     [actor.options]
     port = "LAN"                    # or a serial device: "/dev/ttyUSB0", "COM3"
@@ -16,22 +17,19 @@ Options (the ``[actor.options]`` table) mirror ``fr_comm.FlashRunner(port, setti
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
-from actors.flashrunner.config import FlashRunnerConfig
+from actors.flashrunner.config import FlashRunnerOptions
 from actors.flashrunner.driver import FlashRunnerDriver
-from actors.flashrunner.protocol import FileType, MultiChannel
+from actors.flashrunner.protocol import FileType
 from actors.flashrunner.realtime_log import FlashRunnerLogger
 from actors.flashrunner.transport_lan import TcpTransport, parse_address
 from bus.actor import Actor, CommandContext, command
 from bus.backoff import Backoff
 from bus.errors import ConfigError, DeviceError, InvalidArguments
+from bus.options import from_table
 
 __all__ = ["ACTOR", "FlashRunnerActor"]
-
-_CONFIG_KEYS = {f.name: f.type for f in dataclasses.fields(FlashRunnerConfig)}
-_OWN_KEYS = {"port", "settings", "logger", "logger_address"}
 
 
 def _ms(timeout: int, argument: str) -> float:
@@ -40,43 +38,6 @@ def _ms(timeout: int, argument: str) -> float:
             f"{argument} must be a positive number of milliseconds", details={"argument": argument}
         )
     return timeout / 1000.0
-
-
-def build_config(options: dict[str, Any]) -> FlashRunnerConfig:
-    """Build the driver config from the actor options (the keys of ``FlashRunnerConfig``).
-
-    Raises:
-        ConfigError: An option is unknown or of the wrong type.
-    """
-    unknown = sorted(set(options) - _OWN_KEYS - set(_CONFIG_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"flashrunner: unknown options {unknown} (known: {sorted(_OWN_KEYS | set(_CONFIG_KEYS))})"
-        )
-    values: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in _OWN_KEYS:
-            continue
-        if key == "multi_channel":
-            try:
-                values[key] = MultiChannel(value)
-            except ValueError:
-                raise ConfigError(
-                    f"flashrunner: multi_channel must be one of {[m.value for m in MultiChannel]}"
-                ) from None
-        elif key == "high_baudrate":
-            if not isinstance(value, bool):
-                raise ConfigError("flashrunner: high_baudrate must be true or false")
-            values[key] = value
-        elif key in ("chunk_bytes", "logger_port", "max_abandoned"):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"flashrunner: {key} must be a positive integer")
-            values[key] = value
-        else:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"flashrunner: {key} must be a positive number of seconds")
-            values[key] = float(value)
-    return FlashRunnerConfig(**values)
 
 
 class FlashRunnerActor(Actor):
@@ -106,36 +67,28 @@ class FlashRunnerActor(Actor):
 
     def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        opts = self.options
-        for key in ("port", "settings"):
-            if not isinstance(opts.get(key), str) or not opts[key].strip():
-                raise ConfigError(
-                    f'flashrunner {name}: option {key!r} is required (port = "LAN", settings = "host:port")'
-                )
-        self.config = build_config(opts)
+        where = f"flashrunner {name}"
+        self.config = from_table(FlashRunnerOptions, self.options, where, noun="option")
         try:
             self.driver = FlashRunnerDriver.from_settings(
-                opts["port"], opts["settings"], self.config
+                self.config.port, self.config.settings, self.config.driver
             )
         except InvalidArguments as exc:
-            raise ConfigError(f"flashrunner {name}: {exc.message}") from exc
-        self._logger_address = self._resolve_logger(opts)
+            raise ConfigError(f"{where}: {exc.message}") from exc
+        self._logger_address = self._resolve_logger(where)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _resolve_logger(self, opts: dict[str, Any]) -> tuple[str, int] | None:
-        wanted = opts.get("logger", True)
-        if not isinstance(wanted, bool):
-            raise ConfigError("flashrunner: logger must be true or false")
+    def _resolve_logger(self, where: str) -> tuple[str, int] | None:
         transport = self.driver.transport
-        if not wanted or not isinstance(transport, TcpTransport):
+        if not self.config.logger or not isinstance(transport, TcpTransport):
             return None
-        address = opts.get("logger_address")
+        address = self.config.logger_address
         if address is None:
-            return transport.host, self.config.logger_port
+            return transport.host, self.config.driver.logger_port
         try:
-            return parse_address(str(address))
+            return parse_address(address)
         except InvalidArguments as exc:
-            raise ConfigError(f"flashrunner: logger_address: {exc.message}") from exc
+            raise ConfigError(f"{where}: logger_address: {exc.message}") from exc
 
     # ------------------------------------------------------------ lifecycle
 
@@ -167,8 +120,8 @@ class FlashRunnerActor(Actor):
         """The device's address and whether it is connected."""
         return {
             "device": {
-                "port": self.options["port"],
-                "settings": self.options["settings"],
+                "port": self.config.port,
+                "settings": self.config.settings,
                 "connected": self.driver.connected,
             },
             "library": self.driver.library_version(),
@@ -198,7 +151,7 @@ class FlashRunnerActor(Actor):
         while True:
             try:
                 async with FlashRunnerLogger(
-                    host, port, connect_timeout_s=self.config.connect_timeout_s
+                    host, port, connect_timeout_s=self.config.driver.connect_timeout_s
                 ) as logger:
                     backoff.reset()
                     reported = False
@@ -213,7 +166,7 @@ class FlashRunnerActor(Actor):
             await asyncio.sleep(backoff.next_delay())
 
     def _backoff(self) -> Backoff:
-        return Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        return Backoff(self.config.driver.backoff_initial_s, self.config.driver.backoff_max_s)
 
     # ------------------------------------------------------------ commands
 

@@ -1,6 +1,6 @@
 """``FluxActor``: one FLUX Delta on the bus, with every ``FluxRobot`` method as a command.
 
-Options (the ``[actor.options]`` table)::
+Options (the ``[actor.options]`` table, read into ``FluxOptions``)::
 
     [actor.options]
     host = "192.168.1.30"          # the printer (required); "host:port" also sets the robot port
@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any
+from dataclasses import field
+from typing import Annotated, Any
 
 from actors.discovery.manager import FluxManager
 from actors.discovery.protocol import DISCOVERY_PORT, STATUS_LABELS
@@ -29,15 +30,13 @@ from actors.flux.driver import FluxDriver
 from bus.actor import Actor, CommandContext, command
 from bus.backoff import Backoff
 from bus.errors import Busy, ConfigError, DeviceError, DeviceFault, DeviceUnavailable
+from bus.options import FLATTEN, NON_BLANK, Example, Port, Seconds, Secret, from_table, options
 
-__all__ = ["ACTOR", "DEFAULT_KEY", "START_WAIT_S", "FluxActor", "status_label"]
+__all__ = ["ACTOR", "DEFAULT_KEY", "START_WAIT_S", "FluxActor", "FluxOptions", "status_label"]
 
 DEFAULT_KEY = "~/.linebus/flux-client-key.pem"
 #: How long ``on_start`` waits for the first connection attempt before registering anyway.
 START_WAIT_S = 5.0
-_CONFIG_KEYS = {f.name for f in dataclasses.fields(FluxConfig)}
-_OWN_KEYS = {"host", "key", "password", "manage", "manage_port", "poll_interval_s"}
-_INT_KEYS = {"port", "chunk_bytes", "manage_port"}
 #: st_id values after which a job is over (or none runs): the watcher stops there.
 _AT_REST = {0, 64, 128}
 
@@ -47,33 +46,33 @@ def status_label(st_id: int) -> str:
     return STATUS_LABELS.get(st_id, "UNKNOWN")
 
 
-def build_config(options: dict[str, Any]) -> FluxConfig:
-    """The driver config from the actor options.
+@options
+class FluxOptions:
+    """The ``[actor.options]`` of a FLUX actor (see the module docstring for an example).
 
-    Raises:
-        ConfigError: An option is unknown or of the wrong type.
+    Args:
+        host: The printer; ``host:port`` also sets the robot port.
+        key: Our RSA client key (PEM); created on first use.
+        password: Authorise over the management port and trust our key when the robot port
+            refuses it (fluxclient's UpnpTask).
+        manage: ``host:port`` of the management (TLS) port; only its port is used.
+        manage_port: The management port (when ``manage`` is not given).
+        poll_interval_s: Job status polling while a job runs.
+        driver: Every ``FluxConfig`` field, at the top level of the table.
     """
-    unknown = sorted(set(options) - _OWN_KEYS - _CONFIG_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"flux: unknown options {unknown} (known: {sorted(_OWN_KEYS | _CONFIG_KEYS)})"
-        )
-    values: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in _OWN_KEYS and key not in ("manage_port", "poll_interval_s"):
-            continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"flux: {key} must be a positive number")
-        if key in _INT_KEYS and not isinstance(value, int):
-            raise ConfigError(f"flux: {key} must be an integer")
-        if key in _CONFIG_KEYS:
-            values[key] = value if key in _INT_KEYS else float(value)
-    return FluxConfig(**values)
+
+    host: Annotated[str, NON_BLANK, Example('host = "192.168.1.30"')]
+    key: str = DEFAULT_KEY
+    password: Secret | None = None
+    manage: str | None = None
+    manage_port: Port = DISCOVERY_PORT
+    poll_interval_s: Seconds = 0.5
+    driver: Annotated[FluxConfig, FLATTEN] = field(default_factory=FluxConfig)
 
 
-def _port(text: str, option: str) -> int:
+def _port(text: str, option: str, where: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ConfigError(f"flux: {option} must be host:port with a port number")
+        raise ConfigError(f"{where}: {option} must be host:port with a port number")
     return int(text)
 
 
@@ -119,24 +118,19 @@ class FluxActor(Actor):
 
     def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        opts = self.options
-        host = opts.get("host")
-        if not isinstance(host, str) or not host.strip():
-            raise ConfigError(f'flux {name}: option "host" is required (host = "192.168.1.30")')
-        self.host = host.strip()
+        where = f"flux {name}"
+        opts = from_table(FluxOptions, self.options, where, noun="option")
+        self.host = opts.host.strip()
+        self.config = opts.driver
         if ":" in self.host:  # "host:port" sets the robot port
             self.host, _, port_text = self.host.rpartition(":")
-            opts = {**opts, "port": _port(port_text, "host")}
-        self.config = build_config(opts)
-        password = opts.get("password")
-        if password is not None and not isinstance(password, str):
-            raise ConfigError(f"flux {name}: password must be a string")
-        self.password: str | None = password
-        self.key_path = str(opts.get("key") or DEFAULT_KEY)
-        self.manage_port = int(opts.get("manage_port", DISCOVERY_PORT))
-        if isinstance(opts.get("manage"), str):
-            self.manage_port = _port(opts["manage"].rpartition(":")[2], "manage")
-        self.poll_interval_s = float(opts.get("poll_interval_s", 0.5))
+            self.config = dataclasses.replace(self.config, port=_port(port_text, "host", where))
+        self.password = opts.password
+        self.key_path = opts.key or DEFAULT_KEY
+        self.manage_port = opts.manage_port
+        if opts.manage is not None:
+            self.manage_port = _port(opts.manage.rpartition(":")[2], "manage", where)
+        self.poll_interval_s = opts.poll_interval_s
         self.driver: FluxDriver | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bus.options import Port, PositiveInt, Seconds, options
 
 __all__ = ["ROBOT_PORT", "FluxConfig"]
 
 ROBOT_PORT = 23811
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@options
 class FluxConfig:
     """How the driver talks to one FLUX device.
 
@@ -25,12 +25,12 @@ class FluxConfig:
         progress_interval_s: Minimum time between two progress callbacks (first and last always fire).
     """
 
-    port: int = ROBOT_PORT
-    connect_timeout_s: float = 10.0
-    reply_timeout_s: float = 30.0
-    mode_timeout_s: float = 120.0
-    firmware_timeout_s: float = 45.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    chunk_bytes: int = 4096
-    progress_interval_s: float = 0.2
+    port: Port = ROBOT_PORT
+    connect_timeout_s: Seconds = 10.0
+    reply_timeout_s: Seconds = 30.0
+    mode_timeout_s: Seconds = 120.0
+    firmware_timeout_s: Seconds = 45.0
+    backoff_initial_s: Seconds = 0.5
+    backoff_max_s: Seconds = 30.0
+    chunk_bytes: PositiveInt = 4096
+    progress_interval_s: Seconds = 0.2

@@ -1,6 +1,6 @@
 """``TelemetryActor``: the store-and-forward uplink on the bus, with ``spotflow_device``'s operations as commands.
 
-Options (the ``[actor.options]`` table, read by ``TelemetryConfig.from_options``)::
+Options (the ``[actor.options]`` table, read into ``TelemetryConfig``)::
 
     [actor.options]
     db = "var/telemetry.db"                 # the SQLite store (must end in .db); parent dirs are created
@@ -40,6 +40,7 @@ from actors.telemetry.model import (
 from actors.telemetry.store import TelemetryStore
 from bus.actor import Actor, CommandContext, command
 from bus.errors import InvalidArguments, Unavailable
+from bus.options import from_table
 
 __all__ = ["ACTOR", "TelemetryActor"]
 
@@ -140,7 +141,7 @@ class TelemetryActor(Actor):
 
     def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self.config = TelemetryConfig.from_options(self.options)  # ConfigError names the bad key
+        self.config = from_table(TelemetryConfig, self.options, f"telemetry {name}", noun="option")
         self.driver: TelemetryDriver | None = None
         # One writer thread: appends are stored in the order their commands arrived, and the
         # events of stored messages are published in commit order.

@@ -1,19 +1,26 @@
-"""The settings of the telemetry store and forwarder, as frozen dataclasses."""
+"""The settings of the telemetry store and forwarder: the actor's ``[actor.options]``, as frozen
+dataclasses read by ``bus.options.from_table`` (the forwarder's keys sit at the top level)."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
 from actors.telemetry.model import OverflowPolicy
-from bus.errors import ConfigError
+from bus.options import (
+    FLATTEN,
+    Check,
+    Example,
+    NonNegativeSeconds,
+    PositiveInt,
+    Seconds,
+    Secret,
+    options,
+)
 
 __all__ = ["ForwarderConfig", "TelemetryConfig"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@options
 class ForwarderConfig:
     """How the forwarder reaches its upstream and paces its uploads.
 
@@ -32,58 +39,39 @@ class ForwarderConfig:
         token_refresh_margin_s: Refresh the registration token when it expires within this.
     """
 
-    instance_url: str
-    provisioning_token: str
+    instance_url: Annotated[str, Example('instance_url = "http://127.0.0.1:8080"')]
+    provisioning_token: Secret
     device_id: str | None = None
-    max_batch_messages: int = 100
-    max_batch_bytes: int = 256 * 1024
-    linger_s: float = 0.05
-    request_timeout_s: float = 10.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    retry_after_max_s: float = 300.0
-    desired_poll_s: float = 5.0
-    token_refresh_margin_s: float = 3600.0
+    max_batch_messages: PositiveInt = 100
+    max_batch_bytes: PositiveInt = 256 * 1024
+    linger_s: NonNegativeSeconds = 0.05
+    request_timeout_s: Seconds = 10.0
+    backoff_initial_s: Seconds = 0.5
+    backoff_max_s: Seconds = 30.0
+    retry_after_max_s: Seconds = 300.0
+    desired_poll_s: Seconds = 5.0
+    token_refresh_margin_s: NonNegativeSeconds = 3600.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@options
 class TelemetryConfig:
     """Everything the telemetry driver needs: the store file, its quota, and the forwarder.
+
+    Build it from an actor's flat ``[actor.options]`` table with
+    ``from_table(TelemetryConfig, options, where, noun="option")``.
 
     Args:
         db: Path of the SQLite store (must end in ``.db``, as the Spotflow SDK requires).
         quota_bytes: Bound on stored message bytes; None for no bound.
         overflow: What happens when an append does not fit.
-        forwarder: The upstream settings.
+        forwarder: The upstream settings (their keys at the top level of the options table).
     """
 
-    db: str
-    forwarder: ForwarderConfig
-    quota_bytes: int | None = None
+    db: Annotated[
+        str,
+        Check(lambda path: path.endswith(".db"), "end with '.db'"),
+        Example('db = "var/telemetry.db"'),
+    ]
+    forwarder: Annotated[ForwarderConfig, FLATTEN]
+    quota_bytes: PositiveInt | None = None
     overflow: OverflowPolicy = OverflowPolicy.REJECT_NEW
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> TelemetryConfig:
-        """Build from an actor's flat ``[actor.options]`` table (forwarder keys at top level).
-
-        Raises:
-            ConfigError: A required key is missing, a key is unknown, or a value is invalid.
-        """
-        forwarder_keys = {f.name for f in dataclasses.fields(ForwarderConfig)}
-        own = {k: v for k, v in options.items() if k not in forwarder_keys}
-        unknown = set(own) - {"db", "quota_bytes", "overflow"}
-        if unknown:
-            raise ConfigError(f"telemetry: unknown options {sorted(unknown)}")
-        try:
-            forwarder = ForwarderConfig(**{k: v for k, v in options.items() if k in forwarder_keys})
-            config = cls(
-                db=str(own["db"]),
-                forwarder=forwarder,
-                quota_bytes=own.get("quota_bytes"),
-                overflow=OverflowPolicy(own.get("overflow", OverflowPolicy.REJECT_NEW)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"telemetry: bad options: {exc}") from exc
-        if not config.db.endswith(".db"):
-            raise ConfigError(f"telemetry: db {config.db!r} must end with '.db'")
-        return config

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from actors.telemetry.config import TelemetryConfig
 from actors.telemetry.model import OverflowPolicy
 from bus.errors import ConfigError
+from bus.options import from_table
 
 BASE = {"db": "line.db", "instance_url": "http://127.0.0.1:8080", "provisioning_token": "t"}
 
 
+def from_options(options: Mapping[str, object]) -> TelemetryConfig:
+    """What the telemetry actor does with its ``[actor.options]`` table."""
+    return from_table(TelemetryConfig, options, "telemetry tel", noun="option")
+
+
 def test_flat_options_split_into_store_and_forwarder_settings() -> None:
     """Forwarder keys go to ForwarderConfig; the rest are the store's."""
-    config = TelemetryConfig.from_options(
+    config = from_options(
         {**BASE, "quota_bytes": 1000, "overflow": "evict_forwarded", "linger_s": 0.5}
     )
     assert (config.db, config.quota_bytes, config.overflow) == (
@@ -28,15 +36,34 @@ def test_flat_options_split_into_store_and_forwarder_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "words"),
     [
-        {k: v for k, v in BASE.items() if k != "provisioning_token"},
-        {**BASE, "db": "line.sqlite"},
-        {**BASE, "overflow": "drop_everything"},
-        {**BASE, "colour": "blue"},
+        (
+            {k: v for k, v in BASE.items() if k != "provisioning_token"},
+            "missing required option 'provisioning_token'",
+        ),
+        ({**BASE, "db": "line.sqlite"}, "db must end with '.db', got 'line.sqlite'"),
+        ({**BASE, "overflow": "drop_everything"}, "overflow must be one of"),
+        ({**BASE, "colour": "blue"}, "unknown option(s) ['colour']"),
+        ({**BASE, "linger_s": "soon"}, "linger_s must be a number, got 'soon'"),
+        ({**BASE, "quota_bytes": 0}, "quota_bytes must be positive, got 0"),
     ],
+    ids=["missing token", "db suffix", "overflow policy", "unknown key", "wrong type", "range"],
 )
-def test_bad_options_are_config_errors(options: dict[str, object]) -> None:
+def test_bad_options_are_config_errors(options: dict[str, object], words: str) -> None:
     """Missing keys, a db not ending in .db, unknown policies or keys: ConfigError naming the problem."""
-    with pytest.raises(ConfigError):
-        TelemetryConfig.from_options(options)
+    with pytest.raises(ConfigError) as info:
+        from_options(options)
+    assert info.value.message.startswith("telemetry tel: ")
+    assert words in info.value.message
+
+
+def test_the_token_never_shows() -> None:
+    """The provisioning token is a secret: not in the repr, not in an error about it."""
+    config = from_options({**BASE, "provisioning_token": "hunter2"})
+    assert "hunter2" not in repr(config)
+    assert "hunter2" not in repr(config.forwarder)
+    with pytest.raises(ConfigError) as info:
+        from_options({**BASE, "provisioning_token": ["hunter2"]})
+    assert "hunter2" not in info.value.message
+    assert "provisioning_token must be a string, got ***" in info.value.message

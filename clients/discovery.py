@@ -24,11 +24,14 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bus.client import Client
 from bus.errors import BusError
 from clients._session import BusSession, connect_bus
+
+if TYPE_CHECKING:  # cryptography is needed only by callers that pass a key object
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 __all__ = ["ManagerError", "ManagerException", "UpnpDiscover", "UpnpError", "UpnpTask", "metadata"]
 
@@ -306,13 +309,12 @@ class UpnpTask(BusSession):
         """Access points the device sees."""
         return list(self._manage("get_wifi_list"))
 
-    def add_trust(self, label: str, key: Any) -> None:
-        """Trust a client public key (PEM ``str``/``bytes`` or a ``cryptography`` key)."""
-        if not isinstance(key, (str, bytes)):
-            from actors.flux import crypto
-
-            key = crypto.public_pem(key)
-        self._manage("add_trust", label=label, pem=key.decode() if isinstance(key, bytes) else key)
+    def add_trust(
+        self, label: str, key: str | bytes | rsa.RSAPrivateKey | rsa.RSAPublicKey
+    ) -> None:
+        """Trust a client public key (PEM ``str``/``bytes`` or a ``cryptography`` RSA key)."""
+        pem = key if isinstance(key, (str, bytes)) else _public_pem(key)
+        self._manage("add_trust", label=label, pem=pem.decode() if isinstance(pem, bytes) else pem)
 
     def list_trust(self) -> list[dict[str, Any]]:
         """The trust list: ``[{"access_id", "label", "type"}, ...]``."""
@@ -321,3 +323,14 @@ class UpnpTask(BusSession):
     def remove_trust(self, access_id: str) -> None:
         """Stop trusting a key."""
         self._manage("remove_trust", access_id=access_id)
+
+
+def _public_pem(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> bytes:
+    """The PEM SubjectPublicKeyInfo of a key (what the device's trust list stores)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

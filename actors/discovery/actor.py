@@ -28,10 +28,10 @@ import uuid as uuidlib
 from typing import Any
 
 from actors.discovery.driver import DiscoveryDriver
-from actors.discovery.manager import FluxManager
-from actors.discovery.protocol import DEFAULT_GROUP, DISCOVERY_PORT, build_touch_request
-from actors.flux import crypto
-from actors.flux.actor import DEFAULT_KEY, load_key
+from actors.fluxfamily import crypto
+from actors.fluxfamily.datagram import DEFAULT_GROUP, DISCOVERY_PORT, build_touch_request
+from actors.fluxfamily.keys import DEFAULT_KEY, load_key
+from actors.fluxfamily.manager import FluxManager
 from bus.actor import Actor, CommandContext, command
 from bus.backoff import Backoff
 from bus.errors import (

@@ -11,7 +11,7 @@ Sockets: a listener on ``(group, port)`` that joins the multicast group on ``int
 optional unicast/broadcast listener on ``(listen, port)`` for hosts where multicast does not
 work (the simulator can announce there instead); a helper socket on an ephemeral port that
 sends pokes and touches and receives their answers. Device management (TLS) is
-``actors.discovery.manager.FluxManager``.
+``actors.fluxfamily.manager.FluxManager``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any, Self
 
 import structlog
 
-from actors.discovery.protocol import (
+from actors.discovery.table import DeviceEvent, DeviceTable
+from actors.fluxfamily.datagram import (
     DEFAULT_GROUP,
     DISCOVERY_PORT,
     Announcement,
@@ -38,7 +39,6 @@ from actors.discovery.protocol import (
     parse_datagram,
     parse_touch_response,
 )
-from actors.discovery.table import DeviceEvent, DeviceTable
 from bus.errors import DeviceTimeout, DeviceUnavailable
 
 __all__ = ["DiscoveryDriver", "Subscription"]

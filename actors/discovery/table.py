@@ -12,7 +12,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from actors.discovery.protocol import STATUS_LABELS, Announcement, TouchResponse
+from actors.fluxfamily.datagram import STATUS_LABELS, Announcement, TouchResponse
 
 __all__ = ["DeviceEvent", "DeviceRecord", "DeviceTable"]
 

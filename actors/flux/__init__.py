@@ -1,7 +1,10 @@
-"""The FLUX Delta printer/scanner: sans-io robot protocol, driver and simulator."""
+"""The FLUX Delta printer/scanner: sans-io robot protocol, driver, actor and simulator.
+
+The pieces the ``discovery`` actor uses too (crypto and keys, framing, the datagram and
+management protocols) live in ``actors.fluxfamily``.
+"""
 
 from actors.flux.config import FluxConfig
-from actors.flux.crypto import get_or_create_default_key
 from actors.flux.driver import Download, FluxDriver
 
-__all__ = ["Download", "FluxConfig", "FluxDriver", "get_or_create_default_key"]
+__all__ = ["Download", "FluxConfig", "FluxDriver"]

@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from dataclasses import field
 from typing import Annotated, Any
 
-from actors.discovery.manager import FluxManager
-from actors.discovery.protocol import DISCOVERY_PORT, STATUS_LABELS
-from actors.flux import crypto
 from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
+from actors.fluxfamily.datagram import DISCOVERY_PORT, STATUS_LABELS
+from actors.fluxfamily.keys import DEFAULT_KEY, load_key
+from actors.fluxfamily.manager import FluxManager
 from bus.actor import Actor, CommandContext, command
 from bus.backoff import Backoff
 from bus.errors import Busy, ConfigError, DeviceError, DeviceFault, DeviceUnavailable
 from bus.options import FLATTEN, NON_BLANK, Example, Port, Seconds, Secret, from_table, options
 
-__all__ = ["ACTOR", "DEFAULT_KEY", "START_WAIT_S", "FluxActor", "FluxOptions", "status_label"]
+__all__ = ["ACTOR", "START_WAIT_S", "FluxActor", "FluxOptions", "status_label"]
 
-DEFAULT_KEY = "~/.linebus/flux-client-key.pem"
 #: How long ``on_start`` waits for the first connection attempt before registering anyway.
 START_WAIT_S = 5.0
 #: st_id values after which a job is over (or none runs): the watcher stops there.
@@ -74,16 +72,6 @@ def _port(text: str, option: str, where: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ConfigError(f"{where}: {option} must be host:port with a port number")
     return int(text)
-
-
-def load_key(path: str) -> Any:
-    """Load (or create) the client key; tolerate another actor creating the same file meanwhile."""
-    for _ in range(50):
-        try:
-            return crypto.get_or_create_default_key(path)
-        except (FileExistsError, ValueError):
-            time.sleep(0.05)  # another process is writing it right now
-    return crypto.get_or_create_default_key(path)
 
 
 def _images(pairs: list[tuple[str, bytes]]) -> list[list[Any]]:

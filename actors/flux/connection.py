@@ -12,13 +12,9 @@ import contextlib
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.flux import crypto
-from actors.flux.protocol import (
-    AnswerEvent,
-    AnswerReader,
-    ClientHandshake,
-    encode_command,
-)
+from actors.flux.protocol import ClientHandshake
+from actors.fluxfamily import crypto
+from actors.fluxfamily.framing import AnswerEvent, AnswerReader, encode_command
 
 __all__ = ["RobotConnection"]
 

@@ -27,43 +27,30 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from actors.flux.config import FluxConfig
 from actors.flux.connection import RobotConnection
-from actors.flux.protocol import (
+from actors.flux.protocol import HandshakeError
+from actors.fluxfamily.errors import device_error
+from actors.fluxfamily.framing import (
     BinaryChunk,
     BinaryEnd,
     BinaryStart,
-    HandshakeError,
     ProtocolViolation,
     Text,
     parse_error,
 )
 from bus.backoff import Backoff
 from bus.errors import (
-    Busy,
     DeviceError,
     DeviceFault,
     DeviceTimeout,
     DeviceUnavailable,
-    InvalidArguments,
 )
 
-__all__ = ["ProgressCallback", "Reply", "RobotSession", "device_error"]
+__all__ = ["ProgressCallback", "Reply", "RobotSession"]
 
 log = structlog.get_logger()
 
 ProgressCallback = Callable[[int, int], None]
 MessageCallback = Callable[[str], None]
-_BUSY = frozenset({"RESOURCE_BUSY", "ALREADY_RUNNING"})
-
-
-def device_error(what: str, symbols: tuple[str, ...]) -> DeviceError | Busy | InvalidArguments:
-    """The ``bus.errors`` exception for a device's ``error SYMBOL ...`` answer."""
-    details = {"device_code": symbols[0], "symbols": list(symbols)}
-    message = f"{what}: {' '.join(symbols)}"
-    if symbols[0] in _BUSY:
-        return Busy(message, details=details)
-    if symbols[0] == "BAD_PARAMS":
-        return InvalidArguments(message, details=details)
-    return DeviceFault(message, details=details)
 
 
 def is_final(text: str) -> bool:

@@ -18,10 +18,10 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.discovery.protocol import STATUS_LABELS, Status
-from actors.flux import crypto
 from actors.flux.fcode import FcodeError, read_fcode
 from actors.flux.sim_storage import SimError, SimStorage
+from actors.fluxfamily import crypto
+from actors.fluxfamily.datagram import STATUS_LABELS, Status
 
 __all__ = ["Faults", "SimDevice", "SimJob", "TrustedKey"]
 

@@ -14,17 +14,11 @@ import ssl
 
 import structlog
 
-from actors.discovery.manage_protocol import CHALLENGE_SIZE
-from actors.flux import crypto
-from actors.flux.protocol import (
-    BANNER_TLS,
-    CommandReader,
-    ProtocolViolation,
-    Text,
-    encode_answer,
-)
 from actors.flux.sim_device import SimDevice
 from actors.flux.sim_storage import SimError
+from actors.fluxfamily import crypto
+from actors.fluxfamily.framing import CommandReader, ProtocolViolation, Text, encode_answer
+from actors.fluxfamily.manage_protocol import BANNER_TLS, CHALLENGE_SIZE
 
 __all__ = ["WIFI_ACCESS_POINTS", "ManageServer"]
 

@@ -15,21 +15,21 @@ import shlex
 import structlog
 
 from actors.flux import commands
-from actors.flux.crypto import AesStream
 from actors.flux.fcode import FcodeError, read_fcode
-from actors.flux.protocol import (
+from actors.flux.protocol import ServerHandshake
+from actors.flux.sim_device import CONFIG_CHOICES, SimDevice
+from actors.flux.sim_storage import SimError
+from actors.flux.sim_tasks import maintain_command, scan_command
+from actors.fluxfamily.crypto import AesStream
+from actors.fluxfamily.framing import (
     AnswerEvent,
     BinaryChunk,
     BinaryEnd,
     BinaryStart,
     CommandReader,
     ProtocolViolation,
-    ServerHandshake,
     encode_answer,
 )
-from actors.flux.sim_device import CONFIG_CHOICES, SimDevice
-from actors.flux.sim_storage import SimError
-from actors.flux.sim_tasks import maintain_command, scan_command
 
 __all__ = ["RobotServer"]
 

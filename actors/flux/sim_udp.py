@@ -14,7 +14,9 @@ import socket
 
 import structlog
 
-from actors.discovery.protocol import (
+from actors.flux.sim_device import SimDevice
+from actors.fluxfamily import crypto
+from actors.fluxfamily.datagram import (
     DatagramError,
     Poke,
     TouchRequest,
@@ -22,8 +24,6 @@ from actors.discovery.protocol import (
     build_touch_response,
     parse_datagram,
 )
-from actors.flux import crypto
-from actors.flux.sim_device import SimDevice
 
 __all__ = ["UdpAnnouncer"]
 

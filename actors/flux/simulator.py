@@ -56,15 +56,15 @@ from typing import Any, Self
 import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.discovery.manage_protocol import build_certificate
-from actors.discovery.protocol import DEFAULT_GROUP, DISCOVERY_PORT
-from actors.flux import crypto
 from actors.flux.config import ROBOT_PORT
 from actors.flux.sim_device import Faults, SimDevice
 from actors.flux.sim_manage import ManageServer
 from actors.flux.sim_robot import RobotServer
 from actors.flux.sim_storage import SimStorage
 from actors.flux.sim_udp import UdpAnnouncer
+from actors.fluxfamily import crypto
+from actors.fluxfamily.datagram import DEFAULT_GROUP, DISCOVERY_PORT
+from actors.fluxfamily.manage_protocol import build_certificate
 
 __all__ = ["Faults", "FluxSimulator", "main"]
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from actors.discovery.protocol import DEFAULT_GROUP
+from actors.fluxfamily.datagram import DEFAULT_GROUP
 
 __all__ = ["free_udp_port", "multicast_on_loopback", "random_loopback", "wait_for"]
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from actors.flux import crypto
 from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
 from actors.flux.fcode import build_fcode
 from actors.flux.testing import free_udp_port, random_loopback
+from actors.fluxfamily import crypto
 from clients.discovery import ManagerError, UpnpDiscover, UpnpTask
 from tests.conftest import (
     ECHO,

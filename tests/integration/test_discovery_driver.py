@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.discovery import DeviceEvent, DiscoveryDriver, FluxManager
-from actors.discovery.protocol import DEFAULT_GROUP
-from actors.flux import crypto
+from actors.discovery import DeviceEvent, DiscoveryDriver
 from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
 from actors.flux.fcode import build_fcode
@@ -30,6 +28,9 @@ from actors.flux.testing import (
     random_loopback,
     wait_for,
 )
+from actors.fluxfamily import crypto
+from actors.fluxfamily.datagram import DEFAULT_GROUP
+from actors.fluxfamily.manager import FluxManager
 from bus.errors import DeviceFault, InvalidArguments
 from tests.conftest import Processes, scaled, wait_ready_line
 

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.flux import crypto
 from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
 from actors.flux.fcode import build_fcode
 from actors.flux.simulator import FluxSimulator
 from actors.flux.testing import random_loopback, wait_for
+from actors.fluxfamily import crypto
 from bus.errors import (
     Busy,
     DeviceFault,

@@ -8,8 +8,9 @@ import uuid as uuidlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.discovery import manage_protocol
-from actors.discovery.protocol import (
+from actors.discovery.table import DeviceTable
+from actors.fluxfamily import crypto, manage_protocol
+from actors.fluxfamily.datagram import (
     Announcement,
     Beacon,
     DatagramError,
@@ -25,8 +26,6 @@ from actors.discovery.protocol import (
     parse_datagram,
     parse_touch_response,
 )
-from actors.discovery.table import DeviceTable
-from actors.flux import crypto
 
 DEVICE = uuidlib.UUID("ffffffffffffffff0123456789abcdef")
 SOURCE = ("127.0.0.2", 1901)

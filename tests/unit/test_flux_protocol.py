@@ -9,24 +9,24 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.flux import commands, crypto
+from actors.flux import commands
 from actors.flux.fcode import FcodeError, build_fcode, read_fcode
-from actors.flux.protocol import (
+from actors.flux.protocol import ClientHandshake, HandshakeError, ServerHandshake
+from actors.flux.session import is_final
+from actors.fluxfamily import crypto
+from actors.fluxfamily.errors import device_error
+from actors.fluxfamily.framing import (
     AnswerReader,
     BinaryChunk,
     BinaryEnd,
     BinaryStart,
-    ClientHandshake,
     CommandReader,
-    HandshakeError,
     ProtocolViolation,
-    ServerHandshake,
     Text,
     encode_answer,
     encode_command,
     parse_error,
 )
-from actors.flux.session import device_error, is_final
 from bus.errors import Busy, DeviceFault, InvalidArguments
 
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from actors.flux.fcode import build_fcode
 from bus.client import Client
+from bus.tours import Say
 from clients.flux import FluxRobot, RobotError, RobotSessionError
 
 __all__ = ["tour"]
 
-Say = Callable[[str], None]
 _toured: list[str] = []
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from bus.client import Client
+from bus.tours import Say
 from clients.discovery import UpnpDiscover, UpnpTask
 
 __all__ = ["tour"]
 
-Say = Callable[[str], None]
 DEMO_PASSWORD = "demo"
 
 

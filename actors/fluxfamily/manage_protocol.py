@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from actors.flux import crypto
-from actors.flux.protocol import encode_command, parse_error
+from actors.fluxfamily import crypto
+from actors.fluxfamily.framing import encode_command, parse_error
 
 __all__ = [
+    "BANNER_TLS",
     "CHALLENGE_SIZE",
     "NETWORK_KEYS",
     "ManageAnswer",
@@ -34,6 +35,8 @@ __all__ = [
     "uuid_from_certificate",
 ]
 
+#: The plaintext banner the device sends before TLS on the management port.
+BANNER_TLS = b"FLUX0003"
 CHALLENGE_SIZE = 64
 NETWORK_KEYS = frozenset(
     {

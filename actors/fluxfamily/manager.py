@@ -13,7 +13,7 @@
 | ``close``                                    | ``close``                                     |
 
 Unlike fluxclient, ``modify_network`` reads the device's answer, so no stale frame is left in
-the stream (§3.2). Errors: ``error``/``er`` answers as in ``actors.flux.session.device_error``;
+the stream (§3.2). Errors: ``error``/``er`` answers as in ``actors.fluxfamily.errors``;
 network failures are ``DeviceUnavailable``, silence ``DeviceTimeout``.
 """
 
@@ -29,7 +29,12 @@ from typing import Any, Self
 import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.discovery.manage_protocol import (
+from actors.fluxfamily import crypto
+from actors.fluxfamily.datagram import DISCOVERY_PORT
+from actors.fluxfamily.errors import device_error
+from actors.fluxfamily.framing import AnswerReader, Text
+from actors.fluxfamily.manage_protocol import (
+    BANNER_TLS,
     CHALLENGE_SIZE,
     ManageAnswer,
     encode_request,
@@ -38,10 +43,6 @@ from actors.discovery.manage_protocol import (
     sign_challenge,
     uuid_from_certificate,
 )
-from actors.discovery.protocol import DISCOVERY_PORT
-from actors.flux import crypto
-from actors.flux.protocol import BANNER_TLS, AnswerReader, Text
-from actors.flux.session import device_error
 from bus.errors import (
     BusError,
     DeviceFault,

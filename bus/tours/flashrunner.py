@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from bus.client import Client
+from bus.tours import Say
 from clients.flashrunner import (
     FlashRunner,
     FR_Comm_Exception,
@@ -23,7 +23,6 @@ from clients.flashrunner import (
 
 __all__ = ["tour"]
 
-Say = Callable[[str], None]
 CHANNELS = [1, 2, 3, 4]
 IMAGE_BYTES = 384 * 1024
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections.abc import Callable
 from typing import Any
 
 import requests
 
 from bus.client import Client
+from bus.tours import Say
 from clients.telemetry import Compression, DesiredProperties, DeviceClient
 
 __all__ = ["tour"]
 
-Say = Callable[[str], None]
 GROUP, STREAM = "line3", "temperatures"
 BATCH = 1000
 BULK = 20_000  # readings sent pipelined, to show the rate

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.flux import crypto
+from actors.fluxfamily import crypto
 
 __all__ = [
     "DEFAULT_GROUP",

@@ -22,7 +22,10 @@ __all__ = ["CallCore", "CallState", "GapTracker", "TrackedEvent"]
 _REPLY = int(Kind.REPLY)
 _ERROR = int(Kind.ERROR)
 _PROGRESS = int(Kind.PROGRESS)
-_unpackb = msgpack.unpackb
+_split = protocol.split
+_peek_msg_id = protocol.peek_msg_id
+_reply_header = protocol.reply_header
+_unpackb = msgpack.unpackb  # event bodies only (GapTracker.decode's fast path)
 
 #: Extra time a client waits past a request's deadline for the broker's own typed answer.
 DEADLINE_GRACE_S = 0.25
@@ -104,17 +107,16 @@ class CallCore:
         """Apply one received message to its call; return the call, or None if it is not ours."""
         self.heard_from_broker = True
         try:
-            header = _unpackb(frames[0])
-            kind = header[1]
-            msg_id = header[2]
-        except Exception:  # a malformed frame from the broker is dropped, not fatal
+            kind, header = _split(frames[0])
+        except BusError:  # a malformed frame from the broker is dropped, not fatal
             return None
-        state = self.pending.get(msg_id)
+        msg_id = _peek_msg_id(header)
+        state = self.pending.get(msg_id) if msg_id is not None else None
         if state is None:
             return None
         if kind == _REPLY:
-            payload = header[3]
             try:
+                payload = _reply_header(header).payload
                 state.result = (
                     protocol.unpack_value(payload, frames[1:])
                     if len(frames) > 1
@@ -123,17 +125,21 @@ class CallCore:
             except BadRequest as exc:
                 state.error = exc
             state.done = True
-            del self.pending[msg_id]
+            del self.pending[state.msg_id]
         elif kind == _ERROR:
-            details = header[5] if len(header) > 5 and isinstance(header[5], dict) else {}
-            state.error = from_wire(
-                str(header[3]), f"{state.service}.{state.command}: {header[4]}", details
-            )
+            try:
+                error = protocol.error_header(header)
+            except BadRequest as exc:
+                state.error = exc
+            else:
+                state.error = from_wire(
+                    error.code, f"{state.service}.{state.command}: {error.message}", error.details
+                )
             state.done = True
-            del self.pending[msg_id]
+            del self.pending[state.msg_id]
         elif kind == _PROGRESS:
             try:
-                update = protocol.unpack_value(header[3], frames[1:])
+                update = protocol.unpack_value(_reply_header(header).payload, frames[1:])
             except BadRequest:
                 return state
             if state.on_progress is not None:

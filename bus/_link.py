@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import structlog
 import zmq
 
 from bus import protocol
 from bus._requests import Requests
+from bus.errors import BusError
 from bus.protocol import Kind
 
 __all__ = ["BrokerLink"]
@@ -42,8 +42,13 @@ _REQUEST = int(Kind.REQUEST)
 _CANCEL = int(Kind.CANCEL)
 _HEARTBEAT = int(Kind.HEARTBEAT)
 _DISCONNECT = int(Kind.DISCONNECT)
-_NOBLOCK = zmq.NOBLOCK
-_unpackb = msgpack.unpackb
+# Plain ints: pyzmq's flags are IntFlag enums, and every operation on one builds a new member.
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_RCVMORE = int(zmq.RCVMORE)
+_POLLIN = int(zmq.POLLIN)
+_split = protocol.split
+_request_header = protocol.request_header
 _monotonic = time.monotonic
 
 
@@ -85,6 +90,7 @@ class BrokerLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
         self._heartbeat: asyncio.Task[None] | None = None
+        self._drain_due = False  # a drain is scheduled and has not started yet
         #: When the broker was last heard from (``time.monotonic``).
         self.last_heard = 0.0
 
@@ -106,7 +112,7 @@ class BrokerLink:
         self._fd = sock.FD
         loop.add_reader(self._fd, self.drain)
         self._heartbeat = loop.create_task(self._heartbeat_loop())
-        loop.call_soon(self.drain)
+        self._drain_soon()
 
     def stop_heartbeats(self) -> None:
         """Stop heartbeating (the first step of a shutdown; receiving goes on)."""
@@ -143,9 +149,10 @@ class BrokerLink:
             if not quiet:
                 self._log.warning("send_dropped", reason="no broker connection")
         # A send can consume the edge on ZMQ_FD; look again so no incoming message is stranded.
-        events = sock.getsockopt(zmq.EVENTS)
-        if isinstance(events, int) and events & zmq.POLLIN and self._loop is not None:
-            self._loop.call_soon(self.drain)
+        if not self._drain_due:
+            events = sock.getsockopt(_EVENTS)
+            if isinstance(events, int) and events & _POLLIN:
+                self._drain_soon()
         return sent
 
     def send_ready(self) -> bool:
@@ -190,8 +197,14 @@ class BrokerLink:
 
     # --- receiving ------------------------------------------------------------------------
 
+    def _drain_soon(self) -> None:
+        if self._loop is not None:
+            self._drain_due = True
+            self._loop.call_soon(self.drain)
+
     def drain(self) -> None:
         """Handle the messages waiting in the socket (up to 256, then again next loop turn)."""
+        self._drain_due = False
         sock = self._socket
         if sock is None:
             return
@@ -201,7 +214,7 @@ class BrokerLink:
             except zmq.Again:
                 return
             frames: list[Any] = [first]
-            if sock.rcvmore:
+            if sock.getsockopt(_RCVMORE):
                 # Bulk frames stay zmq.Frame (no copy) until a handler's argument needs bytes.
                 frames.extend(sock.recv_multipart(copy=False))
             self.last_heard = _monotonic()
@@ -209,24 +222,46 @@ class BrokerLink:
                 self._on_message(frames)
             except Exception:  # a bug in handling one message must not stop the actor
                 self._log.exception("message_handling_failed")
-        if self._loop is not None:
-            self._loop.call_soon(self.drain)  # more may be waiting; yield to other tasks first
+        if not self._drain_due:
+            self._drain_soon()  # more may be waiting; yield to other tasks first
 
     def _on_message(self, frames: list[Any]) -> None:
+        frame = frames[0]
         try:
-            header = _unpackb(frames[0])
-            kind = header[1]
-        except Exception:  # only the broker talks to us; a bad frame is logged and dropped
+            kind, header = _split(frame)
+        except BusError:  # only the broker talks to us; a bad frame is logged and dropped
             self._log.warning("malformed_from_broker")
             return
         if kind == _REQUEST:
-            self._requests.on_request(header, frames)
+            try:
+                request = _request_header(header, frame)
+            except BusError as exc:
+                self._on_malformed_request(header, exc)
+                return
+            self._requests.on_request(request, frames)
         elif kind == _HEARTBEAT:
             pass
         elif kind == _CANCEL:
-            self._requests.cancel(header[2])
+            try:
+                msg_id = protocol.cancel_header(header)
+            except BusError:
+                self._log.warning("malformed_from_broker")
+                return
+            self._requests.cancel(msg_id)
         elif kind == _DISCONNECT:
-            self._on_disconnect(header[2] if len(header) > 2 and type(header[2]) is str else "")
+            try:
+                reason = protocol.disconnect_header(header)
+            except BusError:
+                reason = ""
+            self._on_disconnect(reason)
+
+    def _on_malformed_request(self, header: list[Any], exc: BusError) -> None:
+        """Answer a REQUEST the broker should not have passed on, if it has an id to answer."""
+        msg_id = protocol.peek_msg_id(header)
+        if msg_id is None:
+            self._log.warning("malformed_request")
+        else:
+            self._requests.reply_error(msg_id, exc)
 
     def _on_disconnect(self, reason: str) -> None:
         if self._requests.stopping:

@@ -122,30 +122,15 @@ class Requests:
 
     # --- receiving ------------------------------------------------------------------------
 
-    def on_request(self, header: list[Any], frames: list[Any]) -> None:
-        """Take one REQUEST (its decoded header and all its frames)."""
-        try:
-            msg_id = header[2]
-            name = header[4]
-            ttl = header[5]
-            payload = header[6]
-        except IndexError:
-            self._log.warning("malformed_request")
-            return
-        if type(msg_id) is not str:
-            self._log.warning("malformed_request")
-            return
-        if type(name) is not str or type(payload) is not bytes:
-            self._reply_error(msg_id, BadRequest("command must be a string and args a msgpack bin"))
-            return
-        # A nil ttl_s leaves the deadline to the broker, which cancels the command when it passes.
-        deadline = time.monotonic() + (ttl if type(ttl) in (int, float) else _NO_LOCAL_DEADLINE_S)
+    def on_request(self, header: protocol.RequestHeader, frames: list[Any]) -> None:
+        """Take one REQUEST: its decoded header and all its frames (bulk from the second on)."""
+        msg_id, _, name, ttl, payload = header
         if self.stopping:
-            self._reply_error(msg_id, Unavailable(f"{self._service} is shutting down"))
+            self.reply_error(msg_id, Unavailable(f"{self._service} is shutting down"))
             return
         spec = self._commands.get(name)
         if spec is None:
-            self._reply_error(
+            self.reply_error(
                 msg_id,
                 UnknownCommand(
                     f"{self._service} ({self._kind}) has no command {name!r}",
@@ -161,25 +146,34 @@ class Requests:
             )
             args = spec.bind(raw_args if raw_args is not None else {})
         except BusError as exc:
-            self._reply_error(msg_id, exc)
+            self.reply_error(msg_id, exc)
             return
-        except Exception as exc:  # msgpack of several types for a corrupt payload
-            self._reply_error(msg_id, BadRequest(f"arguments are not valid msgpack ({exc})"))
+        except Exception as exc:  # whatever else a corrupt payload provokes is the caller's too
+            self.reply_error(msg_id, BadRequest(f"arguments are not valid msgpack ({exc})"))
             return
+        free = spec.concurrent or (self._current is None and not self._queue)
+        if free and spec.inline:
+            # The hot path: nothing to wait for and nothing to await, so nothing to keep either.
+            self._run_inline(msg_id, spec, args)
+            return
+        # A nil ttl_s leaves the deadline to the broker, which cancels the command when it passes.
+        deadline = time.monotonic() + (_NO_LOCAL_DEADLINE_S if ttl is None else ttl)
         request = Request(msg_id, spec, args, deadline)
-        if spec.concurrent or (self._current is None and not self._queue):
-            self._start(request)
+        if free:
+            if not spec.concurrent:
+                self._current = request
+            self._launch(request)
         elif len(self._queue) >= self.max_queue:
-            self._reply_error(
+            self.reply_error(
                 msg_id, Busy(f"{self._service}: {len(self._queue)} requests already queued")
             )
         else:
             self._queue.append(request)
             self._inflight[msg_id] = request
 
-    def cancel(self, msg_id: object) -> None:
+    def cancel(self, msg_id: str) -> None:
         """Take one CANCEL: cancel the request's task, or take it out of the queue."""
-        request = self._inflight.get(msg_id) if type(msg_id) is str else None
+        request = self._inflight.get(msg_id)
         if request is None:
             return
         if request.task is not None:
@@ -187,20 +181,9 @@ class Requests:
         else:
             self._queue.remove(request)
             self._inflight.pop(request.msg_id, None)
-            self._reply_error(request.msg_id, Cancelled("cancelled before it started"))
+            self.reply_error(request.msg_id, Cancelled("cancelled before it started"))
 
     # --- running --------------------------------------------------------------------------
-
-    def _start(self, request: Request) -> None:
-        spec = request.spec
-        if not spec.concurrent:
-            self._current = request
-        if spec.is_async or spec.context_param is not None:
-            self._launch(request)
-            return
-        self._run_inline(request)
-        if not spec.concurrent:
-            self._finish_current()
 
     def _launch(self, request: Request) -> None:
         assert self._loop is not None, "Requests.start was not called"
@@ -214,20 +197,20 @@ class Requests:
         if self._inflight.get(request.msg_id) is not request:
             return  # _run_async ran and cleaned up
         self._inflight.pop(request.msg_id, None)
-        self._reply_error(request.msg_id, Cancelled("cancelled before it started"))
+        self.reply_error(request.msg_id, Cancelled("cancelled before it started"))
         if not request.spec.concurrent and self._current is request:
             self._finish_current()
 
-    def _run_inline(self, request: Request) -> None:
+    def _run_inline(self, msg_id: str, spec: CommandSpec, args: dict[str, Any]) -> None:
         """Run a plain-function command at once: no task, no extra loop turn."""
         try:
-            result = getattr(self._target, request.spec.method_name)(**request.args)
+            result = getattr(self._target, spec.method_name)(**args)
         except BusError as exc:
-            self._reply_error(request.msg_id, exc)
+            self.reply_error(msg_id, exc)
         except Exception as exc:
-            self._reply_error(request.msg_id, self._internal(request, exc))
+            self.reply_error(msg_id, self._internal(msg_id, spec, exc))
         else:
-            self._reply(request.msg_id, result)
+            self._reply(msg_id, result)
 
     async def _run_async(self, request: Request) -> None:
         spec = request.spec
@@ -259,11 +242,11 @@ class Requests:
                     raise DeadlineExceeded("did not finish before the deadline") from None
             self._reply(msg_id, result)
         except asyncio.CancelledError:
-            self._reply_error(msg_id, Cancelled("cancelled by the caller"))
+            self.reply_error(msg_id, Cancelled("cancelled by the caller"))
         except BusError as exc:
-            self._reply_error(msg_id, exc)
+            self.reply_error(msg_id, exc)
         except Exception as exc:
-            self._reply_error(msg_id, self._internal(request, exc))
+            self.reply_error(msg_id, self._internal(msg_id, spec, exc))
         finally:
             self._inflight.pop(msg_id, None)
             if not spec.concurrent and self._current is request:
@@ -278,33 +261,30 @@ class Requests:
             self._inflight.pop(nxt.msg_id, None)
             if time.monotonic() >= nxt.deadline:
                 # Its caller has already been told deadline_exceeded; do not touch the device.
-                self._reply_error(nxt.msg_id, DeadlineExceeded("deadline passed while queued"))
+                self.reply_error(nxt.msg_id, DeadlineExceeded("deadline passed while queued"))
                 continue
-            if nxt.spec.is_async or nxt.spec.context_param is not None:
+            if not nxt.spec.inline:
                 self._current = nxt
                 self._launch(nxt)
                 return
-            self._run_inline(nxt)
+            self._run_inline(nxt.msg_id, nxt.spec, nxt.args)
 
     # --- answering ------------------------------------------------------------------------
 
-    def _internal(self, request: Request, exc: Exception) -> BusError:
-        self._log.error(
-            "command_crashed", msg_id=request.msg_id, command=request.spec.name, exc_info=exc
-        )
-        return InternalError(
-            f"internal error in {self._service} (see its log, msg_id {request.msg_id})"
-        )
+    def _internal(self, msg_id: str, spec: CommandSpec, exc: Exception) -> BusError:
+        self._log.error("command_crashed", msg_id=msg_id, command=spec.name, exc_info=exc)
+        return InternalError(f"internal error in {self._service} (see its log, msg_id {msg_id})")
 
     def _reply(self, msg_id: str, result: Any) -> None:
         try:
             frames = protocol.encode_reply(msg_id, result)
         except TypeError as exc:
-            self._reply_error(msg_id, InternalError(f"result cannot be encoded: {exc}"))
+            self.reply_error(msg_id, InternalError(f"result cannot be encoded: {exc}"))
             return
         self._send(frames)
 
-    def _reply_error(self, msg_id: str, exc: BusError) -> None:
+    def reply_error(self, msg_id: str, exc: BusError) -> None:
+        """Answer request ``msg_id`` with the error ``exc``."""
         self._send(protocol.encode_error(msg_id, exc.code, exc.message, exc.details))
 
     # --- stopping -------------------------------------------------------------------------
@@ -316,7 +296,7 @@ class Requests:
         while self._queue:
             request = self._queue.popleft()
             self._inflight.pop(request.msg_id, None)
-            self._reply_error(request.msg_id, Unavailable(f"{self._service} is shutting down"))
+            self.reply_error(request.msg_id, Unavailable(f"{self._service} is shutting down"))
         running = [r.task for r in self._inflight.values() if r.task is not None]
         if running:
             _, pending = await asyncio.wait(running, timeout=grace_s)

@@ -245,6 +245,8 @@ class CommandSpec:
     returns: str
     accepts_any: bool = False
     index: dict[str, Param] = field(default_factory=dict)
+    #: A plain function without a ``CommandContext``: the runtime calls it inline, not as a task.
+    inline: bool = False
 
     @classmethod
     def build(cls, method: Callable[..., Any]) -> CommandSpec:
@@ -285,6 +287,7 @@ class CommandSpec:
             accepts_any=accepts_any,
         )
         spec.index = {p.name: p for p in params}
+        spec.inline = not spec.is_async and context_param is None
         return spec
 
     def bind(self, args: Any) -> dict[str, Any]:

@@ -27,7 +27,10 @@ from bus import protocol
 
 __all__ = ["Publisher", "TopicEntry"]
 
-_NOBLOCK = zmq.NOBLOCK
+# Plain ints: pyzmq's flags are IntFlag enums, and every operation on one builds a new member.
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _now = time.time
 _encode_body = protocol.encode_event_body
 
@@ -190,8 +193,8 @@ class Publisher:
         sock = self._socket
         changed = False
         while sock is not None:
-            events = sock.getsockopt(zmq.EVENTS)
-            if not (isinstance(events, int) and events & zmq.POLLIN):
+            events = sock.getsockopt(_EVENTS)
+            if not (isinstance(events, int) and events & _POLLIN):
                 break
             try:
                 message = sock.recv(_NOBLOCK)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from actors.flashrunner.driver import FlashRunnerDriver  # noqa: E402 - after the path set-up
 from actors.flashrunner.protocol import FileType  # noqa: E402
 from bus.client import Client  # noqa: E402
-from bus.testing import free_port, wait_for  # noqa: E402
+from bus.testing import free_port, wait_until  # noqa: E402
 from clients.flashrunner import FlashRunner, FR_FileType  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def main() -> None:
         ]
         try:
             with Client(f"tcp://127.0.0.1:{ports[0]}", timeout=600) as bus:
-                wait_for(lambda: _ready(bus), 30, what="frbench actor connected to the simulator")
+                wait_until(lambda: _ready(bus), 30, "frbench actor connected to the simulator")
                 direct, via_bus = [], []
                 for _ in range(args.repeats):
                     direct.append(_direct(f"127.0.0.1:{sim_port}", image))

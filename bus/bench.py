@@ -249,6 +249,7 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
             p.start()
     else:
         from bus.client import Client
+        from bus.testing import wait_until
 
         for _ in range(subs):
             procs.append(
@@ -260,9 +261,7 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
             )
         for p in procs:
             p.start()
-        deadline = time.monotonic() + 60
-        while ready.value < subs and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: ready.value >= subs, 60, f"{subs} subscribers ready")
         with Client(endpoints["command"], timeout=120) as client:
             client.call("bench", "emit", event="reading", count=n, data=SMALL)
             for _ in range(50):
@@ -304,7 +303,7 @@ def _paired(raw: Any, bus: Any) -> dict[str, Any]:
 def _broker_rss_with_actors(ctx: Any, port: int, count: int) -> float:
     """RSS of a fresh `linebus broker` with ``count`` idle actors connected (steady state)."""
     from bus.client import Client
-    from bus.testing import wait_for
+    from bus.testing import wait_until
 
     ep = {
         name: f"tcp://127.0.0.1:{port + i}"
@@ -331,10 +330,10 @@ def _broker_rss_with_actors(ctx: Any, port: int, count: int) -> float:
     many.start()
     try:
         with Client(ep["command"], timeout=2) as client:
-            wait_for(
+            wait_until(
                 lambda: sum(1 for s in client.services() if s["state"] == "up") >= count,
                 60,
-                what=f"{count} actors",
+                f"{count} actors",
             )
             time.sleep(2.0)  # two heartbeat rounds, so the figure is the steady state
             return _rss_mb(broker.pid)
@@ -401,13 +400,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         p.start()
     broker_pid = broker.pid
     from bus.client import Client
-    from bus.testing import wait_for
+    from bus.testing import wait_until
 
     with Client(bus["command"], timeout=2) as client:
-        wait_for(
+        wait_until(
             lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
             30,
-            what="bench actor",
+            "bench actor",
         )
     results: dict[str, Any] = {}
     blob = os.urandom(BULK_SIZE)

@@ -1,4 +1,9 @@
-"""Helpers for tests and benchmarks: a small actor with every kind of command, and waiters."""
+"""Helpers for tests and benchmarks: a small actor with every kind of command, waiters, ports.
+
+``wait_until`` (and ``async_wait_until`` on an event loop) is the one way tests, benchmarks and
+the demo wait for a condition: always with a timeout, and on failure an error that says what was
+awaited and the last value seen.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from bus.actor import Actor, CommandContext, command
-from bus.errors import DeadlineExceeded, DeviceFault, from_wire
+from bus.errors import DeviceFault, from_wire
 
-__all__ = ["EchoActor", "free_port", "wait_for"]
+__all__ = ["EchoActor", "WaitTimeout", "async_wait_until", "free_port", "wait_until"]
+
+T = TypeVar("T")
 
 
 class EchoActor(Actor):
@@ -83,24 +90,74 @@ class EchoActor(Actor):
         return count
 
 
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, *, interval: float = 0.02, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; raise DeadlineExceeded after ``timeout``.
+class WaitTimeout(AssertionError):
+    """A ``wait_until`` ran out of time (an AssertionError: in a test it is a failure)."""
 
-    The error names ``what`` and the last value seen, so a failing test says what it waited for.
+
+def wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str | Callable[[], str],
+    *,
+    interval: float = 0.02,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """Poll ``predicate`` until it returns a true value, and return that value.
+
+    Args:
+        predicate: Called at once, then every ``interval`` seconds.
+        timeout: Seconds before giving up.
+        what: What is awaited, for the error ("echo1 up"); a callable is asked at the time of
+            the error (to describe what was seen meanwhile).
+        interval: Pause between two calls.
+        ignore: Exceptions of the predicate that count as "not yet" (a broker that is
+            restarting answers ``Unavailable``).
+
+    Raises:
+        WaitTimeout: ``timeout`` passed first; the message names ``what`` and the last value.
     """
     end = time.monotonic() + timeout
-    last: Any = None
     while True:
-        last = predicate()
-        if last:
-            return last
+        try:
+            value = predicate()
+        except ignore as exc:  # not yet; shown as the last value if it stays so
+            last: object = exc
+        else:
+            if value:
+                return value
+            last = value
         if time.monotonic() >= end:
-            raise DeadlineExceeded(
-                f"timed out after {timeout} s waiting for {what}; last value: {last!r}"
-            )
+            raise _timed_out(timeout, what, last)
         time.sleep(interval)
+
+
+async def async_wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str | Callable[[], str],
+    *,
+    interval: float = 0.01,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """``wait_until`` on an event loop: the pauses are ``asyncio.sleep``, so the loop runs on."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except ignore as exc:  # not yet; shown as the last value if it stays so
+            last: object = exc
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= end:
+            raise _timed_out(timeout, what, last)
+        await asyncio.sleep(interval)
+
+
+def _timed_out(timeout: float, what: str | Callable[[], str], last: object) -> WaitTimeout:
+    awaited = what() if callable(what) else what
+    return WaitTimeout(f"timed out after {timeout:g} s waiting for {awaited}; last value: {last!r}")
 
 
 # Ports for test and benchmark lines are taken below the kernel's ephemeral range (Linux default

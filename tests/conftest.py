@@ -12,16 +12,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bus.testing import free_port
+from bus.testing import free_port, wait_until
 
-__all__ = ["free_port"]  # re-exported: tests import it from here
+__all__ = ["free_port", "wait_until"]  # re-exported: tests import them from here
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTOR = float(os.environ.get("LINEBUS_TEST_TIME_FACTOR", "1"))
@@ -172,17 +172,17 @@ class Line:
         """Wait until ``name`` is up (and, if given, served by process ``pid``)."""
         with self.client(timeout=1.0) as client:
 
-            def up() -> Any:
+            def up() -> dict[str, Any] | None:
                 for row in client.services():
                     if (
                         row["name"] == name
                         and row["state"] == "up"
                         and (pid is None or row["pid"] == pid)
                     ):
-                        return row
+                        return dict(row)
                 return None
 
-            return wait_until(up, scaled(timeout), f"{name} up")  # type: ignore[no-any-return]
+            return wait_until(up, scaled(timeout), f"{name} up")
 
 
 def _pings(client: Any) -> bool:
@@ -217,20 +217,6 @@ def wait_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, 
             if isinstance(message, dict) and message.get("event") == "ready":
                 return message
     pytest.fail(f"no ready line from {proc.args} within {timeout:.1f} s; got {buffered[-500:]!r}")
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
-) -> Any:
-    """Poll until truthy; fail the test naming ``what`` and the last value after ``timeout``."""
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}; last value {last!r}")
 
 
 @pytest.fixture

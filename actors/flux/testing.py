@@ -1,4 +1,4 @@
-"""Helpers for tests of the FLUX and discovery layers: free loopback addresses, ports, waits.
+"""Helpers for tests of the FLUX and discovery layers: free loopback addresses and ports.
 
 Simulators run on their own loopback address (Linux routes all of 127/8 to ``lo``); picking a
 random one per test keeps parallel or repeated runs apart.
@@ -6,17 +6,13 @@ random one per test keeps parallel or repeated runs apart.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import socket
-import time
-from collections.abc import Callable
-from typing import Any
 
 from actors.fluxfamily.datagram import DEFAULT_GROUP
 
-__all__ = ["free_udp_port", "multicast_on_loopback", "random_loopback", "wait_for"]
+__all__ = ["free_udp_port", "multicast_on_loopback", "random_loopback"]
 
 
 def random_loopback() -> str:
@@ -54,19 +50,3 @@ def multicast_on_loopback(group: str = DEFAULT_GROUP, timeout_s: float = 1.0) ->
             return receiver.recv(16) == b"probe"
         except OSError:
             return False
-
-
-async def wait_for(
-    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.01
-) -> Any:
-    """Poll ``predicate`` until truthy; raise AssertionError naming ``what`` and the last value."""
-    end = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < end:
-        last = predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval_s)
-    raise AssertionError(
-        f"timed out after {timeout_s:.1f} s waiting for {what}; last value {last!r}"
-    )

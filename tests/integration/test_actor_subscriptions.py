@@ -169,15 +169,16 @@ class TestUnsubscribedEvents:
                     return None
                 return tracker.decode(sock.recv())
 
+            def emit_and_receive() -> TrackedEvent | None:
+                emitter.emit()
+                return receive(0.02)
+
             try:
                 sock.setsockopt(zmq.SUBSCRIBE, TOPIC.encode())
                 sock.connect(running_line.endpoints.subscribe)
-                before = None
-                end = time.monotonic() + scaled(5)
-                while before is None and time.monotonic() < end:
-                    emitter.emit()
-                    before = receive(0.02)
-                assert before is not None, "the raw subscription never received an event"
+                before = wait_until(
+                    emit_and_receive, scaled(5), "an event on the raw subscription", interval=0
+                )
                 received = [before]
                 while received[-1].seq < emitter.emitted:
                     event = receive(scaled(5))
@@ -188,12 +189,9 @@ class TestUnsubscribedEvents:
                     40
                 )  # nobody subscribed (or, if the unsubscription is slow, filtered out here)
                 sock.setsockopt(zmq.SUBSCRIBE, TOPIC.encode())
-                after = None
-                end = time.monotonic() + scaled(5)
-                while after is None and time.monotonic() < end:
-                    emitter.emit()
-                    after = receive(0.02)
-                assert after is not None
+                after = wait_until(
+                    emit_and_receive, scaled(5), "an event after resubscribing", interval=0
+                )
                 last_before = received[-1].seq
                 assert after.seq > last_before
                 assert after.missed == after.seq - last_before - 1  # the gap, reported exactly

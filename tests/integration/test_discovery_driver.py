@@ -22,16 +22,12 @@ from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
 from actors.flux.fcode import build_fcode
 from actors.flux.simulator import FluxSimulator
-from actors.flux.testing import (
-    free_udp_port,
-    multicast_on_loopback,
-    random_loopback,
-    wait_for,
-)
+from actors.flux.testing import free_udp_port, multicast_on_loopback, random_loopback
 from actors.fluxfamily import crypto
 from actors.fluxfamily.datagram import DEFAULT_GROUP
 from actors.fluxfamily.manager import FluxManager
 from bus.errors import DeviceFault, InvalidArguments
+from bus.testing import async_wait_until
 from tests.conftest import Processes, scaled, wait_ready_line
 
 pytestmark = pytest.mark.integration
@@ -132,7 +128,7 @@ class Collector:
                 None,
             )
 
-        return await wait_for(found, scaled(timeout), f"{kind} of {uuid}")  # type: ignore[no-any-return]
+        return await async_wait_until(found, scaled(timeout), f"{kind} of {uuid}")
 
     def of(self, uuid: str) -> list[DeviceEvent]:
         return [e for e in self.events if e.device["uuid"] == uuid]
@@ -231,7 +227,7 @@ class TestTwoSimulatorProcesses:
         procs[1].terminate()
         gone = await watch.wait("gone", beta["uuid"])
         assert gone["name"] == "beta"
-        await wait_for(
+        await async_wait_until(
             lambda: [d["uuid"] for d in watch.driver.devices()] == [alpha["uuid"]],
             scaled(5),
             "only alpha listed",
@@ -255,7 +251,7 @@ class TestStatusFaults:
             await watch.wait("gone", uuid)
             assert watch.driver.device(uuid) is None
             device.go_silent(False)
-            await wait_for(
+            await async_wait_until(
                 lambda: len([e for e in watch.of(uuid) if e.kind == "appeared"]) == 2,
                 scaled(10),
                 "reappearance",

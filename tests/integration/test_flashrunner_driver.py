@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from bus.errors import (
     DeviceUnavailable,
     InvalidArguments,
 )
+from bus.testing import async_wait_until
 from tests.conftest import Processes, scaled
 
 pytestmark = pytest.mark.integration
@@ -305,7 +306,9 @@ class TestProjects:
         await upload_project(lan)
         sim.device.run_s = 0.5
         task = asyncio.create_task(lan.run_project("demo", [1], scaled(10)))
-        await wait_until(lambda: sim.device.commands_seen.count("GETENGSTATUS") >= 2, scaled(5))
+        await async_wait_until(
+            lambda: sim.device.commands_seen.count("GETENGSTATUS") >= 2, scaled(5), "two polls"
+        )
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, scaled(5))
@@ -420,7 +423,7 @@ class TestFaults:
     ) -> None:
         """While the unit is gone commands fail fast; once it is back the link comes back."""
         await sim.go_offline()
-        await wait_until(lambda: not lan.connected, scaled(5))
+        await async_wait_until(lambda: not lan.connected, scaled(5), "the link to drop")
         started = time.monotonic()
         with pytest.raises(DeviceUnavailable):
             await lan.ping()
@@ -445,10 +448,10 @@ class TestFaults:
         )
         try:
             await drv.open()
-            await wait_until(lambda: accepted >= 4, scaled(5))
+            await async_wait_until(lambda: accepted >= 4, scaled(5), "four connections")
             # pauses of about 0.05, 0.1, 0.2, 0.2 s: four connections take at least ~0.25 s
             started, before = time.monotonic(), accepted
-            await wait_until(lambda: accepted >= before + 2, scaled(5))
+            await async_wait_until(lambda: accepted >= before + 2, scaled(5), "two more")
             assert time.monotonic() - started >= 0.15
         finally:
             await drv.close()
@@ -546,12 +549,3 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     if not box:
         pytest.fail(f"no ready line within {timeout} s")
     return box[0].decode()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
-    """Poll ``predicate`` on the loop until true; fail after ``timeout``."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)

@@ -17,7 +17,7 @@ from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
 from actors.flux.fcode import build_fcode
 from actors.flux.simulator import FluxSimulator
-from actors.flux.testing import random_loopback, wait_for
+from actors.flux.testing import random_loopback
 from actors.fluxfamily import crypto
 from bus.errors import (
     Busy,
@@ -26,6 +26,7 @@ from bus.errors import (
     DeviceUnavailable,
     InvalidArguments,
 )
+from bus.testing import async_wait_until
 from tests.conftest import scaled
 
 pytestmark = pytest.mark.integration
@@ -340,7 +341,7 @@ class TestDeviceCommands:
                 await driver.deviceinfo()
             assert loop.time() - started < scaled(1.0)
             async with make_sim(keys, address=address, robot_port=port):
-                await wait_for(lambda: driver.connected, scaled(10), "reconnect")
+                await async_wait_until(lambda: driver.connected, scaled(10), "reconnect")
                 assert (await driver.deviceinfo())["serial"] == "XXXXXXXXXX"
         finally:
             await driver.close()

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -96,18 +95,19 @@ class JsonLines:
 
     def wait_for(self, event: str, timeout: float, **fields: Any) -> dict[str, Any]:
         """The first line (from now on) of ``event`` with ``fields``; fails after ``timeout``."""
-        end = time.monotonic() + timeout
-        while (remaining := end - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
-                return line
-        pytest.fail(
-            f"no {event} {fields} log line within {timeout:.1f} s; saw {[x.get('event') for x in self.seen][-20:]}"
-        )
+
+        def matching() -> dict[str, Any] | None:
+            while not self.lines.empty():
+                line = self.lines.get_nowait()
+                self.seen.append(line)
+                if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                    return line
+            return None
+
+        def what() -> str:
+            return f"a {event} {fields} log line; saw {[x.get('event') for x in self.seen][-20:]}"
+
+        return wait_until(matching, timeout, what)
 
 
 class TestLineUp:

@@ -19,7 +19,15 @@ import pytest
 
 from bus.client import Subscription
 from clients.telemetry import Compression, DeviceClient, SpotflowError
-from tests.conftest import Endpoints, Line, Processes, free_port, scaled, write_config
+from tests.conftest import (
+    Endpoints,
+    Line,
+    Processes,
+    free_port,
+    scaled,
+    wait_until,
+    write_config,
+)
 from tests.integration.test_telemetry_bus import DEVICE, TOKEN, Ingest
 
 pytestmark = pytest.mark.integration
@@ -100,17 +108,17 @@ def warm_up(client: DeviceClient, sub: Subscription, service: str = "tel") -> No
     """Enqueue one message at a time on a stream of its own until its event arrives: from then on
     the actor publishes everything under the subscription's prefix."""
     sender = client.create_stream_sender("warm", "up")
-    end = time.monotonic() + scaled(5)
-    while time.monotonic() < end:
+
+    def warm_event_arrived() -> bool:
         sender.enqueue_message(b"warm")
         event = sub.next(0.05)
         while event is not None and event.topic != f"{service}.stream.warm.up":
             event = sub.next(0.05)
-        if event is not None:
-            while sub.next(0.05) is not None:  # the rest of the warm-up events
-                pass
-            return
-    pytest.fail("the subscription never reached the actor")
+        return event is not None
+
+    wait_until(warm_event_arrived, scaled(5), "the subscription to reach the actor", interval=0)
+    while sub.next(0.05) is not None:  # the rest of the warm-up events
+        pass
 
 
 class TestPipelined:

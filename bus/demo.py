@@ -15,8 +15,10 @@ import threading
 
 from bus import config as config_mod
 from bus.client import Client
+from bus.errors import BusError
 from bus.supervisor import Supervisor
-from bus.tours import line, wait
+from bus.testing import wait_until
+from bus.tours import line
 
 __all__ = ["run_demo"]
 
@@ -60,7 +62,9 @@ def run_demo(config_path: str) -> int:
         with Client(
             config.broker.command, subscribe_endpoint=config.broker.subscribe, timeout=30
         ) as bus:
-            wait(lambda: _all_up(bus, names), 30, "every actor to come up")
+            wait_until(
+                lambda: _all_up(bus, names), 30, "every actor to come up", ignore=(BusError,)
+            )
             echo = next((a.name for a in config.actors if a.kind == "echo"), None)
             line.tour(bus, echo, _say)
             for actor in config.actors:

@@ -12,37 +12,15 @@ Tours are client code: they drive the line through the facades in ``clients/`` a
 core, as a user's program would, and print with ``say``. They sit in the top layer with their
 runner rather than in ``clients/`` (the facades, which never import actors): a tour may need an
 actor package's file format (the FLUX tour builds its print job with ``actors.flux.fcode``).
-No actor or facade imports a tour (the import-linter contracts in pyproject.toml).
+No actor or facade imports a tour (the import-linter contracts in pyproject.toml). They wait
+for the line with ``bus.testing.wait_until`` (a ``BusError`` counting as "not yet").
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import TypeVar
 
-from bus.errors import BusError
-
-__all__ = ["Say", "wait"]
+__all__ = ["Say"]
 
 #: Prints one line of the tour.
 Say = Callable[[str], None]
-_T = TypeVar("_T")
-
-
-def wait(predicate: Callable[[], _T | None], timeout: float, what: str) -> _T:
-    """Poll ``predicate`` until it returns a true value (a ``BusError`` counts as not yet).
-
-    Raises:
-        TimeoutError: Not within ``timeout`` seconds; the message names ``what``.
-    """
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            value = predicate()
-        except BusError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"demo: timed out waiting for {what}")

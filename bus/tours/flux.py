@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.flux.fcode import build_fcode
 from bus.client import Client
+from bus.testing import wait_until
 from bus.tours import Say
 from clients.flux import FluxRobot, RobotError, RobotSessionError
 
@@ -24,14 +25,13 @@ _toured: list[str] = []
 
 
 def _connected(robot: FluxRobot, timeout: float) -> dict[str, str]:
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            return robot.deviceinfo
-        except RobotSessionError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
+    return wait_until(
+        lambda: robot.deviceinfo,
+        timeout,
+        "the printer to answer",
+        interval=0.2,
+        ignore=(RobotSessionError,),
+    )
 
 
 def tour(bus: Client, service: str, say: Say) -> None:

@@ -15,7 +15,8 @@ import time
 
 from bus.client import Client
 from bus.errors import BusError, Unavailable
-from bus.tours import Say, wait
+from bus.testing import wait_until
+from bus.tours import Say
 
 __all__ = ["counters", "generic", "tour"]
 
@@ -68,7 +69,9 @@ def tour(bus: Client, echo: str | None, say: Say) -> None:
         job.result()
     except Unavailable as exc:
         say(f"  the caller is told at once ({time.monotonic() - killed:.2f} s later): {exc}")
-    new_pid = wait(lambda: _new_pid(bus, echo, old_pid), 20, f"{echo} to restart")
+    new_pid = wait_until(
+        lambda: _new_pid(bus, echo, old_pid), 20, f"{echo} to restart", ignore=(BusError,)
+    )
     kind = bus.call(echo, "ping")["kind"]
     say(f"  the supervisor restarted it as pid {new_pid}; next call: ping -> {kind}")
 

@@ -136,7 +136,10 @@ class UpnpDiscover(BusSession):
         return [d for d in (metadata(row) for row in rows) if self._wanted(d)]
 
     def devices(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield each device's metadata once as it is (or already was) seen, for ``timeout`` seconds (None: forever)."""
+        """Yield each device's metadata once as it is (or already was) seen.
+
+        Runs for ``timeout`` seconds (None: forever).
+        """
         try:
             sub = self._bus.subscribe(f"{self.service}.device.")
             sub.wait_ready(5.0)

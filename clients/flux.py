@@ -23,6 +23,7 @@ or ``RobotSessionError`` (link, timeout, bus), each raised ``from`` the bus erro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -197,10 +198,8 @@ class FluxRobot(BusSession):
             raise _translate(exc) from exc
         except BaseException:
             call.cancel()
-            try:
+            with contextlib.suppress(BusError):  # cancelled, or ended meanwhile
                 call.result()
-            except BusError:
-                pass
             raise
 
     def _bytes_feed(
@@ -249,7 +248,10 @@ class FluxRobot(BusSession):
     def download_file(
         self, path: str, stream: IO[bytes], process_callback: ProgressCallback | None = None
     ) -> str:
-        """Download ``path`` into the file-like ``stream``; ``process_callback(robot, left, size)``. Returns the mimetype."""
+        """Download ``path`` into the file-like ``stream``; returns the mimetype.
+
+        ``process_callback(robot, left, size)`` follows the transfer.
+        """
         result = self._follow(
             "download_file", {"path": path}, self._bytes_feed(process_callback, left=True)
         )
@@ -262,7 +264,10 @@ class FluxRobot(BusSession):
         upload_to: str = "#",
         process_callback: ProgressCallback | None = None,
     ) -> None:
-        """Upload the local file ``filename`` to ``upload_to`` (``#``: the next job); ``process_callback(robot, sent, total)``."""
+        """Upload the local file ``filename`` to ``upload_to`` (``#``: the next job).
+
+        ``process_callback(robot, sent, total)`` follows the transfer.
+        """
         try:
             data = Path(filename).read_bytes()
         except OSError as exc:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import time
 import uuid as uuidlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from actors.discovery.driver import DiscoveryDriver
@@ -45,6 +46,10 @@ from bus.errors import (
 from bus.options import Port, Seconds, Secret, from_table, options
 
 __all__ = ["ACTOR", "DiscoveryActor", "DiscoveryOptions"]
+
+#: What the table-shaped commands return. An alias because the actor has a ``list`` command,
+#: which shadows the builtin inside the class body.
+_Rows = list[dict[str, Any]]
 
 
 @options
@@ -137,7 +142,7 @@ class DiscoveryActor(Actor):
     # ------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
-        """Open the discovery sockets (retrying in the background if the port is taken) and follow presence."""
+        """Open the discovery sockets and follow presence (retrying in the background if the port is busy)."""
         try:
             await self.driver.start()
             self._started = True
@@ -221,7 +226,7 @@ class DiscoveryActor(Actor):
     # ------------------------------------------------------------ queries
 
     @command
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> _Rows:
         """Metadata of every device seen now (``uuid``, ``name``, ``ipaddr``, ``st_id`` ...)."""
         return [
             device
@@ -309,40 +314,45 @@ class DiscoveryActor(Actor):
             raise
         return manager
 
-    async def _manage(
-        self, uuid: str, password: str | None, what: str, *args: Any, **kwargs: Any
-    ) -> Any:
+    @contextlib.asynccontextmanager
+    async def _managed(self, uuid: str, password: str | None) -> AsyncIterator[FluxManager]:
+        """An authorised management session with the device, closed on the way out."""
         manager = await self._manager(uuid, password)
         try:
-            return await getattr(manager, what)(*args, **kwargs)
+            yield manager
         finally:
             await manager.close()
 
     @command
     async def authorize(self, uuid: str, password: str | None = None) -> dict[str, Any]:
         """Authorise with the device (trusted key, else password) and trust our key; ``{"access_id"}``."""
-        await self._manage(uuid, password, "list_trust")
+        async with self._managed(uuid, password) as manager:
+            await manager.list_trust()
         return {"access_id": crypto.access_id(self.key).hex()}
 
     @command
     async def add_trust(self, uuid: str, label: str, pem: str, password: str | None = None) -> None:
         """Trust another client's public key (PEM) on the device."""
-        await self._manage(uuid, password, "add_trust", label, pem)
+        async with self._managed(uuid, password) as manager:
+            await manager.add_trust(label, pem)
 
     @command
-    async def list_trust(self, uuid: str, password: str | None = None) -> list[dict[str, Any]]:
+    async def list_trust(self, uuid: str, password: str | None = None) -> _Rows:
         """The device's trust list: ``[{"access_id", "label", "type"}, ...]``."""
-        return await self._manage(uuid, password, "list_trust")
+        async with self._managed(uuid, password) as manager:
+            return await manager.list_trust()
 
     @command
     async def remove_trust(self, uuid: str, access_id: str, password: str | None = None) -> None:
         """Stop trusting a key (``NOT_FOUND`` if unknown)."""
-        await self._manage(uuid, password, "remove_trust", access_id)
+        async with self._managed(uuid, password) as manager:
+            await manager.remove_trust(access_id)
 
     @command
     async def rename(self, uuid: str, name: str, password: str | None = None) -> None:
         """Set the device nickname."""
-        await self._manage(uuid, password, "rename", name)
+        async with self._managed(uuid, password) as manager:
+            await manager.rename(name)
 
     @command
     async def modify_password(
@@ -354,28 +364,24 @@ class DiscoveryActor(Actor):
         password: str | None = None,
     ) -> None:
         """Change the device password; ``reset_acl`` also clears its trust list."""
-        await self._manage(
-            uuid,
-            password if password is not None else old_password,
-            "modify_password",
-            old_password,
-            new_password,
-            reset_acl,
-        )
+        async with self._managed(
+            uuid, password if password is not None else old_password
+        ) as manager:
+            await manager.modify_password(old_password, new_password, reset_acl)
 
     @command
     async def modify_network(
         self, uuid: str, options: dict[str, str], password: str | None = None
     ) -> None:
         """Change the device's network (``method=dhcp|static``, ``ssid``, ``psk``, ``ipaddr`` ...)."""
-        await self._manage(
-            uuid, password, "modify_network", **{str(k): str(v) for k, v in options.items()}
-        )
+        async with self._managed(uuid, password) as manager:
+            await manager.modify_network(**{str(k): str(v) for k, v in options.items()})
 
     @command
-    async def get_wifi_list(self, uuid: str, password: str | None = None) -> list[dict[str, Any]]:
+    async def get_wifi_list(self, uuid: str, password: str | None = None) -> _Rows:
         """Access points the device sees: ``ssid``, ``bssid``, ``rssi``, ``encrypt``, ``security``."""
-        return await self._manage(uuid, password, "get_wifi_list")
+        async with self._managed(uuid, password) as manager:
+            return await manager.get_wifi_list()
 
 
 ACTOR = DiscoveryActor

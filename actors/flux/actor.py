@@ -74,6 +74,11 @@ def _port(text: str, option: str, where: str) -> int:
     return int(text)
 
 
+def _status_key(status: dict[str, Any]) -> tuple[int, float, tuple[str, ...]]:
+    """What makes a status worth publishing again: its id, progress (to 0.1 %) and errors."""
+    return status["st_id"], round(status["prog"], 3), tuple(status["error"])
+
+
 def _images(pairs: list[tuple[str, bytes]]) -> list[list[Any]]:
     return [[mime, data] for mime, data in pairs]
 
@@ -232,22 +237,18 @@ class FluxActor(Actor):
     def _publish_status(self, report: dict[str, Any]) -> None:
         st_id = int(report.get("st_id", 0))
         error = report.get("error") or []
-        status = {
+        status: dict[str, Any] = {
             "st_id": st_id,
             "st_label": str(report.get("st_label", "")),
             "label": status_label(st_id),
             "prog": float(report.get("prog", 0.0) or 0.0),
             "error": [str(e) for e in error] if isinstance(error, list) else [str(error)],
         }
-        for key in ("session", "time_total", "time_running", "module"):
-            if key in report:
-                status[key] = report[key]
-        key = (status["st_id"], round(status["prog"], 3), tuple(status["error"]))
+        for name in ("session", "time_total", "time_running", "module"):
+            if name in report:
+                status[name] = report[name]
         last = self._last_status
-        if (
-            last is not None
-            and (last["st_id"], round(last["prog"], 3), tuple(last["error"])) == key
-        ):
+        if last is not None and _status_key(last) == _status_key(status):
             return
         self._last_status = status
         self.publish("status", status)
@@ -256,12 +257,18 @@ class FluxActor(Actor):
 
     @command
     async def list_files(self, path: str) -> list[list[Any]]:
-        """List folders, ``.fc`` and ``.gcode`` files under ``path`` (``/SD/...`` or ``/USB/...``): ``[[is_dir, name], ...]``."""
+        """List folders, ``.fc`` and ``.gcode`` files under ``path`` (``/SD/...`` or ``/USB/...``).
+
+        Returns ``[[is_dir, name], ...]``.
+        """
         return [[is_dir, name] for is_dir, name in await self.d.list_files(path)]
 
     @command
     async def file_info(self, path: str) -> dict[str, Any]:
-        """FCode metadata (plus ``size``) and preview images: ``{"metadata": {...}, "images": [[mimetype, bytes], ...]}``."""
+        """FCode metadata (plus ``size``) and preview images of the file at ``path``.
+
+        Returns ``{"metadata": {...}, "images": [[mimetype, bytes], ...]}``.
+        """
         metadata, images = await self.d.file_info(path)
         return {"metadata": metadata, "images": _images(images)}
 
@@ -343,7 +350,10 @@ class FluxActor(Actor):
 
     @command
     async def report_play(self) -> dict[str, Any]:
-        """The job status as the device reports it (``st_id``, ``st_label``, ``prog``, ``error`` ...), plus ``label``."""
+        """The job status as the device reports it, plus ``label``.
+
+        Keys: ``st_id``, ``st_label``, ``prog``, ``error`` ... and fluxclient's ``label``.
+        """
         report = await self.d.report_play()
         return {**report, "label": status_label(int(report.get("st_id", 0)))}
 
@@ -423,7 +433,10 @@ class FluxActor(Actor):
 
     @command
     async def update_firmware(self, data: bytes, ctx: CommandContext) -> None:
-        """Send a firmware image; progress ``{"done", "total"}``. The device then restarts (the link is renewed)."""
+        """Send a firmware image; progress ``{"done", "total"}``.
+
+        The device then restarts (the link is renewed).
+        """
         await self.d.update_firmware(data, on_progress=ctx.byte_progress())
 
     # ------------------------------------------------------------ maintain
@@ -455,7 +468,10 @@ class FluxActor(Actor):
     async def maintain_calibrate(
         self, ctx: CommandContext, threshold: float | None = None, clean: bool = False
     ) -> list[float]:
-        """Calibrate; each ``CTRL POINT n`` line comes as progress ``{"message"}``; returns the three values."""
+        """Calibrate; returns the three values.
+
+        Each ``CTRL POINT n`` line comes as progress ``{"message"}``.
+        """
         return await self.d.maintain_calibrate(
             threshold, clean, on_message=lambda text: ctx.progress({"message": text})
         )
@@ -503,7 +519,10 @@ class FluxActor(Actor):
     async def maintain_load_filament(
         self, index: int, temperature: float, ctx: CommandContext
     ) -> None:
-        """Load filament into extruder ``index`` at ``temperature``; ``CTRL`` lines as progress ``{"message"}``."""
+        """Load filament into extruder ``index`` at ``temperature``.
+
+        ``CTRL`` lines come as progress ``{"message"}``.
+        """
         await self.d.maintain_load_filament(
             index, temperature, on_message=lambda text: ctx.progress({"message": text})
         )
@@ -536,7 +555,10 @@ class FluxActor(Actor):
 
     @command
     async def maintain_update_hbfw(self, data: bytes, ctx: CommandContext) -> None:
-        """Flash toolhead firmware (at most 256 KiB); progress ``{"done", "total"}`` then ``{"message"}`` lines."""
+        """Flash toolhead firmware (at most 256 KiB).
+
+        Progress ``{"done", "total"}`` while sending, then ``{"message"}`` lines.
+        """
         await self.d.maintain_update_head(
             data,
             on_progress=ctx.byte_progress(),

@@ -46,7 +46,7 @@ def build_fcode(script: bytes, metadata: dict[str, str], images: Sequence[bytes]
     ]
     for image in images:
         parts += [_U32.pack(len(image)), image]
-    return b"".join(parts + [_U32.pack(0)])
+    return b"".join([*parts, _U32.pack(0)])
 
 
 def read_fcode(data: bytes) -> tuple[dict[str, str], list[bytes]]:

@@ -102,7 +102,10 @@ class ModeCommands(RobotSession):
         clean: bool = False,
         on_message: MessageCallback | None = None,
     ) -> list[float]:
-        """Calibrate (``calibration [thr] [clean]``); ``CTRL POINT n`` lines go to ``on_message``; return the three values."""
+        """Calibrate (``calibration [thr] [clean]``) and return the three values.
+
+        ``CTRL POINT n`` lines go to ``on_message``.
+        """
         words = (
             ["calibration"]
             + ([f"{threshold}"] if threshold is not None else [])
@@ -152,7 +155,10 @@ class ModeCommands(RobotSession):
         *,
         flexible: bool = False,
     ) -> None:
-        """Load filament (``load_filament`` / ``load_flexible_filament``); ``CTRL`` lines go to ``on_message``."""
+        """Load filament (``load_filament`` / ``load_flexible_filament``).
+
+        ``CTRL`` lines go to ``on_message``.
+        """
         word = "load_flexible_filament" if flexible else "load_filament"
         await self._maintain(f"{word} {index} {temperature:.1f}", long=True, on_message=on_message)
 

@@ -157,7 +157,7 @@ class RobotSession:
 
     # ------------------------------------------------------------ link
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> RobotConnection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
@@ -183,6 +183,7 @@ class RobotSession:
         self._lost.clear()
         self._session_reset()
         log.info("flux_connected", device=self.address)
+        return conn
 
     def _session_reset(self) -> None:
         """Hook: a new or lost session means the device is back in its command task."""
@@ -239,10 +240,9 @@ class RobotSession:
         wait = self._retry_at - asyncio.get_running_loop().time()
         if wait > 0:
             raise DeviceUnavailable(f"{self.address}: link down, next reconnect in {wait:.1f} s")
-        await self._connect()
+        conn = await self._connect()
         self.reconnects += 1
-        assert self._conn is not None
-        return self._conn
+        return conn
 
     # ------------------------------------------------------------ exchanges
 

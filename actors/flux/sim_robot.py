@@ -93,6 +93,10 @@ class RobotSession:
         self._upload: tuple[str, tuple[str, str] | None, int, bytearray] | None = None
         self.closed = False
 
+    def is_open(self) -> bool:
+        """True until ``close`` or ``abort`` (a method: a command that closes is seen at once)."""
+        return not self.closed
+
     def close(self) -> None:
         """Close the connection, flushing what was written (a refusal must reach the client)."""
         self.closed = True
@@ -121,13 +125,13 @@ class RobotSession:
                 return
         self.stream = handshake.stream
         assert self.stream is not None
-        while not self.closed:
+        while self.is_open():
             data = await self.reader.read(65536)
             if not data:
                 return
             for event in self.commands.feed(self.stream.decrypt(data)):
                 self.dispatch(event)
-                if self.closed:
+                if not self.is_open():
                     return
             await self.writer.drain()
 

@@ -11,8 +11,9 @@ What is implemented follows reference/flux.md (the default profile: discovery v1
 protocol 2, management over TLS). **Assumptions**, where the reference is silent or the real
 device cannot be copied:
 
-1. Identity: the firmware's dev identity (§2.9): uuid = 8×0xFF + SHA-512(master DER)[8:16],
-   serial ``XXXXXXXXXX``, identify ``WAWASUREMONO``, which unmodified fluxclient accepts.
+1. Identity: the firmware's dev identity (§2.9): uuid = eight 0xFF bytes followed by
+   SHA-512(master DER)[8:16], serial ``XXXXXXXXXX``, identify ``WAWASUREMONO``, which
+   unmodified fluxclient accepts.
    The master key is 2048-bit unless given; the slave key is 1024-bit, new at each start.
 2. Discovery: one UDP socket on ``(address, udp_port)`` sends the announcements (to the
    multicast group, or to the unicast/broadcast ``announce_to`` targets when multicast is not

@@ -2,7 +2,8 @@
 
 | UpnpTask / DeviceManager                     | FluxManager                                   |
 |----------------------------------------------|-----------------------------------------------|
-| ``UpnpTask(uuid, client_key, backend_options={"password": ..})`` | ``FluxManager(ip, key)`` + ``authorize(password)`` |
+| ``UpnpTask(uuid, client_key,``               | ``FluxManager(ip, key)``                      |
+| ``backend_options={"password": ..})``        | + ``authorize(password)``                     |
 | ``authorize_with_password(pw)``              | ``authorize_with_password(pw)``               |
 | ``add_trust`` / ``list_trust`` / ``remove_trust`` | same names                               |
 | ``rename`` (``set_nickname``)                | ``rename``                                    |

@@ -26,8 +26,8 @@ def tour(bus: Client, service: str, say: Say) -> None:
             devices = discover.list()
     for device in sorted(devices, key=lambda d: d["ipaddr"]):
         say(
-            f"    {device['name']:<10} {device['ipaddr']:<10} {device['model_id']:<8} fw {device['version']:<7} "
-            f"{device['st_label']:<10} uuid ...{device['uuid'].hex[-12:]}"
+            f"    {device['name']:<10} {device['ipaddr']:<10} {device['model_id']:<8} "
+            f"fw {device['version']:<7} {device['st_label']:<10} uuid ...{device['uuid'].hex[-12:]}"
         )
     say(
         f"  each change arrives as a {service}.device.<uuid> event (appeared, status, changed, gone)"
@@ -39,6 +39,7 @@ def tour(bus: Client, service: str, say: Say) -> None:
         )
         networks = task.get_wifi_list()
         say(
-            f"  UpnpTask('{task.name}').get_wifi_list() over TLS management -> {[n.get('ssid') for n in networks]}"
+            f"  UpnpTask('{task.name}').get_wifi_list() over TLS management -> "
+            f"{[n.get('ssid') for n in networks]}"
         )
         say(f"  its trust list: {[entry['label'] for entry in task.list_trust()]}")

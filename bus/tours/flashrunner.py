@@ -39,7 +39,8 @@ class _Bar(ProgressHandler):
         while percent >= self.next_step and self.next_step <= 100:
             filled = self.next_step // 5
             self.say(
-                f"    [{'#' * filled}{'.' * (20 - filled)}] {self.next_step:3d}%  {done // 1024:4d} of {total // 1024} KiB"
+                f"    [{'#' * filled}{'.' * (20 - filled)}] {self.next_step:3d}%  {done // 1024:4d} "
+                f"of {total // 1024} KiB"
             )
             self.next_step += 25
 
@@ -51,7 +52,8 @@ def tour(bus: Client, service: str, say: Say) -> None:
         tempfile.TemporaryDirectory(prefix="linebus-demo-") as tmp,
     ):
         say(
-            f"  {service} is a FlashRunner 2.0 programmer (here a simulator on loopback), driven with fr_comm's API"
+            f"  {service} is a FlashRunner 2.0 programmer (here a simulator on loopback), "
+            "driven with fr_comm's API"
         )
         say(f"  actor library: {fr.FR_GetDllVersion()}")
         fr.FR_SendCommand("#GETENGSTATUS")
@@ -80,12 +82,14 @@ def tour(bus: Client, service: str, say: Say) -> None:
             log_lines = [line for line in logger.lines(timeout=0.5) if " RUN " in line]
         failed = [ch for ch, ok in results.items() if not ok]
         say(
-            f"  result: {sum(results.values())} passed, {len(failed)} failed (channel {', '.join(map(str, failed)) or '-'})"
+            f"  result: {sum(results.values())} passed, {len(failed)} failed (channel "
+            f"{', '.join(map(str, failed)) or '-'})"
         )
         if log_lines:
             line = next((x for x in log_lines if "FAIL" in x), log_lines[-1])
             say(
-                f"  meanwhile the unit's real-time log arrived as {service}.log events ({len(log_lines)} run lines), e.g.:"
+                f"  meanwhile the unit's real-time log arrived as {service}.log events "
+                f"({len(log_lines)} run lines), e.g.:"
             )
             say(f"    {line}")
 
@@ -100,16 +104,18 @@ def tour(bus: Client, service: str, say: Say) -> None:
             fr.FR_DynMemWriteEncrypted([channel], 0x0800_F000, block)
             fr.FR_DynMemResetEncryption()
             say(
-                f"    channel {channel}: {serial.decode()} -> {len(header)}-byte key header + {len(block)}-byte AES block "
-                f"{block[:6].hex()}..., written at 0x0800F000"
+                f"    channel {channel}: {serial.decode()} -> {len(header)}-byte key header + "
+                f"{len(block)}-byte AES block {block[:6].hex()}..., written at 0x0800F000"
             )
         say(
-            "  (session encryption: one RSA-wrapped key header, then CBC-chained blocks; the unit decrypts them)"
+            "  (session encryption: one RSA-wrapped key header, then CBC-chained blocks; the unit "
+            "decrypts them)"
         )
 
         try:
             fr.FR_GetFile("missing.frb", tmp, FR_FileType.FRB)
         except FR_Comm_Exception as exc:
             say(
-                f"  asking for a file the unit does not have fails with a typed error: code={exc.code} device_code={exc.device_code}"
+                "  asking for a file the unit does not have fails with a typed error: "
+                f"code={exc.code} device_code={exc.device_code}"
             )

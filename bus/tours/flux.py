@@ -44,8 +44,9 @@ def tour(bus: Client, service: str, say: Say) -> None:
     ):
         info = _connected(robot, 20)
         say(
-            f"  {service} is a FLUX {info.get('model', '?')} '{info.get('nickname', '?')}' firmware {info.get('version', '?')} "
-            f"(a simulator on loopback), driven with fluxclient's FluxRobot API"
+            f"  {service} is a FLUX {info.get('model', '?')} '{info.get('nickname', '?')}' "
+            f"firmware {info.get('version', '?')} (a simulator on loopback), "
+            "driven with fluxclient's FluxRobot API"
         )
         if first:
             _print_job(robot, service, Path(tmp), say)
@@ -69,7 +70,8 @@ def _print_job(robot: FluxRobot, service: str, tmp: Path, say: Say) -> None:
         while percent >= marks[0] and marks[0] <= 100:
             filled = marks[0] // 5
             say(
-                f"    [{'#' * filled}{'.' * (20 - filled)}] {marks[0]:3d}%  {sent // 1024:4d} of {total // 1024} KiB"
+                f"    [{'#' * filled}{'.' * (20 - filled)}] {marks[0]:3d}%  {sent // 1024:4d} of "
+                f"{total // 1024} KiB"
             )
             marks[0] += 50
 
@@ -109,5 +111,6 @@ def _files_and_scan(robot: FluxRobot, tmp: Path, say: Say) -> None:
         robot.rmfile("/SD/missing.gcode")
     except RobotError as exc:
         say(
-            f"  rmfile of a missing file raises RobotError with error_symbol {exc.error_symbol} (code {exc.code})"
+            f"  rmfile of a missing file raises RobotError with error_symbol {exc.error_symbol} "
+            f"(code {exc.code})"
         )

@@ -53,12 +53,14 @@ def tour(bus: Client, service: str, say: Say) -> None:
             f"  {service} keeps every reading in SQLite on the controller and forwards it to {upstream}"
         )
         say(
-            f"  (the reference ingestion server, standing in for the plant's); registered as device {device_id!r}"
+            "  (the reference ingestion server, standing in for the plant's); registered as device "
+            f"{device_id!r}"
         )
         before = _server_count(upstream, device_id)
         desired = updates.get(timeout=10)
         say(
-            f"  code written for spotflow_device runs unchanged: DeviceClient.start(...), desired properties v{desired.version}"
+            "  code written for spotflow_device runs unchanged: DeviceClient.start(...), desired "
+            f"properties v{desired.version}"
         )
 
         sender = client.create_stream_sender(
@@ -72,10 +74,12 @@ def tour(bus: Client, service: str, say: Say) -> None:
             event = live.next(5)
             if event is not None:
                 say(
-                    "  sender.enqueue_message(...) x5; each is durable before it returns, and live on the bus:"
+                    "  sender.enqueue_message(...) x5; each is durable before it returns, and live "
+                    "on the bus:"
                 )
                 say(
-                    f"    {event.topic} stream_seq={event.data['stream_seq']} payload={event.data['payload'].decode()}"
+                    f"    {event.topic} stream_seq={event.data['stream_seq']} "
+                    f"payload={event.data['payload'].decode()}"
                 )
             started = time.monotonic()
             acks = sender.enqueue_messages(
@@ -86,7 +90,8 @@ def tour(bus: Client, service: str, say: Say) -> None:
             )
             say(
                 f"  sender.enqueue_messages({BATCH} readings): one round trip, one commit, "
-                f"acked in {time.monotonic() - started:.3f} s (stream_seq {acks[0]['stream_seq']}..{acks[-1]['stream_seq']})"
+                f"acked in {time.monotonic() - started:.3f} s (stream_seq "
+                f"{acks[0]['stream_seq']}..{acks[-1]['stream_seq']})"
             )
             started_bulk = time.monotonic()
             bulk = sender.enqueue_messages(
@@ -99,14 +104,16 @@ def tour(bus: Client, service: str, say: Say) -> None:
             )
             took = time.monotonic() - started_bulk
             say(
-                f"  sender.enqueue_messages({BULK} readings, batch_size=500, in_flight=4): {BULK // 500} commits with 4 calls "
-                f"in flight, all acked in {took:.3f} s ({BULK / took:,.0f} durable readings/s)"
+                f"  sender.enqueue_messages({BULK} readings, batch_size=500, in_flight=4): "
+                f"{BULK // 500} commits with 4 calls in flight, "
+                f"all acked in {took:.3f} s ({BULK / took:,.0f} durable readings/s)"
             )
             acks += bulk
             say(f"  pending_messages_count right after: {client.pending_messages_count}")
             client.wait_enqueued_messages_sent(timeout=60)
             say(
-                f"  wait_enqueued_messages_sent() returned after {time.monotonic() - started:.2f} s; pending now {client.pending_messages_count}"
+                "  wait_enqueued_messages_sent() returned after "
+                f"{time.monotonic() - started:.2f} s; pending now {client.pending_messages_count}"
             )
             seen, missed = 0, 0
             while (event := live.next(0.5)) is not None:
@@ -121,8 +128,8 @@ def tour(bus: Client, service: str, say: Say) -> None:
         last = acks[-1]["stream_seq"]
         backfill = client.history(GROUP, STREAM, from_seq=last - 1, to_seq=last)
         say(
-            f"  a subscriber that missed events backfills from history: stream_seq {[m['stream_seq'] for m in backfill]} "
-            f"are {backfill[-1]['state']}"
+            "  a subscriber that missed events backfills from history: "
+            f"stream_seq {[m['stream_seq'] for m in backfill]} are {backfill[-1]['state']}"
         )
 
         rate = 1 + int(time.time()) % 5
@@ -158,6 +165,6 @@ def tour(bus: Client, service: str, say: Say) -> None:
         say(f"  update_reported_properties(...) reached the server: reported = {twin['reported']}")
         stats = client.stats()
         say(
-            f"  store: {stats['forwarded']} forwarded, {stats['pending']} pending, drops {stats['drops'] or 'none'}; "
-            f"live events seen {seen + 1}, missed {missed}"
+            f"  store: {stats['forwarded']} forwarded, {stats['pending']} pending, "
+            f"drops {stats['drops'] or 'none'}; live events seen {seen + 1}, missed {missed}"
         )

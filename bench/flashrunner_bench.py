@@ -20,14 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from actors.flashrunner.driver import FlashRunnerDriver
+from actors.flashrunner.protocol import FileType
+from bus.client import Client
+from bus.testing import free_port, wait_until
+from clients.flashrunner import FlashRunner, FR_FileType
 
-from actors.flashrunner.driver import FlashRunnerDriver  # noqa: E402 - after the path set-up
-from actors.flashrunner.protocol import FileType  # noqa: E402
-from bus.client import Client  # noqa: E402
-from bus.testing import free_port, wait_until  # noqa: E402
-from clients.flashrunner import FlashRunner, FR_FileType  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # the child processes run here
 
 
 def _direct(address: str, image: bytes) -> float:
@@ -112,10 +111,12 @@ def main() -> None:
     print(f"| {args.size_mib} MiB FRB upload | direct socket | through the bus | ratio |")
     print("|---|---|---|---|")
     print(
-        f"| MB/s (median of {args.repeats}) | {direct_rate:.1f} | {bus_rate:.1f} | {bus_rate / direct_rate:.2f} |"
+        f"| MB/s (median of {args.repeats}) | {direct_rate:.1f} | {bus_rate:.1f} | "
+        f"{bus_rate / direct_rate:.2f} |"
     )
     print(
-        f"runs direct: {[round(mb / t, 1) for t in direct]}  through the bus: {[round(mb / t, 1) for t in via_bus]}"
+        f"runs direct: {[round(mb / t, 1) for t in direct]}  "
+        f"through the bus: {[round(mb / t, 1) for t in via_bus]}"
     )
 
 

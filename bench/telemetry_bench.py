@@ -44,14 +44,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from bus.testing import free_port
+from clients.telemetry import DeviceClient, SpotflowError
+
 ROOT = Path(__file__).resolve().parent.parent
+# The raw-sqlite3 references come from the store benchmark beside this file (``bench`` is not an
+# installed package): the functions that use them import ``bench.telemetry_store_bench``.
 sys.path.insert(0, str(ROOT))
-
-import structlog  # noqa: E402
-
-from bench.telemetry_store_bench import PAYLOAD, raw_rate, store_payloads_rate  # noqa: E402 - after the path set-up
-from bus.testing import free_port  # noqa: E402
-from clients.telemetry import DeviceClient, SpotflowError  # noqa: E402
 
 TOKEN = "bench-token"
 DEVICE = "bench-dev"
@@ -91,6 +92,8 @@ def _connect(endpoint: str, service: str, deadline_s: float = 30.0) -> DeviceCli
 def _bus_rate(client: DeviceClient, messages: int, batch: int, in_flight: int) -> float:
     """Acknowledged (committed) messages per second through the facade: ``batch`` per call and
     transaction, up to ``in_flight`` calls outstanding (1: strictly one round trip after another)."""
+    from bench.telemetry_store_bench import PAYLOAD
+
     sender = client.create_stream_sender("bench", "readings")
     payloads = [PAYLOAD] * messages
     began = time.perf_counter()
@@ -157,6 +160,8 @@ def _forward(
     env: dict[str, str],
 ) -> dict[str, float]:
     """Enqueue ``messages`` with the upstream closed, open it, time the drain."""
+    from bench.telemetry_store_bench import PAYLOAD
+
     with _connect(endpoint, service) as client:
         sender = client.create_stream_sender("bench", "forwarded")
         for start in range(0, messages, batch):
@@ -208,6 +213,8 @@ def _forward(
 
 def main() -> None:
     """Run (b) and (a) alternately, then (c); print one table."""
+    from bench.telemetry_store_bench import PAYLOAD, raw_rate, store_payloads_rate
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=50_000, help="messages per ingest run")
     parser.add_argument(
@@ -340,45 +347,58 @@ def main() -> None:
     med = {name: statistics.median(values) for name, values in runs.items()}
     n, b = args.messages, args.batch
     print(
-        f"durable ingest, {n} x {len(PAYLOAD)} B payloads, {b} per transaction / per enqueue_messages call, WAL + synchronous=FULL"
+        f"durable ingest, {n} x {len(PAYLOAD)} B payloads, {b} per transaction / "
+        f"per enqueue_messages call, WAL + synchronous=FULL"
     )
     print(f"medians of {args.rounds} alternating rounds          msgs/s   vs raw plain")
     print(f"  (b) raw sqlite3 executemany, plain table        {med['raw']:>10,.0f}   1.00")
     print(
-        f"  (b) raw sqlite3 multi-row INSERT, plain table   {med['raw_multi_row']:>10,.0f}   {med['raw_multi_row'] / med['raw']:.2f}"
+        f"  (b) raw sqlite3 multi-row INSERT, plain table   {med['raw_multi_row']:>10,.0f}   "
+        f"{med['raw_multi_row'] / med['raw']:.2f}"
     )
     print(
-        f"  (b) raw sqlite3 executemany, store's schema     {med['raw_store_schema']:>10,.0f}   {med['raw_store_schema'] / med['raw']:.2f}"
+        f"  (b) raw sqlite3 executemany, store's schema     {med['raw_store_schema']:>10,.0f}   "
+        f"{med['raw_store_schema'] / med['raw']:.2f}"
     )
     print(
-        f"      TelemetryStore.append_payloads, in-process  {med['store']:>10,.0f}   {med['store'] / med['raw']:.2f}"
+        f"      TelemetryStore.append_payloads, in-process  {med['store']:>10,.0f}   "
+        f"{med['store'] / med['raw']:.2f}"
     )
     print(
-        f"  (a) through the bus, {args.in_flight} calls in flight        {med['bus']:>10,.0f}   {med['bus'] / med['raw']:.2f}   (target >= 0.50)"
+        f"  (a) through the bus, {args.in_flight} calls in flight        {med['bus']:>10,.0f}   "
+        f"{med['bus'] / med['raw']:.2f}   (target >= 0.50)"
     )
     print(
-        f"      through the bus, one call at a time         {med['bus_sequential']:>10,.0f}   {med['bus_sequential'] / med['raw']:.2f}"
+        f"      through the bus, one call at a time         {med['bus_sequential']:>10,.0f}   "
+        f"{med['bus_sequential'] / med['raw']:.2f}"
     )
     print(
-        f"      through the bus, {args.in_flight} in flight, 1 subscriber {med['bus_heard']:>10,.0f}   {med['bus_heard'] / med['raw']:.2f}   "
+        f"      through the bus, {args.in_flight} in flight, 1 subscriber {med['bus_heard']:>10,.0f}   "
+        f"{med['bus_heard'] / med['raw']:.2f}   "
         f"(events received/missed per round: {', '.join(f'{r}/{m}' for r, m in heard)})"
     )
     print(
-        f"      bus ({args.in_flight} in flight) / raw multi-row INSERT                {med['bus'] / med['raw_multi_row']:.2f}"
+        f"      bus ({args.in_flight} in flight) / raw multi-row INSERT                "
+        f"{med['bus'] / med['raw_multi_row']:.2f}"
     )
     print(
-        f"      bus ({args.in_flight} in flight) / in-process store                    {med['bus'] / med['store']:.2f}"
+        f"      bus ({args.in_flight} in flight) / in-process store                    "
+        f"{med['bus'] / med['store']:.2f}"
     )
     for name, values in runs.items():
         print(f"  runs {name:<17} " + "  ".join(f"{v:>9,.0f}" for v in values))
     print(
-        f"forwarding, {args.forward} x {len(PAYLOAD)} B queued offline, max_batch_messages={args.forward_batch}, to the reference ingest server"
+        f"forwarding, {args.forward} x {len(PAYLOAD)} B queued offline, "
+        f"max_batch_messages={args.forward_batch}, "
+        f"to the reference ingest server"
     )
     print(
-        f"  (c) server arrivals, first to last upload        {forward['server_rate']:>10,.0f} /s   ({forward['uploads']:.0f} uploads)"
+        f"  (c) server arrivals, first to last upload        {forward['server_rate']:>10,.0f} /s   "
+        f"({forward['uploads']:.0f} uploads)"
     )
     print(
-        f"      wait_enqueued_messages_sent wall time        {forward['wall_rate']:>10,.0f} /s   ({forward['wall_s']:.2f} s, incl. reconnect)"
+        f"      wait_enqueued_messages_sent wall time        {forward['wall_rate']:>10,.0f} /s   "
+        f"({forward['wall_s']:.2f} s, incl. reconnect)"
     )
 
 

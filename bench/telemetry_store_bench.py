@@ -72,6 +72,7 @@ def raw_rate(
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    rows: list[tuple[object, ...]]
     if store_schema:
         for step in MIGRATIONS:
             step(conn)
@@ -79,17 +80,24 @@ def raw_rate(
             (i + 1, i % 4 + 1, i // 4 + 1, str(i), 0, 0, float(i), PAYLOAD, 100)
             for i in range(messages)
         ]
-        insert = "INSERT INTO messages (seq, stream_id, stream_seq, message_id, kind, compression, timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        insert = (
+            "INSERT INTO messages (seq, stream_id, stream_seq, message_id, kind, compression,"
+            " timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
     else:
         conn.execute(
-            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream_group TEXT, stream TEXT, stream_seq INTEGER, "
-            "message_id TEXT, kind TEXT, compression INTEGER, timestamp REAL, payload BLOB, size INTEGER)"
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream_group TEXT,"
+            " stream TEXT, stream_seq INTEGER, message_id TEXT, kind TEXT, compression INTEGER,"
+            " timestamp REAL, payload BLOB, size INTEGER)"
         )
         rows = [
             ("default", f"s{i % 4}", i // 4 + 1, str(i), "message", 0, float(i), PAYLOAD, 100)
             for i in range(messages)
         ]
-        insert = "INSERT INTO messages (stream_group, stream, stream_seq, message_id, kind, compression, timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        insert = (
+            "INSERT INTO messages (stream_group, stream, stream_seq, message_id, kind, compression,"
+            " timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
     if multi_row:
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * batch)
         many = insert.split(" VALUES ")[0] + " VALUES " + values
@@ -153,20 +161,24 @@ def main() -> None:
         )
         return
     print(
-        f"durable appends, {args.messages} x {len(PAYLOAD)} B payloads, {args.batch} per transaction, WAL + synchronous=FULL"
+        f"durable appends, {args.messages} x {len(PAYLOAD)} B payloads, {args.batch} per transaction, "
+        f"WAL + synchronous=FULL"
     )
     print(f"  raw sqlite3 executemany, plain table      {medians['raw']:>10,.0f} /s   1.00")
     print(
-        f"  raw sqlite3 multi-row INSERT, plain table {medians['raw_multi_row']:>10,.0f} /s   {medians['raw_multi_row'] / medians['raw']:.2f}"
+        f"  raw sqlite3 multi-row INSERT, plain table {medians['raw_multi_row']:>10,.0f} /s   "
+        f"{medians['raw_multi_row'] / medians['raw']:.2f}"
     )
     print(
-        f"  raw sqlite3 executemany, store's indexes  {medians['raw_store_schema']:>10,.0f} /s   {medians['raw_store_schema'] / medians['raw']:.2f}"
+        f"  raw sqlite3 executemany, store's indexes  {medians['raw_store_schema']:>10,.0f} /s   "
+        f"{medians['raw_store_schema'] / medians['raw']:.2f}"
     )
     print(
         f"  TelemetryStore.append_many (message ids)  {medians['store']:>10,.0f} /s   {ratio:.2f}"
     )
     print(
-        f"  TelemetryStore.append_payloads (readings) {medians['store_payloads']:>10,.0f} /s   {medians['store_payloads'] / medians['raw']:.2f}"
+        f"  TelemetryStore.append_payloads (readings) {medians['store_payloads']:>10,.0f} /s   "
+        f"{medians['store_payloads'] / medians['raw']:.2f}"
     )
 
 

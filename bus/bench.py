@@ -165,7 +165,7 @@ def _percentile(samples: list[float], q: float) -> float:
 
 
 def _raw_round_trips(front: str, n: int, inflight: int, payload: Any) -> dict[str, float]:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.connect(front)
     body = msgpack.packb(payload) if not isinstance(payload, bytes) else payload
@@ -478,13 +478,17 @@ def report(results: dict[str, Any]) -> str:
             extra += f", delivered {pair['bus']['delivered']:.1%}"
             raw_extra += f", delivered {pair['raw']['delivered']:.1%}"
         lines.append(
-            f"| {key} | {pair['raw'][metric]:,.0f} {unit}{raw_extra} | {pair['bus'][metric]:,.0f} {unit}{extra} | {pair['ratio']:.2f} | >= {TARGETS.get(key, 0):.2f} |"
+            f"| {key} | {pair['raw'][metric]:,.0f} {unit}{raw_extra} "
+            f"| {pair['bus'][metric]:,.0f} {unit}{extra} "
+            f"| {pair['ratio']:.2f} | >= {TARGETS.get(key, 0):.2f} |"
         )
     lines.append(
-        f"\nbroker RSS with 200 connected actors (fresh broker): {results.get('e_broker_rss_200_actors_MB', 0):.1f} MB (target < 60 MB)"
+        f"\nbroker RSS with 200 connected actors (fresh broker): "
+        f"{results.get('e_broker_rss_200_actors_MB', 0):.1f} MB (target < 60 MB)"
     )
     lines.append(
-        f"broker RSS after the throughput runs above (allocator high-water from 16 MiB transfers): {results.get('broker_rss_after_throughput_runs_MB', 0):.1f} MB"
+        f"broker RSS after the throughput runs above (allocator high-water from 16 MiB transfers): "
+        f"{results.get('broker_rss_after_throughput_runs_MB', 0):.1f} MB"
     )
     return "\n".join(lines)
 

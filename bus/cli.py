@@ -120,8 +120,10 @@ def cmd_services(args: argparse.Namespace) -> int:
     for row in rows:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["since"]))
         ago = _ago(now - row["since"])
+        when = f"{since} ({ago})"
         print(
-            f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {since + ' (' + ago + ')':<28} {row['pid'] or '-'}"
+            f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {when:<28}"
+            f" {row['pid'] or '-'}"
         )
     return EXIT_OK
 
@@ -167,8 +169,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as bus, bus.subscribe(*args.prefixes, timeout=args.idle) as sub:
-        seen = 0
-        for event in sub:
+        for seen, event in enumerate(sub, start=1):
             if args.json:
                 _print_json(
                     {
@@ -183,11 +184,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
                 gap = f"  (missed {event.missed})" if event.missed else ""
-                print(
-                    f"{stamp} {event.topic} #{event.seq} {json.dumps(_jsonable(event.data), ensure_ascii=False)}{gap}",
-                    flush=True,
-                )
-            seen += 1
+                data = json.dumps(_jsonable(event.data), ensure_ascii=False)
+                print(f"{stamp} {event.topic} #{event.seq} {data}{gap}", flush=True)
             if args.count and seen >= args.count:
                 break
     return EXIT_OK

@@ -142,7 +142,8 @@ class Supervisor:
                 broker = self.process("broker")
                 if broker.proc is not None and broker.proc.poll() is not None:
                     raise ConfigError(
-                        f"the broker exited at start-up with code {broker.proc.returncode} (is {self.config.broker.command} in use?)"
+                        f"the broker exited at start-up with code {broker.proc.returncode}"
+                        f" (is {self.config.broker.command} in use?)"
                     )
                 try:
                     client.ping(timeout=0.5)
@@ -258,16 +259,14 @@ class Supervisor:
             self._stopping = True
             for role in ("actor", "simulator", "broker"):
                 group = [
-                    m
+                    (m, m.proc)
                     for m in self.processes
                     if m.role == role and m.proc is not None and m.proc.poll() is None
                 ]
-                for managed in group:
-                    managed.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                for _, proc in group:
+                    proc.send_signal(signal.SIGTERM)
                 deadline = time.monotonic() + self.config.supervisor.stop_timeout_s
-                for managed in group:
-                    proc = managed.proc
-                    assert proc is not None
+                for managed, proc in group:
                     try:
                         proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                     except subprocess.TimeoutExpired:

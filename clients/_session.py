@@ -18,8 +18,9 @@ def connect_bus(
     if isinstance(bus, Client):
         return bus, False
     if bus is None or isinstance(bus, str):
-        extra = {} if timeout is None else {"timeout": timeout}
-        return Client(bus, subscribe_endpoint=subscribe_endpoint, **extra), True
+        if timeout is None:  # the client's own default
+            return Client(bus, subscribe_endpoint=subscribe_endpoint), True
+        return Client(bus, subscribe_endpoint=subscribe_endpoint, timeout=timeout), True
     raise TypeError(
         f"bus must be a bus.client.Client or an endpoint string, not {type(bus).__name__}"
     )

@@ -22,9 +22,10 @@ and travel over the bus as bytes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
@@ -49,7 +50,10 @@ _MARGIN_S = 5.0
 
 
 def FR_GetDllVersion() -> str:
-    """Return the version string of this client library (``FlashRunner.FR_GetDllVersion`` gives the actor's)."""
+    """Return the version string of this client library.
+
+    ``FlashRunner.FR_GetDllVersion`` gives the actor's.
+    """
     return VERSION
 
 
@@ -96,7 +100,7 @@ class FR_Comm_Exception(Exception):
         return f"[{self.code}{extra}] {self.args[0]}"
 
 
-class FR_FileType(str, Enum):
+class FR_FileType(StrEnum):
     """The file categories of the unit; each has its own area on the device."""
 
     FRB = "FRB"
@@ -211,16 +215,18 @@ class FlashRunner(BusSession):
             raise FR_Comm_Exception.from_bus(exc) from exc
         except BaseException:
             call.cancel()
-            try:
+            # Cancelled (or ended meanwhile): the caller's exception is what matters.
+            with contextlib.suppress(BusError):
                 call.result()
-            except BusError:
-                pass  # cancelled (or ended meanwhile): the caller's exception is what matters
             raise
 
     # ------------------------------------------------------------ commands
 
     def FR_SendCommand(self, command: str) -> None:
-        """Send a complete command frame (``#55*SPING``, ``#GETENGSTATUS``); fetch the answer with FR_GetAnswer."""
+        """Send a complete command frame (``#55*SPING``, ``#GETENGSTATUS``).
+
+        Fetch its answer with FR_GetAnswer.
+        """
         self._call("FR_SendCommand", {"command": command})
 
     def FR_SendCommand_Ex(self, channels: Sequence[int], command: str) -> None:
@@ -232,9 +238,10 @@ class FlashRunner(BusSession):
 
         The answer queue belongs to the device, shared by every client of the service.
         """
-        return self._call(
+        answer: str = self._call(
             "FR_GetAnswer", {"timeout": int(timeout)}, timeout=timeout / 1000 + _MARGIN_S
-        )  # type: ignore[no-any-return]
+        )
+        return answer
 
     def FR_SendFile(
         self, path: str | Path, file_type: FR_FileType | str, progress: ProgressArg = None
@@ -257,7 +264,10 @@ class FlashRunner(BusSession):
         file_type: FR_FileType | str,
         progress: ProgressArg = None,
     ) -> Path:
-        """Fetch ``name`` from the unit's ``file_type`` area into the local ``dest_dir``; return the written path."""
+        """Fetch ``name`` from the unit's ``file_type`` area into the local ``dest_dir``.
+
+        Returns the path of the written file.
+        """
         target = Path(dest_dir) / Path(name).name
         args = {"name": name, "file_type": _file_type(file_type)}
         data = self._follow("FR_GetFile", args, self.transfer_timeout, _progress_feed(progress))
@@ -294,7 +304,8 @@ class FlashRunner(BusSession):
 
     def FR_GetPublicKey(self) -> bytes:
         """Fetch the device's RSA public key (PEM); the actor keeps it for the encryption calls."""
-        return self._call("FR_GetPublicKey")  # type: ignore[no-any-return]
+        key: bytes = self._call("FR_GetPublicKey")
+        return key
 
     def FR_EncryptData(self, data: bytes) -> EncryptedData:
         """Encrypt one block with a fresh AES key and IV; returns ``(header, payload)``."""
@@ -303,11 +314,13 @@ class FlashRunner(BusSession):
 
     def FR_DynMemBeginEncryption(self) -> bytes:
         """Start a session encryption; returns the header to send to the device once."""
-        return self._call("FR_DynMemBeginEncryption")  # type: ignore[no-any-return]
+        header: bytes = self._call("FR_DynMemBeginEncryption")
+        return header
 
     def FR_DynMemEncryptData(self, data: bytes) -> bytes:
         """Encrypt the next block of the session (CBC-chained to the previous block)."""
-        return self._call("FR_DynMemEncryptData", {"data": bytes(data)})  # type: ignore[no-any-return]
+        block: bytes = self._call("FR_DynMemEncryptData", {"data": bytes(data)})
+        return block
 
     def FR_DynMemResetEncryption(self) -> None:
         """End the session encryption."""
@@ -333,7 +346,8 @@ class FlashRunner(BusSession):
 
     def FR_GetDllVersion(self) -> str:
         """Return the version of the FlashRunner library the actor runs."""
-        return self._call("FR_GetDllVersion")  # type: ignore[no-any-return]
+        version: str = self._call("FR_GetDllVersion")
+        return version
 
     def FR_Logger(self) -> FR_Logger:
         """Return a real-time logger of this device (see ``FR_Logger``)."""

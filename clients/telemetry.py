@@ -30,6 +30,7 @@ Every method raises ``SpotflowError`` on failure, with ``code`` the linebus wire
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -292,10 +293,8 @@ class DeviceClient(BusSession):
                     raise
                 except BaseException:
                     call.cancel()
-                    try:
+                    with contextlib.suppress(BusError):
                         call.result()
-                    except BusError:
-                        pass
                     raise
         except BusError as exc:
             raise SpotflowError.from_bus(exc) from exc
@@ -548,13 +547,13 @@ class StreamSender:
         batch_size: int = 1000,
         in_flight: int = 4,
     ) -> list[dict[str, Any]]:
-        """linebus: enqueue many Messages, ``batch_size`` per transaction, without waiting a round trip per batch.
+        """linebus: enqueue many Messages, ``batch_size`` per transaction, pipelined.
 
         Each item is a payload or a map with ``payload`` and any of ``batch_id``, ``message_id``,
         ``batch_slice_id``, ``chunk_id``. The messages go in calls of ``batch_size``, each one
-        transaction (all or nothing) on the actor, with up to ``in_flight`` calls outstanding;
-        the actor stores them in order. Returns one ``{"seq", "stream_seq", "duplicate"}`` per
-        message, in order, once every one is committed.
+        transaction (all or nothing) on the actor, with up to ``in_flight`` calls outstanding
+        (no round trip is waited for per batch); the actor stores them in order. Returns one
+        ``{"seq", "stream_seq", "duplicate"}`` per message, in order, once every one is committed.
 
         Raises:
             SpotflowError: A batch was refused (``storage_error`` for a full store, ...). No later

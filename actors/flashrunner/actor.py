@@ -287,7 +287,10 @@ class FlashRunnerActor(Actor):
 
     @command
     async def FR_DynMemSendHeader(self, channels: list[int], header: bytes) -> None:
-        """Send an encryption header to ``channels`` (linebus extension; wire command ``DYNMEMKEY`` assumed)."""
+        """Send an encryption header to ``channels`` (linebus extension).
+
+        The wire command is assumed to be ``DYNMEMKEY``.
+        """
         await self.driver.dynmem_send_header(channels, header)
 
     @command
@@ -300,7 +303,10 @@ class FlashRunnerActor(Actor):
 
     @command
     async def FR_DynMemWrite(self, channels: list[int], address: int, data: bytes) -> None:
-        """Write plain bytes at ``address`` of ``channels``' dynamic memory (linebus extension, ``DYNMEMSET``)."""
+        """Write plain bytes at ``address`` of ``channels``' dynamic memory (linebus extension).
+
+        The wire command is ``DYNMEMSET``.
+        """
         await self.driver.dynmem_write(channels, address, data)
 
     @command(concurrent=True)

@@ -10,7 +10,8 @@
 | ``FR_RunProject``                | ``run_project``                          |
 | ``FR_GetPublicKey``              | ``get_public_key``                       |
 | ``FR_EncryptData``               | ``encrypt_data``                         |
-| ``FR_DynMem*Encryption``         | ``dynmem_begin_encryption`` / ``dynmem_encrypt_data`` / ``dynmem_reset_encryption`` |
+| ``FR_DynMem*Encryption``         | ``dynmem_begin_encryption`` / ``dynmem_encrypt_data`` / |
+|                                  | ``dynmem_reset_encryption``              |
 | ``FR_Logger``                    | ``logger``                               |
 | ``FR_GetDllVersion``             | ``library_version``                      |
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -83,7 +85,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _fault(command: str, answer: Answer) -> DeviceError:
+def _fault(command: str, answer: Answer) -> Busy | DeviceFault:
     code = answer.error_code or "NACK"
     message = f"{command!r} failed: {answer.raw}"
     if code == "ERR_BUSY":
@@ -401,10 +403,9 @@ class FlashRunnerDriver:
         task = asyncio.create_task(cleanup)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
-        try:
+        # Cancelled a second time: the cleanup goes on in the background.
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(task)
-        except asyncio.CancelledError:
-            pass  # cancelled a second time: the cleanup goes on in the background
 
     # ------------------------------------------------------------ projects
 

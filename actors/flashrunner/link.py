@@ -247,11 +247,16 @@ class Link:
     async def _run(self) -> None:
         while not self._closing:
             reason = await self._read_until_lost()
-            if self._closing:
+            if self._closed_meanwhile():
                 return
             self._lost(DeviceUnavailable(f"{self.transport.description}: {reason}"))
             log.warning("flashrunner_link_lost", device=self.transport.description, reason=reason)
             await self._reconnect()
+
+    def _closed_meanwhile(self) -> bool:
+        """``close()`` ran while we awaited (a call, so the type checker does not assume the
+        ``while not self._closing`` above still holds)."""
+        return self._closing
 
     async def _read_until_lost(self) -> str:
         while True:

@@ -153,12 +153,12 @@ class SimDevice:
         handler = self._UNIT.get(name)
         if handler is not None:
             return handler(self, args, request.data, session)
-        handler = self._ENGINE.get(name)
-        if handler is None:
+        engine_handler = self._ENGINE.get(name)
+        if engine_handler is None:
             raise _Nack(f"ERR_UNKNOWN_COMMAND {name}")
         if channel == MASTER_CHANNEL:
             raise _Nack(f"ERR_BAD_CHANNEL {name} needs an engine channel")
-        return handler(self, self.channels[channel], args, request.data)
+        return engine_handler(self, self.channels[channel], args, request.data)
 
     @staticmethod
     def stamp() -> str:

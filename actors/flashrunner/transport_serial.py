@@ -9,6 +9,7 @@ next write queues behind it instead of interleaving its bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -93,10 +94,9 @@ class SerialTransport:
         if self._queue is not None:
             self._queue.put_nowait(b"")  # a receive() still waiting sees EOF, as a socket would
         if port is not None:
-            try:
+            # Not every platform supports it; the read timeout ends the thread anyway.
+            with contextlib.suppress(AttributeError, OSError, serial.SerialException):
                 port.cancel_read()
-            except (AttributeError, OSError, serial.SerialException):
-                pass  # not every platform supports it; the read timeout ends the thread anyway
         if thread is not None:
             await asyncio.to_thread(thread.join, 2.0)
         if port is not None:

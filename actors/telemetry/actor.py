@@ -1,4 +1,5 @@
-"""``TelemetryActor``: the store-and-forward uplink on the bus, with ``spotflow_device``'s operations as commands.
+"""``TelemetryActor``: the store-and-forward uplink on the bus; ``spotflow_device``'s operations are
+its commands.
 
 Options (the ``[actor.options]`` table, read into ``TelemetryConfig``)::
 
@@ -66,7 +67,10 @@ def _ack(ack: Ack) -> dict[str, Any]:
 
 
 def _ack_columns(acks: Sequence[Ack] | AckRun) -> dict[str, list[Any]]:
-    """The ``enqueue_messages`` answer: the acks as three columns (an ``AckRun`` without an object per ack)."""
+    """The ``enqueue_messages`` answer: the acks as three columns.
+
+    An ``AckRun`` becomes columns without building an object per ack.
+    """
     if isinstance(acks, AckRun):
         first, first_stream, n = acks.first_seq, acks.first_stream_seq, acks.count
         return {
@@ -373,29 +377,39 @@ class TelemetryActor(Actor):
 
     @command(concurrent=True)
     async def get_desired_properties(self) -> dict[str, Any]:
-        """``DeviceClient.get_desired_properties``: the latest ``{"version", "values"}`` (version 0 before any)."""
+        """``DeviceClient.get_desired_properties``: the latest ``{"version", "values"}``.
+
+        Version 0 before any.
+        """
         return _desired(await asyncio.to_thread(self._driver.get_desired_properties))
 
     @command(concurrent=True)
     async def get_desired_properties_if_newer(
         self, version: int | None = None
     ) -> dict[str, Any] | None:
-        """``DeviceClient.get_desired_properties_if_newer``: the latest version if newer than ``version`` (or ``version`` is nil), else nil."""
+        """``DeviceClient.get_desired_properties_if_newer``: the latest version if newer, else nil.
+
+        Newer than ``version``; with ``version`` nil, the latest in any case.
+        """
         desired = await asyncio.to_thread(self._driver.get_desired_properties_if_newer, version)
         return None if desired is None else _desired(desired)
 
     @command(concurrent=True)
     async def update_reported_properties(self, properties: dict[str, Any]) -> None:
-        """``DeviceClient.update_reported_properties``: persist a reported-properties patch (``null`` removes a key).
+        """``DeviceClient.update_reported_properties``: persist a reported-properties patch.
 
-        Returns once the patch is durable; the forwarder sends it when it can.
+        ``null`` removes a key. Returns once the patch is durable; the forwarder sends it when it
+        can.
         """
         driver = self._driver
         await self._write(lambda: driver.update_reported_properties(properties))
 
     @command(concurrent=True)
     async def any_pending_reported_properties_updates(self) -> bool:
-        """``DeviceClient.any_pending_reported_properties_updates``: whether a reported patch still waits to be sent."""
+        """``DeviceClient.any_pending_reported_properties_updates``: whether a patch waits.
+
+        True while a reported-properties patch is stored but not yet sent.
+        """
         return await asyncio.to_thread(self._driver.any_pending_reported_properties_updates)
 
     # ------------------------------------------------------------ StreamSender
@@ -413,10 +427,11 @@ class TelemetryActor(Actor):
         batch_slice_id: str | None = None,
         chunk_id: str | None = None,
     ) -> dict[str, Any]:
-        """``StreamSender.send_message``: store one message, then wait until it and all before it are forwarded.
+        """``StreamSender.send_message``: store one message, then wait until it is forwarded.
 
-        Progress ``{"pending", "up_to_seq", "online"}`` while waiting; on cancel or deadline the
-        message stays stored and is forwarded later. Returns ``{"seq", "stream_seq", "duplicate"}``.
+        It returns once this message and every one stored before it are forwarded, with
+        ``{"seq", "stream_seq", "duplicate"}``. Progress ``{"pending", "up_to_seq", "online"}``
+        while waiting; on cancel or deadline the message stays stored and is forwarded later.
         """
         message = OutgoingMessage.create(
             payload,
@@ -504,7 +519,10 @@ class TelemetryActor(Actor):
     async def enqueue_batch_completion(
         self, batch_id: str, stream_group: str | None = None, stream: str | None = None
     ) -> dict[str, Any]:
-        """``StreamSender.enqueue_batch_completion``: queue the marker that completes batch ``batch_id`` of the stream."""
+        """``StreamSender.enqueue_batch_completion``: queue the marker that completes a batch.
+
+        The marker completes batch ``batch_id`` of the stream.
+        """
         message = OutgoingMessage.create(
             b"",
             stream_group=stream_group,
@@ -523,7 +541,10 @@ class TelemetryActor(Actor):
         stream_group: str | None = None,
         stream: str | None = None,
     ) -> dict[str, Any]:
-        """``StreamSender.enqueue_message_completion``: queue the marker that assembles chunked message ``message_id``."""
+        """``StreamSender.enqueue_message_completion``: queue the marker of a chunked message.
+
+        The upstream assembles the chunks of message ``message_id`` when it arrives.
+        """
         message = OutgoingMessage.create(
             b"",
             stream_group=stream_group,
@@ -573,7 +594,11 @@ class TelemetryActor(Actor):
 
     @command(concurrent=True)
     async def stats(self) -> dict[str, Any]:
-        """Store and forwarder counters: pending/forwarded/rejected, bytes and quota, drops by reason, uploads, failures, online."""
+        """Store and forwarder counters.
+
+        Pending, forwarded and rejected messages, bytes and quota, drops by reason, uploads,
+        failures, and whether the upstream is online.
+        """
         driver = self._driver
         stats = await asyncio.to_thread(driver.stats)
         return {

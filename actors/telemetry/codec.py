@@ -100,16 +100,13 @@ def decode_upload(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
         messages = document["messages"]
-        result = {
-            "stream_group": str(document["stream_group"]),
-            "stream": str(document["stream"]),
-            "messages": [],
-        }
+        stream_group, stream = str(document["stream_group"]), str(document["stream"])
+        decoded: list[dict[str, Any]] = []
         for item in messages:
             message = {name: item.get(name) for name in _MESSAGE_FIELDS}
             message["seq"] = int(item["seq"])
             message["payload"] = base64.b64decode(item.get("payload") or "", validate=True)
-            result["messages"].append(message)
+            decoded.append(message)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"bad upload document: {exc}") from exc
-    return result
+    return {"stream_group": stream_group, "stream": stream, "messages": decoded}

@@ -146,7 +146,10 @@ class TelemetryDriver:
         compression: Compression = Compression.UNCOMPRESSED,
         timestamp: float | None = None,
     ) -> AckRun:
-        """Store plain readings of one stream in one transaction (acked after commit) and wake the forwarder."""
+        """Store plain readings of one stream in one transaction and wake the forwarder.
+
+        The acks come after the commit.
+        """
         acks = self.store.append_payloads(
             stream_group, stream, payloads, compression=compression, timestamp=timestamp
         )

@@ -39,8 +39,10 @@ CREATE TABLE IF NOT EXISTS batches (
     device_id TEXT NOT NULL, stream_group TEXT NOT NULL, stream TEXT NOT NULL, batch_id TEXT NOT NULL,
     opened_at REAL NOT NULL, completed_at REAL, completed_by TEXT,
     PRIMARY KEY (device_id, stream_group, stream, batch_id));
-CREATE TABLE IF NOT EXISTS desired (device_id TEXT PRIMARY KEY, version INTEGER NOT NULL, properties TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS reported (device_id TEXT PRIMARY KEY, properties TEXT NOT NULL, last_update_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS desired (
+    device_id TEXT PRIMARY KEY, version INTEGER NOT NULL, properties TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reported (
+    device_id TEXT PRIMARY KEY, properties TEXT NOT NULL, last_update_id INTEGER NOT NULL);
 """
 _KINDS = ("message", "complete_batch", "complete_message")
 
@@ -102,7 +104,8 @@ class IngestDatabase:
         token, now = secrets.token_urlsafe(24), time.time()
         with self._transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO devices (device_id, workspace_id, token, expires_at, provisioned_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO devices"
+                " (device_id, workspace_id, token, expires_at, provisioned_at) VALUES (?, ?, ?, ?, ?)",
                 (device_id, self.workspace_id, token, now + self.token_ttl_s, now),
             )
         return {
@@ -180,15 +183,17 @@ class IngestDatabase:
         payload = m["payload"]
         if kind == "complete_message":
             chunks = conn.execute(
-                "SELECT payload FROM messages WHERE device_id = ? AND stream_group = ? AND stream = ? AND batch_id = ? "
-                "AND message_id = ? AND chunk_id IS NOT NULL ORDER BY id",
+                "SELECT payload FROM messages"
+                " WHERE device_id = ? AND stream_group = ? AND stream = ? AND batch_id = ?"
+                " AND message_id = ? AND chunk_id IS NOT NULL ORDER BY id",
                 (device_id, group, stream, m["batch_id"], m["message_id"]),
             ).fetchall()
             payload, kind = b"".join(bytes(c[0]) for c in chunks), "message"
         # OR IGNORE: a message already stored (same stream and ids) is acked, not stored again.
         conn.execute(
-            "INSERT OR IGNORE INTO messages (device_id, stream_group, stream, kind, batch_id, batch_slice_id, message_id, "
-            "chunk_id, seq, stream_seq, timestamp, payload, upload_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO messages (device_id, stream_group, stream, kind, batch_id,"
+            " batch_slice_id, message_id, chunk_id, seq, stream_seq, timestamp, payload, upload_id,"
+            " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 device_id,
                 group,
@@ -220,12 +225,13 @@ class IngestDatabase:
         if exists:
             return
         conn.execute(
-            "UPDATE batches SET completed_at = ?, completed_by = 'next_batch' WHERE device_id = ? AND stream_group = ? "
-            "AND stream = ? AND completed_at IS NULL",
+            "UPDATE batches SET completed_at = ?, completed_by = 'next_batch'"
+            " WHERE device_id = ? AND stream_group = ? AND stream = ? AND completed_at IS NULL",
             (time.time(), *key),
         )
         conn.execute(
-            "INSERT INTO batches (device_id, stream_group, stream, batch_id, opened_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO batches (device_id, stream_group, stream, batch_id, opened_at)"
+            " VALUES (?, ?, ?, ?, ?)",
             (*key, batch_id, time.time()),
         )
 
@@ -239,8 +245,9 @@ class IngestDatabase:
         why: str,
     ) -> None:
         conn.execute(
-            "UPDATE batches SET completed_at = ?, completed_by = ? WHERE device_id = ? AND stream_group = ? AND stream = ? "
-            "AND batch_id = ? AND completed_at IS NULL",
+            "UPDATE batches SET completed_at = ?, completed_by = ?"
+            " WHERE device_id = ? AND stream_group = ? AND stream = ? AND batch_id = ?"
+            " AND completed_at IS NULL",
             (time.time(), why, device_id, group, stream, batch_id),
         )
 
@@ -263,7 +270,8 @@ class IngestDatabase:
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO desired (device_id, version, properties) VALUES (?, 1, ?) "
-                "ON CONFLICT (device_id) DO UPDATE SET version = version + 1, properties = excluded.properties",
+                "ON CONFLICT (device_id)"
+                " DO UPDATE SET version = version + 1, properties = excluded.properties",
                 (device_id, json.dumps(dict(values))),
             )
             return int(

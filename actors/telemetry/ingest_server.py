@@ -1,8 +1,9 @@
 """The reference upstream: a small HTTP ingest service speaking docs/INGEST_PROTOCOL.md.
 
 Run it as ``python -m actors.telemetry.ingest_server --port 0 --db ingest.sqlite`` (or
-``linebus ingest``; ``--listen 127.0.0.1:8080`` sets host and port in one); once listening it prints one JSON line
-``{"event": "ready", "url": "http://127.0.0.1:PORT"}`` and serves until SIGTERM/SIGINT.
+``linebus ingest``; ``--listen 127.0.0.1:8080`` sets host and port in one); once listening it
+prints one JSON line ``{"event": "ready", "url": "http://127.0.0.1:PORT"}`` and serves until
+SIGTERM/SIGINT.
 
 It is what the integration tests and the demo forward to, and the model for a plant's own
 service. Beyond the device endpoints it has operator endpoints (set desired properties, read
@@ -343,13 +344,13 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
                     server.stopping.wait(fault.hold_s)
                 self._send(200, answer)
             except _HttpProblem as problem:
-                body = {
+                document = {
                     "type": "about:blank",
                     "title": problem.title,
                     "status": problem.status,
                     "detail": problem.detail,
                 }
-                self._send(problem.status, body, problem.headers, "application/problem+json")
+                self._send(problem.status, document, problem.headers, "application/problem+json")
             except Exception:
                 log.exception("ingest_handler_failed", method=method, path=path)
                 self._send(

@@ -111,7 +111,8 @@ CREATE TABLE streams_v3 (
     last_seq INTEGER NOT NULL,
     UNIQUE (stream_group, stream)
 );
-INSERT INTO streams_v3 (stream_group, stream, last_seq) SELECT stream_group, stream, last_seq FROM streams ORDER BY stream_group, stream;
+INSERT INTO streams_v3 (stream_group, stream, last_seq)
+    SELECT stream_group, stream, last_seq FROM streams ORDER BY stream_group, stream;
 INSERT OR IGNORE INTO streams_v3 (stream_group, stream, last_seq)
     SELECT stream_group, stream, max(stream_seq) FROM messages GROUP BY stream_group, stream;
 CREATE TABLE sequence (id INTEGER PRIMARY KEY CHECK (id = 0), last_seq INTEGER NOT NULL);

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 import structlog
 
@@ -56,7 +56,9 @@ __all__ = ["QuotaExceeded", "TelemetryStore"]
 log = structlog.get_logger()
 
 ROW_OVERHEAD_BYTES = 64  # rough cost of a row's fixed columns and index entries
-BLOCK_SPAN = 256  # stream_seqs summarised by one stream_blocks row (time queries read at most this many extra rows per end)
+# stream_seqs summarised by one stream_blocks row (time queries read at most this many extra rows
+# per end)
+BLOCK_SPAN = 256
 _PENDING, _FORWARDED, _REJECTED = 0, 1, 2
 _STATE_NAMES = {_PENDING: "pending", _FORWARDED: "forwarded", _REJECTED: "rejected"}
 _KINDS = (
@@ -68,14 +70,16 @@ _KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
 _MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StoredMessage))
 # The StoredMessage fields in order; the stream's names come from the streams table.
 _SELECT = (
-    "SELECT m.seq, s.stream_group, s.stream, m.stream_seq, m.message_id, m.batch_id, m.batch_slice_id, m.chunk_id, "
-    "m.kind, m.compression, m.timestamp, m.payload, m.state FROM messages AS m JOIN streams AS s USING (stream_id)"
+    "SELECT m.seq, s.stream_group, s.stream, m.stream_seq, m.message_id, m.batch_id,"
+    " m.batch_slice_id, m.chunk_id, m.kind, m.compression, m.timestamp, m.payload, m.state"
+    " FROM messages AS m JOIN streams AS s USING (stream_id)"
 )
 _REGISTRATION_FIELDS = tuple(f.name for f in dataclasses.fields(Registration))
 # ON CONFLICT DO NOTHING: a duplicate identity (messages_identity) is skipped, not an error.
 _INSERT = (
-    "INSERT INTO messages (seq, stream_id, stream_seq, message_id, batch_id, batch_slice_id, chunk_id, kind, "
-    "compression, timestamp, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "INSERT INTO messages (seq, stream_id, stream_seq, message_id, batch_id, batch_slice_id,"
+    " chunk_id, kind, compression, timestamp, payload, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _UPDATE_BLOCK = (
     "INSERT INTO stream_blocks (stream_id, first_seq, last_seq, min_ts, max_ts) VALUES (?, ?, ?, ?, ?) "
@@ -115,13 +119,17 @@ def _readings_insert(stream_id: int, compression: int, rows: int) -> str:
         f"(?{2 + 4 * i}, {constants.format(f'?{3 + 4 * i}')}, ?{4 + 4 * i}, ?{5 + 4 * i})"
         for i in range(rows)
     )
-    return f"INSERT INTO messages (seq, stream_id, stream_seq, kind, compression, timestamp, payload, size) VALUES {values}"
+    columns = "seq, stream_id, stream_seq, kind, compression, timestamp, payload, size"
+    return f"INSERT INTO messages ({columns}) VALUES {values}"
 
 
-class _Inserted(NamedTuple):
+_Acks = TypeVar("_Acks", list[Ack], AckRun)
+
+
+class _Inserted(NamedTuple, Generic[_Acks]):
     """What one append inserted, for the bookkeeping around it."""
 
-    acks: list[Ack] | AckRun
+    acks: _Acks
     stored: int  # rows inserted (duplicates are not)
     stored_bytes: int
     duplicates: int
@@ -309,6 +317,8 @@ class TelemetryStore:
             QuotaExceeded: The new messages do not fit, even after eviction; none was stored.
             StorageError: The disk or database failed; none was stored.
         """
+        if not messages:
+            return []
         entries = [
             (
                 (m.stream_group, m.stream),
@@ -348,26 +358,22 @@ class TelemetryStore:
             return AckRun(0, 0, 0)
         key = (stream_group, stream)
         ts = time.time() if timestamp is None else timestamp
-        acks = self._append(
+        return self._append(
             lambda conn, _row_by_row: self._insert_readings(
                 conn, key, int(compression), ts, payloads
             ),
             len(payloads),
         )
-        assert isinstance(acks, AckRun)
-        return acks
 
     def _append(
-        self, insert: Callable[[sqlite3.Connection, bool], _Inserted], count: int
-    ) -> list[Ack] | AckRun:
+        self, insert: Callable[[sqlite3.Connection, bool], _Inserted[_Acks]], count: int
+    ) -> _Acks:
         """Run ``insert`` in a transaction with the quota, numbering and counters around it.
 
         ``insert`` first runs with ``row_by_row`` false (one ``executemany``); if it raises
         ``_Duplicate`` the transaction is rolled back and it runs again with ``row_by_row`` true.
         The in-memory counters are snapshotted first and restored whenever a transaction rolls back.
         """
-        if not count:
-            return []
         with self._lock:
             before = self._snapshot()
             try:
@@ -389,8 +395,8 @@ class TelemetryStore:
                 raise
 
     def _append_in_transaction(
-        self, insert: Callable[[sqlite3.Connection, bool], _Inserted], *, row_by_row: bool
-    ) -> list[Ack] | AckRun:
+        self, insert: Callable[[sqlite3.Connection, bool], _Inserted[_Acks]], *, row_by_row: bool
+    ) -> _Acks:
         with self._writing() as conn:
             done = insert(conn, row_by_row)
             self._used_bytes += done.stored_bytes
@@ -403,7 +409,7 @@ class TelemetryStore:
 
     def _insert_entries(
         self, conn: sqlite3.Connection, entries: list[_Entry], row_by_row: bool
-    ) -> _Inserted:
+    ) -> _Inserted[list[Ack]]:
         """Number and insert messages of any kind; see ``_append`` for ``row_by_row``.
 
         Row by row, each skipped row (a duplicate identity) is asked which stored message it
@@ -447,7 +453,7 @@ class TelemetryStore:
         compression: int,
         ts: float,
         payloads: Sequence[bytes],
-    ) -> _Inserted:
+    ) -> _Inserted[AckRun]:
         """Number and insert plain readings of one stream: no ids, so no duplicates to look for.
 
         Many rows per INSERT (``_readings_insert``): one statement step for up to
@@ -496,8 +502,9 @@ class TelemetryStore:
         row = None
         if message_id is not None:
             row = conn.execute(
-                "SELECT seq, stream_seq FROM messages WHERE stream_id = ? AND kind = ? AND coalesce(batch_id, '') = ? "
-                "AND message_id = ? AND coalesce(chunk_id, '') = ?",
+                "SELECT seq, stream_seq FROM messages"
+                " WHERE stream_id = ? AND kind = ? AND coalesce(batch_id, '') = ?"
+                " AND message_id = ? AND coalesce(chunk_id, '') = ?",
                 (stream_id, kind, batch_id or "", message_id, chunk_id or ""),
             ).fetchone()
         if row is None:
@@ -558,8 +565,9 @@ class TelemetryStore:
         # Time summaries of runs that no longer hold a row go too (the open block of each stream
         # is re-created by the next append if it was one of them).
         conn.execute(
-            "DELETE FROM stream_blocks WHERE NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.stream_id = stream_blocks.stream_id "
-            "AND m.stream_seq BETWEEN stream_blocks.first_seq AND stream_blocks.last_seq)"
+            "DELETE FROM stream_blocks WHERE NOT EXISTS (SELECT 1 FROM messages AS m"
+            " WHERE m.stream_id = stream_blocks.stream_id"
+            " AND m.stream_seq BETWEEN stream_blocks.first_seq AND stream_blocks.last_seq)"
         )
         self._used_bytes -= freed
         for state, n in by_state.items():
@@ -586,7 +594,10 @@ class TelemetryStore:
         with self._reading() as conn:
             if not self._states[_PENDING]:
                 return None
-            return conn.execute("SELECT min(seq) FROM messages WHERE state = 0").fetchone()[0]
+            oldest: int | None = conn.execute(
+                "SELECT min(seq) FROM messages WHERE state = 0"
+            ).fetchone()[0]
+            return oldest
 
     def last_seq(self) -> int:
         """The highest ``seq`` ever given out (0 for an empty store); survives eviction."""
@@ -619,11 +630,13 @@ class TelemetryStore:
             stream_id = self._stream_ids.get((stream_group, stream))
             if stream_id is None:
                 return []
-            clauses, args = ["m.stream_id = ?"], [stream_id]
+            clauses = ["m.stream_id = ?"]
+            args: list[float] = [stream_id]
             if since is not None or until is not None:
                 # The stream_seq run whose summaries overlap the time range bounds the scan.
                 low, high = conn.execute(
-                    "SELECT min(first_seq), max(last_seq) FROM stream_blocks WHERE stream_id = ? AND max_ts >= ? AND min_ts <= ?",
+                    "SELECT min(first_seq), max(last_seq) FROM stream_blocks"
+                    " WHERE stream_id = ? AND max_ts >= ? AND min_ts <= ?",
                     (
                         stream_id,
                         -math.inf if since is None else since,
@@ -685,7 +698,8 @@ class TelemetryStore:
         """
         with self._writing() as conn:
             row = conn.execute(
-                "SELECT upload_id FROM messages WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1"
+                "SELECT upload_id FROM messages"
+                " WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1"
             ).fetchone()
             if row is not None:
                 rows = conn.execute(
@@ -699,7 +713,8 @@ class TelemetryStore:
                 return None
             # The head is its stream's oldest pending message, so the rest follow it in stream_seq.
             rows = conn.execute(
-                f"{_SELECT} WHERE m.stream_id = ? AND m.stream_seq >= ? AND m.state = 0 ORDER BY m.stream_seq LIMIT ?",
+                f"{_SELECT} WHERE m.stream_id = ? AND m.stream_seq >= ? AND m.state = 0"
+                " ORDER BY m.stream_seq LIMIT ?",
                 (*head, max_messages),
             )
             messages: list[StoredMessage] = []
@@ -739,11 +754,13 @@ class TelemetryStore:
         with self._lock:
             with self._writing() as conn:
                 done = conn.executemany(
-                    "UPDATE messages SET state = 1, forwarded_at = ? WHERE upload_id = ? AND seq = ? AND state = 0",
+                    "UPDATE messages SET state = 1, forwarded_at = ?"
+                    " WHERE upload_id = ? AND seq = ? AND state = 0",
                     [(now, upload_id, seq) for seq in acked],
                 ).rowcount
                 refused = conn.executemany(
-                    "UPDATE messages SET state = 2, forwarded_at = ? WHERE upload_id = ? AND seq = ? AND state = 0",
+                    "UPDATE messages SET state = 2, forwarded_at = ?"
+                    " WHERE upload_id = ? AND seq = ? AND state = 0",
                     [(now, upload_id, seq) for seq in rejected],
                 ).rowcount
                 conn.execute(
@@ -784,7 +801,8 @@ class TelemetryStore:
         values = tuple(getattr(registration, name) for name in _REGISTRATION_FIELDS)
         with self._writing() as conn:
             conn.execute(
-                f"INSERT OR REPLACE INTO registration (id, {', '.join(_REGISTRATION_FIELDS)}) VALUES (0{', ?' * len(values)})",
+                f"INSERT OR REPLACE INTO registration (id, {', '.join(_REGISTRATION_FIELDS)})"
+                f" VALUES (0{', ?' * len(values)})",
                 values,
             )
 
@@ -800,9 +818,10 @@ class TelemetryStore:
         """Keep ``desired`` if its version is newer than the stored one; return whether it was."""
         with self._writing() as conn:
             cursor = conn.execute(
-                "INSERT INTO desired_properties (id, version, properties, received_at) VALUES (0, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET version = excluded.version, properties = excluded.properties, "
-                "received_at = excluded.received_at WHERE excluded.version > desired_properties.version",
+                "INSERT INTO desired_properties (id, version, properties, received_at)"
+                " VALUES (0, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version,"
+                " properties = excluded.properties, received_at = excluded.received_at"
+                " WHERE excluded.version > desired_properties.version",
                 (desired.version, json.dumps(desired.values), time.time()),
             )
             return cursor.rowcount > 0
@@ -837,9 +856,7 @@ class TelemetryStore:
     def any_pending_reported_updates(self) -> bool:
         """Whether any reported-properties patch is waiting to be forwarded."""
         with self._reading() as conn:
-            return (
-                conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM reported_updates WHERE sent_at IS NULL)"
-                ).fetchone()[0]
-                == 1
-            )
+            exists: int = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM reported_updates WHERE sent_at IS NULL)"
+            ).fetchone()[0]
+            return exists == 1

@@ -116,19 +116,10 @@ def wait_until(
     Raises:
         WaitTimeout: ``timeout`` passed first; the message names ``what`` and the last value.
     """
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except ignore as exc:  # not yet; shown as the last value if it stays so
-            last: object = exc
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() >= end:
-            raise _timed_out(timeout, what, last)
+    poll = _poller(predicate, timeout, what, ignore)
+    while (value := poll()) is None:
         time.sleep(interval)
+    return value
 
 
 async def async_wait_until(
@@ -140,8 +131,22 @@ async def async_wait_until(
     ignore: tuple[type[Exception], ...] = (),
 ) -> T:
     """``wait_until`` on an event loop: the pauses are ``asyncio.sleep``, so the loop runs on."""
+    poll = _poller(predicate, timeout, what, ignore)
+    while (value := poll()) is None:
+        await asyncio.sleep(interval)
+    return value
+
+
+def _poller(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str | Callable[[], str],
+    ignore: tuple[type[Exception], ...],
+) -> Callable[[], T | None]:
+    """One call of ``predicate`` per call: its value if true, else None, WaitTimeout when late."""
     end = time.monotonic() + timeout
-    while True:
+
+    def poll() -> T | None:
         try:
             value = predicate()
         except ignore as exc:  # not yet; shown as the last value if it stays so
@@ -151,13 +156,13 @@ async def async_wait_until(
                 return value
             last = value
         if time.monotonic() >= end:
-            raise _timed_out(timeout, what, last)
-        await asyncio.sleep(interval)
+            awaited = what() if callable(what) else what
+            raise WaitTimeout(
+                f"timed out after {timeout:g} s waiting for {awaited}; last value: {last!r}"
+            )
+        return None
 
-
-def _timed_out(timeout: float, what: str | Callable[[], str], last: object) -> WaitTimeout:
-    awaited = what() if callable(what) else what
-    return WaitTimeout(f"timed out after {timeout:g} s waiting for {awaited}; last value: {last!r}")
+    return poll
 
 
 # Ports for test and benchmark lines are taken below the kernel's ephemeral range (Linux default

@@ -29,7 +29,7 @@ from bus import _publisher, protocol
 from bus.actor import Actor, ActorSettings, CommandContext, command
 from bus.errors import DeviceFault
 from bus.protocol import Kind
-from bus.testing import free_port
+from bus.testing import async_wait_until, free_port
 
 SERVICE = "probe1"
 WAIT_S = 3.0  # the bound on every wait below; the tests themselves take milliseconds
@@ -317,14 +317,9 @@ def _bind(sock: zmq.Socket[Any], endpoint: str) -> None:
             time.sleep(0.01)
 
 
-async def until(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Await ``predicate()`` becoming truthy, letting the loop run; fail after ``timeout``."""
-    end = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
-    return value
+async def until(predicate: Callable[[], object], what: str) -> None:
+    """``async_wait_until`` with this file's bound and a short pause."""
+    await async_wait_until(predicate, WAIT_S, what, interval=0.002)
 
 
 @dataclass
@@ -751,12 +746,12 @@ class EncodeCounter:
 async def heard(line: Line, event: str) -> protocol.Event:
     """Publish probes on ``event`` until one reaches the broker (the subscription has reached
     the actor); return the first that arrived. ``FakeBroker.event`` skips the later ones."""
-    end = time.monotonic() + WAIT_S
-    while not line.broker.event_waiting():
-        if time.monotonic() > end:
-            raise AssertionError(f"the subscription to {event} did not reach the actor")
+
+    def probe() -> bool:
         line.actor.publish(event, "probe")
-        await asyncio.sleep(0.002)
+        return line.broker.event_waiting()
+
+    await until(probe, f"the subscription to {event} to reach the actor")
     return protocol.decode_event(await line.broker.xsub.recv())
 
 

@@ -313,11 +313,13 @@ class Client:
                 details={"endpoint": self.endpoint},
             )
 
-    def _pump_once(self, deadline: float, state: CallState) -> None:
-        """Wait for one message (or the deadline) and dispatch it to whichever call owns it."""
-        remaining = deadline - time.monotonic()
+    def _pump_once(self, limit: float, state: CallState) -> None:
+        """Wait for one message (until ``limit`` at most) and dispatch it to whichever call owns
+        it; fail ``state`` if its own deadline has passed meanwhile."""
+        remaining = limit - time.monotonic()
         if remaining <= 0 or not self._sock.poll(remaining * 1000):
-            if time.monotonic() >= deadline:
+            # Only the call's deadline ends it: a shorter limit (updates' timeout) does not.
+            if time.monotonic() >= state.deadline:
                 self._core.expire(state, self.endpoint)
             return
         self._core.dispatch(self._sock.recv_multipart())

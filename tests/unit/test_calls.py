@@ -1,0 +1,232 @@
+"""The I/O-free client core (bus._calls): requests and the answers matched to them, and gap
+detection on event streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from bus import protocol
+from bus._calls import DEADLINE_GRACE_S, CallCore, CallState, GapTracker
+from bus.errors import (
+    BadRequest,
+    BrokerUnreachable,
+    Cancelled,
+    DeadlineExceeded,
+    DeviceFault,
+    RemoteError,
+)
+
+
+@pytest.fixture
+def core() -> CallCore:
+    return CallCore(default_timeout_s=5.0)
+
+
+def started(core: CallCore, **kwargs: Any) -> CallState:
+    state, _ = core.request("fr1", "flash", {"path": "fw.frb"}, None, **kwargs)
+    return state
+
+
+class TestRequest:
+    def test_frames_and_state(self, core: CallCore) -> None:
+        """A request gets a unique id, the default ttl, and a local deadline past it."""
+        state, frames = core.request("fr1", "flash", {"path": "fw.frb"}, None)
+        other, _ = core.request("fr1", "flash", {}, 1.5)
+        message = protocol.decode(frames)
+        assert (message.msg_id, message.service, message.command) == (state.msg_id, "fr1", "flash")
+        assert message.ttl_s == 5.0
+        assert message.value() == {"path": "fw.frb"}
+        assert state.msg_id != other.msg_id
+        assert state.msg_id.split("-")[0] == other.msg_id.split("-")[0]
+        assert other.deadline - state.deadline == pytest.approx(1.5 - 5.0, abs=0.05)
+        assert set(core.pending) == {state.msg_id, other.msg_id}
+        assert DEADLINE_GRACE_S > 0
+
+    def test_timeout_must_be_positive(self, core: CallCore) -> None:
+        """A zero or negative timeout fails at once, naming the call."""
+        with pytest.raises(DeadlineExceeded, match=r"fr1\.flash: timeout must be positive"):
+            core.request("fr1", "flash", {}, 0)
+
+
+class TestDispatch:
+    def test_reply(self, core: CallCore) -> None:
+        """A REPLY ends its call with the result."""
+        state = started(core)
+        assert core.dispatch(protocol.encode_reply(state.msg_id, {"ok": True})) is state
+        assert state.done and state.outcome() == {"ok": True}
+        assert state.msg_id not in core.pending
+        assert core.heard_from_broker
+
+    def test_reply_with_bulk(self, core: CallCore) -> None:
+        """A result that travelled as a bulk frame is put back together."""
+        state = started(core)
+        image = b"\x01" * protocol.BULK_THRESHOLD
+        core.dispatch(protocol.encode_reply(state.msg_id, {"image": image}))
+        assert state.outcome() == {"image": image}
+
+    def test_reply_that_cannot_be_decoded(self, core: CallCore) -> None:
+        """A REPLY whose result is not msgpack ends the call with bad_request."""
+        state = started(core)
+        core.dispatch([msgpack.packb([1, 3, state.msg_id, b"\xc1"])])
+        assert state.done
+        with pytest.raises(BadRequest):
+            state.outcome()
+
+    def test_error(self, core: CallCore) -> None:
+        """An ERROR ends its call with the typed error, its message naming the call."""
+        state = started(core)
+        frames = protocol.encode_error(
+            state.msg_id, "device_fault", "jammed", {"device_code": "E7"}
+        )
+        core.dispatch(frames)
+        with pytest.raises(DeviceFault) as caught:
+            state.outcome()
+        assert caught.value.message == "fr1.flash: jammed"
+        assert caught.value.details["device_code"] == "E7"
+
+    def test_error_of_an_unknown_code(self, core: CallCore) -> None:
+        """An error code this side does not know becomes a RemoteError."""
+        state = started(core)
+        core.dispatch(protocol.encode_error(state.msg_id, "printer_on_fire", "hot"))
+        with pytest.raises(RemoteError):
+            state.outcome()
+
+    def test_malformed_error(self, core: CallCore) -> None:
+        """An ERROR whose details are not a map ends the call with bad_request."""
+        state = started(core)
+        core.dispatch([msgpack.packb([1, 4, state.msg_id, "device_fault", "jammed", 7])])
+        assert state.done
+        with pytest.raises(BadRequest, match="details must be a map"):
+            state.outcome()
+
+    def test_progress_is_kept_or_handed_over(self, core: CallCore) -> None:
+        """PROGRESS is queued on the call, or given to its callback; the call goes on."""
+        kept = started(core)
+        seen: list[Any] = []
+        handed = started(core, on_progress=seen.append)
+        core.dispatch(protocol.encode_progress(kept.msg_id, {"done": 1}))
+        core.dispatch(protocol.encode_progress(handed.msg_id, {"done": 2}))
+        assert kept.progress == [{"done": 1}]
+        assert seen == [{"done": 2}]
+        assert not kept.done and not handed.done
+
+    def test_malformed_progress_is_skipped(self, core: CallCore) -> None:
+        """A PROGRESS that cannot be decoded is dropped; the call goes on."""
+        state = started(core)
+        assert core.dispatch([msgpack.packb([1, 2, state.msg_id, 5])]) is state
+        assert core.dispatch([msgpack.packb([1, 2, state.msg_id, b"\xc1"])]) is state
+        assert state.progress == [] and not state.done
+
+    @pytest.mark.parametrize(
+        "frames",
+        [
+            [b"\xc1"],
+            protocol.encode_heartbeat(),
+            protocol.encode_disconnect("broker stopping"),
+            protocol.encode_reply("someone-else-1", 1),
+        ],
+        ids=["not-msgpack", "heartbeat", "disconnect", "unknown-id"],
+    )
+    def test_not_ours(self, core: CallCore, frames: list[Any]) -> None:
+        """Frames that belong to no pending call are ignored."""
+        state = started(core)
+        assert core.dispatch(frames) is None
+        assert not state.done and state.msg_id in core.pending
+
+
+class TestExpiry:
+    def test_no_broker_heard(self, core: CallCore) -> None:
+        """A call that expires before anything came from the broker blames the connection."""
+        state = started(core)
+        core.expire(state, "tcp://127.0.0.1:7750")
+        with pytest.raises(BrokerUnreachable, match="is it running"):
+            state.outcome()
+        assert state.msg_id not in core.pending
+
+    def test_deadline(self, core: CallCore) -> None:
+        """Once the broker has been heard, an expired call is deadline_exceeded."""
+        state = started(core)
+        core.dispatch(protocol.encode_heartbeat())
+        core.expire(state, "tcp://127.0.0.1:7750")
+        with pytest.raises(DeadlineExceeded):
+            state.outcome()
+
+    def test_unsent(self, core: CallCore) -> None:
+        """A call that could not be sent is broker_unreachable, whatever was heard before."""
+        state = started(core)
+        core.dispatch(protocol.encode_heartbeat())
+        core.expire(state, "tcp://127.0.0.1:7750", unsent=True)
+        assert isinstance(state.error, BrokerUnreachable)
+
+    def test_finished_calls_do_not_expire(self, core: CallCore) -> None:
+        """Expiring a call that already ended changes nothing."""
+        state = started(core)
+        core.dispatch(protocol.encode_reply(state.msg_id, 1))
+        core.expire(state, "tcp://127.0.0.1:7750")
+        assert state.outcome() == 1
+
+    def test_fail_all(self, core: CallCore) -> None:
+        """Closing fails every pending call with the given error."""
+        states = [started(core), started(core)]
+        core.fail_all(lambda s: Cancelled(f"{s.msg_id} closed"))
+        assert core.pending == {}
+        for state in states:
+            with pytest.raises(Cancelled, match=state.msg_id):
+                state.outcome()
+
+
+def event(topic: str, seq: int, *, epoch: int = 7, data: Any = None) -> bytes:
+    return protocol.encode_event(topic, "src1", epoch, seq, 1.5, data)
+
+
+class TestGapTracker:
+    def test_consecutive_events(self) -> None:
+        """Events in sequence are decoded with nothing missed."""
+        tracker = GapTracker()
+        decoded = [tracker.decode(event("a.t", seq, data=seq)) for seq in (1, 2, 3)]
+        assert [(e.topic, e.src, e.seq, e.data, e.missed, e.epoch) for e in decoded if e] == [
+            ("a.t", "src1", 1, 1, 0, 7),
+            ("a.t", "src1", 2, 2, 0, 7),
+            ("a.t", "src1", 3, 3, 0, 7),
+        ]
+
+    def test_gap_is_counted(self) -> None:
+        """A jump in sequence reports the events missed before it, per topic."""
+        tracker = GapTracker()
+        tracker.decode(event("a.t", 1))
+        tracker.decode(event("b.t", 1))
+        later = tracker.decode(event("a.t", 5))
+        assert later is not None and later.missed == 3
+        assert tracker.missed_total == 3
+        again = tracker.decode(event("a.t", 5))  # a repeat is not a gap
+        assert again is not None and again.missed == 0
+
+    def test_new_epoch_starts_afresh(self) -> None:
+        """A publisher that restarted (new epoch) starts a new count, not a gap."""
+        tracker = GapTracker()
+        tracker.decode(event("a.t", 40))
+        restarted = tracker.decode(event("a.t", 1, epoch=8))
+        assert restarted is not None and restarted.missed == 0
+        assert tracker.missed_total == 0
+
+    def test_probes_and_malformed_frames(self) -> None:
+        """Subscription probes are not events; malformed frames are counted and skipped."""
+        tracker = GapTracker()
+        assert tracker.decode(event("_probe.x", 1)) is None
+        assert tracker.decode(b"no separator") is None
+        assert tracker.decode(b"a.t\0\xc1") is None
+        assert tracker.decode(b"\xff\0" + event("x", 1).split(b"\0", 1)[1]) is None
+        assert tracker.malformed == 3
+
+    def test_newer_minor_version_goes_the_slow_way(self) -> None:
+        """An event body with extra trailing elements is still decoded and tracked."""
+        tracker = GapTracker()
+        tracker.decode(event("a.t", 1))
+        body = msgpack.packb([1, 9, "src1", 7, 3, 1.5, "data", "extra"])
+        later = tracker.decode(b"a.t\0" + body)
+        assert later is not None
+        assert (later.seq, later.data, later.missed) == (3, "data", 1)
+        assert tracker.missed_total == 1

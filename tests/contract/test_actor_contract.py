@@ -100,7 +100,7 @@ class TestBadRequests:
 
     def test_wrong_type_is_named(self, target_line):
         """A describe-declared typed argument given the wrong type gets invalid_arguments."""
-        line, target = target_line
+        line, _target = target_line
         with line.client() as bus:
             spec = bus.call("dut", "describe")["commands"]
             typed = [

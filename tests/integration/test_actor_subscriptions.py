@@ -122,7 +122,9 @@ class TestSubscribing:
     def test_longer_subscription_than_the_topic_gets_nothing_of_it(
         self, running_line: Line
     ) -> None:
-        """A subscription to 'echo1.tick.more' does not receive echo1.tick events (matching is by frame prefix)."""
+        """A subscription to 'echo1.tick.more' does not receive echo1.tick events (matching is by frame
+        prefix).
+        """
         with running_line.client() as bus, bus.subscribe(f"{TOPIC}.more", f"{ACTOR}.tock") as sub:
             sub.wait_ready(scaled(5))
             tock = Emitter(bus, "tock")
@@ -140,7 +142,9 @@ class TestSubscribing:
 
 class TestUnsubscribedEvents:
     def test_events_nobody_subscribed_to_use_up_their_numbers(self, running_line: Line) -> None:
-        """Events published before anyone subscribed never arrive, and a later subscriber's first event is numbered after them."""
+        """Events published before anyone subscribed never arrive, and a later subscriber's first event
+        is numbered after them.
+        """
         with running_line.client() as bus:
             emitter = Emitter(bus)
             emitter.emit(100)
@@ -156,7 +160,9 @@ class TestUnsubscribedEvents:
                 assert sub.missed_total == 0
 
     def test_resubscriber_is_told_what_it_missed(self, running_line: Line) -> None:
-        """A subscriber that unsubscribes and subscribes again sees a gap whose size the tracker reports as missed."""
+        """A subscriber that unsubscribes and subscribes again sees a gap whose size the tracker
+        reports as missed.
+        """
         with running_line.client() as bus:
             emitter = Emitter(bus)
             ctx = zmq.Context.instance()
@@ -210,7 +216,9 @@ class TestTwoSubscribers:
     def test_remaining_subscriber_keeps_receiving(
         self, running_line: Line, leaving: str, staying: str
     ) -> None:
-        """When one of two subscribers leaves, the actor keeps publishing to the prefix the other still holds."""
+        """When one of two subscribers leaves, the actor keeps publishing to the prefix the other still
+        holds.
+        """
         with running_line.client() as bus, running_line.client() as other_bus:
             emitter = Emitter(bus)
             stays = bus.subscribe(staying)
@@ -237,7 +245,9 @@ class TestTwoSubscribers:
 
 class TestBrokerRestart:
     def test_subscribers_receive_again_after_a_broker_restart(self, running_line: Line) -> None:
-        """After a broker kill and restart, new and kept subscribers receive the same actor's events again, numbered on."""
+        """After a broker kill and restart, new and kept subscribers receive the same actor's events
+        again, numbered on.
+        """
         actor = running_line.actors[ACTOR]
         with running_line.client(timeout=2) as bus, bus.subscribe(TOPIC) as old:
             old.wait_ready(scaled(5))

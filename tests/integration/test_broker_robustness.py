@@ -27,7 +27,7 @@ def _odd_frames(rng: random.Random) -> list[bytes]:
     roll = rng.random()
     if roll < 0.25:
         return [rng.randbytes(rng.randint(0, 40))]
-    header = [rng.choice([1, 1, 1, 2, True, 1.0]), rng.choice(list(range(12)) + [True, "1"])]
+    header = [rng.choice([1, 1, 1, 2, True, 1.0]), rng.choice([*range(12), True, "1"])]
     header += [_odd_value(rng) for _ in range(rng.randint(0, 7))]
     frames = [msgpack.packb(header, use_bin_type=True)]
     if roll > 0.8:

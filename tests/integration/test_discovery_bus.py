@@ -72,9 +72,8 @@ def _events(sub: Any, until: Any, timeout: float) -> list[dict[str, Any]]:
         seen.append({"topic": event.topic, **event.data})
         if until(seen):
             return seen
-    pytest.fail(
-        f"condition not met within {timeout} s; events: {[(e['topic'], e.get('event'), e.get('st_id')) for e in seen]}"
-    )
+    summary = [(e["topic"], e.get("event"), e.get("st_id")) for e in seen]
+    pytest.fail(f"condition not met within {timeout} s; events: {summary}")
 
 
 async def _run_job(host: str, port: int, key: Any) -> None:

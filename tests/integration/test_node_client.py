@@ -6,6 +6,7 @@ the reason shown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -62,10 +63,8 @@ def test_node_subscribes_to_events(running_line):
             while proc.poll() is None and deadline_calls:
                 bus.call("echo1", "emit", event="tick", count=1, data={"n": 1})
                 deadline_calls -= 1
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    pass
         out, _ = proc.communicate(timeout=scaled(10))
     finally:
         if proc.poll() is None:

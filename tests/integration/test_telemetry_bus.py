@@ -200,7 +200,9 @@ class TestMessages:
 
 class TestTwin:
     def test_desired_and_reported_round_trip(self, line: Line, ingest: Ingest) -> None:
-        """Operator sets desired → callback, getters and <service>.desired; device reports → operator sees it."""
+        """Operator sets desired → callback, getters and <service>.desired; device reports → operator
+        sees it.
+        """
         updates: queue.Queue[DesiredProperties] = queue.Queue()
         with line.client(timeout=10) as bus, bus.subscribe("tel.desired") as sub:
             sub.wait_ready(scaled(5))

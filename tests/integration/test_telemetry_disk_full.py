@@ -27,7 +27,9 @@ TOKEN = "disk-token"
 
 
 def test_store_full_database_is_a_storage_error_and_loses_nothing(tmp_path: Path) -> None:
-    """SQLITE_FULL mid-append raises StorageError, stores none of that append, keeps the rest, and recovers."""
+    """SQLITE_FULL mid-append raises StorageError, stores none of that append, keeps the rest, and
+    recovers.
+    """
     path = tmp_path / "telemetry.db"
     with TelemetryStore.open(str(path)) as store:
         store.append_payloads("g", "s", [b"early"] * 10, timestamp=1.0)
@@ -87,7 +89,9 @@ def fill(path: Path) -> int:
 def test_actor_on_a_full_disk_answers_storage_error_and_recovers(
     small_disk: Path, tmp_path: Path, processes: Processes
 ) -> None:
-    """Through the bus: a full disk refuses enqueues with storage_error, the actor stays up, acked data survives, room brings it back."""
+    """Through the bus: a full disk refuses enqueues with storage_error, the actor stays up, acked data
+    survives, room brings it back.
+    """
     options = {
         "db": str(small_disk / "telemetry.db"),
         "instance_url": f"http://127.0.0.1:{free_port()}",  # nobody listens: the data stays in the store

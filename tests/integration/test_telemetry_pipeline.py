@@ -123,7 +123,9 @@ def warm_up(client: DeviceClient, sub: Subscription, service: str = "tel") -> No
 
 class TestPipelined:
     def test_5000_readings_in_pipelined_batches(self, line: Line) -> None:
-        """5 000 readings in batches of 100 with 8 in flight: acks stream_seq 1..5000 in order, exactly those stored, each published once."""
+        """5 000 readings in batches of 100 with 8 in flight: acks stream_seq 1..5000 in order, exactly
+        those stored, each published once.
+        """
         payloads = [f"reading-{i:05d}".encode() for i in range(5000)]
         with (
             device(line) as client,
@@ -176,7 +178,9 @@ class TestPipelined:
             assert sender.enqueue_messages([]) == []
 
     def test_bytearray_and_memoryview_items_are_payloads(self, line: Line) -> None:
-        """bytearray and memoryview items are sent as bytes; other types raise SpotflowError, not TypeError."""
+        """bytearray and memoryview items are sent as bytes; other types raise SpotflowError, not
+        TypeError.
+        """
         with device(line) as client:
             sender = client.create_stream_sender("line", "buffers")
             acks = sender.enqueue_messages([bytearray(b"a"), memoryview(b"b"), b"c"])
@@ -187,7 +191,9 @@ class TestPipelined:
             assert caught.value.code == "invalid_arguments"
 
     def test_unencodable_later_batch_reports_what_was_stored(self, line: Line) -> None:
-        """A batch that cannot be encoded stops the pipeline with failed_call and results, the earlier batches stored."""
+        """A batch that cannot be encoded stops the pipeline with failed_call and results, the earlier
+        batches stored.
+        """
         with device(line) as client:
             sender = client.create_stream_sender("line", "unencodable")
             bad = {"payload": b"c", "message_id": "m", "chunk_id": object()}
@@ -199,7 +205,9 @@ class TestPipelined:
             assert [r["payload"] for r in client.history("line", "unencodable")] == [b"a", b"b"]
 
     def test_dicts_with_ids_and_plain_payloads_mix(self, line: Line) -> None:
-        """Dict items with message ids and plain bytes in one call (batches of both kinds) are stored in order; repeats are flagged."""
+        """Dict items with message ids and plain bytes in one call (batches of both kinds) are stored
+        in order; repeats are flagged.
+        """
         items: list[Any] = [
             b"p0",
             b"p1",  # batch 0: plain readings only
@@ -293,7 +301,9 @@ class TestPipelined:
 
 class TestQuotaMidCall:
     def test_quota_filling_mid_call_reports_each_batch(self, line: Line) -> None:
-        """The first batch past the quota fails the call (storage_error) at its index; earlier batches' acks are in results; exactly they are stored."""
+        """The first batch past the quota fails the call (storage_error) at its index; earlier batches'
+        acks are in results; exactly they are stored.
+        """
         line.start_actor("quota")
         payloads = [bytes([65 + i % 26]) * QUOTA_PAYLOAD for i in range(QUOTA_BATCH * 12)]
         in_flight = 4
@@ -323,7 +333,8 @@ class TestQuotaMidCall:
             stats = client.stats()
             assert stats["pending"] == len(acked)
             refused = stats["drops"]["rejected_quota_full"]
-            # The refused batch and those already in flight behind it were refused whole; no later one was sent.
+            # The refused batch and those already in flight behind it were refused whole; no later
+            # one was sent.
             assert refused % QUOTA_BATCH == 0 and QUOTA_BATCH <= refused <= QUOTA_BATCH * in_flight
 
             # Room for a smaller batch is still there, numbered right after the acked ones.

@@ -110,7 +110,7 @@ class TestValid:
     def test_unknown_actor_name_lists_the_names(self) -> None:
         """Asking for an actor the config does not have names the ones it has."""
         line = parse({"actor": [{"name": "echo", "kind": "echo"}]})
-        with pytest.raises(ConfigError, match="'fr9'.*echo"):
+        with pytest.raises(ConfigError, match=r"'fr9'.*echo"):
             line.actor("fr9")
 
 

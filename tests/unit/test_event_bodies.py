@@ -57,7 +57,9 @@ def reference(
 @pytest.mark.parametrize("n_common", [0, 1, 15, 16, 20])
 @pytest.mark.parametrize("item_sizes", [[0], [1], [0, 1, 2, 3], [14, 15, 16, 17], [1, 30, 0, 5]])
 def test_bodies_are_byte_identical_to_single_encodes(n_common: int, item_sizes: list[int]) -> None:
-    """For common maps of 0/1/15/16/20 entries and items of many sizes, each body equals encode_event_body of the merged map."""
+    """For common maps of 0/1/15/16/20 entries and items of many sizes, each body equals
+    encode_event_body of the merged map.
+    """
     common = common_map(n_common)
     items = [item_map(size, salt) for salt, size in enumerate(item_sizes)]
     bodies = list(protocol.encode_event_bodies(SRC, EPOCH, 7, TS, items, common))
@@ -68,7 +70,9 @@ def test_bodies_are_byte_identical_to_single_encodes(n_common: int, item_sizes: 
     ("n_common", "n_item"), [(15, 0), (15, 1), (14, 1), (14, 2), (10, 10), (0, 16), (16, 0)]
 )
 def test_total_map_size_crossing_fixmap_limit(n_common: int, n_item: int) -> None:
-    """A merged map of exactly 15, 16 or more entries gets the right header (fixmap below 16, map16 from 16)."""
+    """A merged map of exactly 15, 16 or more entries gets the right header (fixmap below 16, map16
+    from 16).
+    """
     common, items = common_map(n_common), [item_map(n_item, 3)]
     (body,) = protocol.encode_event_bodies(SRC, EPOCH, 1, TS, items, common)
     assert body == reference(1, items, common)[0]
@@ -77,7 +81,9 @@ def test_total_map_size_crossing_fixmap_limit(n_common: int, n_item: int) -> Non
 
 
 def test_decoded_events_have_consecutive_sequences_and_merged_data() -> None:
-    """Decoded, event i is [1, 9, src, epoch, first_seq + i, ts, {**common, **item}] with common keys first."""
+    """Decoded, event i is [1, 9, src, epoch, first_seq + i, ts, {**common, **item}] with common keys
+    first.
+    """
     common = {
         "stream_group": "g",
         "stream": "s",

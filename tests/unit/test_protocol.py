@@ -231,7 +231,9 @@ class TestFieldTypes:
         ("ttl", "expected"), [(None, None), (5, 5.0), (2.5, 2.5), (0, 0.0), (-1, -1.0)]
     )
     def test_ttl_accepts_int_float_and_nil(self, ttl: Any, expected: float | None) -> None:
-        """ttl_s is any msgpack int or float, or nil; it is decoded as a float (range checks are the broker's)."""
+        """ttl_s is any msgpack int or float, or nil; it is decoded as a float (range checks are the
+        broker's).
+        """
         header = list(GOOD[Kind.REQUEST])
         header[5] = ttl
         msg = decode_header(header)

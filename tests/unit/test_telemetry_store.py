@@ -75,7 +75,8 @@ class TestSchema:
         """A version-1 file (no twin tables) opens migrated to the current version, messages kept."""
         old = open_database(db_path, target_version=1)
         old.conn.execute(
-            "INSERT INTO messages (stream_group, stream, stream_seq, kind, compression, timestamp, payload, size) "
+            "INSERT INTO messages (stream_group, stream, stream_seq, kind, compression, timestamp, "
+            "payload, size) "
             "VALUES ('g', 's', 1, 'message', 0, 1.0, x'01', 65)"
         )
         old.conn.execute("INSERT INTO streams VALUES ('g', 's', 1)")
@@ -364,10 +365,13 @@ class TestTwinAndRegistration:
 # --- schema version 3: migration of a version-2 file ---------------------------------------------
 
 _V2_INSERT = (
-    "INSERT INTO messages (seq, stream_group, stream, stream_seq, message_id, batch_id, batch_slice_id, chunk_id, kind, "
-    "compression, timestamp, payload, size, state, upload_id, forwarded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (seq, stream_group, stream, stream_seq, message_id, batch_id, "
+    "batch_slice_id, chunk_id, kind, "
+    "compression, timestamp, payload, size, state, upload_id, forwarded_at) VALUES (?, ?, ?, ?, ?, "
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# seq, group, stream, stream_seq, message_id, batch_id, batch_slice_id, chunk_id, kind, compression, timestamp, payload, size, state, upload_id, forwarded_at
+# seq, group, stream, stream_seq, message_id, batch_id, batch_slice_id, chunk_id, kind, compression,
+# timestamp, payload, size, state, upload_id, forwarded_at
 _V2_ROWS = [
     (
         1,
@@ -566,7 +570,9 @@ class TestMigrationToV3:
         assert SCHEMA_VERSION == 3
 
     def test_v2_rows_come_back_unchanged(self, db_path: Path) -> None:
-        """Every v2 row is in history with its seq, stream_seq, ids, kind, compression, timestamp, state and payload."""
+        """Every v2 row is in history with its seq, stream_seq, ids, kind, compression, timestamp,
+        state and payload.
+        """
         build_v2_file(db_path)
         with TelemetryStore.open(str(db_path)) as store:
             assert store.history("g", "a") == [_expected_v2(s) for s in (1, 4, 5, 6)]
@@ -594,7 +600,9 @@ class TestMigrationToV3:
             conn.close()
 
     def test_numbering_is_never_reused(self, db_path: Path) -> None:
-        """last_seq() is the old sqlite_sequence value (8, above max(seq)), and new appends continue both numberings."""
+        """last_seq() is the old sqlite_sequence value (8, above max(seq)), and new appends continue
+        both numberings.
+        """
         build_v2_file(db_path)
         with TelemetryStore.open(str(db_path)) as store:
             assert store.last_seq() == 8
@@ -697,7 +705,9 @@ class TestMigrationToV3:
     def test_stream_without_a_streams_row_gets_its_numbering_from_its_rows(
         self, db_path: Path
     ) -> None:
-        """Rows of a stream missing from the v2 streams table are migrated and its numbering continues after them."""
+        """Rows of a stream missing from the v2 streams table are migrated and its numbering continues
+        after them.
+        """
         old = open_database(db_path, target_version=2)
         old.conn.executemany(
             _V2_INSERT,
@@ -845,7 +855,9 @@ class TestAppendPayloads:
         assert store.pending_count() == n + 1 and store.last_seq() == n + 1
 
     def test_new_stream_and_default_timestamp(self, store: TelemetryStore) -> None:
-        """A first append creates the stream at stream_seq 1; without a timestamp the rows get the time of the call."""
+        """A first append creates the stream at stream_seq 1; without a timestamp the rows get the time
+        of the call.
+        """
         before = time.time()
         acks = store.append_payloads("g", "fresh", [b"a", b"b", b"c"]).acks()
         after = time.time()
@@ -875,7 +887,9 @@ class TestAppendPayloads:
     def test_quota_refusal_is_all_or_nothing_and_counted(
         self, db_path: Path, overflow: OverflowPolicy
     ) -> None:
-        """A batch of readings that does not fit stores none of them, counts every one, and leaves no gap in numbering."""
+        """A batch of readings that does not fit stores none of them, counts every one, and leaves no
+        gap in numbering.
+        """
         with TelemetryStore.open(str(db_path), quota_bytes=1000, overflow=overflow) as store:
             store.append_payloads(
                 "g", "s", [b"x" * 100] * 5, timestamp=1.0
@@ -970,7 +984,9 @@ def memory_view(store: TelemetryStore) -> dict[str, Any]:
 
 
 def assert_memory_matches_file(store: TelemetryStore, path: Path, step: str) -> None:
-    """The in-memory counters equal the file's, the pending counter equals a count, and numbering is ahead of every row."""
+    """The in-memory counters equal the file's, the pending counter equals a count, and numbering is
+    ahead of every row.
+    """
     on_file = file_view(path)
     in_memory = memory_view(store)
     assert in_memory == {k: on_file[k] for k in in_memory}, f"memory and file differ after {step}"
@@ -1009,7 +1025,9 @@ class TestCountersMatchTheFile:
     def _scenario(
         self, store_path: Path, checkpoint: Callable[[TelemetryStore, str], TelemetryStore]
     ) -> TelemetryStore:
-        """Appends, duplicates in and across batches, uploads with acks and rejections, evictions, refusals."""
+        """Appends, duplicates in and across batches, uploads with acks and rejections, evictions,
+        refusals.
+        """
         store = TelemetryStore.open(
             str(store_path), quota_bytes=4000, overflow=OverflowPolicy.EVICT_FORWARDED
         )
@@ -1108,7 +1126,9 @@ class TestCountersMatchTheFile:
             assert observable(reopened) == before
 
     def test_counters_equal_a_reopen_at_every_step(self, db_path: Path) -> None:
-        """Closing and reopening after each write gives the same stats, pending count and last seq as before the close."""
+        """Closing and reopening after each write gives the same stats, pending count and last seq as
+        before the close.
+        """
 
         def reopen(store: TelemetryStore, step: str) -> TelemetryStore:
             before = observable(store)
@@ -1228,7 +1248,9 @@ class TestHistoryByTime:
     def test_time_bounds_equal_brute_force_with_unordered_timestamps(
         self, store: TelemetryStore
     ) -> None:
-        """With > 600 messages appended out of time order, since/until (with seq bounds and limits) equal a full filter."""
+        """With > 600 messages appended out of time order, since/until (with seq bounds and limits)
+        equal a full filter.
+        """
         rng = random.Random(1234)
         fill_unordered(store, rng, 60)
         assert store.last_seq() > 600
@@ -1241,7 +1263,9 @@ class TestHistoryByTime:
         )  # between integer timestamps
 
     def test_time_bounds_after_reopen(self, db_path: Path) -> None:
-        """Summaries reloaded from the file (open blocks continued by new appends) still give exact answers."""
+        """Summaries reloaded from the file (open blocks continued by new appends) still give exact
+        answers.
+        """
         rng = random.Random(99)
         with TelemetryStore.open(str(db_path)) as store:
             fill_unordered(store, rng, 30)
@@ -1252,14 +1276,16 @@ class TestHistoryByTime:
 
     @pytest.mark.parametrize("reopen", [False, True])
     def test_time_bounds_after_eviction(self, db_path: Path, reopen: bool) -> None:
-        """After forwarded rows are evicted for the quota (whole summaries and parts of them), time queries equal brute force."""
+        """After forwarded rows are evicted for the quota (whole summaries and parts of them), time
+        queries equal brute force.
+        """
         rng = random.Random(7)
         quota = 60_000
         store = TelemetryStore.open(
             str(db_path), quota_bytes=quota, overflow=OverflowPolicy.EVICT_FORWARDED
         )
         try:
-            for round_ in range(4):
+            for _round in range(4):
                 fill_unordered(store, rng, 15)
                 # Forward all but the last few appends' rows, so some summaries keep pending rows.
                 while (

@@ -179,7 +179,8 @@ def build() -> None:
     args = {"a": 1, "b": 2}
     command(
         "request_small_args",
-        "REQUEST with small inline arguments: ttl_s is relative seconds (float64); args is a bin holding a msgpack map.",
+        "REQUEST with small inline arguments: ttl_s is relative seconds (float64); args is a bin "
+        "holding a msgpack map.",
         "request",
         [VERSION, KINDS["request"], MSG_ID, "echo1", "add", 2.5, pack(args)],
         msg_id=MSG_ID,
@@ -191,7 +192,8 @@ def build() -> None:
     )
     command(
         "request_nil_ttl_no_args",
-        "REQUEST with ttl_s nil (the broker applies its default_timeout_s) and no arguments (an empty map, 0x80).",
+        "REQUEST with ttl_s nil (the broker applies its default_timeout_s) and no arguments (an "
+        "empty map, 0x80).",
         "request",
         [VERSION, KINDS["request"], "3f2a9c1b7d4e-2", "broker", "ping", None, pack({})],
         msg_id="3f2a9c1b7d4e-2",
@@ -324,7 +326,8 @@ def build() -> None:
     )
     command(
         "reply_bulk_frame",
-        "REPLY whose result is itself a 65536-byte bytes value: the result bin is just the reference d6 01 00000001.",
+        "REPLY whose result is itself a 65536-byte bytes value: the result bin is just the "
+        "reference d6 01 00000001.",
         "reply",
         [VERSION, KINDS["reply"], "3f2a9c1b7d4e-8", pack(ref(1))],
         [image],
@@ -344,7 +347,8 @@ def build() -> None:
     details = {"device_code": "NOT_EXIST", "channel": 2}
     command(
         "error_with_details",
-        "ERROR ending a request: code, human message, and a details map (here a device fault with the device's own code).",
+        "ERROR ending a request: code, human message, and a details map (here a device fault with "
+        "the device's own code).",
         "error",
         [
             VERSION,
@@ -406,7 +410,8 @@ def build() -> None:
     }
     command(
         "ready",
-        "READY: an actor registers service echo1 with its info map (kind, pid, host, heartbeat_s, doc, commands).",
+        "READY: an actor registers service echo1 with its info map (kind, pid, host, heartbeat_s, "
+        "doc, commands).",
         "ready",
         [VERSION, KINDS["ready"], "echo1", info],
         service="echo1",
@@ -457,7 +462,8 @@ def build() -> None:
     # --- events ----------------------------------------------------------------------------
     event(
         "event",
-        "EVENT frame: topic, NUL, msgpack [1, 9, src, epoch, seq, ts, data]; epoch is a random 53-bit integer (uint64 on the wire).",
+        "EVENT frame: topic, NUL, msgpack [1, 9, src, epoch, seq, ts, data]; epoch is a random "
+        "53-bit integer (uint64 on the wire).",
         "echo1.tick",
         [VERSION, KINDS["event"], "echo1", EPOCH, 7, TS, {"x": 1}],
     )

@@ -15,8 +15,8 @@
   broker has already failed the caller it was for.
 
 I/O is plain pyzmq driven from the asyncio loop's reader callback (no zmq.asyncio futures on the
-hot path). The DEALER's FD is edge-triggered, so after every send (which can consume the edge)
-the link looks for waiting input once more.
+hot path). The DEALER's FD is edge-triggered, so after a send (which can consume the edge) the
+link looks for waiting input once more, unless a drain is already due on this loop turn.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class ActorSettings:
 
     Args:
         endpoint: Broker command endpoint (DEALER connects here).
-        publish_endpoint: Broker publish endpoint (PUB connects here).
+        publish_endpoint: Broker publish endpoint (the actor's XPUB connects here).
         subscribe_endpoint: Broker subscribe endpoint, for actors that also listen to events.
         heartbeat_s: Interval between heartbeats.
         heartbeat_timeout_s: Broker silence after which the actor re-registers.

@@ -12,20 +12,25 @@ fan-out at the speed of ZeroMQ itself. Presence events are published there by th
 Death of an actor is noticed two ways: its TCP connection closing (the socket monitor reports a
 disconnect, and a probe with ROUTER_MANDATORY finds which peer is gone, within milliseconds), and
 heartbeat silence past ``heartbeat_timeout_s`` (a hung but connected process).
+
+Headers are read with the decoders of ``bus.protocol`` (``split``, then the decoder of the kind
+or, for messages only routed, ``peek_msg_id``); the broker never indexes a header itself.
+
+``run()`` is ``run_once()`` in a loop until ``stop()``. Tests drive a broker turn by turn with
+``run_once()`` over ``inproc://`` endpoints and a clock of their own (the ``clock`` argument).
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import os
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import structlog
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -55,12 +60,23 @@ _CANCEL = int(Kind.CANCEL)
 _READY = int(Kind.READY)
 _HEARTBEAT = int(Kind.HEARTBEAT)
 _DISCONNECT = int(Kind.DISCONNECT)
-_HELLO = int(Kind.HELLO)
 _HEARTBEAT_FRAME = protocol.encode_heartbeat()[0]
-_unpackb = msgpack.unpackb
+_split = protocol.split
+_peek_msg_id = protocol.peek_msg_id
+_request_route = protocol.request_route
+_request_ttl = protocol.request_ttl
 _NOBLOCK = zmq.NOBLOCK
 _DRAIN_BATCH = 512
 _STABLE_REASONS = frozenset({"too_large", "header_too_large", "duplicate_id", "unhandled"})
+_ANSWERS = frozenset({_PROGRESS, _REPLY, _ERROR})
+#: The ``routed`` counter of each forwarded answer.
+_ROUTED_AS = {_PROGRESS: "progress", _REPLY: "reply", _ERROR: "error"}
+#: How long ``run()`` waits at most between two looks at ``stop()``.
+_STOP_POLL_S = 0.2
+
+#: A message as the ROUTER delivers it: the sender's identity, the header, then bulk frames
+#: (received without copying, as zmq.Frame) which the broker forwards untouched.
+_Frames = list[bytes | zmq.Frame]
 
 
 class Broker:
@@ -69,14 +85,26 @@ class Broker:
     Args:
         config: Endpoints and timing. ``tcp://host:*`` binds a free port; ``endpoints`` tells which.
         ctx: ZeroMQ context to use; a new one by default.
+        clock: Monotonic seconds for deadlines and liveness (tests pass one they can advance).
     """
 
+    _router: zmq.Socket[bytes]
+    _monitor: zmq.Socket[bytes]
+    _pub: zmq.Socket[bytes]
+    _proxy_control: zmq.Socket[bytes]
+    _poller: zmq.Poller
+
     def __init__(
-        self, config: BrokerConfig | None = None, ctx: zmq.Context[Any] | None = None
+        self,
+        config: BrokerConfig | None = None,
+        ctx: zmq.Context[Any] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or BrokerConfig()
-        self._ctx = ctx or zmq.Context()
+        self._ctx: zmq.Context[Any] = ctx or zmq.Context()
         self._own_ctx = ctx is None
+        self._clock = clock
         self.directory = Directory()
         self._pending: dict[str, Pending] = {}
         self._deadlines: list[tuple[float, str]] = []
@@ -88,7 +116,8 @@ class Broker:
         self._proxy_thread: threading.Thread | None = None
         self._presence_seq: dict[str, int] = {}
         self._epoch = protocol.new_epoch()
-        self._router: zmq.Socket[Any] | None = None
+        self._started = False
+        self._next_tick = 0.0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -103,6 +132,9 @@ class Broker:
         router.bind(cfg.command)
         self._router = router
         self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._poller = zmq.Poller()
+        self._poller.register(router, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
 
         xsub = self._ctx.socket(zmq.XSUB)
         xsub.linger = 0
@@ -118,9 +150,9 @@ class Broker:
         control_addr = f"inproc://linebus-proxy-control-{id(self)}"
         self._proxy_control.bind(control_addr)
         self.endpoints = {
-            "command": router.last_endpoint.decode(),
-            "publish": xsub.last_endpoint.decode(),
-            "subscribe": xpub.last_endpoint.decode(),
+            "command": router.getsockopt_string(zmq.LAST_ENDPOINT),
+            "publish": xsub.getsockopt_string(zmq.LAST_ENDPOINT),
+            "subscribe": xpub.getsockopt_string(zmq.LAST_ENDPOINT),
         }
         proxy_peer = self._ctx.socket(zmq.PAIR)
         proxy_peer.connect(control_addr)
@@ -141,6 +173,8 @@ class Broker:
         self._pub = self._ctx.socket(zmq.PUB)
         self._pub.linger = 0
         self._pub.connect(inproc)
+        self._next_tick = self._clock() + cfg.heartbeat_s
+        self._started = True
         log.info("broker_listening", **self.endpoints, pid=os.getpid())
         return self.endpoints
 
@@ -150,9 +184,9 @@ class Broker:
 
     def close(self) -> None:
         """Tell every actor the broker is going, fail in-flight requests, close the sockets."""
-        router = self._router
-        if router is None:
+        if not self._started:
             return
+        self._started = False
         for entry in self.directory.up():
             identity = entry.identity
             self._fail_all(
@@ -167,51 +201,49 @@ class Broker:
         if self._proxy_thread is not None:
             self._proxy_control.send(b"TERMINATE")
             self._proxy_thread.join(timeout=2)
-        for s in (self._pub, self._proxy_control, self._monitor, router):
+        for s in (self._pub, self._proxy_control, self._monitor, self._router):
             s.close(linger=0)
-        self._router = None
         if self._own_ctx:
             self._ctx.term()
         log.info("broker_stopped")
 
     def run(self) -> None:
-        """Serve until ``stop()``; binds first if ``start()`` was not called."""
-        if self._router is None:
+        """Serve until ``stop()``, then ``close()``; binds first if ``start()`` was not called."""
+        if not self._started:
             self.start()
-        router = self._router
-        assert router is not None
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        heartbeat_s = self.config.heartbeat_s
-        next_tick = time.monotonic() + heartbeat_s
-        deadlines = self._deadlines
-        drain = self._drain
+        run_once = self.run_once
+        stopping = self._stopping
         try:
-            while not self._stopping.is_set():
-                now = time.monotonic()
-                wake = next_tick if not deadlines else min(next_tick, deadlines[0][0])
-                # Cap the wait so stop() is noticed promptly even with no traffic.
-                timeout_ms = max(0, min(wake - now, 0.2)) * 1000
-                ready = poller.poll(timeout_ms)
-                if ready:
-                    for sock, _ in ready:
-                        if sock is router:
-                            drain(router)
-                        else:
-                            self._on_monitor_event()
-                now = time.monotonic()
-                if deadlines and deadlines[0][0] <= now:
-                    self._expire(now)
-                if now >= next_tick:
-                    self._tick(now)
-                    next_tick = now + heartbeat_s
+            while not stopping.is_set():
+                # The wait is capped so that stop() is noticed promptly even with no traffic.
+                run_once(_STOP_POLL_S)
         finally:
             self.close()
 
+    def run_once(self, max_wait_s: float = 0.0) -> None:
+        """One turn of the loop: wait up to ``max_wait_s`` for messages (less when a deadline or
+        a heartbeat is due), handle them, then expire the due deadlines and heartbeat the actors
+        if it is time. ``start()`` must have been called."""
+        router = self._router
+        deadlines = self._deadlines
+        now = self._clock()
+        wake = self._next_tick if not deadlines else min(self._next_tick, deadlines[0][0])
+        ready = self._poller.poll(int(max(0.0, min(wake - now, max_wait_s)) * 1000))
+        for sock, _ in ready:
+            if sock is router:
+                self._drain(router)
+            else:
+                self._on_monitor_event()
+        now = self._clock()
+        if deadlines and deadlines[0][0] <= now:
+            self._expire(now)
+        if now >= self._next_tick:
+            self._tick(now)
+            self._next_tick = now + self.config.heartbeat_s
+
     # --- message handling -------------------------------------------------------------------
 
-    def _drain(self, router: zmq.Socket[Any]) -> None:
+    def _drain(self, router: zmq.Socket[bytes]) -> None:
         handle = self._handle
         recv = router.recv
         recv_rest = router.recv_multipart
@@ -220,47 +252,33 @@ class Broker:
                 ident = recv(_NOBLOCK)
             except zmq.Again:
                 return
-            frames = [ident, recv()]
+            frame = recv()
+            frames: _Frames = [ident, frame]
             if router.rcvmore:
                 # Bulk frames are forwarded as zmq.Frame objects: never copied by the broker.
                 frames.extend(recv_rest(copy=False))
             try:
-                handle(frames)
+                handle(ident, frame, frames)
             except BusError as exc:
-                self._reject(frames[0], frames, exc)
+                self._reject(ident, frame, exc)
             except Exception as exc:  # never let one message stop the broker
                 log.exception("message_handling_failed")
                 self._reject(
-                    frames[0],
-                    frames,
+                    ident,
+                    frame,
                     BadRequest(
                         f"message could not be handled: {exc}", details={"reason": "unhandled"}
                     ),
                 )
 
-    def _handle(self, frames: list[bytes]) -> None:
-        ident = frames[0]
-        try:
-            header = _unpackb(frames[1], strict_map_key=False)
-        except Exception:  # msgpack raises several unrelated types for bad input
-            protocol.decode(frames[1:])  # raises the precise BadRequest (slow path only)
-            raise
-        if (
-            type(header) is not list
-            or len(header) < 2
-            or header[0] != 1
-            or type(header[0]) is not int
-        ):
-            protocol.decode(frames[1:])  # raises the precise BadRequest / UnsupportedVersion
-        kind = header[1]
-        if type(kind) is not int:
-            protocol.decode(frames[1:])
+    def _handle(self, ident: bytes, frame: bytes, frames: _Frames) -> None:
+        """Act on one message; ``frame`` is its header, ``frames`` the whole of it (``[ident,
+        frame, *bulk]``), forwarded as it is with the identity replaced."""
+        kind, header = _split(frame)
         if kind == _REQUEST:
-            self._route_request(ident, header, frames)
-        elif kind == _REPLY or kind == _ERROR:
-            self._route_final(ident, header, frames)
-        elif kind == _PROGRESS:
-            self._route_progress(ident, header, frames)
+            self._route_request(ident, frame, header, frames)
+        elif kind in _ANSWERS:
+            self._route_answer(ident, kind, header, frames)
         elif kind == _HEARTBEAT:
             entry = self.directory.by_identity.get(ident)
             if entry is None:
@@ -274,40 +292,30 @@ class Broker:
                     ]
                 )
             else:
-                entry.last_seen = time.monotonic()
+                entry.last_seen = self._clock()
         elif kind == _CANCEL:
             self._route_cancel(ident, header, frames)
         elif kind == _READY:
-            self._on_ready(ident, protocol.decode(frames[1:]), frames[1])
+            self._on_ready(ident, protocol.ready_header(header, frame), frame)
         elif kind == _DISCONNECT:
             entry = self.directory.by_identity.get(ident)
             if entry is not None:
                 self._actor_down(entry, "actor disconnected")
-        elif kind == _HELLO:
-            self._on_hello(ident, protocol.decode(frames[1:]))
-        else:
-            protocol.decode(frames[1:])  # raises BadRequest naming the kind
+        else:  # HELLO: split() lets through the command-channel kinds only
+            self._on_hello(ident, protocol.hello_header(header, frame))
 
-    def _route_request(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
-        if (
-            len(header) < 7
-            or type(header[2]) is not str
-            or type(header[3]) is not str
-            or type(header[4]) is not str
-            or type(header[6]) is not bytes
-            or len(frames[1]) > protocol.MAX_HEADER_BYTES
-        ):
-            protocol.decode(frames[1:])  # raises the precise BadRequest
-        msg_id: str = header[2]
-        service: str = header[3]
-        size = sum(map(len, frames[1:])) if len(frames) > 2 else len(frames[1])
+    def _route_request(
+        self, ident: bytes, frame: bytes, header: list[Any], frames: _Frames
+    ) -> None:
+        msg_id, service = _request_route(header, frame)
+        size = sum(map(len, frames[1:])) if len(frames) > 2 else len(frame)
         if size > self.config.max_message_bytes:
             raise BadRequest(
                 f"message of {size} bytes exceeds the broker limit of {self.config.max_message_bytes}",
                 details={"reason": "too_large", "size": size},
             )
         if service == protocol.BROKER_SERVICE:
-            self._serve_internal(ident, protocol.decode(frames[1:]))
+            self._serve_internal(ident, protocol.request_header(header, frame), frames[2:])
             return
         entry = self.directory.by_name.get(service)
         if entry is None:
@@ -328,11 +336,10 @@ class Broker:
                 "unavailable",
             )
             return
-        ttl = header[5]
+        # ttl_s is checked only now: unknown_service and unavailable come first (PROTOCOL.md §6).
+        ttl = _request_ttl(header, frame)
         if ttl is None:
             ttl = self.config.default_timeout_s
-        elif (type(ttl) is not float and type(ttl) is not int) or not math.isfinite(ttl):
-            protocol.decode(frames[1:])
         if ttl <= 0:
             self._error(
                 ident,
@@ -351,11 +358,11 @@ class Broker:
                 "duplicate_id",
             )
             return
-        deadline = time.monotonic() + min(ttl, self.config.max_timeout_s)
+        deadline = self._clock() + min(ttl, self.config.max_timeout_s)
         pending = Pending(msg_id, ident, entry, deadline)
         frames[0] = entry.identity
         try:
-            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)  # type: ignore[union-attr]
+            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EAGAIN:
                 self._error(
@@ -376,45 +383,41 @@ class Broker:
         heapq.heappush(self._deadlines, (deadline, msg_id))
         self.routed["request"] += 1
 
-    def _route_final(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
-        msg_id = header[2] if len(header) > 2 else None
-        pending = self._pending.get(msg_id) if type(msg_id) is str else None  # type: ignore[arg-type]
+    def _route_answer(self, ident: bytes, kind: int, header: list[Any], frames: _Frames) -> None:
+        """PROGRESS, REPLY or ERROR: forwarded to the caller if ``ident`` holds the request."""
+        msg_id = _peek_msg_id(header)
+        pending = self._pending.get(msg_id) if msg_id is not None else None
         if pending is None or pending.service.identity != ident:
             # Late (after deadline or cancel) or from a peer that does not hold this request.
-            self.dropped["late_reply" if pending is None else "wrong_peer"] += 1
+            if kind == _PROGRESS:
+                self.dropped["late_progress"] += 1
+            else:
+                self.dropped["late_reply" if pending is None else "wrong_peer"] += 1
             return
-        del self._pending[msg_id]  # type: ignore[arg-type]
-        del pending.service.inflight[msg_id]  # type: ignore[arg-type]
-        pending.service.last_seen = time.monotonic()
-        frames[0] = pending.client
-        self._forward(frames, "reply" if header[1] == _REPLY else "error")
+        service = pending.service
+        service.last_seen = self._clock()  # any message is a sign of life
+        if kind != _PROGRESS:
+            del self._pending[pending.msg_id]
+            del service.inflight[pending.msg_id]
+        self._forward(pending.client, frames, _ROUTED_AS[kind])
 
-    def _route_progress(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
-        msg_id = header[2] if len(header) > 2 else None
-        pending = self._pending.get(msg_id) if type(msg_id) is str else None  # type: ignore[arg-type]
-        if pending is None or pending.service.identity != ident:
-            self.dropped["late_progress"] += 1
-            return
-        pending.service.last_seen = time.monotonic()  # any message is a sign of life
-        frames[0] = pending.client
-        self._forward(frames, "progress")
-
-    def _route_cancel(self, ident: bytes, header: list[Any], frames: list[bytes]) -> None:
-        msg_id = header[2] if len(header) > 2 else None
-        pending = self._pending.get(msg_id) if type(msg_id) is str else None  # type: ignore[arg-type]
+    def _route_cancel(self, ident: bytes, header: list[Any], frames: _Frames) -> None:
+        msg_id = _peek_msg_id(header)
+        pending = self._pending.get(msg_id) if msg_id is not None else None
         if pending is None or pending.client != ident:
             self.dropped["cancel_unknown"] += 1
             return
         if pending.service.identity is not None:
-            frames[0] = pending.service.identity
-            self._forward(frames, "cancel")
+            self._forward(pending.service.identity, frames, "cancel")
 
-    def _forward(self, frames: list[bytes], what: str) -> None:
+    def _forward(self, to: bytes, frames: _Frames, what: str) -> None:
+        """Send a received message on to ``to`` (its identity frame replaced), counted as ``what``."""
+        frames[0] = to
         try:
-            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)  # type: ignore[union-attr]
+            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)
         except zmq.ZMQError as exc:
             self.dropped["unroutable" if exc.errno == zmq.EHOSTUNREACH else "backpressure"] += 1
-            entry = self.directory.by_identity.get(frames[0])
+            entry = self.directory.by_identity.get(to)
             if entry is not None:
                 self._on_send_failure(entry, exc)
             return
@@ -422,11 +425,11 @@ class Broker:
 
     # --- registration and liveness ----------------------------------------------------------
 
-    def _on_ready(self, ident: bytes, msg: protocol.Message, ready_frame: bytes) -> None:
-        name = protocol.validate_service_name(msg.service)
+    def _on_ready(self, ident: bytes, ready: protocol.ReadyHeader, ready_frame: bytes) -> None:
+        name = protocol.validate_service_name(ready.service)
         if name == protocol.BROKER_SERVICE:
             raise BadRequest(f"service name {name!r} is reserved for the broker")
-        info = msg.info or {}
+        info = ready.info
         moved = self.directory.by_identity.get(ident)
         if moved is not None and moved.name != name:
             # One connection serves one service: registering another name abandons the first.
@@ -436,7 +439,7 @@ class Broker:
             # A restarted process registers before its predecessor's connection is noticed gone.
             self._fail_all(list(existing.inflight.values()), "replaced by a new registration")
             existing.inflight.clear()
-        entry, replaced = self.directory.register(name, ident, info, time.monotonic(), ready_frame)
+        entry, replaced = self.directory.register(name, ident, info, self._clock(), ready_frame)
         if replaced is not None:
             self._send_quiet(
                 [
@@ -491,7 +494,7 @@ class Broker:
         if entry.identity is None:
             return
         try:
-            self._router.send_multipart([entry.identity, _HEARTBEAT_FRAME], _NOBLOCK)  # type: ignore[union-attr]
+            self._router.send_multipart([entry.identity, _HEARTBEAT_FRAME], _NOBLOCK)
         except zmq.ZMQError as exc:
             self._on_send_failure(entry, exc)
 
@@ -529,7 +532,7 @@ class Broker:
         self.dropped[drop_reason] += 1
         self._send_quiet([ident, *protocol.encode_error(msg_id, code, text)])
 
-    def _reject(self, ident: bytes, frames: list[bytes], exc: BusError) -> None:
+    def _reject(self, ident: bytes, frame: bytes, exc: BusError) -> None:
         # Counter keys are a small fixed set: free-text reasons from a hostile peer must not
         # grow the table without bound.
         reason = exc.details.get("reason")
@@ -538,19 +541,7 @@ class Broker:
             if reason in _STABLE_REASONS
             else ("malformed" if exc.code == "bad_request" else exc.code)
         ] += 1
-        msg_id = ""
-        try:
-            header = _unpackb(frames[1], strict_map_key=False) if len(frames) > 1 else None
-            # Only kinds whose element 2 is a message id (not READY's service or a reason).
-            if (
-                type(header) is list
-                and len(header) > 2
-                and header[1] in (_REQUEST, _CANCEL)
-                and type(header[2]) is str
-            ):
-                msg_id = header[2]
-        except Exception:  # the frame is the problem we are reporting; nothing more to learn
-            pass
+        msg_id = protocol.error_msg_id(frame)
         log.warning("message_rejected", code=exc.code, reason=exc.message, msg_id=msg_id)
         self._send_quiet(
             [ident, *protocol.encode_error(msg_id, exc.code, exc.message, exc.details)]
@@ -558,16 +549,17 @@ class Broker:
 
     def _send_quiet(self, frames: list[Any]) -> None:
         try:
-            self._router.send_multipart(frames, _NOBLOCK)  # type: ignore[union-attr]
+            self._router.send_multipart(frames, _NOBLOCK)
         except zmq.ZMQError:
             self.dropped["unroutable"] += 1
 
-    def _on_hello(self, ident: bytes, msg: protocol.Message) -> None:
-        common = sorted(set(msg.versions or ()) & set(protocol.SUPPORTED_VERSIONS))
+    def _on_hello(self, ident: bytes, hello: protocol.HelloHeader) -> None:
+        supported = list(protocol.SUPPORTED_VERSIONS)
+        common = sorted(set(hello.versions) & set(supported))
         if not common:
             raise UnsupportedVersion(
-                f"no common protocol version: peer speaks {msg.versions}, broker {list(protocol.SUPPORTED_VERSIONS)}",
-                details={"supported": list(protocol.SUPPORTED_VERSIONS)},
+                f"no common protocol version: peer speaks {hello.versions}, broker {supported}",
+                details={"supported": supported},
             )
         info = {
             "broker": "linebus",
@@ -577,19 +569,19 @@ class Broker:
         }
         self._send_quiet([ident, *protocol.encode_hello([common[-1]], info)])
 
-    def _serve_internal(self, ident: bytes, msg: protocol.Message) -> None:
+    def _serve_internal(self, ident: bytes, request: protocol.RequestHeader, bulk: _Frames) -> None:
         try:
-            args = msg.value() or {}
+            args = protocol.unpack_value(request.payload, bulk) or {}
             if not isinstance(args, dict):
                 raise BadRequest("arguments must be a map")
-            result = self._internal_command(msg.command, args)
+            result = self._internal_command(request.command, args)
         except BusError as exc:
             self._send_quiet(
-                [ident, *protocol.encode_error(msg.msg_id, exc.code, exc.message, exc.details)]
+                [ident, *protocol.encode_error(request.msg_id, exc.code, exc.message, exc.details)]
             )
             return
         self.routed["internal"] += 1
-        self._send_quiet([ident, *protocol.encode_reply(msg.msg_id, result)])
+        self._send_quiet([ident, *protocol.encode_reply(request.msg_id, result)])
 
     def _internal_command(self, command: str, args: dict[str, Any]) -> Any:
         if command == "ping":

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
+from bus import protocol
 
 __all__ = ["Directory", "Pending", "ServiceEntry"]
 
@@ -100,10 +100,11 @@ class Directory:
 
     def description(self, entry: ServiceEntry) -> dict[str, Any]:
         """The self-description the actor sent in its READY (doc, commands)."""
-        if not entry.ready_frame:
+        frame = entry.ready_frame
+        if not frame:
             return {}
-        info = msgpack.unpackb(entry.ready_frame, strict_map_key=False)[3]
-        return info if isinstance(info, dict) else {}
+        # The frame was checked when the actor registered; it decodes the same way again.
+        return protocol.ready_header(protocol.split(frame)[1], frame).info
 
     def up(self) -> list[ServiceEntry]:
         """Entries currently up."""

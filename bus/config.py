@@ -17,6 +17,10 @@ and, for the demo and tests, one ``[[simulator]]`` table per simulated device::
     [actor.options]
     address = "127.0.0.1:21234"
 
+An optional ``[security]`` table turns on CURVE, access lists and the audit log (``SecurityConfig``;
+docs/PROTOCOL.md §18). Without it, or without a broker key, the bus runs in plaintext, and the
+broker refuses to bind beyond loopback or ipc unless ``insecure = true``.
+
 Every table is read by ``bus.options.from_table`` into the dataclass that describes it: unknown
 keys are errors (a typo should not silently fall back to a default), types are exact, durations
 (``*_s``) are positive. Each actor reads its own ``[actor.options]`` table the same way, into its
@@ -27,12 +31,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bus.errors import BadRequest, ConfigError
-from bus.options import Seconds, from_table
+from bus.options import PositiveInt, Seconds, from_table
 from bus.protocol import (
     BROKER_SERVICE,
     DEFAULT_COMMAND_ENDPOINT,
@@ -40,11 +45,15 @@ from bus.protocol import (
     DEFAULT_SUBSCRIBE_ENDPOINT,
     validate_service_name,
 )
+from bus.security.acl import Acl
+from bus.security.keyring import Keyring
+from bus.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, KeyPair, load_keypair
 
 __all__ = [
     "ActorSpec",
     "BrokerConfig",
     "LineConfig",
+    "SecurityConfig",
     "SimulatorSpec",
     "SupervisorConfig",
     "load",
@@ -109,14 +118,119 @@ class ActorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """The ``[security]`` table: CURVE keys, known identities, access list, audit log.
+
+    CURVE is on when ``key`` (the broker's secret certificate file) or ``key_env`` (a variable
+    holding its Z85 secret) is set; then every peer must present a key the broker knows: a
+    ``NAME.key`` public certificate in ``keys`` (identity ``NAME``), or an entry of ``known``
+    (identity -> Z85 public key). ``acl`` is the raw ``[security.acl]`` table, checked at load and
+    parsed again by the broker on start and on every reload (``bus.security.acl.Acl.parse``).
+    Paths are absolute once parsed: relative ones are taken from the config file's directory.
+
+    Off (the default, and the value of a line without ``[security]``): plaintext, and the broker
+    refuses to bind beyond loopback or ipc unless ``insecure`` is true.
+    """
+
+    key: Path | None = None
+    key_env: str | None = None
+    keys: Path | None = None
+    insecure: bool = False
+    audit_log: Path | None = None
+    audit_fsync: Literal["always", "interval", "never"] = "interval"
+    audit_fsync_interval_s: Seconds = 1.0
+    reject_log_limit: PositiveInt = 10
+    reject_log_window_s: Seconds = 10.0
+    known: dict[str, str] = field(default_factory=dict)
+    acl: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def curve(self) -> bool:
+        """True if the config names a broker key: CURVE on every socket of the broker."""
+        return self.key is not None or self.key_env is not None
+
+    @property
+    def broker_public_file(self) -> Path | None:
+        """The broker's public certificate beside ``key`` (``X.key`` for ``X.key_secret``).
+
+        What clients and actors are given as ``LINEBUS_BROKER_KEY_FILE``; None without ``key``
+        (a key from ``key_env`` has no file: use ``load_broker_keys().public``).
+        """
+        if self.key is None:
+            return None
+        name = self.key.name
+        if name.endswith(SECRET_SUFFIX):
+            return self.key.with_name(name[: -len(SECRET_SUFFIX)] + PUBLIC_SUFFIX)
+        return self.key
+
+    def load_broker_keys(self, environ: Mapping[str, str] | None = None) -> KeyPair:
+        """The broker's key pair, from ``key`` or ``key_env``.
+
+        Raises:
+            ConfigError: CURVE is off (no key configured).
+            KeyFileError: the file or variable is missing, unreadable, too open or malformed.
+        """
+        if self.key is not None:
+            return load_keypair(file=self.key)
+        if self.key_env is not None:
+            return load_keypair(env=self.key_env, environ=environ)
+        raise ConfigError("[security]: no broker key configured (key or key_env)")
+
+    def load_keyring(self) -> Keyring:
+        """The known identities now: the ``keys`` directory's ``NAME.key`` files plus ``known``.
+
+        Raises:
+            KeyFileError: the directory is missing or unsafe, a file is malformed, or two
+                sources give one name two keys.
+        """
+        inline = Keyring(self.known, source="[security.known]")
+        if self.keys is None:
+            return inline
+        return Keyring.load(self.keys).merged(inline)
+
+    def access_list(
+        self, known: frozenset[str] | None = None, *, where: str = "[security.acl]"
+    ) -> Acl:
+        """The ``[security.acl]`` table parsed, deciding for the identities ``known`` only.
+
+        Raises:
+            AclError: the table does not parse (the message starts with ``where``).
+        """
+        return Acl.parse(self.acl, known=known, where=where)
+
+
+def _security(table: object, where: str, base: Path) -> SecurityConfig:
+    """Read ``[security]``: typed keys, paths made absolute, known keys and ACL checked now."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} [security] must be a table")
+    security = from_table(SecurityConfig, table, f"{where} [security]")
+    if security.key is not None and security.key_env is not None:
+        raise ConfigError(f"{where} [security]: give key or key_env, not both")
+
+    def absolute(value: Path | None) -> Path | None:
+        return base / value if value is not None and not value.is_absolute() else value
+
+    security = replace(
+        security,
+        key=absolute(security.key),
+        keys=absolute(security.keys),
+        audit_log=absolute(security.audit_log),
+    )
+    Keyring(security.known, source=f"{where} [security.known]")  # a malformed key fails now
+    security.access_list(where=f"{where} [security.acl]")  # and an ACL that does not parse
+    return security
+
+
+@dataclass(frozen=True, slots=True)
 class LineConfig:
-    """A whole line: broker, supervisor policy, simulators and actors."""
+    """A whole line: broker, supervisor policy, simulators, actors and security."""
 
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     simulators: tuple[SimulatorSpec, ...] = ()
     actors: tuple[ActorSpec, ...] = ()
     path: str = ""
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def actor(self, name: str) -> ActorSpec:
         """Return the actor named ``name`` or raise ConfigError listing the names there are."""
@@ -144,7 +258,7 @@ def _env_overrides(broker: dict[str, Any]) -> dict[str, Any]:
 def parse(data: dict[str, Any], path: str = "") -> LineConfig:
     """Validate a decoded TOML document and return the line it describes."""
     where = path or "config"
-    unknown = sorted(set(data) - {"broker", "supervisor", "simulator", "actor"})
+    unknown = sorted(set(data) - {"broker", "supervisor", "simulator", "actor", "security"})
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {unknown}")
     for section in ("broker", "supervisor"):
@@ -191,7 +305,9 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
             raise ConfigError(f"{where}: two actors named {spec.name!r}")
         names.add(spec.name)
         actors.append(spec)
-    return LineConfig(broker, supervisor, tuple(simulators), tuple(actors), path)
+    base = Path(path).resolve().parent if path else Path.cwd()
+    security = _security(data.get("security", {}), where, base)
+    return LineConfig(broker, supervisor, tuple(simulators), tuple(actors), path, security)
 
 
 def load(path: str | os.PathLike[str]) -> LineConfig:

@@ -18,6 +18,8 @@ so a newer peer never crashes an older one. Tracebacks never go on the wire.
     ├── Busy                                "busy"              (retryable)
     ├── Cancelled                           "cancelled"
     ├── PermissionDenied                    "permission_denied"
+    │   ├── Forbidden                       "forbidden"         the access list refused (broker)
+    │   └── Unauthenticated                 "unauthenticated"   the broker refused our key (client)
     ├── DeviceError                         "device_error"      raised by drivers
     │   ├── DeviceUnavailable               "device_unavailable" link down (retryable)
     │   ├── DeviceTimeout                   "device_timeout"
@@ -46,11 +48,13 @@ __all__ = [
     "DeviceFault",
     "DeviceTimeout",
     "DeviceUnavailable",
+    "Forbidden",
     "InternalError",
     "InvalidArguments",
     "PermissionDenied",
     "RemoteError",
     "StorageError",
+    "Unauthenticated",
     "Unavailable",
     "UnknownCommand",
     "UnknownService",
@@ -161,6 +165,26 @@ class PermissionDenied(BusError):
     code = "permission_denied"
 
 
+class Forbidden(PermissionDenied):
+    """The broker's access list refused the call; nothing reached the actor.
+
+    ``details``: ``identity`` (the caller's key name), ``service``, ``command`` and ``rule``
+    (which check refused: ``call``, ``privileged``, ``unknown_identity``, ...).
+    """
+
+    code = "forbidden"
+
+
+class Unauthenticated(PermissionDenied):
+    """The broker refused our key during the CURVE handshake (unknown, revoked or wrong key).
+
+    Raised on the client side when the connection's monitor reports the refusal, instead of
+    waiting for a timeout; ``details`` may carry ``endpoint`` and ``key`` (our public key, Z85).
+    """
+
+    code = "unauthenticated"
+
+
 class DeviceError(BusError):
     """Base of the errors raised by device drivers."""
 
@@ -261,6 +285,8 @@ _BY_CODE: dict[str, type[BusError]] = {
         Busy,
         Cancelled,
         PermissionDenied,
+        Forbidden,
+        Unauthenticated,
         DeviceError,
         DeviceUnavailable,
         DeviceTimeout,

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import zmq
+import zmq.utils.z85
 
-from bus.config import BrokerConfig, SupervisorConfig, load, parse
+from bus.config import BrokerConfig, SecurityConfig, SupervisorConfig, load, parse
 from bus.errors import ConfigError
+from bus.security.errors import KeyFileError
+from bus.security.keys import generate_keypair
 
 VALID = """
 [broker]
@@ -251,3 +255,91 @@ class TestEnvironment:
         """An empty LINEBUS_ENDPOINT leaves the file's endpoint."""
         monkeypatch.setenv("LINEBUS_ENDPOINT", "")
         assert load(write(tmp_path, VALID)).broker.command == "tcp://127.0.0.1:8750"
+
+
+SECURE = """
+[security]
+key = "keys/broker.key_secret"
+keys = "keys"
+audit_log = "/var/log/linebus/audit.jsonl"
+audit_fsync = "always"
+reject_log_limit = 3
+
+[security.known]
+mes = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+
+[security.acl]
+operators = ["alice"]
+
+[security.acl.identity.bench]
+call = ["*.*", "!flux*.*"]
+"""
+
+
+class TestSecurity:
+    def test_absent_table_is_off(self, tmp_path: Path) -> None:
+        """A line without [security] has the default, CURVE-off SecurityConfig."""
+        security = load(write(tmp_path, VALID)).security
+        assert security == SecurityConfig()
+        assert not security.curve and not security.insecure and security.broker_public_file is None
+
+    def test_values_and_paths_relative_to_the_file(self, tmp_path: Path) -> None:
+        """Relative paths are taken from the config file's directory; absolute ones are kept."""
+        (tmp_path / "conf").mkdir()
+        security = load(write(tmp_path / "conf", SECURE)).security
+        assert security.curve
+        assert security.key == tmp_path / "conf" / "keys" / "broker.key_secret"
+        assert security.keys == tmp_path / "conf" / "keys"
+        assert security.broker_public_file == tmp_path / "conf" / "keys" / "broker.key"
+        assert security.audit_log == Path("/var/log/linebus/audit.jsonl")
+        assert (security.audit_fsync, security.reject_log_limit) == ("always", 3)
+        assert security.reject_log_window_s == 10.0 and security.audit_fsync_interval_s == 1.0
+        assert set(security.known) == {"mes"}
+        acl = security.access_list(frozenset({"alice", "bench"}))
+        assert acl.operators == {"alice"}
+        assert not acl.may_call("bench", "flux1", "info", privileged=False)
+
+    def test_key_env(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """key_env names a variable holding the broker's Z85 secret."""
+        public, secret = zmq.curve_keypair()
+        monkeypatch.setenv("TEST_BROKER_SECRET", secret.decode())
+        security = load(write(tmp_path, '[security]\nkey_env = "TEST_BROKER_SECRET"\n')).security
+        assert security.curve and security.broker_public_file is None
+        assert security.load_broker_keys().public == public
+
+    def test_keys_load_from_files(self, tmp_path: Path) -> None:
+        """load_broker_keys and load_keyring read what `linebus keys generate` writes."""
+        broker = generate_keypair(tmp_path / "keys", "broker")
+        alice = generate_keypair(tmp_path / "keys", "alice")
+        security = load(write(tmp_path, SECURE)).security
+        assert security.load_broker_keys().public == broker.public_key
+        ring = security.load_keyring()
+        assert ring.names == {"broker", "alice", "mes"}
+        assert ring.identity_of(zmq.utils.z85.decode(alice.public_key)) == "alice"
+
+    def test_missing_key_file_is_an_error_not_plaintext(self, tmp_path: Path) -> None:
+        """A configured key that is missing fails loudly (KeyFileError naming the file)."""
+        security = load(write(tmp_path, SECURE)).security
+        with pytest.raises(KeyFileError, match=r"broker\.key_secret") as caught:
+            security.load_broker_keys()
+        assert caught.value.problem == "missing"
+        with pytest.raises(ConfigError, match="no broker key"):
+            SecurityConfig().load_broker_keys()
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ('key = "a.key_secret"\nkey_env = "X"', "key or key_env, not both"),
+            ("insecure = 1", "insecure must be true or false"),
+            ('audit_fsync = "sometimes"', "audit_fsync must be one of"),
+            ("reject_log_limit = 0", "reject_log_limit must be positive"),
+            ("nonsense = 1", "unknown key(s) ['nonsense']"),
+            ('[security.known]\nmes = "short"', "[security.known]"),
+            ("[security.acl]\noperators = 1", "[security.acl].operators"),
+            ('[security.acl.default]\npublish = ["presence."]', "presence."),
+        ],
+    )
+    def test_mistakes_are_refused(self, tmp_path: Path, text: str, message: str) -> None:
+        """Bad [security] values fail at load with the file and the key named."""
+        error = refused(tmp_path, "[security]\n" + text + "\n")
+        assert message in error.message and "line.toml" in error.message

@@ -33,6 +33,8 @@ DOCUMENTED = {
     "busy": ("Busy", True),
     "cancelled": ("Cancelled", False),
     "permission_denied": ("PermissionDenied", False),
+    "forbidden": ("Forbidden", False),
+    "unauthenticated": ("Unauthenticated", False),
     "device_error": ("DeviceError", False),
     "device_unavailable": ("DeviceUnavailable", True),
     "device_timeout": ("DeviceTimeout", False),

@@ -166,6 +166,18 @@ class CallCore:
                 details={"msg_id": state.msg_id},
             )
 
+    def fail(self, state: CallState, error: BusError) -> None:
+        """Fail ``state`` locally with ``error`` (the broker refused our connection, say)."""
+        if state.done:
+            return
+        self.pending.pop(state.msg_id, None)
+        state.done = True
+        state.error = error
+
+    def fail_every(self, error: BusError) -> None:
+        """Fail every pending call with the same ``error`` (the broker refused the connection)."""
+        self.fail_all(lambda _: error)
+
     def fail_all(self, error_factory: Callable[[CallState], BusError]) -> None:
         """Fail every pending call (client closing)."""
         for state in list(self.pending.values()):

@@ -12,7 +12,10 @@
 - receives: a reader callback on the socket's FD drains it (at most 256 messages per loop turn)
   and hands each REQUEST and CANCEL to ``Requests``;
 - sends without blocking: with no connection to the broker the message is dropped, since the
-  broker has already failed the caller it was for.
+  broker has already failed the caller it was for;
+- on a secured line, connects as a CURVE client and watches the handshakes: a broker that refuses
+  the actor's key (unknown, revoked) is logged as ``broker_refused_key`` and stops the actor
+  (``refused`` holds the error), instead of heartbeating into a connection that never comes.
 
 I/O is plain pyzmq driven from the asyncio loop's reader callback (no zmq.asyncio futures on the
 hot path). The DEALER's FD is edge-triggered, so after a send (which can consume the edge) the
@@ -33,7 +36,8 @@ import zmq
 
 from bus import protocol
 from bus._requests import Requests
-from bus.errors import BusError
+from bus.client import HANDSHAKE_EVENTS, ClientKeys, HandshakeWatch
+from bus.errors import BusError, Unauthenticated
 from bus.protocol import Kind
 
 __all__ = ["BrokerLink"]
@@ -64,6 +68,8 @@ class BrokerLink:
         heartbeat_s: Interval between heartbeats.
         heartbeat_timeout_s: Broker silence after which the actor registers again.
         log: The actor's logger.
+        keys: The actor's CURVE keys on a secured line; None for plaintext.
+        on_refused: Called when the broker refused the actor's handshake (then ``refused``).
     """
 
     def __init__(
@@ -77,6 +83,8 @@ class BrokerLink:
         heartbeat_s: float,
         heartbeat_timeout_s: float,
         log: structlog.typing.FilteringBoundLogger,
+        keys: ClientKeys | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self.service = service
         self.kind = kind
@@ -93,6 +101,12 @@ class BrokerLink:
         self._drain_due = False  # a drain is scheduled and has not started yet
         #: When the broker was last heard from (``time.monotonic``).
         self.last_heard = 0.0
+        self._keys = keys
+        self._on_refused = on_refused
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._watch: HandshakeWatch | None = None
+        #: The broker's refusal of our handshake, once it refused (the actor then stops).
+        self.refused: Unauthenticated | None = None
 
     async def open(
         self, ctx: zmq.Context[Any], endpoint: str, loop: asyncio.AbstractEventLoop
@@ -105,6 +119,10 @@ class BrokerLink:
         # Nothing is queued for an absent broker (replies then have no caller to reach, and
         # heartbeats would pile up); READY is re-sent once the connection is back.
         sock.immediate = 1
+        if self._keys is not None:
+            self._keys.secure(sock)
+        self._watch = HandshakeWatch(endpoint, self._keys, f"commands of {self.service}")
+        self._monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
         sock.connect(endpoint)
         self._socket, self._loop = sock, loop
         self.last_heard = _monotonic()
@@ -128,8 +146,32 @@ class BrokerLink:
         if loop is not None and self._fd >= 0:
             loop.remove_reader(self._fd)
         self._fd = -1
+        if self._monitor is not None:
+            if sock is not None:
+                sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if sock is not None:
             sock.close()
+
+    def check_handshake(self) -> bool:
+        """Read the handshake monitor; on a refusal, log it, keep it in ``refused`` and call
+        ``on_refused`` (once). True if the broker refused us."""
+        if self._monitor is None or self._watch is None:
+            return False
+        refused = self._watch.drain(self._monitor)
+        if refused is None or self.refused is not None:
+            return refused is not None
+        self.refused = refused
+        self._log.error(
+            "broker_refused_key",
+            reason=refused.details.get("reason"),
+            key=refused.details.get("key"),
+            error=refused.message,
+        )
+        if self._on_refused is not None:
+            self._on_refused()
+        return True
 
     # --- sending --------------------------------------------------------------------------
 
@@ -156,13 +198,22 @@ class BrokerLink:
         return sent
 
     def send_ready(self) -> bool:
-        """Register: send READY with the actor's description."""
+        """Register: send READY with the actor's description and the names of its privileged
+        commands (``privileged``), so the broker knows them without asking."""
+        described = self._describe()
+        commands = described.get("commands")
+        privileged = (
+            sorted(name for name, spec in commands.items() if spec.get("privileged"))
+            if isinstance(commands, dict)
+            else []
+        )
         info = {
             "kind": self.kind,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "heartbeat_s": self.heartbeat_s,
-            **self._describe(),
+            **described,
+            "privileged": privileged,
         }
         return self.send(protocol.encode_ready(self.service, info), quiet=True)
 
@@ -175,6 +226,8 @@ class BrokerLink:
         while _monotonic() < end:
             if poller.poll(0) and self.send_ready():
                 return
+            if self.check_handshake():
+                return
             await asyncio.sleep(0.01)
 
     async def _heartbeat_loop(self) -> None:
@@ -182,6 +235,8 @@ class BrokerLink:
         lost = False
         while True:
             await asyncio.sleep(self.heartbeat_s)
+            if self.check_handshake():
+                return
             silent = _monotonic() - self.last_heard
             if silent > self.heartbeat_timeout_s:
                 if not lost:

@@ -24,6 +24,7 @@ from typing import Any
 import zmq
 
 from bus import protocol
+from bus.client import ClientKeys
 
 __all__ = ["Publisher", "TopicEntry"]
 
@@ -72,11 +73,21 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
 
-    def open(self, ctx: zmq.Context[Any], endpoint: str, loop: asyncio.AbstractEventLoop) -> None:
-        """Connect to the broker's publish endpoint and watch the socket for subscriptions."""
+    def open(
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        keys: ClientKeys | None = None,
+    ) -> None:
+        """Connect to the broker's publish endpoint (as a CURVE client with ``keys``) and watch
+        the socket for subscriptions."""
         sock: zmq.Socket[bytes] = ctx.socket(zmq.XPUB)
         sock.linger = 0
         sock.sndhwm = 100_000
+        if keys is not None:
+            keys.secure(sock)
         sock.connect(endpoint)
         self._socket, self._loop = sock, loop
         self._subscriptions.clear()

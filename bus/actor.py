@@ -51,6 +51,7 @@ from bus import protocol
 from bus._link import BrokerLink
 from bus._publisher import Publisher
 from bus._requests import Requests
+from bus.client import ClientKeys
 from bus.commands import CommandContext, CommandSpec, command, command_table
 
 __all__ = ["Actor", "ActorSettings", "CommandContext", "command"]
@@ -69,6 +70,10 @@ class ActorSettings:
         heartbeat_timeout_s: Broker silence after which the actor re-registers.
         max_queue: Requests that may wait for the device before new ones get ``busy``.
         shutdown_grace_s: How long shutdown lets the current command finish before cancelling it.
+        keys: The actor's CURVE keys on a secured line (its own pair and the broker's public
+            key); None for plaintext. ``Actor.run`` and ``linebus actor`` take them from the
+            environment (``LINEBUS_KEY_FILE`` and ``LINEBUS_BROKER_KEY_FILE``, set by the
+            supervisor); ``serve`` uses exactly what it is given.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class ActorSettings:
         heartbeat_timeout_s: float = 2.5,
         max_queue: int = 1000,
         shutdown_grace_s: float = 2.0,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.publish_endpoint = publish_endpoint
@@ -89,6 +95,7 @@ class ActorSettings:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.max_queue = max_queue
         self.shutdown_grace_s = shutdown_grace_s
+        self.keys = keys
 
 
 class Actor:
@@ -213,12 +220,19 @@ class Actor:
             heartbeat_s=settings.heartbeat_s,
             heartbeat_timeout_s=settings.heartbeat_timeout_s,
             log=self.log,
+            keys=settings.keys,
+            on_refused=self.request_stop,
         )
         self._requests.start(loop, link.send, max_queue=settings.max_queue)
         try:
-            self._publisher.open(ctx, settings.publish_endpoint, loop)
+            self._publisher.open(ctx, settings.publish_endpoint, loop, keys=settings.keys)
             await link.open(ctx, settings.endpoint, loop)
-            self.log.info("actor_started", endpoint=settings.endpoint, pid=os.getpid())
+            self.log.info(
+                "actor_started",
+                endpoint=settings.endpoint,
+                pid=os.getpid(),
+                curve=settings.keys is not None,
+            )
             try:
                 await stop.wait()
             finally:
@@ -229,6 +243,10 @@ class Actor:
             self._publisher.close()
             self._broker_link = None
             self.log.info("actor_stopped")
+        if link.refused is not None:
+            # The broker refused our key: exit with that error (the supervisor shows it and
+            # restarts us with back-off, so a key added meanwhile is picked up).
+            raise link.refused
 
     def request_stop(self) -> None:
         """Begin an orderly shutdown (safe to call from a signal handler in the loop)."""
@@ -249,7 +267,16 @@ class Actor:
     # --- process entry ----------------------------------------------------------------------
 
     def run(self, settings: ActorSettings | None = None) -> None:
-        """Serve in this process until SIGINT or SIGTERM (what ``linebus actor`` calls)."""
+        """Serve in this process until SIGINT or SIGTERM (what ``linebus actor`` calls).
+
+        Without ``settings``: the default endpoints, and the keys of the environment.
+
+        Raises:
+            KeyFileError: keys are configured in the environment but cannot be used.
+            Unauthenticated: the broker refused the actor's key.
+        """
+        if settings is None:
+            settings = ActorSettings(keys=ClientKeys.load())
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -21,7 +21,14 @@ import zmq.asyncio
 
 from bus import protocol
 from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
-from bus.client import default_endpoints
+from bus.client import (
+    HANDSHAKE_EVENTS,
+    REFUSAL_CHECK_S,
+    ClientKeys,
+    HandshakeWatch,
+    default_endpoints,
+    resolve_keys,
+)
 from bus.errors import BrokerUnreachable, Cancelled, DeadlineExceeded, Unavailable
 
 __all__ = ["AsyncCall", "AsyncClient", "AsyncSubscription"]
@@ -89,9 +96,33 @@ class AsyncSubscription:
         sock.rcvhwm = 100_000
         for prefix in prefixes or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        if client.keys is not None:
+            client.keys.secure(sock)
+        self._watch = HandshakeWatch(client.subscribe_endpoint, client.keys, "events")
+        self._monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        # Read without blocking through a plain view of the same socket (no future needed).
+        self._monitor_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._monitor.underlying)
         sock.connect(client.subscribe_endpoint)
         self._sock = sock
         self._client = client
+
+    def _check_refused(self) -> None:
+        """Raise ``Unauthenticated`` if the broker refused this subscription's handshake."""
+        refused = self._watch.drain(self._monitor_now)
+        if refused is not None:
+            raise refused
+
+    async def _poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: forever) for an event, looking at the
+        handshake monitor at least every ``REFUSAL_CHECK_S``; False if none came."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = REFUSAL_CHECK_S if end is None else min(REFUSAL_CHECK_S, end - time.monotonic())
+            if await self._sock.poll(max(0.0, step) * 1000):
+                return True
+            self._check_refused()
+            if end is not None and time.monotonic() >= end:
+                return False
 
     @property
     def missed_total(self) -> int:
@@ -116,6 +147,7 @@ class AsyncSubscription:
                     if not frame.startswith(token.encode()):
                         self._pushback = frame
                     return
+                self._check_refused()
             raise DeadlineExceeded(f"subscription to {self.prefixes} not active within {timeout} s")
         finally:
             self._sock.setsockopt(zmq.UNSUBSCRIBE, token.encode())
@@ -128,9 +160,12 @@ class AsyncSubscription:
             if self._pushback is not None:
                 frame, self._pushback = self._pushback, None
             else:
-                if timeout is not None and not await self._sock.poll(timeout * 1000):
-                    return None
-                frame = await self._sock.recv()
+                try:
+                    frame = asyncio.ensure_future(self._sock.recv(zmq.NOBLOCK)).result()  # queued
+                except zmq.Again:
+                    if not await self._poll(timeout):
+                        return None
+                    frame = await self._sock.recv()
             event = self._tracker.decode(frame)
             if event is not None:
                 return event
@@ -146,11 +181,16 @@ class AsyncSubscription:
 
     def close(self) -> None:
         """Stop receiving."""
-        self._sock.close(linger=0)
+        if not self._sock.closed:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._sock.close(linger=0)
 
 
 class AsyncClient:
-    """An asyncio connection to a linebus broker; arguments as for ``bus.client.Client``."""
+    """An asyncio connection to a linebus broker; arguments as for ``bus.client.Client``
+    (``keys`` too: None takes them from the environment, and a broker that refuses the
+    handshake fails calls with ``Unauthenticated`` at once)."""
 
     def __init__(
         self,
@@ -158,13 +198,19 @@ class AsyncClient:
         *,
         subscribe_endpoint: str | None = None,
         timeout: float = 10.0,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.endpoint, self.subscribe_endpoint = default_endpoints(endpoint, subscribe_endpoint)
+        self.keys = resolve_keys(keys)
         self._ctx = zmq.asyncio.Context.instance()
         self._core = CallCore(timeout)
         self._waiters: dict[str, tuple[asyncio.Future[None], asyncio.Queue[Any]]] = {}
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watch = HandshakeWatch(self.endpoint, self.keys)
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._refused = asyncio.Event()
 
     async def __aenter__(self) -> AsyncClient:
         self.open()
@@ -181,9 +227,27 @@ class AsyncClient:
         sock.linger = 0
         sock.sndhwm = sock.rcvhwm = 100_000
         sock.immediate = 1  # never queue requests for an absent broker (see bus.client)
+        if self.keys is not None:
+            self.keys.secure(sock)
+        self._monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
         sock.connect(self.endpoint)
         self._sock = sock
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read_loop())
+        self._watcher = loop.create_task(self._watch_loop(self._monitor))
+
+    async def _watch_loop(self, monitor: zmq.asyncio.Socket) -> None:
+        """Follow the handshakes: a refusal fails the calls in flight and wakes waiting sends."""
+        while True:
+            refused = self._watch.on_event(await monitor.recv_multipart())
+            if refused is None:
+                self._refused.clear()
+                continue
+            self._refused.set()
+            self._core.fail_every(refused)
+            for done, _ in self._waiters.values():
+                if not done.done():
+                    done.set_result(None)
 
     async def _read_loop(self) -> None:
         assert self._sock is not None
@@ -205,23 +269,46 @@ class AsyncClient:
         sock = self._sock
         if sock is None:
             raise Unavailable("client is not open (use `async with AsyncClient()`)")
+        # zmq.asyncio tries the send at once and returns a done future when it went out (the
+        # hot path). Otherwise the future is a blocking send (it waits for the connection;
+        # ZMQ_IMMEDIATE queues nothing before), awaited until the call's deadline or until the
+        # broker refuses our handshake, whichever comes first.
+        sent = asyncio.ensure_future(sock.send_multipart(frames, copy=len(frames) == 1))
+        if sent.done():
+            sent.result()
+            return
         deadline = (
             state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
         )
-        # zmq.asyncio reports a would-block send through the returned future, not by raising, so
-        # await a blocking send (it waits for the connection; ZMQ_IMMEDIATE queues nothing before)
-        # bounded by the call's deadline.
+        if self._watch.refused is not None:
+            # libzmq never retries a refused handshake: try once more (the key may be known now).
+            self._watch.reset()
+            self._refused.clear()
+            sock.disconnect(self.endpoint)
+            sock.connect(self.endpoint)
+        refusal: asyncio.Future[Any] = asyncio.ensure_future(self._refused.wait())
         try:
-            await asyncio.wait_for(
-                sock.send_multipart(frames, copy=len(frames) == 1),
-                max(0.0, deadline - time.monotonic()),
+            await asyncio.wait(
+                {sent, refusal},
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
             )
-        except TimeoutError:
+        finally:
+            refusal.cancel()
+        if sent.done():
+            sent.result()
+            return
+        sent.cancel()
+        refused = self._watch.refused
+        if refused is not None:
             if state is not None:
-                self._core.expire(state, self.endpoint, unsent=True)
-                if state.error is not None:
-                    raise state.error from None
-            raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}") from None
+                self._core.fail(state, refused)
+            raise refused
+        if state is not None:
+            self._core.expire(state, self.endpoint, unsent=True)
+            if state.error is not None:
+                raise state.error
+        raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}")
 
     async def _wait(self, state: CallState, done: asyncio.Future[None]) -> None:
         try:
@@ -312,15 +399,21 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Fail pending calls and close."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._watcher = None
         self._core.fail_all(lambda s: Cancelled(f"{s.service}.{s.command}: client closed"))
         for done, _ in self._waiters.values():
             if not done.done():
                 done.set_result(None)
         self._waiters.clear()
         if self._sock is not None:
+            self._sock.disable_monitor()
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+                self._monitor = None
             self._sock.close(linger=0)
             self._sock = None

@@ -12,24 +12,268 @@
             print(event.topic, event.data)
 
 A ``Client`` is not thread-safe (ZeroMQ sockets are not): use one per thread, or ``AsyncClient``.
-Imports only pyzmq, msgpack and ``bus.protocol``/``bus.errors`` (a test proves it), so it can ship
-alone.
+
+On a secured line (CURVE) a client needs its own key pair and the broker's public key. By default
+they come from the environment (``ClientKeys.load``)::
+
+    LINEBUS_KEY_FILE=keys/alice.key_secret        # or LINEBUS_KEY=<40 z85 characters>
+    LINEBUS_BROKER_KEY_FILE=keys/broker.key       # or LINEBUS_BROKER_KEY=<40 z85 characters>
+
+or are given as ``Client(keys=ClientKeys.load(key_file=..., broker_key_file=...))``. A key that is
+configured but missing or unreadable raises ``KeyFileError`` at once; there is no fallback to
+plaintext. A broker that refuses the handshake (unknown or revoked key, or a plaintext client on a
+secured broker) fails the call at once with ``Unauthenticated``, not with a timeout.
+
+Imports only pyzmq, msgpack, ``bus.protocol``/``bus.errors`` and the client half of
+``bus.security`` (``keys``, ``curve``: the standard library and pyzmq), as a test proves, so it
+can ship alone.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from bus import protocol
 from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
-from bus.errors import BrokerUnreachable, DeadlineExceeded, Unavailable
+from bus.errors import BrokerUnreachable, DeadlineExceeded, Unauthenticated, Unavailable
+from bus.security.curve import secure_client
+from bus.security.errors import KeyFileError
+from bus.security.keys import KeyPair, load_keypair, load_public_key
 
-__all__ = ["Call", "Client", "Subscription", "default_endpoints"]
+__all__ = [
+    "ENV_BROKER_KEY",
+    "ENV_BROKER_KEY_FILE",
+    "ENV_KEY",
+    "ENV_KEY_FILE",
+    "Call",
+    "Client",
+    "ClientKeys",
+    "HandshakeWatch",
+    "Subscription",
+    "default_endpoints",
+]
+
+#: How often an idle subscription looks whether the broker refused its handshake, in seconds.
+REFUSAL_CHECK_S = 0.5
+
+#: The environment variables a client, an actor and the CLI take their keys from.
+ENV_KEY_FILE = "LINEBUS_KEY_FILE"  # our own secret certificate file
+ENV_KEY = "LINEBUS_KEY"  # our own secret key, 40 z85 characters
+ENV_BROKER_KEY_FILE = "LINEBUS_BROKER_KEY_FILE"  # the broker's public certificate file
+ENV_BROKER_KEY = "LINEBUS_BROKER_KEY"  # the broker's public key, 40 z85 characters
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKeys:
+    """What a peer of a secured broker needs: its own key pair and the broker's public key.
+
+    ``source`` says where the own key came from (a file path or ``$VARIABLE``), for messages;
+    the secret key never appears in a repr or a message.
+    """
+
+    own: KeyPair
+    broker: bytes
+    source: str = ""
+
+    @property
+    def public(self) -> str:
+        """Our public key as text (what the broker's keys directory must hold for us)."""
+        return self.own.public.decode("ascii")
+
+    def secure(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` (not yet connected) a CURVE client of the broker."""
+        secure_client(sock, self.own, self.broker)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        key_file: str | os.PathLike[str] | None = None,
+        broker_key_file: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> ClientKeys | None:
+        """Our keys from the files given, else from the environment; None when no key is
+        configured anywhere (a plaintext client).
+
+        Each half comes from the file given, else ``LINEBUS_KEY_FILE`` / ``LINEBUS_KEY``
+        (``LINEBUS_BROKER_KEY_FILE`` / ``LINEBUS_BROKER_KEY`` for the broker's public key).
+
+        Raises:
+            KeyFileError: a key is configured but missing, unreadable, too open or malformed;
+                both variables of one half are set; or one half is configured without the other.
+        """
+        env = os.environ if environ is None else environ
+        own_source, own_kind = _pick(key_file, env, ENV_KEY_FILE, ENV_KEY)
+        broker_source, broker_kind = _pick(
+            broker_key_file, env, ENV_BROKER_KEY_FILE, ENV_BROKER_KEY
+        )
+        if own_source is None and broker_source is None:
+            return None
+        if own_source is None:
+            raise KeyFileError(
+                f"${ENV_KEY_FILE}",
+                "missing",
+                f"the broker's key is given ({broker_source}) but not our own: set "
+                f"{ENV_KEY_FILE} (or --key) to this client's secret key file",
+            )
+        if broker_source is None:
+            raise KeyFileError(
+                f"${ENV_BROKER_KEY_FILE}",
+                "missing",
+                f"our key is given ({own_source}) but not the broker's public key: set "
+                f"{ENV_BROKER_KEY_FILE} (or --broker-key) to the broker's .key file",
+            )
+        own = (
+            load_keypair(file=own_source)
+            if own_kind == "file"
+            else load_keypair(env=ENV_KEY, environ=env)
+        )
+        broker = (
+            load_public_key(file=broker_source)
+            if broker_kind == "file"
+            else load_public_key(env=ENV_BROKER_KEY, environ=env)
+        )
+        return cls(own, broker, own_source)
+
+
+def _pick(
+    given: str | os.PathLike[str] | None, env: Mapping[str, str], file_var: str, value_var: str
+) -> tuple[str | None, str]:
+    """Where one half of the keys comes from: (file path or ``$VAR``, "file" or "env")."""
+    if given is not None:
+        return os.fspath(given), "file"
+    path, value = env.get(file_var), env.get(value_var)
+    if path and value:
+        raise KeyFileError(
+            f"${file_var}", "malformed", f"both ${file_var} and ${value_var} are set: keep one"
+        )
+    if path:
+        return path, "file"
+    if value:
+        return f"${value_var}", "env"
+    return None, ""
+
+
+def resolve_keys(keys: ClientKeys | None) -> ClientKeys | None:
+    """The keys given, else those of the environment (None: plaintext)."""
+    return keys if keys is not None else ClientKeys.load()
+
+
+#: Monitor events that end a handshake (the others are not asked for).
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+_SUCCEEDED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_FAILED_AUTH = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_FAILED_PROTOCOL = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+_MECHANISM_MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+
+
+class HandshakeWatch:
+    """Reads a socket's monitor events and tells when the broker refused our handshake.
+
+    libzmq does not retry a connection whose handshake the broker refused, and sends on it
+    only wait: without this, a client with an unknown, revoked or missing key would wait for
+    its deadline. Sans-io: ``on_event`` takes one monitor message (its frames); the sync
+    client reads them with ``drain``, the asyncio client and the actor in their own loops.
+
+    Args:
+        endpoint: The broker endpoint the socket connects to (for the message).
+        keys: Our keys, or None for a plaintext peer.
+        what: Which connection this is, for the message ("commands", "events").
+    """
+
+    def __init__(self, endpoint: str, keys: ClientKeys | None, what: str = "commands") -> None:
+        self.endpoint = endpoint
+        self.keys = keys
+        self.what = what
+        #: The refusal of the last handshake, None once one succeeded (or none ended yet).
+        self.refused: Unauthenticated | None = None
+
+    def reset(self) -> None:
+        """Forget the last refusal (before connecting again)."""
+        self.refused = None
+
+    def on_event(self, frames: list[bytes]) -> Unauthenticated | None:
+        """Take one monitor message; return the refusal it reports, if it reports one."""
+        message = parse_monitor_message(frames)
+        event, value = int(message["event"]), int(message["value"])
+        if event == _SUCCEEDED:
+            self.refused = None
+            return None
+        self.refused = self._refusal(event, value)
+        return self.refused
+
+    def drain(self, monitor: zmq.Socket[Any]) -> Unauthenticated | None:
+        """Read every waiting monitor message (never blocks); return the refusal, if any."""
+        while True:
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return self.refused
+            self.on_event(frames)
+
+    def _refusal(self, event: int, value: int) -> Unauthenticated:
+        keys = self.keys
+        where = f"the broker at {self.endpoint} ({self.what})"
+        details: dict[str, Any] = {"endpoint": self.endpoint}
+        if keys is not None:
+            details.update(key=keys.public, key_source=keys.source)
+        if keys is None:
+            # A plaintext peer fails a handshake only with a broker that wants a mechanism it
+            # lacks (libzmq reports a mechanism mismatch, or no detail when the broker closes first).
+            reason = "key_required"
+            message = (
+                f"{where} is secured (CURVE) and this client has no key: set {ENV_KEY_FILE}"
+                f" and {ENV_BROKER_KEY_FILE} (or --key and --broker-key)"
+            )
+        elif event == _FAILED_AUTH:
+            reason = "refused_key"
+            message = (
+                f"{where} refused our key {keys.source} (public key {keys.public}): it is not"
+                " among the broker's known keys, or it was revoked"
+            )
+        elif event == _FAILED_PROTOCOL and value == _MECHANISM_MISMATCH:
+            reason = "broker_not_secured"
+            message = f"{where} does not use CURVE, but this client has a key ({keys.source})"
+        else:
+            reason = "handshake_failed"
+            message = (
+                f"{where}: the CURVE handshake failed; is {ENV_BROKER_KEY_FILE} (or --broker-key)"
+                " the public key of this broker?"
+            )
+        details["reason"] = reason
+        return Unauthenticated(message, details=details)
+
+
+class _Monitored:
+    """A sync socket's handshake monitor: ``check`` raises the broker's refusal, if it refused."""
+
+    def __init__(self, sock: zmq.Socket[Any], watch: HandshakeWatch) -> None:
+        self.watch = watch
+        self.socket: zmq.Socket[Any] = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self._sock = sock
+
+    def refused(self) -> Unauthenticated | None:
+        """The refusal of the last handshake, after reading the waiting events."""
+        return self.watch.drain(self.socket)
+
+    def close(self) -> None:
+        """Stop monitoring (before the socket is closed)."""
+        if not self._sock.closed:
+            self._sock.disable_monitor()
+        self.socket.close(linger=0)
 
 
 def default_endpoints(
@@ -113,8 +357,19 @@ class Subscription:
         sock.rcvhwm = 100_000
         for prefix in prefixes or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        if client.keys is not None:
+            client.keys.secure(sock)
+        self._monitor = _Monitored(
+            sock, HandshakeWatch(client.subscribe_endpoint, client.keys, "events")
+        )
         sock.connect(client.subscribe_endpoint)
         self._sock = sock
+
+    def _check_refused(self) -> None:
+        """Raise ``Unauthenticated`` if the broker refused this subscription's handshake."""
+        refused = self._monitor.refused()
+        if refused is not None:
+            raise refused
 
     @property
     def missed_total(self) -> int:
@@ -141,6 +396,7 @@ class Subscription:
                         return
                     self._pushback = frame
                     return
+                self._check_refused()
             raise DeadlineExceeded(f"subscription to {self.prefixes} not active within {timeout} s")
         finally:
             self._sock.setsockopt(zmq.UNSUBSCRIBE, token.encode())
@@ -161,20 +417,41 @@ class Subscription:
                     )  # no poll() while events are queued: the hot path
                 except zmq.Again:
                     limit = self._timeout if timeout is None else timeout
-                    if limit is not None and not sock.poll(limit * 1000):
+                    if not self._poll(limit):
                         return None
                     frame = sock.recv()
             event = self._tracker.decode(frame)
             if event is not None:
                 return event
 
+    def _poll(self, limit: float | None) -> bool:
+        """Wait up to ``limit`` seconds (None: forever) for an event; False if none came.
+
+        Looks at the handshake monitor at least every ``REFUSAL_CHECK_S``, so a subscription the
+        broker refused raises ``Unauthenticated`` instead of waiting in silence.
+        """
+        end = None if limit is None else time.monotonic() + limit
+        while True:
+            step = REFUSAL_CHECK_S if end is None else min(REFUSAL_CHECK_S, end - time.monotonic())
+            if self._sock.poll(max(0.0, step) * 1000):
+                return True
+            self._check_refused()
+            if end is not None and time.monotonic() >= end:
+                return False
+
     def __iter__(self) -> Iterator[TrackedEvent]:
         """Yield events until none arrives within the subscription's timeout (None: never end)."""
         # The subscriber's hot path: a blocking recv bounded by RCVTIMEO, like a bare SUB loop.
+        # While idle, the wait is cut into steps of at most REFUSAL_CHECK_S, and each empty
+        # step looks at the handshake monitor (see ``_poll``).
         sock = self._sock
         decode = self._tracker.decode
-        sock.rcvtimeo = -1 if self._timeout is None else max(1, int(self._timeout * 1000))
+        timeout = self._timeout
+        steps = 0 if timeout is None else max(1, math.ceil(timeout / REFUSAL_CHECK_S))
+        step_s = REFUSAL_CHECK_S if timeout is None else timeout / steps
+        sock.rcvtimeo = max(1, round(step_s * 1000))
         again = zmq.Again
+        idle = 0
         try:
             while True:
                 if self._pushback is not None:
@@ -183,7 +460,12 @@ class Subscription:
                     try:
                         frame = sock.recv()
                     except again:
-                        return
+                        self._check_refused()
+                        idle += 1
+                        if idle == steps:
+                            return
+                        continue
+                    idle = 0
                 event = decode(frame)
                 if event is not None:
                     yield event
@@ -192,7 +474,9 @@ class Subscription:
 
     def close(self) -> None:
         """Stop receiving."""
-        self._sock.close(linger=0)
+        if not self._sock.closed:
+            self._monitor.close()
+            self._sock.close(linger=0)
 
     def __enter__(self) -> Subscription:
         return self
@@ -208,6 +492,11 @@ class Client:
         endpoint: Broker command endpoint; default ``LINEBUS_ENDPOINT`` or ``tcp://127.0.0.1:7750``.
         subscribe_endpoint: Where events are read; default ``LINEBUS_SUBSCRIBE`` or command port + 2.
         timeout: Default deadline of a call, in seconds.
+        keys: Our CURVE keys for a secured broker; None: from the environment
+            (``ClientKeys.load``), and plaintext if no key is configured there.
+
+    Raises:
+        KeyFileError: a key is configured but cannot be used (never a fallback to plaintext).
     """
 
     def __init__(
@@ -217,8 +506,11 @@ class Client:
         subscribe_endpoint: str | None = None,
         timeout: float = 10.0,
         ctx: zmq.Context[Any] | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.endpoint, self.subscribe_endpoint = default_endpoints(endpoint, subscribe_endpoint)
+        self._closed = True  # until the socket exists (a bad key fails before it)
+        self.keys = resolve_keys(keys)
         self._ctx = ctx or zmq.Context.instance()
         self._core = CallCore(timeout)
         sock = self._ctx.socket(zmq.DEALER)
@@ -227,8 +519,14 @@ class Client:
         # Never queue requests for an absent broker: a request delivered after its caller gave
         # up could still run on a device. Sends wait (with a deadline) for a live connection.
         sock.immediate = 1
+        if self.keys is not None:
+            self.keys.secure(sock)
+        self._monitor = _Monitored(sock, HandshakeWatch(self.endpoint, self.keys))
         sock.connect(self.endpoint)
         self._sock = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._monitor.socket, zmq.POLLIN)
         self._closed = False
 
     # --- calls ------------------------------------------------------------------------------
@@ -292,18 +590,36 @@ class Client:
             return
         except zmq.Again:
             pass
-        # Not connected (yet): wait for the connection until the call's deadline.
+        # Not connected (yet): wait for the connection until the call's deadline, watching
+        # the handshake monitor: a refused handshake fails the call at once.
         deadline = (
             state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
         )
+        monitor = self._monitor
+        if monitor.refused() is not None:
+            # libzmq never retries a refused handshake: try once more (the key may be known now).
+            monitor.watch.reset()
+            self._sock.disconnect(self.endpoint)
+            self._sock.connect(self.endpoint)
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLOUT)
+        poller.register(monitor.socket, zmq.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
-            if remaining > 0 and self._sock.poll(remaining * 1000, zmq.POLLOUT):
+            ready = dict(poller.poll(math.ceil(remaining * 1000))) if remaining > 0 else {}
+            refused = monitor.refused() if monitor.socket in ready else None
+            if refused is not None:
+                if state is not None:
+                    self._core.fail(state, refused)
+                raise refused
+            if self._sock in ready:
                 try:
                     self._sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
                     return
                 except zmq.Again:
                     continue
+            if remaining > 0 and ready:
+                continue
             if state is not None:
                 self._core.expire(state, self.endpoint, unsent=True)
                 if state.error is not None:
@@ -317,11 +633,20 @@ class Client:
         """Wait for one message (until ``limit`` at most) and dispatch it to whichever call owns
         it; fail ``state`` if its own deadline has passed meanwhile."""
         remaining = limit - time.monotonic()
-        if remaining <= 0 or not self._sock.poll(remaining * 1000):
+        ready = self._poller.poll(math.ceil(remaining * 1000)) if remaining > 0 else []
+        if not ready:
             # Only the call's deadline ends it: a shorter limit (updates' timeout) does not.
             if time.monotonic() >= state.deadline:
                 self._core.expire(state, self.endpoint)
             return
+        if len(ready) > 1 or ready[0][0] is not self._sock:
+            # A handshake ended: refused (a revoked key, when the broker dropped us) fails every
+            # call in flight, since none of them can be answered on this connection any more.
+            refused = self._monitor.refused()
+            if refused is not None:
+                self._core.fail_every(refused)
+            if not any(sock is self._sock for sock, _ in ready):
+                return
         self._core.dispatch(self._sock.recv_multipart())
 
     # --- introspection ----------------------------------------------------------------------
@@ -367,6 +692,7 @@ class Client:
             return
         self._closed = True
         self._core.fail_all(lambda s: Unavailable(f"{s.service}.{s.command}: client closed"))
+        self._monitor.close()
         self._sock.close(linger=0)
 
     def __enter__(self) -> Client:

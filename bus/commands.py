@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, overload
 
 from bus.errors import InvalidArguments
 
-__all__ = ["CommandContext", "CommandSpec", "command", "command_table"]
+__all__ = ["CommandContext", "CommandSpec", "command", "command_table", "privileged_commands"]
 
 _MISSING = inspect.Parameter.empty
 
@@ -68,10 +68,12 @@ class CommandContext:
 
 @dataclass(frozen=True, slots=True)
 class CommandMark:
-    """What ``@command`` records on a method: its wire name and whether it runs concurrently."""
+    """What ``@command`` records on a method: its wire name, whether it runs concurrently, and
+    whether it is privileged."""
 
     name: str
     concurrent: bool
+    privileged: bool = False
 
 
 @overload
@@ -79,13 +81,21 @@ def command(fn: _F, /) -> _F: ...
 
 
 @overload
-def command(*, name: str | None = None, concurrent: bool = False) -> Callable[[_F], _F]: ...
+def command(
+    *, name: str | None = None, concurrent: bool = False, privileged: bool = False
+) -> Callable[[_F], _F]: ...
 
 
 def command(
-    fn: _F | None = None, /, *, name: str | None = None, concurrent: bool = False
+    fn: _F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    concurrent: bool = False,
+    privileged: bool = False,
 ) -> _F | Callable[[_F], _F]:
-    """Mark a method as a bus command: ``@command``, or ``@command(name=..., concurrent=...)``.
+    """Mark a method as a bus command: ``@command``, or ``@command(name=..., concurrent=...,
+    privileged=...)``.
 
     The method is returned unchanged (its signature stays what type checkers see).
 
@@ -93,10 +103,14 @@ def command(
         name: The command's wire name; the method name by default (so facades keep seed names).
         concurrent: Run beside other commands instead of one at a time (only for commands that
             do not use the device, or whose driver is safe to share).
+        privileged: The command changes a device, its files, its firmware, its trust or its
+            credentials (or writes data others rely on). On a secured line only the identities
+            the access list allows (by default, the operators) may call it, and every call is
+            audited. The actor's READY tells the broker which commands are privileged.
     """
 
     def mark(f: _F) -> _F:
-        setattr(f, _MARK, CommandMark(name or f.__name__, concurrent))
+        setattr(f, _MARK, CommandMark(name or f.__name__, concurrent, privileged))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -119,6 +133,11 @@ def command_table(cls: type) -> dict[str, CommandSpec]:
                 table = {k: v for k, v in table.items() if v.method_name != attr}
                 table[spec.name] = spec
     return table
+
+
+def privileged_commands(table: dict[str, CommandSpec]) -> list[str]:
+    """The wire names of the privileged commands of a command table, sorted."""
+    return sorted(name for name, spec in table.items() if spec.privileged)
 
 
 def _type_name(tp: Any) -> str:
@@ -244,6 +263,8 @@ class CommandSpec:
     doc: str
     returns: str
     accepts_any: bool = False
+    #: Only the identities the access list allows may call it (see ``command``).
+    privileged: bool = False
     index: dict[str, Param] = field(default_factory=dict)
     #: A plain function without a ``CommandContext``: the runtime calls it inline, not as a task.
     inline: bool = False
@@ -285,6 +306,7 @@ class CommandSpec:
             doc=inspect.cleandoc(method.__doc__ or ""),
             returns=_type_name(hints.get("return", _MISSING)),
             accepts_any=accepts_any,
+            privileged=mark.privileged,
         )
         spec.index = {p.name: p for p in params}
         spec.inline = not spec.is_async and context_param is None
@@ -348,6 +370,7 @@ class CommandSpec:
             "returns": self.returns,
             "concurrent": self.concurrent,
             "progress": self.context_param is not None,
+            "privileged": self.privileged,
         }
 
 

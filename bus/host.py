@@ -7,6 +7,7 @@ import importlib
 import structlog
 
 from bus.actor import Actor, ActorSettings
+from bus.client import ENV_BROKER_KEY_FILE, ENV_KEY_FILE, ClientKeys
 from bus.config import ActorSpec, LineConfig
 from bus.errors import ConfigError
 
@@ -50,14 +51,29 @@ def load_actor_class(spec: ActorSpec) -> type[Actor]:
 
 
 def settings_for(config: LineConfig) -> ActorSettings:
-    """Actor settings matching the line's broker."""
+    """Actor settings matching the line's broker, with the keys of the environment.
+
+    On a secured line the supervisor gives each actor ``LINEBUS_KEY_FILE`` (its own secret key
+    file, never its content, and never in the process arguments) and ``LINEBUS_BROKER_KEY_FILE``.
+
+    Raises:
+        KeyFileError: keys are configured in the environment but cannot be used.
+        ConfigError: the line is secured (CURVE) and the environment gives the actor no key.
+    """
     b = config.broker
+    keys = ClientKeys.load()
+    if keys is None and config.security.curve:
+        raise ConfigError(
+            f"{config.path or 'config'}: the line is secured (CURVE) but this actor has no key:"
+            f" set {ENV_KEY_FILE} and {ENV_BROKER_KEY_FILE} (`linebus up` does)"
+        )
     return ActorSettings(
         b.command,
         b.publish,
         subscribe_endpoint=b.subscribe,
         heartbeat_s=b.heartbeat_s,
         heartbeat_timeout_s=b.heartbeat_timeout_s,
+        keys=keys,
     )
 
 

@@ -323,14 +323,14 @@ class DiscoveryActor(Actor):
         finally:
             await manager.close()
 
-    @command
+    @command(privileged=True)
     async def authorize(self, uuid: str, password: str | None = None) -> dict[str, Any]:
         """Authorise with the device (trusted key, else password) and trust our key; ``{"access_id"}``."""
         async with self._managed(uuid, password) as manager:
             await manager.list_trust()
         return {"access_id": crypto.access_id(self.key).hex()}
 
-    @command
+    @command(privileged=True)
     async def add_trust(self, uuid: str, label: str, pem: str, password: str | None = None) -> None:
         """Trust another client's public key (PEM) on the device."""
         async with self._managed(uuid, password) as manager:
@@ -342,19 +342,19 @@ class DiscoveryActor(Actor):
         async with self._managed(uuid, password) as manager:
             return await manager.list_trust()
 
-    @command
+    @command(privileged=True)
     async def remove_trust(self, uuid: str, access_id: str, password: str | None = None) -> None:
         """Stop trusting a key (``NOT_FOUND`` if unknown)."""
         async with self._managed(uuid, password) as manager:
             await manager.remove_trust(access_id)
 
-    @command
+    @command(privileged=True)
     async def rename(self, uuid: str, name: str, password: str | None = None) -> None:
         """Set the device nickname."""
         async with self._managed(uuid, password) as manager:
             await manager.rename(name)
 
-    @command
+    @command(privileged=True)
     async def modify_password(
         self,
         uuid: str,
@@ -369,7 +369,7 @@ class DiscoveryActor(Actor):
         ) as manager:
             await manager.modify_password(old_password, new_password, reset_acl)
 
-    @command
+    @command(privileged=True)
     async def modify_network(
         self, uuid: str, options: dict[str, str], password: str | None = None
     ) -> None:

@@ -170,7 +170,7 @@ class FlashRunnerActor(Actor):
 
     # ------------------------------------------------------------ commands
 
-    @command
+    @command(privileged=True)
     async def FR_SendCommand(self, command: str) -> None:
         """Send one complete command frame, e.g. ``#55*SPING`` or ``#GETENGSTATUS``.
 
@@ -178,7 +178,7 @@ class FlashRunnerActor(Actor):
         """
         await self.driver.send_command(command)
 
-    @command
+    @command(privileged=True)
     async def FR_SendCommand_Ex(self, channels: list[int], command: str) -> None:
         """Send ``command`` (without ``#`` or channel header, e.g. ``RUN Project.prj``) to ``channels``.
 
@@ -197,7 +197,7 @@ class FlashRunnerActor(Actor):
         answer = await self.driver.get_answer(_ms(timeout, "timeout"))
         return answer.raw
 
-    @command
+    @command(privileged=True)
     async def FR_SendFile(
         self, name: str, data: bytes, file_type: FileType, ctx: CommandContext
     ) -> dict[str, Any]:
@@ -209,7 +209,7 @@ class FlashRunnerActor(Actor):
         await self.driver.upload(name, data, file_type, on_progress=ctx.byte_progress())
         return {"name": name, "size": len(data)}
 
-    @command
+    @command(privileged=True)
     async def FR_GetFile(self, name: str, file_type: FileType, ctx: CommandContext) -> bytes:
         """Return the content of ``name`` from the unit's ``file_type`` area.
 
@@ -218,7 +218,7 @@ class FlashRunnerActor(Actor):
         """
         return await self.driver.download(name, file_type, on_progress=ctx.byte_progress())
 
-    @command
+    @command(privileged=True)
     async def FR_RunProject(
         self, project: str, channels: list[int], timeout: int, ctx: CommandContext
     ) -> dict[str, bool]:
@@ -285,7 +285,7 @@ class FlashRunnerActor(Actor):
         """End the encryption session; the next one starts with a new key and IV chain."""
         self.driver.dynmem_reset_encryption()
 
-    @command
+    @command(privileged=True)
     async def FR_DynMemSendHeader(self, channels: list[int], header: bytes) -> None:
         """Send an encryption header to ``channels`` (linebus extension).
 
@@ -293,7 +293,7 @@ class FlashRunnerActor(Actor):
         """
         await self.driver.dynmem_send_header(channels, header)
 
-    @command
+    @command(privileged=True)
     async def FR_DynMemWriteEncrypted(self, channels: list[int], address: int, data: bytes) -> None:
         """Write an encrypted block at ``address`` of ``channels``' dynamic memory (linebus extension).
 
@@ -301,7 +301,7 @@ class FlashRunnerActor(Actor):
         """
         await self.driver.dynmem_write_encrypted(channels, address, data)
 
-    @command
+    @command(privileged=True)
     async def FR_DynMemWrite(self, channels: list[int], address: int, data: bytes) -> None:
         """Write plain bytes at ``address`` of ``channels``' dynamic memory (linebus extension).
 

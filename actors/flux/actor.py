@@ -277,22 +277,22 @@ class FluxActor(Actor):
         """MD5 hex digest of a file on the device."""
         return await self.d.file_md5(path)
 
-    @command
+    @command(privileged=True)
     async def mkdir(self, path: str) -> None:
         """Create a folder (SD only)."""
         await self.d.mkdir(path)
 
-    @command
+    @command(privileged=True)
     async def rmdir(self, path: str) -> None:
         """Remove a folder and everything in it (SD only)."""
         await self.d.rmdir(path)
 
-    @command
+    @command(privileged=True)
     async def cpfile(self, source_path: str, dist_path: str) -> None:
         """Copy a file from SD or USB to SD."""
         await self.d.cpfile(source_path, dist_path)
 
-    @command
+    @command(privileged=True)
     async def rmfile(self, path: str) -> None:
         """Delete a file (SD only)."""
         await self.d.rmfile(path)
@@ -303,7 +303,7 @@ class FluxActor(Actor):
         download = await self.d.download_file(path, on_progress=ctx.byte_progress())
         return {"mimetype": download.mimetype, "data": download.data}
 
-    @command
+    @command(privileged=True)
     async def upload_file(
         self, data: bytes, upload_to: str, ctx: CommandContext, mimetype: str | None = None
     ) -> None:
@@ -318,31 +318,31 @@ class FluxActor(Actor):
 
     # ------------------------------------------------------------ job
 
-    @command
+    @command(privileged=True)
     async def select_file(self, path: str) -> None:
         """Select a file on the device as the job."""
         await self.d.select_file(path)
 
-    @command
+    @command(privileged=True)
     async def start_play(self) -> None:
         """Start the selected (or ``#``-uploaded) job; ``<service>.status`` events follow it."""
         await self.d.start_play()
         self._last_status = None
         self._watch()
 
-    @command
+    @command(privileged=True)
     async def pause_play(self) -> None:
         """Pause the job."""
         await self.d.pause_play()
         self._watch()
 
-    @command
+    @command(privileged=True)
     async def resume_play(self) -> None:
         """Resume the paused job."""
         await self.d.resume_play()
         self._watch()
 
-    @command
+    @command(privileged=True)
     async def abort_play(self) -> None:
         """Abort the job."""
         await self.d.abort_play()
@@ -363,43 +363,43 @@ class FluxActor(Actor):
         info, images = await self.d.play_info()
         return {"info": info, "images": _images(images)}
 
-    @command
+    @command(privileged=True)
     async def quit_play(self) -> None:
         """Leave a completed or aborted job (the device goes back to idle)."""
         await self.d.quit_play()
         self._watch()
 
-    @command
+    @command(privileged=True)
     async def restart_play(self) -> None:
         """Restart the job (fluxclient has it; the device does not route it: ``UNKNOWN_COMMAND``)."""
         await self.d._command("player restart")
 
-    @command
+    @command(privileged=True)
     async def set_toolhead_operating_in_play(self) -> None:
         """Put the toolhead in operating mode during the job."""
         await self.d._command("player set_toolhead_operating")
 
-    @command
+    @command(privileged=True)
     async def set_toolhead_standby_in_play(self) -> None:
         """Put the toolhead in standby during the job."""
         await self.d._command("player set_toolhead_standby")
 
-    @command
+    @command(privileged=True)
     async def set_toolhead_heater_in_play(self, temperature: float, index: int = 0) -> None:
         """Set the toolhead temperature during the job (only index 0 exists)."""
         await self.d._command(f"player set_toolhead_header {index} {temperature:.1f}")
 
-    @command
+    @command(privileged=True)
     async def load_filament_in_play(self, index: int = 0) -> None:
         """Load filament during a paused job."""
         await self.d._command(f"player load_filament {index}")
 
-    @command
+    @command(privileged=True)
     async def unload_filament_in_play(self, index: int = 0) -> None:
         """Unload filament during a paused job."""
         await self.d._command(f"player unload_filament {index}")
 
-    @command
+    @command(privileged=True)
     async def press_button_in_play(self) -> None:
         """Press the toolhead button during the job."""
         await self.d._command("player press_button")
@@ -416,22 +416,22 @@ class FluxActor(Actor):
         """One device config value (``robot.config[key]``), or None when unset."""
         return await self.d.config_get(key)
 
-    @command
+    @command(privileged=True)
     async def config_set(self, key: str, value: str) -> None:
         """Set one device config value (``robot.config[key] = value``)."""
         await self.d.config_set(key, value)
 
-    @command
+    @command(privileged=True)
     async def config_del(self, key: str) -> None:
         """Unset one device config value (``del robot.config[key]``)."""
         await self.d.config_del(key)
 
-    @command
+    @command(privileged=True)
     async def kick(self) -> None:
         """Disconnect the session holding the device in maintain/scan (not a print job)."""
         await self.d.kick()
 
-    @command
+    @command(privileged=True)
     async def update_firmware(self, data: bytes, ctx: CommandContext) -> None:
         """Send a firmware image; progress ``{"done", "total"}``.
 
@@ -441,17 +441,17 @@ class FluxActor(Actor):
 
     # ------------------------------------------------------------ maintain
 
-    @command
+    @command(privileged=True)
     async def maintain(self) -> None:
         """Enter maintain mode (``robot.maintain()``); other commands get ``busy`` until ``maintain_quit``."""
         await self.d.maintain()
 
-    @command
+    @command(privileged=True)
     async def maintain_home(self) -> None:
         """Home the head."""
         await self.d.maintain_home()
 
-    @command
+    @command(privileged=True)
     async def maintain_move(
         self,
         f: float | None = None,
@@ -464,7 +464,7 @@ class FluxActor(Actor):
         axes = {k: v for k, v in {"f": f, "x": x, "y": y, "z": z, "e": e}.items() if v is not None}
         await self.d.maintain_move(**axes)
 
-    @command
+    @command(privileged=True)
     async def maintain_calibrate(
         self, ctx: CommandContext, threshold: float | None = None, clean: bool = False
     ) -> list[float]:
@@ -476,14 +476,14 @@ class FluxActor(Actor):
             threshold, clean, on_message=lambda text: ctx.progress({"message": text})
         )
 
-    @command
+    @command(privileged=True)
     async def maintain_zprobe(self, ctx: CommandContext) -> float:
         """Probe z; returns the probed value (messages as progress ``{"message"}``)."""
         return await self.d.maintain_zprobe(
             None, on_message=lambda text: ctx.progress({"message": text})
         )
 
-    @command
+    @command(privileged=True)
     async def maintain_manual_level(self, height: float, ctx: CommandContext) -> float:
         """Level manually at ``height``; returns the probed value."""
         return await self.d.maintain_zprobe(
@@ -500,7 +500,7 @@ class FluxActor(Actor):
         """The toolhead's status."""
         return await self.d.maintain_head_status()
 
-    @command
+    @command(privileged=True)
     async def maintain_set_heater(self, index: int, temperature: float) -> None:
         """Set extruder ``index`` to ``temperature`` °C."""
         await self.d.maintain_set_heater(index, temperature)
@@ -515,7 +515,7 @@ class FluxActor(Actor):
         """Run a diagnosis (only ``hal`` exists); the result text."""
         return await self.d.maintain_diagnosis(option)
 
-    @command
+    @command(privileged=True)
     async def maintain_load_filament(
         self, index: int, temperature: float, ctx: CommandContext
     ) -> None:
@@ -527,7 +527,7 @@ class FluxActor(Actor):
             index, temperature, on_message=lambda text: ctx.progress({"message": text})
         )
 
-    @command
+    @command(privileged=True)
     async def maintain_load_flexible_filament(
         self, index: int, temperature: float, ctx: CommandContext
     ) -> None:
@@ -539,7 +539,7 @@ class FluxActor(Actor):
             flexible=True,
         )
 
-    @command
+    @command(privileged=True)
     async def maintain_unload_filament(
         self, index: int, temperature: float, ctx: CommandContext
     ) -> None:
@@ -548,12 +548,12 @@ class FluxActor(Actor):
             index, temperature, on_message=lambda text: ctx.progress({"message": text})
         )
 
-    @command(concurrent=True)
+    @command(privileged=True, concurrent=True)
     async def maintain_interrupt_load_filament(self) -> None:
         """Stop a running (un)load macro; runs beside it (the macro's command then ends)."""
         await self.d.maintain_interrupt_load_filament()
 
-    @command
+    @command(privileged=True)
     async def maintain_update_hbfw(self, data: bytes, ctx: CommandContext) -> None:
         """Flash toolhead firmware (at most 256 KiB).
 
@@ -565,39 +565,39 @@ class FluxActor(Actor):
             on_message=lambda text: ctx.progress({"message": text}),
         )
 
-    @command
+    @command(privileged=True)
     async def maintain_reset_hardware(self) -> None:
         """Reset the mainboard; the device also leaves maintain mode."""
         await self.d.maintain_reset_hardware()
 
-    @command
+    @command(privileged=True)
     async def maintain_quit(self) -> None:
         """Leave maintain mode."""
         await self.d.maintain_quit()
 
     # ------------------------------------------------------------ scan
 
-    @command
+    @command(privileged=True)
     async def scan(self) -> None:
         """Enter scan mode (``robot.scan()``); other commands get ``busy`` until ``scan_quit``."""
         await self.d.scan()
 
-    @command
+    @command(privileged=True)
     async def scan_step_length(self, length: float) -> None:
         """Set the turntable step."""
         await self.d.scan_step_length(length)
 
-    @command
+    @command(privileged=True)
     async def scan_forward(self) -> None:
         """Turn one step forward."""
         await self.d.scan_forward()
 
-    @command
+    @command(privileged=True)
     async def scan_backward(self) -> None:
         """Turn one step back."""
         await self.d.scan_backward()
 
-    @command
+    @command(privileged=True)
     async def scan_laser(self, left: bool, right: bool) -> None:
         """Switch the left and right lasers."""
         await self.d.scan_laser(left, right)
@@ -607,7 +607,7 @@ class FluxActor(Actor):
         """Camera check; the device's raw line."""
         return await self.d.scan_check()
 
-    @command
+    @command(privileged=True)
     async def scan_calibrate(self) -> str:
         """Calibrate the scanner; the raw ``ok ...`` answer."""
         return await self.d.scan_calibrate()
@@ -627,7 +627,7 @@ class FluxActor(Actor):
         """Take three photos (left laser, right laser, no laser): JPEG bytes each."""
         return await self.d.scan_images()
 
-    @command
+    @command(privileged=True)
     async def scan_quit(self) -> None:
         """Leave scan mode."""
         await self.d.scan_quit()

@@ -394,7 +394,7 @@ class TelemetryActor(Actor):
         desired = await asyncio.to_thread(self._driver.get_desired_properties_if_newer, version)
         return None if desired is None else _desired(desired)
 
-    @command(concurrent=True)
+    @command(privileged=True, concurrent=True)
     async def update_reported_properties(self, properties: dict[str, Any]) -> None:
         """``DeviceClient.update_reported_properties``: persist a reported-properties patch.
 
@@ -414,7 +414,7 @@ class TelemetryActor(Actor):
 
     # ------------------------------------------------------------ StreamSender
 
-    @command
+    @command(privileged=True)
     async def send_message(
         self,
         payload: bytes | str,
@@ -447,7 +447,7 @@ class TelemetryActor(Actor):
         await self._wait_sent(ack.seq, ctx)
         return _ack(ack)
 
-    @command(concurrent=True)
+    @command(privileged=True, concurrent=True)
     async def enqueue_message(
         self,
         payload: bytes | str,
@@ -478,7 +478,7 @@ class TelemetryActor(Actor):
         (ack,) = await self._store_messages([message])
         return _ack(ack)
 
-    @command(concurrent=True)
+    @command(privileged=True, concurrent=True)
     async def enqueue_messages(
         self,
         messages: list[Any],
@@ -515,7 +515,7 @@ class TelemetryActor(Actor):
         outgoing = [_outgoing(item, i, defaults) for i, item in enumerate(messages)]
         return _ack_columns(await self._store_messages(outgoing))
 
-    @command(concurrent=True)
+    @command(privileged=True, concurrent=True)
     async def enqueue_batch_completion(
         self, batch_id: str, stream_group: str | None = None, stream: str | None = None
     ) -> dict[str, Any]:
@@ -533,7 +533,7 @@ class TelemetryActor(Actor):
         (ack,) = await self._store_messages([message])
         return _ack(ack)
 
-    @command(concurrent=True)
+    @command(privileged=True, concurrent=True)
     async def enqueue_message_completion(
         self,
         batch_id: str,

@@ -133,6 +133,11 @@ class Probe(Actor):
         """Return ``value`` (a wire name that differs from the method name)."""
         return value
 
+    @command(privileged=True)
+    def wipe(self) -> None:
+        """Change the device (a privileged command)."""
+        self.ran.append("wipe")
+
     @command
     def options_of(self, **extra: Any) -> dict[str, Any]:
         """Accept any argument."""
@@ -405,6 +410,13 @@ class TestRegistration:
         assert info["commands"]["side"]["concurrent"] is True
         assert info["commands"]["gate"]["progress"] is True
         assert line.actor.started
+
+    async def test_ready_lists_the_privileged_commands(self, line: Line) -> None:
+        """READY's info names the privileged commands, and each command says whether it is."""
+        info = line.ready.message.info or {}
+        assert info["privileged"] == ["wipe"]
+        assert info["commands"]["wipe"]["privileged"] is True
+        assert info["commands"]["add"]["privileged"] is False
 
     async def test_on_start_failure_refuses_to_start(self, actx: zmq.asyncio.Context) -> None:
         """An actor whose on_start raises does not register: serve raises the error."""

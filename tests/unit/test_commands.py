@@ -10,7 +10,7 @@ from typing import Any, Literal
 import pytest
 
 from bus.actor import Actor
-from bus.commands import CommandContext, CommandSpec, command
+from bus.commands import CommandContext, CommandSpec, command, privileged_commands
 from bus.errors import InvalidArguments
 
 _EMPTY = inspect.Parameter.empty
@@ -211,6 +211,7 @@ class TestDescribe:
             "returns": "dict[str, float]",
             "concurrent": False,
             "progress": False,
+            "privileged": False,
         }
 
     def test_wire_name_concurrency_and_progress(self) -> None:
@@ -223,7 +224,35 @@ class TestDescribe:
             "returns": "nil",
             "concurrent": True,
             "progress": True,
+            "privileged": False,
         }
+
+    def test_privileged_declaration(self) -> None:
+        """``privileged=True`` marks the command, shows in its description, and is listed by
+        ``privileged_commands``; built-in commands are not privileged."""
+
+        class Press(Actor):
+            kind = "press"
+
+            @command(privileged=True)
+            def wipe(self) -> None:
+                """Erase the device."""
+
+            @command(name="Load", privileged=True, concurrent=True)
+            def load(self) -> None:
+                """Load a program."""
+
+            @command
+            def status(self) -> str:
+                """Read the state."""
+                return "idle"
+
+        assert Press.commands["wipe"].privileged is True
+        assert Press.commands["wipe"].describe()["privileged"] is True
+        assert Press.commands["Load"].concurrent is True
+        assert Press.commands["status"].describe()["privileged"] is False
+        assert privileged_commands(Press.commands) == ["Load", "wipe"]
+        assert not Press.commands["ping"].privileged and not Press.commands["describe"].privileged
 
     def test_actor_description_lists_every_command(self) -> None:
         """An actor's describe names its kind and doc and every command, built-ins included."""

@@ -1,0 +1,134 @@
+"""Which commands each actor kind declares privileged (issue 10): those that change a device,
+its files, its firmware, its trust or its credentials, and telemetry writes. On a secured line
+only the operators may call them, and every call is audited; read-only commands stay open."""
+
+from __future__ import annotations
+
+import pytest
+
+from bus.actor import Actor
+from bus.commands import privileged_commands
+
+FLUX_WRITES = {
+    # files
+    "mkdir",
+    "rmdir",
+    "cpfile",
+    "rmfile",
+    "upload_file",
+    # jobs
+    "select_file",
+    "start_play",
+    "pause_play",
+    "resume_play",
+    "abort_play",
+    "quit_play",
+    "restart_play",
+    "set_toolhead_operating_in_play",
+    "set_toolhead_standby_in_play",
+    "set_toolhead_heater_in_play",
+    "load_filament_in_play",
+    "unload_filament_in_play",
+    "press_button_in_play",
+    # configuration, sessions, firmware
+    "config_set",
+    "config_del",
+    "kick",
+    "update_firmware",
+    # maintain and scan modes: they move, heat, calibrate and reset the machine
+    "maintain",
+    "maintain_home",
+    "maintain_move",
+    "maintain_calibrate",
+    "maintain_zprobe",
+    "maintain_manual_level",
+    "maintain_set_heater",
+    "maintain_load_filament",
+    "maintain_load_flexible_filament",
+    "maintain_unload_filament",
+    "maintain_interrupt_load_filament",
+    "maintain_update_hbfw",
+    "maintain_reset_hardware",
+    "maintain_quit",
+    "scan",
+    "scan_step_length",
+    "scan_forward",
+    "scan_backward",
+    "scan_laser",
+    "scan_calibrate",
+    "scan_quit",
+}
+FLUX_READS = {
+    "list_files",
+    "file_info",
+    "file_md5",
+    "download_file",
+    "report_play",
+    "play_info",
+    "deviceinfo",
+    "config_get",
+    "maintain_head_info",
+    "maintain_head_status",
+    "scan_check_camera",
+    "scan_get_calibrate",
+}
+
+EXPECTED: dict[str, tuple[str, set[str], set[str]]] = {
+    "flux": ("actors.flux.actor", FLUX_WRITES, FLUX_READS),
+    "discovery": (
+        "actors.discovery.actor",
+        {"authorize", "add_trust", "remove_trust", "rename", "modify_password", "modify_network"},
+        {"list", "get", "discover_device", "touch", "poke", "list_trust", "get_wifi_list"},
+    ),
+    "flashrunner": (
+        "actors.flashrunner.actor",
+        {
+            "FR_SendCommand",
+            "FR_SendCommand_Ex",
+            "FR_SendFile",
+            "FR_GetFile",  # the unit's files hold firmware images, projects and licences
+            "FR_RunProject",
+            "FR_DynMemSendHeader",
+            "FR_DynMemWriteEncrypted",
+            "FR_DynMemWrite",
+        },
+        {"FR_GetAnswer", "FR_GetPublicKey", "FR_GetDllVersion", "FR_EncryptData"},
+    ),
+    "telemetry": (
+        "actors.telemetry.actor",
+        {
+            "send_message",
+            "enqueue_message",
+            "enqueue_messages",
+            "enqueue_batch_completion",
+            "enqueue_message_completion",
+            "update_reported_properties",
+        },
+        {"device_id", "pending_messages_count", "get_desired_properties", "history", "stats"},
+    ),
+}
+
+
+def actor_class(module: str) -> type[Actor]:
+    cls = pytest.importorskip(module).ACTOR
+    assert issubclass(cls, Actor)
+    return cls
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_privileged_commands_of_each_kind(kind: str) -> None:
+    """Each kind declares exactly its writes privileged; its reads and the built-ins are open."""
+    module, writes, reads = EXPECTED[kind]
+    cls = actor_class(module)
+    assert set(privileged_commands(cls.commands)) == writes
+    assert reads <= set(cls.commands)
+    assert not {name for name in reads | {"ping", "describe"} if cls.commands[name].privileged}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_describe_says_privileged(kind: str) -> None:
+    """The description of every command says whether it is privileged."""
+    cls = actor_class(EXPECTED[kind][0])
+    flags = {name: spec.describe()["privileged"] for name, spec in cls.commands.items()}
+    assert {name for name, flag in flags.items() if flag} == EXPECTED[kind][1]
+    assert all(isinstance(flag, bool) for flag in flags.values())

@@ -16,12 +16,24 @@ heartbeat silence past ``heartbeat_timeout_s`` (a hung but connected process).
 Headers are read with the decoders of ``bus.protocol`` (``split``, then the decoder of the kind
 or, for messages only routed, ``peek_msg_id``); the broker never indexes a header itself.
 
+Security (``SecurityConfig``, docs/PROTOCOL.md §18), when the config names a broker key: every
+socket is a CURVE server and a ZAP handler on the broker's own loop lets in known keys only,
+naming each connection by its identity. Command messages are then read by ``_drain_secure``: one
+``get("User-Id")`` per message, a cached access-list decision per REQUEST (refused: ERROR
+``forbidden``, nothing reaches the actor) and per READY (a name live under another identity is
+refused: the live actor keeps it). Privileged calls are recorded in the audit log. Events go
+through the C proxy unless the access list checks publishing or subscribing (``_eventpath``).
+Without a broker key nothing of this runs: the plain ``_drain`` and the C proxy, as fast as ever.
+``reload()`` (SIGHUP through ``request_reload``, or the privileged ``reload`` command) re-reads
+the known keys and the access list; a revoked identity loses access at once.
+
 ``run()`` is ``run_once()`` in a loop until ``stop()``. Tests drive a broker turn by turn with
 ``run_once()`` over ``inproc://`` endpoints and a clock of their own (the ``clock`` argument).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import socket
@@ -29,6 +41,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -36,17 +49,29 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from bus import protocol
-from bus.config import BrokerConfig
+from bus._eventpath import EventPath, user_id
+from bus.config import BrokerConfig, SecurityConfig
+from bus.config import load as load_config
 from bus.directory import UP, Directory, Pending, ServiceEntry
 from bus.errors import (
     BadRequest,
     BusError,
+    ConfigError,
     InvalidArguments,
+    StorageError,
     UnknownCommand,
     UnknownService,
     UnsupportedVersion,
 )
 from bus.protocol import Kind
+from bus.security.acl import Acl, Decision
+from bus.security.audit import AuditLog, summarize_arguments
+from bus.security.curve import DOMAIN_COMMAND, DOMAIN_PUBLISH, DOMAIN_SUBSCRIBE, secure_server
+from bus.security.exposure import check_exposure
+from bus.security.keyring import Keyring
+from bus.security.keys import KeyPair
+from bus.security.ratelimit import RejectLog, SummarizingLimiter
+from bus.security.zap import ZapHandler, drop_connections
 
 __all__ = ["Broker"]
 
@@ -64,6 +89,7 @@ _HEARTBEAT_FRAME = protocol.encode_heartbeat()[0]
 _split = protocol.split
 _peek_msg_id = protocol.peek_msg_id
 _request_route = protocol.request_route
+_request_target = protocol.request_target
 _request_ttl = protocol.request_ttl
 _NOBLOCK = zmq.NOBLOCK
 _DRAIN_BATCH = 512
@@ -73,10 +99,35 @@ _ANSWERS = frozenset({_PROGRESS, _REPLY, _ERROR})
 _ROUTED_AS = {_PROGRESS: "progress", _REPLY: "reply", _ERROR: "error"}
 #: How long ``run()`` waits at most between two looks at ``stop()``.
 _STOP_POLL_S = 0.2
+#: Monitor events of a connection that never completed its handshake (a refused key, garbage):
+#: its DISCONNECTED follows, and is no reason to probe the actors.
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+#: At most one round of probes per this many (real) seconds, however many connections close.
+_PROBE_ROUND_S = 0.05
+#: Bound of the count of failed handshakes whose DISCONNECTED is still to come.
+_MAX_FAILED_HANDSHAKES = 10_000
+#: Bound of the cache of which (service, command) the access list makes privileged.
+_PRIVILEGED_CACHE_LIMIT = 65_536
+#: The commands of the broker service, for ``unknown_command``.
+_BROKER_COMMANDS = "ping, services, describe, stats, probe, reload"
 
 #: A message as the ROUTER delivers it: the sender's identity, the header, then bulk frames
 #: (received without copying, as zmq.Frame) which the broker forwards untouched.
 _Frames = list[bytes | zmq.Frame]
+
+
+@dataclass(slots=True)
+class _Audited:
+    """A privileged call forwarded to its actor, recorded in the audit log when it ends."""
+
+    identity: str
+    service: str
+    command: str
+    args: Any
 
 
 class Broker:
@@ -86,12 +137,15 @@ class Broker:
         config: Endpoints and timing. ``tcp://host:*`` binds a free port; ``endpoints`` tells which.
         ctx: ZeroMQ context to use; a new one by default.
         clock: Monotonic seconds for deadlines and liveness (tests pass one they can advance).
+        security: The ``[security]`` table; off (plaintext, loopback or ipc only) by default.
+        config_path: The config file ``reload()`` reads ``[security]`` from again; without it, a
+            reload re-reads the keys directory and keeps the access list it has.
     """
 
     _router: zmq.Socket[bytes]
     _monitor: zmq.Socket[bytes]
     _pub: zmq.Socket[bytes]
-    _proxy_control: zmq.Socket[bytes]
+    _events: EventPath
     _poller: zmq.Poller
 
     def __init__(
@@ -100,8 +154,12 @@ class Broker:
         ctx: zmq.Context[Any] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        security: SecurityConfig | None = None,
+        config_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config or BrokerConfig()
+        self.security = security or SecurityConfig()
+        self._config_path = config_path
         self._ctx: zmq.Context[Any] = ctx or zmq.Context()
         self._own_ctx = ctx is None
         self._clock = clock
@@ -113,74 +171,205 @@ class Broker:
         self.endpoints: dict[str, str] = {}
         self._started_at = time.time()
         self._stopping = threading.Event()
-        self._proxy_thread: threading.Thread | None = None
         self._presence_seq: dict[str, int] = {}
         self._epoch = protocol.new_epoch()
         self._started = False
         self._next_tick = 0.0
+        self._rejects = RejectLog(
+            log.warning,
+            SummarizingLimiter(self.security.reject_log_limit, self.security.reject_log_window_s),
+        )
+        # Probes after a closed connection (see _on_monitor_event).
+        self._failed_handshakes = 0
+        self._probe_after = 0.0
+        self._probe_due = False
+        # Security; all None while CURVE is off.
+        self._keys: KeyPair | None = None
+        self._zap: ZapHandler | None = None
+        self._acl: Acl | None = None
+        self._audit: AuditLog | None = None
+        self._audit_failed = False
+        self._audited: dict[str, _Audited] = {}
+        self._privileged: dict[tuple[str, str], bool] = {}
+        self._caller = ""  # the identity of the request being handled (for ``reload``)
+        self._reload_requested = False
+        self._drain_router = self._drain
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> dict[str, str]:
-        """Bind every socket and start the event proxy; return the bound endpoints."""
+        """Bind every socket and start the event path; return the bound endpoints.
+
+        Raises:
+            ConfigError: a bind beyond loopback or ipc without CURVE and without ``insecure``.
+            KeyFileError: a configured key, the keys directory or a known key is unusable.
+            AclError: the access list does not parse.
+            StorageError: the audit log cannot be opened.
+        """
         cfg = self.config
+        sec = self.security
+        # Everything that can refuse to start does so before any socket exists.
+        check_exposure(
+            {"command": cfg.command, "publish": cfg.publish, "subscribe": cfg.subscribe},
+            curve=sec.curve,
+            insecure=sec.insecure,
+        )
+        if sec.curve:
+            self._start_security(sec)
         router = self._ctx.socket(zmq.ROUTER)
         router.router_mandatory = 1  # a send to a gone peer raises instead of vanishing
         router.linger = 0
         router.maxmsgsize = cfg.max_message_bytes + protocol.MAX_HEADER_BYTES
         router.sndhwm = router.rcvhwm = 100_000
+        if self._keys is not None:
+            secure_server(router, self._keys, DOMAIN_COMMAND)
+            self._drain_router = self._drain_secure
         router.bind(cfg.command)
         self._router = router
-        self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
         self._poller = zmq.Poller()
         self._poller.register(router, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
+        if self._zap is not None:
+            self._poller.register(self._zap.socket, zmq.POLLIN)
 
-        xsub = self._ctx.socket(zmq.XSUB)
-        xsub.linger = 0
-        xsub.rcvhwm = 100_000
-        inproc = f"inproc://linebus-presence-{id(self)}"
-        xsub.bind(inproc)
-        xsub.bind(cfg.publish)  # bound last, so last_endpoint names it
-        xpub = self._ctx.socket(zmq.XPUB)
-        xpub.linger = 0
-        xpub.sndhwm = 100_000
-        xpub.bind(cfg.subscribe)
-        self._proxy_control = self._ctx.socket(zmq.PAIR)
-        control_addr = f"inproc://linebus-proxy-control-{id(self)}"
-        self._proxy_control.bind(control_addr)
+        self._events = EventPath(
+            self._ctx,
+            cfg.publish,
+            cfg.subscribe,
+            keys=self._keys,
+            acl=self._acl,
+            reject_log=(sec.reject_log_limit, sec.reject_log_window_s),
+        )
         self.endpoints = {
             "command": router.getsockopt_string(zmq.LAST_ENDPOINT),
-            "publish": xsub.getsockopt_string(zmq.LAST_ENDPOINT),
-            "subscribe": xpub.getsockopt_string(zmq.LAST_ENDPOINT),
+            **self._events.start(),
         }
-        proxy_peer = self._ctx.socket(zmq.PAIR)
-        proxy_peer.connect(control_addr)
-
-        def run_proxy() -> None:
-            try:
-                zmq.proxy_steerable(xsub, xpub, None, proxy_peer)
-            except zmq.ContextTerminated:
-                pass
-            finally:
-                for s in (xsub, xpub, proxy_peer):
-                    s.close(linger=0)
-
-        self._proxy_thread = threading.Thread(
-            target=run_proxy, name="linebus-event-proxy", daemon=True
-        )
-        self._proxy_thread.start()
-        self._pub = self._ctx.socket(zmq.PUB)
-        self._pub.linger = 0
-        self._pub.connect(inproc)
+        self._pub = self._events.publisher()
         self._next_tick = self._clock() + cfg.heartbeat_s
         self._started = True
-        log.info("broker_listening", **self.endpoints, pid=os.getpid())
+        log.info("broker_listening", **self.endpoints, pid=os.getpid(), curve=sec.curve)
         return self.endpoints
+
+    def _start_security(self, sec: SecurityConfig) -> None:
+        """Load the broker key, the known keys, the access list and the audit log, and start
+        the ZAP handler: before any secured socket is bound, so no handshake goes unchecked."""
+        keys = sec.load_broker_keys()
+        ring = sec.load_keyring()
+        acl = sec.access_list(ring.names)
+        for name in sorted(acl.unlisted(ring.names)):
+            log.warning("acl_names_unknown_identity", identity=name, hint="a typo, or no key yet?")
+        if sec.audit_log is not None:
+            sec.audit_log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._audit = AuditLog(
+                sec.audit_log, fsync=sec.audit_fsync, fsync_interval_s=sec.audit_fsync_interval_s
+            )
+        else:
+            log.warning("audit_log_not_configured", hint="set audit_log in [security]")
+        zap = ZapHandler(self._ctx, ring, on_refused=self._on_zap_refused)
+        zap.start()
+        self._keys, self._zap, self._acl = keys, zap, acl
+        log.info(
+            "security_on",
+            identities=len(ring),
+            operators=sorted(acl.operators),
+            events="checked" if acl.checks_publish or acl.checks_subscribe else "C proxy",
+        )
 
     def stop(self) -> None:
         """Ask ``run()`` to return; safe from any thread or a signal handler."""
         self._stopping.set()
+
+    def request_reload(self) -> None:
+        """Ask the loop to ``reload()`` within one turn; safe from a signal handler (SIGHUP)."""
+        self._reload_requested = True
+
+    def reload(self, by: str = "") -> dict[str, Any]:
+        """Re-read the known keys and the access list; cut off what they no longer allow.
+
+        From the config file (``config_path``) when there is one, else from the keys directory
+        and ``[security.known]`` as configured. The new keys and rules are built completely
+        first: on any error nothing changes. Then, at once: the ZAP handler lets in only the new
+        keys; every request, registration, event and subscription is decided by the new access
+        list, which knows only the new identities (a removed identity is refused everything on
+        its open connections); actors whose identity is gone or may no longer register their
+        name go down; and the sockets where old connections cannot be told apart per message
+        are reset (``drop_connections``): the XPUB (and the XSUB under the C proxy) when a
+        revoked identity had connected there, the ROUTER when a key was rotated.
+
+        Args:
+            by: The identity that asked (the ``reload`` command), for the audit log.
+
+        Raises:
+            ConfigError: security is off, the config no longer reads, a key or the access list
+                is unusable, or the change needs a restart (broker key, CURVE, the event path).
+        """
+        who = by or "SIGHUP"
+        try:
+            ring, acl, sec = self._load_reload()
+        except BusError as exc:
+            log.error("security_reload_failed", error=exc.message, by=who)
+            self._record(who, protocol.BROKER_SERVICE, "reload", None, exc.code, "", exc.message)
+            raise
+        zap = self._zap
+        assert zap is not None
+        revocation = zap.reload(ring)
+        self._acl = acl
+        self._events.acl = acl
+        self._privileged.clear()
+        self.security = replace(self.security, keys=sec.keys, known=sec.known, acl=sec.acl)
+        for name in sorted(acl.unlisted(ring.names)):
+            log.warning("acl_names_unknown_identity", identity=name, hint="a typo, or no key yet?")
+        for entry in self.directory.up():
+            if entry.owner not in ring.names or entry.owner in revocation.identities:
+                self._actor_down(entry, f"key of identity {entry.owner!r} revoked")
+            elif not acl.may_register(entry.owner, entry.name):
+                self._actor_down(entry, f"identity {entry.owner!r} may no longer register it")
+        checked = [DOMAIN_COMMAND] + ([DOMAIN_PUBLISH] if self._events.checks_publish else [])
+        dropped = revocation.domains_to_drop(checked)
+        if DOMAIN_COMMAND in dropped:
+            # Every connection goes, actors included: they come back and register again.
+            for entry in self.directory.up():
+                self._actor_down(entry, "connections reset by a key rotation")
+            drop_connections(self._router, self.endpoints["command"])
+        self._events.drop(dropped & {DOMAIN_PUBLISH, DOMAIN_SUBSCRIBE})
+        for domain in dropped:
+            zap.forget(domain)
+        result = {
+            "identities": len(ring),
+            "revoked": sorted(revocation.identities),
+            "dropped": sorted(dropped),
+        }
+        log.info("security_reloaded", by=who, **result)
+        self._record(who, protocol.BROKER_SERVICE, "reload", result, "ok")
+        return result
+
+    def _load_reload(self) -> tuple[Keyring, Acl, SecurityConfig]:
+        if self._zap is None:
+            raise ConfigError("security is off on this broker: there is nothing to reload")
+        current = self.security
+        sec = load_config(self._config_path).security if self._config_path else current
+        if (sec.key, sec.key_env) != (current.key, current.key_env):
+            raise ConfigError(
+                "reload cannot change the broker key or turn CURVE on or off: restart the broker"
+            )
+        ring = sec.load_keyring()
+        acl = sec.access_list(ring.names)
+        events = self._events
+        unchecked = [
+            what
+            for what, wanted, running in (
+                ("publishing", acl.checks_publish, events.checks_publish),
+                ("subscribing", acl.checks_subscribe, events.checks_subscribe),
+            )
+            if wanted and not running
+        ]
+        if unchecked:
+            raise ConfigError(
+                f"the new access list checks {' and '.join(unchecked)}, which the running event "
+                "path does not: restart the broker"
+            )
+        return ring, acl, sec
 
     def close(self) -> None:
         """Tell every actor the broker is going, fail in-flight requests, close the sockets."""
@@ -198,11 +387,16 @@ class Broker:
                     [identity, *protocol.encode_disconnect(protocol.REASON_BROKER_STOPPING)]
                 )
             self._publish_presence(entry)
-        if self._proxy_thread is not None:
-            self._proxy_control.send(b"TERMINATE")
-            self._proxy_thread.join(timeout=2)
-        for s in (self._pub, self._proxy_control, self._monitor, self._router):
+        self._events.close()
+        for s in (self._pub, self._monitor, self._router):
             s.close(linger=0)
+        if self._zap is not None:
+            self._zap.close()
+        if self._audit is not None:
+            try:
+                self._audit.close()
+            except StorageError as exc:
+                log.error("audit_log_close_failed", error=exc.message)
         if self._own_ctx:
             self._ctx.term()
         log.info("broker_stopped")
@@ -228,12 +422,23 @@ class Broker:
         deadlines = self._deadlines
         now = self._clock()
         wake = self._next_tick if not deadlines else min(self._next_tick, deadlines[0][0])
-        ready = self._poller.poll(int(max(0.0, min(wake - now, max_wait_s)) * 1000))
+        wait = min(wake - now, max_wait_s)
+        if self._probe_due:
+            wait = min(wait, self._probe_after - time.monotonic())
+        ready = self._poller.poll(int(max(0.0, wait) * 1000))
         for sock, _ in ready:
             if sock is router:
-                self._drain(router)
-            else:
+                self._drain_router(router)
+            elif sock is self._monitor:
                 self._on_monitor_event()
+            elif self._zap is not None:
+                self._zap.handle_pending()
+        if self._probe_due and time.monotonic() >= self._probe_after:
+            self._probe_all()
+        if self._reload_requested:
+            self._reload_requested = False
+            with contextlib.suppress(BusError):  # logged; the old keys and access list stay
+                self.reload()
         now = self._clock()
         if deadlines and deadlines[0][0] <= now:
             self._expire(now)
@@ -271,6 +476,50 @@ class Broker:
                     ),
                 )
 
+    def _drain_secure(self, router: zmq.Socket[bytes]) -> None:
+        """``_drain`` under CURVE: the routing-id frame is received without copying, for the
+        identity (User-Id) the ZAP handler gave its connection."""
+        handle = self._handle_secure
+        recv = router.recv
+        recv_rest = router.recv_multipart
+        for _ in range(_DRAIN_BATCH):
+            try:
+                first = recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            # No ZAP identity on the connection (inproc): "", which no access list knows.
+            user = user_id(first) or ""
+            ident = first.bytes
+            frame = recv()
+            frames: _Frames = [ident, frame]
+            if router.rcvmore:
+                frames.extend(recv_rest(copy=False))
+            try:
+                handle(ident, user, frame, frames)
+            except BusError as exc:
+                self._reject(ident, frame, exc)
+            except Exception as exc:  # never let one message stop the broker
+                log.exception("message_handling_failed")
+                self._reject(
+                    ident,
+                    frame,
+                    BadRequest(
+                        f"message could not be handled: {exc}", details={"reason": "unhandled"}
+                    ),
+                )
+
+    def _handle_secure(self, ident: bytes, user: str, frame: bytes, frames: _Frames) -> None:
+        """``_handle`` with the sender's identity: REQUEST and READY are checked against the
+        access list; the rest is bound to a connection already (answers to the requests it
+        holds, heartbeats of the service it registered) and handled as without security."""
+        kind, header = _split(frame)
+        if kind == _REQUEST:
+            self._request_checked(ident, user, frame, header, frames)
+        elif kind == _READY:
+            self._on_ready(ident, protocol.ready_header(header, frame), frame, user)
+        else:
+            self._handle(ident, frame, frames)
+
     def _handle(self, ident: bytes, frame: bytes, frames: _Frames) -> None:
         """Act on one message; ``frame`` is its header, ``frames`` the whole of it (``[ident,
         frame, *bulk]``), forwarded as it is with the identity replaced."""
@@ -306,7 +555,9 @@ class Broker:
 
     def _route_request(
         self, ident: bytes, frame: bytes, header: list[Any], frames: _Frames
-    ) -> None:
+    ) -> str | None:
+        """Forward a REQUEST to its actor (or serve a broker command); return None, or the code
+        of the ERROR the caller was answered with instead."""
         msg_id, service = _request_route(header, frame)
         size = sum(map(len, frames[1:])) if len(frames) > 2 else len(frame)
         if size > self.config.max_message_bytes:
@@ -315,49 +566,44 @@ class Broker:
                 details={"reason": "too_large", "size": size},
             )
         if service == protocol.BROKER_SERVICE:
-            self._serve_internal(ident, protocol.request_header(header, frame), frames[2:])
-            return
+            return self._serve_internal(ident, protocol.request_header(header, frame), frames[2:])
         entry = self.directory.by_name.get(service)
         if entry is None:
-            self._error(
+            return self._error(
                 ident,
                 msg_id,
                 "unknown_service",
                 f"no service named {service!r} has registered",
                 "unknown_service",
             )
-            return
         if entry.state != UP or entry.identity is None:
-            self._error(
+            return self._error(
                 ident,
                 msg_id,
                 "unavailable",
                 f"service {service!r} is down ({entry.down_reason})",
                 "unavailable",
             )
-            return
         # ttl_s is checked only now: unknown_service and unavailable come first (PROTOCOL.md §6).
         ttl = _request_ttl(header, frame)
         if ttl is None:
             ttl = self.config.default_timeout_s
         if ttl <= 0:
-            self._error(
+            return self._error(
                 ident,
                 msg_id,
                 "deadline_exceeded",
                 "request arrived with its deadline already passed",
                 "deadline",
             )
-            return
         if msg_id in self._pending:
-            self._error(
+            return self._error(
                 ident,
                 msg_id,
                 "bad_request",
                 f"message id {msg_id!r} is already in flight",
                 "duplicate_id",
             )
-            return
         deadline = self._clock() + min(ttl, self.config.max_timeout_s)
         pending = Pending(msg_id, ident, entry, deadline)
         frames[0] = entry.identity
@@ -365,23 +611,150 @@ class Broker:
             self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EAGAIN:
-                self._error(
+                return self._error(
                     ident,
                     msg_id,
                     "busy",
                     f"service {service!r} has too many requests queued",
                     "backpressure",
                 )
-                return
             self._on_send_failure(entry, exc)
-            self._error(
+            return self._error(
                 ident, msg_id, "unavailable", f"service {service!r} cannot be reached", "unroutable"
             )
-            return
         self._pending[msg_id] = pending
         entry.inflight[msg_id] = pending
         heapq.heappush(self._deadlines, (deadline, msg_id))
         self.routed["request"] += 1
+        return None
+
+    def _request_checked(
+        self, ident: bytes, user: str, frame: bytes, header: list[Any], frames: _Frames
+    ) -> None:
+        """A REQUEST under an access list: refused with ``forbidden`` (nothing reaches the
+        actor), or routed; a privileged call is recorded in the audit log either way."""
+        acl = self._acl
+        assert acl is not None
+        msg_id, service, command = _request_target(header, frame)
+        entry = self.directory.by_name.get(service)
+        declared = entry is not None and command in entry.privileged
+        decision = acl.may_call(user, service, command, privileged=declared)
+        privileged = declared or self._is_privileged(acl, service, command)
+        if not decision:
+            self._forbid(ident, msg_id, user, service, command, decision)
+            if privileged:
+                self._record(user, service, command, None, "forbidden", msg_id, decision.reason)
+            return
+        if not privileged or self._audit is None:
+            self._caller = user
+            self._route_request(ident, frame, header, frames)
+            return
+        args = self._summarize(header, frame, frames)
+        if self._audit_failed and not self._record(
+            user, service, command, args, "storage_error", msg_id, "audit log failing"
+        ):
+            # Fail closed: no privileged call runs unrecorded while the audit log cannot be written.
+            self._error(
+                ident,
+                msg_id,
+                "storage_error",
+                "the audit log cannot be written; privileged calls are refused until it can",
+                "audit_failed",
+            )
+            return
+        self._caller = user
+        try:
+            outcome = self._route_request(ident, frame, header, frames)
+        except BusError as exc:
+            self._record(user, service, command, args, exc.code, msg_id, exc.message)
+            raise
+        if service == protocol.BROKER_SERVICE and command == "reload":
+            return  # reload records itself, with what it revoked
+        if outcome is None and service != protocol.BROKER_SERVICE:
+            self._audited[msg_id] = _Audited(user, service, command, args)
+        else:
+            self._record(user, service, command, args, outcome or "ok", msg_id)
+
+    def _is_privileged(self, acl: Acl, service: str, command: str) -> bool:
+        """Whether the access list (not the actor) makes ``service.command`` privileged; cached."""
+        key = (service, command)
+        privileged = self._privileged.get(key)
+        if privileged is None:
+            if len(self._privileged) >= _PRIVILEGED_CACHE_LIMIT:
+                self._privileged.clear()  # hostile command names must not grow it forever
+            privileged = self._privileged[key] = acl.is_privileged(service, command)
+        return privileged
+
+    def _forbid(
+        self,
+        ident: bytes,
+        msg_id: str,
+        user: str,
+        service: str,
+        command: str,
+        decision: Decision,
+    ) -> None:
+        self.dropped["forbidden"] += 1
+        self._rejects(
+            "request_forbidden",
+            decision.rule,
+            identity=user,
+            service=service,
+            command=command,
+            msg_id=msg_id,
+        )
+        details = {"identity": user, "service": service, "command": command, "rule": decision.rule}
+        self._send_quiet(
+            [ident, *protocol.encode_error(msg_id, "forbidden", decision.reason, details)]
+        )
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    def _summarize(self, header: list[Any], frame: bytes, frames: _Frames) -> Any:
+        """The arguments of a privileged call, secrets and bulk data left out. Bulk frames are
+        not copied: their references decode as empty bytes, and their total size is noted."""
+        bulk = frames[2:]
+        try:
+            payload = protocol.request_header(header, frame).payload
+            args = protocol.unpack_value(payload, [b""] * len(bulk))
+        except BusError:
+            return "<undecodable>"
+        return summarize_arguments(args, bulk_bytes=sum(len(f) for f in bulk))
+
+    def _record(
+        self,
+        identity: str,
+        service: str,
+        command: str,
+        args: Any,
+        outcome: str,
+        msg_id: str = "",
+        detail: str = "",
+    ) -> bool:
+        """Append an audit record; False (and privileged calls refused) if it cannot be written."""
+        if self._audit is None:
+            return True
+        try:
+            self._audit.record(
+                identity, service, command, args, outcome, msg_id=msg_id, detail=detail
+            )
+        except StorageError as exc:
+            if not self._audit_failed:
+                log.error("audit_log_failed", error=exc.message)
+            self._audit_failed = True
+            return False
+        if self._audit_failed:
+            log.warning("audit_log_recovered")
+            self._audit_failed = False
+        return True
+
+    def _audit_end(self, msg_id: str, outcome: str) -> None:
+        """Record the end of an audited call, if ``msg_id`` is one."""
+        audited = self._audited.pop(msg_id, None)
+        if audited is not None:
+            self._record(
+                audited.identity, audited.service, audited.command, audited.args, outcome, msg_id
+            )
 
     def _route_answer(self, ident: bytes, kind: int, header: list[Any], frames: _Frames) -> None:
         """PROGRESS, REPLY or ERROR: forwarded to the caller if ``ident`` holds the request."""
@@ -399,6 +772,8 @@ class Broker:
         if kind != _PROGRESS:
             del self._pending[pending.msg_id]
             del service.inflight[pending.msg_id]
+            if self._audited:
+                self._audit_end(pending.msg_id, _outcome(kind, header))
         self._forward(pending.client, frames, _ROUTED_AS[kind])
 
     def _route_cancel(self, ident: bytes, header: list[Any], frames: _Frames) -> None:
@@ -425,10 +800,14 @@ class Broker:
 
     # --- registration and liveness ----------------------------------------------------------
 
-    def _on_ready(self, ident: bytes, ready: protocol.ReadyHeader, ready_frame: bytes) -> None:
+    def _on_ready(
+        self, ident: bytes, ready: protocol.ReadyHeader, ready_frame: bytes, owner: str = ""
+    ) -> None:
         name = protocol.validate_service_name(ready.service)
         if name == protocol.BROKER_SERVICE:
             raise BadRequest(f"service name {name!r} is reserved for the broker")
+        if self._acl is not None and not self._may_register(ident, owner, name):
+            return
         info = ready.info
         moved = self.directory.by_identity.get(ident)
         if moved is not None and moved.name != name:
@@ -439,7 +818,9 @@ class Broker:
             # A restarted process registers before its predecessor's connection is noticed gone.
             self._fail_all(list(existing.inflight.values()), "replaced by a new registration")
             existing.inflight.clear()
-        entry, replaced = self.directory.register(name, ident, info, self._clock(), ready_frame)
+        entry, replaced = self.directory.register(
+            name, ident, info, self._clock(), ready_frame, owner
+        )
         if replaced is not None:
             self._send_quiet(
                 [
@@ -457,6 +838,35 @@ class Broker:
         )
         self._publish_presence(entry)
 
+    def _may_register(self, ident: bytes, owner: str, name: str) -> bool:
+        """Check a READY against the access list and the live owner of the name; a refusal is
+        answered with ERROR ``forbidden`` (msg_id ``""``) and recorded in the audit log."""
+        assert self._acl is not None
+        decision = self._acl.may_register(owner, name)
+        existing = self.directory.by_name.get(name)
+        if (
+            decision
+            and existing is not None
+            and existing.state == UP
+            and existing.identity != ident
+            and existing.owner != owner
+        ):
+            # A hijack, or two identities configured for one name: the live actor keeps it.
+            decision = Decision(
+                False,
+                f"service {name!r} is up under identity {existing.owner!r}; identity "
+                f"{owner!r} may not take it over",
+                "register",
+            )
+        if decision:
+            return True
+        self.dropped["forbidden"] += 1
+        self._rejects("registration_refused", decision.rule, identity=owner, service=name)
+        self._record(owner, name, "READY", None, "forbidden", "", decision.reason)
+        details = {"identity": owner, "service": name, "rule": decision.rule}
+        self._send_quiet([ident, *protocol.encode_error("", "forbidden", decision.reason, details)])
+        return False
+
     def _actor_down(self, entry: ServiceEntry, reason: str) -> None:
         if entry.state != UP:
             return
@@ -468,6 +878,8 @@ class Broker:
     def _fail_all(self, failed: list[Pending], reason: str) -> None:
         for pending in failed:
             self._pending.pop(pending.msg_id, None)
+            if self._audited:
+                self._audit_end(pending.msg_id, "unavailable")
             self._error(
                 pending.client,
                 pending.msg_id,
@@ -485,10 +897,26 @@ class Broker:
             event = parse_monitor_message(self._monitor.recv_multipart(_NOBLOCK))
         except zmq.Again:
             return
-        if event["event"] == zmq.EVENT_DISCONNECTED:
-            # Some peer's connection closed; probe the actors to find out whether it was one.
-            for entry in self.directory.up():
-                self._probe(entry)
+        kind = event["event"]
+        if kind & _HANDSHAKE_FAILED:
+            # A connection that never got in (refused key, garbage): the DISCONNECTED that
+            # follows is no actor's, and anyone who can reach the port can cause many.
+            self._failed_handshakes = min(self._failed_handshakes + 1, _MAX_FAILED_HANDSHAKES)
+        elif kind == zmq.EVENT_DISCONNECTED:
+            if self._failed_handshakes:
+                self._failed_handshakes -= 1
+                return
+            # Some peer's connection closed; probe the actors to find out whether it was one,
+            # at most one round per _PROBE_ROUND_S however many close.
+            self._probe_due = True
+            if time.monotonic() >= self._probe_after:
+                self._probe_all()
+
+    def _probe_all(self) -> None:
+        self._probe_due = False
+        self._probe_after = time.monotonic() + _PROBE_ROUND_S
+        for entry in self.directory.up():
+            self._probe(entry)
 
     def _probe(self, entry: ServiceEntry) -> None:
         if entry.identity is None:
@@ -515,6 +943,8 @@ class Broker:
                 continue  # answered already
             del self._pending[msg_id]
             pending.service.inflight.pop(msg_id, None)
+            if self._audited:
+                self._audit_end(msg_id, "deadline_exceeded")
             self._error(
                 pending.client,
                 msg_id,
@@ -528,21 +958,25 @@ class Broker:
 
     # --- answers from the broker itself -------------------------------------------------------
 
-    def _error(self, ident: bytes, msg_id: str, code: str, text: str, drop_reason: str) -> None:
+    def _error(self, ident: bytes, msg_id: str, code: str, text: str, drop_reason: str) -> str:
+        """Answer ``msg_id`` with an ERROR, count the drop; return ``code``."""
         self.dropped[drop_reason] += 1
         self._send_quiet([ident, *protocol.encode_error(msg_id, code, text)])
+        return code
 
     def _reject(self, ident: bytes, frame: bytes, exc: BusError) -> None:
         # Counter keys are a small fixed set: free-text reasons from a hostile peer must not
         # grow the table without bound.
         reason = exc.details.get("reason")
-        self.dropped[
+        key = (
             reason
             if reason in _STABLE_REASONS
             else ("malformed" if exc.code == "bad_request" else exc.code)
-        ] += 1
+        )
+        self.dropped[key] += 1
         msg_id = protocol.error_msg_id(frame)
-        log.warning("message_rejected", code=exc.code, reason=exc.message, msg_id=msg_id)
+        # Rate-limited: anyone who can reach the port can send garbage.
+        self._rejects("message_rejected", key, code=exc.code, detail=exc.message, msg_id=msg_id)
         self._send_quiet(
             [ident, *protocol.encode_error(msg_id, exc.code, exc.message, exc.details)]
         )
@@ -552,6 +986,10 @@ class Broker:
             self._router.send_multipart(frames, _NOBLOCK)
         except zmq.ZMQError:
             self.dropped["unroutable"] += 1
+
+    def _on_zap_refused(self, domain: str, address: str, reason: str) -> None:
+        """A handshake the ZAP handler refused: logged, rate-limited (anyone can cause them)."""
+        self._rejects("handshake_refused", reason, domain=domain, address=address)
 
     def _on_hello(self, ident: bytes, hello: protocol.HelloHeader) -> None:
         supported = list(protocol.SUPPORTED_VERSIONS)
@@ -569,7 +1007,9 @@ class Broker:
         }
         self._send_quiet([ident, *protocol.encode_hello([common[-1]], info)])
 
-    def _serve_internal(self, ident: bytes, request: protocol.RequestHeader, bulk: _Frames) -> None:
+    def _serve_internal(
+        self, ident: bytes, request: protocol.RequestHeader, bulk: _Frames
+    ) -> str | None:
         try:
             args = protocol.unpack_value(request.payload, bulk) or {}
             if not isinstance(args, dict):
@@ -579,9 +1019,10 @@ class Broker:
             self._send_quiet(
                 [ident, *protocol.encode_error(request.msg_id, exc.code, exc.message, exc.details)]
             )
-            return
+            return exc.code
         self.routed["internal"] += 1
         self._send_quiet([ident, *protocol.encode_reply(request.msg_id, result)])
+        return None
 
     def _internal_command(self, command: str, args: dict[str, Any]) -> Any:
         if command == "ping":
@@ -610,28 +1051,40 @@ class Broker:
             topic = args.get("topic")
             if not isinstance(topic, str) or not topic.startswith("_probe."):
                 raise invalid_argument("topic", "str starting with '_probe.'", topic)
-            self._pub.send(
+            self._emit(
                 protocol.encode_event(
                     topic, protocol.BROKER_SERVICE, self._epoch, 0, time.time(), None
                 )
             )
             return None
+        if command == "reload":
+            return self.reload(by=self._caller)
         raise UnknownCommand(
-            f"the broker has no command {command!r} (has: ping, services, describe, stats, probe)",
+            f"the broker has no command {command!r} (has: {_BROKER_COMMANDS})",
             details={"command": command},
         )
 
     def stats(self) -> dict[str, Any]:
         """Counters of what was routed and every drop by reason, plus the current load."""
-        return {
+        events = self._events.stats()
+        stats = {
             "uptime_s": time.time() - self._started_at,
             "routed": dict(self.routed),
             "dropped": dict(self.dropped),
             "inflight": len(self._pending),
             "services_up": len(self.directory.up()),
             "services_known": len(self.directory.by_name),
-            "events": "forwarded by the C proxy; count gaps with each event's per-topic sequence number",
+            "events": events.get("note") or events,
         }
+        if self._zap is not None:
+            stats["security"] = {
+                "curve": True,
+                "identities": len(self._zap.keyring),
+                "handshakes": dict(self._zap.counts),
+                "audit_log": str(self.security.audit_log) if self.security.audit_log else None,
+                "audit_failing": self._audit_failed,
+            }
+        return stats
 
     def _publish_presence(self, entry: ServiceEntry) -> None:
         topic = f"presence.{entry.name}"
@@ -644,11 +1097,28 @@ class Broker:
             "reason": entry.down_reason,
             "since": entry.since,
         }
-        self._pub.send(
+        self._emit(
             protocol.encode_event(
                 topic, protocol.BROKER_SERVICE, self._epoch, seq, time.time(), data
             )
         )
+
+    def _emit(self, event: bytes) -> None:
+        """Send one of the broker's own events; never blocks (a full queue drops it)."""
+        try:
+            self._pub.send(event, _NOBLOCK)
+        except zmq.Again:
+            self.dropped["event_backpressure"] += 1
+
+
+def _outcome(kind: int, header: list[Any]) -> str:
+    """The audit outcome of a final answer: ``ok`` for a REPLY, else the ERROR's code."""
+    if kind == _REPLY:
+        return "ok"
+    try:
+        return protocol.error_header(header).code
+    except BusError:
+        return "error"
 
 
 def invalid_argument(argument: str, expected: str, got: Any) -> BusError:

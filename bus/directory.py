@@ -41,6 +41,10 @@ class ServiceEntry:
     inflight: dict[str, Pending] = field(default_factory=dict)
     registrations: int = 0
     down_reason: str = ""
+    #: The identity (key name) that registered it; empty on a line without security.
+    owner: str = ""
+    #: The commands the actor declares privileged (READY info ``privileged``).
+    privileged: frozenset[str] = frozenset()
 
     def summary(self) -> dict[str, Any]:
         """The row ``services`` returns for this service."""
@@ -65,9 +69,16 @@ class Directory:
         self.by_identity: dict[bytes, ServiceEntry] = {}
 
     def register(
-        self, name: str, identity: bytes, info: dict[str, Any], now: float, ready_frame: bytes = b""
+        self,
+        name: str,
+        identity: bytes,
+        info: dict[str, Any],
+        now: float,
+        ready_frame: bytes = b"",
+        owner: str = "",
     ) -> tuple[ServiceEntry, bytes | None]:
-        """Mark ``name`` up on ``identity``; return the entry and the identity it replaced, if any."""
+        """Mark ``name`` up on ``identity`` (a connection of ``owner``); return the entry and the
+        connection it replaced, if any."""
         entry = self.by_name.get(name)
         if entry is None:
             entry = self.by_name[name] = ServiceEntry(name)
@@ -78,6 +89,13 @@ class Directory:
         entry.kind = str(info.get("kind", ""))
         entry.info = {k: info[k] for k in ("kind", "pid", "host", "heartbeat_s") if k in info}
         entry.ready_frame = ready_frame
+        entry.owner = owner
+        declared = info.get("privileged")
+        entry.privileged = (
+            frozenset(c for c in declared if isinstance(c, str))
+            if isinstance(declared, list)
+            else frozenset()
+        )
         entry.state = UP
         entry.since = time.time()
         entry.last_seen = now

@@ -85,6 +85,7 @@ __all__ = [
     "reply_header",
     "request_header",
     "request_route",
+    "request_target",
     "request_ttl",
     "split",
     "unpack_small",
@@ -547,6 +548,19 @@ def request_route(header: list[Any], frame: bytes) -> tuple[str, str]:
         ):
             return msg_id, service
     raise _request_error(header, frame)
+
+
+def request_target(header: list[Any], frame: bytes) -> tuple[str, str, str]:
+    """``(msg_id, service, command)`` of a REQUEST header from ``split``, for an access check.
+
+    Checks what ``request_route`` checks.
+
+    Raises:
+        BadRequest: header over ``MAX_HEADER_BYTES``, too short, or an element of the wrong type.
+    """
+    msg_id, service = request_route(header, frame)
+    command: str = header[4]  # request_route checked it is a str
+    return msg_id, service, command
 
 
 def request_ttl(header: list[Any], frame: bytes) -> float | None:

@@ -36,11 +36,12 @@ from __future__ import annotations
 import contextlib
 import heapq
 import os
+import signal
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -73,7 +74,7 @@ from bus.security.keys import KeyPair
 from bus.security.ratelimit import RejectLog, SummarizingLimiter
 from bus.security.zap import ZapHandler, drop_connections
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "serve"]
 
 log = structlog.get_logger()
 
@@ -1109,6 +1110,39 @@ class Broker:
             self._pub.send(event, _NOBLOCK)
         except zmq.Again:
             self.dropped["event_backpressure"] += 1
+
+
+def serve(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> None:
+    """Run a broker from a line's config until SIGINT or SIGTERM; SIGHUP reloads its security.
+
+    Args:
+        config_path: The line's TOML file: ``[broker]`` and ``[security]``, re-read by a reload.
+            None: the defaults (loopback, no security).
+        overrides: ``command``/``publish``/``subscribe`` endpoints replacing the config's.
+
+    Raises:
+        ConfigError: the config, a key or the access list is unusable, or the broker would be
+            exposed without CURVE (KeyFileError and AclError are ConfigErrors).
+    """
+    line = load_config(config_path) if config_path else None
+    config = line.broker if line else BrokerConfig()
+    if overrides:
+        config = replace(
+            config,
+            command=overrides.get("command") or config.command,
+            publish=overrides.get("publish") or config.publish,
+            subscribe=overrides.get("subscribe") or config.subscribe,
+        )
+    broker = Broker(config, security=line.security if line else None, config_path=config_path)
+    broker.start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: broker.stop())
+    signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
+    broker.run()
 
 
 def _outcome(kind: int, header: list[Any]) -> str:

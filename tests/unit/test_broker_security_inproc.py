@@ -12,6 +12,7 @@ probe storm a flood of refused handshakes used to cause.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from bus.security.errors import AclError, KeyFileError
 from bus.security.keys import KeyPair, generate_keypair, load_keypair, load_public_key
 
 WAIT_S = 5.0
+VECTOR_DIR = Path(__file__).resolve().parent.parent / "vectors"
 PEERS = ("alice", "bob", "echo1", "fr1")
 INFO = {"kind": "fake", "pid": 4242, "host": "bench-7", "doc": "", "commands": {}}
 FR_INFO = {**INFO, "privileged": ["FR_LoadFile", "FR_Run"]}
@@ -405,6 +407,24 @@ def error_code(header: list[Any], *, rule: str | None = None) -> str:
     if rule is not None:
         assert header[5]["rule"] == rule, header
     return str(header[3])
+
+
+class TestVectors:
+    def test_refusals_are_the_golden_vectors(self, make_line: Callable[..., SecureLine]) -> None:
+        """The broker's forbidden ERRORs (a call, a READY) are byte for byte the vectors
+        error_forbidden and error_forbidden_ready of docs/PROTOCOL.md §18."""
+        line = make_line({"operators": ["alice"], "identity": {"bob": {"register": ["fr*"]}}})
+        line.actor("fr1", info=FR_INFO)
+        bob = line.dealer("bob")
+        bob.send_multipart(protocol.encode_request("3f2a9c1b7d4e-1", "fr1", "FR_Run", 5.0, None))
+        assert line.recv(bob) == vector_frames("error_forbidden")
+        bob.send_multipart(protocol.encode_ready("fr1", INFO))
+        assert line.recv(bob) == vector_frames("error_forbidden_ready")
+
+
+def vector_frames(name: str) -> list[bytes]:
+    vector = json.loads((VECTOR_DIR / f"{name}.json").read_text())
+    return [bytes.fromhex(h) for h in vector["frames_hex"]]
 
 
 # --- registrations ---------------------------------------------------------------------------

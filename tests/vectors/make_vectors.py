@@ -380,6 +380,40 @@ def build() -> None:
         message="no answer from 'echo1' before the deadline",
         details={},
     )
+    forbidden = (
+        "identity 'bob' may not call fr1.FR_Run: it is a privileged command and the identity "
+        "is not an operator"
+    )
+    forbidden_details = {
+        "identity": "bob",
+        "service": "fr1",
+        "command": "FR_Run",
+        "rule": "privileged",
+    }
+    command(
+        "error_forbidden",
+        "ERROR as a secured broker sends it when its access list refuses a call (§18): the "
+        "message names the identity and the command; details identity, service, command, rule.",
+        "error",
+        [VERSION, KINDS["error"], MSG_ID, "forbidden", forbidden, forbidden_details],
+        msg_id=MSG_ID,
+        code="forbidden",
+        message=forbidden,
+        details=forbidden_details,
+    )
+    hijack = "service 'fr1' is up under identity 'fr1'; identity 'bob' may not take it over"
+    hijack_details = {"identity": "bob", "service": "fr1", "rule": "register"}
+    command(
+        "error_forbidden_ready",
+        "ERROR answering a READY a secured broker refuses (§18; here a name live under another "
+        "identity): msg_id is the empty string, as for any answer to READY.",
+        "error",
+        [VERSION, KINDS["error"], "", "forbidden", hijack, hijack_details],
+        msg_id="",
+        code="forbidden",
+        message=hijack,
+        details=hijack_details,
+    )
     # --- cancel / ready / heartbeat / disconnect / hello -----------------------------------
     command(
         "cancel",

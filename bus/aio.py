@@ -24,8 +24,8 @@ from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, Tracke
 from bus.client import (
     HANDSHAKE_EVENTS,
     REFUSAL_CHECK_S,
-    ClientKeys,
     HandshakeWatch,
+    KeysArg,
     default_endpoints,
     resolve_keys,
 )
@@ -198,7 +198,7 @@ class AsyncClient:
         *,
         subscribe_endpoint: str | None = None,
         timeout: float = 10.0,
-        keys: ClientKeys | None = None,
+        keys: KeysArg = None,
     ) -> None:
         self.endpoint, self.subscribe_endpoint = default_endpoints(endpoint, subscribe_endpoint)
         self.keys = resolve_keys(keys)

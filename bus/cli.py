@@ -75,9 +75,14 @@ def _print_json(value: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from bus.client import Client
+    from bus.client import Client, ClientKeys
 
-    return Client(args.endpoint, subscribe_endpoint=args.subscribe, timeout=args.timeout)
+    # --key/--broker-key, else LINEBUS_KEY_FILE/LINEBUS_BROKER_KEY_FILE (or their value forms);
+    # a key configured but unusable stops here (exit 2), never falling back to plaintext.
+    keys = ClientKeys.load(key_file=args.key, broker_key_file=args.broker_key)
+    return Client(
+        args.endpoint, subscribe_endpoint=args.subscribe, timeout=args.timeout, keys=keys or False
+    )
 
 
 # --- subcommands -----------------------------------------------------------------------------
@@ -150,7 +155,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
             f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a.get('default')!r}")
             for a in cmd["args"]
         )
-        flags = " [progress]" if cmd.get("progress") else ""
+        flags = "".join(
+            f" [{flag}]" for flag in ("progress", "privileged") if cmd.get(flag) is True
+        )
         print(f"\n  {name}({params}) -> {cmd['returns']}{flags}")
         for line in (cmd.get("doc") or "").splitlines():
             print(f"      {line}")
@@ -195,7 +202,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from bus import config as config_mod
     from bus.broker import Broker
 
-    cfg = config_mod.load(args.config).broker if args.config else config_mod.BrokerConfig()
+    line = config_mod.load(args.config) if args.config else config_mod.LineConfig()
+    cfg = line.broker
     overrides = {
         k: v
         for k, v in (
@@ -209,10 +217,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, **overrides)
-    broker = Broker(cfg)
+    # [security] too: CURVE, access lists and audit log; SIGHUP re-reads keys and access lists
+    # from the config file (as the privileged `reload` command of the broker does).
+    broker = Broker(cfg, security=line.security, config_path=args.config)
     broker.start()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: broker.stop())
+    signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
     broker.run()
     return EXIT_OK
 
@@ -267,6 +278,64 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return int(ingest_main(args.rest) or 0)
 
 
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from bus.security.keys import generate_keypair
+
+    made = generate_keypair(args.dir, args.name, overwrite=args.force)
+    if args.json:
+        _print_json(
+            {
+                "name": args.name,
+                "public_file": str(made.public_path),
+                "secret_file": str(made.secret_path),
+                "public_key": made.public_key.decode(),
+            }
+        )
+        return EXIT_OK
+    print(f"public key  {made.public_path}  (give it to the broker's keys directory)")
+    print(f"secret key  {made.secret_path}  (mode 0600: keep it to yourself)")
+    print(f"identity    {args.name}  public key {made.public_key.decode()}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from bus.security.audit import format_record, parse_time, query
+
+    if args.file:
+        path = args.file
+    else:
+        from bus import config as config_mod
+
+        config = config_mod.load(args.config)
+        if config.security.audit_log is None:
+            raise UsageError(f"{args.config}: [security] names no audit_log")
+        path = str(config.security.audit_log)
+    try:
+        since = None if args.since is None else parse_time(args.since)
+        until = None if args.until is None else parse_time(args.until)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def malformed(number: int, problem: str) -> None:
+        print(f"linebus: {path}:{number}: {problem}", file=sys.stderr)
+
+    for record in query(
+        path,
+        identity=args.identity,
+        service=args.service,
+        command=args.command,
+        since=since,
+        until=until,
+        last=args.last,
+        on_malformed=malformed,
+    ):
+        if args.json:
+            print(json.dumps(record.to_json(), ensure_ascii=False, default=str), flush=True)
+        else:
+            print(format_record(record), flush=True)
+    return EXIT_OK
+
+
 _PASS_THROUGH = {"bench": cmd_bench, "ingest": cmd_ingest}
 
 
@@ -290,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)"
     )
     common.add_argument("--json", action="store_true", help="print one JSON object per line")
+    common.add_argument(
+        "--key",
+        metavar="FILE",
+        help="our secret key file on a secured line (env LINEBUS_KEY_FILE, or LINEBUS_KEY)",
+    )
+    common.add_argument(
+        "--broker-key",
+        metavar="FILE",
+        help="the broker's public key file (env LINEBUS_BROKER_KEY_FILE, or LINEBUS_BROKER_KEY)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="linebus", description="linebus: the message bus of a production-line controller."
@@ -349,6 +428,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("service")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("keys", help="CURVE keys of a secured line")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys_sub.add_parser(
+        "generate", help="write NAME.key (public) and NAME.key_secret (0600) into --dir"
+    )
+    p.add_argument("name", help="the key's name: the identity the broker knows it by")
+    p.add_argument("--dir", default="keys", help="where to write the files (default: ./keys)")
+    p.add_argument("--force", action="store_true", help="replace an existing key pair")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_keys_generate)
+
+    p = sub.add_parser("audit", help="query the audit log of privileged calls")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="read the audit log named by this line's [security]")
+    where.add_argument("--file", help="read this audit log file")
+    p.add_argument("--identity", help="only calls of this identity (key name)")
+    p.add_argument("--service", help="only calls to this service")
+    p.add_argument("--command", help="only calls of this command")
+    p.add_argument("--since", help="from this time: ISO 8601, Unix seconds, or an age (15m, 2h)")
+    p.add_argument("--until", help="before this time (same forms)")
+    p.add_argument("--last", type=int, metavar="N", help="only the newest N matching records")
+    p.add_argument("--json", action="store_true", help="print one JSON object per record")
+    p.set_defaults(func=cmd_audit)
 
     # Listed for --help only: main() hands their arguments over untouched.
     sub.add_parser(

@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -57,6 +57,7 @@ __all__ = [
     "Client",
     "ClientKeys",
     "HandshakeWatch",
+    "KeysArg",
     "Subscription",
     "default_endpoints",
 ]
@@ -162,8 +163,15 @@ def _pick(
     return None, ""
 
 
-def resolve_keys(keys: ClientKeys | None) -> ClientKeys | None:
-    """The keys given, else those of the environment (None: plaintext)."""
+#: What a client's ``keys`` argument takes: keys, None (from the environment), False (plaintext).
+KeysArg = ClientKeys | Literal[False] | None
+
+
+def resolve_keys(keys: KeysArg) -> ClientKeys | None:
+    """The keys given; None: those of the environment; False: none (plaintext). None back
+    means plaintext."""
+    if keys is False:
+        return None
     return keys if keys is not None else ClientKeys.load()
 
 
@@ -493,7 +501,8 @@ class Client:
         subscribe_endpoint: Where events are read; default ``LINEBUS_SUBSCRIBE`` or command port + 2.
         timeout: Default deadline of a call, in seconds.
         keys: Our CURVE keys for a secured broker; None: from the environment
-            (``ClientKeys.load``), and plaintext if no key is configured there.
+            (``ClientKeys.load``), and plaintext if no key is configured there; False:
+            plaintext whatever the environment says.
 
     Raises:
         KeyFileError: a key is configured but cannot be used (never a fallback to plaintext).
@@ -506,7 +515,7 @@ class Client:
         subscribe_endpoint: str | None = None,
         timeout: float = 10.0,
         ctx: zmq.Context[Any] | None = None,
-        keys: ClientKeys | None = None,
+        keys: KeysArg = None,
     ) -> None:
         self.endpoint, self.subscribe_endpoint = default_endpoints(endpoint, subscribe_endpoint)
         self._closed = True  # until the socket exists (a bad key fails before it)

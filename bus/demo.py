@@ -14,9 +14,9 @@ import os
 import threading
 
 from bus import config as config_mod
-from bus.client import Client
+from bus.client import Client, KeysArg
 from bus.errors import BusError
-from bus.supervisor import Supervisor
+from bus.supervisor import SUPERVISOR_IDENTITY, Supervisor
 from bus.testing import wait_until
 from bus.tours import line
 
@@ -42,6 +42,16 @@ def _tour_kind(bus: Client, name: str, kind: str) -> None:
     module.tour(bus, name, _say)
 
 
+def tour_identity(config: config_mod.LineConfig) -> str:
+    """Who the tour calls as on a secured line: the first operator with a key in the keys
+    directory (the tour calls privileged commands), else the supervisor's identity."""
+    security = config.security
+    for name in security.acl.get("operators", []):
+        if isinstance(name, str) and name not in security.known:
+            return name
+    return SUPERVISOR_IDENTITY
+
+
 def run_demo(config_path: str) -> int:
     """Run the demo tour of ``config_path``; returns the exit code."""
     config = config_mod.load(config_path)
@@ -59,8 +69,20 @@ def run_demo(config_path: str) -> int:
         supervisor.start()
         watcher.start()
         names = [a.name for a in config.actors]
+        keys: KeysArg = False
+        if supervisor.keys is not None:
+            identity = tour_identity(config)
+            keys = supervisor.keys.client_keys(identity)
+            print(
+                f"linebus demo: the line is secured (CURVE); the tour calls as {identity!r}"
+                f" (key {keys.source})",
+                flush=True,
+            )
         with Client(
-            config.broker.command, subscribe_endpoint=config.broker.subscribe, timeout=30
+            config.broker.command,
+            subscribe_endpoint=config.broker.subscribe,
+            timeout=30,
+            keys=keys,
         ) as bus:
             wait_until(
                 lambda: _all_up(bus, names), 30, "every actor to come up", ignore=(BusError,)

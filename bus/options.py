@@ -28,6 +28,12 @@ The rules:
   value never appears in a repr, an error message or ``redacted``), ``Example`` (shown when the
   key is missing) and ``FLATTEN`` (a dataclass field whose keys sit in the same table: an actor's
   options and its driver's settings are one flat table, built into two dataclasses).
+- A secret ``KEY`` may instead be given as ``KEY_file`` (a file holding it, which must not be
+  readable by other users; a trailing newline is dropped) or ``KEY_env`` (the name of an
+  environment variable holding it), so that passwords and tokens need not sit in the config:
+  ``password_file = "/etc/linebus/printer-password"``. At most one of the three; a required
+  secret is satisfied by any of them. Relative paths are taken from the working directory, as
+  the other paths of an actor's options.
 - Errors read ``<where>: <key> must be <what>, got <value>`` (secrets shown as ``***``),
   ``<where>: missing required <noun> 'key' (e.g. ...)`` and
   ``<where>: unknown <noun>(s) [...]; known: [...]``.
@@ -35,8 +41,11 @@ The rules:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import os
+import secrets
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -44,12 +53,15 @@ from pathlib import PurePath
 from typing import Annotated, Any, Literal, TypeVar, dataclass_transform
 
 from bus.errors import ConfigError
+from bus.security.files import mode_problem, write_private_file
 
 __all__ = [
     "FLATTEN",
     "NON_BLANK",
     "REDACTED",
     "SECRET",
+    "SECRET_ENV_SUFFIX",
+    "SECRET_FILE_SUFFIX",
     "Check",
     "Example",
     "NonNegativeSeconds",
@@ -62,6 +74,7 @@ __all__ = [
     "known_keys",
     "options",
     "redacted",
+    "secret_from_file",
 ]
 
 T = TypeVar("T")
@@ -203,12 +216,27 @@ def redacted(instance: object) -> dict[str, Any]:
     }
 
 
+#: The suffixes of the keys that give a secret from a file or an environment variable.
+SECRET_FILE_SUFFIX = "_file"
+SECRET_ENV_SUFFIX = "_env"
+
+
 def known_keys(cls: type) -> list[str]:
-    """The keys a table for ``cls`` may have (those of flattened fields included), sorted."""
+    """The keys a table for ``cls`` may have (those of flattened fields included, and the
+    ``_file``/``_env`` forms of secrets), sorted."""
     keys: list[str] = []
     for spec in _specs(cls):
-        keys.extend(known_keys(spec.tp) if spec.flatten else [spec.name])
+        if spec.flatten:
+            keys.extend(known_keys(spec.tp))
+        elif spec.secret:
+            keys.extend(_secret_keys(spec.name))
+        else:
+            keys.append(spec.name)
     return sorted(keys)
+
+
+def _secret_keys(name: str) -> tuple[str, str, str]:
+    return name, f"{name}{SECRET_FILE_SUFFIX}", f"{name}{SECRET_ENV_SUFFIX}"
 
 
 def from_table(cls: type[T], table: object, where: str, *, noun: str = "key") -> T:
@@ -238,13 +266,78 @@ def _build(cls: type[T], table: Mapping[str, Any], where: str, noun: str) -> T:
     for spec in _specs(cls):
         if spec.flatten:
             values[spec.name] = _build(spec.tp, table, where, noun)
+        elif spec.secret and (found := _secret_source(spec.name, table, where)) is not None:
+            values[spec.name] = _value(spec, found, where)
         elif spec.name in table:
             values[spec.name] = _value(spec, table[spec.name], where)
         elif spec.required:
             examples = [rule.text for rule in spec.rules if isinstance(rule, Example)]
             hint = f" (e.g. {examples[0]})" if examples else ""
+            if spec.secret:
+                _, file_key, env_key = _secret_keys(spec.name)
+                hint = f" (or {file_key!r}, {env_key!r}){hint}"
             raise ConfigError(f"{where}: missing required {noun} {spec.name!r}{hint}")
     return cls(**values)
+
+
+def _secret_source(name: str, table: Mapping[str, Any], where: str) -> Any:
+    """The value of secret ``name`` given as ``NAME_file`` or ``NAME_env``; None when it is given
+    as ``NAME`` (or not at all). The secret itself never appears in an error."""
+    value_key, file_key, env_key = _secret_keys(name)
+    given = [key for key in (value_key, file_key, env_key) if key in table]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give one of {given}, not several")
+    if file_key in table:
+        return _read_secret_file(table[file_key], f"{where}: {file_key}")
+    if env_key in table:
+        variable = table[env_key]
+        if not isinstance(variable, str) or not variable:
+            raise ConfigError(f"{where}: {env_key} must be the name of an environment variable")
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigError(f"{where}: {env_key} names ${variable}, which is not set or empty")
+        return value
+    return None
+
+
+def secret_from_file(path: str | os.PathLike[str], *, create: bool = False) -> str:
+    """The secret held in the file at ``path`` (as ``KEY_file`` reads it).
+
+    With ``create``, a missing file is first written with a new random secret, 0600 (what the
+    demo's simulators do for the device password and the provisioning token, so that no secret
+    sits in a config or a command line).
+
+    Raises:
+        ConfigError: the file is missing (without ``create``), unreadable, readable by other
+            users, empty or not UTF-8.
+    """
+    if create and not os.path.exists(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            write_private_file(path, secrets.token_urlsafe(18).encode() + b"\n")
+    return _read_secret_file(os.fspath(path), "secret file")
+
+
+def _read_secret_file(path: Any, where: str) -> str:
+    if not isinstance(path, (str, PurePath)) or not str(path):
+        raise ConfigError(f"{where} must be a path (a string)")
+    try:
+        with open(path, "rb") as handle:
+            problem = mode_problem(os.fstat(handle.fileno()).st_mode)
+            data = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: {path} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    if problem is not None:
+        raise ConfigError(f"{where}: {path} is {problem}; run: chmod 600 {path}")
+    try:
+        text = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(f"{where}: {path} is empty")
+    return text
 
 
 def _value(spec: _Spec, value: Any, where: str) -> Any:

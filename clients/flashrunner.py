@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Self
 
 from bus.client import Call, Client
 from bus.errors import BusError
-from clients._session import BusSession, connect_bus
+from clients._session import BusSession, connect_bus, sibling_client
 
 __all__ = [
     "FR_Comm_Exception",
@@ -446,9 +446,7 @@ class FR_Logger(BusSession):
 
         def run() -> None:
             try:
-                with Client(
-                    self._bus.endpoint, subscribe_endpoint=self._bus.subscribe_endpoint
-                ) as own:
+                with sibling_client(self._bus) as own:
                     reader = FR_Logger(own, self.service)
                     try:
                         reader.open(ready_timeout)

@@ -40,7 +40,7 @@ from typing import Any
 
 from bus.client import Call, Client
 from bus.errors import BusError
-from clients._session import BusSession, connect_bus
+from clients._session import BusSession, connect_bus, sibling_client
 
 __all__ = [
     "Compression",
@@ -276,11 +276,7 @@ class DeviceClient(BusSession):
         if self._closed:
             raise SpotflowError("the DeviceClient is closed", "closed")
         try:
-            with Client(
-                self._bus.endpoint,
-                subscribe_endpoint=self._bus.subscribe_endpoint,
-                timeout=self.timeout,
-            ) as own:
+            with sibling_client(self._bus, self.timeout) as own:
                 call: Call = own.start(
                     self.service, command, args, timeout=timeout or self.wait_timeout
                 )
@@ -306,11 +302,7 @@ class DeviceClient(BusSession):
 
         def run() -> None:
             try:
-                own = Client(
-                    self._bus.endpoint,
-                    subscribe_endpoint=self._bus.subscribe_endpoint,
-                    timeout=self.timeout,
-                )
+                own = sibling_client(self._bus, self.timeout)
                 with own, own.subscribe(f"{self.service}.desired") as sub:
                     sub.wait_ready()
                     current = DesiredProperties._from(

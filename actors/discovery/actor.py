@@ -197,13 +197,18 @@ class DiscoveryActor(Actor):
 
     async def _forward_presence(self) -> None:
         from bus.aio import AsyncClient
+        from bus.client import KeysArg
 
         endpoint = self.settings.endpoint
         # The line's own subscribe endpoint, unless the config names another.
         subscribe = self.config.subscribe or self.settings.subscribe_endpoint
+        # The actor's own identity on a secured line; plaintext otherwise (whatever the env says).
+        keys: KeysArg = self.settings.keys if self.settings.keys is not None else False
         while True:
             try:
-                async with AsyncClient(endpoint, subscribe_endpoint=subscribe, timeout=5.0) as bus:
+                async with AsyncClient(
+                    endpoint, subscribe_endpoint=subscribe, timeout=5.0, keys=keys
+                ) as bus:
                     sub = bus.subscribe("presence.")
                     await sub.wait_ready(10.0)
                     for row in await bus.services():  # the state before the first event

@@ -66,6 +66,7 @@ from actors.flux.sim_udp import UdpAnnouncer
 from actors.fluxfamily import crypto
 from actors.fluxfamily.datagram import DEFAULT_GROUP, DISCOVERY_PORT
 from actors.fluxfamily.manage_protocol import build_certificate
+from bus.options import secret_from_file
 
 __all__ = ["Faults", "FluxSimulator", "main"]
 
@@ -336,6 +337,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default="127.0.0.2", help="loopback address of this device")
     parser.add_argument("--name", default="flux-sim")
     parser.add_argument("--password", default="")
+    parser.add_argument(
+        "--password-file",
+        help="read the management password from this file instead (created 0600 with a random"
+        " password if missing): keeps it out of the command line",
+    )
     parser.add_argument("--robot-port", type=int, default=ROBOT_PORT)
     parser.add_argument("--manage-port", type=int, default=DISCOVERY_PORT)
     parser.add_argument("--udp-port", type=int, default=DISCOVERY_PORT)
@@ -399,10 +405,13 @@ async def _serve(args: argparse.Namespace) -> None:
         args.manage_port = args.manage_listen[1]
     if args.udp_listen:
         args.udp_port = args.udp_listen[1]
+    password = args.password
+    if args.password_file:
+        password = secret_from_file(args.password_file, create=True)
     simulator = FluxSimulator(
         address=args.address,
         name=args.name,
-        password=args.password,
+        password=password,
         robot_port=args.robot_port,
         manage_port=args.manage_port,
         udp_port=args.udp_port,

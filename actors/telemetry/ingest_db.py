@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from bus.security.files import ensure_private
+
 __all__ = ["IngestDatabase", "merge_patch"]
 
 _SCHEMA = """
@@ -72,6 +74,7 @@ class IngestDatabase:
     def __init__(
         self, path: str, *, token_ttl_s: float = 30 * 86400, workspace_id: str = "linebus"
     ) -> None:
+        ensure_private(path, create=True)  # it holds every device's registration token
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")  # the answer to an upload promises durability

@@ -32,6 +32,7 @@ import structlog
 from actors.telemetry.codec import decode_upload, decompress
 from actors.telemetry.ingest_db import IngestDatabase
 from bus.logs import configure_logging
+from bus.options import secret_from_file
 
 __all__ = ["IngestServer", "main"]
 
@@ -418,6 +419,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="accepted provisioning token (repeatable; none: accept any)",
     )
     parser.add_argument(
+        "--provisioning-token-file",
+        action="append",
+        default=[],
+        help="accepted provisioning token, read from this file (created 0600 with a random token"
+        " if missing; repeatable): keeps it out of the command line",
+    )
+    parser.add_argument(
         "--token-ttl-s", type=float, default=30 * 86400, help="registration token lifetime"
     )
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -431,11 +439,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.host, args.port = host, int(port)
     configure_logging()  # to stderr: stdout carries only the ready line
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)  # e.g. var/ on a fresh checkout
+    tokens = [
+        *args.provisioning_token,
+        *(secret_from_file(path, create=True) for path in args.provisioning_token_file),
+    ]
     server = IngestServer(
         args.db,
         host=args.host,
         port=args.port,
-        provisioning_tokens=args.provisioning_token,
+        provisioning_tokens=tokens,
         token_ttl_s=args.token_ttl_s,
     )
     done = threading.Event()

@@ -19,8 +19,9 @@ from pathlib import Path
 import structlog
 
 from bus.errors import StorageError
+from bus.security.files import ensure_private
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Database", "open_database"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Database", "make_private", "open_database"]
 
 log = structlog.get_logger()
 
@@ -213,10 +214,14 @@ def open_database(
     _check_magic(path)
     lock_fd = _lock(path)
     try:
+        make_private(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         os.close(lock_fd)
         raise StorageError(f"{path}: cannot open: {exc}") from exc
+    except BaseException:
+        os.close(lock_fd)
+        raise
     try:
         _inspect(conn, path, check=check)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -233,6 +238,26 @@ def open_database(
         os.close(lock_fd)
         raise
     return Database(conn, lock_fd, path)
+
+
+def make_private(path: Path) -> None:
+    """Create the store 0600 before SQLite opens it, or bring an existing one (and its journals)
+    to 0600: it holds the provisioning and registration tokens and every reading.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the mode of the database, so a store made private
+    before its first connection stays private with its journals.
+
+    Raises:
+        StorageError: the file's mode cannot be set (not our file, read-only filesystem).
+    """
+    try:
+        ensure_private(path, create=True)
+        for suffix in ("-wal", "-shm"):
+            journal = path.with_name(path.name + suffix)
+            if journal.exists():
+                ensure_private(journal)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot make it private (0600): {exc.strerror}") from exc
 
 
 def _check_magic(path: Path) -> None:

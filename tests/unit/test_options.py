@@ -232,6 +232,71 @@ class TestSecrets:
         assert shown["address"] == "10.0.0.5:502"
 
 
+class TestSecretSources:
+    """A secret may come from a file (``KEY_file``) or the environment (``KEY_env``) instead of
+    the config itself, so that passwords and tokens need not sit in the config file."""
+
+    def secret_file(self, tmp_path: Path, text: str = "s3cret\n", mode: int = 0o600) -> Path:
+        path = tmp_path / "token"
+        path.write_text(text)
+        path.chmod(mode)
+        return path
+
+    def test_from_a_file(self, tmp_path: Path) -> None:
+        """The file's text is the secret (a trailing newline dropped); the repr hides it."""
+        sample = build(token_file=str(self.secret_file(tmp_path)))
+        assert sample.token == "s3cret"
+        assert "s3cret" not in repr(sample)
+
+    def test_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SAMPLE_PIN", "4321")
+        assert build(pin_env="SAMPLE_PIN").pin == "4321"
+
+    def test_required_secret_by_any_source(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A required secret is satisfied by any of the three; the error names all three."""
+
+        @options
+        class Needs:
+            token: Secret
+
+        monkeypatch.setenv("NEEDS_TOKEN", "t")
+        assert from_table(Needs, {"token_env": "NEEDS_TOKEN"}, "n").token == "t"
+        with pytest.raises(ConfigError) as info:
+            from_table(Needs, {}, "n")
+        assert (
+            info.value.message == "n: missing required key 'token' (or 'token_file', 'token_env')"
+        )
+
+    def test_the_forms_are_known_keys(self) -> None:
+        assert {"token", "token_file", "token_env", "pin_file"} <= set(known_keys(Sample))
+
+    def test_refusals(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Two sources, a missing or empty file, a file others can read, an unset variable:
+        each refused with the file or variable named, never the secret."""
+        monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+        good = str(self.secret_file(tmp_path))
+        assert refused(token="x", token_file=good) == (
+            "thing t1: give one of ['token', 'token_file'], not several"
+        )
+        missing = tmp_path / "nope"
+        assert refused(token_file=str(missing)) == f"thing t1: token_file: {missing} not found"
+        open_file = tmp_path / "open"
+        open_file.write_text("s3cret")
+        open_file.chmod(0o644)
+        message = refused(token_file=str(open_file))
+        assert "chmod 600" in message and "s3cret" not in message
+        empty = tmp_path / "empty"
+        empty.write_text("\n")
+        empty.chmod(0o600)
+        assert refused(token_file=str(empty)) == f"thing t1: token_file: {empty} is empty"
+        assert refused(token_env="NOT_SET_ANYWHERE") == (
+            "thing t1: token_env names $NOT_SET_ANYWHERE, which is not set or empty"
+        )
+        assert refused(token_env=3) == (
+            "thing t1: token_env must be the name of an environment variable"
+        )
+
+
 # --- every actor reads its options through from_table ------------------------------------
 
 

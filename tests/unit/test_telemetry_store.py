@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,6 +71,29 @@ class TestSchema:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
+
+    def test_new_store_and_its_journals_are_private(
+        self, store: TelemetryStore, db_path: Path
+    ) -> None:
+        """The store holds the provisioning and registration tokens: it is created 0600, and
+        SQLite's -wal and -shm files take the same mode (issue 10)."""
+        store.append(msg(1))
+        files = [db_path, *(db_path.with_name(db_path.name + s) for s in ("-wal", "-shm"))]
+        assert all(path.exists() for path in files)
+        assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {0o600}
+
+    def test_existing_open_store_is_repaired(self, db_path: Path) -> None:
+        """A store left 0644 by an older version is brought to 0600 (journals too) on open."""
+        with TelemetryStore.open(str(db_path)) as opened:
+            opened.append(msg(1))
+        for path in (db_path, db_path.with_name(db_path.name + "-wal")):
+            if path.exists():
+                path.chmod(0o644)
+        with TelemetryStore.open(str(db_path)) as opened:
+            assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+            wal = db_path.with_name(db_path.name + "-wal")
+            assert not wal.exists() or stat.S_IMODE(wal.stat().st_mode) == 0o600
+            assert opened.pending_count() == 1
 
     def test_old_version_is_migrated_with_its_data(self, db_path: Path) -> None:
         """A version-1 file (no twin tables) opens migrated to the current version, messages kept."""

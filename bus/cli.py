@@ -199,32 +199,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from bus import config as config_mod
-    from bus.broker import Broker
+    from bus.broker import serve
 
-    line = config_mod.load(args.config) if args.config else config_mod.LineConfig()
-    cfg = line.broker
-    overrides = {
-        k: v
-        for k, v in (
-            ("command", args.bind),
-            ("publish", args.publish_bind),
-            ("subscribe", args.subscribe_bind),
-        )
-        if v
-    }
-    if overrides:
-        from dataclasses import replace
-
-        cfg = replace(cfg, **overrides)
-    # [security] too: CURVE, access lists and audit log; SIGHUP re-reads keys and access lists
-    # from the config file (as the privileged `reload` command of the broker does).
-    broker = Broker(cfg, security=line.security, config_path=args.config)
-    broker.start()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: broker.stop())
-    signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
-    broker.run()
+    # [broker] and [security] of the config (CURVE, access lists, audit log); SIGHUP re-reads
+    # keys and access lists from it, as the privileged `reload` command of the broker does.
+    serve(
+        args.config,
+        overrides={
+            "command": args.bind,
+            "publish": args.publish_bind,
+            "subscribe": args.subscribe_bind,
+        },
+    )
     return EXIT_OK
 
 

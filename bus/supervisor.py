@@ -309,6 +309,7 @@ class Supervisor:
                             continue
                 sys.stderr.buffer.write(raw)
                 sys.stderr.flush()
+            _close_pipe(stdout)  # the child is gone; a restart brings a pipe of its own
             done.set()
 
         threading.Thread(target=reader, name=f"stdout-{managed.name}", daemon=True).start()

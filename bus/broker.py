@@ -215,9 +215,21 @@ class Broker:
             curve=sec.curve,
             insecure=sec.insecure,
         )
-        if sec.curve:
-            self._start_security(sec)
+        try:
+            if sec.curve:
+                self._start_security(sec)
+            self._bind(cfg, sec)
+        except BaseException:
+            self._release()
+            raise
+        self._next_tick = self._clock() + cfg.heartbeat_s
+        self._started = True
+        log.info("broker_listening", **self.endpoints, pid=os.getpid(), curve=sec.curve)
+        return self.endpoints
+
+    def _bind(self, cfg: BrokerConfig, sec: SecurityConfig) -> None:
         router = self._ctx.socket(zmq.ROUTER)
+        self._router = router
         router.router_mandatory = 1  # a send to a gone peer raises instead of vanishing
         router.linger = 0
         router.maxmsgsize = cfg.max_message_bytes + protocol.MAX_HEADER_BYTES
@@ -226,7 +238,6 @@ class Broker:
             secure_server(router, self._keys, DOMAIN_COMMAND)
             self._drain_router = self._drain_secure
         router.bind(cfg.command)
-        self._router = router
         self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
         self._poller = zmq.Poller()
         self._poller.register(router, zmq.POLLIN)
@@ -247,10 +258,24 @@ class Broker:
             **self._events.start(),
         }
         self._pub = self._events.publisher()
-        self._next_tick = self._clock() + cfg.heartbeat_s
-        self._started = True
-        log.info("broker_listening", **self.endpoints, pid=os.getpid(), curve=sec.curve)
-        return self.endpoints
+
+    def _release(self) -> None:
+        """Close what a failed ``start()`` opened (and the context, if it is the broker's)."""
+        events: EventPath | None = getattr(self, "_events", None)
+        if events is not None:
+            events.close()
+        for name in ("_pub", "_monitor", "_router"):
+            sock: zmq.Socket[bytes] | None = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+        if self._zap is not None:
+            self._zap.close()
+        if self._audit is not None:
+            with contextlib.suppress(StorageError):
+                self._audit.close()
+        self.endpoints = {}
+        if self._own_ctx:
+            self._ctx.term()
 
     def _start_security(self, sec: SecurityConfig) -> None:
         """Load the broker key, the known keys, the access list and the audit log, and start
@@ -261,7 +286,12 @@ class Broker:
         for name in sorted(acl.unlisted(ring.names)):
             log.warning("acl_names_unknown_identity", identity=name, hint="a typo, or no key yet?")
         if sec.audit_log is not None:
-            sec.audit_log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                sec.audit_log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"audit log {sec.audit_log}: cannot create its directory: {exc.strerror}"
+                ) from None
             self._audit = AuditLog(
                 sec.audit_log, fsync=sec.audit_fsync, fsync_interval_s=sec.audit_fsync_interval_s
             )
@@ -928,6 +958,12 @@ class Broker:
             self._on_send_failure(entry, exc)
 
     def _tick(self, now: float) -> None:
+        self._rejects.tick()  # the summary of a finished window of suppressed log lines
+        if self._audit is not None:
+            try:
+                self._audit.flush()  # "interval": a power cut loses at most about one tick
+            except StorageError as exc:
+                log.error("audit_log_failed", error=exc.message)
         timeout = self.config.heartbeat_timeout_s
         for entry in self.directory.up():
             if now - entry.last_seen > timeout:

@@ -21,11 +21,12 @@ from typing import Any
 
 import msgpack
 import pytest
+import structlog
 import zmq
 
 from bus import protocol
 from bus.broker import Broker
-from bus.config import BrokerConfig
+from bus.config import BrokerConfig, SecurityConfig
 from bus.directory import DOWN, UP
 from bus.errors import BusError, from_wire
 from bus.testing import free_port
@@ -64,7 +65,7 @@ class Clock:
 class Line:
     """A started in-process broker, the clock it runs on, and the sockets a test connects."""
 
-    def __init__(self, ctx: Context, **config: Any) -> None:
+    def __init__(self, ctx: Context, security: SecurityConfig | None = None, **config: Any) -> None:
         tag = os.urandom(4).hex()
         settings: dict[str, Any] = {
             "command": f"inproc://command-{tag}",
@@ -75,7 +76,7 @@ class Line:
         self.ctx = ctx
         self.config = BrokerConfig(**settings)
         self.clock = Clock()
-        self.broker = Broker(self.config, ctx, clock=self.clock)
+        self.broker = Broker(self.config, ctx, clock=self.clock, security=security)
         self.broker.start()
         self.sockets: list[zmq.Socket[bytes]] = []
         self._ids = itertools.count(1)
@@ -712,6 +713,30 @@ class TestInvalidVectors:
         codes = [error(line.header(client))[1] for _ in refused]
         assert codes == [v["error"]["code"] for v in refused]
         assert line.call(client, "ping")["pong"] is True
+
+
+class TestRejectedInputLog:
+    def test_a_flood_of_garbage_writes_a_bounded_log(self, ctx: Context) -> None:
+        """2000 malformed messages: each is answered and counted, but the log gets the first
+        reject_log_limit lines in full, then one summary line with the count, when the window
+        closes (the broker's tick writes it)."""
+        with structlog.testing.capture_logs() as logs:
+            line = Line(ctx, SecurityConfig(reject_log_limit=5, reject_log_window_s=0.05))
+            try:
+                client = line.dealer()
+                for _ in range(2000):
+                    client.send(b"\xc1 not msgpack")
+                line.pump(lambda: line.broker.dropped["malformed"] == 2000, "every drop counted")
+                time.sleep(0.06)
+                line.clock.advance(line.config.heartbeat_s)
+                line.broker.run_once(0)
+            finally:
+                line.close()
+        rejected = [e for e in logs if e["event"] == "message_rejected"]
+        summaries = [e for e in logs if e["event"] == "rejected_input_suppressed"]
+        assert len(rejected) == 5 and rejected[0]["reason"] == "malformed"
+        assert [s["suppressed"] for s in summaries] == [1995]
+        assert summaries[0]["reasons"] == {"malformed": 1995}
 
 
 class TestMalformedAndOversized:

@@ -11,6 +11,7 @@ probe storm a flood of refused handshakes used to cause.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -718,3 +719,28 @@ class TestStartup:
         with pytest.raises(KeyFileError):
             broker.start()
         assert broker.endpoints == {}
+
+    def test_failed_bind_releases_what_start_opened(self, tmp_path: Path) -> None:
+        """The command port is taken: start() raises, and closes the ZAP handler, the audit
+        log and its own context (no socket left for the garbage collector to warn about)."""
+        generate_keypair(tmp_path / "keys", "broker")
+        taken: zmq.Context[Any] = zmq.Context()
+        holder = taken.socket(zmq.ROUTER)
+        try:
+            port = holder.bind_to_random_port("tcp://127.0.0.1")
+            security = SecurityConfig(
+                key=tmp_path / "keys" / "broker.key_secret",
+                keys=tmp_path / "keys",
+                audit_log=tmp_path / "audit.jsonl",
+            )
+            config = BrokerConfig(
+                command=f"tcp://127.0.0.1:{port}", publish="inproc://p3", subscribe="inproc://s3"
+            )
+            broker = Broker(config, security=security)
+            with pytest.raises(zmq.ZMQError):
+                broker.start()
+            assert broker._ctx.closed
+            gc.collect()
+        finally:
+            holder.close(linger=0)
+            taken.term()

@@ -1,4 +1,4 @@
-"""A secured broker as a real process (``bus.broker.serve`` on a config with ``[security]``), an
+"""A secured broker as a real process (``linebus broker --config`` with ``[security]``), an
 echo actor process with its own key, and peers in the test with keys of their own.
 
 Refused on each of the three sockets: no key, a wrong key (the broker's key is not the one the
@@ -91,9 +91,7 @@ class SecuredLine:
         )
 
     def start(self) -> None:
-        self.broker = self.processes.start(
-            "-c", "import sys; from bus.broker import serve; serve(sys.argv[1])", str(self.config)
-        )
+        self.broker = self.processes.start("-m", "bus.cli", "broker", "--config", str(self.config))
         with self.client("alice", timeout=0.5) as client:
             wait_until(lambda: _pings(client), scaled(15), "the secured broker to answer")
 

@@ -681,17 +681,12 @@ class Broker:
             self._route_request(ident, frame, header, frames)
             return
         args = self._summarize(header, frame, frames)
-        if self._audit_failed and not self._record(
-            user, service, command, args, "storage_error", msg_id, "audit log failing"
-        ):
-            # Fail closed: no privileged call runs unrecorded while the audit log cannot be written.
-            self._error(
-                ident,
-                msg_id,
-                "storage_error",
-                "the audit log cannot be written; privileged calls are refused until it can",
-                "audit_failed",
-            )
+        if self._audit_failed:
+            # Fail closed: no privileged call runs while the audit log cannot be written. The
+            # refusal is recorded if it can be, and a record that succeeds ends the failure.
+            text = "the audit log cannot be written; privileged calls are refused until it can"
+            self._error(ident, msg_id, "storage_error", text, "audit_failed")
+            self._record(user, service, command, args, "storage_error", msg_id, text)
             return
         self._caller = user
         try:

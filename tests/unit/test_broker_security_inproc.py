@@ -376,6 +376,24 @@ class TestCalls:
         assert error_code(line.header(alice)) == "unavailable"
         assert [r.outcome for r in line.audit()] == ["device_fault", "unavailable"]
 
+    def test_failing_audit_log_refuses_privileged_calls(self, line: SecureLine) -> None:
+        """Once a record cannot be written, privileged calls are refused with storage_error
+        (nothing reaches the actor) until one can; unprivileged calls go on."""
+        fr1 = line.actor("fr1", info=FR_INFO)
+        alice = line.dealer("alice")
+        assert line.broker._audit is not None
+        line.broker._audit.close()  # every record now fails
+        first = line.request(alice, "fr1", "FR_Run")
+        line.recv(fr1)
+        fr1.send_multipart(protocol.encode_reply(first, 1))
+        line.recv(alice)  # its record failed: from now on, refused
+        line.request(alice, "fr1", "FR_Run")
+        assert error_code(line.header(alice)) == "storage_error"
+        assert line.sync(fr1) == []
+        line.request(alice, "fr1", "FR_GetInfo")
+        line.recv(fr1)
+        assert line.call(alice, "stats")["security"]["audit_failing"] is True
+
     def test_call_rules_and_config_privileged(self, make_line: Callable[..., SecureLine]) -> None:
         """Identity call rules with "!" entries, and commands the config makes privileged."""
         line = make_line(

@@ -9,8 +9,12 @@ the demo's helpers) without starting processes. Every wait is bounded by ``WAIT_
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import threading
 from collections.abc import Callable
+
+import structlog
 
 from bus.actor import ActorSettings
 from bus.broker import Broker
@@ -51,7 +55,18 @@ class ActorThread(threading.Thread):
 
     def __init__(self, name: str, broker: BrokerThread) -> None:
         super().__init__(name=f"test-actor-{name}", daemon=True)
-        self.actor = EchoActor(name)
+        # The actor binds its logger when it is made, to the stream configured then: make it
+        # with one that lasts (the process's stderr, warnings and above), never a test's
+        # captured stream, which is closed when that test ends.
+        saved = structlog.get_config()
+        structlog.configure(
+            logger_factory=structlog.PrintLoggerFactory(sys.__stderr__),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        )
+        try:
+            self.actor = EchoActor(name)
+        finally:
+            structlog.configure(**saved)
         self.settings = ActorSettings(
             broker.command, broker.endpoints["publish"], heartbeat_timeout_s=30.0
         )

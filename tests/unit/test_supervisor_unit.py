@@ -2,11 +2,11 @@
 capped back-off, giving up on a flapping process, and the ordered stop with SIGKILL for what
 outlives ``stop_timeout_s``.
 
-The supervisor runs every child as ``PYTHON -m MODULE ARGS``; here ``PYTHON`` is a small shell
-script that plays the child named by its arguments with the behaviour the test wrote for it
-(serve until SIGTERM, crash, print a ready line, ignore SIGTERM), and records each start and
-each orderly stop in an events file. The broker the supervisor waits for is an in-process one
-(``inproc_line.BrokerThread``). No child is a Python interpreter, so each starts in
+The supervisor runs every child as ``PYTHON -m MODULE ARGS``; here ``PYTHON`` is the stand-in
+interpreter of ``stand_in.Children``, a shell script that plays each child with the behaviour
+the test wrote for it (serve until SIGTERM, crash, print a ready line, ignore SIGTERM) and
+records each start and each orderly stop. The broker the supervisor waits for is an in-process
+one (``inproc_line.BrokerThread``). No child is a Python interpreter, so each starts in
 milliseconds; every wait is bounded.
 """
 
@@ -28,73 +28,7 @@ from bus.errors import ConfigError, DeadlineExceeded
 from bus.supervisor import BACKOFF, FAILED, RUNNING, STOPPED, ManagedProcess, Supervisor
 from bus.testing import free_port, wait_until
 from tests.unit.inproc_line import WAIT_S, BrokerThread
-
-#: The stand-in interpreter. ``-m bus.cli broker ...`` plays "broker", ``-m bus.cli actor CONFIG
-#: NAME`` plays NAME, ``-m MODULE ...`` plays MODULE (the tests name simulators after their
-#: module); each sources ``NAME.sh`` from its directory.
-INTERPRETER = """#!/bin/sh
-dir='{dir}'
-log="$dir/events"
-case "$2 $3" in
-    "bus.cli broker") name=broker ;;
-    "bus.cli actor") name=$5 ;;
-    *) name=$2 ;;
-esac
-echo "start $name" >> "$log"
-. "$dir/$name.sh"
-"""
-
-#: Run until SIGTERM, then record the stop and exit 0 ("serving" once SIGTERM is handled). The
-#: sleep does not hold the child's stdout: a simulator's pipe ends with the shell.
-SERVE = """trap 'echo "stop $name" >> "$log"; kill $child; exit 0' TERM
-sleep 30 >/dev/null & child=$!
-echo "serving $name" >> "$log"
-wait $child
-"""
-#: Exit at once with code 3.
-CRASH = "exit 3\n"
-#: A simulator: a line of chatter, the ready line, then serve.
-READY = (
-    """echo "warming up"
-echo '{"event": "ready", "port": 21234, "logger": "sim"}'
-"""
-    + SERVE
-)
-#: Ignore SIGTERM (and say so once it does).
-STUBBORN = """trap '' TERM
-echo "stubborn $name" >> "$log"
-exec sleep 30
-"""
-
-
-class Children:
-    """The stand-in interpreter and what its children did."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.python = root / "python"
-        self.python.write_text(INTERPRETER.format(dir=root))
-        self.python.chmod(0o755)
-        (root / "events").write_text("")
-
-    def behave(self, **scripts: str) -> None:
-        for name, script in scripts.items():
-            (self.root / f"{name}.sh").write_text(script)
-
-    def events(self) -> list[str]:
-        return (self.root / "events").read_text().splitlines()
-
-    def starts(self, name: str) -> int:
-        return self.events().count(f"start {name}")
-
-    def wait(self, *events: str) -> None:
-        """Wait until the events file holds each of ``events`` (repeats count)."""
-
-        def seen() -> bool:
-            now = self.events()
-            return all(now.count(e) >= events.count(e) for e in events)
-
-        wait_until(seen, WAIT_S, lambda: f"{events} in {self.events()}", interval=0.005)
+from tests.unit.stand_in import CRASH, READY, SERVE, STUBBORN, Children
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,14 @@
 """Which commands each actor kind declares privileged (issue 10): those that change a device,
 its files, its firmware, its trust or its credentials, and telemetry writes. On a secured line
-only the operators may call them, and every call is audited; read-only commands stay open."""
+only the operators may call them, and every call is audited; read-only commands stay open.
+And the actors' secrets (device passwords, provisioning tokens): from a file or the environment,
+never in the actor's options or description."""
 
 from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +138,55 @@ def test_describe_says_privileged(kind: str) -> None:
     flags = {name: spec.describe()["privileged"] for name, spec in cls.commands.items()}
     assert {name for name, flag in flags.items() if flag} == EXPECTED[kind][1]
     assert all(isinstance(flag, bool) for flag in flags.values())
+
+
+# --- secrets from files and the environment, never shown ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "options", "secret_key", "attribute"),
+    [
+        ("actors.flux.actor", {"host": "127.0.0.1"}, "password", "password"),
+        ("actors.discovery.actor", {}, "password", "password"),
+        (
+            "actors.telemetry.actor",
+            {"db": "t.db", "instance_url": "http://127.0.0.1:1"},
+            "provisioning_token",
+            "",
+        ),
+    ],
+)
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_actor_secrets_from_a_file_or_the_environment(
+    module: str,
+    options: dict[str, str],
+    secret_key: str,
+    attribute: str,
+    source: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every kind's password or token may come from ``<key>_file`` or ``<key>_env``: the actor
+    gets the secret, and neither its options nor its description hold it."""
+    secret = f"s3cret-{secrets.token_hex(8)}"
+    if source == "file":
+        path = tmp_path / "secret"
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+        given = {f"{secret_key}_file": str(path)}
+    else:
+        monkeypatch.setenv("ACTOR_SECRET", secret)
+        given = {f"{secret_key}_env": "ACTOR_SECRET"}
+    monkeypatch.chdir(tmp_path)  # the telemetry store goes here
+    actor = actor_class(module)("a1", {**options, **given})
+    try:
+        if attribute:
+            assert getattr(actor, attribute) == secret
+        else:
+            assert actor.config.forwarder.provisioning_token == secret
+        shown = json.dumps([actor.options, actor._description()], default=str)
+        assert secret not in shown
+    finally:
+        writer = getattr(actor, "_writer", None)
+        if writer is not None:
+            writer.shutdown()

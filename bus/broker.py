@@ -178,7 +178,9 @@ class Broker:
         self._next_tick = 0.0
         self._rejects = RejectLog(
             log.warning,
-            SummarizingLimiter(self.security.reject_log_limit, self.security.reject_log_window_s),
+            SummarizingLimiter(
+                self.security.reject_log_limit, self.security.reject_log_window_s, clock=clock
+            ),
         )
         # Probes after a closed connection (see _on_monitor_event).
         self._failed_handshakes = 0

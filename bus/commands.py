@@ -14,6 +14,7 @@ import inspect
 import time
 import types
 import typing
+from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_origin, overload
@@ -173,7 +174,7 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if origin is Literal:
         return value in get_args(tp), value
-    if origin in (list, tuple, typing.Sequence):  # typing.List[X] has origin list
+    if origin in (list, tuple, abc.Sequence):  # List[X] and Sequence[X] have these origins
         if not isinstance(value, list):
             return False, value
         (item_tp, *_) = get_args(tp) or (Any,)
@@ -186,7 +187,7 @@ def _check(value: Any, tp: Any) -> tuple[bool, Any]:
                 return False, value
             out.append(converted)
         return True, out
-    if origin in (dict, typing.Mapping):  # typing.Dict[K, V] has origin dict
+    if origin in (dict, abc.Mapping):  # Dict[K, V] and Mapping[K, V] have these origins
         if not isinstance(value, dict):
             return False, value
         _, val_tp = get_args(tp) or (Any, Any)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pytest
@@ -70,6 +71,10 @@ ACCEPTED = [
 
 # (annotation, value) that do not.
 REJECTED = [
+    (Sequence[int], [1, "2"]),
+    (Sequence[int], "12"),
+    (Mapping[str, int], {"a": "1"}),
+    (Mapping[str, int], [("a", 1)]),
     (int, True),
     (int, "3"),
     (int, 3.0),

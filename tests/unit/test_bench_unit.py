@@ -220,6 +220,7 @@ class TestRoundTrips:
         figures = bench._bus_round_trips(line.command, 20, 1, bench.SMALL, name=SERVICE)
         assert line.actor.actor.calls == calls + 50 + 20
         assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["per_s"] > 0
+        assert figures["replied"] == 1.0  # every answer was the payload echoed
 
     def test_bus_window_with_bytes(self, line: Line) -> None:
         """A bytes payload goes to ``length`` (the bulk pattern), through a window of 4."""
@@ -227,4 +228,5 @@ class TestRoundTrips:
         payload = msgpack.packb(bench.SMALL) * 10
         figures = bench._bus_round_trips(line.command, 20, 4, payload, name=SERVICE)
         assert line.actor.actor.calls == calls + 50  # the warm-up echoes; the rest were `length`
-        assert figures.keys() == {"per_s"} and figures["per_s"] > 0
+        assert figures.keys() == {"per_s", "replied"} and figures["per_s"] > 0
+        assert figures["replied"] == 1.0  # every answer was the payload's length

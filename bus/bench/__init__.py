@@ -12,7 +12,8 @@ only ratios measured together mean anything:
   e. broker resident memory with 200 connected actors.
 
 Each party runs in its own process. Each pattern runs raw and linebus alternately three times and
-reports the median of each. Options: ``--quick`` (smaller counts), ``--json``.
+reports the median of each. Options: ``--quick`` (smaller counts), ``--json``, ``--security``
+(instead of the above: CURVE off vs on and the event paths of secured lines, ``bus.bench.security``).
 """
 
 from __future__ import annotations
@@ -26,31 +27,69 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 import zmq
+
+if TYPE_CHECKING:
+    from bus.client import ClientKeys
 
 SMALL = {"channel": 3, "value": 21.5, "unit": "C", "ok": True}
 BULK_SIZE = 16 * 1024 * 1024
 SMALL_BODY = msgpack.packb(SMALL)
 
 
+class RawCurve(NamedTuple):
+    """CURVE keys for the raw pyzmq patterns (``--security``): the proxy's pair, and one pair
+    every other peer uses. No ZAP handler: libzmq then lets any client key in, so what this
+    measures is the encryption alone."""
+
+    server_public: bytes
+    server_secret: bytes
+    client_public: bytes
+    client_secret: bytes
+
+    @classmethod
+    def generate(cls) -> RawCurve:
+        """Two new key pairs."""
+        return cls(*zmq.curve_keypair(), *zmq.curve_keypair())
+
+    def server(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` (before bind) a CURVE server."""
+        sock.curve_server = True
+        sock.curve_publickey = self.server_public
+        sock.curve_secretkey = self.server_secret
+
+    def client(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` (before connect) a CURVE client of the proxy."""
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.client_public
+        sock.curve_secretkey = self.client_secret
+
+
 # --- child processes ---------------------------------------------------------------------------
 
 
-def _raw_proxy(front: str, back: str) -> None:
+def _raw_proxy(front: str, back: str, curve: RawCurve | None = None) -> None:
     ctx = zmq.Context()
     f = ctx.socket(zmq.ROUTER)
-    f.bind(front)
     b = ctx.socket(zmq.DEALER)
+    if curve is not None:
+        curve.server(f)
+        curve.server(b)
+    f.bind(front)
     b.bind(back)
     zmq.proxy(f, b)
 
 
-def _raw_worker(back: str) -> None:
+def _raw_worker(back: str, curve: RawCurve | None = None) -> None:
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
+    if curve is not None:
+        curve.client(s)
     s.connect(back)
     while True:
         frames = s.recv_multipart()
@@ -64,24 +103,33 @@ def _raw_worker(back: str) -> None:
         s.send_multipart(frames)
 
 
-def _raw_event_proxy(xsub: str, xpub: str) -> None:
+def _raw_event_proxy(xsub: str, xpub: str, curve: RawCurve | None = None) -> None:
     ctx = zmq.Context()
     a = ctx.socket(zmq.XSUB)
     a.rcvhwm = 100_000
-    a.bind(xsub)
     b = ctx.socket(zmq.XPUB)
     b.sndhwm = 100_000
+    if curve is not None:
+        curve.server(a)
+        curve.server(b)
+    a.bind(xsub)
     b.bind(xpub)
     zmq.proxy(a, b)
 
 
-def _actor(command: str, publish: str, count: int = 1, name: str = "bench") -> None:
+def _actor(
+    command: str,
+    publish: str,
+    count: int = 1,
+    name: str = "bench",
+    keys: ClientKeys | None = None,
+) -> None:
     from bus.actor import ActorSettings
     from bus.logs import configure_logging
     from bus.testing import EchoActor
 
     configure_logging(level="warning")
-    settings = ActorSettings(command, publish)
+    settings = ActorSettings(command, publish, keys=keys)
 
     async def main() -> None:
         actors = [EchoActor(name if count == 1 else f"{name}{i}") for i in range(count)]
@@ -90,10 +138,14 @@ def _actor(command: str, publish: str, count: int = 1, name: str = "bench") -> N
     asyncio.run(main())
 
 
-def _raw_publisher(xsub: str, n: int, go: Any, subs: int, ready: Any) -> None:
+def _raw_publisher(
+    xsub: str, n: int, go: Any, subs: int, ready: Any, curve: RawCurve | None = None
+) -> None:
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.sndhwm = 100_000
+    if curve is not None:
+        curve.client(pub)
     pub.connect(xsub)
     # Warm up until every subscriber has seen an event, then send the measured burst.
     while ready.value < subs:
@@ -107,11 +159,13 @@ def _raw_publisher(xsub: str, n: int, go: Any, subs: int, ready: Any) -> None:
         time.sleep(0.01)
 
 
-def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any) -> None:
+def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any, curve: RawCurve | None = None) -> None:
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.rcvhwm = 100_000
     sub.subscribe(b"")
+    if curve is not None:
+        curve.client(sub)
     sub.connect(xpub)
     while True:
         if "warmup" in msgpack.unpackb(sub.recv()):
@@ -132,11 +186,18 @@ def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any) -> None:
     out.put((got, start, last))
 
 
-def _bus_subscriber(command: str, subscribe: str, n: int, ready: Any, out: Any) -> None:
+def _bus_subscriber(
+    command: str,
+    subscribe: str,
+    n: int,
+    ready: Any,
+    out: Any,
+    keys: ClientKeys | None = None,
+) -> None:
     from bus.client import Client
 
     with (
-        Client(command, subscribe_endpoint=subscribe) as client,
+        Client(command, subscribe_endpoint=subscribe, keys=keys or False) as client,
         client.subscribe("bench.", timeout=30) as sub,
     ):
         sub.wait_ready(timeout=20)
@@ -164,9 +225,13 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _raw_round_trips(front: str, n: int, inflight: int, payload: Any) -> dict[str, float]:
+def _raw_round_trips(
+    front: str, n: int, inflight: int, payload: Any, curve: RawCurve | None = None
+) -> dict[str, float]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
+    if curve is not None:
+        curve.client(s)
     s.connect(front)
     body = msgpack.packb(payload) if not isinstance(payload, bytes) else payload
     for _ in range(50):  # warm-up
@@ -193,13 +258,25 @@ def _raw_round_trips(front: str, n: int, inflight: int, payload: Any) -> dict[st
 
 
 def _bus_round_trips(
-    command: str, n: int, inflight: int, payload: Any, name: str = "bench"
+    command: str,
+    n: int,
+    inflight: int,
+    payload: Any,
+    name: str = "bench",
+    keys: ClientKeys | None = None,
 ) -> dict[str, float]:
+    """``n`` calls of ``echo`` (or ``length`` for a bytes payload), ``inflight`` outstanding.
+
+    Besides the rate, ``replied`` is the share of calls whose answer was the expected one (the
+    payload echoed, or its length): every reply is counted, not only timed.
+    """
     from bus.client import Client
 
     key = "data" if isinstance(payload, bytes) else "value"
     cmd = "length" if isinstance(payload, bytes) else "echo"
-    with Client(command, timeout=60) as client:
+    expected = len(payload) if isinstance(payload, bytes) else payload
+    replied = 0
+    with Client(command, timeout=60, keys=keys or False) as client:
         for _ in range(50):
             client.call(name, "echo", value=SMALL)
         latencies: list[float] = []
@@ -207,16 +284,16 @@ def _bus_round_trips(
         if inflight == 1:
             for _ in range(n):
                 t = time.perf_counter()
-                client.call(name, cmd, {key: payload})
+                replied += client.call(name, cmd, {key: payload}) == expected
                 latencies.append(time.perf_counter() - t)
         else:
             window = [client.start(name, cmd, {key: payload}) for _ in range(inflight)]
             for i in range(n):
-                window.pop(0).result()
+                replied += window.pop(0).result() == expected
                 if i + inflight < n:
                     window.append(client.start(name, cmd, {key: payload}))
         elapsed = time.perf_counter() - start
-    return _summary(n, elapsed, latencies)
+    return {**_summary(n, elapsed, latencies), "replied": replied / n}
 
 
 def _summary(n: int, elapsed: float, latencies: list[float]) -> dict[str, float]:
@@ -227,7 +304,17 @@ def _summary(n: int, elapsed: float, latencies: list[float]) -> dict[str, float]
     return result
 
 
-def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str, float]:
+def _events(
+    kind: str,
+    endpoints: dict[str, str],
+    n: int,
+    subs: int,
+    keys: ClientKeys | None = None,
+    curve: RawCurve | None = None,
+) -> dict[str, float]:
+    """``n`` events to ``subs`` subscriber processes: raw pyzmq (``kind`` "raw", through the
+    endpoints ``xsub``/``xpub``, CURVE clients of ``curve`` if given) or linebus (the ``bench``
+    actor's ``emit``, through ``command``/``subscribe``, with ``keys`` on a secured line)."""
     ctx = mp.get_context("spawn")
     ready = ctx.Value("i", 0)
     out: Any = ctx.Queue()
@@ -237,12 +324,16 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
         for _ in range(subs):
             procs.append(
                 ctx.Process(
-                    target=_raw_subscriber, args=(endpoints["xpub"], n, ready, out), daemon=True
+                    target=_raw_subscriber,
+                    args=(endpoints["xpub"], n, ready, out, curve),
+                    daemon=True,
                 )
             )
         procs.append(
             ctx.Process(
-                target=_raw_publisher, args=(endpoints["xsub"], n, go, subs, ready), daemon=True
+                target=_raw_publisher,
+                args=(endpoints["xsub"], n, go, subs, ready, curve),
+                daemon=True,
             )
         )
         for p in procs:
@@ -255,14 +346,14 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
             procs.append(
                 ctx.Process(
                     target=_bus_subscriber,
-                    args=(endpoints["command"], endpoints["subscribe"], n, ready, out),
+                    args=(endpoints["command"], endpoints["subscribe"], n, ready, out, keys),
                     daemon=True,
                 )
             )
         for p in procs:
             p.start()
         wait_until(lambda: ready.value >= subs, 60, f"{subs} subscribers ready")
-        with Client(endpoints["command"], timeout=120) as client:
+        with Client(endpoints["command"], timeout=120, keys=keys or False) as client:
             client.call("bench", "emit", event="reading", count=n, data=SMALL)
             for _ in range(50):
                 client.call("bench", "emit", event="end", count=1)
@@ -285,13 +376,22 @@ def _events(kind: str, endpoints: dict[str, str], n: int, subs: int) -> dict[str
 REPEATS = 3
 
 
-def _paired(raw: Any, bus: Any) -> dict[str, Any]:
+Measure = Callable[[], dict[str, float]]
+
+
+def _paired(raw: Measure, bus: Measure) -> dict[str, Any]:
     """Run raw and bus alternately REPEATS times and keep the median run of each, so a burst of
     load from elsewhere on the machine hits both alike and a single outlier does not decide."""
-    runs: dict[str, list[dict[str, float]]] = {"raw": [], "bus": []}
+    return _alternate({"raw": raw, "bus": bus})
+
+
+def _alternate(sides: dict[str, Measure]) -> dict[str, Any]:
+    """Run every side once, in order, REPEATS times over; keep the median run of each side
+    (ranked by MB/s or per second) with the list of all its runs."""
+    runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     for _ in range(REPEATS):
-        runs["raw"].append(raw())
-        runs["bus"].append(bus())
+        for side, measure in sides.items():
+            runs[side].append(measure())
     out: dict[str, Any] = {}
     for side, samples in runs.items():
         metric = "MB_per_s" if "MB_per_s" in samples[0] else "per_s"
@@ -309,27 +409,13 @@ def _broker_rss_with_actors(ctx: Any, port: int, count: int) -> float:
         name: f"tcp://127.0.0.1:{port + i}"
         for i, name in enumerate(("command", "publish", "subscribe"))
     }
-    broker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bus.cli",
-            "broker",
-            "--bind",
-            ep["command"],
-            "--publish-bind",
-            ep["publish"],
-            "--subscribe-bind",
-            ep["subscribe"],
-        ],
-        env={**os.environ, "LINEBUS_LOG_LEVEL": "error"},
-    )
+    broker = _broker_process(ep)
     many = ctx.Process(
         target=_actor, args=(ep["command"], ep["publish"], count, "idle"), daemon=True
     )
     many.start()
     try:
-        with Client(ep["command"], timeout=2) as client:
+        with Client(ep["command"], timeout=2, keys=False) as client:
             wait_until(
                 lambda: sum(1 for s in client.services() if s["state"] == "up") >= count,
                 60,
@@ -342,6 +428,18 @@ def _broker_rss_with_actors(ctx: Any, port: int, count: int) -> float:
         many.join(5)
         broker.terminate()
         broker.wait(10)
+
+
+def _broker_process(ep: dict[str, str], config: Path | None = None) -> subprocess.Popen[bytes]:
+    """The real ``linebus broker`` on the endpoints ``ep`` (``command``, ``publish``,
+    ``subscribe``), with the ``[security]`` of ``config`` if given; it logs errors only (200
+    actors leaving would flood the output)."""
+    args = [sys.executable, "-m", "bus.cli", "broker"]
+    if config is not None:
+        args += ["--config", str(config)]
+    args += ["--bind", ep["command"], "--publish-bind", ep["publish"]]
+    args += ["--subscribe-bind", ep["subscribe"]]
+    return subprocess.Popen(args, env={**os.environ, "LINEBUS_LOG_LEVEL": "error"})
 
 
 def _rss_mb(pid: int) -> float:
@@ -378,31 +476,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         ctx.Process(target=_actor, args=(bus["command"], bus["publish"]), daemon=True),
     ]
     # The broker is the real `linebus broker` command, so its memory figure is the product's.
-    broker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bus.cli",
-            "broker",
-            "--bind",
-            bus["command"],
-            "--publish-bind",
-            bus["publish"],
-            "--subscribe-bind",
-            bus["subscribe"],
-        ],
-        env={
-            **os.environ,
-            "LINEBUS_LOG_LEVEL": "error",
-        },  # 200 actors leaving would flood the output
-    )
+    broker = _broker_process(bus)
     for p in procs:
         p.start()
     broker_pid = broker.pid
     from bus.client import Client
     from bus.testing import wait_until
 
-    with Client(bus["command"], timeout=2) as client:
+    with Client(bus["command"], timeout=2, keys=False) as client:
         wait_until(
             lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
             30,
@@ -500,9 +581,21 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smaller counts (a minute instead of several)"
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    parser.add_argument(
+        "--security",
+        action="store_true",
+        help="instead: what CURVE and the access list cost (four lines, CURVE off and on, "
+        "C proxy and checked event paths; a few minutes)",
+    )
     args = parser.parse_args(argv)
-    results = run(quick=args.quick)
-    print(report(results))
+    if args.security:
+        from bus.bench import security
+
+        results = security.run(quick=args.quick)
+        print(security.report(results))
+    else:
+        results = run(quick=args.quick)
+        print(report(results))
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -132,6 +132,7 @@ class SandboxSSHServer:
         with self._lock:
             transports, self._transports = self._transports, []
             sockets, self._sockets = self._sockets, []
+        transports = [transport for transport in transports if transport.is_active()]
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

@@ -303,8 +303,8 @@ class RemoteLabSimulator:
     def start(self) -> None:
         """Serve from a background thread."""
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="rlsim-http", daemon=True
-        )
+            target=self._httpd.serve_forever, args=(0.05,), name="rlsim-http", daemon=True
+        )  # a short poll interval: stop() returns at once
         self._thread.start()
 
     def stop(self) -> None:

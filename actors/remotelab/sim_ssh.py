@@ -105,6 +105,7 @@ class SandboxSSHServer:
         self._transports: list[paramiko.Transport] = []
         self._sockets: list[socket.socket] = []
         self._stopping = threading.Event()
+        self._commands: set[subprocess.Popen[bytes]] = set()
         self._drop_budget = drop_budget
         self._thread = threading.Thread(
             target=self._accept_loop, name=f"rlsim-ssh-{name[:8]}", daemon=True
@@ -123,6 +124,10 @@ class SandboxSSHServer:
             self._thread.join(5)
         self._listener.close()
         self.drop_connections()
+        with self._lock:
+            commands = list(self._commands)
+        for proc in commands:  # do not leave them to the exec threads' next poll
+            _kill(proc)
 
     def _take_drop(self) -> int | None:
         return self._drop_budget()
@@ -199,15 +204,21 @@ class _Server(paramiko.ServerInterface):
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         threading.Thread(
             target=_run_command,
-            args=(channel, command.decode("utf-8", "replace"), self._owner.sandbox),
+            args=(channel, command.decode("utf-8", "replace"), self._owner),
             name="rlsim-exec",
             daemon=True,
         ).start()
         return True
 
 
-def _run_command(channel: paramiko.Channel, command: str, sandbox: Path) -> None:
-    """Run ``command`` in ``sandbox``, streaming its output; then exit status, EOF and close."""
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _run_command(channel: paramiko.Channel, command: str, owner: SandboxSSHServer) -> None:
+    """Run ``command`` in the sandbox, streaming its output; then exit status, EOF and close."""
+    sandbox = owner.sandbox
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(sandbox),
@@ -231,6 +242,8 @@ def _run_command(channel: paramiko.Channel, command: str, sandbox: Path) -> None
         channel.close()
         return
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    with owner._lock:
+        owner._commands.add(proc)
     pumps = [
         threading.Thread(target=_pump_out, args=(proc.stdout, channel.sendall), daemon=True),
         threading.Thread(target=_pump_out, args=(proc.stderr, channel.sendall_stderr), daemon=True),
@@ -245,8 +258,9 @@ def _run_command(channel: paramiko.Channel, command: str, sandbox: Path) -> None
         except subprocess.TimeoutExpired:
             transport = channel.get_transport()
             if channel.closed or transport is None or not transport.is_active():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                _kill(proc)
+    with owner._lock:
+        owner._commands.discard(proc)
     for thread in pumps:
         thread.join(2)
     proc.stdout.close()

@@ -41,8 +41,8 @@ reference/rerobots-client.md lists it (§7 is the checklist):
 **Assumptions** (the real service's behaviour is not public here): the status codes (400 wrong
 token, 404 unknown ids, 503 busy) follow the published client's own test fixtures; a wrong token
 is refused on every endpoint (the real API may let anonymous users list public deployments);
-``/terminate`` of a terminated instance succeeds again; ``expire_d`` is recorded, not enforced;
-VPN needs ``vpn: true`` at creation.
+``/terminate`` of a terminated instance succeeds again; ``expire_d`` is a lifetime in seconds from
+the request (the instance then ends as if terminated); VPN needs ``vpn: true`` at creation.
 
 Faults (``Fault``; from ``--fault`` flags, the constructor, ``add_fault()`` or ``POST
 /_sim/faults`` with the same fields as JSON): ``wrong_token`` (the next requests are refused as
@@ -408,8 +408,20 @@ class RemoteLabSimulator:
         return instance
 
     def _status(self, instance: _Instance) -> str:
-        if instance.status == "INIT" and time.monotonic() - instance.created >= self.ready_delay_s:
+        age = time.monotonic() - instance.created
+        if instance.status == "INIT" and age >= self.ready_delay_s:
             instance.status = "READY"
+        lifetime = instance.request.get("expire_d")
+        if (
+            instance.status in ("INIT", "READY")
+            and isinstance(lifetime, int | float)
+            and not isinstance(lifetime, bool)
+            and 0 < lifetime <= age
+        ):
+            instance.status = "TERMINATED"
+            instance.endtime = _now_text()
+            self._release(instance)
+            log.info("rlsim_instance_expired", instance=instance.id)
         return instance.status
 
     def _ready(self, instance_id: str) -> _Instance:

@@ -424,3 +424,27 @@ def test_token_file_is_created_private_and_never_printed(lab: Lab) -> None:
         MISTY,
         NULL,
     }
+
+
+# Pillow 13 deprecates Image.getdata(), which the published client's ndarray path calls.
+@pytest.mark.filterwarnings("ignore:.*getdata.*:DeprecationWarning")
+def test_tutorial_snapshot_as_ndarray(lab: Lab) -> None:
+    """The tutorial's ``get_snapshot_cam(dformat='ndarray')``: Pillow decodes the frame."""
+    pytest.importorskip("numpy", reason="the published client's ndarray path needs numpy")
+    pytest.importorskip("PIL.Image", reason="Pillow is not a linebus dependency")
+    rri = rerobots.Instance(wdeployment_id=NULL, apic=lab.apic())
+    try:
+        _wait_status(rri, "READY")
+        rri.activate_addon_cam()
+        end = time.monotonic() + scaled(10)
+        while rri.status_addon_cam()["status"] != "active":
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        for camera in (0, 1):
+            res = rri.get_snapshot_cam(camera_id=camera, dformat="ndarray")
+            assert res["format"] == "ndarray" and res["data"].shape == (48, 64, 3)
+            assert res["data"].dtype.name == "uint8"
+        with pytest.raises(rerobots_api.Error, match="not found, or cam add-on not active"):
+            rri.get_snapshot_cam(camera_id=2)
+    finally:
+        rri.terminate()

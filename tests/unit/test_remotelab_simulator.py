@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -245,3 +246,15 @@ def test_sftp_is_confined_and_a_download_can_be_cut(sim: RemoteLabSimulator) -> 
     finally:
         ssh.close()
     assert sim.state()["instances"][instance_id]["ssh_drops"] == 2
+
+
+def test_an_instance_ends_after_its_duration(sim: RemoteLabSimulator) -> None:
+    created = _call(sim, "POST", f"/new/{WD}", body={"reserve": False, "expire_d": 0.2}).json()
+    deadline = time.monotonic() + 10
+    while (info := _call(sim, "GET", f"/instance/{created['id']}").json())[
+        "status"
+    ] != "TERMINATED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "endtime" in info
+    assert _call(sim, "GET", f"/deployment/{WD}").json()["queuelen"] == 0

@@ -18,9 +18,13 @@ demo: $(STAMP)
 	$(BIN)/linebus demo configs/demo.toml
 
 # Static checks first (seconds), then the whole suite with coverage of the product code,
-# subprocesses included (actors, brokers and simulators the tests start).
+# subprocesses included (actors, brokers and simulators the tests start); then the secured pass:
+# the integration and contract tiers again, every test line with CURVE, keys and access lists
+# (tests/conftest.py), its coverage added to the first's.
 test: check
-	$(BIN)/python -m pytest -q --cov --cov-report=term:skip-covered
+	$(BIN)/python -m pytest -q --cov --cov-report=
+	LINEBUS_TEST_SECURE=1 $(BIN)/python -m pytest -q tests/integration tests/contract \
+		--cov --cov-append --cov-report=term:skip-covered
 
 # Lint, format, types, import layers: the same checks .pre-commit-config.yaml runs.
 check: $(STAMP)

@@ -113,6 +113,11 @@ _PROBE_ROUND_S = 0.05
 _MAX_FAILED_HANDSHAKES = 10_000
 #: Bound of the cache of which (service, command) the access list makes privileged.
 _PRIVILEGED_CACHE_LIMIT = 65_536
+#: What CURVE adds to each frame on the wire (the MESSAGE command's name, nonce, flags and MAC).
+#: libzmq checks MAXMSGSIZE against the wrapped frame, so a secured ROUTER allows this much more:
+#: otherwise a frame just within the limit would cut the sender's connection (no answer at all)
+#: instead of reaching the size check that answers it bad_request/too_large, as in plaintext.
+_CURVE_FRAME_OVERHEAD = 33
 #: The commands of the broker service, for ``unknown_command``.
 _BROKER_COMMANDS = "ping, services, describe, stats, probe, reload"
 
@@ -237,6 +242,7 @@ class Broker:
         router.maxmsgsize = cfg.max_message_bytes + protocol.MAX_HEADER_BYTES
         router.sndhwm = router.rcvhwm = 100_000
         if self._keys is not None:
+            router.maxmsgsize += _CURVE_FRAME_OVERHEAD
             secure_server(router, self._keys, DOMAIN_COMMAND)
             self._drain_router = self._drain_secure
         router.bind(cfg.command)

@@ -2,6 +2,17 @@
 running line (broker + actors as real processes) built from a generated config.
 
 Timing knob: ``LINEBUS_TEST_TIME_FACTOR`` scales every timeout (not sleeps) for slow machines.
+
+The secured pass: with ``LINEBUS_TEST_SECURE=1`` the integration and contract tiers run with
+CURVE on (``make test`` runs them a second time so). A session keys directory holds the broker's
+key pair and one for the identity ``tester`` (an operator, who may also publish on any topic but
+the broker's, as the raw publishers of some tests do); ``write_config`` adds a ``[security]``
+table naming them and makes a key pair for each actor the config names (its identity is its
+name, as under ``linebus up``). The test process holds the tester's key in ``LINEBUS_KEY_FILE``
+and ``LINEBUS_BROKER_KEY_FILE`` for the whole session, so every Client, AsyncClient, facade and
+CLI child takes it from there; ``Line.start_actor`` gives each actor its own key file in its
+environment (``actor_environment``), and raw pyzmq sockets go through ``secure_socket``. The
+unit tier is deselected: it is in-process and plaintext by design.
 """
 
 from __future__ import annotations
@@ -18,18 +29,161 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
+from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE
+from bus.security.curve import secure_client
+from bus.security.keys import (
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    generate_keypair,
+    load_keypair,
+    load_public_key,
+)
+from bus.supervisor import SUPERVISOR_IDENTITY
 from bus.testing import free_port, wait_until
 
 __all__ = ["free_port", "wait_until"]  # re-exported: tests import them from here
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTOR = float(os.environ.get("LINEBUS_TEST_TIME_FACTOR", "1"))
+#: The secured pass: the integration and contract tiers with CURVE on (see the module docstring).
+SECURE = os.environ.get("LINEBUS_TEST_SECURE", "").strip() not in ("", "0")
+#: The identity of the test process itself (its clients, CLI runs and raw sockets).
+TESTER = "tester"
+KEY_VARIABLES = (ENV_KEY_FILE, ENV_KEY, ENV_BROKER_KEY_FILE, ENV_BROKER_KEY)
 
 
 def scaled(seconds: float) -> float:
     """A timeout scaled for slow machines."""
     return seconds * FACTOR
+
+
+# --- the secured pass ---------------------------------------------------------------------
+
+
+@dataclass
+class SessionKeys:
+    """The keys directory of the secured pass: the broker's key pair and one per identity."""
+
+    folder: Path
+
+    @classmethod
+    def create(cls, folder: Path) -> SessionKeys:
+        keys = cls(folder)
+        for name in ("broker", TESTER, SUPERVISOR_IDENTITY):
+            keys.ensure(name)
+        return keys
+
+    @property
+    def broker_secret(self) -> Path:
+        return self.folder / f"broker{SECRET_SUFFIX}"
+
+    @property
+    def broker_public(self) -> Path:
+        return self.folder / f"broker{PUBLIC_SUFFIX}"
+
+    def secret(self, name: str) -> Path:
+        """The secret key file of identity ``name``."""
+        return self.folder / f"{name}{SECRET_SUFFIX}"
+
+    def ensure(self, name: str) -> Path:
+        """Identity ``name``'s secret key file, its key pair made if missing."""
+        if not (self.folder / f"{name}{PUBLIC_SUFFIX}").exists():
+            generate_keypair(self.folder, name)
+        return self.secret(name)
+
+    def environment(self, name: str) -> dict[str, str]:
+        """The key variables of a process connecting as identity ``name``."""
+        return {ENV_KEY_FILE: str(self.ensure(name)), ENV_BROKER_KEY_FILE: str(self.broker_public)}
+
+    def security_table(self, config_dir: Path) -> str:
+        """The ``[security]`` table of a test line: CURVE with these keys, ``tester`` an
+        operator who may also publish on any topic (presence and probes stay the broker's)."""
+        return f"""
+[security]
+key = "{self.broker_secret}"
+keys = "{self.folder}"
+audit_log = "{config_dir / "audit.jsonl"}"
+
+[security.acl]
+operators = ["{TESTER}"]
+
+[security.acl.identity.{TESTER}]
+publish = [""]
+"""
+
+
+#: Where the secured pass's keys are, for the whole session. An environment variable and not a
+#: module global: this file is loaded twice, as pytest's ``conftest`` and as ``tests.conftest``
+#: (which the test modules import), and both must see the same keys.
+_KEYS_DIR_VARIABLE = "LINEBUS_TEST_KEYS_DIR"
+
+
+def session_keys() -> SessionKeys:
+    """The keys of the secured pass (only there: a plain pass has none)."""
+    folder = os.environ.get(_KEYS_DIR_VARIABLE)
+    assert SECURE and folder, "session_keys() is for the secured pass only"
+    return SessionKeys(Path(folder))
+
+
+def key_environment() -> dict[str, str]:
+    """The test process's own key variables: the tester's in the secured pass, none otherwise.
+
+    For children started with a cleaned environment (the CLI tests) that must still connect.
+    """
+    return session_keys().environment(TESTER) if SECURE else {}
+
+
+def actor_environment(name: str) -> dict[str, str]:
+    """What a line's actor ``name`` needs in its environment: its own key in the secured pass
+    (the path of the file, never the key, as ``linebus up`` does), nothing otherwise."""
+    return session_keys().environment(name) if SECURE else {}
+
+
+def secure_socket(sock: zmq.Socket[Any]) -> zmq.Socket[Any]:
+    """``sock`` (not yet connected) as a peer of the test line: a CURVE client with the
+    tester's key in the secured pass, unchanged otherwise."""
+    if SECURE:
+        keys = session_keys()
+        own = load_keypair(file=keys.secret(TESTER))
+        secure_client(sock, own, load_public_key(file=keys.broker_public))
+    return sock
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _secured_pass(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """In the secured pass: the session's keys, and the tester's in the environment."""
+    if not SECURE:
+        yield
+        return
+    keys = SessionKeys.create(tmp_path_factory.mktemp("keys"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(_KEYS_DIR_VARIABLE, str(keys.folder))
+        for variable in KEY_VARIABLES:
+            patch.delenv(variable, raising=False)
+        for variable, value in keys.environment(TESTER).items():
+            patch.setenv(variable, value)
+        yield
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if SECURE:
+        return (
+            "secured pass: CURVE on every test line (LINEBUS_TEST_SECURE=1); unit tier deselected"
+        )
+    return "plain pass: test lines without [security] (LINEBUS_TEST_SECURE=1 for the secured pass)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The secured pass runs the integration and contract tiers only."""
+    if not SECURE:
+        return
+    unit = ROOT / "tests" / "unit"
+    deselected = [item for item in items if item.path.is_relative_to(unit)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.path.is_relative_to(unit)]
 
 
 @dataclass
@@ -100,7 +254,11 @@ def write_config(
     heartbeat_s: float = 0.5,
     extra: str = "",
 ) -> Path:
-    """Write a line config: the given endpoints, fast supervisor back-off, and ``actors``."""
+    """Write a line config: the given endpoints, fast supervisor back-off, and ``actors``.
+
+    In the secured pass, unless ``extra`` has a ``[security]`` table of its own, the config gets
+    the session's (``SessionKeys.security_table``) and every actor it names a key pair.
+    """
     lines = [
         "[broker]",
         f'command = "{endpoints.command}"',
@@ -127,6 +285,11 @@ def write_config(
             for key, value in actor["options"].items():
                 lines.append(f"{key} = {json.dumps(value)}")
         lines.append("")
+    if SECURE and "[security]" not in extra:
+        keys = session_keys()
+        for actor in actors:
+            keys.ensure(str(actor["name"]))
+        extra += keys.security_table(path.parent)
     path.write_text("\n".join(lines) + extra)
     return path
 
@@ -156,6 +319,10 @@ class Line:
 
     def start_broker(self) -> subprocess.Popen[bytes]:
         """Start (or restart) the broker process and wait until it answers."""
+        if SECURE:  # a line left plaintext would pass the secured pass without testing CURVE
+            from bus.config import load
+
+            assert load(self.config).security.curve, f"{self.config} has no broker key"
         self.broker = self.processes.start("-m", "bus.cli", "broker", "--config", str(self.config))
         with self.client(timeout=0.5) as client:
             wait_until(lambda: _pings(client), scaled(15), "broker to answer")
@@ -163,7 +330,9 @@ class Line:
 
     def start_actor(self, name: str) -> subprocess.Popen[bytes]:
         """Start the actor ``name`` of the config as its own process and wait until it is up."""
-        proc = self.processes.start("-m", "bus.cli", "actor", str(self.config), name)
+        proc = self.processes.start(
+            "-m", "bus.cli", "actor", str(self.config), name, env=actor_environment(name)
+        )
         self.actors[name] = proc
         self.wait_up(name, pid=proc.pid)
         return proc

@@ -24,7 +24,7 @@ import zmq
 from bus._calls import GapTracker, TrackedEvent
 from bus.client import Client, Subscription
 from bus.errors import DeadlineExceeded, Unavailable, UnknownService
-from tests.conftest import Line, scaled, wait_until
+from tests.conftest import Line, scaled, secure_socket, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +166,7 @@ class TestUnsubscribedEvents:
         with running_line.client() as bus:
             emitter = Emitter(bus)
             ctx = zmq.Context.instance()
-            sock = ctx.socket(zmq.SUB)
+            sock = secure_socket(ctx.socket(zmq.SUB))
             sock.linger = 0
             tracker = GapTracker()
 

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 import zmq
 
-from tests.conftest import scaled
+from tests.conftest import scaled, secure_socket
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def test_broker_survives_malformed_and_odd_messages(running_line):
     """600 malformed or odd messages (random bytes, wrong types, non-string map keys, bad
     versions and kinds) leave the broker serving, and it answers each it can with an error."""
     rng = random.Random(20261121)
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock = secure_socket(zmq.Context.instance().socket(zmq.DEALER))
     sock.linger = 0
     sock.connect(running_line.endpoints.command)
     try:
@@ -64,7 +64,7 @@ def test_broker_survives_malformed_and_odd_messages(running_line):
 
 def test_non_string_map_key_in_ready_does_not_stop_the_broker(running_line):
     """Regression: a READY whose info map has an integer key stopped the broker."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock = secure_socket(zmq.Context.instance().socket(zmq.DEALER))
     sock.linger = 0
     sock.connect(running_line.endpoints.command)
     try:

@@ -37,6 +37,7 @@ from tests.conftest import (
     Line,
     Processes,
     scaled,
+    secure_socket,
     wait_until,
     write_config,
 )
@@ -72,8 +73,9 @@ def make_line(
 
 @contextmanager
 def raw_socket(kind: int, endpoint: str) -> Iterator[zmq.Socket[Any]]:
-    """A bare pyzmq socket connected to ``endpoint``, closed afterwards."""
-    sock = zmq.Context.instance().socket(kind)
+    """A bare pyzmq socket connected to ``endpoint`` (with the tester's key in the secured
+    pass), closed afterwards."""
+    sock = secure_socket(zmq.Context.instance().socket(kind))
     sock.linger = 0
     sock.connect(endpoint)
     try:

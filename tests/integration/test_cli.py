@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Line, free_port, scaled, wait_until
+from tests.conftest import ROOT, Line, free_port, key_environment, scaled, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +23,10 @@ LINEBUS = [str(_SCRIPT)] if _SCRIPT.exists() else [shutil.which("linebus") or "l
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any LINEBUS_* setting of the machine, plus ``extra``."""
+    """The environment without any LINEBUS_* setting of the machine, plus the test process's own
+    key (in the secured pass) and ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEBUS_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, "PYTHONUNBUFFERED": "1", **key_environment(), **extra}
 
 
 def linebus(

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, scaled
+from bus.security.keys import generate_keypair, load_keypair, load_public_key
+from tests.conftest import (
+    ECHO,
+    KEY_VARIABLES,
+    ROOT,
+    Endpoints,
+    Line,
+    Processes,
+    scaled,
+    write_config,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,9 +39,16 @@ pytestmark = [
 NODE = ROOT / "clients" / "node"
 
 
-def _node(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _node(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["node", *args], cwd=NODE, capture_output=True, text=True, timeout=scaled(timeout)
+        ["node", *args],
+        cwd=NODE,
+        capture_output=True,
+        text=True,
+        timeout=scaled(timeout),
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -75,3 +95,83 @@ def test_node_subscribes_to_events(running_line):
     assert {e["topic"] for e in events} == {"echo1.tick"}
     assert [e["seq"] - events[0]["seq"] for e in events] == [0, 1, 2]
     assert all(e["missed"] == 0 and e["data"] == {"n": 1} for e in events)
+
+
+def test_node_keys_on_a_secured_line(
+    tmp_path: Path, processes: Processes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a line with CURVE, the Node client takes its keys from LINEBUS_KEY_FILE and
+    LINEBUS_BROKER_KEY_FILE (or LINEBUS_KEY / LINEBUS_BROKER_KEY, Z85) and calls; with a key the
+    broker does not know it fails at once with unauthenticated naming its key, not at its
+    deadline; with one key variable and not the other it refuses to start."""
+    keys, strangers = tmp_path / "keys", tmp_path / "strangers"
+    generate_keypair(tmp_path, "broker")
+    for name in ("node", "echo1"):
+        generate_keypair(keys, name)
+    mallory = generate_keypair(strangers, "mallory")
+    security = f"""
+[security]
+key = "{tmp_path / "broker.key_secret"}"
+keys = "{keys}"
+"""
+    endpoints = Endpoints.fresh()
+    config = write_config(
+        tmp_path / "line.toml", endpoints, [{"name": "echo1", **ECHO}], extra=security
+    )
+    for variable in KEY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("LINEBUS_KEY_FILE", str(keys / "node.key_secret"))
+    monkeypatch.setenv("LINEBUS_BROKER_KEY_FILE", str(tmp_path / "broker.key"))
+    line = Line(config, endpoints, processes)  # its clients take node's key from the environment
+    line.start_broker()
+    actor = processes.start(
+        "-m",
+        "bus.cli",
+        "actor",
+        str(config),
+        "echo1",
+        env={"LINEBUS_KEY_FILE": str(keys / "echo1.key_secret")},
+    )
+    line.wait_up("echo1", pid=actor.pid)
+
+    ok = _node("call.js", endpoints.command, "echo1", "add", '{"a": 2, "b": 40}')
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == {"result": 42}
+    own, broker = (
+        load_keypair(file=keys / "node.key_secret"),
+        load_public_key(file=tmp_path / "broker.key"),
+    )
+    assert own.secret is not None
+    z85 = {
+        "LINEBUS_KEY_FILE": "",
+        "LINEBUS_BROKER_KEY_FILE": "",
+        "LINEBUS_KEY": own.secret.decode(),  # the public half is derived from it
+        "LINEBUS_BROKER_KEY": broker.decode(),
+    }
+    ok = _node("call.js", endpoints.command, "echo1", "add", '{"a": 1, "b": 1}', env=z85)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == {"result": 2}
+
+    started = time.monotonic()
+    refused = _node(
+        "call.js",
+        endpoints.command,
+        "echo1",
+        "add",
+        '{"a": 1}',
+        env={"LINEBUS_KEY_FILE": str(mallory.secret_path)},
+    )
+    assert time.monotonic() - started < scaled(5)  # the call's own deadline is 10 s
+    error = json.loads(refused.stdout)["error"]
+    assert (refused.returncode, error["code"]) == (1, "unauthenticated")
+    assert mallory.public_key.decode() in error["message"]
+
+    half = _node(
+        "call.js",
+        endpoints.command,
+        "echo1",
+        "add",
+        '{"a": 1}',
+        env={"LINEBUS_BROKER_KEY_FILE": ""},
+    )
+    assert half.returncode == 1 and json.loads(half.stdout)["error"]["code"] == "config_error"

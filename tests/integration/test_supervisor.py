@@ -25,6 +25,7 @@ from tests.conftest import (
     Line,
     Processes,
     scaled,
+    secure_socket,
     wait_until,
     write_config,
 )
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 def broker_pid(endpoint: str) -> int:
     """The broker's pid, from its answer to HELLO."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock = secure_socket(zmq.Context.instance().socket(zmq.DEALER))
     sock.linger = 0
     sock.connect(endpoint)
     try:

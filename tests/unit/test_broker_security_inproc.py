@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ class SecureLine:
         *,
         config_path: Path | None = None,
         heartbeat_timeout_s: float = 1000.0,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.tmp = tmp
@@ -95,6 +97,8 @@ class SecureLine:
             heartbeat_s=1000.0,
             heartbeat_timeout_s=heartbeat_timeout_s,
         )
+        if max_message_bytes is not None:
+            self.config = replace(self.config, max_message_bytes=max_message_bytes)
         self.broker = Broker(
             self.config, ctx, clock=Clock(), security=self.security, config_path=config_path
         )
@@ -413,6 +417,21 @@ class TestCalls:
         with pytest.raises(BusError) as refused:
             line.call(bob, "reload")
         assert refused.value.code == "forbidden"
+
+    def test_frame_at_the_size_limit_is_answered_too_large(
+        self, make_line: Callable[..., SecureLine]
+    ) -> None:
+        """A frame of exactly the ROUTER's limit (max_message_bytes + MAX_HEADER_BYTES) gets
+        bad_request/too_large as in plaintext: the limit allows for CURVE's per-frame envelope,
+        which would otherwise make libzmq cut the connection with no answer."""
+        line = make_line(max_message_bytes=1024)
+        alice = line.dealer("alice")
+        data = bytes(1024 + protocol.MAX_HEADER_BYTES)
+        alice.send_multipart(protocol.encode_request("big", "echo1", "length", 5.0, {"data": data}))
+        header = line.header(alice)
+        assert header[:4] == [1, 4, "big", "bad_request"]
+        assert header[5]["reason"] == "too_large" and header[5]["size"] > len(data)
+        assert line.call(alice, "ping")["pong"] is True
 
     def test_unknown_service_after_the_access_check(self, line: SecureLine) -> None:
         """A call the rules allow to a service nobody registered: unknown_service as ever."""

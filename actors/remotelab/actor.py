@@ -25,7 +25,7 @@ from actors.remotelab.config import TOKEN_ENV, RemoteLabOptions
 from actors.remotelab.driver import ApiSession, InstanceRecord, InstanceStore, SshSession
 from actors.remotelab.protocol import Api, InstanceConnection
 from bus.actor import Actor, CommandContext, command
-from bus.errors import DeviceFault, DeviceTimeout, InvalidArguments
+from bus.errors import DeviceFault, DeviceTimeout, DeviceUnavailable, InvalidArguments
 from bus.options import from_table
 
 __all__ = ["ACTOR", "RemoteLabActor"]
@@ -59,7 +59,8 @@ class RemoteLabActor(Actor):
     ``details['exception']`` (``WrongAuthToken``, ``BusyWorkspaceDeployment``,
     ``BusyWorkspaceInstance``, ``InstanceNotFound``, ``Error``) and the HTTP status; a 5xx or no
     connection is ``device_unavailable``, a request past its deadline ``device_timeout``.
-    Commands run concurrently (one instance's long command does not hold up another's).
+    Commands run concurrently (one instance's long command does not hold up another's), except
+    ``wait_until_ready``: waits run one at a time.
     """
 
     kind = "remotelab"
@@ -355,29 +356,43 @@ class RemoteLabActor(Actor):
             details["conn"] = conn
         return details
 
-    @command(concurrent=True)
+    @command
     async def wait_until_ready(
         self, instance_id: str, ctx: CommandContext, timeout_s: float = 300.0
     ) -> dict[str, Any]:
-        """Poll the instance until it is ``READY``; progress ``{"status", "elapsed_s"}`` on each change.
+        """Poll the instance until it is ``READY``; return ``get_details``.
 
-        Returns ``get_details``. Fails with ``Error`` if it ends in INIT_FAIL or is terminated,
-        ``device_timeout`` if not ready within ``timeout_s``.
+        Progress ``{"status", "elapsed_s"}`` after the first poll and on each change of status;
+        a poll that fails for a passing reason (timeout, no connection, 5xx) is reported as
+        ``{"status": <last known or None>, "elapsed_s", "error"}`` and polling goes on. Fails
+        with ``Error`` if the instance ends in INIT_FAIL or is terminated, ``InstanceNotFound``
+        for an unknown id, ``device_timeout`` if it is not ready within ``timeout_s``. Waits run
+        one at a time (a second one queues); every other command runs beside them.
         """
         started = time.monotonic()
         end = min(started + timeout_s, ctx.deadline - 0.2)
-        last = None
+        last: str | None = None
+        reported = False
         while True:
-            info = await self.get_instance_info(instance_id, ctx)
-            status = str(info["status"])
+            error: str | None = None
+            try:
+                info = await self.get_instance_info(instance_id, ctx)
+            except (DeviceTimeout, DeviceUnavailable) as exc:
+                error = exc.message
+                status = last
+            else:
+                status = str(info["status"])
             elapsed = round(time.monotonic() - started, 2)
-            if status != last:
+            if error is not None:
+                ctx.progress({"status": status, "elapsed_s": elapsed, "error": error})
+                reported = True
+            elif status != last or not reported:
                 ctx.progress({"status": status, "elapsed_s": elapsed})
-                last = status
-            if status == "READY":
+                last, reported = status, True
+            if status == "READY" and error is None:
                 return await self.get_details(instance_id, ctx)
             if status in _TERMINAL:
-                raise _not_ready(instance_id, status)
+                raise _not_ready(instance_id, str(status))
             if time.monotonic() + self.config.ready_poll_s > end:
                 raise DeviceTimeout(
                     f"instance {instance_id} still {status} after {elapsed:.1f} s",

@@ -400,7 +400,9 @@ class SshSession:
                 if not self.alive and not channel.exit_status_ready():
                     raise _lost("exec", EOFError("transport closed"))
             return ExecResult(channel.recv_exit_status(), bytes(out), bytes(err))
-        except (paramiko.SSHException, EOFError, OSError) as exc:
+        except (DeviceError, Cancelled):  # DeviceTimeout is an OSError (TimeoutError) too
+            raise
+        except _LINK_ERRORS as exc:
             if not self.alive:
                 self.close()
             raise _lost("exec", exc) from None

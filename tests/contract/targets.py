@@ -21,7 +21,8 @@ class ContractTarget:
     actor: dict[str, Any]
     quick: tuple[str, dict[str, Any]]
     slow: tuple[str, dict[str, Any]]
-    #: Simulators as (module, args) started before the actor; args may use {port[NAME]} placeholders.
+    #: Simulators as (module, args) started before the actor; args may use {port[NAME]} placeholders
+    #: and {tmp} (the test's temporary directory).
     simulators: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Builds actor options from the ports allocated for the placeholders and the test's own
     #: temporary directory (for files the actor writes; removed with the test).
@@ -133,5 +134,36 @@ TARGETS: list[ContractTarget] = [
             "backoff_max_s": 1.0,
         },
         ports=("upstream",),
+    ),
+    ContractTarget(
+        kind="remotelab",
+        actor={"kind": "remotelab"},
+        quick=("get_wtypes", {}),
+        # Waiting for an instance whose every status request the simulator answers 60 s late:
+        # each poll times out after request_timeout_s (1 s) and is reported as progress
+        # ({"status": None, "error": ...}); the wait goes on until cancelled.
+        slow=("wait_until_ready", {"instance_id": "contract-never-ready", "timeout_s": 120.0}),
+        simulators=(
+            (
+                "actors.remotelab.simulator",
+                (
+                    "--listen",
+                    "127.0.0.1:{port[lab]}",
+                    "--token-file",
+                    "{tmp}/lab-token",
+                    "--fault",
+                    "slow:path=/instance/contract-never-ready,delay_s=60",
+                ),
+            ),
+        ),
+        options=lambda ports, tmp: {
+            "base_uri": f"http://127.0.0.1:{ports['lab']}",
+            "api_token_file": str(tmp / "lab-token"),
+            "state_file": str(tmp / "lab-state.json"),
+            "request_timeout_s": 1.0,
+            "retries": 0,
+            "ready_poll_s": 0.2,
+        },
+        ports=("lab",),
     ),
 ]

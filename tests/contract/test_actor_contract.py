@@ -41,7 +41,7 @@ def target_line(
         sim = processes.start(
             "-m",
             module,
-            *(a.format(port=ports) if "{" in a else a for a in args),
+            *(a.format(port=ports, tmp=tmp_path) if "{" in a else a for a in args),
             stdout=subprocess.PIPE,
         )
         wait_ready_line(sim, scaled(20))

@@ -367,6 +367,7 @@ def test_secured_demo_tour_leaves_no_secret_in_its_output(tmp_path: Path) -> Non
     secrets = {
         "flux-password": (state / "flux-password").read_text().strip(),
         "provisioning-token": (state / "provisioning-token").read_text().strip(),
+        "rerobots-token": (state / "rerobots-token").read_text().strip(),
     }
     import sqlite3
 

@@ -254,6 +254,27 @@ class TestTutorial:
         finally:
             apic.terminate_instance(vpn["id"])
 
+    def test_paging_types_and_instance_by_type(self, lab: Lab, bus: Any) -> None:
+        """Paged lists come back as (items, page_count); Instance(workspace_types=...) takes the
+        first deployment of those types; attaching by id reads its status."""
+        apic = lab.apic(bus)
+        page, count = apic.get_wdeployments(max_per_page=1, page=2)
+        assert len(page) == 1 and count == 3
+        assert [d["id"] for d in apic.get_wdeployments(types=["null"])] == [NULL_WD]
+        assert "null" in apic.get_wtypes()
+        rri = Instance(workspace_types=["null"], apic=apic)
+        try:
+            again = Instance(instance_id=rri.id, apic=apic)
+            assert again.get_status() in ("INIT", "READY")
+            ids, pages = apic.get_instances(max_per_page=10)
+            assert rri.id in ids and pages == 1
+        finally:
+            rri.terminate()
+        with pytest.raises(ValueError):
+            Instance(apic=apic)
+        with pytest.raises(ValueError, match="actor holds the API token"):
+            APIClient(api_token="x", bus=bus)
+
 
 class TestFaults:
     def test_wrong_token(self, lab: Lab, bus: Any) -> None:

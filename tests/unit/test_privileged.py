@@ -112,6 +112,41 @@ EXPECTED: dict[str, tuple[str, set[str], set[str]]] = {
         },
         {"device_id", "pending_messages_count", "get_desired_properties", "history", "stats"},
     ),
+    "remotelab": (
+        "actors.remotelab.actor",
+        {
+            # instances: booking, ending, credentials
+            "request_instance",
+            "terminate_instance",
+            "terminate",
+            "get_vpn_newclient",
+            "attach",
+            # add-ons
+            "activate_addon_cam",
+            "deactivate_addon_cam",
+            "activate_addon_mistyproxy",
+            "deactivate_addon_mistyproxy",
+            # reaching into an instance
+            "start_sshclient",
+            "exec_ssh",
+            "put_file",
+            "get_file",
+        },
+        {
+            "get_wtypes",
+            "get_wdeployments",
+            "get_wdeployment_info",
+            "get_instances",
+            "get_instance_info",
+            "status_addon_cam",
+            "get_snapshot_cam",
+            "status_addon_mistyproxy",
+            "get_status",
+            "get_details",
+            "wait_until_ready",
+            "stop_sshclient",
+        },
+    ),
 }
 
 
@@ -190,3 +225,34 @@ def test_actor_secrets_from_a_file_or_the_environment(
         writer = getattr(actor, "_writer", None)
         if writer is not None:
             writer.shutdown()
+
+
+@pytest.mark.parametrize("source", ["file", "env", "REROBOTS_API_TOKEN"])
+def test_remotelab_token_from_a_file_or_the_environment(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rerobots API token comes from ``api_token_file``, ``api_token_env`` or, as the
+    published client reads it, ``$REROBOTS_API_TOKEN``; it goes into the Authorization header
+    and nowhere the bus or a log could show it."""
+    from actors.remotelab.config import TOKEN_ENV
+
+    secret = f"eyJ-{secrets.token_hex(8)}"
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    given: dict[str, str] = {}
+    if source == "file":
+        path = tmp_path / "token"
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+        given = {"api_token_file": str(path)}
+    elif source == "env":
+        monkeypatch.setenv("LAB_TOKEN", secret)
+        given = {"api_token_env": "LAB_TOKEN"}
+    else:
+        monkeypatch.setenv(TOKEN_ENV, secret)
+    actor = actor_class("actors.remotelab.actor")("lab", given)
+    request = actor.api.get_instances()
+    assert request.headers["Authorization"] == f"Bearer {secret}"
+    description = actor._description()
+    assert description["api"]["token"] == ("environment" if source == TOKEN_ENV else "options")
+    shown = json.dumps([actor.options, description, repr(actor.api), repr(request)], default=str)
+    assert secret not in shown

@@ -9,6 +9,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -26,6 +27,7 @@ from actors.remotelab.protocol import (
 )
 from bus.errors import ConfigError, DeviceFault, DeviceUnavailable, InvalidArguments
 from bus.options import from_table
+from tests.conftest import free_port
 
 TOKEN = "eyJhbGciOi.fake.jwt"
 BASE = "https://api.rerobots.net"
@@ -313,3 +315,55 @@ class TestOptionsAndState:
         third = InstanceStore(str(path))
         third.load()
         assert third.ids() == ["i2"]
+
+
+class TestApiSession:
+    """The driver's HTTP side against a port nobody listens on (no server needed)."""
+
+    def _session(self, retries: int) -> Any:
+        from actors.remotelab.driver import ApiSession
+
+        port = free_port()
+        config = from_table(
+            RemoteLabOptions,
+            {
+                "base_uri": f"http://127.0.0.1:{port}",
+                "retries": retries,
+                "backoff_initial_s": 0.01,
+                "backoff_max_s": 0.02,
+                "request_timeout_s": 1.0,
+            },
+            "t",
+            noun="option",
+        )
+        return ApiSession(config)
+
+    def test_unsent_requests_are_retried_even_a_post(self, api: Api) -> None:
+        """Connection refused: the request never left, so a POST is retried like a GET, then
+        fails device_unavailable with the published client's exception name."""
+        import time
+
+        session = self._session(retries=2)
+        try:
+            for request in (api.get_wtypes(), api.request_instance("wd")):
+                before = session.requests_sent
+                with pytest.raises(DeviceUnavailable) as caught:
+                    session.send(request, time.monotonic() + 5)
+                assert session.requests_sent - before == 3
+                assert caught.value.details["exception"] == "Error"
+        finally:
+            session.close()
+
+    def test_a_passed_deadline_sends_nothing(self, api: Api) -> None:
+        """No time left: device_timeout at once, nothing sent."""
+        import time
+
+        from bus.errors import DeviceTimeout
+
+        session = self._session(retries=2)
+        try:
+            with pytest.raises(DeviceTimeout):
+                session.send(api.get_wtypes(), time.monotonic() - 1)
+            assert session.requests_sent == 0
+        finally:
+            session.close()

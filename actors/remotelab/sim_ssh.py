@@ -102,8 +102,7 @@ class SandboxSSHServer:
         self._listener.settimeout(0.2)
         self.host, self.port = self._listener.getsockname()[:2]
         self._lock = threading.Lock()
-        self._transports: list[paramiko.Transport] = []
-        self._sockets: list[socket.socket] = []
+        self._connections: list[tuple[paramiko.Transport, socket.socket]] = []
         self._stopping = threading.Event()
         self._commands: set[subprocess.Popen[bytes]] = set()
         self._drop_budget = drop_budget
@@ -135,20 +134,18 @@ class SandboxSSHServer:
     def drop_connections(self) -> int:
         """Close every open SSH connection abruptly (as a network failure would); how many."""
         with self._lock:
-            transports, self._transports = self._transports, []
-            sockets, self._sockets = self._sockets, []
-        transports = [transport for transport in transports if transport.is_active()]
-        for sock in sockets:
+            connections, self._connections = self._connections, []
+        live = sum(transport.is_active() for transport, _ in connections)
+        for _, sock in connections:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        for transport in transports:
+        for transport, sock in connections:
             transport.close()
-        for sock in sockets:
             sock.close()
-        if transports:
+        if live:
             self.drops += 1
-            log.info("rlsim_ssh_dropped", instance=self.name, connections=len(transports))
-        return len(transports)
+            log.info("rlsim_ssh_dropped", instance=self.name, connections=live)
+        return live
 
     def _drop_socket(self, sock: socket.socket) -> None:
         """Cut one connection from a server thread (its transport thread closes itself)."""
@@ -178,9 +175,9 @@ class SandboxSSHServer:
                 sock.close()
                 continue
             with self._lock:
-                self._transports = [t for t in self._transports if t.is_active()]
-                self._transports.append(transport)
-                self._sockets.append(sock)
+                # Connections that ended closed their sockets themselves (paramiko does).
+                self._connections = [c for c in self._connections if c[0].is_active()]
+                self._connections.append((transport, sock))
             self.connections += 1
 
 

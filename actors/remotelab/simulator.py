@@ -95,6 +95,7 @@ __all__ = [
     "DEFAULT_DEPLOYMENTS",
     "FAULT_KINDS",
     "WRONG_TOKEN_MESSAGE",
+    "ApiError",
     "Deployment",
     "Fault",
     "RemoteLabSimulator",
@@ -226,16 +227,20 @@ class _Instance:
     drive_commands: list[Any] = field(default_factory=list)
 
 
-class _Answer(Exception):
-    """A non-2xx answer (raised inside handlers)."""
+class ApiError(Exception):
+    """A non-2xx answer of the simulated API: ``status`` and the JSON ``body``.
+
+    Handlers raise it; so do the in-process controls (``set_status``, ``drop_ssh``) for an
+    unknown instance (404).
+    """
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(status, body)
         self.status, self.body = status, body
 
 
-def _not_found(what: str = "instance not found") -> _Answer:
-    return _Answer(404, {"error_message": what})
+def _not_found(what: str = "instance not found") -> ApiError:
+    return ApiError(404, {"error_message": what})
 
 
 def _now_text() -> str:
@@ -364,7 +369,7 @@ class RemoteLabSimulator:
         with self._lock:
             instance = self._instance(instance_id)
             if self._status(instance) != "INIT":
-                raise _Answer(409, {"error_message": f"instance is {self._status(instance)}"})
+                raise ApiError(409, {"error_message": f"instance is {self._status(instance)}"})
             instance.status = status
             if status == "INIT_FAIL":
                 self._release(instance)
@@ -428,7 +433,7 @@ class RemoteLabSimulator:
         instance = self._instance(instance_id)
         status = self._status(instance)
         if status != "READY":
-            raise _Answer(400, {"error_message": f"instance is not ready (status {status})"})
+            raise ApiError(400, {"error_message": f"instance is not ready (status {status})"})
         return instance
 
     def _busy(self, deployment: Deployment) -> bool:
@@ -477,7 +482,7 @@ class RemoteLabSimulator:
         try:
             maxlen = None if maxlen_text in ("", "u") else int(maxlen_text)
         except ValueError:
-            raise _Answer(400, {"error_message": "maxlen must be an integer or u"}) from None
+            raise ApiError(400, {"error_message": "maxlen must be an integer or u"}) from None
         with self._lock:
             infos = [self._deployment_info(d) for d in self.deployments.values()]
         chosen = [
@@ -560,19 +565,19 @@ class RemoteLabSimulator:
         try:
             body = json.loads(request.body or b"{}")  # no Content-Type from the client
         except ValueError:
-            raise _Answer(400, {"result_message": "request body is not JSON"}) from None
+            raise ApiError(400, {"result_message": "request body is not JSON"}) from None
         if not isinstance(body, dict):
-            raise _Answer(400, {"result_message": "request body must be a JSON object"})
+            raise ApiError(400, {"result_message": "request body must be a JSON object"})
         sshkey = body.get("sshkey")
         authorized: paramiko.PKey | None = None
         if sshkey is not None:
             try:
                 authorized = public_key_from_line(str(sshkey))
             except ValueError as exc:
-                raise _Answer(400, {"result_message": f"bad sshkey: {exc}"}) from None
+                raise ApiError(400, {"result_message": f"bad sshkey: {exc}"}) from None
         candidates = [d for d in self.deployments.values() if target in (d.id, d.type)]
         if not candidates:
-            raise _Answer(
+            raise ApiError(
                 404, {"result_message": f"no workspace deployment or type matches {target}"}
             )
         with self._lock:
@@ -582,7 +587,7 @@ class RemoteLabSimulator:
                     reservation = {"id": str(uuid.uuid4()), "created": _now_text(), "desc": target}
                     self._reservations.append(reservation)
                     return {"success": False, "id": reservation["id"]}
-                raise _Answer(503, {"result_message": BUSY_DEPLOYMENTS_MESSAGE})
+                raise ApiError(503, {"result_message": BUSY_DEPLOYMENTS_MESSAGE})
             deployment = free[0]
             instance_id = str(uuid.uuid4())
             private_key: str | None = None
@@ -630,7 +635,7 @@ class RemoteLabSimulator:
         with self._lock:
             instance = self._instance(request.params["iid"])
             if self.take_fault("busy_instance", request.path) is not None:
-                raise _Answer(503, {"result_message": BUSY_INSTANCE_MESSAGE})
+                raise ApiError(503, {"result_message": BUSY_INSTANCE_MESSAGE})
             if self._status(instance) != "TERMINATED":
                 instance.status = "TERMINATED"
                 instance.endtime = _now_text()
@@ -644,7 +649,7 @@ class RemoteLabSimulator:
         with self._lock:
             instance = self._ready(request.params["iid"])
             if not instance.request.get("vpn"):
-                raise _Answer(400, {"error_message": "this instance was not requested with vpn"})
+                raise ApiError(400, {"error_message": "this instance was not requested with vpn"})
             client_id = str(uuid.uuid4())
             instance.vpn_clients.append(client_id)
         return {"client_id": client_id, "ovpn": _ovpn(self.ssh_host, instance.id, client_id)}
@@ -664,7 +669,7 @@ class RemoteLabSimulator:
         body = request.json()
         action = body.get("action")
         if action not in ("ACCEPT", "DROP", "REJECT"):
-            raise _Answer(400, {"error_message": "action must be ACCEPT, DROP or REJECT"})
+            raise ApiError(400, {"error_message": "action must be ACCEPT, DROP or REJECT"})
         rule = {"action": str(action), "source": str(body.get("src", "0.0.0.0/0"))}
         with self._lock:
             self._ready(request.params["iid"]).firewall.append(rule)
@@ -694,11 +699,11 @@ class RemoteLabSimulator:
         with self._lock:
             instance = self._ready(request.params["iid"])
             if name not in instance.deployment.supported_addons:
-                raise _Answer(400, {"error_message": f"add-on `{name}` is not supported here"})
+                raise ApiError(400, {"error_message": f"add-on `{name}` is not supported here"})
             if name in instance.addons:
                 if name == "cam":
                     return {}
-                raise _Answer(
+                raise ApiError(
                     503, {"error_message": f"add-on `{name}` already applied to this instance"}
                 )
             addon = _Addon(since=time.monotonic())
@@ -771,7 +776,7 @@ class RemoteLabSimulator:
         try:
             fault = Fault.from_json(request.json())
         except (ValueError, TypeError, KeyError) as exc:
-            raise _Answer(400, {"error_message": str(exc)}) from None
+            raise ApiError(400, {"error_message": str(exc)}) from None
         self.add_fault(fault)
         return {"ok": True}
 
@@ -786,7 +791,7 @@ class RemoteLabSimulator:
         try:
             self.set_status(request.params["iid"], str(request.json().get("status")))
         except ValueError as exc:
-            raise _Answer(400, {"error_message": str(exc)}) from None
+            raise ApiError(400, {"error_message": str(exc)}) from None
         return {"ok": True}
 
 
@@ -796,7 +801,7 @@ def _page(items: list[Any], request: _Request) -> tuple[list[Any], int]:
         per_page = int(request.arg("max_per_page", "0") or 0)
         page = int(request.arg("page", "1") or 1)
     except ValueError:
-        raise _Answer(400, {"error_message": "max_per_page and page must be integers"}) from None
+        raise ApiError(400, {"error_message": "max_per_page and page must be integers"}) from None
     if per_page <= 0:
         return items, 1
     page_count = max(1, math.ceil(len(items) / per_page))
@@ -832,9 +837,9 @@ class _Request:
         try:
             value = json.loads(self.body or b"{}")
         except ValueError:
-            raise _Answer(400, {"error_message": "request body is not JSON"}) from None
+            raise ApiError(400, {"error_message": "request body is not JSON"}) from None
         if not isinstance(value, dict):
-            raise _Answer(400, {"error_message": "request body must be a JSON object"})
+            raise ApiError(400, {"error_message": "request body must be a JSON object"})
         return value
 
 
@@ -908,7 +913,7 @@ def _make_handler(sim: RemoteLabSimulator) -> type[BaseHTTPRequestHandler]:
                 answer = handler(_Request(path, params, query, body))
                 status = 200
                 self._send(200, answer)
-            except _Answer as problem:
+            except ApiError as problem:
                 status = problem.status
                 self._send(problem.status, problem.body)
             except _RawAnswer as raw:
@@ -934,16 +939,16 @@ def _make_handler(sim: RemoteLabSimulator) -> type[BaseHTTPRequestHandler]:
                     "<center>nginx</center></body></html>\n".encode(),
                 )
             if sim.take_fault("wrong_token", path) is not None:
-                raise _Answer(400, {"error_message": WRONG_TOKEN_MESSAGE})
+                raise ApiError(400, {"error_message": WRONG_TOKEN_MESSAGE})
 
         def _authorize(self, path: str) -> None:
             if self.headers.get("Authorization", "") != f"Bearer {sim.token}":
-                raise _Answer(400, {"error_message": WRONG_TOKEN_MESSAGE})
+                raise ApiError(400, {"error_message": WRONG_TOKEN_MESSAGE})
 
         def _read_body(self) -> bytes:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY_BYTES:
-                raise _Answer(413, {"error_message": "request body too large"})
+                raise ApiError(413, {"error_message": "request body too large"})
             return self.rfile.read(length) if length else b""
 
         def _route(
@@ -958,8 +963,8 @@ def _make_handler(sim: RemoteLabSimulator) -> type[BaseHTTPRequestHandler]:
                         handler: Callable[[_Request], dict[str, Any]] = getattr(sim, name)
                         return handler, match.groupdict()
             if allowed:
-                raise _Answer(405, {"error_message": "method not allowed"})
-            raise _Answer(404, {"error_message": "not found"})
+                raise ApiError(405, {"error_message": "method not allowed"})
+            raise ApiError(404, {"error_message": "not found"})
 
         def _send(self, status: int, body: dict[str, Any]) -> None:
             self._send_raw(status, json.dumps(body).encode(), "application/json")

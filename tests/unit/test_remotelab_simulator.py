@@ -23,6 +23,7 @@ from actors.remotelab.simulator import (
     BUSY_DEPLOYMENTS_MESSAGE,
     DEFAULT_DEPLOYMENTS,
     WRONG_TOKEN_MESSAGE,
+    ApiError,
     Fault,
     RemoteLabSimulator,
     _parse_args,
@@ -192,6 +193,9 @@ def test_http_odds(sim: RemoteLabSimulator) -> None:
     assert _call(sim, "POST", f"/terminate/{instance_id}").ok
     assert _call(sim, "POST", f"/terminate/{instance_id}").ok  # again: still fine
     assert [r["status"] for r in sim.state()["requests"][-2:]] == [200, 200]
+    with pytest.raises(ApiError) as unknown:
+        sim.drop_ssh("nope")
+    assert unknown.value.status == 404
 
 
 def test_sftp_is_confined_and_a_download_can_be_cut(sim: RemoteLabSimulator) -> None:

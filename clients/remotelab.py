@@ -127,9 +127,10 @@ class APIClient(BusSession):
     """The rerobots API through the ``remotelab`` actor ``service``.
 
     Args:
-        api_token: Accepted for the published signature; the actor's own token is used (it is
-            configured on the actor, never sent on the bus). Giving one raises ``ValueError``.
-        headers, ignore_env, base_uri, verify: Likewise the actor's settings; ignored here.
+        api_token: Accepted for the published signature (the tutorial passes one) and not used:
+            the actor's own token is (configured on the actor: ``api_token_file``,
+            ``api_token_env`` or ``$REROBOTS_API_TOKEN``); a token is never sent on the bus.
+        headers, ignore_env, base_uri, verify: Likewise the actor's settings; not used here.
         bus: A ``bus.client.Client``, or the broker's command endpoint (default:
             ``LINEBUS_ENDPOINT`` or the local default).
         service: The actor's service name.
@@ -148,11 +149,6 @@ class APIClient(BusSession):
         service: str = DEFAULT_SERVICE,
         timeout: float = 60.0,
     ) -> None:
-        if api_token is not None:
-            raise ValueError(
-                "the remotelab actor holds the API token: configure it there "
-                "(api_token_file / api_token_env / $REROBOTS_API_TOKEN), not in the client"
-            )
         self._bus, self._owned = connect_bus(bus)
         self.service = service
         self.timeout = timeout

@@ -207,7 +207,12 @@ class RemoteLabActor(Actor):
         info = await self._api(
             self.api.get_instance_info(instance_id), protocol.parse_instance_info, ctx
         )
-        self._remember_conn(instance_id, info)
+        if info.get("status") == "TERMINATED" and self.store.get(instance_id) is not None:
+            # Ended elsewhere (the web UI, its owner, its timer): forget its key and connection.
+            await self._drop_ssh(instance_id)
+            await asyncio.to_thread(self.store.remove, instance_id)
+        else:
+            await asyncio.to_thread(self._remember_conn, instance_id, info)
         return info
 
     @command(concurrent=True, privileged=True)

@@ -378,6 +378,21 @@ class TestSsh:
         finally:
             rri.terminate()
 
+    def test_an_instance_ended_elsewhere_is_forgotten(self, lab: Lab, bus: Any) -> None:
+        """Terminated behind the actor's back, the instance leaves its state file when seen."""
+        apic = lab.apic(bus)
+        booked = apic.request_instance(NULL_WD)
+        assert booked["id"] in bus.call("lab", "describe")["instances"]
+        request = urllib.request.Request(
+            f"{lab.base_uri}/terminate/{booked['id']}",
+            method="POST",
+            headers={"Authorization": f"Bearer {lab.token}"},
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+        assert apic.get_instance_info(booked["id"])["status"] == "TERMINATED"
+        assert booked["id"] not in bus.call("lab", "describe")["instances"]
+        assert booked["id"] not in lab.state_file.read_text()
+
     def test_token_and_keys_never_in_describe(self, lab: Lab, bus: Any) -> None:
         """describe says where the token comes from, never the token or a key."""
         text = json.dumps(bus.call("lab", "describe"), default=str)

@@ -79,6 +79,7 @@ class SandboxSSHServer:
         host_key: The server's host key (published by the API).
         authorized_key: The only client key accepted, for user ``root``.
         host: Address to listen on.
+        port: Port to listen on; 0 (or a port now taken) picks a free one at ``start()``.
         name: Label in logs (the instance id).
         drop_budget: Asked at each SFTP file open: bytes before the connection is cut, or None.
     """
@@ -90,6 +91,7 @@ class SandboxSSHServer:
         host_key: paramiko.PKey,
         authorized_key: paramiko.PKey,
         host: str = "127.0.0.1",
+        port: int = 0,
         name: str = "",
         drop_budget: Callable[[], int | None] = lambda: None,
     ) -> None:
@@ -97,10 +99,8 @@ class SandboxSSHServer:
         self.host_key = host_key
         self.authorized_key = authorized_key
         self.name = name
-        sandbox.mkdir(parents=True, exist_ok=True)
-        self._listener = socket.create_server((host, 0))
-        self._listener.settimeout(0.2)
-        self.host, self.port = self._listener.getsockname()[:2]
+        self.host, self.port = host, port
+        self._listener: socket.socket | None = None
         self._lock = threading.Lock()
         self._connections: list[tuple[paramiko.Transport, socket.socket]] = []
         self._stopping = threading.Event()
@@ -113,7 +113,17 @@ class SandboxSSHServer:
         self.drops = 0
 
     def start(self) -> None:
-        """Accept connections from a background thread."""
+        """Listen (the port is then known) and accept connections from a background thread."""
+        self.sandbox.mkdir(parents=True, exist_ok=True)
+        try:
+            listener = socket.create_server((self.host, self.port))
+        except OSError:
+            if not self.port:
+                raise
+            listener = socket.create_server((self.host, 0))  # the old port is taken
+        listener.settimeout(0.2)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
         self._thread.start()
 
     def stop(self) -> None:
@@ -121,7 +131,8 @@ class SandboxSSHServer:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(5)
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
         self.drop_connections()
         with self._lock:
             commands = list(self._commands)
@@ -155,6 +166,7 @@ class SandboxSSHServer:
             sock.shutdown(socket.SHUT_RDWR)
 
     def _accept_loop(self) -> None:
+        assert self._listener is not None
         while not self._stopping.is_set():
             try:
                 sock, _ = self._listener.accept()

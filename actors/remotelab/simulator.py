@@ -37,6 +37,9 @@ reference/rerobots-client.md lists it (§7 is the checklist):
   time; ``GET /vpn/{id}`` its status. Also ``/firewall/{id}``, ``/reservations``,
   ``/instance/{id}/sshkey``, ``/rules``.
 - A trailing-slash ``base_uri`` (``//deployments``) works: repeated slashes are collapsed.
+- With ``--state-dir``, instances outlive the simulator: ``simulator.json`` (0600) keeps them with
+  their keys, and a new run serves them again (SSH on the same port when it is free; sandboxes
+  are ``instances/<id>/`` there). Without it, everything is in memory and a temporary directory.
 
 **Assumptions** (the real service's behaviour is not public here): the status codes (400 wrong
 token, 404 unknown ids, 503 busy) follow the published client's own test fixtures; a wrong token
@@ -88,6 +91,7 @@ import structlog
 from actors.remotelab.sim_jpeg import camera_frame
 from actors.remotelab.sim_ssh import SandboxSSHServer, host_key_line, public_key_from_line
 from bus.options import secret_from_file
+from bus.security.files import write_private_file
 
 __all__ = [
     "BUSY_DEPLOYMENTS_MESSAGE",
@@ -219,6 +223,7 @@ class _Instance:
     private_key: str | None
     ssh: SandboxSSHServer
     host_keys: list[str]
+    created_wall: float = 0.0
     status: str = "INIT"
     endtime: str | None = None
     addons: dict[str, _Addon] = field(default_factory=dict)
@@ -255,8 +260,10 @@ class RemoteLabSimulator:
         host: Address of the HTTP API.
         port: Its port (0 = any free port).
         ssh_host: Address of the instances' SSH servers (published as ``fwd.ipv4``).
-        state_dir: Where instance sandboxes go (``instances/<id>/``); default a temporary
-            directory removed by ``stop()``.
+        state_dir: Where instance sandboxes go (``instances/<id>/``), and the simulator's own
+            state (``simulator.json``, 0600: instances with their keys, reservations), which
+            ``start()`` loads, so instances outlive a restart of the simulator; default a
+            temporary directory removed by ``stop()``, and no state file.
         deployments: The deployments offered.
         ready_delay_s: Time from ``INIT`` to ``READY``.
         addon_delay_s: Time from ``starting`` to ``active``.
@@ -286,6 +293,7 @@ class RemoteLabSimulator:
         self._own_state_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="rlsim-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = None if self._own_state_dir else self.state_dir / "simulator.json"
         self._lock = threading.RLock()
         self._faults: list[Fault] = list(faults)
         self._instances: dict[str, _Instance] = {}
@@ -306,7 +314,8 @@ class RemoteLabSimulator:
         return f"http://{host!s}:{port}"
 
     def start(self) -> None:
-        """Serve from a background thread."""
+        """Load the state file (if any) and serve from a background thread."""
+        self._load()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name="rlsim-http", daemon=True
         )  # a short poll interval: stop() returns at once
@@ -373,6 +382,7 @@ class RemoteLabSimulator:
             instance.status = status
             if status == "INIT_FAIL":
                 self._release(instance)
+            self._save()
 
     def drop_ssh(self, instance_id: str) -> int:
         """Cut the SSH connections of an instance now; how many were cut."""
@@ -427,6 +437,7 @@ class RemoteLabSimulator:
             instance.endtime = _now_text()
             self._release(instance)
             log.info("rlsim_instance_expired", instance=instance.id)
+            self._save()
         return instance.status
 
     def _ready(self, instance_id: str) -> _Instance:
@@ -445,6 +456,91 @@ class RemoteLabSimulator:
     def _release(self, instance: _Instance) -> None:
         instance.addons.clear()
         threading.Thread(target=instance.ssh.stop, name="rlsim-ssh-stop", daemon=True).start()
+
+    def _ssh_server(
+        self, instance_id: str, host_key: paramiko.PKey, authorized: paramiko.PKey, port: int = 0
+    ) -> SandboxSSHServer:
+        return SandboxSSHServer(
+            sandbox=self.state_dir / "instances" / instance_id,
+            host_key=host_key,
+            authorized_key=authorized,
+            host=self.ssh_host,
+            port=port,
+            name=instance_id,
+            drop_budget=lambda: self._drop_budget(instance_id),
+        )
+
+    def _save(self) -> None:
+        """Write the state file (called with the lock held, after every change)."""
+        if self.state_file is None:
+            return
+        instances = []
+        for inst in self._instances.values():
+            host_key = io.StringIO()
+            inst.ssh.host_key.write_private_key(host_key)
+            instances.append(
+                {
+                    "id": inst.id,
+                    "deployment": inst.deployment.id,
+                    "created_wall": inst.created_wall,
+                    "starttime": inst.starttime,
+                    "status": inst.status,
+                    "endtime": inst.endtime,
+                    "request": inst.request,
+                    "private_key": inst.private_key,
+                    "authorized_key": host_key_line(inst.ssh.authorized_key, "rlsim"),
+                    "host_key": host_key.getvalue(),
+                    "host_keys": inst.host_keys,
+                    "ssh_port": inst.ssh.port,
+                    "vpn_clients": inst.vpn_clients,
+                    "firewall": inst.firewall,
+                }
+            )
+        document = {
+            "version": 1,
+            "icounter": self._icounter,
+            "reservations": self._reservations,
+            "instances": instances,
+        }
+        write_private_file(self.state_file, json.dumps(document).encode(), overwrite=True)
+
+    def _load(self) -> None:
+        """Take the state file's instances back (their SSH servers on their old ports if free)."""
+        if self.state_file is None or not self.state_file.exists():
+            return
+        document = json.loads(self.state_file.read_bytes())
+        with self._lock:
+            for wd, count in document.get("icounter", {}).items():
+                if wd in self._icounter:
+                    self._icounter[wd] = int(count)
+            self._reservations = list(document.get("reservations", []))
+            for saved in document.get("instances", []):
+                deployment = self.deployments.get(saved["deployment"])
+                if deployment is None:
+                    continue  # a deployment this run does not offer
+                host_key = paramiko.ECDSAKey.from_private_key(io.StringIO(saved["host_key"]))
+                authorized = public_key_from_line(saved["authorized_key"])
+                ssh = self._ssh_server(saved["id"], host_key, authorized, saved["ssh_port"])
+                age = max(0.0, time.time() - float(saved["created_wall"]))
+                instance = _Instance(
+                    id=saved["id"],
+                    deployment=deployment,
+                    created=time.monotonic() - age,
+                    created_wall=float(saved["created_wall"]),
+                    starttime=saved["starttime"],
+                    request=dict(saved["request"]),
+                    private_key=saved["private_key"],
+                    ssh=ssh,
+                    host_keys=list(saved["host_keys"]),
+                    status=saved["status"],
+                    endtime=saved["endtime"],
+                    vpn_clients=list(saved["vpn_clients"]),
+                    firewall=list(saved["firewall"]),
+                )
+                self._instances[instance.id] = instance
+                if self._status(instance) in ("INIT", "READY"):
+                    ssh.start()
+        log.info("rlsim_state_loaded", instances=len(self._instances))
 
     def _drop_budget(self, instance_id: str) -> int | None:
         fault = self.take_fault("ssh_drop", f"/instance/{instance_id}")
@@ -586,6 +682,7 @@ class RemoteLabSimulator:
                 if body.get("reserve"):
                     reservation = {"id": str(uuid.uuid4()), "created": _now_text(), "desc": target}
                     self._reservations.append(reservation)
+                    self._save()
                     return {"success": False, "id": reservation["id"]}
                 raise ApiError(503, {"result_message": BUSY_DEPLOYMENTS_MESSAGE})
             deployment = free[0]
@@ -597,19 +694,13 @@ class RemoteLabSimulator:
                 generated.write_private_key(text)  # PKCS#1 "BEGIN RSA PRIVATE KEY"
                 private_key, authorized = text.getvalue(), generated
             host_key = paramiko.ECDSAKey.generate()
-            ssh = SandboxSSHServer(
-                sandbox=self.state_dir / "instances" / instance_id,
-                host_key=host_key,
-                authorized_key=authorized,
-                host=self.ssh_host,
-                name=instance_id,
-                drop_budget=lambda: self._drop_budget(instance_id),
-            )
+            ssh = self._ssh_server(instance_id, host_key, authorized)
             ssh.start()
             instance = _Instance(
                 id=instance_id,
                 deployment=deployment,
                 created=time.monotonic(),
+                created_wall=time.time(),
                 starttime=_now_text(),
                 request={
                     key: body[key]
@@ -625,6 +716,7 @@ class RemoteLabSimulator:
                 self._release(instance)
             self._instances[instance_id] = instance
             self._icounter[deployment.id] += 1
+            self._save()
         log.info("rlsim_instance_new", instance=instance_id, deployment=deployment.id)
         answer: dict[str, Any] = {"success": True, "id": instance_id}
         if private_key is not None:
@@ -640,6 +732,7 @@ class RemoteLabSimulator:
                 instance.status = "TERMINATED"
                 instance.endtime = _now_text()
                 self._release(instance)
+                self._save()
                 log.info("rlsim_instance_terminated", instance=instance.id)
         return {"success": True}
 
@@ -652,6 +745,7 @@ class RemoteLabSimulator:
                 raise ApiError(400, {"error_message": "this instance was not requested with vpn"})
             client_id = str(uuid.uuid4())
             instance.vpn_clients.append(client_id)
+            self._save()
         return {"client_id": client_id, "ovpn": _ovpn(self.ssh_host, instance.id, client_id)}
 
     def vpn_status(self, request: _Request) -> dict[str, Any]:
@@ -673,11 +767,13 @@ class RemoteLabSimulator:
         rule = {"action": str(action), "source": str(body.get("src", "0.0.0.0/0"))}
         with self._lock:
             self._ready(request.params["iid"]).firewall.append(rule)
+            self._save()
         return {}
 
     def flush_firewall(self, request: _Request) -> dict[str, Any]:
         with self._lock:
             self._instance(request.params["iid"]).firewall.clear()
+            self._save()
         return {}
 
     def get_reservations(self, request: _Request) -> dict[str, Any]:
@@ -690,6 +786,7 @@ class RemoteLabSimulator:
             self._reservations = [r for r in self._reservations if r["id"] != request.params["rid"]]
             if len(self._reservations) == before:
                 raise _not_found("reservation not found")
+            self._save()
         return {}
 
     # ------------------------------------------------------------ API: add-ons
@@ -999,7 +1096,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the API token accepted (created 0600 with a random token if missing)",
     )
     parser.add_argument("--ssh-host", default="127.0.0.1", help="address of instance SSH servers")
-    parser.add_argument("--state-dir", help="instance sandboxes (default: a temporary directory)")
+    parser.add_argument(
+        "--state-dir",
+        help="instance sandboxes and the state a restart takes back (default: a temporary"
+        " directory, no state kept)",
+    )
     parser.add_argument("--ready-delay-s", type=float, default=1.0, help="INIT to READY")
     parser.add_argument("--addon-delay-s", type=float, default=0.5, help="starting to active")
     parser.add_argument(

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import stat
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -51,6 +54,24 @@ def _call(
     with requests.Session() as session:
         session.trust_env = False  # loopback, whatever HTTP(S)_PROXY says
         return session.request(method, sim.base_uri + path, headers=headers, json=body, timeout=10)
+
+
+def _connect(info: dict[str, Any], private_key: str) -> paramiko.SSHClient:
+    """An SSH client to the instance ``info`` describes, checking its published host key."""
+    host, port = info["fwd"]["ipv4"], info["fwd"]["port"]
+    key_type, key_b64, _ = info["hostkeys"][0].split(" ")
+    ssh = paramiko.SSHClient()
+    host_key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_b64))
+    ssh.get_host_keys().add(f"[{host}]:{port}", key_type, host_key)
+    ssh.connect(
+        host,
+        port=port,
+        username="root",
+        pkey=paramiko.RSAKey.from_private_key(io.StringIO(private_key)),
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return ssh
 
 
 def test_fault_specs() -> None:
@@ -203,18 +224,9 @@ def test_sftp_is_confined_and_a_download_can_be_cut(sim: RemoteLabSimulator) -> 
     instance_id = created["id"]
     sim.set_status(instance_id, "READY")
     info = _call(sim, "GET", f"/instance/{instance_id}").json()
-    key = paramiko.RSAKey.from_private_key(io.StringIO(created["sshkey"]))
-    host, port = info["fwd"]["ipv4"], info["fwd"]["port"]
-    key_type, key_b64, _ = info["hostkeys"][0].split(" ")
 
     def connect() -> paramiko.SSHClient:
-        ssh = paramiko.SSHClient()
-        host_key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_b64))
-        ssh.get_host_keys().add(f"[{host}]:{port}", key_type, host_key)
-        ssh.connect(
-            host, port=port, username="root", pkey=key, look_for_keys=False, allow_agent=False
-        )
-        return ssh
+        return _connect(info, created["sshkey"])
 
     ssh = connect()
     try:
@@ -262,3 +274,38 @@ def test_an_instance_ends_after_its_duration(sim: RemoteLabSimulator) -> None:
         time.sleep(0.05)
     assert "endtime" in info
     assert _call(sim, "GET", f"/deployment/{WD}").json()["queuelen"] == 0
+
+
+def test_instances_outlive_a_restart_of_the_simulator(tmp_path: Path) -> None:
+    """With a state directory, a new simulator process takes the instances (and keys) back."""
+    with RemoteLabSimulator(token=TOKEN, state_dir=tmp_path, ready_delay_s=60) as first:
+        created = _call(first, "POST", f"/new/{WD}", body={"reserve": False}).json()
+        instance_id = created["id"]
+        first.set_status(instance_id, "READY")
+        before = _call(first, "GET", f"/instance/{instance_id}").json()
+        ended = _call(first, "POST", f"/new/{DEFAULT_DEPLOYMENTS[1].id}", body={}).json()["id"]
+        assert _call(first, "POST", f"/terminate/{ended}").ok
+        reserved = _call(first, "POST", f"/new/{WD}", body={"reserve": True}).json()
+        assert reserved["success"] is False
+    state_file = tmp_path / "simulator.json"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    saved = json.loads(state_file.read_text())["instances"]
+    assert created["sshkey"] in [i["private_key"] for i in saved]  # so the file is private
+    (tmp_path / "instances" / instance_id / "kept.txt").write_text("still here\n")
+
+    with RemoteLabSimulator(token=TOKEN, state_dir=tmp_path, ready_delay_s=60) as second:
+        after = _call(second, "GET", f"/instance/{instance_id}").json()
+        assert after["status"] == "READY" and after["hostkeys"] == before["hostkeys"]
+        assert after["starttime"] == before["starttime"]
+        assert _call(second, "GET", f"/instance/{ended}").json()["status"] == "TERMINATED"
+        assert _call(second, "GET", "/instances").json()["workspace_instances"] == [instance_id]
+        assert _call(second, "GET", f"/deployment/{WD}").json()["queuelen"] == 1
+        assert [r["id"] for r in _call(second, "GET", "/reservations").json()["reservations"]] == [
+            reserved["id"]
+        ]
+        ssh = _connect(after, created["sshkey"])
+        try:
+            _, stdout, _ = ssh.exec_command("cat kept.txt")
+            assert stdout.read() == b"still here\n"
+        finally:
+            ssh.close()

@@ -346,6 +346,75 @@ class APIClient(BusSession):
         """Deactivate the mistyproxy add-on."""
         self._call("deactivate_addon_mistyproxy", {"instance_id": instance_id})
 
+    def activate_addon_drive(self, instance_id: str) -> None:
+        """Activate the drive add-on."""
+        self._call("activate_addon_drive", {"instance_id": instance_id})
+
+    def status_addon_drive(self, instance_id: str) -> dict[str, Any]:
+        """The drive add-on's status."""
+        result: dict[str, Any] = self._call("status_addon_drive", {"instance_id": instance_id})
+        return result
+
+    def deactivate_addon_drive(self, instance_id: str) -> None:
+        """Deactivate the drive add-on."""
+        self._call("deactivate_addon_drive", {"instance_id": instance_id})
+
+    def send_drive_command(self, instance_id: str, command: dict[str, Any] | None = None) -> None:
+        """Send a motion command; None stops (``{"linearv": 0, "angularv": 0}``)."""
+        self._call("send_drive_command", {"instance_id": instance_id, "command": command})
+
+    def activate_addon_vnc(self, instance_id: str) -> None:
+        """Activate the vnc add-on."""
+        self._call("activate_addon_vnc", {"instance_id": instance_id})
+
+    def status_addon_vnc(self, instance_id: str) -> dict[str, Any]:
+        """The vnc add-on's status."""
+        result: dict[str, Any] = self._call("status_addon_vnc", {"instance_id": instance_id})
+        return result
+
+    def start_addon_vnc(self, instance_id: str) -> None:
+        """Start the VNC server."""
+        self._call("start_addon_vnc", {"instance_id": instance_id})
+
+    def stop_addon_vnc(self, instance_id: str) -> None:
+        """Stop the VNC server."""
+        self._call("stop_addon_vnc", {"instance_id": instance_id})
+
+    def deactivate_addon_vnc(self, instance_id: str) -> None:
+        """Deactivate the vnc add-on."""
+        self._call("deactivate_addon_vnc", {"instance_id": instance_id})
+
+    # ------------------------------------------------------------ firewall, reservations
+
+    def get_firewall_rules(self, instance_id: str) -> list[Any]:
+        """The instance's firewall rules."""
+        result: list[Any] = self._call("get_firewall_rules", {"instance_id": instance_id})
+        return result
+
+    def add_firewall_rule(
+        self, instance_id: str, action: str, source_address: str | None = None
+    ) -> None:
+        """Add a rule: ``action`` (ACCEPT, DROP or REJECT) for packets from ``source_address``."""
+        if action not in ("ACCEPT", "DROP", "REJECT"):
+            raise Error("unrecognized firewall action", "invalid_arguments")
+        self._call(
+            "add_firewall_rule",
+            {"instance_id": instance_id, "action": action, "source_address": source_address},
+        )
+
+    def flush_firewall_rules(self, instance_id: str) -> None:
+        """Remove every firewall rule of the instance."""
+        self._call("flush_firewall_rules", {"instance_id": instance_id})
+
+    def get_reservations(self) -> list[Any]:
+        """Your reservations."""
+        result: list[Any] = self._call("get_reservations")
+        return result
+
+    def cancel_reservation(self, reservation_id: str) -> None:
+        """Cancel a reservation."""
+        self._call("cancel_reservation", {"reservation_id": reservation_id})
+
 
 def _to_ndarray(jpeg: bytes) -> Any:
     """Decode a JPEG into a (height, width, 3) uint8 array, as ``rerobots`` does (numpy, Pillow)."""
@@ -570,6 +639,54 @@ class Instance:
     def deactivate_addon_mistyproxy(self) -> None:
         """Deactivate the mistyproxy add-on."""
         self._apic.deactivate_addon_mistyproxy(self._id)
+
+    def activate_addon_drive(self) -> None:
+        """Activate the drive add-on."""
+        self._apic.activate_addon_drive(self._id)
+
+    def status_addon_drive(self) -> dict[str, Any]:
+        """The drive add-on's status."""
+        return self._apic.status_addon_drive(self._id)
+
+    def deactivate_addon_drive(self) -> None:
+        """Deactivate the drive add-on."""
+        self._apic.deactivate_addon_drive(self._id)
+
+    def send_drive_command(self, command: dict[str, Any] | None = None) -> None:
+        """Send a motion command through the drive add-on; None stops."""
+        self._apic.send_drive_command(self._id, command)
+
+    def activate_addon_vnc(self) -> None:
+        """Activate the vnc add-on."""
+        self._apic.activate_addon_vnc(self._id)
+
+    def status_addon_vnc(self) -> dict[str, Any]:
+        """The vnc add-on's status."""
+        return self._apic.status_addon_vnc(self._id)
+
+    def start_addon_vnc(self) -> None:
+        """Start the VNC server."""
+        self._apic.start_addon_vnc(self._id)
+
+    def stop_addon_vnc(self) -> None:
+        """Stop the VNC server."""
+        self._apic.stop_addon_vnc(self._id)
+
+    def deactivate_addon_vnc(self) -> None:
+        """Deactivate the vnc add-on."""
+        self._apic.deactivate_addon_vnc(self._id)
+
+    def get_firewall_rules(self) -> list[Any]:
+        """The instance's firewall rules."""
+        return self._apic.get_firewall_rules(self._id)
+
+    def add_firewall_rule(self, action: str, source_address: str | None = None) -> None:
+        """Add a firewall rule (ACCEPT, DROP or REJECT)."""
+        self._apic.add_firewall_rule(self._id, action, source_address)
+
+    def flush_firewall_rules(self) -> None:
+        """Remove every firewall rule."""
+        self._apic.flush_firewall_rules(self._id)
 
 
 def _bytes_feed(progress: Callable[[int, int], object] | None) -> Callable[[Any], None]:

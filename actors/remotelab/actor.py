@@ -49,8 +49,10 @@ def _not_ready(instance_id: str, status: str) -> DeviceFault:
 class RemoteLabActor(Actor):
     """The rerobots remote-lab API (workspace deployments, instances, add-ons) and SSH to instances.
 
-    Every ``rerobots.api.APIClient`` operation is a command of the same name and arguments, and
-    every ``rerobots.Instance`` operation too, with the instance's id as ``instance_id``. The
+    Every ``rerobots.api.APIClient`` operation on deployments, instances, add-ons (cam,
+    mistyproxy, drive, vnc), firewall rules and reservations is a command of the same name and
+    arguments, and every ``rerobots.Instance`` operation too, with the instance's id as
+    ``instance_id`` (access rules, token revocation, purge and CI projects are not covered). The
     actor holds the API token and the instances' SSH keys (never sent on the bus unless asked for
     with ``request_instance(include_sshkey=True)``); its state file lets it re-attach to its
     instances after a restart, and it re-opens their SSH connections on demand.
@@ -270,7 +272,7 @@ class RemoteLabActor(Actor):
 
     async def _addon(
         self,
-        addon: Literal["cam", "mistyproxy"],
+        addon: Literal["cam", "mistyproxy", "drive", "vnc"],
         action: Literal["activate", "deactivate"],
         instance_id: str,
         ctx: CommandContext,
@@ -278,7 +280,10 @@ class RemoteLabActor(Actor):
         await self._api(self.api.addon(addon, action, instance_id), protocol.check_ok, ctx)
 
     async def _addon_status(
-        self, addon: Literal["cam", "mistyproxy"], instance_id: str, ctx: CommandContext
+        self,
+        addon: Literal["cam", "mistyproxy", "drive", "vnc"],
+        instance_id: str,
+        ctx: CommandContext,
     ) -> dict[str, Any]:
         request = self.api.addon(addon, "status", instance_id)
         status = await self._api(request, protocol.parse_addon_status, ctx)
@@ -329,6 +334,92 @@ class RemoteLabActor(Actor):
     async def deactivate_addon_mistyproxy(self, instance_id: str, ctx: CommandContext) -> None:
         """Deactivate the mistyproxy add-on."""
         await self._addon("mistyproxy", "deactivate", instance_id, ctx)
+
+    # drive and vnc
+
+    @command(concurrent=True, privileged=True)
+    async def activate_addon_drive(self, instance_id: str, ctx: CommandContext) -> None:
+        """Activate the drive add-on (motion commands for mobile robots)."""
+        await self._addon("drive", "activate", instance_id, ctx)
+
+    @command(concurrent=True)
+    async def status_addon_drive(self, instance_id: str, ctx: CommandContext) -> dict[str, Any]:
+        """The drive add-on's status (``notfound`` when not active)."""
+        return await self._addon_status("drive", instance_id, ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def deactivate_addon_drive(self, instance_id: str, ctx: CommandContext) -> None:
+        """Deactivate the drive add-on."""
+        await self._addon("drive", "deactivate", instance_id, ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def send_drive_command(
+        self, instance_id: str, ctx: CommandContext, command: dict[str, Any] | None = None
+    ) -> None:
+        """Send a motion command through the drive add-on; none: stop (linearv 0, angularv 0)."""
+        request = self.api.send_drive_command(instance_id, command)
+        await self._api(request, protocol.check_ok, ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def activate_addon_vnc(self, instance_id: str, ctx: CommandContext) -> None:
+        """Activate the vnc add-on."""
+        await self._addon("vnc", "activate", instance_id, ctx)
+
+    @command(concurrent=True)
+    async def status_addon_vnc(self, instance_id: str, ctx: CommandContext) -> dict[str, Any]:
+        """The vnc add-on's status (``notfound`` when not active)."""
+        return await self._addon_status("vnc", instance_id, ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def start_addon_vnc(self, instance_id: str, ctx: CommandContext) -> None:
+        """Start the VNC server of the vnc add-on."""
+        await self._api(self.api.vnc("start", instance_id), protocol.check_ok, ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def stop_addon_vnc(self, instance_id: str, ctx: CommandContext) -> None:
+        """Stop the VNC server of the vnc add-on."""
+        await self._api(self.api.vnc("stop", instance_id), protocol.check_ok, ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def deactivate_addon_vnc(self, instance_id: str, ctx: CommandContext) -> None:
+        """Deactivate the vnc add-on."""
+        await self._addon("vnc", "deactivate", instance_id, ctx)
+
+    # ------------------------------------------------------------ APIClient: firewall, reservations
+
+    @command(concurrent=True)
+    async def get_firewall_rules(self, instance_id: str, ctx: CommandContext) -> list[Any]:
+        """The instance's firewall rules."""
+        request = self.api.get_firewall_rules(instance_id)
+        return await self._api(request, protocol.parse_list("rules"), ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def add_firewall_rule(
+        self,
+        instance_id: str,
+        action: Literal["ACCEPT", "DROP", "REJECT"],
+        ctx: CommandContext,
+        source_address: str | None = None,
+    ) -> None:
+        """Add a firewall rule: ``action`` for packets from ``source_address`` (default: any)."""
+        request = self.api.add_firewall_rule(instance_id, action, source_address)
+        await self._api(request, protocol.check_ok, ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def flush_firewall_rules(self, instance_id: str, ctx: CommandContext) -> None:
+        """Remove every firewall rule of the instance."""
+        await self._api(self.api.flush_firewall_rules(instance_id), protocol.check_ok, ctx)
+
+    @command(concurrent=True)
+    async def get_reservations(self, ctx: CommandContext) -> list[Any]:
+        """Your reservations (requests with ``reserve`` that wait for a deployment)."""
+        request = self.api.get_reservations()
+        return await self._api(request, protocol.parse_list("reservations"), ctx)
+
+    @command(concurrent=True, privileged=True)
+    async def cancel_reservation(self, reservation_id: str, ctx: CommandContext) -> None:
+        """Cancel a reservation."""
+        await self._api(self.api.cancel_reservation(reservation_id), protocol.check_ok, ctx)
 
     # ------------------------------------------------------------ Instance
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -43,6 +43,7 @@ __all__ = [
     "BUSY_INSTANCE",
     "DEFAULT_BASE_URI",
     "EXCEPTIONS",
+    "FIREWALL_ACTIONS",
     "INSTANCE_NOT_FOUND",
     "WRONG_TOKEN",
     "AddonStatus",
@@ -60,6 +61,7 @@ __all__ = [
     "parse_instance_info",
     "parse_instances",
     "parse_json",
+    "parse_list",
     "parse_new_instance",
     "parse_snapshot",
     "parse_wtypes",
@@ -81,6 +83,9 @@ WRONG_TOKEN = "wrong authorization token"
 INSTANCE_NOT_FOUND = "instance not found"
 BUSY_DEPLOYMENT = "All matching workspace deployments are busy"
 BUSY_INSTANCE = "This instance is busy."
+
+#: What a firewall rule may do with the packets it matches.
+FIREWALL_ACTIONS = ("ACCEPT", "DROP", "REJECT")
 
 #: The add-ons with activate / status / deactivate.
 ADDONS = ("cam", "mistyproxy", "drive", "vnc")
@@ -376,6 +381,55 @@ class Api:
         path = f"/addon/{addon}/" + _segment(instance_id, "instance_id")
         return self._request(method, path, f"{action}_addon_{addon}")
 
+    def vnc(self, action: Literal["start", "stop"], instance_id: str) -> HttpRequest:
+        """``POST /addon/vnc/{id}/start`` or ``/stop``."""
+        path = "/addon/vnc/" + _segment(instance_id, "instance_id") + f"/{action}"
+        return self._request("POST", path, f"{action}_addon_vnc")
+
+    def send_drive_command(
+        self, instance_id: str, command: Mapping[str, Any] | None = None
+    ) -> HttpRequest:
+        """``POST /addon/drive/{id}/tx``; no command is the published client's stop."""
+        body = dict(command) if command is not None else {"linearv": 0, "angularv": 0}
+        path = "/addon/drive/" + _segment(instance_id, "instance_id") + "/tx"
+        return self._request("POST", path, "send_drive_command", body=body)
+
+    def get_firewall_rules(self, instance_id: str) -> HttpRequest:
+        """``GET /firewall/{id}``."""
+        path = "/firewall/" + _segment(instance_id, "instance_id")
+        return self._request("GET", path, "get_firewall_rules")
+
+    def add_firewall_rule(
+        self, instance_id: str, action: str, source_address: str | None = None
+    ) -> HttpRequest:
+        """``POST /firewall/{id}`` ``{"src"?, "action"}``; the action is checked here, as published."""
+        if action not in FIREWALL_ACTIONS:
+            raise InvalidArguments(
+                "unrecognized firewall action",
+                details={"argument": "action", "expected": list(FIREWALL_ACTIONS)},
+            )
+        body = (
+            {"action": action}
+            if source_address is None
+            else {"src": source_address, "action": action}
+        )
+        path = "/firewall/" + _segment(instance_id, "instance_id")
+        return self._request("POST", path, "add_firewall_rule", body=body)
+
+    def flush_firewall_rules(self, instance_id: str) -> HttpRequest:
+        """``DELETE /firewall/{id}``."""
+        path = "/firewall/" + _segment(instance_id, "instance_id")
+        return self._request("DELETE", path, "flush_firewall_rules")
+
+    def get_reservations(self) -> HttpRequest:
+        """``GET /reservations``."""
+        return self._request("GET", "/reservations", "get_reservations")
+
+    def cancel_reservation(self, reservation_id: str) -> HttpRequest:
+        """``DELETE /reservation/{id}``."""
+        path = "/reservation/" + _segment(reservation_id, "reservation_id")
+        return self._request("DELETE", path, "cancel_reservation")
+
     def get_snapshot_cam(self, instance_id: str, camera_id: int = 0) -> HttpRequest:
         """``GET /addon/cam/{id}/{camera_id}/img``."""
         path = "/addon/cam/" + _segment(instance_id, "instance_id") + f"/{int(camera_id)}/img"
@@ -482,6 +536,23 @@ def parse_wtypes(request: HttpRequest, response: HttpResponse) -> list[str]:
     """``workspace_types``."""
     payload = parse_json(request, response)
     return [str(t) for t in _field(request, response, payload, "workspace_types")]
+
+
+def parse_list(key: str) -> Callable[[HttpRequest, HttpResponse], list[Any]]:
+    """A parser of the list under ``key`` (``rules``, ``reservations``)."""
+
+    def parse(request: HttpRequest, response: HttpResponse) -> list[Any]:
+        value = _field(request, response, parse_json(request, response), key)
+        if not isinstance(value, list):
+            raise ApiError(
+                "Error",
+                f"{request.operation}: {key!r} is not a list",
+                status=response.status,
+                operation=request.operation,
+            )
+        return value
+
+    return parse
 
 
 def parse_deployments(

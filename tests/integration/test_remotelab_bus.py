@@ -129,6 +129,13 @@ def bus(lab: Lab) -> Iterator[Any]:
         yield client
 
 
+def _wait_active(status: Any) -> None:
+    deadline = time.monotonic() + scaled(10)
+    while status()["status"] != "active":
+        assert time.monotonic() < deadline, "add-on never became active"
+        time.sleep(0.05)
+
+
 def _ready_instance(apic: APIClient, wd: str = NULL_WD) -> Instance:
     rri = Instance(wdeployment_id=wd, apic=apic)
     rri.wait_until_ready(timeout=scaled(20))
@@ -226,8 +233,9 @@ class TestTutorial:
         finally:
             rri.terminate()
 
-    def test_mistyproxy_urls_and_vpn(self, lab: Lab, bus: Any) -> None:
-        """mistyproxy URLs change on each activation; a VPN client comes with its ovpn text."""
+    def test_addons_firewall_reservations_and_vpn(self, lab: Lab, bus: Any) -> None:
+        """mistyproxy URLs change on each activation; drive commands, firewall rules and a
+        reservation; a VPN client comes with its ovpn text; vnc starts and stops."""
         apic = lab.apic(bus)
         rri = Instance(wdeployment_id=MISTY_WD, apic=apic)
         try:
@@ -243,14 +251,37 @@ class TestTutorial:
                 urls.append(status["url"])
                 rri.deactivate_addon_mistyproxy()
             assert urls[0] != urls[1] and len(urls[0]) == 2
+            rri.activate_addon_drive()
+            _wait_active(rri.status_addon_drive)
+            rri.send_drive_command({"linearv": 0.1, "angularv": 0})
+            rri.send_drive_command()
+            rri.add_firewall_rule("DROP", "10.0.0.0/8")
+            rri.add_firewall_rule("ACCEPT")
+            assert [r["action"] for r in rri.get_firewall_rules()] == ["DROP", "ACCEPT"]
+            rri.flush_firewall_rules()
+            assert rri.get_firewall_rules() == []
+            with pytest.raises(Error, match="unrecognized firewall action"):
+                rri.add_firewall_rule("ALLOW")
+            reservation = apic.request_instance(MISTY_WD, reserve=True)
+            assert reservation["success"] is False
+            assert reservation["id"] in [r["id"] for r in apic.get_reservations()]
+            apic.cancel_reservation(reservation["id"])
+            assert reservation["id"] not in [r["id"] for r in apic.get_reservations()]
         finally:
             rri.terminate()
         vpn = apic.request_instance(NULL_WD, vpn=True)
         try:
             assert "-----BEGIN RSA PRIVATE KEY-----" in vpn["sshkey"]
-            Instance(instance_id=vpn["id"], apic=apic).wait_until_ready(timeout=scaled(20))
+            rri = Instance(instance_id=vpn["id"], apic=apic)
+            rri.wait_until_ready(timeout=scaled(20))
             client = apic.get_vpn_newclient(vpn["id"])
             assert client["client_id"] and client["ovpn"]
+            rri.activate_addon_vnc()
+            _wait_active(rri.status_addon_vnc)
+            rri.start_addon_vnc()
+            rri.stop_addon_vnc()
+            rri.deactivate_addon_vnc()
+            assert rri.status_addon_vnc() == {"status": "notfound"}
         finally:
             apic.terminate_instance(vpn["id"])
 

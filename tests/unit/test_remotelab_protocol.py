@@ -111,6 +111,11 @@ class TestRequests:
             (lambda a: a.addon("cam", "status", "i1"), "GET", "/addon/cam/i1"),
             (lambda a: a.addon("mistyproxy", "deactivate", "i1"), "DELETE", "/addon/mistyproxy/i1"),
             (lambda a: a.get_snapshot_cam("i1", 2), "GET", "/addon/cam/i1/2/img"),
+            (lambda a: a.vnc("start", "i1"), "POST", "/addon/vnc/i1/start"),
+            (lambda a: a.get_firewall_rules("i1"), "GET", "/firewall/i1"),
+            (lambda a: a.flush_firewall_rules("i1"), "DELETE", "/firewall/i1"),
+            (lambda a: a.get_reservations(), "GET", "/reservations"),
+            (lambda a: a.cancel_reservation("r1"), "DELETE", "/reservation/r1"),
         ],
     )
     def test_paths(self, api: Api, build, method, path) -> None:
@@ -119,6 +124,17 @@ class TestRequests:
         assert (request.method, request.path) == (method, path)
         assert request.safe == (method == "GET")
         assert request.body is None
+
+    def test_drive_and_firewall_bodies(self, api: Api) -> None:
+        """A drive command's JSON (none: stop); firewall rules checked before anything is sent."""
+        stop = api.send_drive_command("i1")
+        assert (stop.method, stop.path) == ("POST", "/addon/drive/i1/tx")
+        assert json.loads(stop.body or b"") == {"linearv": 0, "angularv": 0}
+        rule = api.add_firewall_rule("i1", "DROP", "10.0.0.0/8")
+        assert json.loads(rule.body or b"") == {"src": "10.0.0.0/8", "action": "DROP"}
+        assert json.loads(api.add_firewall_rule("i1", "ACCEPT").body or b"") == {"action": "ACCEPT"}
+        with pytest.raises(InvalidArguments, match="unrecognized firewall action"):
+            api.add_firewall_rule("i1", "ALLOW")
 
     def test_ids_are_escaped_and_base_slash_not_doubled(self, api: Api) -> None:
         """An id cannot change the path; a trailing slash in base_uri gives no //."""

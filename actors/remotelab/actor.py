@@ -550,9 +550,12 @@ class RemoteLabActor(Actor):
         session = await self._session(instance_id, ctx)
         await self._blocking(lambda _cancel: session.connect(), ctx)
 
-    @command(concurrent=True)
+    @command(concurrent=True, privileged=True)
     async def stop_sshclient(self, instance_id: str) -> None:
-        """Close the instance's SSH connection (it is re-opened by the next SSH command)."""
+        """Close the instance's SSH connection (it is re-opened by the next SSH command).
+
+        Privileged: it breaks the commands and transfers running on that connection.
+        """
         await self._drop_ssh(instance_id)
 
     @command(concurrent=True, privileged=True)

@@ -13,11 +13,11 @@ Options (the ``[actor.options]`` table, read into ``RemoteLabOptions``)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 from actors.remotelab import protocol
@@ -34,7 +34,6 @@ T = TypeVar("T")
 
 #: Deadline of a blocking call made outside any request (start-up, stop).
 _LOCAL_DEADLINE_S = 30.0
-_WORKERS = 8
 _TERMINAL = ("TERMINATED", "TERMINATING", "INIT_FAIL")
 
 
@@ -79,7 +78,6 @@ class RemoteLabActor(Actor):
         self.store = InstanceStore(self.config.state_file)
         self._ssh: dict[str, SshSession] = {}
         self._ssh_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix=f"remotelab-{name}")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -102,7 +100,6 @@ class RemoteLabActor(Actor):
         for session in sessions:
             await asyncio.to_thread(session.close)
         self.http.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def describe_extra(self) -> dict[str, Any]:
         """The API's address and whether a token is configured (never the token itself)."""
@@ -121,14 +118,43 @@ class RemoteLabActor(Actor):
     async def _blocking(
         self, fn: Callable[[threading.Event], T], ctx: CommandContext | None = None
     ) -> T:
-        """Run ``fn(cancel)`` in a worker thread; a cancelled command sets ``cancel``."""
+        """Run ``fn(cancel)`` in a thread of its own; a cancelled command sets ``cancel``.
+
+        The threads are daemons: an HTTP request the API never answers (it ends at its
+        ``request_timeout_s``) does not hold up the actor's exit.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         cancel = threading.Event()
-        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, cancel)
+
+        def settle(outcome: Callable[[], None]) -> None:
+            if not future.done():
+                outcome()
+
+        def run() -> None:
+            try:
+                result = fn(cancel)
+            except BaseException as exc:  # handed to the awaiting command, which raises it
+                error = exc
+                self._to_loop(loop, settle, lambda: future.set_exception(error))
+            else:
+                self._to_loop(loop, settle, lambda: future.set_result(result))
+
+        threading.Thread(target=run, name=f"remotelab-{self.name}", daemon=True).start()
         try:
-            return await asyncio.shield(future)
+            return await future
         except asyncio.CancelledError:
             cancel.set()
             raise
+
+    @staticmethod
+    def _to_loop(
+        loop: asyncio.AbstractEventLoop,
+        settle: Callable[[Callable[[], None]], None],
+        outcome: Callable[[], None],
+    ) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, outcome)
 
     def _deadline(self, ctx: CommandContext | None) -> float:
         return ctx.deadline if ctx is not None else time.monotonic() + _LOCAL_DEADLINE_S

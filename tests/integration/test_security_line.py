@@ -341,8 +341,8 @@ class TestSecrets:
 def test_secured_demo_tour_leaves_no_secret_in_its_output(tmp_path: Path) -> None:
     """`linebus demo configs/demo-secure.toml` (on free ports) runs the whole tour secured, with
     every log line of every process at info level; none of the line's secrets (secret keys,
-    device password, provisioning and registration tokens) appears in its output, and every
-    secret file it made is 0600."""
+    device password, FLUX client key, provisioning and registration tokens) appears in its
+    output or its audit log, and every secret file it made is 0600."""
     text = (ROOT / "configs" / "demo-secure.toml").read_text()
     ports = {port: str(free_port()) for port in set(re.findall(r"127\.0\.0\.\d+:(\d+)", text))}
     text = re.sub(r"(127\.0\.0\.\d+):(\d+)", lambda m: f"{m.group(1)}:{ports[m.group(2)]}", text)
@@ -379,12 +379,19 @@ def test_secured_demo_tour_leaves_no_secret_in_its_output(tmp_path: Path) -> Non
         assert secret is not None
         secrets[path.name] = secret.decode()
     assert "registration token" in secrets
+    # The FLUX client's RSA private key (the printers trust its public half): each full line.
+    pem = (state / "flux-client-key.pem").read_text().splitlines()
+    for number, body in enumerate(x for x in pem if len(x) >= 16 and not x.startswith("-----")):
+        secrets[f"flux-client-key.pem line {number + 1}"] = body
+    # The logs: everything the demo's processes printed, and the audit log it wrote.
+    output += (state / "audit.jsonl").read_text()
     for name, secret in secrets.items():
-        assert len(secret) >= 16 and secret not in output, f"{name} is in the demo's output"
+        assert len(secret) >= 16 and secret not in output, f"{name} is in the demo's logs"
     private = [
         *state.glob("keys/*.key_secret"),
         state / "broker.key_secret",
         state / "flux-password",
+        state / "flux-client-key.pem",
         state / "provisioning-token",
         state / "telemetry.db",
         state / "ingest.sqlite",

@@ -8,6 +8,7 @@ each test books its own instance, or uses the deployments' faults with ``count=1
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -172,6 +173,10 @@ class TestTutorial:
         assert frame["format"] == "JPEG" and frame["coding"] is None
         assert frame["data"][:2] == b"\xff\xd8" and frame["data"][-2:] == b"\xff\xd9"
         assert isinstance(rri.get_snapshot_cam(coding="base64")["data"], str)
+        if importlib.util.find_spec("numpy") and importlib.util.find_spec("PIL"):
+            array = rri.get_snapshot_cam(dformat="ndarray")
+            assert array["format"] == "ndarray" and array["data"].shape[2] == 3
+            assert array["data"].dtype.name == "uint8"
 
         rri.start_sshclient()
         assert rri.exec_ssh("pwd").strip()

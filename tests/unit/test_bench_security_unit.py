@@ -216,8 +216,11 @@ def curve_echo() -> Iterator[tuple[str, bench.RawCurve, list[int]]]:
     def serve() -> None:
         while not halt.is_set():
             if router.poll(10):
-                router.send_multipart(router.recv_multipart())
+                frames = router.recv_multipart()
+                # Counted before the answer goes out: the client may return as soon as it has
+                # the last answer, before this thread runs again.
                 answered[0] += 1
+                router.send_multipart(frames)
 
     thread = threading.Thread(target=serve, name="bench-curve-echo", daemon=True)
     thread.start()

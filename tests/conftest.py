@@ -167,23 +167,46 @@ def _secured_pass(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+#: What the secured pass leaves to the plain one, besides the unit tier (in-process, plaintext by
+#: design): tests in which nothing changes with the switch, so that a second run would repeat the
+#: first exactly. Node id prefixes, each with why. A new test file runs in both passes unless
+#: listed here.
+SAME_IN_BOTH_PASSES = {
+    "tests/integration/test_flux_driver.py": "no broker: the FLUX driver against its simulator",
+    "tests/integration/test_flashrunner_driver.py": "no broker: the driver against its simulator",
+    "tests/integration/test_discovery_driver.py": "no broker: discovery against simulators",
+    "tests/integration/test_telemetry_forwarding.py": "no broker: the forwarder against ingest",
+    "tests/integration/test_remotelab_driver.py": "no broker: the driver against its simulator",
+    "tests/integration/test_remotelab_published_client.py": "no broker: rerobots' client and sim",
+    "tests/integration/test_telemetry_disk_full.py::test_store_": "no broker: the store alone",
+    "tests/integration/test_security_broker.py": "its own secured line, keys and clients",
+    "tests/integration/test_security_line.py": "its own secured line, keys and clients",
+}
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     if SECURE:
         return (
-            "secured pass: CURVE on every test line (LINEBUS_TEST_SECURE=1); unit tier deselected"
+            "secured pass (LINEBUS_TEST_SECURE=1): CURVE, keys and access lists on every test line;"
+            " the unit tier and SAME_IN_BOTH_PASSES (tests/conftest.py) are deselected"
         )
     return "plain pass: test lines without [security] (LINEBUS_TEST_SECURE=1 for the secured pass)"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The secured pass runs the integration and contract tiers only."""
+    """The secured pass runs the integration and contract tiers, less SAME_IN_BOTH_PASSES."""
     if not SECURE:
         return
     unit = ROOT / "tests" / "unit"
-    deselected = [item for item in items if item.path.is_relative_to(unit)]
+    same = tuple(SAME_IN_BOTH_PASSES)
+
+    def plain_only(item: pytest.Item) -> bool:
+        return item.path.is_relative_to(unit) or item.nodeid.startswith(same)
+
+    deselected = [item for item in items if plain_only(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.path.is_relative_to(unit)]
+        items[:] = [item for item in items if not plain_only(item)]
 
 
 @dataclass

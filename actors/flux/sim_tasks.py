@@ -1,17 +1,21 @@
 """The simulator's maintain and scan tasks (flux.md §1.6): answers to their sub-commands.
 
 Macros (calibration, z-probe, filament) answer at once with their ``continue`` / ``CTRL ...``
-progress lines and final ``ok``; the real device takes seconds to minutes.
+progress lines and final ``ok``; the real device takes seconds to minutes. Photos are real
+baseline JPEGs (``actors.simsupport.jpeg``, 64 x 48): a gradient whose tint tells the three
+``scanimages`` shots apart, with a bar that moves with the time.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 from actors.flux.sim_storage import SimError
+from actors.simsupport.jpeg import camera_frame
 
-__all__ = ["fake_jpeg", "maintain_command", "scan_command"]
+__all__ = ["SCAN_SHOTS", "maintain_command", "scan_command", "scan_photo"]
 
 Send = Callable[[str], None]
 SendBinary = Callable[[str, bytes], None]
@@ -25,13 +29,14 @@ HEAD_INFO = {
 }
 
 
-def fake_jpeg(tag: str) -> bytes:
-    """A small JFIF-framed stand-in image (SOI ... EOI) whose body names ``tag``."""
-    return (
-        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-        + tag.encode()
-        + b"\xff\xd9"
-    )
+#: The ``scanimages`` shots in the device's order: left laser on, right laser on, both off.
+SCAN_SHOTS = ("left", "right", "none")
+
+
+def scan_photo(shot: str = "oneshot") -> bytes:
+    """A JPEG photo of the scanner camera: ``oneshot`` or one of ``SCAN_SHOTS``."""
+    tint = 0 if shot == "oneshot" else 1 + SCAN_SHOTS.index(shot)
+    return camera_frame(tint, time.time())
 
 
 def _float_args(words: list[str], count: int) -> list[float]:
@@ -105,11 +110,11 @@ def scan_command(words: list[str], send: Send, send_binary: SendBinary) -> None:
     elif command in ("calibrate", "get_cab"):
         send("ok 320 320 320")
     elif command == "oneshot":
-        send_binary("image/jpeg", fake_jpeg("oneshot"))
+        send_binary("image/jpeg", scan_photo())
         send("ok")
     elif command == "scanimages":
-        for tag in ("left", "right", "none"):
-            send_binary("image/jpeg", fake_jpeg(tag))
+        for shot in SCAN_SHOTS:
+            send_binary("image/jpeg", scan_photo(shot))
         send("ok")
     else:
         raise SimError("UNKNOWN_COMMAND")

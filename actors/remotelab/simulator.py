@@ -32,7 +32,7 @@ reference/rerobots-client.md lists it (§7 is the checklist):
   status or 404 when inactive, DELETE deactivates (404 when inactive). A second mistyproxy
   activation is 503 (as rmock); cam activation is idempotent. mistyproxy's ``url`` pair is new on
   each activation. ``GET /addon/cam/{id}/{cam}/img`` is ``{success, format: "JPEG", coding:
-  "base64", data}``, a real baseline RGB JPEG (sim_jpeg), or 404 while the add-on is not active.
+  "base64", data}``, a real baseline RGB JPEG (actors.simsupport.jpeg), or 404 while the add-on is not active.
 - ``POST /vpn/{id}`` (instances requested with ``vpn: true``): a new ``{client_id, ovpn}`` each
   time; ``GET /vpn/{id}`` its status. Also ``/firewall/{id}``, ``/reservations``,
   ``/instance/{id}/sshkey``, ``/rules``.
@@ -88,8 +88,8 @@ from urllib.parse import parse_qs, urlsplit
 import paramiko
 import structlog
 
-from actors.remotelab.sim_jpeg import camera_frame
 from actors.remotelab.sim_ssh import SandboxSSHServer, host_key_line, public_key_from_line
+from actors.simsupport.jpeg import camera_frame
 from bus.options import secret_from_file
 from bus.security.files import write_private_file
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from PIL import Image
 
 from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
@@ -19,6 +21,7 @@ from actors.flux.fcode import build_fcode
 from actors.flux.simulator import FluxSimulator
 from actors.flux.testing import random_loopback
 from actors.fluxfamily import crypto
+from actors.simsupport.jpeg import FRAME_HEIGHT, FRAME_WIDTH
 from bus.errors import (
     Busy,
     DeviceFault,
@@ -44,6 +47,14 @@ def keys() -> dict[str, rsa.RSAPrivateKey]:
         2048
     )  # it also signs the TLS certificate, where OpenSSL wants >= 2048
     return keys
+
+
+def decoded_size(jpeg: bytes) -> tuple[int, int]:
+    """Decode a JPEG with a standard decoder (Pillow); its (width, height)."""
+    with Image.open(io.BytesIO(jpeg)) as image:
+        image.load()  # decodes every pixel: a broken stream raises here
+        assert image.format == "JPEG" and image.mode == "RGB"
+        return image.size
 
 
 def make_sim(keys: dict[str, rsa.RSAPrivateKey], **overrides: object) -> FluxSimulator:
@@ -393,8 +404,10 @@ class TestModes:
         assert await driver.scan_get_calibrate() == [320, 320, 320]
         assert await driver.scan_check() == "ok camera"
         image = await driver.scan_oneshot()
-        assert image[:2] == b"\xff\xd8" and image[-2:] == b"\xff\xd9"
-        assert len(await driver.scan_images()) == 3
+        assert decoded_size(image) == (FRAME_WIDTH, FRAME_HEIGHT)
+        shots = await driver.scan_images()
+        assert [decoded_size(shot) for shot in shots] == [(FRAME_WIDTH, FRAME_HEIGHT)] * 3
+        assert len(set(shots)) == 3  # left laser, right laser, none: three different pictures
         await driver.scan_quit()
 
     async def test_lock_and_kick(

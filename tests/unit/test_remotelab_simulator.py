@@ -21,7 +21,6 @@ import paramiko
 import pytest
 import requests
 
-from actors.remotelab.sim_jpeg import FRAME_HEIGHT, FRAME_WIDTH, camera_frame, encode_jpeg
 from actors.remotelab.simulator import (
     BUSY_DEPLOYMENTS_MESSAGE,
     DEFAULT_DEPLOYMENTS,
@@ -31,6 +30,7 @@ from actors.remotelab.simulator import (
     RemoteLabSimulator,
     _parse_args,
 )
+from actors.simsupport.jpeg import FRAME_HEIGHT, FRAME_WIDTH, camera_frame, encode_jpeg
 
 TOKEN = "unit-test-token"
 WD = DEFAULT_DEPLOYMENTS[0].id

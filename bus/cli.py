@@ -322,6 +322,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compat(args: argparse.Namespace) -> int:
+    from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE, ClientKeys
+    from clients.compat import run_script
+
+    # A key configured but unusable stops here (exit 2), before the script runs.
+    ClientKeys.load(key_file=args.key, broker_key_file=args.broker_key)
+    if not os.path.isfile(args.script):
+        raise UsageError(f"no such script: {args.script}")
+    # The script's facades take the bus from the environment, as their vendor constructors
+    # have no bus argument: the options become the variables every linebus client reads.
+    for variable, value, value_form in (
+        ("LINEBUS_ENDPOINT", args.endpoint, None),
+        ("LINEBUS_SUBSCRIBE", args.subscribe, None),
+        (ENV_KEY_FILE, args.key, ENV_KEY),
+        (ENV_BROKER_KEY_FILE, args.broker_key, ENV_BROKER_KEY),
+    ):
+        if value:
+            os.environ[variable] = value
+            if value_form is not None:
+                os.environ.pop(value_form, None)  # the option wins over the variable's value form
+    return run_script(args.script, args.args)
+
+
 _PASS_THROUGH = {"bench": cmd_bench, "ingest": cmd_ingest}
 
 
@@ -330,31 +353,32 @@ _PASS_THROUGH = {"bench": cmd_bench, "ingest": cmd_ingest}
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``linebus``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
         "--endpoint",
         default=os.environ.get("LINEBUS_ENDPOINT"),
         help="broker command endpoint (env LINEBUS_ENDPOINT; default tcp://127.0.0.1:7750)",
     )
-    common.add_argument(
+    connection.add_argument(
         "--subscribe",
         default=os.environ.get("LINEBUS_SUBSCRIBE"),
         help="broker subscribe endpoint (default: command port + 2)",
     )
-    common.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)"
-    )
-    common.add_argument("--json", action="store_true", help="print one JSON object per line")
-    common.add_argument(
+    connection.add_argument(
         "--key",
         metavar="FILE",
         help="our secret key file on a secured line (env LINEBUS_KEY_FILE, or LINEBUS_KEY)",
     )
-    common.add_argument(
+    connection.add_argument(
         "--broker-key",
         metavar="FILE",
         help="the broker's public key file (env LINEBUS_BROKER_KEY_FILE, or LINEBUS_BROKER_KEY)",
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[connection])
+    common.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)"
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON object per line")
 
     parser = argparse.ArgumentParser(
         prog="linebus", description="linebus: the message bus of a production-line controller."
@@ -414,6 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("service")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser(
+        "compat",
+        parents=[connection],
+        help="run a script written for a vendor library (fr_comm, fluxclient, spotflow_device,"
+        " rerobots) unchanged, its vendor imports served by the linebus facades",
+    )
+    p.add_argument("script", help="the Python script, run as `python SCRIPT ARGS...` would")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the script's arguments")
+    p.set_defaults(func=cmd_compat)
 
     p = sub.add_parser("keys", help="CURVE keys of a secured line")
     keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -61,11 +61,16 @@ def _unexpected(what: str, text: str) -> DeviceFault:
 class FluxDriver(ModeCommands):
     """Drive one FLUX Delta over the robot protocol; usable as ``async with``.
 
+    The device's banner picks protocol 2 (RSA + AES, the default) or 3 (TLS, a device set
+    ``bare=Y``); ``protocol`` tells which one the current session speaks.
+
     Args:
         host: Device address.
         client_key: Our RSA key; the device must trust it (``discovery`` management ``add_trust``).
         config: Port and timing (``FluxConfig``).
-        device_key: The device's slave public key (from discovery), to verify its identity.
+        device_key: Protocol 2: the device's slave public key (discovery v1), to verify it.
+        device_uuid / master_key: Protocol 3: pins on the device's TLS certificate (its uuid
+            and master key, from discovery); see ``actors.fluxfamily.tls``.
     """
 
     async def __aenter__(self) -> Self:

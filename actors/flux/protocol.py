@@ -6,6 +6,10 @@ size: partial input is normal) and returns the bytes to send.
 * ``ClientHandshake`` / ``ServerHandshake``: protocol 2, banner ``FLUX0002``, RSA handshake,
   then an ``AesStream`` for the rest of the session (§1.2).
 
+Protocol 3 (banner ``FLUX0003``, TLS, a device set ``bare=Y``, §1.3) opens like the camera port,
+so it lives with the other TLS channel pieces in ``actors.fluxfamily.tls``; ``HandshakeError``
+is that module's, shared by both protocols.
+
 The frames that follow the handshake (length prefixes, binary bodies, ``error ...`` answers) are
 the ones device management speaks too: they live in ``actors.fluxfamily.framing``. Command words
 and reply shapes of each FluxRobot method live in ``actors.flux.commands``.
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from actors.fluxfamily import crypto
+from actors.fluxfamily.tls import HandshakeError
 
 __all__ = [
     "BANNER_AES",
@@ -33,14 +38,6 @@ __all__ = [
 BANNER_AES = b"FLUX0002"
 CHALLENGE_SIZE = 128
 STATUS_SIZE = 16
-
-
-class HandshakeError(Exception):
-    """The handshake failed; ``symbols`` are the device's words (``("AUTH_ERROR",)``) or ours."""
-
-    def __init__(self, message: str, symbols: tuple[str, ...]) -> None:
-        super().__init__(message)
-        self.symbols = symbols
 
 
 class ClientHandshake:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -93,7 +94,11 @@ class RobotSession:
         host: Device address.
         client_key: Our private key (the device must trust it).
         config: Ports and timing.
-        device_key: The device's slave key from discovery; checks the device's identity.
+        device_key: Protocol 2: the device's slave key from discovery v1; checks its signature.
+        device_uuid: Protocol 3: the uuid the device's certificate must name.
+        master_key: Protocol 3: the device's master key from discovery, which its certificate
+            must carry. Without these pins a protocol-3 device is not authenticated (as with
+            fluxclient); see ``actors.fluxfamily.tls``.
     """
 
     def __init__(
@@ -103,11 +108,16 @@ class RobotSession:
         config: FluxConfig | None = None,
         *,
         device_key: rsa.RSAPublicKey | None = None,
+        device_uuid: uuidlib.UUID | None = None,
+        master_key: rsa.RSAPublicKey | None = None,
     ) -> None:
         self.host = host
         self.config = config or FluxConfig()
         self._key = client_key
         self._device_key = device_key
+        self._device_uuid = device_uuid
+        self._master_key = master_key
+        self.protocol: int | None = None
         self._conn: RobotConnection | None = None
         self._lock = asyncio.Lock()
         self._lost = asyncio.Event()
@@ -162,7 +172,12 @@ class RobotSession:
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 conn = await RobotConnection.open(
-                    self.host, self.config.port, self._key, device_key=self._device_key
+                    self.host,
+                    self.config.port,
+                    self._key,
+                    device_key=self._device_key,
+                    device_uuid=self._device_uuid,
+                    master_key=self._master_key,
                 )
         except HandshakeError as exc:
             self._back_off(loop.time())
@@ -179,10 +194,11 @@ class RobotSession:
             self._back_off(loop.time())
             raise DeviceUnavailable(f"{self.address}: connect failed: {exc}") from exc
         self._conn = conn
+        self.protocol = conn.protocol
         self._backoff.reset()
         self._lost.clear()
         self._session_reset()
-        log.info("flux_connected", device=self.address)
+        log.info("flux_connected", device=self.address, protocol=conn.protocol)
         return conn
 
     def _session_reset(self) -> None:

@@ -1,4 +1,4 @@
-"""The simulator's robot server on TCP 23811: protocol-2 handshake, then the command task.
+"""The simulator's robot server on TCP 23811: protocol-2 or 3 handshake, then the command task.
 
 One ``RobotSession`` per connection. The device lock of maintain/scan is held by a session;
 ``kick`` sends the holder ``error KICKED`` and closes it.
@@ -11,13 +11,14 @@ import contextlib
 import hashlib
 import json
 import shlex
+import ssl
 
 import structlog
 
 from actors.flux import commands
 from actors.flux.fcode import FcodeError, read_fcode
-from actors.flux.protocol import ServerHandshake
 from actors.flux.sim_device import CONFIG_CHOICES, SimDevice
+from actors.flux.sim_handshake import accept
 from actors.flux.sim_storage import SimError
 from actors.flux.sim_tasks import maintain_command, scan_command
 from actors.fluxfamily.crypto import AesStream
@@ -30,6 +31,7 @@ from actors.fluxfamily.framing import (
     ProtocolViolation,
     encode_answer,
 )
+from actors.fluxfamily.tls import TlsStream
 
 __all__ = ["RobotServer"]
 
@@ -43,10 +45,16 @@ _EXTENSION_OF = {"text/gcode": ".gcode", "application/fcode": ".fc"}
 
 
 class RobotServer:
-    """Accepts robot connections for one ``SimDevice``."""
+    """Accepts robot connections for one ``SimDevice``.
 
-    def __init__(self, device: SimDevice) -> None:
+    Args:
+        device: The device.
+        tls: The device's TLS context: set for a ``bare=Y`` device, which speaks protocol 3.
+    """
+
+    def __init__(self, device: SimDevice, tls: ssl.SSLContext | None = None) -> None:
         self.device = device
+        self.tls = tls
         self.sessions: set[RobotSession] = set()
         self.holder: RobotSession | None = None
 
@@ -89,7 +97,7 @@ class RobotSession:
         self.peer = str(writer.get_extra_info("peername", ("?", 0))[0])
         self.mode = "command"
         self.commands = CommandReader()
-        self.stream: AesStream | None = None
+        self.stream: AesStream | TlsStream | None = None
         self._upload: tuple[str, tuple[str, str] | None, int, bytearray] | None = None
         self.closed = False
 
@@ -110,29 +118,22 @@ class RobotSession:
             self.writer.transport.abort()
 
     async def run(self) -> None:
-        """Handshake, then answer commands until the client leaves."""
-        handshake = ServerHandshake(self.device.slave_key, self.device.trusted_key)
-        self.writer.write(handshake.start())
-        while not handshake.done:
-            data = await self.reader.read(65536)
-            if not data:
-                return
-            reply = handshake.receive(data)
-            self.writer.write(reply)
-            if handshake.failed:
-                await self.writer.drain()
-                log.info("flux_sim_handshake_refused", peer=self.peer, reason=handshake.failed)
-                return
-        self.stream = handshake.stream
-        assert self.stream is not None
+        """Handshake (protocol 3 when the server has a TLS context), then answer commands."""
+        accepted = await accept(self.reader, self.writer, self.device, self.server.tls)
+        if accepted is None:
+            return
+        self.stream = accepted.stream
+        data = accepted.leftover
         while self.is_open():
-            data = await self.reader.read(65536)
             if not data:
-                return
+                data = await self.reader.read(65536)
+                if not data:
+                    return
             for event in self.commands.feed(self.stream.decrypt(data)):
                 self.dispatch(event)
                 if not self.is_open():
                     return
+            data = b""
             await self.writer.drain()
 
     # ------------------------------------------------------------ output

@@ -1,15 +1,19 @@
-"""The simulator's UDP 1901 side (flux.md §2): announcements, poke and touch answers.
+"""The simulator's UDP 1901 side (flux.md §2): announcements, beacon, poke and touch answers.
 
 One socket bound to ``(address, port)`` does everything: it sends the periodic announcement to
-each target (the multicast group by default, or unicast/broadcast addresses), and answers pokes
-and touches to the datagram's source. Announcements also go out at once when the status changes,
-so tests need not wait a whole period.
+each target (the multicast group by default, or unicast/broadcast addresses), the version-0
+broadcast beacon to its targets, and answers pokes and touches to the datagram's source.
+Announcements also go out at once when the status changes, so tests need not wait a whole period.
+
+The device speaks one discovery version: 1 (default profile), or 2 (``bare=Y``); like the
+firmware it drops datagrams of any other version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 
 import structlog
@@ -21,7 +25,10 @@ from actors.fluxfamily.datagram import (
     Poke,
     TouchRequest,
     build_announcement,
+    build_announcement_v2,
+    build_beacon,
     build_touch_response,
+    build_touch_response_v2,
     parse_datagram,
 )
 
@@ -30,6 +37,8 @@ __all__ = ["UdpAnnouncer"]
 log = structlog.get_logger()
 
 IDENTIFY = b"WAWASUREMONO"  # the firmware's dev-build identify blob (flux.md §2.9)
+#: Beacon period by the ``broadcast`` config (§2.7): A ~3 s, unset or L ~30 s, N off.
+BEACON_PERIOD_S = {"A": 2.5, "L": 27.5, "": 27.5}
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -49,6 +58,8 @@ class UdpAnnouncer:
         port: Local port (1901 on a real device).
         targets: Where announcements go: ``(host, port)`` pairs, multicast or not.
         interval_s: Announcement period (3 s on the device).
+        version: Discovery version: 1, or 2 for a ``bare`` device.
+        beacon_targets: Where the version-0 beacon goes (none: no beacon).
     """
 
     def __init__(
@@ -58,7 +69,14 @@ class UdpAnnouncer:
         port: int,
         targets: list[tuple[str, int]],
         interval_s: float,
+        *,
+        version: int = 1,
+        beacon_targets: list[tuple[str, int]] | None = None,
     ) -> None:
+        self.version = version
+        self.beacon_targets = beacon_targets or []
+        self.session = os.urandom(8)  # v2: fixed for this "daemon start"
+        self.beacons_sent = 0
         self.device = device
         self.address = address
         self.port = port
@@ -66,6 +84,7 @@ class UdpAnnouncer:
         self.interval_s = interval_s
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
+        self._beacon_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind and start announcing."""
@@ -86,19 +105,24 @@ class UdpAnnouncer:
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self.port = sock.getsockname()[1]
         self._task = asyncio.create_task(self._announce_forever(), name="flux-sim-announce")
+        if self.beacon_targets:
+            self._beacon_task = asyncio.create_task(self._beacon_forever(), name="flux-sim-beacon")
 
     async def stop(self) -> None:
         """Stop announcing and close the socket."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._beacon_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._transport is not None:
             self._transport.close()
 
     def announcement(self) -> bytes:
-        """The current full announcement."""
+        """The current full announcement (v1, or v2 for a bare device)."""
         device = self.device
+        if self.version == 2:
+            return build_announcement_v2(device.uuid, self.session, device.status())
         return build_announcement(
             device.uuid,
             device.serial,
@@ -127,8 +151,19 @@ class UdpAnnouncer:
                 async with asyncio.timeout(self.interval_s):
                     await changed.wait()
 
+    async def _beacon_forever(self) -> None:
+        # Once at start, then at the period the ``broadcast`` config asks for (read each time:
+        # ``config set broadcast`` changes it at run time, as on the device's 3 s cron).
+        while True:
+            period = BEACON_PERIOD_S.get(self.device.config.get("broadcast", ""))
+            if period is not None:
+                for target in self.beacon_targets:
+                    self._send(build_beacon(self.device.uuid), target)
+                self.beacons_sent += 1
+            await asyncio.sleep(period if period is not None else self.interval_s)
+
     def received(self, data: bytes, source: tuple[str, int]) -> None:
-        """Answer a poke with the announcement and a touch with the signed info."""
+        """Answer a poke with the announcement and a touch with the (v1: signed) info."""
         if self.device.faults.silent:
             return
         try:
@@ -136,16 +171,28 @@ class UdpAnnouncer:
         except DatagramError:
             return
         device = self.device
-        if isinstance(message, Poke):
+        if isinstance(message, Poke) and message.version == self.version:
             self._send(self.announcement(), source)
-        elif isinstance(message, TouchRequest) and message.uuid == device.uuid:
-            self._send(
-                build_touch_response(
-                    device.uuid,
-                    device.slave_ts,
-                    device.master_key,
-                    device.slave_key,
-                    device.touch_info(),
-                ),
-                source,
+        elif (
+            isinstance(message, TouchRequest)
+            and message.uuid == device.uuid
+            and message.version == self.version
+        ):
+            self._send(self.touch_response(), source)
+
+    def touch_response(self) -> bytes:
+        """The touch answer: v1 signed by both keys, v2 plain with the serial in its info."""
+        device = self.device
+        if self.version == 2:
+            info = {"serial": device.serial, **device.touch_info()}
+            info.pop("time", None)  # v2 carries no clock (§2.6)
+            return build_touch_response_v2(
+                device.uuid, crypto.public_der(device.master_key), IDENTIFY, info
             )
+        return build_touch_response(
+            device.uuid,
+            device.slave_ts,
+            device.master_key,
+            device.slave_key,
+            device.touch_info(),
+        )

@@ -19,15 +19,23 @@ device cannot be copied:
    multicast group, or to the unicast/broadcast ``announce_to`` targets when multicast is not
    available) and answers pokes and touches. It announces every ``announce_interval_s`` and also
    at once when the status changes. ``slave_ts`` steps by 256 s on each metadata change, since it
-   travels as float32 (128 s resolution at today's epoch). The v2 profile and the broadcast beacon
-   are not simulated.
-3. Robot: protocol 2 only (no TLS ``bare`` profile, no camera port). Macros (home, calibration,
+   travels as float32 (128 s resolution at today's epoch). A ``bare`` device speaks discovery v2
+   (§2.6) instead of v1 and, unlike fluxclient's pokes, answers a version-2 poke (the firmware
+   drops other versions; that it answers v2 pokes is an assumption). The broadcast beacon
+   (§2.7) goes to ``beacon_to`` (default: the announcement targets; the device's
+   255.255.255.255 would leave the loopback) once at start, then every 2.5 s with config
+   ``broadcast=A``, 27.5 s when unset or ``L``, never with ``N``.
+3. Robot: protocol 2, or protocol 3 (TLS, §1.3) when started ``bare`` (``bare=True``,
+   ``--bare``; its ``config get bare`` then says ``Y``). Like the device, the profile is chosen
+   at start: ``config set bare`` is stored but switches nothing until a restart, which the
+   simulator does not do. Protocol 3 refuses an untrusted key and, like the firmware, does not
+   require the signature (whether it verified is logged). Macros (home, calibration,
    filament) answer at once. ``scan_check`` answers ``ok camera``; images are tiny JFIF-framed
    stand-ins. ``update_fw`` accepts any non-empty image, answers ``ok`` and closes the session;
    the device does not actually restart. ``update_head`` takes up to 256 KiB and reports
-   ``CTRL WRITE`` per 4 KiB between its two ``ok``. ``fetch_log``, ``cloud_validation_code``, ``task raw`` and
-   ``task icontrol`` answer ``error UNKNOWN_COMMAND``. Paths containing ``..`` are refused as
-   ``NOT_EXIST SECURITY_ISSUE`` even when they stay inside the root.
+   ``CTRL WRITE`` per 4 KiB between its two ``ok``. ``fetch_log``, ``cloud_validation_code``,
+   ``task raw`` and ``task icontrol`` answer ``error UNKNOWN_COMMAND``. Paths containing ``..``
+   are refused as ``NOT_EXIST SECURITY_ISSUE`` even when they stay inside the root.
 4. Job: a job walks 1 → 4 → 16 (progress) → 66 → 64 in ``job_duration_s``; transitional ids
    last one tick (duration / 20, between 10 and 100 ms). A job needs an FCode file
    (``FILE_BROKEN HEADER_ERROR`` otherwise).
@@ -46,9 +54,7 @@ import argparse
 import asyncio
 import json
 import signal
-import ssl
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -65,7 +71,7 @@ from actors.flux.sim_storage import SimStorage
 from actors.flux.sim_udp import UdpAnnouncer
 from actors.fluxfamily import crypto
 from actors.fluxfamily.datagram import DEFAULT_GROUP, DISCOVERY_PORT
-from actors.fluxfamily.manage_protocol import build_certificate
+from actors.fluxfamily.tls import server_context
 from bus.options import secret_from_file
 
 __all__ = ["Faults", "FluxSimulator", "main"]
@@ -97,6 +103,9 @@ class FluxSimulator:
         serial / model / version: Identity strings.
         throttle_bps: Read at most this many bytes per second from each robot connection
             (0 = unthrottled), so an upload lasts long enough to watch and cancel.
+        bare: The ``bare=Y`` profile: robot protocol 3 (TLS) and discovery v2.
+        broadcast: The ``broadcast`` config (beacon period): "A", "L" or "N"; "" = unset.
+        beacon_to: Beacon targets ``"host:port"``; default: the announcement targets.
     """
 
     def __init__(
@@ -122,13 +131,20 @@ class FluxSimulator:
         model: str = "delta-1",
         version: str = "1.6.95",
         throttle_bps: int = 0,
+        bare: bool = False,
+        broadcast: str = "",
+        beacon_to: Sequence[str] = (),
     ) -> None:
         self.throttle_bps = throttle_bps
+        self.bare = bare
         self.address = address
         self.robot_port, self.manage_port, self.udp_port = robot_port, manage_port, udp_port
         targets = [(group, udp_port or DISCOVERY_PORT)] if group else []
         self._targets = targets + [_endpoint(target, DISCOVERY_PORT) for target in announce_to]
         self._interval = announce_interval_s
+        self._beacon_targets = [_endpoint(target, DISCOVERY_PORT) for target in beacon_to] or list(
+            self._targets
+        )
         self.device = SimDevice(
             name=name,
             serial=serial,
@@ -143,12 +159,16 @@ class FluxSimulator:
         )
         for key in trusted_keys:
             self.device.add_trust(key, "preset")
-        self.robot = RobotServer(self.device)
+        if bare:
+            self.device.config["bare"] = "Y"
+        if broadcast:
+            self.device.set_config("broadcast", broadcast)
+        self._tls = server_context(self.device.master_key, self.device.uuid, self.device.serial)
+        self.robot = RobotServer(self.device, self._tls if bare else None)
         self.manage: ManageServer | None = None
         self.udp: UdpAnnouncer | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -159,14 +179,20 @@ class FluxSimulator:
         )
         self._servers.append(robot)
         self.robot_port = robot.sockets[0].getsockname()[1]
-        self.manage = ManageServer(self.device, self._tls_context())
+        self.manage = ManageServer(self.device, self._tls)
         manage = await asyncio.start_server(
             self._tracked(self.manage.handle), self.address, self.manage_port
         )
         self._servers.append(manage)
         self.manage_port = manage.sockets[0].getsockname()[1]
         self.udp = UdpAnnouncer(
-            self.device, self.address, self.udp_port, self._targets, self._interval
+            self.device,
+            self.address,
+            self.udp_port,
+            self._targets,
+            self._interval,
+            version=2 if self.bare else 1,
+            beacon_targets=self._beacon_targets,
         )
         await self.udp.start()
         self.udp_port = self.udp.port
@@ -205,18 +231,6 @@ class FluxSimulator:
 
         return run
 
-    def _tls_context(self) -> ssl.SSLContext:
-        # ssl loads certificates only from files: keep them in a private temporary directory.
-        self._tmp = tempfile.TemporaryDirectory(prefix="flux-sim-")
-        folder = Path(self._tmp.name)
-        (folder / "cert.pem").write_bytes(
-            build_certificate(self.device.master_key, self.device.uuid, self.device.serial)
-        )
-        (folder / "key.pem").write_bytes(crypto.private_pem(self.device.master_key))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-        return context
-
     async def stop(self) -> None:
         """Close every socket and stop the job."""
         if self.udp is not None:
@@ -232,9 +246,6 @@ class FluxSimulator:
                 task.cancel()
         self._servers.clear()
         self.device.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
         log.info("flux_sim_stopped", address=self.address)
 
     async def __aenter__(self) -> Self:
@@ -266,6 +277,7 @@ class FluxSimulator:
             "udp": f"{self.address}:{self.udp_port}",
             "uuid": self.device.uuid.hex,
             "name": self.device.name,
+            "bare": self.bare,
         }
 
     def trust(self, key: rsa.RSAPublicKey | rsa.RSAPrivateKey, label: str = "test") -> str:
@@ -393,6 +405,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--error-label", default="", help="fault: announce this error label")
     parser.add_argument("--silent", action="store_true", help="fault: send no UDP at all")
     parser.add_argument("--mute", action="store_true", help="fault: never answer robot commands")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="the bare=Y profile: robot protocol 3 (TLS) and discovery v2",
+    )
+    parser.add_argument(
+        "--broadcast",
+        choices=["A", "L", "N"],
+        default=None,
+        help="beacon period: A ~3 s, L ~30 s (the default), N off",
+    )
+    parser.add_argument(
+        "--beacon-to",
+        action="append",
+        default=[],
+        help="broadcast beacon target host:port (repeatable; default: the announcement targets)",
+    )
     parser.add_argument("--json-logs", action="store_true")
     return parser
 
@@ -422,6 +451,9 @@ async def _serve(args: argparse.Namespace) -> None:
         usb_files={} if args.usb else None,
         trusted_keys=keys,
         throttle_bps=args.throttle,
+        bare=args.bare,
+        broadcast=args.broadcast or "",
+        beacon_to=args.beacon_to,
         faults=Faults(
             drop_upload_after=args.drop_upload_after,
             error_label=args.error_label,

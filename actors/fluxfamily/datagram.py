@@ -1,9 +1,14 @@
 """Sans-io FLUX discovery datagrams on UDP 1901 (flux.md §2): build and parse, no sockets.
 
 Every datagram starts with ``FLUX``, a version byte, an action byte and the 16-byte uuid.
-Version 1 (the default device profile) is implemented: the announcement with its 64-byte status
-block (action 0; all-zero uuid = a poke asking for one), the touch request (2) and the signed
-touch response (3); plus the version-0 broadcast beacon.
+
+* Version 1 (the default device profile, §2.3-2.5): the announcement with the serial, master
+  key, identify and the 64-byte status block (action 0; all-zero uuid = a poke asking for one),
+  the touch request (2) and the touch response (3), signed by the master and slave keys.
+* Version 2 (a device set ``bare=Y``, §2.6): the announcement carries only an 8-byte session
+  and the status block; the touch response carries the master key, identify and
+  ``serial/ver/model/name/pwd``, and **no signatures** (nothing to verify).
+* Version 0: the 22-byte broadcast beacon (§2.7), only the uuid.
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ __all__ = [
     "DISCOVERY_PORT",
     "STATUS_LABELS",
     "Announcement",
+    "AnnouncementV2",
     "Beacon",
     "DatagramError",
     "Poke",
     "Status",
     "TouchRequest",
     "TouchResponse",
+    "TouchResponseV2",
     "build_announcement",
+    "build_announcement_v2",
     "build_beacon",
     "build_poke",
     "build_touch_request",
     "build_touch_response",
+    "build_touch_response_v2",
     "parse_datagram",
     "parse_touch_response",
 ]
@@ -46,6 +55,8 @@ _STATUS = struct.Struct("<dif16s32s")
 _ANNOUNCE_FIXED = struct.Struct("<10sfHH")
 _TOUCH_FIXED = struct.Struct("<fHH")
 _U16 = struct.Struct("<H")
+_V2_FIXED = struct.Struct("<HH")
+SESSION_SIZE = 8
 
 # st_id -> label, fluxclient's DEVICE_STATUS_CODE without the ST_ prefix (§2.11)
 STATUS_LABELS = {
@@ -118,15 +129,30 @@ class Announcement:
 
 
 @dataclass(frozen=True, slots=True)
+class AnnouncementV2:
+    """A v2 announcement (§2.6): a session id fixed per device daemon start, and the status."""
+
+    uuid: uuidlib.UUID
+    session: bytes
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
 class Poke:
-    """A discover request (announce with the zero uuid): answer with a full announcement."""
+    """A discover request (announce with the zero uuid): answer with a full announcement.
+
+    ``version`` is the datagram's: a device answers only its own (1, or 2 when bare).
+    """
+
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class TouchRequest:
-    """A touch request for ``uuid``."""
+    """A touch request for ``uuid`` (``version`` 1 or 2, as the announcement it follows)."""
 
     uuid: uuidlib.UUID
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,21 +173,71 @@ class TouchResponse:
     raw: bytes = b""
 
 
-Datagram = Announcement | Poke | TouchRequest | Beacon | TouchResponse
+@dataclass(frozen=True, slots=True)
+class TouchResponseV2:
+    """A v2 touch response; ``info`` has ``serial``, ``ver``, ``model``, ``name``, ``pwd``.
+
+    Unsigned: it is taken as sent (the master key it carries is what a TLS pin checks later).
+    """
+
+    uuid: uuidlib.UUID
+    master_der: bytes
+    identify: bytes
+    info: dict[str, str] = field(default_factory=dict)
+
+
+Datagram = (
+    Announcement | AnnouncementV2 | Poke | TouchRequest | Beacon | TouchResponse | TouchResponseV2
+)
 
 
 def _header(version: int, action: int, device: bytes) -> bytes:
     return _HEADER.pack(MAGIC, version, action, device)
 
 
-def build_poke() -> bytes:
-    """The discover request: announce action with the all-zero uuid."""
-    return _header(1, ACTION_ANNOUNCE, ZERO_UUID)
+def build_poke(version: int = 1) -> bytes:
+    """The discover request: announce action with the all-zero uuid (a device answers only its
+    own ``version``: 1, or 2 when bare)."""
+    return _header(version, ACTION_ANNOUNCE, ZERO_UUID)
 
 
-def build_touch_request(device: uuidlib.UUID) -> bytes:
-    """Ask the device for its name, model, version and slave key."""
-    return _header(1, ACTION_TOUCH, device.bytes)
+def build_touch_request(device: uuidlib.UUID, version: int = 1) -> bytes:
+    """Ask the device for its name, model, version (and in v1 its slave key)."""
+    return _header(version, ACTION_TOUCH, device.bytes)
+
+
+def build_announcement_v2(device: uuidlib.UUID, session: bytes, status: Status) -> bytes:
+    """A v2 announcement: header, the 8-byte session, the status block."""
+    if len(session) != SESSION_SIZE:
+        raise ValueError(f"session must be {SESSION_SIZE} bytes, not {len(session)}")
+    return _header(2, ACTION_ANNOUNCE, device.bytes) + session + status.pack()
+
+
+def build_touch_response_v2(
+    device: uuidlib.UUID, master_der: bytes, identify: bytes, info: dict[str, str]
+) -> bytes:
+    """A v2 touch response (no signatures)."""
+    raw = _info_bytes(info)
+    return (
+        _header(2, ACTION_TOUCH_RESPONSE, device.bytes)
+        + _V2_FIXED.pack(len(master_der), len(identify))
+        + master_der
+        + identify
+        + _U16.pack(len(raw))
+        + raw
+    )
+
+
+def _info_bytes(info: dict[str, str]) -> bytes:
+    return "\x00".join(f"{key}={value}" for key, value in info.items()).encode()
+
+
+def _info_dict(raw: bytes) -> dict[str, str]:
+    return dict(
+        item.partition("=")[::2]
+        for item in raw.decode("utf-8", errors="replace").split("\x00")
+        if "=" in item
+    )
 
 
 def build_beacon(device: uuidlib.UUID) -> bytes:
@@ -193,7 +269,7 @@ def build_touch_response(
     ts_bytes = struct.pack("<f", slave_ts)
     slave_der = crypto.public_der(slave_key)
     master_sig = crypto.sign(master_key, ts_bytes + slave_der)
-    raw = "\x00".join(f"{key}={value}" for key, value in info.items()).encode()
+    raw = _info_bytes(info)
     head = _header(1, ACTION_TOUCH_RESPONSE, device.bytes) + _TOUCH_FIXED.pack(
         slave_ts, len(slave_der), len(master_sig)
     )
@@ -201,7 +277,8 @@ def build_touch_response(
 
 
 def parse_datagram(data: bytes) -> Datagram | None:
-    """Decode one datagram; None for what a v1 peer ignores (short, bad magic, other version).
+    """Decode one datagram; None for what a peer ignores (short, bad magic, version > 2,
+    unknown action).
 
     Touch responses come back unverified; check them with ``parse_touch_response``.
 
@@ -211,18 +288,50 @@ def parse_datagram(data: bytes) -> Datagram | None:
     if len(data) < _HEADER.size:
         return None
     magic, version, action, raw_uuid = _HEADER.unpack_from(data)
-    if magic != MAGIC or version > 1:
+    if magic != MAGIC or version > 2:
         return None
     device = uuidlib.UUID(bytes=raw_uuid)
     if version == 0:
         return Beacon(device)
     if action == ACTION_ANNOUNCE:
-        return Poke() if raw_uuid == ZERO_UUID else _parse_announcement(device, data)
+        if raw_uuid == ZERO_UUID:
+            return Poke(version)
+        return (
+            _parse_announcement(device, data)
+            if version == 1
+            else _parse_announcement_v2(device, data)
+        )
     if action == ACTION_TOUCH:
-        return TouchRequest(device)
+        return TouchRequest(device, version)
     if action == ACTION_TOUCH_RESPONSE:
-        return _parse_touch(device, data)[0]
+        return _parse_touch(device, data)[0] if version == 1 else _parse_touch_v2(device, data)
     return None
+
+
+def _parse_announcement_v2(device: uuidlib.UUID, data: bytes) -> AnnouncementV2:
+    offset = _HEADER.size
+    if len(data) < offset + SESSION_SIZE + _STATUS.size:
+        raise DatagramError("v2 announcement shorter than its session and status")
+    session = data[offset : offset + SESSION_SIZE]
+    return AnnouncementV2(device, session, Status.unpack(data[offset + SESSION_SIZE :]))
+
+
+def _parse_touch_v2(device: uuidlib.UUID, data: bytes) -> TouchResponseV2:
+    offset = _HEADER.size
+    try:
+        l1, l2 = _V2_FIXED.unpack_from(data, offset)
+        offset += _V2_FIXED.size
+        master = data[offset : offset + l1]
+        identify = data[offset + l1 : offset + l1 + l2]
+        offset += l1 + l2
+        (l3,) = _U16.unpack_from(data, offset)
+    except struct.error as exc:
+        raise DatagramError("truncated v2 touch response") from exc
+    offset += _U16.size
+    raw = data[offset : offset + l3]
+    if len(raw) != l3 or len(master) != l1 or len(identify) != l2:
+        raise DatagramError("v2 touch response shorter than its fields")
+    return TouchResponseV2(device, master, identify, _info_dict(raw))
 
 
 def _parse_announcement(device: uuidlib.UUID, data: bytes) -> Announcement:
@@ -255,12 +364,7 @@ def _parse_touch(device: uuidlib.UUID, data: bytes) -> tuple[TouchResponse, byte
     raw = data[offset : offset + l3]
     if len(raw) != l3 or len(slave_der) != l1 or len(master_sig) != l2:
         raise DatagramError("touch response shorter than its fields")
-    info = dict(
-        item.partition("=")[::2]
-        for item in raw.decode("utf-8", errors="replace").split("\x00")
-        if "=" in item
-    )
-    response = TouchResponse(device, slave_ts, slave_der, info, raw)
+    response = TouchResponse(device, slave_ts, slave_der, _info_dict(raw), raw)
     return response, master_sig, data[offset + l3 :]
 
 

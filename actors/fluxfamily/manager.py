@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import uuid as uuidlib
 from types import TracebackType
 from typing import Any, Self
@@ -44,6 +43,7 @@ from actors.fluxfamily.manage_protocol import (
     sign_challenge,
     uuid_from_certificate,
 )
+from actors.fluxfamily.tls import client_context
 from bus.errors import (
     BusError,
     DeviceFault,
@@ -55,15 +55,6 @@ from bus.errors import (
 __all__ = ["FluxManager"]
 
 log = structlog.get_logger()
-
-
-def _client_tls() -> ssl.SSLContext:
-    # The device's certificate is self-signed (flux.md §1.3): identity comes from the key
-    # handshake inside TLS, not from the certificate chain.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class FluxManager:
@@ -143,7 +134,7 @@ class FluxManager:
             raise DeviceUnavailable(
                 f"{self.address}: not a FLUX management port (banner {banner!r})"
             )
-        await self._writer.start_tls(_client_tls())
+        await self._writer.start_tls(client_context())
         ssl_object = self._writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         try:

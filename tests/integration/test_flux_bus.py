@@ -3,7 +3,8 @@ and simulator processes on their own loopback addresses.
 
 Neither simulator trusts the actors' key at first: each actor authorises over the management
 port with the device password and trusts its key, as fluxclient's UpnpTask would.
-``p2``'s simulator drops the robot link once 100 000 bytes of an upload arrived.
+``p2``'s simulator is set ``bare=Y`` (robot protocol 3: TLS) and drops the robot link once
+100 000 bytes of an upload arrived.
 """
 
 from __future__ import annotations
@@ -73,7 +74,15 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
             processes, a1, "--job-duration", "2", "--name", "alpha", "--password", "s3cret"
         )
         r2 = _start_sim(
-            processes, a2, "--drop-upload-after", "100000", "--name", "beta", "--password", "s3cret"
+            processes,
+            a2,
+            "--bare",
+            "--drop-upload-after",
+            "100000",
+            "--name",
+            "beta",
+            "--password",
+            "s3cret",
         )
         common = {
             "key": str(tmp / "client.pem"),
@@ -224,9 +233,15 @@ def test_device_error_is_typed_with_symbol(p1: FluxRobot) -> None:
 
 
 def test_link_dropped_mid_upload_then_usable(bench: Bench, tmp_path: Path) -> None:
-    """The simulator closes the link mid-upload: a typed session error, then the printer works again."""
+    """The simulator closes the link mid-upload: a typed session error, then the printer works again.
+
+    ``p2`` is a ``bare=Y`` printer: the actor authorised its key over management and reached the
+    robot port over protocol 3 (TLS), reconnecting the same way after the drop.
+    """
     robot = _robot(bench, "p2")
     try:
+        assert robot.deviceinfo["nickname"] == "beta"
+        assert robot.config["bare"] == "Y"
         big = tmp_path / "big.gcode"
         big.write_bytes(b";" * 400_000)
         with pytest.raises(RobotSessionError) as caught:

@@ -174,6 +174,50 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the broker (or ``args.service``) is up, 1 when the service is not, 3 when the
+    broker does not answer: the health check of a container, or of a script's wait loop."""
+    from bus.errors import BrokerUnreachable, BusError
+    from bus.protocol import BROKER_SERVICE
+
+    service = args.service or BROKER_SERVICE
+    try:
+        with _client(args) as bus:
+            if service == BROKER_SERVICE:
+                bus.ping()
+                row: dict[str, Any] = {"name": service, "state": "up", "kind": "broker"}
+            else:
+                rows = {r["name"]: r for r in bus.services()}
+                row = rows.get(service) or {"name": service, "state": "unregistered"}
+    except BrokerUnreachable:
+        return _health_line(args, service, "unreachable", EXIT_UNREACHABLE)
+    except BusError as exc:  # the broker answered, with a refusal (e.g. our key is unknown)
+        return _health_line(args, service, f"error: {exc}", EXIT_FAILED)
+    if row["state"] == "up":
+        return _health_line(args, service, "up", EXIT_OK, row)
+    return _health_line(args, service, str(row["state"]), EXIT_FAILED, row)
+
+
+def _health_line(
+    args: argparse.Namespace,
+    service: str,
+    state: str,
+    code: int,
+    row: dict[str, Any] | None = None,
+) -> int:
+    endpoint = args.endpoint or "tcp://127.0.0.1:7750"
+    if args.json:
+        _print_json({"service": service, "state": state, "healthy": code == EXIT_OK, **(row or {})})
+    elif code == EXIT_UNREACHABLE:
+        print(f"unhealthy: the broker at {endpoint} does not answer", flush=True)
+    elif code == EXIT_OK:
+        pid = f", pid {row['pid']}" if row and row.get("pid") else ""
+        print(f"healthy: {service} is up at {endpoint}{pid}", flush=True)
+    else:
+        print(f"unhealthy: {service} is {state} at {endpoint}", flush=True)
+    return code
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as bus, bus.subscribe(*args.prefixes, timeout=args.idle) as sub:
         for seen, event in enumerate(sub, start=1):
@@ -222,6 +266,18 @@ def cmd_actor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from bus import config as config_mod
+
+    config = config_mod.load(args.config)
+    specs = {sim.name: sim for sim in config.simulators}
+    if args.name not in specs:
+        raise UsageError(f"{args.config}: no simulator named {args.name!r} (have {sorted(specs)})")
+    spec = specs[args.name]
+    # Replace this process, as `linebus up` would start it: same pid, signals go straight to it.
+    os.execv(sys.executable, [sys.executable, "-m", spec.module, *spec.args])
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from bus import config as config_mod
     from bus.supervisor import Supervisor
@@ -248,6 +304,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bus.demo import run_demo
 
     return run_demo(args.config)
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    from bus.demo import run_tour
+
+    return run_tour(args.config)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -281,6 +343,22 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     print(f"public key  {made.public_path}  (give it to the broker's keys directory)")
     print(f"secret key  {made.secret_path}  (mode 0600: keep it to yourself)")
     print(f"identity    {args.name}  public key {made.public_key.decode()}")
+    return EXIT_OK
+
+
+def cmd_keys_prepare(args: argparse.Namespace) -> int:
+    from bus import config as config_mod
+    from bus.supervisor import LineKeys
+
+    config = config_mod.load(args.config)
+    keys = LineKeys.prepare(config)
+    if keys is None:
+        raise UsageError(f"{args.config}: the line is not secured (no [security] key)")
+    if args.json:
+        _print_json({"keys_dir": str(keys.keys_dir), "generated": list(keys.generated)})
+    else:
+        made = ", ".join(keys.generated) or "nothing: every key existed"
+        print(f"keys of {args.config} in {keys.keys_dir}; generated {made}")
     return EXIT_OK
 
 
@@ -396,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default="configs/demo.toml")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser(
+        "tour", help="run the demo's tour against a line that is already up (e.g. compose)"
+    )
+    p.add_argument("config", nargs="?", default="configs/demo.toml")
+    p.set_defaults(func=cmd_tour)
+
     p = sub.add_parser("broker", help="run a broker alone")
     p.add_argument("--config", help="take [broker] from this config")
     p.add_argument("--json", action="store_true", help="log JSON lines")
@@ -408,6 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("name")
     p.set_defaults(func=cmd_actor)
+
+    p = sub.add_parser(
+        "simulator",
+        help="run one [[simulator]] of a config in this process (a container's command)",
+    )
+    p.add_argument("config")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("call", parents=[common], help="call SERVICE COMMAND [key=value ...]")
     p.add_argument("service")
@@ -432,6 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, parents=[common], help=text)
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "health",
+        parents=[common],
+        help="exit 0 if the broker (or SERVICE) is up, 1 if SERVICE is not, 3 if no broker",
+    )
+    p.add_argument("service", nargs="?", help="a service name (default: the broker itself)")
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser(
         "describe", parents=[common], help="a service's commands and their arguments"
@@ -459,6 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing key pair")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_keys_generate)
+
+    p = keys_sub.add_parser(
+        "prepare",
+        help="make every key a secured line's config needs (broker, actors, operators)",
+    )
+    p.add_argument("config", help="the line's config, with a [security] table")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_keys_prepare)
 
     p = sub.add_parser("audit", help="query the audit log of privileged calls")
     where = p.add_mutually_exclusive_group(required=True)

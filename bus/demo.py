@@ -5,6 +5,10 @@ and hands each part to its tour in ``bus.tours``: first the bus itself (``bus.to
 then every actor of the config through the module named after its kind
 (``bus.tours.<kind>``, with ``tour(bus, service, say)``; kinds without one get the generic part,
 ping and describe), and last the broker's counters.
+
+``run_tour`` is the same tour against a line that is already up (a compose stack, or a line
+spread over hosts): it starts nothing and takes its endpoints from the config (or
+``LINEBUS_ENDPOINT``/``LINEBUS_SUBSCRIBE``) and its keys from the environment.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from bus.supervisor import SUPERVISOR_IDENTITY, Supervisor
 from bus.testing import wait_until
 from bus.tours import line
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "run_tour"]
 
 
 def _say(text: str) -> None:
@@ -68,7 +72,6 @@ def run_demo(config_path: str) -> int:
     try:
         supervisor.start()
         watcher.start()
-        names = [a.name for a in config.actors]
         keys: KeysArg = False
         if supervisor.keys is not None:
             identity = tour_identity(config)
@@ -78,21 +81,7 @@ def run_demo(config_path: str) -> int:
                 f" (key {keys.source})",
                 flush=True,
             )
-        with Client(
-            config.broker.command,
-            subscribe_endpoint=config.broker.subscribe,
-            timeout=30,
-            keys=keys,
-        ) as bus:
-            wait_until(
-                lambda: _all_up(bus, names), 30, "every actor to come up", ignore=(BusError,)
-            )
-            echo = next((a.name for a in config.actors if a.kind == "echo"), None)
-            line.tour(bus, echo, _say)
-            for actor in config.actors:
-                if actor.kind != "echo":
-                    _tour_kind(bus, actor.name, actor.kind)
-            line.counters(bus, _say)
+        _tour(config, keys)
     finally:
         stop.set()
         if watcher.is_alive():
@@ -101,3 +90,34 @@ def run_demo(config_path: str) -> int:
             supervisor.stop()
     print("\nlinebus demo: the line is shut down; every process has exited. Done.", flush=True)
     return 0
+
+
+def run_tour(config_path: str) -> int:
+    """Run the demo tour of ``config_path`` against its line, already up; returns the exit code.
+
+    Keys come from the environment (``LINEBUS_KEY_FILE``, ``LINEBUS_BROKER_KEY_FILE``); on a
+    secured line they must be an operator's, as the tour calls privileged commands.
+    """
+    config = config_mod.load(config_path)
+    print(f"linebus tour: touring the running line of {config_path}", flush=True)
+    _tour(config, None)
+    print("\nlinebus tour: done.", flush=True)
+    return 0
+
+
+def _tour(config: config_mod.LineConfig, keys: KeysArg) -> None:
+    """Wait for every actor of ``config`` to be up, then tour them all."""
+    names = [a.name for a in config.actors]
+    with Client(
+        config.broker.command,
+        subscribe_endpoint=config.broker.subscribe,
+        timeout=30,
+        keys=keys,
+    ) as bus:
+        wait_until(lambda: _all_up(bus, names), 30, "every actor to come up", ignore=(BusError,))
+        echo = next((a.name for a in config.actors if a.kind == "echo"), None)
+        line.tour(bus, echo, _say)
+        for actor in config.actors:
+            if actor.kind != "echo":
+                _tour_kind(bus, actor.name, actor.kind)
+        line.counters(bus, _say)

@@ -77,9 +77,9 @@ class EchoActor(Actor):
         """Raise an unexpected exception (a bug): callers get ``internal``."""
         raise RuntimeError("simulated bug")
 
-    @command
+    @command(concurrent=True)
     def exit(self, code: int = 1) -> None:
-        """Kill this process at once, as a crash would (for supervisor tests)."""
+        """Kill this process at once, as a crash would, even mid-job (for supervisor tests)."""
         os._exit(code)
 
     @command

@@ -2,16 +2,19 @@
 
 ``tour`` lists the line and, with an echo actor, calls commands through the broker, follows a
 long command's progress, receives events with their sequence numbers, shows typed errors, and
-kills the actor mid-job so the caller is told at once and the supervisor restarts it.
+kills the actor mid-job so the caller is told at once and the supervisor restarts it (an actor in
+another container or on another host is asked to exit instead: its restart policy brings it back).
 ``generic`` is the part of an actor kind without a tour of its own; ``counters`` closes the
 demo with the broker's counters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 from bus.client import Client
 from bus.errors import BusError, Unavailable
@@ -60,10 +63,19 @@ def tour(bus: Client, echo: str | None, say: Say) -> None:
     old_pid = bus.call(echo, "ping")["pid"]
     job = bus.start(echo, "work", steps=100, step_s=0.1)
     next(iter(job.updates(timeout=5)), None)
-    say(
-        f"  a 10-second job is running on {echo} (pid {old_pid}); killing that process with SIGKILL"
-    )
-    os.kill(old_pid, signal.SIGKILL)
+    if _local_actor(old_pid, echo):
+        say(
+            f"  a 10-second job is running on {echo} (pid {old_pid});"
+            " killing that process with SIGKILL"
+        )
+        os.kill(old_pid, signal.SIGKILL)
+    else:  # in another container or on another host: its pid is not ours to signal
+        say(
+            f"  a 10-second job is running on {echo} (pid {old_pid}, not on this host);"
+            " asking it to exit at once"
+        )
+        with contextlib.suppress(Unavailable):
+            bus.call(echo, "exit", code=137)
     killed = time.monotonic()
     try:
         job.result()
@@ -74,6 +86,16 @@ def tour(bus: Client, echo: str | None, say: Say) -> None:
     )
     kind = bus.call(echo, "ping")["kind"]
     say(f"  the supervisor restarted it as pid {new_pid}; next call: ping -> {kind}")
+
+
+def _local_actor(pid: int, name: str) -> bool:
+    """Whether ``pid`` is, on this host, the process of actor ``name`` (``linebus actor CONFIG
+    NAME``): never signal a process that merely has the same number in another pid namespace."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"actor" in argv and name.encode() in argv
 
 
 def _new_pid(bus: Client, name: str, old_pid: int) -> int | None:

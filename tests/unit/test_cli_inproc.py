@@ -13,6 +13,8 @@ import functools
 import json
 import os
 import signal
+import stat
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -455,6 +457,98 @@ class TestListings:
 
 
 # --- watch ----------------------------------------------------------------------------------
+
+
+class TestHealth:
+    """`linebus health [SERVICE]`: the health check of a container, one line, exit 0/1/3."""
+
+    def test_the_broker_itself(self, line: Line, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, err = run(line.at("health"), capsys)
+        assert (code, out, err) == (0, f"healthy: broker is up at {line.command}\n", "")
+
+    def test_a_service_that_is_up(self, line: Line, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(line.at("health", SERVICE), capsys)
+        assert (code, out) == (0, f"healthy: echo is up at {line.command}, pid {os.getpid()}\n")
+
+    def test_a_service_nobody_registered_is_1(
+        self, line: Line, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(line.at("health", "nobody", "--json"), capsys)
+        assert code == 1
+        assert json_lines(out) == [
+            {"service": "nobody", "state": "unregistered", "healthy": False, "name": "nobody"}
+        ]
+
+    def test_no_broker_is_3(self, capsys: pytest.CaptureFixture[str]) -> None:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        code, out, _ = run(["health", "--endpoint", endpoint, "--timeout", "0.05"], capsys)
+        assert (code, out) == (3, f"unhealthy: the broker at {endpoint} does not answer\n")
+
+
+class TestLineCommands:
+    """`linebus simulator`, `linebus keys prepare` and `linebus tour`: what a container runs."""
+
+    def test_simulator_replaces_itself_with_the_configured_module(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        config = tmp_path / "line.toml"
+        config.write_text(
+            '[[simulator]]\nname = "sim"\nmodule = "actors.flux.simulator"\nargs = ["--x", 1]\n'
+        )
+        execs: list[tuple[str, list[str]]] = []
+        monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((path, argv)))
+        assert cli.main(["simulator", str(config), "sim"]) == 0
+        assert execs == [
+            (sys.executable, [sys.executable, "-m", "actors.flux.simulator", "--x", "1"])
+        ]
+
+    def test_unknown_simulator_is_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        config = tmp_path / "line.toml"
+        config.write_text('[[simulator]]\nname = "sim"\nmodule = "m"\n')
+        assert cli.main(["simulator", str(config), "other"]) == 2
+        assert "no simulator named 'other' (have ['sim'])" in capsys.readouterr().err
+
+    def test_keys_prepare_makes_every_key_of_a_secured_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        config = tmp_path / "line.toml"
+        config.write_text(
+            '[security]\nkey = "broker.key_secret"\nkeys = "keys"\n'
+            '[security.acl]\noperators = ["alice"]\n'
+            '[[actor]]\nname = "a1"\nkind = "echo"\nclass = "bus.testing:EchoActor"\n'
+        )
+        assert cli.main(["keys", "prepare", str(config), "--json"]) == 0
+        made = json.loads(capsys.readouterr().out)
+        assert made["keys_dir"] == str(tmp_path / "keys")
+        assert sorted(made["generated"]) == sorted(
+            [f"broker ({tmp_path / 'broker.key_secret'})", "a1", "supervisor", "alice"]
+        )
+        for name in ("a1", "supervisor", "alice"):
+            assert stat.S_IMODE((tmp_path / "keys" / f"{name}.key_secret").stat().st_mode) == 0o600
+        assert cli.main(["keys", "prepare", str(config)]) == 0  # nothing replaced
+        assert "generated nothing: every key existed" in capsys.readouterr().out
+
+    def test_keys_prepare_of_a_plaintext_line_is_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        config = tmp_path / "line.toml"
+        config.write_text("[broker]\n")
+        assert cli.main(["keys", "prepare", str(config)]) == 2
+        assert "the line is not secured" in capsys.readouterr().err
+
+    def test_tour_of_a_running_line(
+        self, line: Line, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`tour` starts nothing: it tours the line at the config's endpoints, as `demo` does."""
+        config = line_config(tmp_path, line, '[[actor]]\nname = "echo"\nkind = "gadget"\n')
+        code, out, _ = run(["tour", str(config)], capsys)
+        assert code == 0
+        lines = out.splitlines()
+        assert lines[0] == f"linebus tour: touring the running line of {config}"
+        assert "== echo (gadget) ==" in lines
+        assert lines[-2:] == ["", "linebus tour: done."]
 
 
 class Emitter(threading.Thread):

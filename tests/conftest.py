@@ -181,6 +181,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_telemetry_disk_full.py::test_store_": "no broker: the store alone",
     "tests/integration/test_security_broker.py": "its own secured line, keys and clients",
     "tests/integration/test_security_line.py": "its own secured line, keys and clients",
+    "tests/integration/test_compose.py": "runs the compose files' own configs, plain and secured",
 }
 
 

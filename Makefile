@@ -21,9 +21,14 @@ demo: $(STAMP)
 # subprocesses included (actors, brokers and simulators the tests start); then the secured pass:
 # the integration and contract tiers again, every test line with CURVE, keys and access lists
 # (tests/conftest.py), its coverage added to the first's.
+# Both passes run their test files on $(JOBS) workers (pytest-xdist, a file per worker at a time,
+# so a module's line stays in one process): most of an integration test is waiting for processes
+# and deadlines, and one worker kept the 2 cores of a CI machine about half busy.
+JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 test: check
-	$(BIN)/python -m pytest -q --cov --cov-report=
-	LINEBUS_TEST_SECURE=1 $(BIN)/python -m pytest -q tests/integration tests/contract \
+	$(PYTEST) --cov --cov-report=
+	LINEBUS_TEST_SECURE=1 $(PYTEST) tests/integration tests/contract \
 		--cov --cov-append --cov-report=term:skip-covered
 
 # Lint, format, types, import layers: the same checks .pre-commit-config.yaml runs.

@@ -100,7 +100,8 @@ class DiscoveryActor(Actor):
 
     Events: ``<service>.device.<uuid>`` ``{"event": "appeared" | "status" | "changed" | "gone",
     "uuid", "name", "serial", "model_id", "version", "ipaddr", "endpoint", "has_password",
-    "st_id", "st_label", "st_ts", "st_prog", "head_module", "error_label"}`` as devices come, change
+    "st_id", "st_label", "st_ts", "st_prog"}`` (plus ``head_module`` while a task runs and
+    ``error_label`` when the device reports one; ``st_ts`` whole seconds) as devices come, change
     state, change identity and go silent; ``<service>.actor.<name>`` republishes the broker's
     ``presence.<name>`` events (which actors are up or down).
 
@@ -282,7 +283,7 @@ class DiscoveryActor(Actor):
         if record is None or not record.touched:
             raise DeviceFault(f"device {wanted.hex} is not seen", device_code="NOT_FOUND")
         before = record.last_update
-        self.driver._send(build_touch_request(wanted), record.endpoint)
+        self.driver._send(build_touch_request(wanted, record.discovery_version), record.endpoint)
         end = time.monotonic() + timeout_s
         while record.last_update == before:
             if time.monotonic() > end:

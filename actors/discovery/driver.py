@@ -12,6 +12,16 @@ optional unicast/broadcast listener on ``(listen, port)`` for hosts where multic
 work (the simulator can announce there instead); a helper socket on an ephemeral port that
 sends pokes and touches and receives their answers. Device management (TLS) is
 ``actors.fluxfamily.manager.FluxManager``.
+
+Versions (flux.md §2): v1 devices (default profile) announce their serial, master key and
+status; a touch returns name, model, version and the slave key, signed by the master key and
+checked here. v2 devices (``bare=Y``) announce a session id and their status; the touch answer
+carries serial, name, model, version and the master key, **unsigned** (v2 has no signatures,
+so nothing is verified; the master key it gives can pin the robot's TLS certificate, see
+``master_key_der``). The version-0 broadcast beacon carries only a uuid: as in fluxclient, a
+device not seen yet (or not heard for 3.15 s) is then poked at ``<its ip>:port``. Pokes go out
+in both versions, since a device answers only its own: fluxclient pokes only in v1, so it never
+finds a bare device by poking.
 """
 
 from __future__ import annotations
@@ -32,8 +42,11 @@ from actors.fluxfamily.datagram import (
     DEFAULT_GROUP,
     DISCOVERY_PORT,
     Announcement,
+    AnnouncementV2,
+    Beacon,
     DatagramError,
     TouchResponse,
+    TouchResponseV2,
     build_poke,
     build_touch_request,
     parse_datagram,
@@ -229,11 +242,19 @@ class DiscoveryDriver:
         return record.as_dict() if record is not None and record.touched else None
 
     def slave_key_der(self, device: uuidlib.UUID | str) -> bytes | None:
-        """The device's current slave public key (to verify it on the robot port), if touched."""
+        """The device's current slave public key (v1 only: to verify it on the robot port)."""
         record = self.table.get(
             device if isinstance(device, uuidlib.UUID) else uuidlib.UUID(hex=device)
         )
-        return record.slave_der if record is not None and record.touched else None
+        return (record.slave_der or None) if record is not None and record.touched else None
+
+    def master_key_der(self, device: uuidlib.UUID | str) -> bytes | None:
+        """The device's master public key (DER), if touched: the key its TLS certificate carries
+        (the robot driver's ``master_key`` pin)."""
+        record = self.table.get(
+            device if isinstance(device, uuidlib.UUID) else uuidlib.UUID(hex=device)
+        )
+        return (record.master_der or None) if record is not None and record.touched else None
 
     def events(self) -> Subscription:
         """Subscribe to every change from now on: ``appeared``, ``status``, ``changed``, ``gone``.
@@ -267,8 +288,13 @@ class DiscoveryDriver:
         return found
 
     def poke(self, address: str) -> None:
-        """Ask the device at ``address`` (``host`` or ``host:port``) to announce itself to us."""
-        self._send(build_poke(), self._endpoint(address))
+        """Ask the device at ``address`` (``host`` or ``host:port``) to announce itself to us.
+
+        Sent in v1 and v2: a device answers only its own version.
+        """
+        target = self._endpoint(address)
+        for version in (1, 2):
+            self._send(build_poke(version), target)
 
     # ------------------------------------------------------------ internals
 
@@ -295,11 +321,18 @@ class DiscoveryDriver:
         now = time.monotonic()
         try:
             message = parse_datagram(data)
-            if isinstance(message, Announcement):
+            if isinstance(message, Announcement | AnnouncementV2):
                 events, needs_touch = self.table.announced(message, source, now)
                 self._publish(events)
                 if needs_touch:
-                    self._send(build_touch_request(message.uuid), source)
+                    version = 1 if isinstance(message, Announcement) else 2
+                    self._send(build_touch_request(message.uuid, version), source)
+            elif isinstance(message, TouchResponseV2):
+                if self.table.get(message.uuid) is not None:  # only answers to our touches
+                    self._publish(self.table.touched(message, now))
+            elif isinstance(message, Beacon):
+                if message.uuid.int and self.table.needs_poke(message.uuid, now):
+                    self.poke(source[0])
             elif isinstance(message, TouchResponse):
                 record = self.table.get(message.uuid)
                 if record is not None:
@@ -317,5 +350,6 @@ class DiscoveryDriver:
     async def _poke_forever(self) -> None:
         while True:
             for target in self.poke_targets:
-                self._send(build_poke(), target)
+                for version in (1, 2):
+                    self._send(build_poke(version), target)
             await asyncio.sleep(self.poke_interval_s)

@@ -7,8 +7,9 @@ and serves until SIGTERM/SIGINT. In-process: ``async with FluxSimulator(address=
 Linux routes all of 127/8 to ``lo``, so several simulators share a host, one address each, all
 on the real ports.
 
-What is implemented follows reference/flux.md (the default profile: discovery v1, robot
-protocol 2, management over TLS). **Assumptions**, where the reference is silent or the real
+What is implemented follows reference/flux.md: the default profile (discovery v1, robot
+protocol 2) or, with ``bare``, the ``bare=Y`` profile (discovery v2, robot protocol 3 over TLS);
+management over TLS in both. **Assumptions**, where the reference is silent or the real
 device cannot be copied:
 
 1. Identity: the firmware's dev identity (§2.9): uuid = eight 0xFF bytes followed by

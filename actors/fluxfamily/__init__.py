@@ -14,6 +14,9 @@ here, in a package that is not an actor kind (it has no ``actor.py``) and import
 * ``errors``: the one mapping from those answers to ``bus.errors`` (``device_error``);
 * ``datagram``: the discovery datagrams on UDP 1901 (announcements, touch requests and answers);
 * ``manage_protocol``: the sans-io management protocol on TLS 1901 (requests, answers, identity);
+* ``tls``: what the TLS channels share (robot protocol 3 of a ``bare=Y`` device, the camera,
+  management): TLS contexts for the self-signed device certificate, and the key handshake
+  inside TLS (``ClientIdentify`` / ``ServerIdentify``), with what the client verifies;
 * ``manager``: ``FluxManager``, a management session over TLS.
 
 The import-linter contracts in pyproject.toml keep it that way: actor packages are independent of

@@ -245,7 +245,7 @@ class TestStatusFaults:
             uuid = device.uuid.hex
             await watch.wait("appeared", uuid)
             device.set_error_label("HEAD_ERROR FAN_FAILURE")
-            changed = await watch.wait("status", uuid, lambda d: d["error_label"] != "")
+            changed = await watch.wait("status", uuid, lambda d: "error_label" in d)
             assert changed["error_label"] == "HEAD_ERROR FAN_FAILURE"
             device.go_silent()
             await watch.wait("gone", uuid)

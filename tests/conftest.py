@@ -173,6 +173,7 @@ def _secured_pass(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 #: listed here.
 SAME_IN_BOTH_PASSES = {
     "tests/integration/test_flux_driver.py": "no broker: the FLUX driver against its simulator",
+    "tests/integration/test_flux_extras.py": "no broker: the FLUX camera and extras, driver and sim",
     "tests/integration/test_flashrunner_driver.py": "no broker: the driver against its simulator",
     "tests/integration/test_discovery_driver.py": "no broker: discovery against simulators",
     "tests/integration/test_discovery_v2.py": "no broker: discovery v2 and the beacon",

@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "ENTRIES",
     "cp_command",
+    "fetch_log_command",
     "file_command",
     "guess_mimetype",
     "move_command",
@@ -22,6 +23,7 @@ __all__ = [
     "parse_json_object",
     "parse_kv",
     "parse_listing",
+    "raw_quit_end",
     "split_path",
     "upload_command",
 ]
@@ -59,6 +61,17 @@ def cp_command(source: str, target: str) -> str:
     return f"file cp {_args(*split_path(source), *split_path(target))}"
 
 
+def fetch_log_command(path: str) -> str:
+    """``fetch_log <path>`` (relative to the device's log folder; the device refuses escapes).
+
+    Raises:
+        ValueError: An empty path, or one with NUL or line breaks.
+    """
+    if not path or any(char in path for char in "\x00\n\r"):
+        raise ValueError(f"bad log path {path!r}")
+    return f"fetch_log {_args(path)}"
+
+
 def guess_mimetype(name: str) -> str:
     """The mimetype fluxclient derives from a file name (``binary`` when unknown)."""
     lowered = name.lower()
@@ -86,6 +99,23 @@ def move_command(**axes: float) -> str:
     if unknown or not axes:
         raise ValueError(f"move takes some of {_MOVE_AXES}, got {sorted(axes)}")
     return "move " + " ".join(f"{key}:{axes[key]:f}" for key in _MOVE_AXES if key in axes)
+
+
+#: Zero bytes that announce the end of raw mode (the device sends 64, then ``\x01``; fluxclient
+#: waits for more than 8 zeros, then a non-zero byte).
+RAW_SYNC = 9
+
+
+def raw_quit_end(data: bytes) -> int | None:
+    """Where framed answers resume after ``quit`` in raw mode: the index past the zeros and the
+    non-zero byte that end it, or None while that marker is not complete in ``data``."""
+    start = data.find(b"\x00" * RAW_SYNC)
+    if start < 0:
+        return None
+    index = start + RAW_SYNC
+    while index < len(data) and data[index] == 0:
+        index += 1
+    return index + 1 if index < len(data) else None
 
 
 def parse_listing(text: str) -> list[tuple[bool, str]]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from bus.options import Port, PositiveInt, Seconds, options
 
-__all__ = ["ROBOT_PORT", "FluxConfig"]
+__all__ = ["CAMERA_PORT", "ROBOT_PORT", "FluxConfig"]
 
 ROBOT_PORT = 23811
+CAMERA_PORT = 23812
 
 
 @options
@@ -15,6 +16,7 @@ class FluxConfig:
 
     Args:
         port: Robot TCP port.
+        camera_port: Camera TCP port (protocol 3, JPEG frames).
         connect_timeout_s: TCP connect plus handshake (fluxclient has none; a controller must).
         reply_timeout_s: Wait for each answer frame (fluxclient waits 180 s).
         mode_timeout_s: Wait for ``maintain``/``scan`` entry and macros (the device homes first).
@@ -26,6 +28,7 @@ class FluxConfig:
     """
 
     port: Port = ROBOT_PORT
+    camera_port: Port = CAMERA_PORT
     connect_timeout_s: Seconds = 10.0
     reply_timeout_s: Seconds = 30.0
     mode_timeout_s: Seconds = 120.0

@@ -155,6 +155,26 @@ class RobotConnection:
                 self._events.extend(self._answers.feed(self._stream.decrypt(data)))
         return self._events.popleft()
 
+    async def read_raw(self, timeout_s: float) -> bytes:
+        """Unframed device bytes (raw mode): what the frame reader still holds, else the next read.
+
+        Raises:
+            TimeoutError: Nothing arrived within ``timeout_s``.
+            ConnectionResetError: The device closed the connection.
+        """
+        held = self._answers.take_buffer()
+        if held:
+            return held
+        async with asyncio.timeout(timeout_s):
+            data = await self._reader.read(_READ_SIZE)
+        if not data:
+            raise ConnectionResetError("device closed the connection")
+        return self._stream.decrypt(data)
+
+    def feed_frames(self, data: bytes) -> None:
+        """Give back bytes read raw that are frames again (the device left raw mode)."""
+        self._events.extend(self._answers.feed(data))
+
     def close(self) -> None:
         """Close the socket (no goodbye exists in the protocol)."""
         with contextlib.suppress(Exception):  # closing a broken transport may raise anything

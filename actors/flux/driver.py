@@ -9,6 +9,12 @@
 | ``select_file`` ... ``quit_play`` | same names                                        |
 | ``deviceinfo``, ``config[k]``     | ``deviceinfo()``, ``config_get/set/del``          |
 | ``kick``, ``update_firmware``     | same names (firmware as bytes)                    |
+| ``fetch_log(path, stream, cb)``   | ``fetch_log(path, on_progress) -> Download``      |
+| ``get_cloud_validation_code``     | ``cloud_validation_code() -> (token, hash)``      |
+| (the device's ``position``)       | ``position() -> task name``                       |
+| ``raw()`` → ``RawTasks``          | ``raw()``, ``raw_send``/``raw_recv``, ``raw_quit`` |
+| ``icontrol()``                    | ``icontrol()``, ``icontrol_quit()`` (no SDK)      |
+| ``FluxCamera(endpoint, key)``     | ``camera_frame()``, ``camera_frames()`` (23812)   |
 | ``maintain()`` → ``MaintainTasks.x`` | ``maintain()`` then ``maintain_x`` (``modes``) |
 | ``scan()`` → ``ScanTasks.x``      | ``scan()`` then ``scan_x``                        |
 | ``close``                         | ``close``                                         |
@@ -19,20 +25,29 @@ its task. Errors are ``bus.errors`` classes; see ``actors.flux.session`` for the
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import structlog
 
 from actors.flux import commands
+from actors.flux.camera import CameraLink
 from actors.flux.modes import ModeCommands
 from actors.flux.session import ProgressCallback, Reply
-from bus.errors import DeviceFault, InvalidArguments
+from actors.fluxfamily.framing import ProtocolViolation
+from actors.fluxfamily.tls import HandshakeError
+from bus.errors import DeviceFault, DeviceTimeout, DeviceUnavailable, InvalidArguments
 
 __all__ = ["Download", "FluxDriver"]
 
 log = structlog.get_logger()
+
+_T = TypeVar("_T")
 
 MAX_UPLOAD = 1 << 30
 MAX_FIRMWARE = 100 << 20
@@ -246,3 +261,104 @@ class FluxDriver(ModeCommands):
         )
         log.info("flux_firmware_sent", device=self.address, size=len(data))
         await self._hang_up("device restarts into its updater")
+
+    async def fetch_log(self, path: str, on_progress: ProgressCallback | None = None) -> Download:
+        """Fetch a device log (``fetch_log <path>``, relative to the device's log folder)."""
+        try:
+            command = commands.fetch_log_command(path)
+        except ValueError as exc:
+            raise InvalidArguments(str(exc), details={"argument": "path"}) from exc
+        reply = await self._command(command, on_binary=on_progress)
+        if len(reply.binaries) != 1:
+            raise _unexpected(f"{self.address}: fetch_log {path}", reply.final)
+        mimetype, data = reply.binaries[0]
+        return Download(mimetype, data)
+
+    async def cloud_validation_code(self) -> tuple[str, bytes]:
+        """``cloud_validation_code`` → ``(token, 32-byte hash)``; the caller signs the hash."""
+        reply = await self._command("cloud_validation_code")
+        words = reply.final.split(" ")
+        try:
+            if len(words) != 3:
+                raise ValueError("expected ok <token> <base64 hash>")
+            return words[1], base64.b64decode(words[2], validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise _unexpected(f"{self.address}: cloud_validation_code", reply.final) from exc
+
+    async def position(self) -> str:
+        """The device's current task class (``CommandTask``, ``MaintainTask`` ...): a cheap probe."""
+        if self.mode in ("raw", "icontrol"):
+            self._require("command")  # the link carries another protocol now
+        return (await self.call("position", final=lambda text: True)).final
+
+    # ------------------------------------------------------------ camera (TCP 23812)
+
+    async def open_camera(self) -> CameraLink:
+        """Open an authenticated camera connection (protocol 3); the caller closes it.
+
+        Raises:
+            DeviceFault: The device refused our key (``AUTH_ERROR``) or is no camera port.
+            DeviceUnavailable: It cannot be reached, or the handshake did not finish in time.
+        """
+        address = f"{self.host}:{self.config.camera_port}"
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                return await CameraLink.open(
+                    self.host,
+                    self.config.camera_port,
+                    self._key,
+                    device_uuid=self._device_uuid,
+                    master_key=self._master_key,
+                )
+        except HandshakeError as exc:
+            raise DeviceFault(
+                f"{address}: camera: {exc}",
+                details={"device_code": exc.symbols[0], "symbols": list(exc.symbols)},
+            ) from exc
+        except TimeoutError as exc:
+            raise DeviceUnavailable(
+                f"{address}: camera: no handshake within {self.config.connect_timeout_s} s"
+            ) from exc
+        except (OSError, EOFError) as exc:
+            raise DeviceUnavailable(f"{address}: camera: connect failed: {exc}") from exc
+
+    async def camera_frame(self) -> bytes:
+        """One camera frame (``f``) as JPEG bytes, on a connection of its own."""
+        link = await self.open_camera()
+        try:
+            return await self._camera_io(link.frame(self.config.reply_timeout_s))
+        finally:
+            link.close()
+
+    async def camera_frames(self) -> AsyncIterator[bytes]:
+        """Stream camera frames (``s+``) as JPEG bytes until the caller stops iterating.
+
+        Each frame must come within ``reply_timeout_s``. Leaving the loop sends ``s-`` and closes.
+
+        Raises:
+            DeviceFault / DeviceUnavailable: As ``open_camera``; DeviceUnavailable or
+                DeviceTimeout when the stream breaks (the caller may open a new one).
+        """
+        link = await self.open_camera()
+        wait = self.config.reply_timeout_s
+        try:
+            await self._camera_io(link.start_stream(wait))
+            while True:
+                yield await self._camera_io(link.next_image(wait))
+        finally:
+            if link.streaming:
+                try:
+                    async with asyncio.timeout(1.0):
+                        await link.stop_stream(1.0)
+                except (OSError, TimeoutError):
+                    pass  # the link is going away in any case
+            link.close()
+
+    async def _camera_io(self, work: Awaitable[_T]) -> _T:
+        address = f"{self.host}:{self.config.camera_port}"
+        try:
+            return await work
+        except TimeoutError as exc:
+            raise DeviceTimeout(f"{address}: camera: no frame in time") from exc
+        except (OSError, ProtocolViolation) as exc:
+            raise DeviceUnavailable(f"{address}: camera: {exc}") from exc

@@ -1,19 +1,28 @@
-"""Maintain and scan modes of the robot (flux.md §1.6 ``MaintainTasks`` / ``ScanTasks``).
+"""The robot's modes (flux.md §1.6): maintain, scan, raw and icontrol.
 
 Entering a mode takes the device's exclusive lock for this session; until ``maintain_quit`` /
-``scan_quit`` (or a lost link, which ends the mode on the device too) every ordinary command
-raises ``Busy``, as fluxclient's client-side lock does, and mode commands outside their mode
-raise ``DeviceFault`` with ``device_code="OPERATION_ERROR"``.
+``scan_quit`` / ``raw_quit`` / ``icontrol_quit`` (or a lost link, which ends the mode on the
+device too) every ordinary command raises ``Busy``, as fluxclient's client-side lock does, and
+mode commands outside their mode raise ``DeviceFault`` with ``device_code="OPERATION_ERROR"``.
+
+Raw mode (``task raw``) turns the link into a byte pipe to the mainboard and toolhead
+(fluxclient's ``RawTasks.sock``): ``raw_send`` / ``raw_recv`` move bytes, ``raw_quit`` sends
+``quit`` and waits for the zeros that end the pipe. Icontrol (``task icontrol``) switches the link
+to fluxclient's msgpack SDK protocol, which linebus does not speak: it can be entered (the device
+is then held) and left, by renewing the session, which ends the task on the device.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from actors.flux import commands
+from actors.flux.connection import RobotConnection
 from actors.flux.session import (
     MessageCallback,
     ProgressCallback,
+    Reply,
     RobotSession,
     is_final,
 )
@@ -285,3 +294,73 @@ class ModeCommands(RobotSession):
     async def scan_quit(self) -> None:
         """Leave scan mode (``quit``)."""
         await self._quit("scan")
+
+    # ------------------------------------------------------------ raw
+
+    async def raw(self) -> None:
+        """Enter raw mode (``task raw`` → ``continue``): the link becomes a byte pipe."""
+        self._require("command")
+        reply = await self.call(
+            "task raw", timeout_s=self.config.mode_timeout_s, final=lambda text: text == "continue"
+        )
+        if reply.final != "continue":
+            raise DeviceFault(
+                f"{self.address}: task raw: unexpected answer {reply.final[:80]!r}",
+                device_code="L_UNKNOW_ERROR",
+            )
+        self.mode = "raw"
+
+    async def raw_send(self, data: bytes) -> None:
+        """Send bytes down the pipe (a leading ``+`` goes to the mainboard, ``-`` to the head)."""
+        self._require("raw")
+        wait = self.config.reply_timeout_s
+
+        async def body(conn: RobotConnection) -> Reply:
+            await conn.send_raw(data, wait)
+            return Reply("")
+
+        await self._exchange("raw send", body)
+
+    async def raw_recv(self, timeout_s: float) -> bytes:
+        """What the device sent down the pipe: the bytes that arrive first within ``timeout_s``
+        (and any already waiting), or b"" when nothing came."""
+        self._require("raw")
+
+        async def body(conn: RobotConnection) -> Reply:
+            try:
+                data = await conn.read_raw(timeout_s)
+            except TimeoutError:
+                data = b""  # silence is an answer here, not a lost link
+            return Reply("", binaries=[("raw", data)])
+
+        return (await self._exchange("raw recv", body)).binaries[0][1]
+
+    async def raw_quit(self) -> None:
+        """Leave raw mode: send ``quit``, skip the pipe's last bytes up to the zeros, read ``ok``."""
+        self._require("raw")
+        wait = self.config.reply_timeout_s
+
+        async def body(conn: RobotConnection) -> Reply:
+            await conn.send_raw(b"quit", wait)
+            held = b""
+            async with asyncio.timeout(wait):
+                while (end := commands.raw_quit_end(held)) is None:
+                    held += await conn.read_raw(wait)
+            conn.feed_frames(held[end:])
+            return await self._collect(conn, wait)
+
+        await self._exchange("raw quit", body)
+        self.mode = "command"
+
+    # ------------------------------------------------------------ icontrol
+
+    async def icontrol(self) -> None:
+        """Enter icontrol (``task icontrol``; ``ok`` once the hardware is ready)."""
+        self._require("command")
+        await self.call("task icontrol", timeout_s=self.config.mode_timeout_s)
+        self.mode = "icontrol"
+
+    async def icontrol_quit(self) -> None:
+        """Leave icontrol by renewing the session (the device ends the task when the link closes)."""
+        self._require("icontrol")
+        await self._hang_up("icontrol left")

@@ -48,6 +48,16 @@ CONFIG_CHOICES: dict[str, frozenset[str] | None] = {
 }
 
 
+#: st_id of the device while a task holds it (flux.md §1.6 ``player report``). **Assumption**:
+#: the order -1, -2, -3, -10 follows the reference's list (maintain, scan, icontrol, raw).
+HOLDER_ST_ID = {"MaintainTask": -1, "ScanTask": -2, "IControlTask": -3, "RawTask": -10}
+#: The logs ``fetch_log`` serves, relative to the device's log folder.
+LOGS = {
+    "fluxrobotd.log": b"[robot] simulated device started\n",
+    "fluxplayerd.log": b"[player] idle\n",
+}
+
+
 @dataclass
 class Faults:
     """Faults to inject (constructor, CLI flags, or set at run time).
@@ -183,8 +193,9 @@ class SimDevice:
     config: dict[str, str] = field(default_factory=dict)
     selected: tuple[dict[str, str], list[bytes], bytes] | None = None
     job: SimJob | None = None
-    holder: tuple[str, str] | None = None  # (client ip, "MaintainTask" | "ScanTask") of the lock
+    holder: tuple[str, str] | None = None  # (client ip, a HOLDER_ST_ID key) of the lock
     firmware_images: list[bytes] = field(default_factory=list)
+    logs: dict[str, bytes] = field(default_factory=lambda: dict(LOGS))
     slave_ts: float = field(init=False)
     status_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -237,7 +248,7 @@ class SimDevice:
     def status(self) -> Status:
         """The announced status block."""
         if self.holder is not None:
-            st_id = -1 if self.holder[1] == "MaintainTask" else -2
+            st_id = HOLDER_ST_ID[self.holder[1]]
             return Status(time.time(), st_id, 0.0, "EXTRUDER", self.holder[0])
         if self.job is not None:
             return Status(
@@ -252,7 +263,7 @@ class SimDevice:
     def report(self) -> dict[str, Any]:
         """The ``player report`` answer in every state."""
         if self.holder is not None:
-            st_id = -1 if self.holder[1] == "MaintainTask" else -2
+            st_id = HOLDER_ST_ID[self.holder[1]]
             return {
                 "st_id": st_id,
                 "st_label": "OCCUPIED",

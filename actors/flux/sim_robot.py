@@ -7,9 +7,11 @@ One ``RobotSession`` per connection. The device lock of maintain/scan is held by
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
+import secrets
 import shlex
 import ssl
 
@@ -40,7 +42,15 @@ log = structlog.get_logger()
 MAX_UPLOAD = 1 << 30
 MAX_FIRMWARE = 100 << 20
 MAX_HEAD_FIRMWARE = 256 << 10
-_TASKS = {"maintain": "MaintainTask", "scan": "ScanTask"}
+_TASKS = {
+    "command": "CommandTask",
+    "maintain": "MaintainTask",
+    "scan": "ScanTask",
+    "raw": "RawTask",
+    "icontrol": "IControlTask",
+}
+#: What the device sends when raw mode ends, before its framed ``ok`` (flux.md §1.6).
+RAW_END = b"\x00" * 64 + b"\x01"
 _EXTENSION_OF = {"text/gcode": ".gcode", "application/fcode": ".fc"}
 
 
@@ -99,6 +109,7 @@ class RobotSession:
         self.commands = CommandReader()
         self.stream: AesStream | TlsStream | None = None
         self._upload: tuple[str, tuple[str, str] | None, int, bytearray] | None = None
+        self._raw = bytearray()
         self.closed = False
 
     def is_open(self) -> bool:
@@ -129,12 +140,24 @@ class RobotSession:
                 data = await self.reader.read(65536)
                 if not data:
                     return
-            for event in self.commands.feed(self.stream.decrypt(data)):
-                self.dispatch(event)
-                if not self.is_open():
-                    return
+            self.receive(self.stream.decrypt(data))
+            if not self.is_open():
+                return
             data = b""
             await self.writer.drain()
+
+    def receive(self, data: bytes) -> None:
+        """Decrypted client bytes: frames, or (raw and icontrol modes) a byte stream."""
+        if self.mode in ("raw", "icontrol"):
+            self.pipe(data)
+            return
+        for event in self.commands.feed(data):
+            self.dispatch(event)
+            if not self.is_open():
+                return
+            if self.mode in ("raw", "icontrol"):
+                self.pipe(self.commands.take_buffer())  # what follows the switch is not frames
+                return
 
     # ------------------------------------------------------------ output
 
@@ -149,6 +172,12 @@ class RobotSession:
         self.send(f"binary {mimetype} {len(data)}")
         assert self.stream is not None
         if not self.closed:
+            self.writer.write(self.stream.encrypt(data))
+
+    def send_raw(self, data: bytes) -> None:
+        """Send unframed bytes (raw mode)."""
+        assert self.stream is not None
+        if not self.closed and data:
             self.writer.write(self.stream.encrypt(data))
 
     def kicked(self) -> None:
@@ -186,8 +215,37 @@ class RobotSession:
         except (IndexError, ValueError):
             self.send("error BAD_PARAMS")
 
+    def pipe(self, data: bytes) -> None:
+        """Raw mode: echo each line back (the mainboard's stand-in) until ``quit``.
+
+        Icontrol: the msgpack SDK protocol is not simulated; its bytes are ignored, and the task
+        ends when the connection does.
+        """
+        if self.mode == "icontrol":
+            return
+        self._raw += data
+        while self._raw and self.mode == "raw":
+            if self._raw.startswith(b"quit"):
+                del self._raw[:4]
+                self.mode = "command"
+                self.server.release()
+                self.send_raw(RAW_END)
+                self.send("ok")
+                rest = bytes(self._raw)
+                self._raw.clear()
+                self.receive(rest)
+                return
+            if b"quit".startswith(bytes(self._raw)):
+                return  # maybe the start of ``quit``: wait for the rest
+            end = self._raw.find(b"\n") + 1 or len(self._raw)
+            self.send_raw(bytes(self._raw[:end]))
+            del self._raw[:end]
+
     def mode_task(self, words: list[str]) -> None:
         """A command while this session holds maintain or scan."""
+        if words[0] == "position":
+            self.send(_TASKS[self.mode])
+            return
         if words[0] == "quit" or (self.mode == "maintain" and words[0] == "reset_mb"):
             self.mode = "command"
             self.server.release()
@@ -211,7 +269,7 @@ class RobotSession:
         elif group == "player":
             self.player_command(args[0], args[1:])
         elif group in ("maintain", "scan") or (
-            group == "task" and args[:1] in (["maintain"], ["scan"])
+            group == "task" and args[:1] in (["maintain"], ["scan"], ["raw"], ["icontrol"])
         ):
             self.enter(group if group != "task" else args[0])
         elif group == "deviceinfo":
@@ -223,7 +281,11 @@ class RobotSession:
         elif group == "update_fw":
             self.begin_firmware(args)
         elif group == "position":
-            self.send("CommandTask")
+            self.send(_TASKS["command"])
+        elif group == "fetch_log":
+            self.fetch_log(args)
+        elif group == "cloud_validation_code":
+            self.cloud_validation_code()
         else:
             raise SimError("UNKNOWN_COMMAND")
 
@@ -403,7 +465,7 @@ class RobotSession:
     # ------------------------------------------------------------ device
 
     def enter(self, mode: str) -> None:
-        """``maintain`` / ``scan``: take the device lock."""
+        """``maintain`` / ``scan`` / ``task raw`` / ``task icontrol``: take the device lock."""
         device = self.device
         if device.job is not None and not device.job.finished:
             raise SimError("RESOURCE_BUSY", "Playing")
@@ -415,7 +477,7 @@ class RobotSession:
         self.mode = mode
         device.holder = (self.peer, _TASKS[mode])
         device.notify()
-        self.send("ok")
+        self.send("continue" if mode == "raw" else "ok")
 
     def kick(self) -> None:
         """``kick``: disconnect the lock holder (a job cannot be kicked)."""
@@ -426,6 +488,25 @@ class RobotSession:
             self.server.release()
             holder.kicked()
         self.send("ok")
+
+    def fetch_log(self, args: list[str]) -> None:
+        """``fetch_log <path>``: a log file, shaped like a download."""
+        if len(args) != 1:
+            raise SimError("BAD_PARAMS")
+        path = args[0]
+        if path.startswith("/") or ".." in path.split("/"):
+            raise SimError("BAD_PARAMS")  # escapes the log folder
+        data = self.device.logs.get(path)
+        if data is None:
+            raise SimError("NOT_EXIST", "NOT_FILE")
+        self.send_binary("text/plain", data)
+        self.send("ok")
+
+    def cloud_validation_code(self) -> None:
+        """``cloud_validation_code`` → ``ok <token> <base64 of a 32-byte hash>``."""
+        token = secrets.token_hex(16)
+        digest = hashlib.sha256(token.encode() + self.device.uuid.bytes).digest()
+        self.send(f"ok {token} {base64.b64encode(digest).decode()}")
 
     def deviceinfo(self) -> None:
         """``deviceinfo``: ``ok`` then ``key:value`` lines."""

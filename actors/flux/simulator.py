@@ -2,7 +2,8 @@
 
 Run it as ``python -m actors.flux.simulator --address 127.0.0.2 [--name N] [--password P]``.
 Once listening it prints one JSON line
-``{"event": "ready", "robot": "127.0.0.2:23811", "manage": "127.0.0.2:1901", "udp": "127.0.0.2:1901", ...}``
+``{"event": "ready", "robot": "127.0.0.2:23811", "manage": "127.0.0.2:1901", "udp": "127.0.0.2:1901",
+"camera": "127.0.0.2:23812", ...}``
 and serves until SIGTERM/SIGINT. In-process: ``async with FluxSimulator(address=...) as sim``.
 Linux routes all of 127/8 to ``lo``, so several simulators share a host, one address each, all
 on the real ports.
@@ -31,12 +32,21 @@ device cannot be copied:
    at start: ``config set bare`` is stored but switches nothing until a restart, which the
    simulator does not do. Protocol 3 refuses an untrusted key and, like the firmware, does not
    require the signature (whether it verified is logged). Macros (home, calibration,
-   filament) answer at once. ``scan_check`` answers ``ok camera``; images are tiny JFIF-framed
-   stand-ins. ``update_fw`` accepts any non-empty image, answers ``ok`` and closes the session;
-   the device does not actually restart. ``update_head`` takes up to 256 KiB and reports
-   ``CTRL WRITE`` per 4 KiB between its two ``ok``. ``fetch_log``, ``cloud_validation_code``,
-   ``task raw`` and ``task icontrol`` answer ``error UNKNOWN_COMMAND``. Paths containing ``..``
-   are refused as ``NOT_EXIST SECURITY_ISSUE`` even when they stay inside the root.
+   filament) answer at once. ``scan_check`` answers ``ok camera``; photos are real 64 x 48
+   baseline JPEGs. ``update_fw`` accepts any non-empty image, answers ``ok`` and closes the
+   session; the device does not actually restart. ``update_head`` takes up to 256 KiB and
+   reports ``CTRL WRITE`` per 4 KiB between its two ``ok``. ``fetch_log`` serves a few fixed logs
+   as ``text/plain`` (refusing absolute paths and ``..`` with ``BAD_PARAMS``, unknown ones with
+   ``NOT_EXIST NOT_FILE``); ``cloud_validation_code`` answers a random token and the SHA-256 of
+   token and uuid. ``task raw`` echoes each line back (the mainboard's stand-in) until ``quit``;
+   ``task icontrol`` holds the device but ignores the msgpack SDK protocol, and ends with the
+   connection. While a task holds the device, st_id is -1 (maintain), -2 (scan), -3 (icontrol)
+   or -10 (raw): the reference lists those ids in that order without pairing them. Paths
+   containing ``..`` are refused as ``NOT_EXIST SECURITY_ISSUE`` even when they stay inside the
+   root.
+3b. Camera (TCP ``camera_port``, 23812): protocol 3 in either profile (banner, TLS with the
+   device certificate, the key handshake of ``actors.fluxfamily.tls``), then ``f`` / ``s+`` /
+   ``s-`` with ``camera_fps`` frames per second of JPEG (``actors.flux.sim_camera``).
 4. Job: a job walks 1 → 4 → 16 (progress) → 66 → 64 in ``job_duration_s``; transitional ids
    last one tick (duration / 20, between 10 and 100 ms). A job needs an FCode file
    (``FILE_BROKEN HEADER_ERROR`` otherwise).
@@ -64,7 +74,8 @@ from typing import Any, Self
 import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.flux.config import ROBOT_PORT
+from actors.flux.config import CAMERA_PORT, ROBOT_PORT
+from actors.flux.sim_camera import CameraServer
 from actors.flux.sim_device import Faults, SimDevice
 from actors.flux.sim_manage import ManageServer
 from actors.flux.sim_robot import RobotServer
@@ -92,7 +103,9 @@ class FluxSimulator:
         address: Loopback address of this device (``127.0.0.x``).
         name: Nickname.
         password: Management password ("" = none).
-        robot_port / manage_port / udp_port: Ports (0 = any free one; defaults are the real ones).
+        robot_port / manage_port / udp_port / camera_port: Ports (0 = any free one; defaults are
+            the real ones).
+        camera_fps: Frames per second the camera port streams.
         group: Multicast group announcements go to (None: only ``announce_to``).
         announce_to: Extra announcement targets, ``"host:port"`` (unicast or broadcast).
         announce_interval_s: Announcement period.
@@ -118,6 +131,8 @@ class FluxSimulator:
         robot_port: int = ROBOT_PORT,
         manage_port: int = DISCOVERY_PORT,
         udp_port: int = DISCOVERY_PORT,
+        camera_port: int = CAMERA_PORT,
+        camera_fps: float = 5.0,
         group: str | None = DEFAULT_GROUP,
         announce_to: Sequence[str] = (),
         announce_interval_s: float = 3.0,
@@ -140,6 +155,8 @@ class FluxSimulator:
         self.bare = bare
         self.address = address
         self.robot_port, self.manage_port, self.udp_port = robot_port, manage_port, udp_port
+        self.camera_port = camera_port
+        self.camera_fps = camera_fps
         targets = [(group, udp_port or DISCOVERY_PORT)] if group else []
         self._targets = targets + [_endpoint(target, DISCOVERY_PORT) for target in announce_to]
         self._interval = announce_interval_s
@@ -167,6 +184,7 @@ class FluxSimulator:
         self._tls = server_context(self.device.master_key, self.device.uuid, self.device.serial)
         self.robot = RobotServer(self.device, self._tls if bare else None)
         self.manage: ManageServer | None = None
+        self.camera: CameraServer | None = None
         self.udp: UdpAnnouncer | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -186,6 +204,12 @@ class FluxSimulator:
         )
         self._servers.append(manage)
         self.manage_port = manage.sockets[0].getsockname()[1]
+        self.camera = CameraServer(self.device, self._tls, self.camera_fps)
+        camera = await asyncio.start_server(
+            self._tracked(self.camera.handle), self.address, self.camera_port
+        )
+        self._servers.append(camera)
+        self.camera_port = camera.sockets[0].getsockname()[1]
         self.udp = UdpAnnouncer(
             self.device,
             self.address,
@@ -276,6 +300,7 @@ class FluxSimulator:
             "robot": f"{self.address}:{self.robot_port}",
             "manage": f"{self.address}:{self.manage_port}",
             "udp": f"{self.address}:{self.udp_port}",
+            "camera": f"{self.address}:{self.camera_port}",
             "uuid": self.device.uuid.hex,
             "name": self.device.name,
             "bare": self.bare,
@@ -358,6 +383,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--robot-port", type=int, default=ROBOT_PORT)
     parser.add_argument("--manage-port", type=int, default=DISCOVERY_PORT)
     parser.add_argument("--udp-port", type=int, default=DISCOVERY_PORT)
+    parser.add_argument("--camera-port", type=int, default=CAMERA_PORT)
+    parser.add_argument(
+        "--camera-fps", type=float, default=5.0, help="frames per second the camera streams"
+    )
     parser.add_argument(
         "--robot-listen",
         type=_listen,
@@ -445,6 +474,8 @@ async def _serve(args: argparse.Namespace) -> None:
         robot_port=args.robot_port,
         manage_port=args.manage_port,
         udp_port=args.udp_port,
+        camera_port=args.camera_port,
+        camera_fps=args.camera_fps,
         group=args.group or None,
         announce_to=args.announce_to,
         announce_interval_s=args.announce_interval,

@@ -117,6 +117,16 @@ class _StreamReader:
     def _frame_end(self, length_field: int) -> int:
         raise NotImplementedError
 
+    def take_buffer(self) -> bytes:
+        """Hand over the bytes not yet decoded, and forget them.
+
+        For a peer that just switched the stream to something else (the robot's raw mode):
+        what follows the switch is not frames.
+        """
+        held = bytes(self._buffer)
+        self._buffer.clear()
+        return held
+
     def _text(self, text: str) -> list[AnswerEvent]:
         return [Text(text)]
 

@@ -18,7 +18,9 @@ provisions the device. Over the bus, the telemetry actor owns both: its ``[actor
 (``db``, ``provisioning_token``, ``device_id``, ``instance_url``) decide. ``start`` keeps the
 seed's signature so seed code runs unchanged: ``device_id``, ``provisioning_token``, ``db`` and
 ``instance`` are accepted and not sent anywhere (a ``device_id`` that differs from the actor's
-registered id is logged, as the seed allows an approver to override it). The keyword-only
+registered id is logged, as the seed allows an approver to override it). spotflow-device 2.x's
+``allow_remote_access=False`` is accepted too; remote access itself is not offered over linebus,
+so ``allow_remote_access=True`` raises ``SpotflowError``. The keyword-only
 ``bus`` (a ``bus.client.Client`` or the broker's command endpoint, default ``LINEBUS_ENDPOINT`` or
 ``tcp://127.0.0.1:7750``) and ``service`` (default ``"telemetry"``) name the actor.
 
@@ -145,6 +147,7 @@ class DeviceClient(BusSession):
         display_provisioning_operation_callback: Callable[[ProvisioningOperation], None]
         | None = None,
         desired_properties_updated_callback: Callable[[DesiredProperties], None] | None = None,
+        allow_remote_access: bool = False,
         *,
         bus: Client | str | None = None,
         service: str = DEFAULT_SERVICE,
@@ -160,6 +163,9 @@ class DeviceClient(BusSession):
             display_provisioning_operation_callback: Never called (approval is immediate).
             desired_properties_updated_callback: Called from a background thread right after
                 start with the current Desired Properties, then with each newer version.
+            allow_remote_access: spotflow-device 2.x's switch for the Platform's remote access
+                (a terminal on the device through the cloud). linebus does not offer remote
+                access: ``False`` (the default, as in 2.x) is accepted, ``True`` is refused.
             bus: A ``bus.client.Client`` or the broker's command endpoint (default
                 ``LINEBUS_ENDPOINT`` or ``tcp://127.0.0.1:7750``).
             service: The telemetry actor's service name.
@@ -168,8 +174,16 @@ class DeviceClient(BusSession):
             wait_timeout: Bus deadline of ``send_message`` and ``wait_enqueued_messages_sent``.
 
         Raises:
-            SpotflowError: The service is unknown or down (``unknown_service``, ``unavailable``).
+            SpotflowError: The service is unknown or down (``unknown_service``, ``unavailable``);
+                ``invalid_arguments`` for ``allow_remote_access=True``.
         """
+        if allow_remote_access:
+            raise SpotflowError(
+                "allow_remote_access=True: linebus does not offer the Platform's remote access"
+                " (no terminal or tunnel to the device goes through the telemetry actor)",
+                "invalid_arguments",
+                details={"argument": "allow_remote_access"},
+            )
         del (
             provisioning_token,
             db,
@@ -392,7 +406,10 @@ class DeviceClient(BusSession):
     def get_desired_properties_if_newer(
         self, version: int | None = None
     ) -> DesiredProperties | None:
-        """Get the current Desired Properties if their version is higher than ``version`` (or it is None)."""
+        """Get the current Desired Properties if their version is higher than ``version``, else None.
+
+        With ``version`` None, the current ones in any case (version 0 and no values before the
+        Platform sent any)."""
         data = self._call("get_desired_properties_if_newer", {"version": version})
         return None if data is None else DesiredProperties._from(data)
 

@@ -389,7 +389,8 @@ class TelemetryActor(Actor):
     ) -> dict[str, Any] | None:
         """``DeviceClient.get_desired_properties_if_newer``: the latest version if newer, else nil.
 
-        Newer than ``version``; with ``version`` nil, the latest in any case.
+        Newer than ``version``; with ``version`` nil, the latest in any case (version 0 and no
+        values before the first, never nil).
         """
         desired = await asyncio.to_thread(self._driver.get_desired_properties_if_newer, version)
         return None if desired is None else _desired(desired)

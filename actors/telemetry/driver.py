@@ -262,9 +262,11 @@ class TelemetryDriver:
     def get_desired_properties_if_newer(
         self, version: int | None = None
     ) -> DesiredProperties | None:
-        """The latest desired properties if newer than ``version`` (or ``version`` is None), else None."""
-        desired = self.store.desired_properties()
-        if desired is None or (version is not None and desired.version <= version):
+        """The latest desired properties if newer than ``version``, else None; with ``version``
+        None, the current ones in any case (version 0 and no values before the first, as
+        ``get_desired_properties``: the seed returns the current properties then, never None)."""
+        desired = self.get_desired_properties()
+        if version is not None and desired.version <= version:
             return None
         return desired
 

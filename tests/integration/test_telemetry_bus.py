@@ -206,8 +206,14 @@ class TestTwin:
         updates: queue.Queue[DesiredProperties] = queue.Queue()
         with line.client(timeout=10) as bus, bus.subscribe("tel.desired") as sub:
             sub.wait_ready(scaled(5))
-            with device(line, desired_properties_updated_callback=updates.put) as client:
+            # spotflow-device 2.x's allow_remote_access=False is accepted (True: see below).
+            with device(
+                line, desired_properties_updated_callback=updates.put, allow_remote_access=False
+            ) as client:
                 assert updates.get(timeout=scaled(10)) == DesiredProperties(0, {})
+                # Before any desired version, None asks for the current (empty) properties.
+                assert client.get_desired_properties_if_newer(None) == DesiredProperties(0, {})
+                assert client.get_desired_properties_if_newer(0) is None
                 ingest.call(
                     "PUT", f"/v1/operator/devices/{DEVICE}/twin/desired", {"values": {"rate_s": 5}}
                 )
@@ -253,6 +259,9 @@ class TestErrors:
         with pytest.raises(SpotflowError) as caught:
             device(line, service="no-such-telemetry")
         assert caught.value.code in ("unknown_service", "unavailable")
+        # Remote access (spotflow-device 2.x) is not offered: refused with a clear error.
+        with pytest.raises(SpotflowError, match="does not offer the Platform's remote access"):
+            device(line, allow_remote_access=True)
 
     def test_full_store_refuses_and_publishes_a_drop(self, line: Line) -> None:
         """Past the quota an enqueue fails with storage_error and <service>.drop tells subscribers."""

@@ -362,6 +362,9 @@ class TestTwin:
         driver = start(
             drivers, config(tmp_path, ingest.url), desired_properties_updated_callback=updates.put
         )
+        # Before any desired version: the current (empty) properties for None, as the seed says.
+        assert driver.get_desired_properties_if_newer(None) == DesiredProperties(0, {})
+        assert driver.get_desired_properties_if_newer(0) is None
         ingest.call("PUT", "/v1/operator/devices/dev-1/twin/desired", {"values": {"rate_s": 5}})
         assert updates.get(timeout=scaled(10)) == DesiredProperties(1, {"rate_s": 5})
         assert driver.get_desired_properties_if_newer(0) == DesiredProperties(1, {"rate_s": 5})

@@ -30,7 +30,7 @@ from typing import Any
 
 from actors.discovery.driver import DiscoveryDriver
 from actors.fluxfamily import crypto
-from actors.fluxfamily.datagram import DEFAULT_GROUP, DISCOVERY_PORT, build_touch_request
+from actors.fluxfamily.datagram import DEFAULT_GROUP, DISCOVERY_PORT
 from actors.fluxfamily.keys import DEFAULT_KEY, load_key
 from actors.fluxfamily.manager import FluxManager
 from bus.actor import Actor, CommandContext, command
@@ -283,7 +283,7 @@ class DiscoveryActor(Actor):
         if record is None or not record.touched:
             raise DeviceFault(f"device {wanted.hex} is not seen", device_code="NOT_FOUND")
         before = record.last_update
-        self.driver._send(build_touch_request(wanted, record.discovery_version), record.endpoint)
+        self.driver.touch(wanted)
         end = time.monotonic() + timeout_s
         while record.last_update == before:
             if time.monotonic() > end:

@@ -287,6 +287,20 @@ class DiscoveryDriver:
                 raise DeviceTimeout(f"device {wanted.hex} not found within {timeout_s} s") from exc
         return found
 
+    def touch(self, device: uuidlib.UUID | str) -> bool:
+        """Ask an announced device for its identity again, in its discovery version (1 or 2).
+
+        The answer arrives as a ``changed`` event if anything changed. Returns False when the
+        device has not been announced (there is no address to ask).
+        """
+        record = self.table.get(
+            device if isinstance(device, uuidlib.UUID) else uuidlib.UUID(hex=device)
+        )
+        if record is None:
+            return False
+        self._send(build_touch_request(record.uuid, record.discovery_version), record.endpoint)
+        return True
+
     def poke(self, address: str) -> None:
         """Ask the device at ``address`` (``host`` or ``host:port``) to announce itself to us.
 

@@ -8,6 +8,7 @@ on their own loopback addresses. Every wait is bounded and synchronises on drive
 from __future__ import annotations
 
 import asyncio
+import uuid as uuidlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,6 +105,10 @@ async def test_v2_device_appears_and_reports_status(
             await robot.start_play()
             running = await watch.wait("status", uuid, lambda d: d["st_id"] > 0)
             assert running["head_module"] == "EXTRUDER"  # only while a task runs
+        device.device.name = "renamed"  # same session: only an explicit touch (in v2) sees it
+        assert watch.driver.touch(uuid)
+        await watch.wait("changed", uuid, lambda d: d["name"] == "renamed")
+        assert not watch.driver.touch(uuidlib.UUID(int=5))
 
 
 @pytest.mark.parametrize("bare", [False, True], ids=["v1", "v2"])

@@ -137,6 +137,24 @@ class Actor:
         """Extra facts for ``describe`` (device model, firmware); override freely."""
         return {}
 
+    def device_addresses(self) -> list[str]:
+        """The addresses of the devices this actor drives; override in a device actor.
+
+        LAN ``host:port``, a serial port (``/dev/ttyUSB0``, ``COM3``), a device uuid, an API's
+        base URI: whatever a vendor library's constructor takes, so that a facade built the
+        vendor's way can ask the broker which service drives it (``lookup``, PROTOCOL.md §13;
+        how addresses compare: ``bus.addresses``). Sent as ``devices`` in READY and shown by
+        ``describe``. When they change after registration, call ``devices_changed``.
+        """
+        return []
+
+    def devices_changed(self) -> None:
+        """Advertise ``device_addresses()`` again (a new READY), after they changed; call it
+        from the actor's event loop. Before registration it does nothing (READY will carry
+        them)."""
+        if self._broker_link is not None:
+            self._broker_link.send_ready()
+
     # --- built-in commands ------------------------------------------------------------------
 
     @command(concurrent=True)
@@ -161,6 +179,7 @@ class Actor:
             "doc": (type(self).__doc__ or "").strip(),
             "commands": {name: spec.describe() for name, spec in sorted(self.commands.items())},
             **self.describe_extra(),
+            "devices": list(self.device_addresses()),
         }
 
     # --- events -----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from bus.errors import (
     UnknownService,
     UnsupportedVersion,
 )
+from bus.lookup import lookup
 from bus.protocol import Kind
 from bus.security.acl import Acl, Decision
 from bus.security.audit import AuditLog, summarize_arguments
@@ -119,7 +120,7 @@ _PRIVILEGED_CACHE_LIMIT = 65_536
 #: instead of reaching the size check that answers it bad_request/too_large, as in plaintext.
 _CURVE_FRAME_OVERHEAD = 33
 #: The commands of the broker service, for ``unknown_command``.
-_BROKER_COMMANDS = "ping, services, describe, stats, probe, reload"
+_BROKER_COMMANDS = "ping, services, describe, lookup, stats, probe, reload"
 
 #: A message as the ROUTER delivers it: the sender's identity, the header, then bulk frames
 #: (received without copying, as zmq.Frame) which the broker forwards untouched.
@@ -199,7 +200,7 @@ class Broker:
         self._audit_failed = False
         self._audited: dict[str, _Audited] = {}
         self._privileged: dict[tuple[str, str], bool] = {}
-        self._caller = ""  # the identity of the request being handled (for ``reload``)
+        self._caller = ""  # the identity of the request being handled (reload, lookup)
         self._reload_requested = False
         self._drain_router = self._drain
 
@@ -1084,6 +1085,8 @@ class Broker:
                 "doc": description.get("doc", ""),
                 "commands": description.get("commands", {}),
             }
+        if command == "lookup":
+            return lookup(self.directory, args, self._acl, self._caller)
         if command == "stats":
             return self.stats()
         if command == "probe":

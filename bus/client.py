@@ -43,7 +43,13 @@ from zmq.utils.monitor import parse_monitor_message
 
 from bus import protocol
 from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
-from bus.errors import BrokerUnreachable, DeadlineExceeded, Unauthenticated, Unavailable
+from bus.errors import (
+    BrokerUnreachable,
+    ConfigError,
+    DeadlineExceeded,
+    Unauthenticated,
+    Unavailable,
+)
 from bus.security.curve import secure_client
 from bus.security.errors import KeyFileError
 from bus.security.keys import KeyPair, load_keypair, load_public_key
@@ -506,6 +512,8 @@ class Client:
 
     Raises:
         KeyFileError: a key is configured but cannot be used (never a fallback to plaintext).
+        ConfigError: ``endpoint`` (or ``LINEBUS_ENDPOINT``) is no ZeroMQ endpoint
+            (``details["endpoint"]``).
     """
 
     def __init__(
@@ -531,7 +539,16 @@ class Client:
         if self.keys is not None:
             self.keys.secure(sock)
         self._monitor = _Monitored(sock, HandshakeWatch(self.endpoint, self.keys))
-        sock.connect(self.endpoint)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self._monitor.close()
+            sock.close(linger=0)
+            raise ConfigError(
+                f"{self.endpoint!r} is not a usable broker endpoint ({exc}); expected "
+                "tcp://host:port or ipc://path",
+                details={"endpoint": self.endpoint},
+            ) from exc
         self._sock = sock
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus import protocol
+from bus.addresses import normalize_all
 
 __all__ = ["Directory", "Pending", "ServiceEntry"]
 
@@ -45,6 +46,9 @@ class ServiceEntry:
     owner: str = ""
     #: The commands the actor declares privileged (READY info ``privileged``).
     privileged: frozenset[str] = frozenset()
+    #: The normal forms (``bus.addresses``) of the device addresses the actor advertises (READY
+    #: info ``devices``), for the ``lookup`` command.
+    devices: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The row ``services`` returns for this service."""
@@ -96,6 +100,7 @@ class Directory:
             if isinstance(declared, list)
             else frozenset()
         )
+        entry.devices = normalize_all(info.get("devices"))
         entry.state = UP
         entry.since = time.time()
         entry.last_seen = now

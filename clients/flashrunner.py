@@ -5,9 +5,9 @@
     from clients.flashrunner import FlashRunner, FR_Comm_Exception, FR_FileType
 
     try:
-        with FlashRunner("tcp://127.0.0.1:7750", "fr1") as fr:   # a bus endpoint (or Client) and a service
+        with FlashRunner("LAN", "192.168.1.100:1234") as fr:   # as fr_comm: the bus finds the actor
             fr.FR_SendCommand("#GETENGSTATUS")
-            print(fr.FR_GetAnswer(1500))                         # timeout in ms
+            print(fr.FR_GetAnswer(1500))                       # timeout in ms
             fr.FR_SendFile("app.frb", FR_FileType.FRB)
             fr.FR_RunProject("demo.prj", [1, 2, 3, 4], 120000, lambda ch, ok: print(ch, ok))
     except FR_Comm_Exception as exc:
@@ -15,9 +15,12 @@
 
 The six public symbols of the seed are here: ``FlashRunner``, ``FR_Logger``, ``FR_Comm_Exception``,
 ``FR_FileType``, ``ProgressHandler`` and ``FR_GetDllVersion``. Where ``fr_comm`` opens the device,
-``FlashRunner(bus, service)`` names the actor that owns it (``FlashRunner("LAN", "ip:port")``'s
-arguments become the actor's options). Files are read and written here, on the caller's machine,
-and travel over the bus as bytes.
+an actor owns it here: ``FlashRunner("LAN", "ip:port")`` (or a serial port) connects to the bus
+of ``LINEBUS_ENDPOINT`` and asks the broker which ``flashrunner`` actor drives that address;
+``FlashRunner(bus, service)`` names the actor instead (``bus``: a ``bus.client.Client`` or an
+endpoint such as ``tcp://127.0.0.1:7750``). Every failure is an ``FR_Comm_Exception`` with the
+linebus code. Files are read and written here, on the caller's machine, and travel over the bus
+as bytes.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, NamedTuple, Self
 from bus.client import Call, Client
 from bus.errors import BusError
 from clients._session import BusSession, connect_bus, sibling_client
+from clients._vendor import is_bus, vendor_session
 
 __all__ = [
     "FR_Comm_Exception",
@@ -140,33 +144,62 @@ class EncryptedData(NamedTuple):
 
 
 class FlashRunner(BusSession):
-    """A session with the FlashRunner served by ``service`` on the bus.
+    """A session with a FlashRunner on the bus, built the vendor's way or the bus's way.
+
+    Vendor-style, as ``fr_comm`` (the bus is ``LINEBUS_ENDPOINT``'s, or ``tcp://127.0.0.1:7750``;
+    the keys are the client environment's)::
+
+        FlashRunner("LAN", "192.168.1.100:1234")     # a LAN unit
+        FlashRunner("COM3", "115200")                  # a serial unit (the baud rate is the actor's)
+
+    The broker tells which ``flashrunner`` actor drives that address (``lookup``); none:
+    ``FR_Comm_Exception`` code ``unknown_service`` (``unavailable`` if it is down).
+
+    Bus-style, naming the actor::
+
+        FlashRunner("tcp://127.0.0.1:7750", "fr1")   # or FlashRunner(client, "fr1")
+
+    The rule: bus-style when ``port`` is a ``bus.client.Client`` or a string with a ZeroMQ
+    transport scheme (``tcp://``, ``ipc://``, ``inproc://`` ...); vendor-style otherwise
+    (``"LAN"``, a serial port name or a pyserial URL such as ``socket://host:7000``).
 
     Args:
-        bus: A ``bus.client.Client``, or the broker's command endpoint (``tcp://host:7750``).
-        service: The actor's service name (``fr1``).
+        port: ``"LAN"`` or a serial port (vendor-style); a ``Client`` or the broker's command
+            endpoint (bus-style).
+        settings: LAN ``"host:port"`` or the baud rate (vendor-style; a LAN address without a
+            port finds the unit on any port of that host); the actor's service name (bus-style).
         subscribe_endpoint: With an endpoint string, where events are read (default: port + 2).
         timeout: Bus deadline, in seconds, of calls that have no device timeout of their own.
         transfer_timeout: Bus deadline, in seconds, of one file transfer.
 
-    Like ``fr_comm.FlashRunner`` it checks the device at once (``FR_Comm_Exception`` if the
-    service is unknown or down) and is best used in a ``with`` block. Not thread-safe: use one per
-    thread.
+    Like ``fr_comm.FlashRunner`` it checks the device at once and is best used in a ``with``
+    block. Every failure, a bad endpoint and an unreachable broker included, is an
+    ``FR_Comm_Exception`` carrying the linebus code. Not thread-safe: use one per thread.
     """
 
     def __init__(
         self,
-        bus: Client | str,
-        service: str,
+        port: Client | str,
+        settings: str,
         *,
         subscribe_endpoint: str | None = None,
         timeout: float = 30.0,
         transfer_timeout: float = 600.0,
     ) -> None:
-        self._bus, self._owned = connect_bus(bus, subscribe_endpoint)
-        self.service = service
+        self._closed = True  # until there is a connection to close
         self.timeout = timeout
         self.transfer_timeout = transfer_timeout
+        try:
+            if is_bus(port):
+                self._bus, self._owned = connect_bus(port, subscribe_endpoint)
+                self.service = settings
+            else:
+                address, what = _vendor_address(port, settings)
+                self._bus, self._owned, self.service = vendor_session(
+                    "flashrunner", address, what, timeout=timeout
+                )
+        except BusError as exc:
+            raise FR_Comm_Exception.from_bus(exc) from exc
         self._closed = False
         try:
             self._call("ping")
@@ -352,6 +385,25 @@ class FlashRunner(BusSession):
     def FR_Logger(self) -> FR_Logger:
         """Return a real-time logger of this device (see ``FR_Logger``)."""
         return FR_Logger(self._bus, self.service)
+
+
+def _vendor_address(port: object, settings: object) -> tuple[str, str]:
+    """The device address of ``fr_comm.FlashRunner(port, settings)`` and how to name it."""
+    if not isinstance(port, str) or not port.strip():
+        raise FR_Comm_Exception(
+            f"port must be 'LAN', a serial port name, or a bus endpoint, not {port!r}",
+            "invalid_arguments",
+            details={"argument": "port"},
+        )
+    if port.strip().upper() != "LAN":
+        return port.strip(), f"the FlashRunner on serial port {port.strip()!r}"
+    if not isinstance(settings, str) or not settings.strip():
+        raise FR_Comm_Exception(
+            f"a LAN FlashRunner needs settings 'host:port', not {settings!r}",
+            "invalid_arguments",
+            details={"argument": "settings"},
+        )
+    return settings.strip(), f"the FlashRunner at LAN {settings.strip()}"
 
 
 def _file_type(file_type: FR_FileType | str) -> str:

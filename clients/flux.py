@@ -4,7 +4,7 @@
 
     from clients.flux import FluxRobot, RobotError
 
-    with FluxRobot("tcp://127.0.0.1:7750", "p1") as robot:    # a bus endpoint (or Client) and a service
+    with FluxRobot(("192.168.1.30", 23811), client_key) as robot:   # or FluxRobot(bus, "p1")
         print(robot.list_files("/SD/"))
         robot.upload_file("part.fc", "#", lambda robot, sent, total: print(sent, total))
         robot.start_play()
@@ -14,9 +14,12 @@
         jpeg = task.oneshot()
         task.quit()
 
-Where fluxclient connects with ``FluxRobot((ip, 23811), client_key)``, the actor owns the
-connection and the key (its options ``host``, ``key``, ``password``); here ``FluxRobot(bus,
-service)`` names it. Local files and streams are read and written here, on the caller's machine.
+``FluxRobot((ip, 23811), client_key)`` works as in fluxclient: it connects to the bus of
+``LINEBUS_ENDPOINT`` and asks the broker which ``flux`` actor drives that printer; the actor owns
+the connection and the key (its options ``host``, ``key``, ``password``). ``FluxRobot(bus,
+service)`` names the actor instead. Local files and streams are read and written here, on the
+caller's machine. Also here: fluxclient's ``get_or_create_default_key``, ``discover_device``
+(``fluxclient.device``) and the ``Device`` it returns, with ``connect_robot``.
 Errors are ``RobotError`` (the device answered with an error; ``error_symbol`` holds its words)
 or ``RobotSessionError`` (link, timeout, bus), each raised ``from`` the bus error.
 """
@@ -33,18 +36,26 @@ from typing import IO, Any, Self
 from bus.client import Call, Client
 from bus.errors import BusError
 from clients._session import BusSession, connect_bus
+from clients._vendor import is_bus, vendor_session
+from clients.fluxkey import KeyObject, get_or_create_default_key
 
 __all__ = [
     "FluxRobot",
+    "KeyObject",
     "MaintainTasks",
     "RobotError",
     "RobotSessionError",
     "ScanTasks",
     "StatusWatcher",
+    "get_or_create_default_key",
 ]
 
 #: Bus codes that mean the session, not the device's answer, failed.
 _SESSION_CODES = {
+    "broker_unreachable",
+    "config_error",
+    "unauthenticated",
+    "forbidden",
     "device_unavailable",
     "device_timeout",
     "unavailable",
@@ -136,32 +147,100 @@ def _translate(exc: BusError) -> RobotError | RobotSessionError:
 ProgressCallback = Callable[[Any, int, int], Any]
 
 
+def _robot_address(endpoint: object) -> str:
+    """``host:port`` of fluxclient's ``(ip, port)`` endpoint (``[v6]:port`` for IPv6)."""
+    if (
+        isinstance(endpoint, (tuple, list))
+        and len(endpoint) == 2
+        and isinstance(endpoint[0], str)
+        and isinstance(endpoint[1], int)
+        and not isinstance(endpoint[1], bool)
+    ):
+        host, port = endpoint
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    raise RobotSessionError(
+        f"endpoint must be an (ip, port) pair or a bus endpoint (tcp://host:port), not {endpoint!r}",
+        "BAD_PARAMS",
+        code="invalid_arguments",
+    )
+
+
 class FluxRobot(BusSession):
-    """A session with the FLUX device served by ``service`` on the bus.
+    """A session with a FLUX device on the bus, built the vendor's way or the bus's way.
+
+    Vendor-style, as fluxclient (the bus is ``LINEBUS_ENDPOINT``'s, or ``tcp://127.0.0.1:7750``;
+    the bus keys are the client environment's)::
+
+        robot = FluxRobot(("192.168.1.30", 23811), client_key)
+
+    The broker tells which ``flux`` actor drives that printer (``lookup`` of ``host:port``);
+    none: ``RobotSessionError`` code ``unknown_service`` (``unavailable`` if it is down).
+    ``client_key`` and ``ignore_key_validation`` are accepted and not used: the actor signs in
+    with its own key (its option ``key``), which the printer must trust. ``device`` is kept as
+    given (``Device.connect_robot`` passes itself).
+
+    Bus-style, naming the actor::
+
+        robot = FluxRobot("tcp://127.0.0.1:7750", "p1")   # or FluxRobot(client, "p1")
+
+    The rule: bus-style when ``endpoint`` is a ``bus.client.Client`` or a string with a ZeroMQ
+    transport scheme (``tcp://``, ``ipc://`` ...); vendor-style when it is an ``(ip, port)``
+    pair (tuple or list). Anything else is ``RobotSessionError`` code ``invalid_arguments``.
 
     Args:
-        bus: A ``bus.client.Client``, or the broker's command endpoint (``tcp://host:7750``).
-        service: The flux actor's service name (``p1``).
+        endpoint: ``(ip, port)`` (vendor-style), or a ``Client`` or the broker's command
+            endpoint (bus-style).
+        client_key: fluxclient's key object (vendor-style, unused); the flux actor's service
+            name (bus-style).
+        device: fluxclient's device object or metadata, kept as ``self._device``.
+        ignore_key_validation: Accepted for fluxclient's signature; the actor validates.
+        bus: Vendor-style only: the bus to look the printer up on (a ``Client``, borrowed, or
+            an endpoint) instead of ``LINEBUS_ENDPOINT``'s.
         timeout: Bus deadline, in seconds, of ordinary calls.
         transfer_timeout: Bus deadline of uploads, downloads, firmware and mode entry.
 
-    It checks the actor at once (``RobotSessionError`` if unknown or down). Not thread-safe.
+    It checks the actor at once. Every session failure, a bad endpoint and an unreachable
+    broker included, is a ``RobotSessionError`` carrying the linebus ``code``. Not thread-safe.
     """
+
+    _device: Any = None
 
     def __init__(
         self,
-        bus: Client | str,
-        service: str,
+        endpoint: Client | str | tuple[str, int] | list[Any],
+        client_key: Any,
+        device: Any = None,
+        ignore_key_validation: bool = False,
         *,
+        bus: Client | str | None = None,
         timeout: float = 40.0,
         transfer_timeout: float = 600.0,
     ) -> None:
-        self._bus, self._owned = connect_bus(bus)
-        self.service = service
+        self._closed = True  # until there is a connection to close
         self.timeout = timeout
         self.transfer_timeout = transfer_timeout
-        self._closed = False
         self._task: ScanTasks | MaintainTasks | None = None
+        self._device = device
+        self._client_key = client_key
+        try:
+            if is_bus(endpoint):
+                if not isinstance(client_key, str):
+                    raise RobotSessionError(
+                        "with a bus, the second argument is the flux actor's service name, "
+                        f"not {type(client_key).__name__}",
+                        "BAD_PARAMS",
+                        code="invalid_arguments",
+                    )
+                self._bus, self._owned = connect_bus(endpoint)
+                self.service = client_key
+            else:
+                address = _robot_address(endpoint)
+                self._bus, self._owned, self.service = vendor_session(
+                    "flux", address, f"the FLUX device at {address}", bus=bus, timeout=timeout
+                )
+        except BusError as exc:
+            raise _translate(exc) from exc
+        self._closed = False
         try:
             self._call("ping")
         except BaseException:
@@ -294,6 +373,43 @@ class FluxRobot(BusSession):
                 code="invalid_arguments",
             )
         self._upload(data, mimetype, upload_to, process_callback)
+
+    def yihniwimda_upload_stream(
+        self, mimetype: str, size: int, upload_to: str = "#"
+    ) -> Iterator[Callable[[bytes], int]]:
+        """fluxclient's feeder upload of ``size`` bytes of ``mimetype``::
+
+            for feeder in robot.yihniwimda_upload_stream("text/gcode", size):
+                sent = feeder(buffer)            # the bytes taken so far
+
+        It yields a feeder until ``size`` bytes were fed, then uploads them as one upload (the
+        bytes travel over the bus once complete, so the device answers only at the end: a
+        refused upload raises from the last ``next``). An empty buffer raises
+        ``RobotSessionError`` as fluxclient's does; feeding more than ``size`` bytes raises
+        ``RobotError`` ``BAD_PARAMS``.
+        """
+        chunks: list[bytes] = []
+        sent = 0
+
+        def feeder(buffer: bytes) -> int:
+            nonlocal sent
+            if not buffer:
+                raise RobotSessionError(
+                    "Upload file error", "UPLOAD_ERROR", code="invalid_arguments"
+                )
+            chunks.append(bytes(buffer))
+            sent += len(buffer)
+            return sent
+
+        while sent < size:
+            yield feeder
+        if sent > size:
+            raise RobotError(
+                f"fed {sent} bytes to an upload of {size}",
+                "BAD_PARAMS",
+                code="invalid_arguments",
+            )
+        self._upload(b"".join(chunks), mimetype, upload_to, None)
 
     def _upload(
         self, data: bytes, mimetype: str, upload_to: str, process_callback: ProgressCallback | None

@@ -127,6 +127,14 @@ class FlashRunnerActor(Actor):
             "library": self.driver.library_version(),
         }
 
+    def device_addresses(self) -> list[str]:
+        """The unit's address as ``fr_comm.FlashRunner(port, settings)`` names it: LAN
+        ``host:port``, or the serial port (``/dev/ttyUSB0``, ``COM3``)."""
+        transport = self.driver.transport
+        if isinstance(transport, TcpTransport):
+            return [transport.description]
+        return [self.config.port]
+
     def _spawn(self, coro: Any, what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"flashrunner {self.name} {what}")
         self._tasks.add(task)

@@ -162,6 +162,10 @@ class FluxActor(Actor):
         connected = self.driver is not None and self.driver.connected
         return {"device": {"host": self.host, "port": self.config.port, "connected": connected}}
 
+    def device_addresses(self) -> list[str]:
+        """The printer's robot address ``host:port`` (fluxclient's ``FluxRobot((ip, port), key)``)."""
+        return [f"{self.host}:{self.config.port}"]
+
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"flux {self.name} {what}")
         self._tasks.add(task)

@@ -113,6 +113,10 @@ class RemoteLabActor(Actor):
             "ssh_open": sorted(iid for iid, s in self._ssh.items() if s.alive),
         }
 
+    def device_addresses(self) -> list[str]:
+        """The API's base URI (what ``rerobots.api.APIClient(base_uri=...)`` takes)."""
+        return [self.config.base_uri]
+
     # ------------------------------------------------------------ plumbing
 
     async def _blocking(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from bus.actor import ActorSettings
+from bus.actor import Actor, ActorSettings
 from bus.broker import Broker
 from bus.client import Client
 from bus.config import BrokerConfig
@@ -51,9 +51,12 @@ class BrokerThread(threading.Thread):
 
 
 class ActorThread(threading.Thread):
-    """An ``EchoActor`` serving in a thread with its own event loop."""
+    """An actor (an ``EchoActor`` unless ``make`` builds another) serving in a thread with its
+    own event loop."""
 
-    def __init__(self, name: str, broker: BrokerThread) -> None:
+    def __init__(
+        self, name: str, broker: BrokerThread, make: Callable[[str], Actor] = EchoActor
+    ) -> None:
         super().__init__(name=f"test-actor-{name}", daemon=True)
         # The actor binds its logger when it is made, to the stream configured then: make it
         # with one that lasts (the process's stderr, warnings and above), never a test's
@@ -64,7 +67,7 @@ class ActorThread(threading.Thread):
             wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         )
         try:
-            self.actor = EchoActor(name)
+            self.actor = make(name)
         finally:
             structlog.configure(**saved)
         self.settings = ActorSettings(
@@ -82,6 +85,11 @@ class ActorThread(threading.Thread):
         self._halt = asyncio.Event()
         self._started.set()
         await self.actor.serve(self.settings, stop=self._halt)
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` in the actor's event loop."""
+        assert self._started.wait(WAIT_S) and self._loop is not None
+        self._loop.call_soon_threadsafe(fn)
 
     def close(self) -> None:
         assert self._started.wait(WAIT_S)

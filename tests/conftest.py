@@ -185,6 +185,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_security_broker.py": "its own secured line, keys and clients",
     "tests/integration/test_security_line.py": "its own secured line, keys and clients",
     "tests/integration/test_compose.py": "runs the compose files' own configs, plain and secured",
+    "tests/integration/test_c_client_vectors.py": "no broker: the C codec against the vectors",
 }
 
 

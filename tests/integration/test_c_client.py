@@ -1,0 +1,291 @@
+"""The C client library (clients/c), written from docs/PROTOCOL.md, against a real line.
+
+One line (broker + ``echo1``) serves the whole module. ``test-live`` (clients/c/tests/live.c)
+runs the call cases in one process and prints one JSON line per case; ``linebus-watch`` and
+``linebus-call`` are the library's example programs. In the secured pass the line has CURVE and
+the C programs take the tester's keys from the environment (LINEBUS_KEY_FILE,
+LINEBUS_BROKER_KEY_FILE), as the Python clients of the test do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from bus import protocol
+from bus.security.keys import generate_keypair
+from bus.testing import free_port
+from tests.conftest import (
+    ECHO,
+    KEY_VARIABLES,
+    SECURE,
+    Endpoints,
+    Line,
+    Processes,
+    scaled,
+    secure_socket,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def c_line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
+    """A broker and ``echo1`` for the whole module (starting a line costs seconds)."""
+    folder = tmp_path_factory.mktemp("c-line")
+    endpoints = Endpoints.fresh()
+    config = write_config(folder / "line.toml", endpoints, [{"name": "echo1", **ECHO}])
+    processes = Processes()
+    try:
+        line = Line(config, endpoints, processes)
+        line.start_broker()
+        line.start_actor("echo1")
+        yield line
+    finally:
+        processes.cleanup()
+
+
+@pytest.fixture(scope="module")
+def live_cases(c_client_build: Path, c_line: Line) -> dict[str, dict[str, Any]]:
+    """The cases of test-live, by name."""
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
+    run = subprocess.run(
+        [str(c_client_build / "test-live"), c_line.endpoints.command, nowhere],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    cases = [json.loads(line) for line in run.stdout.splitlines()]
+    by_name = {case["case"]: case for case in cases}
+    by_name["unreachable"]["endpoint"] = nowhere
+    return by_name
+
+
+def test_c_call_reports_progress_in_order(live_cases: dict[str, dict[str, Any]]) -> None:
+    """Each PROGRESS reaches the callback, in order, before the result."""
+    case = live_cases["progress"]
+    assert (case["code"], case["result"], case["progress"]) == ("ok", {"steps": 3}, [1, 2, 3])
+
+
+def test_c_call_gets_typed_errors(live_cases: dict[str, dict[str, Any]]) -> None:
+    """Errors arrive as §10's codes with their details and retryable flag: from the actor's
+    argument check, from a device error, and from the broker."""
+    invalid = live_cases["invalid_arguments"]
+    assert (invalid["code"], invalid["retryable"]) == ("invalid_arguments", False)
+    assert invalid["details"]["argument"] == "a"
+    device = live_cases["device_unavailable"]
+    assert (device["code"], device["wire_code"], device["retryable"]) == (
+        "device_unavailable",
+        "device_unavailable",
+        True,
+    )
+    assert live_cases["unknown_service"]["code"] == "unknown_service"
+
+
+def test_c_call_deadline(live_cases: dict[str, dict[str, Any]]) -> None:
+    """A command that outlives the call's 0.3 s deadline ends with deadline_exceeded near the
+    deadline (the broker's answer), not when the command would end (2 s); a timeout of 0
+    fails at once, before anything is sent."""
+    case = live_cases["deadline"]
+    assert case["code"] == "deadline_exceeded"
+    assert 0.25 <= case["elapsed"] < scaled(1.5)
+    assert case["progress"][:1] == [1] and len(case["progress"]) < 40
+    no_time = live_cases["no_time"]
+    assert no_time["code"] == "deadline_exceeded" and no_time["elapsed"] < 0.05
+
+
+@pytest.mark.parametrize("how", ["cancel_from_progress", "cancel_from_flag"])
+def test_c_call_cancel(live_cases: dict[str, dict[str, Any]], how: str) -> None:
+    """Cancelling (the progress callback returns non-zero, or a signal handler sets the flag)
+    sends CANCEL; the actor stops the 5 s command and the call ends with cancelled."""
+    case = live_cases[how]
+    assert case["code"] == "cancelled", case
+    assert case["elapsed"] < scaled(3)
+    assert 1 <= len(case["progress"]) < 100 or how == "cancel_from_flag"
+
+
+def test_c_call_bulk_frames(live_cases: dict[str, dict[str, Any]]) -> None:
+    """100 000 bytes go up as a bulk frame and arrive whole; 70 000 bytes come back through a
+    bulk frame, every byte as the actor made it."""
+    assert live_cases["bulk_frames_sent"]["count"] == 1
+    up = live_cases["bulk_up"]
+    assert (up["code"], up["result"]) == ("ok", 100000)
+    down = live_cases["bulk_down"]
+    assert (down["code"], down["size"], down["pattern"]) == ("ok", 70000, True)
+
+
+def test_c_call_broker_unreachable(live_cases: dict[str, dict[str, Any]]) -> None:
+    """With no broker at the endpoint the call fails at its deadline with broker_unreachable
+    (retryable), naming the endpoint."""
+    case = live_cases["unreachable"]
+    assert (case["code"], case["retryable"]) == ("broker_unreachable", True)
+    assert case["details"]["endpoint"] == case["endpoint"]
+    assert case["elapsed"] < scaled(2)
+
+
+class _Lines:
+    """Lines of a child's pipe, each wait bounded."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(pipe, selectors.EVENT_READ)
+        self.buffered = b""
+
+    def next(self, timeout: float) -> str:
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buffered:
+            remaining = end - time.monotonic()
+            if remaining <= 0 or not self.selector.select(remaining):
+                raise AssertionError(f"no line within {timeout} s; have {self.buffered!r}")
+            chunk = os.read(self.pipe.fileno(), 65536)
+            if not chunk:
+                raise AssertionError(f"the pipe closed; have {self.buffered!r}")
+            self.buffered += chunk
+        line, self.buffered = self.buffered.split(b"\n", 1)
+        return line.decode()
+
+
+def test_c_subscriber_detects_gaps(c_client_build: Path, c_line: Line) -> None:
+    """linebus-watch gets events by prefix once its subscription is ready: echo1's in order
+    (missed 0), and on a topic whose publisher skips seq 3 and 4, missed 2; a new epoch starts
+    the count afresh (missed 0)."""
+    endpoints = c_line.endpoints
+    watch = subprocess.Popen(
+        [
+            str(c_client_build / "linebus-watch"),
+            "--ready",
+            endpoints.command,
+            endpoints.subscribe,
+            "echo1.",
+            "ctest.",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    context = zmq.Context()
+    publisher = secure_socket(context.socket(zmq.PUB))
+    publisher.setsockopt(zmq.LINGER, 0)
+    publisher.connect(endpoints.publish)
+    try:
+        assert watch.stdout is not None and watch.stderr is not None
+        assert _Lines(watch.stderr).next(scaled(15)) == "subscribed"
+        out = _Lines(watch.stdout)
+        with c_line.client() as bus:
+            # The actor learns of the subscription asynchronously: emit until one arrives.
+            first = _emit_until_seen(bus, out)
+            bus.call("echo1", "emit", event="tick", count=3, data={"n": 2})
+            ticks = [json.loads(out.next(scaled(5))) for _ in range(3)]
+        assert [(e["seq"] - first["seq"], e["missed"], e["data"]) for e in ticks] == [
+            (1, 0, {"n": 2}),
+            (2, 0, {"n": 2}),
+            (3, 0, {"n": 2}),
+        ]
+        assert {e["topic"] for e in ticks} == {"echo1.tick"} and ticks[0]["src"] == "echo1"
+
+        # A raw publisher: seq 1 until the watcher has it (our PUB connects asynchronously),
+        # then 2, 5 (3 and 4 lost) and seq 9 of a new epoch.
+        epoch = protocol.new_epoch()
+        seen = _publish_until_seen(publisher, out, epoch)
+        for event_epoch, seq in ((epoch, 2), (epoch, 5), (epoch + 1, 9)):
+            publisher.send(protocol.encode_event("ctest.gap", "ctest", event_epoch, seq, 1.5, seq))
+        rest = [json.loads(out.next(scaled(5))) for _ in range(3)]
+        while rest[0]["seq"] == 1:  # further copies of seq 1 sent before the first arrived
+            rest = [*rest[1:], json.loads(out.next(scaled(5)))]
+        assert seen["missed"] == 0
+        assert [(e["epoch"], e["seq"], e["missed"], e["data"]) for e in rest] == [
+            (epoch, 2, 0, 2),
+            (epoch, 5, 2, 5),
+            (epoch + 1, 9, 0, 9),
+        ]
+    finally:
+        publisher.close()
+        context.term()
+        watch.kill()
+        watch.wait()
+        for pipe in (watch.stdout, watch.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _emit_until_seen(bus: Any, out: _Lines) -> dict[str, Any]:
+    for _ in range(100):
+        bus.call("echo1", "emit", event="tick", count=1, data={"n": 1})
+        try:
+            return dict(json.loads(out.next(0.1)))
+        except AssertionError:
+            continue
+    raise AssertionError("no echo1.tick reached the C subscriber")
+
+
+def _publish_until_seen(publisher: Any, out: _Lines, epoch: int) -> dict[str, Any]:
+    for _ in range(100):
+        publisher.send(protocol.encode_event("ctest.gap", "ctest", epoch, 1, 1.5, 1))
+        try:
+            return dict(json.loads(out.next(0.1)))
+        except AssertionError:
+            continue
+    raise AssertionError("no ctest.gap event reached the C subscriber")
+
+
+def _call(
+    build: Path, endpoint: str, env: dict[str, str], *args: str
+) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    run = subprocess.run(
+        [str(build / "linebus-call"), endpoint, "echo1", "add", *args],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        env={**os.environ, **env},
+        check=False,
+    )
+    return run.returncode, json.loads(run.stdout), time.monotonic() - started
+
+
+def test_c_call_example(c_client_build: Path, c_line: Line) -> None:
+    """The example program calls with NAME=VALUE arguments, keys from the environment."""
+    status, answer, _ = _call(c_client_build, c_line.endpoints.command, {}, "a=2", "b=40")
+    assert (status, answer) == (0, {"result": 42})
+
+
+def test_c_client_refuses_half_a_key_configuration(c_client_build: Path, tmp_path: Path) -> None:
+    """Our key without the broker's is a config_error naming the missing variable, before any
+    connection (never a fall-back to plaintext)."""
+    files = generate_keypair(tmp_path, "half")
+    env = dict.fromkeys(KEY_VARIABLES, "") | {"LINEBUS_KEY_FILE": str(files.secret_path)}
+    status, answer, _ = _call(c_client_build, "tcp://127.0.0.1:9", env, "a=1")
+    assert (status, answer["error"]["code"]) == (1, "config_error")
+    assert "LINEBUS_BROKER_KEY_FILE" in answer["error"]["message"]
+
+
+def test_c_client_key_refused_at_once(c_client_build: Path, c_line: Line, tmp_path: Path) -> None:
+    """A key the broker does not accept fails the call with unauthenticated at once, not at its
+    10 s deadline: on the secured line an unknown key (the message names it), on the plain
+    line any key (the broker speaks no CURVE)."""
+    stranger = generate_keypair(tmp_path, "mallory")
+    env = dict.fromkeys(KEY_VARIABLES, "") | {"LINEBUS_KEY_FILE": str(stranger.secret_path)}
+    if SECURE:
+        env["LINEBUS_BROKER_KEY_FILE"] = os.environ["LINEBUS_BROKER_KEY_FILE"]
+    else:
+        env["LINEBUS_BROKER_KEY_FILE"] = str(generate_keypair(tmp_path, "broker").public_path)
+    status, answer, elapsed = _call(c_client_build, c_line.endpoints.command, env, "a=1")
+    assert (status, answer["error"]["code"]) == (1, "unauthenticated"), answer
+    assert elapsed < scaled(5)
+    details = answer["error"]["details"]
+    assert details["endpoint"] == c_line.endpoints.command
+    if SECURE:
+        assert details["reason"] == "refused_key"
+        assert stranger.public_key.decode() in answer["error"]["message"]

@@ -13,6 +13,10 @@
         task = robot.scan()
         jpeg = task.oneshot()
         task.quit()
+        jpeg = robot.camera_frame()                    # the camera port (23812)
+        with robot.watch_camera(max_fps=2) as camera:  # fluxclient's FluxCamera, streaming
+            for jpeg in camera.frames(timeout=5):
+                break
 
 ``FluxRobot((ip, 23811), client_key)`` works as in fluxclient: it connects to the bus of
 ``LINEBUS_ENDPOINT`` and asks the broker which ``flux`` actor drives that printer; the actor owns
@@ -26,6 +30,7 @@ or ``RobotSessionError`` (link, timeout, bus), each raised ``from`` the bus erro
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -40,9 +45,12 @@ from clients._vendor import is_bus, vendor_session
 from clients.fluxkey import KeyObject, get_or_create_default_key
 
 __all__ = [
+    "FluxCamera",
     "FluxRobot",
+    "IControlTasks",
     "KeyObject",
     "MaintainTasks",
+    "RawTasks",
     "RobotError",
     "RobotSessionError",
     "ScanTasks",
@@ -165,6 +173,23 @@ def _robot_address(endpoint: object) -> str:
     )
 
 
+def _bus_call(bus: Client, service: str, command: str, args: dict[str, Any], timeout: float) -> Any:
+    """One command on the bus, its failure raised as fluxclient's exception."""
+    try:
+        return bus.call(service, command, args, timeout=timeout)
+    except BusError as exc:
+        raise _translate(exc) from exc
+
+
+def _no_usb(what: str) -> RobotSessionError:
+    return RobotSessionError(
+        f"{what}.from_usb: USB connections are not offered over linebus; the flux actor reaches"
+        " the printer over the network (name it by address or service)",
+        "NOT_SUPPORT",
+        code="invalid_arguments",
+    )
+
+
 class FluxRobot(BusSession):
     """A session with a FLUX device on the bus, built the vendor's way or the bus's way.
 
@@ -254,12 +279,7 @@ class FluxRobot(BusSession):
     ) -> Any:
         if self._closed:
             raise RobotSessionError("Device is already closed", "OPERATION_ERROR", code="closed")
-        try:
-            return self._bus.call(
-                self.service, command, args or {}, timeout=timeout or self.timeout
-            )
-        except BusError as exc:
-            raise _translate(exc) from exc
+        return _bus_call(self._bus, self.service, command, args or {}, timeout or self.timeout)
 
     def _follow(self, command: str, args: dict[str, Any], on_update: Callable[[Any], Any]) -> Any:
         """Run a long command, feeding progress to ``on_update``; an exception there cancels it."""
@@ -464,11 +484,9 @@ class FluxRobot(BusSession):
         """Toolhead to standby during the job."""
         self._call("set_toolhead_standby_in_play")
 
-    def set_toolhead_heater_in_play(self, temperature: float, index: int = 0) -> None:
-        """Set the toolhead temperature during the job."""
-        self._call(
-            "set_toolhead_heater_in_play", {"temperature": float(temperature), "index": int(index)}
-        )
+    def set_toolhead_heater_in_play(self, temp: float, index: int = 0) -> None:
+        """Set the toolhead temperature ``temp`` (°C) during the job."""
+        self._call("set_toolhead_heater_in_play", {"temp": float(temp), "index": int(index)})
 
     def load_filament_in_play(self, index: int = 0) -> None:
         """Load filament during the job."""
@@ -497,6 +515,82 @@ class FluxRobot(BusSession):
     def config(self) -> RobotConfig:
         """The device config, subscriptable: ``robot.config["autoresume"] = "Y"``."""
         return RobotConfig(self)
+
+    def config_get(self, key: str) -> str | None:
+        """One device config value, or None when unset."""
+        value = self._call("config_get", {"key": key})
+        return None if value is None else str(value)
+
+    def config_set(self, key: str, value: Any) -> None:
+        """Set one device config value (sent as text, as fluxclient does)."""
+        self._call("config_set", {"key": key, "value": str(value)})
+
+    def config_del(self, key: str) -> None:
+        """Unset one device config value."""
+        self._call("config_del", {"key": key})
+
+    @property
+    def device(self) -> Any:
+        """The device object or metadata this robot was built with (fluxclient's ``device``)."""
+        return self._device
+
+    @classmethod
+    def from_usb(cls, client_key: Any, usbprotocol: Any) -> FluxRobot:
+        """fluxclient's USB constructor: not offered (``RobotSessionError`` ``NOT_SUPPORT``)."""
+        raise _no_usb("FluxRobot")
+
+    def fetch_log(
+        self, path: str, stream: IO[bytes], process_callback: ProgressCallback | None = None
+    ) -> str:
+        """Download the device log ``path`` into ``stream``; returns the mimetype.
+
+        ``process_callback(robot, left, size)`` follows the transfer, as for ``download_file``.
+        """
+        result = self._follow(
+            "fetch_log", {"path": path}, self._bytes_feed(process_callback, left=True)
+        )
+        stream.write(result["data"])
+        return str(result["mimetype"])
+
+    def get_cloud_validation_code(self) -> dict[str, str]:
+        """``{"token", "access_id", "signature"}`` binding the device to a cloud account.
+
+        The flux actor signs with its key (the one the printer trusts), not a local key.
+        """
+        return {
+            str(key): str(value) for key, value in self._call("get_cloud_validation_code").items()
+        }
+
+    def position(self) -> str:
+        """The device's current task (``CommandTask``, ``MaintainTask`` ...): a cheap probe."""
+        return str(self._call("position"))
+
+    def raw(self) -> RawTasks:
+        """Enter raw mode; returns the task (``send``/``recv``, ``sock``, ``quit()``)."""
+        self._call("raw", timeout=self.transfer_timeout)
+        return RawTasks(self)
+
+    def icontrol(self) -> IControlTasks:
+        """Enter icontrol (the device is held); its SDK protocol is not offered, only ``quit()``."""
+        self._call("icontrol", timeout=self.transfer_timeout)
+        return IControlTasks(self)
+
+    def camera_frame(self) -> bytes:
+        """One frame of the camera (TCP 23812): JPEG bytes (linebus extension)."""
+        return bytes(self._call("camera_frame"))
+
+    def watch_camera(self, max_fps: float = 2.0) -> FluxCamera:
+        """The camera, streaming at most ``max_fps`` frames a second (linebus extension).
+
+        Use it as a context manager (it stops the stream), or call ``close()``.
+        """
+        camera = FluxCamera(self._bus, self.service, timeout=self.timeout, max_fps=max_fps)
+        try:
+            camera.enable_streaming()
+        except BaseException:
+            camera.close()
+            raise
+        return camera
 
     def kick(self) -> None:
         """Kick the session that holds the device in maintain/scan."""
@@ -527,13 +621,13 @@ class RobotConfig:
         self._robot = robot
 
     def __getitem__(self, key: str) -> str | None:
-        return self._robot._call("config_get", {"key": key})  # type: ignore[no-any-return]
+        return self._robot.config_get(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._robot._call("config_set", {"key": key, "value": str(value)})
+        self._robot.config_set(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self._robot._call("config_del", {"key": key})
+        self._robot.config_del(key)
 
 
 class _Tasks:
@@ -716,6 +810,191 @@ class MaintainTasks(_Tasks):
     def reset_hardware(self) -> None:
         """Reset the mainboard (leaves maintain mode)."""
         self._call("reset_hardware")
+
+
+class RawTasks(_Tasks):
+    """fluxclient's ``RawTasks``: a byte pipe to the mainboard and toolhead, until ``quit()``.
+
+    fluxclient hands out the socket (``task.sock``); here ``sock`` is this object, whose
+    ``send`` and ``recv`` go through the actor's ``raw_send`` / ``raw_recv``.
+    """
+
+    _prefix = "raw"
+
+    def __init__(self, robot: FluxRobot) -> None:
+        super().__init__(robot)
+        self._held = b""
+
+    @property
+    def sock(self) -> RawTasks:
+        """What to ``send`` to and ``recv`` from (fluxclient's raw socket)."""
+        return self
+
+    def send(self, data: bytes) -> int:
+        """Send bytes (``b"+G28\n"``: a line for the mainboard); returns how many."""
+        self._call("send", {"data": bytes(data)})
+        return len(data)
+
+    def recv(self, bufsize: int = 4096, timeout: float = 0.5) -> bytes:
+        """Up to ``bufsize`` bytes the device sent, waiting at most ``timeout`` seconds; b""
+        when nothing came (unlike a socket, where b"" means closed)."""
+        if not self._held:
+            self._held = bytes(self._call("recv", {"timeout_s": float(timeout)}))
+        data, self._held = self._held[:bufsize], self._held[bufsize:]
+        return data
+
+
+class IControlTasks(_Tasks):
+    """The device held in icontrol mode (fluxclient's ``icontrol()``; its SDK is not offered)."""
+
+    _prefix = "icontrol"
+
+    def close(self) -> None:
+        """Leave icontrol (as ``quit``)."""
+        self.quit()
+
+
+class FluxCamera(BusSession):
+    """fluxclient's ``FluxCamera`` over the bus: the camera of the printer a flux actor drives.
+
+    ::
+
+        camera = FluxCamera("tcp://127.0.0.1:7750", "p1")   # or FluxCamera(client, "p1")
+        camera.require_frame()
+        camera.feed(lambda camera, jpeg: save(jpeg))       # one image
+        camera.enable_streaming()
+        camera.capture(lambda camera, jpeg: camera.abort())  # until abort()
+        camera.close()
+
+    ``require_frame`` asks the actor for one frame (``camera_frame``); ``enable_streaming``
+    subscribes to its ``<service>.camera`` events and starts them (``camera_start``, at most
+    ``max_fps`` a second); ``disable_streaming`` stops them for every subscriber
+    (``camera_stop``). Images reach ``image_callback(camera, jpeg_bytes)`` through ``feed``,
+    ``unpack_image`` and ``capture``, as in fluxclient. ``fileno`` is not offered (there is no
+    socket to ``select`` on); ``frames`` iterates instead.
+
+    Args:
+        bus: A ``bus.client.Client`` (borrowed), or the broker's endpoint (owned).
+        service: The flux actor's service name.
+        timeout: Bus deadline of each call, and how long ``feed`` waits for an image.
+        max_fps: Stream rate asked of the actor.
+        device: fluxclient's device object, kept as given.
+    """
+
+    def __init__(
+        self,
+        bus: Client | str,
+        service: str,
+        *,
+        timeout: float = 40.0,
+        max_fps: float = 2.0,
+        device: Any = None,
+    ) -> None:
+        self._bus, self._owned = connect_bus(bus)
+        self.service = service
+        self.timeout = timeout
+        self.max_fps = max_fps
+        self._device = device
+        self._images: collections.deque[bytes] = collections.deque()
+        self._sub: Any = None
+        self._running = False
+        try:
+            self._call("ping")
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_usb(cls, client_key: Any, usbprotocol: Any) -> FluxCamera:
+        """fluxclient's USB constructor: not offered (``RobotSessionError`` ``NOT_SUPPORT``)."""
+        raise _no_usb("FluxCamera")
+
+    def _call(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        if self._closed:
+            raise RobotSessionError("Camera is already closed", "OPERATION_ERROR", code="closed")
+        return _bus_call(self._bus, self.service, command, args or {}, self.timeout)
+
+    def enable_streaming(self) -> None:
+        """Start the stream (its frames come to ``feed`` / ``capture`` / ``frames``)."""
+        if self._sub is None:
+            topic = f"{self.service}.camera"
+            try:
+                self._sub = self._bus.subscribe(topic)
+                self._sub.wait_ready(5.0)
+            except BusError as exc:
+                raise _translate(exc) from exc
+        self._call("camera_start", {"max_fps": float(self.max_fps)})
+
+    def disable_streaming(self) -> None:
+        """Stop the stream (the actor's, for every subscriber)."""
+        self._call("camera_stop")
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+
+    def require_frame(self) -> None:
+        """Ask for one frame; the next ``feed`` delivers it."""
+        self._images.append(bytes(self._call("camera_frame")))
+
+    def fileno(self) -> int:
+        """Not offered: there is no camera socket here (``RobotError`` ``NOT_SUPPORT``)."""
+        raise RobotError(
+            "FluxCamera.fileno: no socket to select on over the bus; use capture() or frames()",
+            "NOT_SUPPORT",
+            code="invalid_arguments",
+        )
+
+    def _receive(self, timeout: float | None) -> bool:
+        """Take one streamed frame into the buffer; False when none came within ``timeout``."""
+        if self._sub is None:
+            return False
+        event = self._sub.next(timeout)
+        if event is None:
+            return False
+        if isinstance(event.data, dict) and isinstance(event.data.get("data"), bytes):
+            self._images.append(event.data["data"])
+        return True
+
+    def feed(self, image_callback: Callable[[FluxCamera, bytes], Any]) -> None:
+        """Deliver the images that are here, waiting up to ``timeout`` for one if none is.
+
+        Raises:
+            RobotSessionError: ``TIMEOUT`` when no image came (nothing requested or streaming).
+        """
+        if not self._images and not self._receive(self.timeout):
+            raise RobotSessionError(
+                f"{self.service}: no camera image within {self.timeout} s", "TIMEOUT"
+            )
+        self.unpack_image(image_callback)
+
+    def unpack_image(self, image_callback: Callable[[FluxCamera, bytes], Any]) -> None:
+        """Deliver every image already received to ``image_callback(camera, jpeg)``."""
+        while self._images:
+            image_callback(self, self._images.popleft())
+
+    def capture(self, image_callback: Callable[[FluxCamera, bytes], Any]) -> None:
+        """Deliver images as they come until ``abort()`` (from the callback or another thread)."""
+        self._running = True
+        while self._running:
+            self._receive(0.05)
+            self.unpack_image(image_callback)
+
+    def frames(self, timeout: float | None = None) -> Iterator[bytes]:
+        """Yield images (requested or streamed) until none comes within ``timeout`` seconds."""
+        while self._images or self._receive(timeout):
+            while self._images:
+                yield self._images.popleft()
+
+    def abort(self) -> None:
+        """End ``capture``."""
+        self._running = False
+
+    def _release(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(RobotError, RobotSessionError):
+                _bus_call(self._bus, self.service, "camera_stop", {}, self.timeout)
+            self._sub.close()
+            self._sub = None
 
 
 class StatusWatcher:

@@ -10,6 +10,7 @@ Options (the ``[actor.options]`` table, read into ``FluxOptions``)::
     port = 23811                   # robot port
     manage_port = 1901             # management (TLS) port; or manage = "host:port"
     poll_interval_s = 0.5          # job status polling while a job runs
+    camera_port = 23812            # the camera (protocol 3, JPEG frames)
     # any other FluxConfig field: connect_timeout_s, reply_timeout_s, mode_timeout_s,
     # firmware_timeout_s, backoff_initial_s, backoff_max_s, chunk_bytes, progress_interval_s
 """
@@ -17,24 +18,46 @@ Options (the ``[actor.options]`` table, read into ``FluxOptions``)::
 from __future__ import annotations
 
 import asyncio
+import binascii
 import dataclasses
+import time
 from dataclasses import field
 from typing import Annotated, Any
 
 from actors.flux.config import FluxConfig
 from actors.flux.driver import FluxDriver
+from actors.fluxfamily import crypto
 from actors.fluxfamily.datagram import DISCOVERY_PORT, STATUS_LABELS
 from actors.fluxfamily.keys import DEFAULT_KEY, load_key
 from actors.fluxfamily.manager import FluxManager
 from bus.actor import Actor, CommandContext, command
 from bus.backoff import Backoff
-from bus.errors import Busy, ConfigError, DeviceError, DeviceFault, DeviceUnavailable
+from bus.errors import (
+    Busy,
+    ConfigError,
+    DeviceError,
+    DeviceFault,
+    DeviceUnavailable,
+    InvalidArguments,
+)
 from bus.options import FLATTEN, NON_BLANK, Example, Port, Seconds, Secret, from_table, options
 
-__all__ = ["ACTOR", "START_WAIT_S", "FluxActor", "FluxOptions", "status_label"]
+__all__ = [
+    "ACTOR",
+    "MAX_CAMERA_FPS",
+    "MAX_RAW_WAIT_S",
+    "START_WAIT_S",
+    "FluxActor",
+    "FluxOptions",
+    "status_label",
+]
 
 #: How long ``on_start`` waits for the first connection attempt before registering anyway.
 START_WAIT_S = 5.0
+#: The fastest camera stream a caller may ask for (frames per second published on the bus).
+MAX_CAMERA_FPS = 10.0
+#: The longest a ``raw_recv`` may wait (a command holds the actor's queue while it waits).
+MAX_RAW_WAIT_S = 30.0
 #: st_id values after which a job is over (or none runs): the watcher stops there.
 _AT_REST = {0, 64, 128}
 
@@ -101,7 +124,14 @@ class FluxActor(Actor):
     Events: ``<service>.status`` ``{"st_id", "st_label", "label", "prog", "error", ...}`` on each
     change of the job status, polled every ``poll_interval_s`` from ``start_play`` (or a job found
     running at connect) until it completes, aborts or the device goes idle. ``label`` is
-    fluxclient's meaning of ``st_id`` (``RUNNING``, ``COMPLETED`` ...).
+    fluxclient's meaning of ``st_id`` (``RUNNING``, ``COMPLETED`` ...). ``<service>.camera``
+    ``{"seq", "time", "data"}`` (JPEG bytes) between ``camera_start`` and ``camera_stop``, at most
+    ``max_fps`` a second (frames the camera sends faster are skipped).
+
+    The camera (TCP 23812, its own connection) works beside the robot link: ``camera_frame``,
+    ``camera_start`` and ``camera_stop`` run concurrently with other commands. ``raw`` turns the
+    robot link into a byte pipe (``raw_send`` / ``raw_recv`` / ``raw_quit``); ``icontrol`` holds
+    the device for fluxclient's msgpack SDK, which linebus does not speak (``icontrol_quit``).
 
     The printer may be unreachable at start: the actor still registers, commands fail with
     ``device_unavailable``, and it keeps connecting in the background.
@@ -128,6 +158,9 @@ class FluxActor(Actor):
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._last_status: dict[str, Any] | None = None
+        self._camera: asyncio.Task[None] | None = None
+        self._camera_fps = 0.0
+        self._camera_counts = {"published": 0, "skipped": 0}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -389,9 +422,9 @@ class FluxActor(Actor):
         await self.d._command("player set_toolhead_standby")
 
     @command(privileged=True)
-    async def set_toolhead_heater_in_play(self, temperature: float, index: int = 0) -> None:
-        """Set the toolhead temperature during the job (only index 0 exists)."""
-        await self.d._command(f"player set_toolhead_header {index} {temperature:.1f}")
+    async def set_toolhead_heater_in_play(self, temp: float, index: int = 0) -> None:
+        """Set the toolhead temperature ``temp`` (°C) during the job (only index 0 exists)."""
+        await self.d._command(f"player set_toolhead_header {index} {temp:.1f}")
 
     @command(privileged=True)
     async def load_filament_in_play(self, index: int = 0) -> None:
@@ -442,6 +475,141 @@ class FluxActor(Actor):
         The device then restarts (the link is renewed).
         """
         await self.d.update_firmware(data, on_progress=ctx.byte_progress())
+
+    @command
+    async def fetch_log(self, path: str, ctx: CommandContext) -> dict[str, Any]:
+        """A device log (``path`` relative to its log folder): ``{"mimetype", "data"}``.
+
+        Progress ``{"done", "total"}`` in bytes.
+        """
+        log = await self.d.fetch_log(path, on_progress=ctx.byte_progress())
+        return {"mimetype": log.mimetype, "data": log.data}
+
+    @command(privileged=True)
+    async def get_cloud_validation_code(self) -> dict[str, str]:
+        """What binds the device to a cloud account: ``{"token", "access_id", "signature"}``.
+
+        As fluxclient's: the device's token, our key's access id (hex) and our signature of the
+        device's hash (base64 with its trailing newline, ``binascii.b2a_base64``). Privileged:
+        the signature vouches for this actor's key.
+        """
+        token, code = await self.d.cloud_validation_code()
+        signature = crypto.sign(self.key, code)
+        return {
+            "token": token,
+            "access_id": crypto.access_id(self.key).hex(),
+            "signature": binascii.b2a_base64(signature).decode("ascii"),
+        }
+
+    @command
+    async def position(self) -> str:
+        """The device's current task (``CommandTask``, ``MaintainTask``, ``ScanTask`` ...)."""
+        return await self.d.position()
+
+    # ------------------------------------------------------------ raw and icontrol
+
+    @command(privileged=True)
+    async def raw(self) -> None:
+        """Enter raw mode (``robot.raw()``): bytes go to the mainboard and toolhead as they are.
+
+        Other commands get ``busy`` until ``raw_quit``.
+        """
+        await self.d.raw()
+
+    @command(privileged=True)
+    async def raw_send(self, data: bytes) -> None:
+        """Send bytes down the raw pipe (``+...`` mainboard, ``-...`` toolhead; G-code lines)."""
+        await self.d.raw_send(data)
+
+    @command
+    async def raw_recv(self, timeout_s: float = 0.5) -> bytes:
+        """What the device sent down the raw pipe within ``timeout_s`` (b"" when nothing came)."""
+        if not 0 < timeout_s <= MAX_RAW_WAIT_S:
+            raise InvalidArguments(
+                f"timeout_s must be in (0, {MAX_RAW_WAIT_S}], got {timeout_s}",
+                details={"argument": "timeout_s"},
+            )
+        return await self.d.raw_recv(timeout_s)
+
+    @command(privileged=True)
+    async def raw_quit(self) -> None:
+        """Leave raw mode."""
+        await self.d.raw_quit()
+
+    @command(privileged=True)
+    async def icontrol(self) -> None:
+        """Enter icontrol (``robot.icontrol()``): the device is held for fluxclient's SDK protocol.
+
+        linebus does not speak that protocol: the mode can only be left, with ``icontrol_quit``.
+        """
+        await self.d.icontrol()
+
+    @command(privileged=True)
+    async def icontrol_quit(self) -> None:
+        """Leave icontrol (the link is renewed; the device ends the task)."""
+        await self.d.icontrol_quit()
+
+    # ------------------------------------------------------------ camera (TCP 23812)
+
+    @command(concurrent=True)
+    async def camera_frame(self) -> bytes:
+        """One camera frame: JPEG bytes (its own camera connection, beside any stream)."""
+        return await self.d.camera_frame()
+
+    @command(concurrent=True)
+    async def camera_start(self, max_fps: float = 2.0) -> dict[str, Any]:
+        """Publish camera frames as ``<service>.camera`` events, at most ``max_fps`` a second.
+
+        Already streaming: the new rate applies. The stream reconnects (with back-off) if the
+        camera link drops, until ``camera_stop``. Returns ``{"max_fps"}``.
+        """
+        if not 0 < max_fps <= MAX_CAMERA_FPS:
+            raise InvalidArguments(
+                f"max_fps must be in (0, {MAX_CAMERA_FPS}], got {max_fps}",
+                details={"argument": "max_fps"},
+            )
+        self._require_driver()
+        self._camera_fps = max_fps
+        if self._camera is None or self._camera.done():
+            self._camera_counts = {"published": 0, "skipped": 0}
+            self._camera = self._spawn(self._stream_camera(), "camera")
+        return {"max_fps": max_fps}
+
+    @command(concurrent=True)
+    async def camera_stop(self) -> dict[str, int]:
+        """Stop the camera events; returns ``{"published", "skipped"}`` frame counts."""
+        camera, self._camera = self._camera, None
+        if camera is not None:
+            camera.cancel()
+            await asyncio.gather(camera, return_exceptions=True)
+        return dict(self._camera_counts)
+
+    async def _stream_camera(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        last = -float("inf")
+        while True:
+            try:
+                async for frame in self.d.camera_frames():
+                    backoff.reset()
+                    now = loop.time()
+                    if now - last < 1 / self._camera_fps:
+                        self._camera_counts["skipped"] += 1
+                        continue
+                    last = now
+                    self._camera_counts["published"] += 1
+                    self.publish(
+                        "camera",
+                        {
+                            "seq": self._camera_counts["published"],
+                            "time": time.time(),
+                            "data": frame,
+                        },
+                    )
+            except DeviceError as exc:
+                delay = backoff.next_delay()
+                self.log.warning("flux_camera_stream_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
 
     # ------------------------------------------------------------ maintain
 

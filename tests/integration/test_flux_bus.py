@@ -9,19 +9,26 @@ port with the device password and trusts its key, as fluxclient's UpnpTask would
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from actors.flux.fcode import build_fcode
 from actors.flux.testing import random_loopback
+from actors.fluxfamily import crypto
+from actors.fluxfamily.keys import load_key
+from actors.simsupport.jpeg import FRAME_HEIGHT, FRAME_WIDTH
 from bus.errors import BusError
-from clients.flux import FluxRobot, RobotError, RobotSessionError
+from clients.flux import FluxCamera, FluxRobot, RobotError, RobotSessionError
 from tests.conftest import (
     Endpoints,
     Line,
@@ -54,6 +61,10 @@ def _start_sim(processes: Processes, address: str, *extra: str) -> dict[str, str
         "0",
         "--udp-port",
         "0",
+        "--camera-port",
+        "0",
+        "--camera-fps",
+        "20",
         "--group",
         "",
         "--announce-interval",
@@ -95,11 +106,18 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
         for name, ready in (("p1", r1), ("p2", r2)):
             host, port = ready["robot"].rsplit(":", 1)
             manage = int(ready["manage"].rsplit(":", 1)[1])
+            camera = int(ready["camera"].rsplit(":", 1)[1])
             actors.append(
                 {
                     "name": name,
                     "kind": "flux",
-                    "options": {**common, "host": host, "port": int(port), "manage_port": manage},
+                    "options": {
+                        **common,
+                        "host": host,
+                        "port": int(port),
+                        "manage_port": manage,
+                        "camera_port": camera,
+                    },
                 }
             )
         endpoints = Endpoints.fresh()
@@ -254,3 +272,73 @@ def test_link_dropped_mid_upload_then_usable(bench: Bench, tmp_path: Path) -> No
     finally:
         robot.close()
         robot.bus.close()
+
+
+def _jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(jpeg)) as image:
+        image.load()  # a standard decoder reads every pixel
+        return image.size
+
+
+def test_camera_frame_and_stream(bench: Bench) -> None:
+    """The camera port through the bus: one frame, fluxclient's FluxCamera, and a stream."""
+    robot = _robot(bench, "p2")  # a bare printer: robot and camera both over TLS
+    try:
+        assert _jpeg_size(robot.camera_frame()) == (FRAME_WIDTH, FRAME_HEIGHT)
+        with robot.watch_camera(max_fps=10) as camera:
+            images: list[bytes] = []
+
+            def two_then_stop(cam: FluxCamera, jpeg: bytes) -> None:
+                images.append(jpeg)
+                if len(images) == 2:
+                    cam.abort()
+
+            camera.capture(two_then_stop)  # streamed frames, until abort()
+            camera.require_frame()
+            camera.feed(lambda cam, jpeg: images.append(jpeg))
+        assert len(images) == 3
+        assert {_jpeg_size(image) for image in images} == {(FRAME_WIDTH, FRAME_HEIGHT)}
+    finally:
+        robot.close()
+        robot.bus.close()
+
+
+def test_logs_cloud_code_position_raw_icontrol(bench: Bench, p1: FluxRobot) -> None:
+    """fetch_log, get_cloud_validation_code (signed by the actor's key), position, config_*,
+    raw (an echo pipe on the simulator) and icontrol, through the facade."""
+    stream = io.BytesIO()
+    assert p1.fetch_log("fluxrobotd.log", stream) == "text/plain" and stream.getvalue()
+    code = p1.get_cloud_validation_code()
+    actor_key = load_key(str(bench.tmp / "client.pem"))
+    assert code["access_id"] == crypto.access_id(actor_key).hex()
+    device = uuid.UUID(p1.deviceinfo["uuid"])  # the simulator's hash: SHA-256(token ‖ uuid)
+    digest = hashlib.sha256(code["token"].encode() + device.bytes).digest()
+    assert code["signature"].endswith("\n")  # binascii.b2a_base64, as fluxclient returns it
+    assert crypto.verify(actor_key.public_key(), base64.b64decode(code["signature"]), digest)
+    assert p1.position() == "CommandTask"
+    p1.config_set("replay", "N")
+    assert p1.config_get("replay") == "N"
+    p1.config_del("replay")
+    assert p1.config_get("replay") is None
+    with pytest.raises(RobotError) as caught:
+        p1.set_toolhead_heater_in_play(temp=200.0)  # fluxclient's parameter name; no job runs
+    assert caught.value.error_symbol[0] == "NO_TASK"
+    task = p1.raw()
+    assert task.sock.send(b"+G28\n") == 5
+    echoed = bytearray()
+
+    def echo_back() -> bool:
+        echoed.extend(task.recv(64, timeout=0.2))
+        return echoed == b"+G28\n"
+
+    wait_until(echo_back, scaled(10), "the raw pipe's echo")
+    task.quit()
+    held = p1.icontrol()
+    with pytest.raises(RobotError) as caught:
+        p1.position()
+    assert caught.value.code == "busy"
+    held.quit()
+    assert p1.position() == "CommandTask"
+    with pytest.raises(RobotSessionError) as unusable:
+        FluxRobot.from_usb(None, None)
+    assert unusable.value.error_symbol == ("NOT_SUPPORT",)

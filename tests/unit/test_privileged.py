@@ -63,6 +63,13 @@ FLUX_WRITES = {
     "scan_laser",
     "scan_calibrate",
     "scan_quit",
+    # the device's cloud binding (signed with the actor's key), raw G-code, the SDK mode
+    "get_cloud_validation_code",
+    "raw",
+    "raw_send",
+    "raw_quit",
+    "icontrol",
+    "icontrol_quit",
 }
 FLUX_READS = {
     "list_files",
@@ -77,6 +84,12 @@ FLUX_READS = {
     "maintain_head_status",
     "scan_check_camera",
     "scan_get_calibrate",
+    "fetch_log",
+    "position",
+    "raw_recv",
+    "camera_frame",
+    "camera_start",
+    "camera_stop",
 }
 
 EXPECTED: dict[str, tuple[str, set[str], set[str]]] = {

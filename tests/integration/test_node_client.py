@@ -1,14 +1,21 @@
-"""The Node.js client in clients/node, written from docs/PROTOCOL.md, against a real line.
+"""The Node.js package in clients/node (the npm package ``linebus``), run by node's test runner.
 
-Needs ``node`` and ``npm install`` in clients/node (``.ci/run`` does it); skipped otherwise, with
-the reason shown.
+Three suites of clients/node/test/ run as child processes: the codec against every golden
+vector with the error classes, keys and gap tracking (no line: plain pass only), and the
+client against a real line started here (both passes: on the secured pass the Node client takes
+the session's CURVE keys from the environment). Besides: a secured line of its own with keys
+the broker refuses, and ``npm pack`` giving a tarball that installs and imports elsewhere.
+
+Needs ``node`` and the package's dependencies (``npm ci`` in clients/node, which ``make``
+does). Skipped otherwise with the reason; under CI=true such a skip fails the run (the
+``interop`` marker, tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -16,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bus.errors import WIRE_CODES
 from bus.security.keys import generate_keypair, load_keypair, load_public_key
 from tests.conftest import (
     ECHO,
@@ -24,26 +32,34 @@ from tests.conftest import (
     Endpoints,
     Line,
     Processes,
+    free_port,
     scaled,
     write_config,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-    pytest.mark.skipif(
-        not (ROOT / "clients" / "node" / "node_modules" / "zeromq").exists(),
-        reason="run `npm install` in clients/node first",
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.interop]
 NODE = ROOT / "clients" / "node"
+VECTORS = ROOT / "tests" / "vectors"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary, with the package's dependencies installed."""
+    binary = shutil.which("node")
+    if binary is None:
+        pytest.skip("node is not installed (.ci/run installs Debian's nodejs and npm)")
+    if not (NODE / "node_modules" / "zeromq").exists():
+        pytest.skip(
+            "the Node package's dependencies are missing: run `npm ci --prefix clients/node`"
+        )
+    return binary
 
 
 def _node(
-    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+    node: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["node", *args],
+        [node, *args],
         cwd=NODE,
         capture_output=True,
         text=True,
@@ -52,53 +68,53 @@ def _node(
     )
 
 
-def test_node_calls_a_command(running_line):
-    """A Node program calls echo1.add through the broker and gets the result."""
-    result = _node("call.js", running_line.endpoints.command, "echo1", "add", '{"a": 2, "b": 40}')
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"result": 42}
+def _run_suite(node: str, *files: str, env: dict[str, str] | None = None) -> dict[str, int]:
+    """Run node's test runner on ``files``; return its closing counts after checking that every
+    test passed and none was skipped or cancelled."""
+    result = _node(node, "--test", "--test-reporter=tap", *files, env=env)
+    counts = {
+        key: int(value)
+        for key, value in re.findall(
+            r"^# (tests|pass|fail|skipped|cancelled|todo) (\d+)$", result.stdout, re.M
+        )
+    }
+    assert result.returncode == 0 and counts.get("fail") == 0, result.stdout[-6000:] + result.stderr
+    assert counts["skipped"] == counts["cancelled"] == counts["todo"] == 0, result.stdout[-6000:]
+    assert counts["pass"] == counts["tests"] > 0
+    return counts
 
 
-def test_node_gets_typed_errors(running_line):
-    """A failing call reaches Node as the wire error code."""
-    result = _node("call.js", running_line.endpoints.command, "echo1", "add", '{"a": "x"}')
-    assert result.returncode == 1
-    assert json.loads(result.stdout)["error"]["code"] == "invalid_arguments"
-
-
-def test_node_subscribes_to_events(running_line):
-    """A Node subscriber receives events by topic prefix with their sequence numbers."""
-    proc = subprocess.Popen(
-        ["node", "subscribe.js", running_line.endpoints.subscribe, "3", "echo1.tick"],
-        cwd=NODE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_node_codec_errors_keys_and_gaps(node: str) -> None:
+    """The codec passes every golden vector (decode, byte-exact encode, rejection with its code
+    and stage), and the error classes are those of the Python client's WIRE_CODES."""
+    counts = _run_suite(
+        node,
+        "test/vectors.test.js",
+        "test/unit.test.js",
+        env={"LINEBUS_WIRE_CODES": json.dumps(list(WIRE_CODES)), "LINEBUS_VECTORS": str(VECTORS)},
     )
-    try:
-        assert proc.stderr is not None and proc.stderr.readline().strip() == "subscribed"
-        # ZeroMQ subscriptions propagate asynchronously: keep publishing until Node has seen 3.
-        with running_line.client() as bus:
-            deadline_calls = 200
-            while proc.poll() is None and deadline_calls:
-                bus.call("echo1", "emit", event="tick", count=1, data={"n": 1})
-                deadline_calls -= 1
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.05)
-        out, _ = proc.communicate(timeout=scaled(10))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    events = [json.loads(line) for line in out.splitlines()]
-    assert len(events) == 3
-    assert {e["topic"] for e in events} == {"echo1.tick"}
-    assert [e["seq"] - events[0]["seq"] for e in events] == [0, 1, 2]
-    assert all(e["missed"] == 0 and e["data"] == {"n": 1} for e in events)
+    assert counts["pass"] > len(list(VECTORS.glob("*.json")))  # one test per vector at least
+
+
+def test_node_client_against_a_live_line(node: str, running_line: Line) -> None:
+    """Calls (results, typed errors, progress, cancel, deadline, bulk frames both ways, an
+    unreachable broker) and subscriptions (prefix, readiness, sequence, gaps) on a real line."""
+    endpoints = running_line.endpoints
+    _run_suite(
+        node,
+        "test/live.test.js",
+        env={
+            "LINEBUS_ENDPOINT": endpoints.command,
+            "LINEBUS_SUBSCRIBE": endpoints.subscribe,
+            "LINEBUS_PUBLISH": endpoints.publish,
+            "LINEBUS_TEST_ECHO": "echo1",
+            "LINEBUS_TEST_DEAD_ENDPOINT": f"tcp://127.0.0.1:{free_port()}",
+        },
+    )
 
 
 def test_node_keys_on_a_secured_line(
-    tmp_path: Path, processes: Processes, monkeypatch: pytest.MonkeyPatch
+    node: str, tmp_path: Path, processes: Processes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a line with CURVE, the Node client takes its keys from LINEBUS_KEY_FILE and
     LINEBUS_BROKER_KEY_FILE (or LINEBUS_KEY / LINEBUS_BROKER_KEY, Z85) and calls; with a key the
@@ -133,8 +149,9 @@ keys = "{keys}"
         env={"LINEBUS_KEY_FILE": str(keys / "echo1.key_secret")},
     )
     line.wait_up("echo1", pid=actor.pid)
+    example = ["examples/call.js", endpoints.command, "echo1", "add"]
 
-    ok = _node("call.js", endpoints.command, "echo1", "add", '{"a": 2, "b": 40}')
+    ok = _node(node, *example, '{"a": 2, "b": 40}')
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == {"result": 42}
     own, broker = (
@@ -148,30 +165,70 @@ keys = "{keys}"
         "LINEBUS_KEY": own.secret.decode(),  # the public half is derived from it
         "LINEBUS_BROKER_KEY": broker.decode(),
     }
-    ok = _node("call.js", endpoints.command, "echo1", "add", '{"a": 1, "b": 1}', env=z85)
+    ok = _node(node, *example, '{"a": 1, "b": 1}', env=z85)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == {"result": 2}
 
     started = time.monotonic()
-    refused = _node(
-        "call.js",
-        endpoints.command,
-        "echo1",
-        "add",
-        '{"a": 1}',
-        env={"LINEBUS_KEY_FILE": str(mallory.secret_path)},
-    )
+    refused = _node(node, *example, '{"a": 1}', env={"LINEBUS_KEY_FILE": str(mallory.secret_path)})
     assert time.monotonic() - started < scaled(5)  # the call's own deadline is 10 s
     error = json.loads(refused.stdout)["error"]
     assert (refused.returncode, error["code"]) == (1, "unauthenticated")
     assert mallory.public_key.decode() in error["message"]
 
-    half = _node(
-        "call.js",
-        endpoints.command,
-        "echo1",
-        "add",
-        '{"a": 1}',
-        env={"LINEBUS_BROKER_KEY_FILE": ""},
-    )
+    half = _node(node, *example, '{"a": 1}', env={"LINEBUS_BROKER_KEY_FILE": ""})
     assert half.returncode == 1 and json.loads(half.stdout)["error"]["code"] == "config_error"
+
+
+def test_npm_pack_gives_a_tarball_that_installs_and_imports(node: str, tmp_path: Path) -> None:
+    """``npm pack`` makes a tarball with the library, its types and README and without the
+    tests; installed into an empty project it is importable and its Client class works."""
+    npm = shutil.which("npm")
+    assert npm is not None, "node without npm"
+    packed = subprocess.run(
+        [npm, "pack", "--json", "--pack-destination", str(tmp_path)],
+        cwd=NODE,
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+        check=True,
+    )
+    (info,) = json.loads(packed.stdout)
+    files = {entry["path"] for entry in info["files"]}
+    assert {"package.json", "index.js", "index.d.ts", "README.md", "lib/client.js"} <= files
+    assert not any(path.startswith("test/") for path in files)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true}')
+    install = subprocess.run(
+        # --prefer-offline: the pinned zeromq comes from npm's cache when `npm ci` put it there.
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefer-offline",
+            str(tmp_path / info["filename"]),
+        ],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
+    )
+    assert install.returncode == 0, install.stderr
+    script = (
+        "const lb = require('linebus');"
+        "const c = new lb.Client('tcp://127.0.0.1:1', {keys: null});"
+        "const call = c.start('echo1', 'add', {a: 1}, {timeout: 0});"
+        "call.result.catch((e) => { console.log(JSON.stringify({code: e.code, sent: call.sent,"
+        " classes: typeof lb.Subscriber + typeof lb.DeviceFault})); c.close(); });"
+    )
+    imported = subprocess.run(
+        [node, "-e", script], cwd=app, capture_output=True, text=True, timeout=scaled(30)
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout) == {
+        "code": "deadline_exceeded",
+        "sent": False,
+        "classes": "functionfunction",
+    }

@@ -26,6 +26,9 @@ _split = protocol.split
 _peek_msg_id = protocol.peek_msg_id
 _reply_header = protocol.reply_header
 _unpackb = msgpack.unpackb  # event bodies only (GapTracker.decode's fast path)
+_no_ext = protocol.no_ext_hook
+_event_fields_ok = protocol.event_fields_ok
+_has_timestamp = protocol.has_timestamp
 
 #: Extra time a client waits past a request's deadline for the broker's own typed answer.
 DEADLINE_GRACE_S = 0.25
@@ -129,6 +132,8 @@ class CallCore:
         elif kind == _ERROR:
             try:
                 error = protocol.error_header(header)
+                if len(frames) > 1:  # the broker routes answers unchecked (PROTOCOL.md §3)
+                    raise protocol.bulk_not_allowed(kind, len(frames) - 1)
             except BadRequest as exc:
                 state.error = exc
             else:
@@ -218,20 +223,34 @@ class GapTracker:
         frames."""
         sep = frame.find(b"\0")
         try:
-            body = _unpackb(frame[sep + 1 :], strict_map_key=False)
+            # As protocol.decode_event unpacks a body: str map keys, no ext value.
+            body = _unpackb(frame[sep + 1 :], strict_map_key=True, ext_hook=_no_ext)
         except Exception:  # a malformed event is skipped, never fatal to a subscriber
             body = None
-        if sep < 0 or type(body) is not list or len(body) != 7 or body[1] != 9 or body[0] != 1:
+        if (
+            sep < 0
+            or type(body) is not list
+            or len(body) != 7
+            or body[1] != 9
+            or body[0] != 1
+            or type(body[0]) is not int
+            or type(body[1]) is not int
+        ):
             return self._slow(frame)
         _, _, src, epoch, seq, ts, data = body
+        if not _event_fields_ok(src, epoch, seq, ts) or _has_timestamp(frame, data):
+            return self._slow(frame)  # which counts it as malformed
         key = frame[:sep]
         state = self._last.get(key)
         if state is not None and state[1] == epoch:
             # The hot path: same publisher incarnation (epochs are random per publisher start).
             last_seq = state[2]
-            state[2] = seq
-            if seq == last_seq + 1 or seq <= last_seq:
+            if seq == last_seq + 1:
+                state[2] = seq
                 return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, 0, epoch))
+            if seq <= last_seq:  # late or repeated: the last seen stays (PROTOCOL.md §9)
+                return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, 0, epoch))
+            state[2] = seq
             missed = seq - last_seq - 1
             self.missed_total += missed
             return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, missed, epoch))
@@ -259,11 +278,13 @@ class GapTracker:
         topic, src, epoch, seq, ts, data = event
         key = topic.encode()
         state = self._last.get(key)
-        self._last[key] = [topic, epoch, seq]
         missed = 0
-        if state is not None and state[1] == epoch and seq > state[2] + 1:
+        if state is not None and state[1] == epoch:
+            if seq <= state[2]:  # late or repeated: the last seen stays (PROTOCOL.md §9)
+                return TrackedEvent(topic, src, seq, ts, data, 0, epoch)
             missed = seq - state[2] - 1
             self.missed_total += missed
+        self._last[key] = [topic, epoch, seq]
         return TrackedEvent(topic, src, seq, ts, data, missed, epoch)
 
 

@@ -97,6 +97,9 @@ _NOBLOCK = zmq.NOBLOCK
 _DRAIN_BATCH = 512
 _STABLE_REASONS = frozenset({"too_large", "header_too_large", "duplicate_id", "unhandled"})
 _ANSWERS = frozenset({_PROGRESS, _REPLY, _ERROR})
+#: Kinds the broker passes on with their bulk frames: those that may carry them, and ERROR,
+#: which it routes unchecked like every answer (its receiver refuses bulk frames after it).
+_BULK_KINDS = protocol.BULK_KINDS | {_ERROR}
 #: The ``routed`` counter of each forwarded answer.
 _ROUTED_AS = {_PROGRESS: "progress", _REPLY: "reply", _ERROR: "error"}
 #: How long ``run()`` waits at most between two looks at ``stop()``.
@@ -553,6 +556,8 @@ class Broker:
         access list; the rest is bound to a connection already (answers to the requests it
         holds, heartbeats of the service it registered) and handled as without security."""
         kind, header = _split(frame)
+        if len(frames) > 2 and kind not in _BULK_KINDS:
+            _check_no_bulk(kind, header, frame, frames)
         if kind == _REQUEST:
             self._request_checked(ident, user, frame, header, frames)
         elif kind == _READY:
@@ -564,6 +569,8 @@ class Broker:
         """Act on one message; ``frame`` is its header, ``frames`` the whole of it (``[ident,
         frame, *bulk]``), forwarded as it is with the identity replaced."""
         kind, header = _split(frame)
+        if len(frames) > 2 and kind not in _BULK_KINDS:
+            _check_no_bulk(kind, header, frame, frames)
         if kind == _REQUEST:
             self._route_request(ident, frame, header, frames)
         elif kind in _ANSWERS:
@@ -1185,6 +1192,13 @@ def serve(
         signal.signal(sig, lambda *_: broker.stop())
     signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
     broker.run()
+
+
+def _check_no_bulk(kind: int, header: list[Any], frame: bytes, frames: _Frames) -> None:
+    """Refuse bulk frames after a kind that carries none (docs/PROTOCOL.md §3), once the header
+    itself is checked: a malformed header is the error to report first, as ``decode`` does."""
+    protocol.decode([frame])
+    raise protocol.bulk_not_allowed(kind, len(frames) - 2)
 
 
 def _outcome(kind: int, header: list[Any]) -> str:

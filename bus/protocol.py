@@ -38,6 +38,7 @@ from bus.errors import BadRequest, UnsupportedVersion
 __all__ = [
     "BROKER_SERVICE",
     "BULK_EXT",
+    "BULK_KINDS",
     "BULK_THRESHOLD",
     "DEFAULT_COMMAND_ENDPOINT",
     "DEFAULT_PUBLISH_ENDPOINT",
@@ -56,6 +57,7 @@ __all__ = [
     "ReadyHeader",
     "ReplyHeader",
     "RequestHeader",
+    "bulk_not_allowed",
     "cancel_header",
     "decode",
     "decode_event",
@@ -74,11 +76,14 @@ __all__ = [
     "encode_request",
     "error_header",
     "error_msg_id",
+    "event_fields_ok",
     "event_prefix",
+    "has_timestamp",
     "hello_header",
     "new_epoch",
     "new_id_prefix",
     "no_bulk_ext_hook",
+    "no_ext_hook",
     "pack_value",
     "peek_msg_id",
     "ready_header",
@@ -246,46 +251,126 @@ def pack_value(value: Any) -> tuple[bytes, list[Any]]:
 
 def no_bulk_ext_hook(code: int, raw: bytes) -> Any:
     """ext_hook for payloads of messages without bulk frames: any reference is an error."""
-    raise BadRequest(f"msgpack ext type {code} in a message without bulk frames")
+    if code == BULK_EXT:
+        raise _payload_error(
+            "bulk_reference", "a bulk reference (ext type 1) but the message has no bulk frames"
+        )
+    raise _payload_error("ext_type", f"ext type {code}; only type 1 is defined")
+
+
+#: Bytes every msgpack timestamp (ext type -1: fixext 4, fixext 8, ext 8 of 12 bytes) starts
+#: with. msgpack-python decodes timestamps itself, never through ``ext_hook``, so a decoder that
+#: must refuse them looks for these first and walks the value only when one is there.
+_TIMESTAMP_MARKS: Final = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def has_timestamp(data: bytes, value: Any) -> bool:
+    """Whether ``value`` (what msgpack made of ``data``) holds a msgpack timestamp anywhere.
+
+    Cheap when it does not: the value is walked only if ``data`` holds a timestamp's first bytes.
+    """
+    if b"\xff" not in data or not any(mark in data for mark in _TIMESTAMP_MARKS):
+        return False
+    stack = [value]
+    while stack:  # a loop, not recursion: msgpack nests up to 1024 levels
+        item = stack.pop()
+        if type(item) is msgpack.Timestamp:
+            return True
+        if type(item) is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return False
+
+
+def _msgpack_problem(exc: BaseException) -> tuple[str, str]:
+    """``(problem, text)``: why msgpack refused some bytes, as a fixed word and for people."""
+    if isinstance(exc, msgpack.ExtraData):
+        return "trailing_bytes", "bytes left over after the value"
+    if isinstance(exc, msgpack.FormatError):
+        return "invalid_byte", "a byte that begins no msgpack value (0xc1)"
+    if isinstance(exc, UnicodeDecodeError):
+        return "invalid_utf8", f"a str is not valid UTF-8 ({exc.reason}, byte {exc.start})"
+    if isinstance(exc, msgpack.StackError):
+        return "too_deep", "nested deeper than msgpack's limit"
+    text = str(exc)
+    if "incomplete input" in text:
+        return "truncated", "it ends in the middle of a value"
+    if "map key" in text:  # msgpack: "int is not allowed for map key when strict_map_key=True"
+        return "map_key_not_str", f"a map key is not a str ({text.split()[0]})"
+    return "invalid", text or type(exc).__name__
+
+
+def _payload_error(problem: str, text: str) -> BadRequest:
+    return BadRequest(
+        f"payload is not valid msgpack: {text}",
+        details={"reason": "invalid_payload", "problem": problem},
+    )
+
+
+def _timestamp_error() -> BadRequest:
+    return _payload_error("ext_type", "ext type -1 (msgpack timestamp); only type 1 is defined")
 
 
 def unpack_small(data: bytes) -> Any:
-    """Decode the payload of a message that has no bulk frames (the hot path)."""
+    """Decode the payload of a message that has no bulk frames (the hot path).
+
+    Raises:
+        BadRequest: not exactly one msgpack value, a map key that is not a str, or an ext value;
+            details ``{"reason": "invalid_payload", "problem": ...}`` (docs/PROTOCOL.md §4).
+    """
     if not data:
         return None
     try:
-        return _unpackb_raw(data, strict_map_key=False, ext_hook=no_bulk_ext_hook)
+        value = _unpackb_raw(data, strict_map_key=True, ext_hook=no_bulk_ext_hook)
     except BadRequest:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise BadRequest(f"payload is not valid msgpack: {exc}") from exc
+        raise _payload_error(*_msgpack_problem(exc)) from exc
+    if has_timestamp(data, value):
+        raise _timestamp_error()
+    return value
 
 
 _unpackb_raw = msgpack.unpackb
 
 
 def unpack_value(data: bytes, frames: Any = ()) -> Any:
-    """Decode a msgpack value, replacing bulk references by the bytes of the referenced frame."""
+    """Decode a msgpack value, replacing bulk references by the bytes of the referenced frame.
+
+    Raises:
+        BadRequest: what ``unpack_small`` refuses, an ext type other than 1, or a bulk
+            reference that is not 4 bytes or names no frame (``problem`` ``bulk_reference``).
+    """
     if not data:
         return None
 
     def ext_hook(code: int, raw: bytes) -> Any:
-        if code != BULK_EXT or len(raw) != 4:
-            raise BadRequest(f"unknown msgpack ext type {code}")
+        if code != BULK_EXT:
+            raise _payload_error("ext_type", f"ext type {code}; only type 1 is defined")
+        if len(raw) != 4:
+            raise _payload_error(
+                "bulk_reference", f"a bulk reference (ext type 1) holds {len(raw)} bytes, not 4"
+            )
         index = int.from_bytes(raw, "big")
         if not 1 <= index <= len(frames):
-            raise BadRequest(
-                f"bulk reference {index} but the message has {len(frames)} bulk frames"
+            raise _payload_error(
+                "bulk_reference",
+                f"bulk reference {index} but the message has {len(frames)} bulk frames",
             )
         frame = frames[index - 1]
         return frame if isinstance(frame, bytes) else bytes(frame)
 
     try:
-        return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False)
+        value = msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=True)
     except BadRequest:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise BadRequest(f"payload is not valid msgpack: {exc}") from exc
+        raise _payload_error(*_msgpack_problem(exc)) from exc
+    if has_timestamp(data, value):
+        raise _timestamp_error()
+    return value
 
 
 # --- command channel: encoding ------------------------------------------------------------
@@ -431,23 +516,59 @@ def _ttl_ok(ttl: Any) -> bool:
 
 
 def _header_error(frame: Any, header: Any) -> BadRequest:
-    """The error of a header ``split`` refused (``header`` is what msgpack made of ``frame``)."""
+    """The error of a header ``split`` refused (``header`` is what msgpack made of ``frame``).
+
+    The checks, in the documented order (docs/PROTOCOL.md §12): an array with a first element;
+    the version an integer, then 1 (so ``[2]`` is ``unsupported_version``: what follows the
+    version is the version's business); a kind; a command-channel kind.
+    """
     if len(frame) > MAX_HEADER_BYTES:
         return _too_large(len(frame))
-    if not isinstance(header, list) or len(header) < 2:
+    if not isinstance(header, list) or not header:
         return _bad("header must be a msgpack array [version, kind, ...]")
     version = header[0]
-    if version != VERSION or type(version) is not int:  # msgpack true and 1.0 are not version 1
-        if type(version) is int:
-            return UnsupportedVersion(
-                f"protocol version {version} is not supported (supported: {list(SUPPORTED_VERSIONS)})",
-                details={"supported": list(SUPPORTED_VERSIONS)},
-            )
+    if type(version) is not int:  # msgpack true and 1.0 are not version 1
         return _bad("header[0] must be the protocol version (an integer)")
+    if version != VERSION:
+        return UnsupportedVersion(
+            f"protocol version {version} is not supported (supported: {list(SUPPORTED_VERSIONS)})",
+            details={"supported": list(SUPPORTED_VERSIONS)},
+        )
+    if len(header) < 2:
+        return _bad("header must be a msgpack array [version, kind, ...]")
     kind = header[1]
     if type(kind) is not int or kind not in _KIND_VALUES:
         return _bad(f"unknown message kind {kind!r}")
     return _bad("events go to the publish endpoint, not the command endpoint")
+
+
+class _ExtInHeader(ValueError):
+    """An ext value in a header or event body (only payloads may hold one, a bulk reference)."""
+
+
+def no_ext_hook(code: int, raw: bytes) -> Any:
+    """ext_hook for headers and event bodies, which hold no ext value (docs/PROTOCOL.md §4)."""
+    raise _ExtInHeader(f"an ext value (type {code}); only payloads may hold one")
+
+
+def _unpack_header(frame: bytes, what: str = "header") -> Any:
+    """Unpack a header frame (or, ``what`` = "event body", an event's body): exactly one msgpack
+    value, every map key a str, no ext value.
+
+    Raises:
+        BadRequest: the bytes are not that, with the problem named.
+    """
+    try:
+        header = _unpackb(frame, strict_map_key=True, ext_hook=no_ext_hook)
+    except _ExtInHeader as exc:
+        raise _bad(f"{what} holds {exc}") from exc
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        if what == "header" and len(frame) > MAX_HEADER_BYTES:
+            raise _too_large(len(frame)) from exc
+        raise _bad(f"{what} is not msgpack: {_msgpack_problem(exc)[1]}") from exc
+    if has_timestamp(frame, header):
+        raise _bad(f"{what} holds an ext value (type -1, a timestamp); only payloads may hold one")
+    return header
 
 
 def split(frame: bytes) -> tuple[int, list[Any]]:
@@ -461,15 +582,12 @@ def split(frame: bytes) -> tuple[int, list[Any]]:
     (``request_header``, ``ready_header`` and ``hello_header`` check it, as does ``decode``).
 
     Raises:
-        BadRequest: not msgpack, not an array of at least two elements, unknown or EVENT kind.
-        UnsupportedVersion: another integer version.
+        BadRequest: not exactly one msgpack value (trailing bytes, invalid UTF-8, a map key that
+            is not a str, an ext value), not an array of a version and a kind, a version that is
+            not an integer, an unknown or EVENT kind.
+        UnsupportedVersion: another integer version (checked before the array's length).
     """
-    try:
-        header = _unpackb(frame, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        if len(frame) > MAX_HEADER_BYTES:
-            raise _too_large(len(frame)) from exc
-        raise _bad(f"header is not msgpack ({exc.__class__.__name__})") from exc
+    header = _unpack_header(frame)
     if type(header) is list and len(header) > 1:
         version = header[0]
         kind = header[1]
@@ -498,15 +616,18 @@ def peek_msg_id(header: list[Any]) -> str | None:
 def error_msg_id(frame: bytes) -> str:
     """The ``msg_id`` to put in an ERROR about ``frame`` (any frame, however malformed).
 
-    Element 2 if the header is a REQUEST or CANCEL and element 2 is a string, else ``""``.
+    Element 2 if the frame unpacks as ``split`` unpacks it, the header is a REQUEST or CANCEL
+    (the kinds whose element 2 is the sender's request id) and element 2 is a string, else ``""``
+    (docs/PROTOCOL.md §6).
     """
     try:
-        header = _unpackb(frame, strict_map_key=False)
-    except Exception:  # the frame is the problem being reported; nothing more to learn
+        header = _unpack_header(frame)
+    except BadRequest:  # the frame is the problem being reported; nothing more to learn
         return ""
     if (
         type(header) is list
         and len(header) > 2
+        and type(header[1]) is int
         and header[1] in (_REQUEST, _CANCEL)
         and type(header[2]) is str
     ):
@@ -702,6 +823,16 @@ def hello_header(header: list[Any], frame: bytes) -> HelloHeader:
     return HelloHeader(versions, info)
 
 
+#: The kinds that may carry bulk frames (docs/PROTOCOL.md §3); after any other, bulk frames
+#: make the message malformed.
+BULK_KINDS: Final = frozenset({int(Kind.REQUEST), int(Kind.PROGRESS), int(Kind.REPLY)})
+
+
+def bulk_not_allowed(kind: int, count: int) -> BadRequest:
+    """The error of a message of ``kind`` (not in ``BULK_KINDS``) followed by ``count`` frames."""
+    return _bad(f"{Kind(kind).name} carries no bulk frames, got {count}")
+
+
 _ARITY = {
     Kind.REQUEST: 7,
     Kind.PROGRESS: 4,
@@ -722,7 +853,8 @@ def decode(frames: list[Any]) -> Message:
     Convenient where speed does not matter (tools, tests); receivers use the fast decoders.
 
     Raises:
-        BadRequest: the header is not a well-formed message of a known kind.
+        BadRequest: the header is not a well-formed message of a known kind, or bulk frames
+            follow a kind other than REQUEST, PROGRESS and REPLY (checked after the header).
         UnsupportedVersion: the header names a protocol version this side does not speak.
     """
     if not frames:
@@ -733,6 +865,13 @@ def decode(frames: list[Any]) -> Message:
     number, header = split(frame)
     kind = Kind(number)
     bulk = frames[1:] or None
+    if bulk and number not in BULK_KINDS:
+        _decode_fields(kind, header, frame)  # a malformed header is reported first
+        raise bulk_not_allowed(number, len(bulk))
+    return _decode_fields(kind, header, frame, bulk)
+
+
+def _decode_fields(kind: Kind, header: list[Any], frame: bytes, bulk: Any = None) -> Message:
     if kind is Kind.REQUEST:
         request = request_header(header, frame)
         ttl = request.ttl_s
@@ -837,20 +976,51 @@ def _map_header_size(n: int) -> int:
 def decode_event(frame: bytes) -> Event:
     """Decode an event frame.
 
+    The checks, in order (docs/PROTOCOL.md §9): a NUL; the topic before the first NUL valid
+    UTF-8; the rest exactly one msgpack value (no trailing bytes, str map keys, no ext value);
+    an array of at least 7 elements, version 1, kind 9; ``src`` a str, ``epoch`` and ``seq``
+    unsigned integers, ``ts`` an integer or a float. Elements after ``data`` are ignored.
+
     Raises:
         BadRequest: the frame is not a well-formed version-1 event.
     """
     sep = frame.find(b"\0")
-    try:
-        body = _unpackb(frame[sep + 1 :], strict_map_key=False)
-        topic = frame[:sep].decode()
-    except Exception as exc:  # msgpack and UnicodeDecodeError
-        raise _bad(f"event body is not msgpack ({exc.__class__.__name__})") from exc
     if sep < 0:
         raise _bad("event frame has no NUL after the topic")
-    if type(body) is not list or len(body) < 7 or body[0] != VERSION or body[1] != 9:
+    try:
+        topic = frame[:sep].decode()
+    except UnicodeDecodeError as exc:
+        raise _bad(f"event topic is not valid UTF-8 ({exc.reason}, byte {exc.start})") from exc
+    body = _unpack_header(frame[sep + 1 :], "event body")
+    if (
+        type(body) is not list
+        or len(body) < 7
+        or type(body[0]) is not int
+        or body[0] != VERSION
+        or type(body[1]) is not int
+        or body[1] != Kind.EVENT
+    ):
         raise _bad("event body must be [1, 9, src, epoch, seq, ts, data]")
-    return Event(topic, body[2], body[3], body[4], body[5], body[6])
+    src, epoch, seq, ts = body[2:6]
+    if not event_fields_ok(src, epoch, seq, ts):
+        raise _bad(
+            "event src must be a str, epoch and seq unsigned integers, ts a number; got "
+            f"{type(src).__name__}, {type(epoch).__name__}, {type(seq).__name__}, "
+            f"{type(ts).__name__}"
+        )
+    return Event(topic, src, epoch, seq, ts, body[6])
+
+
+def event_fields_ok(src: Any, epoch: Any, seq: Any, ts: Any) -> bool:
+    """Whether an event body's ``src``, ``epoch``, ``seq`` and ``ts`` have their types (§9)."""
+    return (
+        type(src) is str
+        and type(epoch) is int
+        and type(seq) is int
+        and epoch >= 0
+        and seq >= 0
+        and (type(ts) is float or type(ts) is int)
+    )
 
 
 # --- names and ids ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from bus.config import BrokerConfig, SecurityConfig
 from bus.directory import DOWN, UP
 from bus.errors import BusError, from_wire
 from bus.testing import free_port
+from tests.vectors.make_vectors import from_json
 
 ID = "3f2a9c1b7d4e-1"
 #: Upper bound of every wait; the waits themselves end as soon as their condition holds.
@@ -645,6 +646,16 @@ WHERE = {
     "invalid_version_2": ("broker", ""),
     "invalid_version_2_request": ("broker", ID),
     "invalid_version_string": ("broker", ""),
+    "invalid_version_2_short": ("broker", ""),
+    "invalid_header_trailing_bytes": ("broker", ""),
+    "invalid_header_not_utf8": ("broker", ""),  # not decodable: no element 2 to echo
+    "invalid_header_map_key_int": ("broker", ""),
+    "invalid_header_timestamp": ("broker", ""),
+    "invalid_cancel_with_bulk_frame": ("broker", ID),
+    "invalid_bulk_reference_size_2": ("actor", None),
+    "invalid_payload_map_key_int": ("actor", None),
+    "invalid_payload_timestamp": ("actor", None),
+    "invalid_payload_not_utf8": ("client", None),
 }
 SENDABLE = [v for v in _vectors() if WHERE.get(v["name"], ("",))[0] != "nowhere"]
 
@@ -701,6 +712,31 @@ class TestInvalidVectors:
         with pytest.raises(BusError) as refused:
             receive(delivered)
         assert refused.value.code == code
+
+    def test_valid_request_vectors_reach_the_actor_unchanged(self, line: Line) -> None:
+        """Every valid REQUEST vector to an actor's service (bulk frames, bulk lifting depth,
+        trailing elements...) is delivered frame for frame, and the actor's fast decoders give
+        the vector's arguments."""
+        requests = [
+            v
+            for v in (json.loads(p.read_text()) for p in sorted(VECTOR_DIR.glob("request_*.json")))
+            if v["decoded"]["service"] != protocol.BROKER_SERVICE
+        ]
+        assert {v["name"] for v in requests} >= {"request_bulk_frame", "request_bulk_lifting_depth"}
+        client = line.dealer()
+        actors: dict[str, zmq.Socket[bytes]] = {}
+        for vector in requests:
+            service = vector["decoded"]["service"]
+            if service not in actors:
+                actors[service] = line.actor(service)
+            actor = actors[service]
+            frames = [bytes.fromhex(h) for h in vector["frames_hex"]]
+            client.send_multipart(frames)
+            delivered = line.recv(actor)
+            assert delivered == frames, vector["name"]
+            assert receive(delivered) == from_json(vector["decoded"]["args"]), vector["name"]
+            actor.send_multipart(protocol.encode_reply(vector["decoded"]["msg_id"], None))
+            assert line.header(client)[:3] == [1, 3, vector["decoded"]["msg_id"]]
 
     def test_answers_to_many_malformed_messages_come_in_order(self, line: Line) -> None:
         """Every broker-refused vector sent back to back gets its ERROR, in order, and the
@@ -775,10 +811,14 @@ class TestMalformedAndOversized:
         assert header[5] == {"reason": "header_too_large", "size": len(frame)}
         assert line.broker.dropped["header_too_large"] == 1
 
-    def test_non_string_map_keys_in_ready_info_are_accepted(self, line: Line) -> None:
-        """READY info with an integer key registers (the broker never needed the key)."""
+    def test_non_string_map_keys_in_ready_info_are_refused(self, line: Line) -> None:
+        """READY info with an integer key is bad_request (map keys are str, §4): the name is
+        not registered, and the same connection registers once its READY is well formed."""
         sock = line.dealer()
         sock.send_multipart([pack([1, 6, "odd-keys", {1: 2}])])
+        assert error(line.header(sock))[:2] == ("", "bad_request")
+        assert "odd-keys" not in line.broker.directory.by_name
+        sock.send_multipart([pack([1, 6, "odd-keys", {"1": 2}])])
         assert unpack(line.recv(sock)[0]) == [1, 7]
         assert line.broker.directory.by_name["odd-keys"].state == UP
 

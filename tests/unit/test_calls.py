@@ -102,6 +102,14 @@ class TestDispatch:
         with pytest.raises(BadRequest, match="details must be a map"):
             state.outcome()
 
+    def test_error_with_bulk_frames_is_bad_request(self, core: CallCore) -> None:
+        """An ERROR followed by bulk frames (which the broker routes unchecked) ends the call
+        with bad_request, not with the code it names (§3: ERROR carries no bulk frames)."""
+        state = started(core)
+        core.dispatch([*protocol.encode_error(state.msg_id, "busy", "full"), b"xx"])
+        with pytest.raises(BadRequest, match="ERROR carries no bulk frames, got 1"):
+            state.outcome()
+
     def test_progress_is_kept_or_handed_over(self, core: CallCore) -> None:
         """PROGRESS is queued on the call, or given to its callback; the call goes on."""
         kept = started(core)
@@ -204,6 +212,23 @@ class TestGapTracker:
         again = tracker.decode(event("a.t", 5))  # a repeat is not a gap
         assert again is not None and again.missed == 0
 
+    @pytest.mark.parametrize("late", [2, 4, 5])
+    def test_a_late_event_leaves_the_last_seen(self, late: int) -> None:
+        """An event at or below the last seq seen (late or repeated) has missed 0 and does not
+        lower the last seen: the next in order is not counted as a gap (§9)."""
+        tracker = GapTracker()
+        for seq in (1, 5):
+            tracker.decode(event("a.t", seq))
+        assert tracker.missed_total == 3
+        again = tracker.decode(event("a.t", late))
+        assert again is not None and (again.seq, again.missed) == (late, 0)
+        following = tracker.decode(event("a.t", 6))
+        assert following is not None and following.missed == 0
+        assert tracker.missed_total == 3
+        slow = tracker.decode(b"a.t\0" + msgpack.packb([1, 9, "src1", 7, late, 1.5, None, "x"]))
+        assert slow is not None and slow.missed == 0  # the slow path (extra elements) agrees
+        assert tracker.decode(event("a.t", 7)) is not None and tracker.missed_total == 3
+
     def test_new_epoch_starts_afresh(self) -> None:
         """A publisher that restarted (new epoch) starts a new count, not a gap."""
         tracker = GapTracker()
@@ -220,6 +245,30 @@ class TestGapTracker:
         assert tracker.decode(b"a.t\0\xc1") is None
         assert tracker.decode(b"\xff\0" + event("x", 1).split(b"\0", 1)[1]) is None
         assert tracker.malformed == 3
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            [1, 9, "src1", 7, "2", 1.5, None],  # seq a str
+            [1, 9, "src1", -7, 2, 1.5, None],  # negative epoch
+            [1, 9, 3, 7, 2, 1.5, None],  # src not a str
+            [1, 9, "src1", 7, 2, True, None],  # ts a bool
+            [True, 9, "src1", 7, 2, 1.5, None],  # version true
+            [1, 9, "src1", 7, 2, 1.5, {1: "int key"}],
+            [1, 9, "src1", 7, 2, 1.5, msgpack.ExtType(1, b"\0\0\0\1")],
+            [1, 9, "src1", 7, 2, 1.5, msgpack.Timestamp(1)],
+        ],
+    )
+    def test_ill_typed_bodies_are_malformed(self, body: list[Any]) -> None:
+        """Bodies protocol.decode_event refuses are skipped and counted on the fast path too,
+        even when their topic is already tracked (they never reach the seq arithmetic)."""
+        tracker = GapTracker()
+        tracker.decode(event("a.t", 1))
+        assert tracker.decode(b"a.t\0" + msgpack.packb(body)) is None
+        assert tracker.malformed == 1
+        with pytest.raises(BadRequest):
+            protocol.decode_event(b"a.t\0" + msgpack.packb(body))
+        assert tracker.decode(event("a.t", 2)) is not None and tracker.missed_total == 0
 
     def test_newer_minor_version_goes_the_slow_way(self) -> None:
         """An event body with extra trailing elements is still decoded and tracked."""

@@ -131,8 +131,17 @@ class TestSplit:
     @pytest.mark.parametrize(
         ("frame", "error", "reason"),
         [
-            (b"", BadRequest, "header is not msgpack (ValueError)"),
-            (b"\xc1", BadRequest, "header is not msgpack (FormatError)"),
+            (b"", BadRequest, "header is not msgpack: it ends in the middle of a value"),
+            (
+                b"\xc1",
+                BadRequest,
+                "header is not msgpack: a byte that begins no msgpack value (0xc1)",
+            ),
+            (
+                pack([1, 7]) + b"\x00",
+                BadRequest,
+                "header is not msgpack: bytes left over after the value",
+            ),
             (pack({"v": 1}), BadRequest, "header must be a msgpack array [version, kind, ...]"),
             (pack([1]), BadRequest, "header must be a msgpack array [version, kind, ...]"),
             (pack(["1", 7]), BadRequest, "header[0] must be the protocol version (an integer)"),
@@ -155,10 +164,12 @@ class TestSplit:
         assert type(info.value) is error
         assert info.value.details == {"reason": reason}
 
-    def test_other_integer_version_is_unsupported_whatever_follows(self) -> None:
-        """Version 2 is unsupported_version with the supported list, even with a bad kind."""
+    @pytest.mark.parametrize("header", [[2, "no kind"], [2], [0, 1, 2], [-1]])
+    def test_other_integer_version_is_unsupported_whatever_follows(self, header: list[Any]) -> None:
+        """Another integer version is unsupported_version with the supported list, even with a
+        bad kind or none at all: the version is checked before the array's length."""
         with pytest.raises(UnsupportedVersion) as info:
-            protocol.split(pack([2, "no kind"]))
+            protocol.split(pack(header))
         assert info.value.details == {"supported": [1]}
 
     def test_size_is_checked_only_when_the_header_is_refused_anyway(self) -> None:
@@ -288,6 +299,9 @@ class TestInvalidVectorsOnTheFastPaths:
         expected = vector["error"]
         with pytest.raises(BusError) as info:
             fields = fast(frames[0])
+            if len(frames) > 1 and fields[0] not in protocol.BULK_KINDS:
+                # What a receiver checks once the header is read (the broker, the clients).
+                raise protocol.bulk_not_allowed(fields[0], len(frames) - 1)
             assert expected["stage"] == "value", f"header accepted: {fields}"
             _payload_value(fields[0], fields[-1], frames[1:])
         assert info.value.code == expected["code"]

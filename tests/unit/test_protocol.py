@@ -252,10 +252,15 @@ class TestFieldTypes:
         msg = decode_header([1, 6, "echo1", {"kind": "echo", "from_the_future": {"x": 1}}])
         assert msg.info == {"kind": "echo", "from_the_future": {"x": 1}}
 
-    def test_non_string_map_keys_decode(self) -> None:
-        """The codec accepts non-string map keys (strict_map_key off); the protocol sends only str keys."""
-        msg = decode_header([1, 4, ID, "busy", "full", {1: "one"}])
-        assert msg.details == {1: "one"}
+    @pytest.mark.parametrize("key", [1, -1, 1.5, None, True])
+    def test_non_string_map_keys_are_bad_request(self, key: Any) -> None:
+        """Map keys must be str (§4): another key type, in a header or a payload, is bad_request
+        naming the problem."""
+        with pytest.raises(BadRequest, match="map key is not a str"):
+            decode_header([1, 4, ID, "busy", "full", {key: "one"}])
+        with pytest.raises(BadRequest, match="map key is not a str") as info:
+            protocol.unpack_small(msgpack.packb({"a": {key: "one"}}))
+        assert info.value.details == {"reason": "invalid_payload", "problem": "map_key_not_str"}
 
 
 class TestValues:

@@ -54,6 +54,7 @@ BULK_EXT = 1
 MSG_ID = "3f2a9c1b7d4e-1"
 EPOCH = 0x1A_2B3C_4D5E_6F70  # 53-bit, as protocol.new_epoch() draws them (exact in a JS double)
 TS = 1767225600.25  # 2026-01-01T00:00:00.25Z
+TS_NO_ZERO = 1767225600.1  # float64 41da556e40066666: no 00 byte (invalid_event_no_nul)
 
 
 def pack(value: Any) -> bytes:
@@ -288,6 +289,31 @@ def build() -> None:
         value_key="args",
         value={"a": 1},
     )
+    deep = bytes(reversed(image))  # another 64 KiB value, told apart from the lifted one
+    command(
+        "request_bulk_lifting_depth",
+        "REQUEST showing how far the encoder looks for bytes to lift (§4): the args map is level "
+        "0; a value inside it level 1, and so on. The 64 KiB bytes at level 4 (args.l1.l2.l3.l4) "
+        "is lifted into bulk frame 1; the one at level 5 (args.l1.l2.l3.deeper.l5) stays inline "
+        "as bin 16 (c5 00 01 00 00 ...) in the args.",
+        "request",
+        [
+            VERSION,
+            KINDS["request"],
+            "3f2a9c1b7d4e-10",
+            "cam1",
+            "store",
+            2.5,
+            pack({"l1": {"l2": {"l3": {"l4": ref(1), "deeper": {"l5": deep}}}}}),
+        ],
+        [image],
+        msg_id="3f2a9c1b7d4e-10",
+        service="cam1",
+        command="store",
+        ttl_s=2.5,
+        value_key="args",
+        value={"l1": {"l2": {"l3": {"l4": image, "deeper": {"l5": deep}}}}},
+    )
     # --- progress / reply / error ----------------------------------------------------------
     data = {"done": 3, "total": 10}
     command(
@@ -521,6 +547,14 @@ def build() -> None:
         [VERSION, KINDS["event"], "echo1", EPOCH, 8, TS, None, "future"],
         decode_only=True,
     )
+    event(
+        "event_integer_ts",
+        "Decode-only: ts may be an integer (whole seconds); the Python publisher always sends "
+        "float64.",
+        "echo1.tick",
+        [VERSION, KINDS["event"], "echo1", EPOCH, 9, 1767225600, {"x": 2}],
+        decode_only=True,
+    )
 
     # --- invalid -------------------------------------------------------------------------------
     invalid(
@@ -565,6 +599,55 @@ def build() -> None:
         "invalid_version_string",
         "Header version given as the string '1'.",
         [pack(["1", KINDS["heartbeat"]])],
+        "bad_request",
+    )
+    invalid(
+        "invalid_version_2_short",
+        "The header [2]: the version is checked before the length, so a one-element header of "
+        "another integer version is unsupported_version, not bad_request.",
+        [pack([2])],
+        "unsupported_version",
+    )
+    invalid(
+        "invalid_header_trailing_bytes",
+        "A HEARTBEAT header followed by one more byte (c0) in the same frame: a header frame is "
+        "exactly one msgpack value.",
+        [pack([VERSION, KINDS["heartbeat"]]) + b"\xc0"],
+        "bad_request",
+    )
+    invalid(
+        "invalid_header_not_utf8",
+        "A REQUEST whose service str holds the byte ff (not UTF-8): the header is not valid "
+        'msgpack, so the broker\'s ERROR has msg_id "".',
+        [
+            pack([VERSION, KINDS["request"], MSG_ID, "echo1", "add", 2.5, pack({})]).replace(
+                b"\xa5echo1", b"\xa5ech\xff1"
+            )
+        ],
+        "bad_request",
+    )
+    invalid(
+        "invalid_header_map_key_int",
+        "A READY whose info map has the integer key 1: every map key must be a str.",
+        [pack([VERSION, KINDS["ready"], "echo1", {"kind": "echo", 1: "one"}])],
+        "bad_request",
+    )
+    invalid(
+        "invalid_header_timestamp",
+        "A READY whose info holds a msgpack timestamp (ext type -1, d6 ff ...): no ext value "
+        "may appear in a header.",
+        [
+            pack([VERSION, KINDS["ready"], "echo1", {"kind": "echo", "since": 0}]).replace(
+                b"\xa5since\x00", b"\xa5since\xd6\xff\x69\x55\xb9\x00"
+            )
+        ],
+        "bad_request",
+    )
+    invalid(
+        "invalid_cancel_with_bulk_frame",
+        "A CANCEL followed by a bulk frame: only REQUEST, PROGRESS and REPLY carry bulk frames; "
+        "after any other kind they make the message bad_request (the header is checked first).",
+        [pack([VERSION, KINDS["cancel"], MSG_ID]), b"xx"],
         "bad_request",
     )
     invalid(
@@ -688,9 +771,94 @@ def build() -> None:
         stage="value",
     )
     invalid(
+        "invalid_bulk_reference_size_2",
+        "A bulk reference must hold 4 bytes: ext type 1 with 2 bytes (fixext 2, d5 01 00 01) is "
+        "bad_request even though a frame 1 follows.",
+        [
+            pack(
+                [
+                    VERSION,
+                    KINDS["request"],
+                    MSG_ID,
+                    "fr1",
+                    "FR_SendFile",
+                    2.5,
+                    pack({"data": msgpack.ExtType(BULK_EXT, b"\x00\x01")}),
+                ]
+            ),
+            b"xx",
+        ],
+        "bad_request",
+        stage="value",
+    )
+    invalid(
+        "invalid_payload_not_utf8",
+        "A REPLY whose result is a str holding the byte ff (a1 ff): not UTF-8.",
+        [pack([VERSION, KINDS["reply"], MSG_ID, b"\xa1\xff"])],
+        "bad_request",
+        stage="value",
+    )
+    invalid(
+        "invalid_payload_map_key_int",
+        "A REQUEST whose args map has the integer key 1 (81 01 a1 78): every map key must be "
+        "a str; bad_request, not invalid_arguments.",
+        [pack([VERSION, KINDS["request"], MSG_ID, "fr1", "FR_SendFile", 2.5, pack({1: "x"})])],
+        "bad_request",
+        stage="value",
+    )
+    invalid(
+        "invalid_payload_timestamp",
+        "A REQUEST whose args are a msgpack timestamp (ext type -1, d6 ff 00 00 00 01) instead "
+        "of a map: only ext type 1 is defined, so bad_request, not invalid_arguments.",
+        [
+            pack(
+                [
+                    VERSION,
+                    KINDS["request"],
+                    MSG_ID,
+                    "fr1",
+                    "FR_SendFile",
+                    2.5,
+                    b"\xd6\xff\x00\x00\x00\x01",
+                ]
+            )
+        ],
+        "bad_request",
+        stage="value",
+    )
+    no_nul = b"echo1.tick" + pack(
+        [VERSION, KINDS["event"], "echo1", 0x1A2B3C4D, 1, TS_NO_ZERO, None]
+    )
+    assert b"\0" not in no_nul
+    invalid(
         "invalid_event_no_nul",
-        "An event frame without the NUL after the topic.",
+        "An event frame with no NUL byte anywhere (topic and body run together; the epoch, seq "
+        "and ts are chosen to hold no 00 byte).",
+        [no_nul],
+        "bad_request",
+        channel="event",
+    )
+    invalid(
+        "invalid_event_topic_not_utf8",
+        "An event frame whose first NUL is inside the body (the 00 of the uint64 epoch), so the "
+        "'topic' before it holds the byte 97, not UTF-8. (Named invalid_event_no_nul before.)",
         [b"echo1.tick" + pack([VERSION, KINDS["event"], "echo1", EPOCH, 1, TS, None])],
+        "bad_request",
+        channel="event",
+    )
+    invalid(
+        "invalid_event_trailing_bytes",
+        "An event whose body is followed by one more byte (c0): the body is exactly one msgpack "
+        "value.",
+        [b"echo1.tick\0" + pack([VERSION, KINDS["event"], "echo1", EPOCH, 1, TS, None]) + b"\xc0"],
+        "bad_request",
+        channel="event",
+    )
+    invalid(
+        "invalid_event_seq_str",
+        "An event whose seq is the str '1': src must be a str, epoch and seq unsigned integers, "
+        "ts an integer or a float.",
+        [b"echo1.tick\0" + pack([VERSION, KINDS["event"], "echo1", EPOCH, "1", TS, None])],
         "bad_request",
         channel="event",
     )

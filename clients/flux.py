@@ -173,6 +173,35 @@ def _robot_address(endpoint: object) -> str:
     )
 
 
+def _flux_session(
+    endpoint: object, client_key: Any, bus: Client | str | None, timeout: float
+) -> tuple[Client, bool, str]:
+    """``(client, owned, service)`` of a facade built bus-style (``endpoint`` a bus, then the
+    service name) or vendor-style (``(ip, port)``, then fluxclient's key: the flux actor that
+    drives that address, looked up on ``bus`` or the default bus).
+
+    Raises:
+        RobotSessionError: A bad endpoint, no such actor, an unreachable broker ...
+    """
+    try:
+        if is_bus(endpoint):
+            if not isinstance(client_key, str):
+                raise RobotSessionError(
+                    "with a bus, the second argument is the flux actor's service name, "
+                    f"not {type(client_key).__name__}",
+                    "BAD_PARAMS",
+                    code="invalid_arguments",
+                )
+            client, owned = connect_bus(endpoint)
+            return client, owned, client_key
+        address = _robot_address(endpoint)
+        return vendor_session(
+            "flux", address, f"the FLUX device at {address}", bus=bus, timeout=timeout
+        )
+    except BusError as exc:
+        raise _translate(exc) from exc
+
+
 def _bus_call(bus: Client, service: str, command: str, args: dict[str, Any], timeout: float) -> Any:
     """One command on the bus, its failure raised as fluxclient's exception."""
     try:
@@ -247,24 +276,7 @@ class FluxRobot(BusSession):
         self._task: ScanTasks | MaintainTasks | None = None
         self._device = device
         self._client_key = client_key
-        try:
-            if is_bus(endpoint):
-                if not isinstance(client_key, str):
-                    raise RobotSessionError(
-                        "with a bus, the second argument is the flux actor's service name, "
-                        f"not {type(client_key).__name__}",
-                        "BAD_PARAMS",
-                        code="invalid_arguments",
-                    )
-                self._bus, self._owned = connect_bus(endpoint)
-                self.service = client_key
-            else:
-                address = _robot_address(endpoint)
-                self._bus, self._owned, self.service = vendor_session(
-                    "flux", address, f"the FLUX device at {address}", bus=bus, timeout=timeout
-                )
-        except BusError as exc:
-            raise _translate(exc) from exc
+        self._bus, self._owned, self.service = _flux_session(endpoint, client_key, bus, timeout)
         self._closed = False
         try:
             self._call("ping")
@@ -866,6 +878,11 @@ class FluxCamera(BusSession):
         camera.capture(lambda camera, jpeg: camera.abort())  # until abort()
         camera.close()
 
+    Built as in fluxclient, ``FluxCamera((ip, 23812), client_key, device=None)`` (what
+    ``Device.connect_camera`` does), the broker tells which flux actor drives that camera (the
+    actor advertises its camera address beside its robot address); ``client_key`` is accepted and
+    not used, as for ``FluxRobot``. Or bus-style, ``FluxCamera(bus, "p1")``.
+
     ``require_frame`` asks the actor for one frame (``camera_frame``); ``enable_streaming``
     subscribes to its ``<service>.camera`` events and starts them (``camera_start``, at most
     ``max_fps`` a second); ``disable_streaming`` stops them for every subscriber
@@ -874,24 +891,30 @@ class FluxCamera(BusSession):
     socket to ``select`` on); ``frames`` iterates instead.
 
     Args:
-        bus: A ``bus.client.Client`` (borrowed), or the broker's endpoint (owned).
-        service: The flux actor's service name.
+        endpoint: ``(ip, port)`` of the camera (vendor-style), or a ``Client`` (borrowed) or the
+            broker's endpoint (bus-style).
+        client_key: fluxclient's key (vendor-style, unused), or the flux actor's service name.
+        sock: fluxclient's USB bridge socket: only None is accepted.
+        device: fluxclient's device object, kept as given.
+        bus: Vendor-style only: the bus to look the camera up on instead of the default one.
         timeout: Bus deadline of each call, and how long ``feed`` waits for an image.
         max_fps: Stream rate asked of the actor.
-        device: fluxclient's device object, kept as given.
     """
 
     def __init__(
         self,
-        bus: Client | str,
-        service: str,
+        endpoint: Client | str | tuple[str, int] | list[Any],
+        client_key: Any,
+        sock: Any = None,
+        device: Any = None,
         *,
+        bus: Client | str | None = None,
         timeout: float = 40.0,
         max_fps: float = 2.0,
-        device: Any = None,
     ) -> None:
-        self._bus, self._owned = connect_bus(bus)
-        self.service = service
+        if sock is not None:
+            raise _no_usb("FluxCamera")
+        self._bus, self._owned, self.service = _flux_session(endpoint, client_key, bus, timeout)
         self.timeout = timeout
         self.max_fps = max_fps
         self._device = device

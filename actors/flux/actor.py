@@ -196,8 +196,9 @@ class FluxActor(Actor):
         return {"device": {"host": self.host, "port": self.config.port, "connected": connected}}
 
     def device_addresses(self) -> list[str]:
-        """The printer's robot address ``host:port`` (fluxclient's ``FluxRobot((ip, port), key)``)."""
-        return [f"{self.host}:{self.config.port}"]
+        """The printer's robot and camera addresses ``host:port`` (fluxclient's
+        ``FluxRobot((ip, 23811), key)`` and ``FluxCamera((ip, 23812), key)``)."""
+        return [f"{self.host}:{self.config.port}", f"{self.host}:{self.config.camera_port}"]
 
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"flux {self.name} {what}")

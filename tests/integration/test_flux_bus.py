@@ -47,6 +47,7 @@ pytestmark = pytest.mark.integration
 class Bench:
     line: Line
     tmp: Path
+    ready: dict[str, dict[str, str]]  # each printer's simulator ready line, by service
 
 
 def _start_sim(processes: Processes, address: str, *extra: str) -> dict[str, str]:
@@ -125,7 +126,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
         line.start_broker()
         line.start_actor("p1")
         line.start_actor("p2")
-        yield Bench(line, tmp)
+        yield Bench(line, tmp, {"p1": r1, "p2": r2})
     finally:
         processes.cleanup()
 
@@ -285,7 +286,10 @@ def test_camera_frame_and_stream(bench: Bench) -> None:
     robot = _robot(bench, "p2")  # a bare printer: robot and camera both over TLS
     try:
         assert _jpeg_size(robot.camera_frame()) == (FRAME_WIDTH, FRAME_HEIGHT)
-        with robot.watch_camera(max_fps=10) as camera:
+        host, port = bench.ready["p2"]["camera"].rsplit(":", 1)
+        # fluxclient's constructor (Device.connect_camera's): the broker finds p2 by its camera
+        with FluxCamera((host, int(port)), None, bus=robot.bus, max_fps=10) as camera:
+            camera.enable_streaming()
             images: list[bytes] = []
 
             def two_then_stop(cam: FluxCamera, jpeg: bytes) -> None:
@@ -297,6 +301,8 @@ def test_camera_frame_and_stream(bench: Bench) -> None:
             camera.require_frame()
             camera.feed(lambda cam, jpeg: images.append(jpeg))
         assert len(images) == 3
+        with robot.watch_camera(max_fps=10) as watched:  # the bus-style way
+            images.append(next(watched.frames(timeout=scaled(10))))
         assert {_jpeg_size(image) for image in images} == {(FRAME_WIDTH, FRAME_HEIGHT)}
     finally:
         robot.close()

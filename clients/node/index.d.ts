@@ -73,7 +73,7 @@ export interface Event {
 
 export class Subscriber implements AsyncIterable<Event> {
   /**
-   * @param endpoint the broker's subscribe endpoint (default $LINEBUS_SUBSCRIBE, else tcp://127.0.0.1:7752)
+   * @param endpoint the broker's subscribe endpoint (default $LINEBUS_SUBSCRIBE, else $LINEBUS_ENDPOINT's port + 2, else tcp://127.0.0.1:7752)
    * @param options.prefixes topic prefixes, ending in "." (default [""]: everything)
    */
   constructor(endpoint?: string, options?: { prefixes?: string[]; keys?: CurveKeys | null });

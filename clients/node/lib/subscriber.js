@@ -73,13 +73,17 @@ function subscribeEndpointFor(commandEndpoint) {
  */
 class Subscriber {
   /**
-   * @param {string} [endpoint] the broker's subscribe endpoint (default $LINEBUS_SUBSCRIBE,
-   *   else tcp://127.0.0.1:7752)
+   * @param {string} [endpoint] the broker's subscribe endpoint (default $LINEBUS_SUBSCRIBE, else
+   *   the port after next of $LINEBUS_ENDPOINT's (§2), else tcp://127.0.0.1:7752)
    * @param {{prefixes?: string[], keys?: import("./keys").CurveKeys | null}} [options]
    *   `prefixes`: topic prefixes (end them with "."; [""] is everything, the default)
    */
   constructor(endpoint, { prefixes = [""], keys } = {}) {
-    this.endpoint = endpoint || process.env.LINEBUS_SUBSCRIBE || protocol.DEFAULT_SUBSCRIBE_ENDPOINT;
+    const env = process.env;
+    this.endpoint =
+      endpoint ||
+      env.LINEBUS_SUBSCRIBE ||
+      (env.LINEBUS_ENDPOINT ? subscribeEndpointFor(env.LINEBUS_ENDPOINT) : protocol.DEFAULT_SUBSCRIBE_ENDPOINT);
     this.keys = keys === undefined ? curveKeys() : keys;
     this._tracker = new GapTracker();
     this._buffered = [];

@@ -127,3 +127,22 @@ test("a call checks its arguments before sending, and fails locally on a timeout
   }
   assert.throws(() => client.start("echo1", "add"), /closed/);
 });
+
+test("the subscribe endpoint defaults to $LINEBUS_SUBSCRIBE, else the command endpoint's port + 2", () => {
+  assert.equal(linebus.subscribeEndpointFor("tcp://10.0.0.5:7750"), "tcp://10.0.0.5:7752");
+  assert.throws(() => linebus.subscribeEndpointFor("ipc:///run/linebus/cmd"), linebus.ConfigError);
+  const saved = { ...process.env };
+  try {
+    delete process.env.LINEBUS_SUBSCRIBE;
+    process.env.LINEBUS_ENDPOINT = "tcp://127.0.0.1:17750";
+    const derived = new linebus.Subscriber(undefined, { keys: null });
+    derived.close();
+    assert.equal(derived.endpoint, "tcp://127.0.0.1:17752");
+    process.env.LINEBUS_SUBSCRIBE = "tcp://127.0.0.1:17999";
+    const given = new linebus.Subscriber(undefined, { keys: null });
+    given.close();
+    assert.equal(given.endpoint, "tcp://127.0.0.1:17999");
+  } finally {
+    process.env = saved;
+  }
+});

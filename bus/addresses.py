@@ -44,7 +44,7 @@ _UUID = re.compile(
 )
 #: ``host:port`` or ``[v6]:port``; a host has no colon, blank, slash or bracket (so a URI such
 #: as pyserial's ``socket://host:7000`` is not one).
-_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\s/\[\]]*)):(?P<port>\d{1,5})$")
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\s/\[\]]*)):(?P<port>\d{1,8})$")
 
 
 def _host(text: str) -> str:

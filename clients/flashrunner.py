@@ -450,7 +450,10 @@ class FR_Logger(BusSession):
     def __init__(
         self, bus: Client | str, service: str, *, subscribe_endpoint: str | None = None
     ) -> None:
-        self._bus, self._owned = connect_bus(bus, subscribe_endpoint)
+        try:
+            self._bus, self._owned = connect_bus(bus, subscribe_endpoint)
+        except BusError as exc:
+            raise FR_Comm_Exception.from_bus(exc) from exc
         self.service = service
         self.missed = 0
         self._sub: Any = None
@@ -472,7 +475,10 @@ class FR_Logger(BusSession):
         """Return the next log line, or None if none comes within ``timeout`` seconds."""
         self.open()
         while True:
-            event = self._sub.next(timeout)
+            try:
+                event = self._sub.next(timeout)
+            except BusError as exc:  # the broker refused our key meanwhile
+                raise FR_Comm_Exception.from_bus(exc) from exc
             if event is None:
                 return None
             if event.topic != f"{self.service}.log" or not isinstance(event.data, dict):
@@ -509,6 +515,9 @@ class FR_Logger(BusSession):
                         if line is not None:
                             callback(line)
                     reader.close()
+            except BusError as exc:
+                errors.append(FR_Comm_Exception.from_bus(exc))
+                ready.set()
             except BaseException as exc:
                 errors.append(exc)
                 ready.set()

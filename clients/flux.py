@@ -1035,7 +1035,10 @@ class StatusWatcher:
     def next(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next status, or None if none comes within ``timeout`` seconds."""
         while True:
-            event = self._sub.next(timeout)
+            try:
+                event = self._sub.next(timeout)
+            except BusError as exc:  # the broker refused our key meanwhile
+                raise _translate(exc) from exc
             if event is None:
                 return None
             if event.topic == self.topic and isinstance(event.data, dict):

@@ -384,3 +384,24 @@ def test_device_absent_at_start(bench: Bench) -> None:
             assert (
                 logger.read_line(scaled(10)) is not None
             )  # the simulator greets each logger client
+
+
+def test_vendor_constructor_finds_the_actor(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FlashRunner("LAN", "host:port")`` as fr_comm writes it: the bus of LINEBUS_ENDPOINT,
+    the actor that the broker says drives that address (``lookup``), through real processes."""
+    endpoints = bench.line.endpoints
+    monkeypatch.setenv("LINEBUS_ENDPOINT", endpoints.command)
+    monkeypatch.setenv("LINEBUS_SUBSCRIBE", endpoints.subscribe)
+    with bench.line.client() as bus:
+        rows = bus.call("broker", "lookup", {"kind": "flashrunner"})
+    advertised = {row["name"]: row["devices"] for row in rows}
+    assert set(advertised) == {"fr1", "fr2", "fr3"}
+    host, port = advertised["fr1"][0].rsplit(":", 1)
+    assert host == "127.0.0.1"
+    with FlashRunner("LAN", f"localhost:0{port}") as fr:  # spelt differently, found all the same
+        assert fr.service == "fr1"
+        fr.FR_SendCommand("#55*SPING")
+        assert fr.FR_GetAnswer(1500) == "55|>"
+    with pytest.raises(FR_Comm_Exception) as caught:
+        FlashRunner("/dev/ttyUSB9", "115200")
+    assert caught.value.code == "unknown_service"

@@ -28,7 +28,13 @@ from actors.fluxfamily import crypto
 from actors.fluxfamily.keys import load_key
 from actors.simsupport.jpeg import FRAME_HEIGHT, FRAME_WIDTH
 from bus.errors import BusError
-from clients.flux import FluxCamera, FluxRobot, RobotError, RobotSessionError
+from clients.flux import (
+    FluxCamera,
+    FluxRobot,
+    RobotError,
+    RobotSessionError,
+    get_or_create_default_key,
+)
 from tests.conftest import (
     Endpoints,
     Line,
@@ -348,3 +354,22 @@ def test_logs_cloud_code_position_raw_icontrol(bench: Bench, p1: FluxRobot) -> N
     with pytest.raises(RobotSessionError) as unusable:
         FluxRobot.from_usb(None, None)
     assert unusable.value.error_symbol == ("NOT_SUPPORT",)
+
+
+def test_vendor_constructor_finds_the_actor(
+    bench: Bench, p1: FluxRobot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FluxRobot((ip, port), client_key)`` as fluxclient writes it: the bus of
+    LINEBUS_ENDPOINT, and the flux actor the broker says drives that printer."""
+    endpoints = bench.line.endpoints
+    monkeypatch.setenv("LINEBUS_ENDPOINT", endpoints.command)
+    monkeypatch.setenv("LINEBUS_SUBSCRIBE", endpoints.subscribe)
+    rows = p1.bus.call("broker", "lookup", {"kind": "flux"})
+    host, port = {row["name"]: row["devices"] for row in rows}["p1"][0].rsplit(":", 1)
+    client_key = get_or_create_default_key(tmp_path / "sdk_connection.pem")
+    with FluxRobot((host, int(port)), client_key) as robot:
+        assert robot.service == "p1"
+        assert robot.list_files("/SD/") == p1.list_files("/SD/")
+    with pytest.raises(RobotSessionError) as caught:
+        FluxRobot((host, int(port) + 1), client_key)
+    assert caught.value.code == "unknown_service"

@@ -788,3 +788,19 @@ class TestStartup:
         finally:
             holder.close(linger=0)
             taken.term()
+
+
+# --- device lookup ----------------------------------------------------------------------------
+
+
+def test_lookup_shows_a_caller_only_the_services_it_may_call(
+    make_line: Callable[..., SecureLine],
+) -> None:
+    """``lookup`` through the secured broker applies the caller's own access list (the rules
+    themselves: tests/unit/test_broker_lookup.py)."""
+    line = make_line({"operators": ["alice"], "identity": {"bob": {"call": ["*.*", "!fr1.*"]}}})
+    info = {**INFO, "commands": {"FR_GetInfo": {}}, "devices": ["10.0.0.40:1234"]}
+    line.actor("fr1", info=info)
+    query = {"address": "10.0.0.40"}
+    assert [row["name"] for row in line.call(line.dealer("alice"), "lookup", query)] == ["fr1"]
+    assert line.call(line.dealer("bob"), "lookup", query) == []

@@ -38,6 +38,7 @@ from typing import Any
 from bus.client import Call, Client
 from bus.errors import BusError
 from clients._session import BusSession, connect_bus
+from clients._vendor import find_service
 
 __all__ = [
     "APIClient",
@@ -50,8 +51,8 @@ __all__ = [
     "WrongAuthToken",
 ]
 
-#: The actor's service name when none is given.
-DEFAULT_SERVICE = "remotelab"
+#: The remote-lab actor's kind, which the broker's ``lookup`` asks for when no service is named.
+KIND = "remotelab"
 
 
 class Error(Exception):
@@ -133,8 +134,15 @@ class APIClient(BusSession):
         headers, ignore_env, base_uri, verify: Likewise the actor's settings; not used here.
         bus: A ``bus.client.Client``, or the broker's command endpoint (default:
             ``LINEBUS_ENDPOINT`` or the local default).
-        service: The actor's service name.
+        service: The actor's service name; None (as the published constructor leaves it): the
+            broker's ``lookup`` names the remote-lab actor, the one whose API is ``base_uri`` if
+            given, else the first one up (so the tutorial's ``APIClient(api_token=...)`` finds
+            the line's actor whatever its name).
         timeout: Bus deadline of one API call, in seconds.
+
+    Raises:
+        Error: with ``service`` None, no remote-lab actor is up on the bus (``unknown_service``,
+            ``unavailable``) or the broker cannot be reached (``broker_unreachable``).
     """
 
     def __init__(
@@ -146,12 +154,19 @@ class APIClient(BusSession):
         verify: bool = True,
         *,
         bus: Client | str | None = None,
-        service: str = DEFAULT_SERVICE,
+        service: str | None = None,
         timeout: float = 60.0,
     ) -> None:
         self._bus, self._owned = connect_bus(bus)
-        self.service = service
         self.timeout = timeout
+        if service is None:
+            what = "the rerobots API" + (f" at {base_uri}" if base_uri else "")
+            try:
+                service = str(find_service(self._bus, KIND, base_uri, what)["name"])
+            except BusError as exc:
+                self.close()
+                raise _raise(exc) from exc
+        self.service = service
 
     # ------------------------------------------------------------ plumbing
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,6 +185,8 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_telemetry_disk_full.py::test_store_": "no broker: the store alone",
     "tests/integration/test_security_broker.py": "its own secured line, keys and clients",
     "tests/integration/test_security_line.py": "its own secured line, keys and clients",
+    "tests/integration/test_seeds.py": "vendor scripts via linebus compat: the import hook and the "
+    "vendor constructors are the same with CURVE, whose facade paths their own bus tests run",
     "tests/integration/test_compose.py": "runs the compose files' own configs, plain and secured",
     "tests/integration/test_c_client_vectors.py": "no broker: the C codec against the vectors",
     "tests/integration/test_node_client.py::test_node_codec": "no line: Node codec, vectors, keys",
@@ -208,6 +211,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = (
             f"interop test skipped under CI=true (install what it needs in .ci/run): {reason}"
+        )
+
+
+@dataclass
+class DemoConfig:
+    """A copy of a config of configs/ (the demo line) on free loopback ports, its state files
+    (databases, keys under var/) in a folder of the test's own."""
+
+    path: Path
+    #: Each port of the original config and the free port that replaced it.
+    ports: dict[str, str]
+
+    @classmethod
+    def write(cls, name: str, folder: Path) -> DemoConfig:
+        """configs/``name`` relocated into ``folder``: every 127.0.0.N:PORT moves to a free port,
+        so a test never collides with a demo line someone is running."""
+        text = (ROOT / "configs" / name).read_text()
+        ports = {
+            port: str(free_port())
+            for port in sorted(set(re.findall(r"127\.0\.0\.\d+:(\d+)", text)))
+        }
+        demo = cls(folder / name, ports)
+        text = demo.relocate(text)
+        # ([security] paths are relative to the config file's directory: "../var/".)
+        text = text.replace('"../var/', f'"{folder}/var/').replace('"var/', f'"{folder}/var/')
+        demo.path.write_text(text)
+        return demo
+
+    def relocate(self, text: str) -> str:
+        """``text`` with the config's addresses moved as in the config (other ports unchanged)."""
+        return re.sub(
+            r"(127\.0\.0\.\d+):(\d+)",
+            lambda m: f"{m.group(1)}:{self.ports.get(m.group(2), m.group(2))}",
+            text,
         )
 
 
@@ -374,9 +411,13 @@ class Line:
 
             assert load(self.config).security.curve, f"{self.config} has no broker key"
         self.broker = self.processes.start("-m", "bus.cli", "broker", "--config", str(self.config))
-        with self.client(timeout=0.5) as client:
-            wait_until(lambda: _pings(client), scaled(15), "broker to answer")
+        self.wait_broker()
         return self.broker
+
+    def wait_broker(self, timeout: float = 15.0) -> None:
+        """Wait until the line's broker answers a ping."""
+        with self.client(timeout=0.5) as client:
+            wait_until(lambda: _pings(client), scaled(timeout), "broker to answer")
 
     def start_actor(self, name: str) -> subprocess.Popen[bytes]:
         """Start the actor ``name`` of the config as its own process and wait until it is up."""

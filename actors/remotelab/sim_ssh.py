@@ -75,7 +75,8 @@ class SandboxSSHServer:
     """An SSH server on ``host`` (a free port) for one instance.
 
     Args:
-        sandbox: Working directory of commands and root of SFTP (created if missing).
+        sandbox: Working directory of commands and root of SFTP (created if missing, with an
+            ``etc/hosts`` as a host has).
         host_key: The server's host key (published by the API).
         authorized_key: The only client key accepted, for user ``root``.
         host: Address to listen on.
@@ -115,6 +116,11 @@ class SandboxSSHServer:
     def start(self) -> None:
         """Listen (the port is then known) and accept connections from a background thread."""
         self.sandbox.mkdir(parents=True, exist_ok=True)
+        # A host's own /etc/hosts, as on an instance (the tutorial downloads it with get_file).
+        hosts = self.sandbox / "etc" / "hosts"
+        if not hosts.exists():
+            hosts.parent.mkdir(exist_ok=True)
+            hosts.write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{self.name}\n")
         try:
             listener = socket.create_server((self.host, self.port))
         except OSError:

@@ -31,7 +31,7 @@ from bus.client import Client
 from bus.errors import BusError
 from clients._session import BusSession, connect_bus
 from clients._vendor import is_bus, open_default_bus, vendor_session
-from clients.flux import FluxRobot
+from clients.flux import FluxCamera, FluxRobot
 from clients.fluxkey import KeyObject
 
 if TYPE_CHECKING:  # cryptography is needed only by callers that pass a key object
@@ -645,8 +645,9 @@ class Device:
     """One device as discovery saw it (fluxclient's ``fluxclient.device.Device``).
 
     Attributes are the metadata's (``uuid``, ``serial``, ``model_id``, ``version``, ``name``,
-    ``ipaddr``, ``discover_endpoint``, ``has_password``); ``connect_robot`` and
-    ``manage_device`` open sessions with it through the bus it was found on.
+    ``ipaddr``, ``discover_endpoint``, ``has_password``); ``connect_robot``,
+    ``connect_camera`` and ``manage_device`` open sessions with it through the bus it was
+    found on.
     """
 
     def __init__(self, meta: dict[str, Any], *, bus: Client | str | None = None) -> None:
@@ -686,6 +687,12 @@ class Device:
         ``ipaddr:port`` (``RobotSessionError`` if none does)."""
         kw.pop("conn_callback", None)
         return FluxRobot((self.ipaddr, port), client_key, device=self, bus=self.bus, **kw)
+
+    def connect_camera(self, client_key: Any, port: int = 23812, **kw: Any) -> FluxCamera:
+        """A ``FluxCamera`` of this device: the flux actor that drives ``ipaddr:port`` (it
+        advertises its camera address beside its robot's; ``RobotSessionError`` if none does)."""
+        kw.pop("conn_callback", None)
+        return FluxCamera((self.ipaddr, port), client_key, device=self, bus=self.bus, **kw)
 
     def manage_device(self, client_key: Any, **kw: Any) -> DeviceManager:
         """A ``DeviceManager`` session with this device, through the discovery actor."""

@@ -205,7 +205,7 @@ def test_flux_vendor_style(on_line: BrokerThread, tmp_path: Path) -> None:
         sent = [feeder(next(chunks)) for feeder in robot.yihniwimda_upload_stream("x/y", 5)]
         assert (sent, _Flux.uploaded) == ([3, 5], b"abcde")
     with FluxRobot(list(ROBOT), None, device={"uuid": PRINTER}) as robot:
-        assert robot._device == {"uuid": PRINTER}
+        assert robot.device == {"uuid": PRINTER}
 
 
 def test_flux_session_errors(on_line: BrokerThread, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,7 +252,10 @@ def test_discovery_vendor_style(on_line: BrokerThread) -> None:
     device = discover_device(PRINTER.hex, timeout=WAIT_S)
     assert device is not None and device.status["st_label"] == "ST_RUNNING"
     with device.connect_robot(None) as robot:
-        assert robot.service == "printer" and robot._device is device
+        assert robot.service == "printer" and robot.device is device
+    with pytest.raises(RobotSessionError) as no_camera:  # the stand-in advertises no camera
+        device.connect_camera(None)
+    assert no_camera.value.code == "unknown_service" and ":23812" in str(no_camera.value)
     task = UpnpTask(PRINTER, lookup_timeout=1)
     task.rename("beta")
     task.close()

@@ -113,7 +113,9 @@ def test_c_call_cancel(live_cases: dict[str, dict[str, Any]], how: str) -> None:
     case = live_cases[how]
     assert case["code"] == "cancelled", case
     assert case["elapsed"] < scaled(3)
-    assert 1 <= len(case["progress"]) < 100 or how == "cancel_from_flag"
+    assert len(case["progress"]) < 100  # the command did not run to its end
+    if how == "cancel_from_progress":
+        assert case["progress"][0] == 1
 
 
 def test_c_call_bulk_frames(live_cases: dict[str, dict[str, Any]]) -> None:

@@ -189,6 +189,7 @@ SAME_IN_BOTH_PASSES = {
     "vendor constructors are the same with CURVE, whose facade paths their own bus tests run",
     "tests/integration/test_compose.py": "runs the compose files' own configs, plain and secured",
     "tests/integration/test_c_client_vectors.py": "no broker: the C codec against the vectors",
+    "tests/integration/test_c_client.py::test_c_call_routes": "a plaintext stand-in broker",
     "tests/integration/test_node_client.py::test_node_codec": "no line: Node codec, vectors, keys",
     "tests/integration/test_node_client.py::test_node_keys": "its own secured line, keys and clients",
     "tests/integration/test_node_client.py::test_npm_pack": "no line: npm pack and install",

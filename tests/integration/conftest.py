@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,8 +19,8 @@ def c_client_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     test programs); the directory holding the programs.
 
     Needs make, a C compiler, pkg-config and the libzmq and msgpack-c headers (.ci/run installs
-    them). Without them the C tests are skipped with the reason, except in CI (``CI=true``),
-    where that is a failure: CI must run them.
+    them). Without them the C tests are skipped with the reason; they are ``interop`` tests, so
+    under CI=true that skip fails the run (tests/conftest.py).
     """
     missing = [tool for tool in ("make", "cc", "pkg-config") if shutil.which(tool) is None]
     if not missing:
@@ -33,10 +32,7 @@ def c_client_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if not any(_pkg_config_has(name) for name in names):
                 missing.append(package)
     if missing:
-        reason = f"the C client needs {', '.join(missing)} (see .ci/run)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(f"the C client needs {', '.join(missing)} (see .ci/run)")
     build = tmp_path_factory.mktemp("c-client")
     result = subprocess.run(
         ["make", "-C", str(C_CLIENT), f"BUILD={build}", "-j2"],

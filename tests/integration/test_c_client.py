@@ -36,7 +36,7 @@ from tests.conftest import (
     write_config,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +162,8 @@ class _Lines:
 
 def test_c_subscriber_detects_gaps(c_client_build: Path, c_line: Line) -> None:
     """linebus-watch gets events by prefix once its subscription is ready: echo1's in order
-    (missed 0), and on a topic whose publisher skips seq 3 and 4, missed 2; a new epoch starts
-    the count afresh (missed 0)."""
+    (missed 0), and on a topic whose publisher skips seq 3 and 4, missed 2; a late event misses
+    nothing and does not lower the count; a new epoch starts the count afresh (missed 0)."""
     endpoints = c_line.endpoints
     watch = subprocess.Popen(
         [
@@ -201,15 +201,20 @@ def test_c_subscriber_detects_gaps(c_client_build: Path, c_line: Line) -> None:
         # then 2, 5 (3 and 4 lost) and seq 9 of a new epoch.
         epoch = protocol.new_epoch()
         seen = _publish_until_seen(publisher, out, epoch)
-        for event_epoch, seq in ((epoch, 2), (epoch, 5), (epoch + 1, 9)):
+        sent = ((epoch, 2), (epoch, 5), (epoch, 4), (epoch, 6), (epoch + 1, 9))
+        for event_epoch, seq in sent:
             publisher.send(protocol.encode_event("ctest.gap", "ctest", event_epoch, seq, 1.5, seq))
-        rest = [json.loads(out.next(scaled(5))) for _ in range(3)]
+        rest = [json.loads(out.next(scaled(5))) for _ in sent]
         while rest[0]["seq"] == 1:  # further copies of seq 1 sent before the first arrived
             rest = [*rest[1:], json.loads(out.next(scaled(5)))]
         assert seen["missed"] == 0
+        # 3 and 4 missing before 5; 4 then arrives late (missed 0, and the last seen stays 5, so
+        # 6 is in order); a new epoch counts afresh.
         assert [(e["epoch"], e["seq"], e["missed"], e["data"]) for e in rest] == [
             (epoch, 2, 0, 2),
             (epoch, 5, 2, 5),
+            (epoch, 4, 0, 4),
+            (epoch, 6, 0, 6),
             (epoch + 1, 9, 0, 9),
         ]
     finally:
@@ -291,3 +296,47 @@ def test_c_client_key_refused_at_once(c_client_build: Path, c_line: Line, tmp_pa
     if SECURE:
         assert details["reason"] == "refused_key"
         assert stranger.public_key.decode() in answer["error"]["message"]
+
+
+def test_c_call_routes_answers_by_msg_id(c_client_build: Path) -> None:
+    """Against a stand-in broker (a ROUTER in this test): answers with msg_id "" or another
+    request's id are dropped, and an ERROR for our call that carries a bulk frame ends the
+    call with bad_request (§3), not at its deadline."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    env = dict.fromkeys(KEY_VARIABLES, "")  # the stand-in speaks plaintext in both passes
+    call = subprocess.Popen(
+        [str(c_client_build / "linebus-call"), f"tcp://127.0.0.1:{port}", "echo1", "add", "a=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        assert router.poll(scaled(10) * 1000), "no request from the C client"
+        identity, header = router.recv_multipart()
+        message = protocol.decode([header])
+        assert (message.kind, message.service, message.command) == (
+            protocol.Kind.REQUEST,
+            "echo1",
+            "add",
+        )
+        assert message.value() == {"a": 1}
+        ours = message.msg_id
+        for frames in (
+            protocol.encode_error("", "bad_request", "about some READY", {}),
+            protocol.encode_reply(ours + "0", 7),  # another request's answer
+            [*protocol.encode_error(ours, "busy", "with a bulk frame", {}), b"stray"],
+        ):
+            router.send_multipart([identity, *frames])
+        out, err = call.communicate(timeout=scaled(5))  # the call's own deadline is 10 s
+    finally:
+        if call.poll() is None:
+            call.kill()
+            call.communicate()
+        router.close()
+        context.term()
+    assert call.returncode == 1, err
+    error = json.loads(out)["error"]
+    assert error["code"] == "bad_request" and "bulk" in error["message"], error

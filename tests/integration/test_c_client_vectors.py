@@ -21,8 +21,20 @@ import pytest
 
 from tests.conftest import ROOT, scaled
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
+#: The ``problem`` of a refused payload's details (docs/PROTOCOL.md §4).
+PAYLOAD_PROBLEMS = {
+    "truncated",
+    "trailing_bytes",
+    "invalid_byte",
+    "invalid_utf8",
+    "map_key_not_str",
+    "too_deep",
+    "ext_type",
+    "bulk_reference",
+    "invalid",
+}
 VECTORS = sorted((ROOT / "tests" / "vectors").glob("*.json"))
 
 
@@ -88,6 +100,9 @@ def test_c_codec_matches_vector(path: Path, c_results: dict[str, dict[str, Any]]
             vector["error"]["code"],
             vector["error"]["stage"],
         ), error["message"]
+        if error["stage"] == "value":  # §4: why the payload is refused, in its details
+            assert error["details"]["reason"] == "invalid_payload"
+            assert error["details"]["problem"] in PAYLOAD_PROBLEMS, error["details"]
         return
     assert got["error"] is None, f"refused a valid vector: {got['error']}"
     want = _from_json(vector["decoded"])

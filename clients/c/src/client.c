@@ -219,8 +219,22 @@ static answer handle(zmq_msg_t *msgs, size_t count, const char *msg_id,
     lb_message m;
     lb_error ignored;
     lb_error_init(&ignored);
-    /* A malformed message or one for another request is dropped (§6, §16 item 5). */
-    if (lb_decode(frames, count, &m, &ignored) != LB_OK) goto done;
+    /* A malformed message or one for another request is dropped (§6, §16 item 5), except an
+     * answer to us that breaks only the bulk-frame rule (an ERROR with bulk frames): the call
+     * ends with that bad_request (§3). */
+    lb_error malformed;
+    lb_error_init(&malformed);
+    if (lb_decode(frames, count, &m, &malformed) != LB_OK) {
+        if (count > 1 && lb_decode(frames, 1, &m, NULL) == LB_OK) {
+            if (lb_str_equals(&m.msg_id, msg_id)) {
+                outcome = FINISHED;
+                *code = lb_fail(err, malformed.code, "%s", malformed.message);
+            }
+            lb_message_destroy(&m);
+        }
+        lb_error_clear(&malformed);
+        goto done;
+    }
     if (!lb_str_equals(&m.msg_id, msg_id)) {
         lb_message_destroy(&m);
         goto done;

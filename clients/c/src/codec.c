@@ -1,5 +1,7 @@
 /* Headers, payloads and bulk frames (PROTOCOL.md §3-§5, §9, §11): no sockets here. */
 #define _POSIX_C_SOURCE 200809L
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +90,25 @@ static void pack_str(msgpack_packer *pk, const char *text) {
     msgpack_pack_str_body(pk, text, size);
 }
 
+/* A breach of §4's msgpack rules in `where` ("header", "payload", "event body"). In a payload
+ * the message and details are §4's: "payload is not valid msgpack: <what>",
+ * {"reason": "invalid_payload", "problem": P}. */
+static lb_code malformed(lb_error *err, const char *where, const char *problem,
+                         const char *format, ...) __attribute__((format(printf, 4, 5)));
+static lb_code malformed(lb_error *err, const char *where, const char *problem,
+                         const char *format, ...) {
+    char what[400];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(what, sizeof what, format, args);
+    va_end(args);
+    if (strcmp(where, "payload") != 0) return lb_fail(err, LB_BAD_REQUEST, "%s: %s", where, what);
+    lb_fail(err, LB_BAD_REQUEST, "payload is not valid msgpack: %s", what);
+    const char *keys[] = {"reason", "problem"}, *values[] = {"invalid_payload", problem};
+    lb_error_set_details(err, 2, keys, values);
+    return LB_BAD_REQUEST;
+}
+
 /* --- checking unpacked trees ---------------------------------------------------------------- */
 
 /* Check a tree: strs valid UTF-8, map keys str. In payloads, resolve bulk references in place
@@ -97,28 +118,27 @@ static lb_code check_tree(msgpack_object *o, const lb_bytes *bulk, size_t bulk_c
     switch (o->type) {
     case MSGPACK_OBJECT_STR:
         if (!lb_utf8_valid(o->via.str.ptr, o->via.str.size))
-            return lb_fail(err, LB_BAD_REQUEST, "%s: a str is not valid UTF-8", where);
+            return malformed(err, where, "invalid_utf8", "a str is not valid UTF-8");
         return LB_OK;
     case MSGPACK_OBJECT_EXT: {
         if (!payload)
-            return lb_fail(err, LB_BAD_REQUEST, "%s: msgpack ext type %d in a header", where,
-                           o->via.ext.type);
+            return malformed(err, where, "ext_type", "msgpack ext type %d outside a payload",
+                             o->via.ext.type);
         if (o->via.ext.type != BULK_EXT)
-            return lb_fail(err, LB_BAD_REQUEST, "%s: msgpack ext type %d is not defined by the "
-                           "protocol (only 1, a bulk reference)", where, o->via.ext.type);
+            return malformed(err, where, "ext_type", "msgpack ext type %d is not defined by the "
+                             "protocol (only 1, a bulk reference)", o->via.ext.type);
         if (o->via.ext.size != 4)
-            return lb_fail(err, LB_BAD_REQUEST,
-                           "%s: a bulk reference has %u bytes of data, not 4", where,
-                           o->via.ext.size);
+            return malformed(err, where, "bulk_reference",
+                             "a bulk reference has %u bytes of data, not 4", o->via.ext.size);
         const unsigned char *p = (const unsigned char *)o->via.ext.ptr;
         uint32_t index = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
         if (index == 0 || index > bulk_count)
-            return lb_fail(err, LB_BAD_REQUEST,
-                           "%s: bulk reference %u out of range (the message has %zu bulk "
-                           "frames, numbered from 1)", where, index, bulk_count);
+            return malformed(err, where, "bulk_reference",
+                             "bulk reference %u out of range (the message has %zu bulk frames, "
+                             "numbered from 1)", index, bulk_count);
         const lb_bytes *frame = &bulk[index - 1];
         if (frame->size > UINT32_MAX)
-            return lb_fail(err, LB_BAD_REQUEST, "%s: bulk frame %u too large", where, index);
+            return malformed(err, where, "bulk_reference", "bulk frame %u too large", index);
         o->type = MSGPACK_OBJECT_BIN;
         o->via.bin.ptr = frame->data;
         o->via.bin.size = (uint32_t)frame->size;
@@ -134,7 +154,7 @@ static lb_code check_tree(msgpack_object *o, const lb_bytes *bulk, size_t bulk_c
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (kv->key.type != MSGPACK_OBJECT_STR)
-                return lb_fail(err, LB_BAD_REQUEST, "%s: a map key is not a str", where);
+                return malformed(err, where, "map_key_not_str", "a map key is not a str");
             lb_code code = check_tree(&kv->key, bulk, bulk_count, payload, where, err);
             if (code == LB_OK)
                 code = check_tree(&kv->val, bulk, bulk_count, payload, where, err);
@@ -152,12 +172,14 @@ static lb_code unpack_one(const void *data, size_t size, msgpack_unpacked *out, 
     size_t offset = 0;
     msgpack_unpack_return ret = msgpack_unpack_next(out, data, size, &offset);
     if (ret == MSGPACK_UNPACK_CONTINUE)
-        return lb_fail(err, LB_BAD_REQUEST, "%s: truncated msgpack", where);
+        return malformed(err, where, "truncated", "ends in the middle of a value");
+    if (ret == MSGPACK_UNPACK_NOMEM_ERROR) /* msgpack-c's nesting limit (32 levels) */
+        return malformed(err, where, "too_deep", "nests deeper than msgpack-c's limit");
     if (ret != MSGPACK_UNPACK_SUCCESS)
-        return lb_fail(err, LB_BAD_REQUEST, "%s: not msgpack", where);
+        return malformed(err, where, "invalid_byte", "holds a byte that begins no msgpack value");
     if (offset != size)
-        return lb_fail(err, LB_BAD_REQUEST, "%s: %zu bytes after the msgpack value", where,
-                       size - offset);
+        return malformed(err, where, "trailing_bytes", "%zu bytes after the value",
+                         size - offset);
     return LB_OK;
 }
 

@@ -66,12 +66,16 @@ uint64_t lb_gaps_observe(lb_gaps *gaps, const char *topic, size_t topic_len, uin
     size_t b = hash(topic, topic_len) % gaps->bucket_count;
     for (entry *e = gaps->buckets[b]; e != NULL; e = e->next) {
         if (e->topic_len != topic_len || memcmp(e->topic, topic, topic_len) != 0) continue;
-        uint64_t missed = 0;
-        /* Same publisher incarnation and a jump: the events in between were lost. A new epoch
-         * starts counting afresh; a repeated or lower seq is a duplicate or reordering. */
-        if (e->epoch == epoch && seq > e->last_seq + 1) missed = seq - e->last_seq - 1;
-        e->epoch = epoch;
-        e->last_seq = seq; /* the last seen, as the reference subscriber keeps it */
+        if (e->epoch != epoch) { /* a new publisher incarnation: count afresh */
+            e->epoch = epoch;
+            e->last_seq = seq;
+            return 0;
+        }
+        /* A late or repeated event (seq <= last) misses nothing and never lowers the last seen,
+         * so the next event in order is not taken for a gap (§9). */
+        if (seq <= e->last_seq) return 0;
+        uint64_t missed = seq - e->last_seq - 1; /* the events in between were lost */
+        e->last_seq = seq;
         return missed;
     }
     entry *e = malloc(sizeof *e + topic_len);

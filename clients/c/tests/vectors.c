@@ -51,7 +51,9 @@ static void pack_key(msgpack_packer *pk, const char *key) {
 
 static void pack_error(msgpack_packer *pk, const lb_error *err, const char *stage) {
     pack_key(pk, "error");
-    msgpack_pack_map(pk, 3);
+    msgpack_pack_map(pk, 4);
+    pack_key(pk, "details");
+    msgpack_pack_object(pk, err->details);
     pack_key(pk, "code");
     pack_key(pk, lb_code_name(err->code));
     pack_key(pk, "stage");

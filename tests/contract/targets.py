@@ -84,6 +84,8 @@ TARGETS: list[ContractTarget] = [
                     "127.0.0.1:{port[fluxmanage]}",
                     "--udp-listen",
                     "127.0.0.1:{port[fluxudp]}",
+                    "--camera-port",
+                    "0",  # not the fixed 23812 on the shared 127.0.0.1
                     "--group",
                     "",
                     "--password",

@@ -144,12 +144,24 @@ class Requests:
                 if len(frames) > 1
                 else protocol.unpack_small(payload)
             )
+        except BadRequest as exc:  # details name the problem (docs/PROTOCOL.md §4)
+            self.reply_error(
+                msg_id, BadRequest(f"arguments of {name!r}: {exc.message}", details=exc.details)
+            )
+            return
+        try:
             args = spec.bind(raw_args if raw_args is not None else {})
         except BusError as exc:
             self.reply_error(msg_id, exc)
             return
-        except Exception as exc:  # whatever else a corrupt payload provokes is the caller's too
-            self.reply_error(msg_id, BadRequest(f"arguments are not valid msgpack ({exc})"))
+        except Exception as exc:  # a converter that chokes on a value is the caller's problem too
+            self.reply_error(
+                msg_id,
+                BadRequest(
+                    f"{name}: arguments could not be checked ({type(exc).__name__}: {exc})",
+                    details={"reason": "invalid_payload", "problem": "invalid"},
+                ),
+            )
             return
         free = spec.concurrent or (self._current is None and not self._queue)
         if free and spec.inline:
@@ -285,7 +297,8 @@ class Requests:
 
     def reply_error(self, msg_id: str, exc: BusError) -> None:
         """Answer request ``msg_id`` with the error ``exc``."""
-        self._send(protocol.encode_error(msg_id, exc.code, exc.message, exc.details))
+        # wire_code: an unknown code relayed from a service this actor called stays that code.
+        self._send(protocol.encode_error(msg_id, exc.wire_code, exc.message, exc.details))
 
     # --- stopping -------------------------------------------------------------------------
 

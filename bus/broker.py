@@ -1059,9 +1059,15 @@ class Broker:
         self, ident: bytes, request: protocol.RequestHeader, bulk: _Frames
     ) -> str | None:
         try:
-            args = protocol.unpack_value(request.payload, bulk) or {}
+            args = protocol.unpack_value(request.payload, bulk)
+            args = {} if args is None else args
             if not isinstance(args, dict):
-                raise BadRequest("arguments must be a map")
+                raise InvalidArguments.about(
+                    f"arguments must be a map of name to value, got {type(args).__name__}",
+                    argument=None,
+                    problem="type",
+                    expected="map",
+                )
             result = self._internal_command(request.command, args)
         except BusError as exc:
             self._send_quiet(
@@ -1082,7 +1088,7 @@ class Broker:
         if command == "describe":
             name = args.get("service")
             if not isinstance(name, str):
-                raise invalid_argument("service", "str", name)
+                raise invalid_argument(args, "service", "str")
             entry = self.directory.by_name.get(name)
             if entry is None:
                 raise UnknownService(f"no service named {name!r} has registered")
@@ -1100,7 +1106,7 @@ class Broker:
             # Lets a subscriber learn that its subscription has reached the broker.
             topic = args.get("topic")
             if not isinstance(topic, str) or not topic.startswith("_probe."):
-                raise invalid_argument("topic", "str starting with '_probe.'", topic)
+                raise invalid_argument(args, "topic", "str starting with '_probe.'")
             self._emit(
                 protocol.encode_event(
                     topic, protocol.BROKER_SERVICE, self._epoch, 0, time.time(), None
@@ -1211,9 +1217,20 @@ def _outcome(kind: int, header: list[Any]) -> str:
         return "error"
 
 
-def invalid_argument(argument: str, expected: str, got: Any) -> BusError:
-    """An ``invalid_arguments`` error naming the argument, the expected type and what came."""
-    return InvalidArguments(
+def invalid_argument(args: dict[str, Any], argument: str, expected: str) -> BusError:
+    """An ``invalid_arguments`` error about ``argument`` of ``args``: missing, or not
+    ``expected`` (details as the actors give them, docs/PROTOCOL.md §10)."""
+    if argument not in args:
+        return InvalidArguments.about(
+            f"missing required argument {argument!r} ({expected})",
+            argument=argument,
+            problem="missing",
+            expected=expected,
+        )
+    got = args[argument]
+    return InvalidArguments.about(
         f"argument {argument!r} must be {expected}, got {type(got).__name__}",
-        details={"argument": argument, "expected": expected},
+        argument=argument,
+        problem="type" if not isinstance(got, str) else "value",
+        expected=expected,
     )

@@ -320,8 +320,11 @@ class CommandSpec:
             InvalidArguments: naming the argument that is unknown, missing or of the wrong type.
         """
         if not isinstance(args, dict):
-            raise InvalidArguments(
-                "arguments must be a map of name to value", details={"argument": None}
+            raise InvalidArguments.about(
+                f"arguments must be a map of name to value, got {type(args).__name__}",
+                argument=None,
+                problem="type",
+                expected="map",
             )
         out: dict[str, Any] = {}
         for key, value in args.items():
@@ -330,10 +333,13 @@ class CommandSpec:
                 if self.accepts_any:
                     out[key] = value
                     continue
-                known = ", ".join(p.name for p in self.params) or "none"
-                raise InvalidArguments(
-                    f"unknown argument {key!r} (arguments: {known})",
-                    details={"argument": key, "problem": "unknown"},
+                known = [p.name for p in self.params]
+                raise InvalidArguments.about(
+                    f"unknown argument {key!r} (arguments: {', '.join(known) or 'none'})",
+                    argument=key,
+                    problem="unknown",
+                    expected=None,
+                    known=known,
                 )
             check = param.check
             if check is None:
@@ -342,16 +348,21 @@ class CommandSpec:
             ok, converted = check(value)
             if not ok:
                 expected = _type_name(param.annotation)
-                raise InvalidArguments(
+                raise InvalidArguments.about(
                     f"argument {key!r} must be {expected}, got {type(value).__name__} {_short(value)}",
-                    details={"argument": key, "expected": expected, "problem": "type"},
+                    argument=key,
+                    problem="type",
+                    expected=expected,
                 )
             out[key] = converted
         for param in self.params:
             if param.required and param.name not in out:
-                raise InvalidArguments(
-                    f"missing required argument {param.name!r} ({_type_name(param.annotation)})",
-                    details={"argument": param.name, "problem": "missing"},
+                expected = _type_name(param.annotation)
+                raise InvalidArguments.about(
+                    f"missing required argument {param.name!r} ({expected})",
+                    argument=param.name,
+                    problem="missing",
+                    expected=expected,
                 )
         return out
 

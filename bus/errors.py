@@ -14,7 +14,7 @@ so a newer peer never crashes an older one. Tracebacks never go on the wire.
     │   └── BrokerUnreachable               "broker_unreachable" (client side only)
     ├── DeadlineExceeded (TimeoutError)     "deadline_exceeded"
     ├── UnknownCommand                      "unknown_command"
-    ├── InvalidArguments                    "invalid_arguments" details: argument, expected
+    ├── InvalidArguments                    "invalid_arguments" details: argument, problem, expected
     ├── Busy                                "busy"              (retryable)
     ├── Cancelled                           "cancelled"
     ├── PermissionDenied                    "permission_denied"
@@ -83,6 +83,11 @@ class BusError(Exception):
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}"
 
+    @property
+    def wire_code(self) -> str:
+        """The code this error travels under in an ERROR: its class's ``code``."""
+        return self.code
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self.details))
 
@@ -141,9 +146,39 @@ class UnknownCommand(BusError):
 
 
 class InvalidArguments(BusError):
-    """The arguments do not match the command's signature; ``details['argument']`` names it."""
+    """The arguments do not match the command's signature; ``details['argument']`` names it.
+
+    Raised by the actor runtime's signature check and by the broker's own commands through
+    ``about``, whose details always have ``argument``, ``problem`` and ``expected``
+    (docs/PROTOCOL.md §10); a command's own checks may give fewer.
+    """
 
     code = "invalid_arguments"
+
+    @classmethod
+    def about(
+        cls,
+        message: str,
+        *,
+        argument: str | None,
+        problem: str,
+        expected: str | None,
+        **extra: Any,
+    ) -> InvalidArguments:
+        """An error with the documented details.
+
+        Args:
+            message: What is wrong, for people.
+            argument: The argument's name; None when the arguments as a whole are wrong.
+            problem: ``unknown``, ``missing``, ``type`` or ``value``.
+            expected: What the argument must be (a type name, or a description of the values
+                allowed); None for an unknown argument.
+            **extra: More details (``known``: the argument names there are).
+        """
+        return cls(
+            message,
+            details={"argument": argument, "problem": problem, "expected": expected, **extra},
+        )
 
 
 class Busy(BusError):
@@ -244,7 +279,11 @@ class ConfigError(BusError):
 
 
 class RemoteError(BusError):
-    """An error whose code this version of linebus does not know; ``remote_code`` keeps it."""
+    """An error whose code this version of linebus does not know; ``remote_code`` keeps it.
+
+    ``remote_error`` is this class's code in Python only: sent on (an actor letting through an
+    error of a service it called), it travels under ``remote_code``, the code it came with.
+    """
 
     code = "remote_error"
 
@@ -260,6 +299,11 @@ class RemoteError(BusError):
 
     def __str__(self) -> str:
         return f"[{self.remote_code}] {self.message}"
+
+    @property
+    def wire_code(self) -> str:
+        """The code it arrived with: linebus never sends ``remote_error`` itself."""
+        return self.remote_code
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_remote, (self.message, self.remote_code, self.details))

@@ -38,23 +38,31 @@ def lookup(
     address = args.get("address")
     kind = args.get("kind")
     if address is None and kind is None:
-        raise InvalidArguments(
+        raise InvalidArguments.about(
             "lookup needs 'address' (a device address) or 'kind' (an actor kind), or both",
-            details={"argument": "address"},
+            argument="address",
+            problem="missing",
+            expected="str",
         )
     for name, value in (("address", address), ("kind", kind)):
         if value is not None and not isinstance(value, str):
-            raise InvalidArguments(
+            raise InvalidArguments.about(
                 f"argument {name!r} must be str, got {type(value).__name__}",
-                details={"argument": name, "expected": "str"},
+                argument=name,
+                problem="type",
+                expected="str",
             )
     query: str | None = None
     if isinstance(address, str):
         try:
             query = normalize(address)
         except ValueError as exc:
-            raise InvalidArguments(
-                f"argument 'address': {exc}", details={"argument": "address"}
+            # Details as every broker command gives them (docs/PROTOCOL.md §10, §13).
+            raise InvalidArguments.about(
+                f"argument 'address': {exc}",
+                argument="address",
+                problem="value",
+                expected="a device address",
             ) from exc
     rows = []
     for entry in sorted(directory.by_name.values(), key=lambda e: e.name):

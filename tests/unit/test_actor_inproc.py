@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 
 from bus import _publisher, protocol
 from bus.actor import Actor, ActorSettings, CommandContext, command
-from bus.errors import DeviceFault
+from bus.errors import DeviceFault, RemoteError
 from bus.protocol import Kind
 from bus.testing import async_wait_until, free_port
 
@@ -72,6 +72,11 @@ class Probe(Actor):
     def fail(self) -> None:
         """Raise a device fault."""
         raise DeviceFault("jammed", device_code="E7")
+
+    @command
+    def relay(self) -> None:
+        """Let through an error of a code this version does not know (from a service called)."""
+        raise RemoteError("on fire", remote_code="printer_on_fire", details={"tray": 2})
 
     @command
     def crash(self) -> None:
@@ -468,9 +473,13 @@ class TestInvalidRequests:
     @pytest.mark.parametrize(
         ("args", "details"),
         [
-            ({"a": 1, "c": 2}, {"argument": "c", "problem": "unknown"}),
+            (
+                {"a": 1, "c": 2},
+                {"argument": "c", "problem": "unknown", "expected": None, "known": ["a", "b"]},
+            ),
             ({"a": "one"}, {"argument": "a", "expected": "int", "problem": "type"}),
-            ({"b": 1}, {"argument": "a", "problem": "missing"}),
+            ({"b": 1}, {"argument": "a", "problem": "missing", "expected": "int"}),
+            ([1, 2], {"argument": None, "problem": "type", "expected": "map"}),
         ],
     )
     async def test_arguments_are_checked(
@@ -494,10 +503,32 @@ class TestInvalidRequests:
         answer = await line.broker.answer("t-list")
         assert answer.code == "invalid_arguments"
 
-    async def test_corrupt_payload(self, line: Line) -> None:
-        """Arguments that are not msgpack are bad_request."""
-        await line.broker.send(header("t-bad", "add", b"\xc1"))
-        assert (await line.broker.answer("t-bad")).code == "bad_request"
+    @pytest.mark.parametrize(
+        ("payload", "problem", "text"),
+        [
+            (b"\xc1", "invalid_byte", "a byte that begins no msgpack value (0xc1)"),
+            (b"\x81\xa1a", "truncated", "it ends in the middle of a value"),
+            (b"\x80\x80", "trailing_bytes", "bytes left over after the value"),
+            (b"\x81\x01\x02", "map_key_not_str", "a map key is not a str (int)"),
+            (
+                b"\xd6\xff\x00\x00\x00\x01",
+                "ext_type",
+                "ext type -1 (msgpack timestamp); only type 1 is defined",
+            ),
+        ],
+    )
+    async def test_corrupt_payload(
+        self, line: Line, payload: bytes, problem: str, text: str
+    ) -> None:
+        """Arguments that are not valid msgpack are bad_request (never invalid_arguments, even
+        a timestamp, §4), the message naming the command and the problem, the details too."""
+        await line.broker.send(header("t-bad", "add", payload))
+        answer = await line.broker.answer("t-bad")
+        assert (answer.code, answer.text, answer.details) == (
+            "bad_request",
+            f"arguments of 'add': payload is not valid msgpack: {text}",
+            {"reason": "invalid_payload", "problem": problem},
+        )
 
     async def test_malformed_request_with_an_id_is_answered(self, line: Line) -> None:
         """A REQUEST header with a wrong element but a usable id gets the decoder's error."""
@@ -526,6 +557,16 @@ class TestCommandErrors:
         assert (answer.code, answer.text) == ("device_fault", "jammed")
         assert answer.details["device_code"] == "E7"
         assert (await line.broker.call("afail")).code == "device_fault"
+
+    async def test_an_unknown_code_is_relayed_as_it_came(self, line: Line) -> None:
+        """A RemoteError let through by a command is answered with the code it arrived with,
+        never remote_error (which is only the Python class's name for unknown codes, §10)."""
+        answer = await line.broker.call("relay")
+        assert (answer.code, answer.text, answer.details) == (
+            "printer_on_fire",
+            "on fire",
+            {"tray": 2},
+        )
 
     async def test_unexpected_exception_is_internal(self, line: Line) -> None:
         """A bug in a command is answered internal (naming the msg_id) and logged."""

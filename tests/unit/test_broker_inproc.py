@@ -889,17 +889,21 @@ class TestIntrospection:
         assert (result["doc"], result["commands"]) == ("", {})
 
     @pytest.mark.parametrize(
-        ("args", "code"),
+        ("args", "code", "details"),
         [
-            ({}, "invalid_arguments"),
-            ({"service": 5}, "invalid_arguments"),
-            ({"service": "x"}, "unknown_service"),
+            ({}, "invalid_arguments", {"argument": "service", "problem": "missing"}),
+            ({"service": 5}, "invalid_arguments", {"argument": "service", "problem": "type"}),
+            ({"service": "x"}, "unknown_service", {}),
         ],
     )
-    def test_describe_errors(self, line: Line, args: dict[str, Any], code: str) -> None:
+    def test_describe_errors(
+        self, line: Line, args: dict[str, Any], code: str, details: dict[str, Any]
+    ) -> None:
+        """describe's errors; invalid_arguments with the actors' details (§10)."""
         with pytest.raises(BusError) as info:
             line.call(line.dealer(), "describe", args)
         assert info.value.code == code
+        assert info.value.details == ({**details, "expected": "str"} if details else {})
 
     def test_stats_counts_routes_and_drops(self, line: Line) -> None:
         """stats: routed by what, dropped by reason, in-flight and service counts."""
@@ -930,6 +934,7 @@ class TestIntrospection:
         assert info.value.code == "invalid_arguments"
         assert info.value.details == {
             "argument": "topic",
+            "problem": "value",
             "expected": "str starting with '_probe.'",
         }
 
@@ -938,9 +943,13 @@ class TestIntrospection:
         with pytest.raises(BusError) as info:
             line.call(client, "reboot")
         assert (info.value.code, info.value.details) == ("unknown_command", {"command": "reboot"})
-        with pytest.raises(BusError) as info:
-            line.call(client, "ping", [1, 2])
-        assert (info.value.code, info.value.message) == ("bad_request", "arguments must be a map")
+        for args in ([1, 2], [], 0):
+            with pytest.raises(BusError) as info:
+                line.call(client, "ping", args)
+            assert (info.value.code, info.value.details) == (
+                "invalid_arguments",
+                {"argument": None, "problem": "type", "expected": "map"},
+            ), args
 
     def test_hello_is_answered_with_the_common_version(self, line: Line) -> None:
         """HELLO listing version 1 gets version 1 and the broker's endpoints."""

@@ -109,17 +109,25 @@ def test_lookup_by_address_and_kind() -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "text"),
+    ("args", "text", "details"),
     [
-        ({}, "needs 'address'"),
-        ({"address": 5}, "'address' must be str"),
-        ({"kind": ["flux"]}, "'kind' must be str"),
-        ({"address": "host:70000"}, "port must be 1-65535"),
+        ({}, "needs 'address'", ("address", "missing", "str")),
+        ({"address": 5}, "'address' must be str", ("address", "type", "str")),
+        ({"kind": ["flux"]}, "'kind' must be str", ("kind", "type", "str")),
+        (
+            {"address": "host:70000"},
+            "port must be 1-65535",
+            ("address", "value", "a device address"),
+        ),
     ],
 )
-def test_lookup_bad_arguments(args: dict[str, Any], text: str) -> None:
-    with pytest.raises(InvalidArguments, match=text):
+def test_lookup_bad_arguments(args: dict[str, Any], text: str, details: tuple[str, ...]) -> None:
+    """Refused arguments: invalid_arguments with the details every broker command gives (§10)."""
+    with pytest.raises(InvalidArguments, match=text) as info:
         lookup(LINE, args, None, "")
+    assert info.value.details == dict(
+        zip(("argument", "problem", "expected"), details, strict=True)
+    )
 
 
 def test_lookup_shows_only_services_the_caller_may_call() -> None:

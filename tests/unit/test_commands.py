@@ -141,7 +141,7 @@ class TestArguments:
     def test_missing_argument_is_named(self) -> None:
         """A required argument left out is invalid_arguments naming it."""
         error = rejection(spec_for(int), {})
-        assert (error.details["argument"], error.details["problem"]) == ("x", "missing")
+        assert error.details == {"argument": "x", "problem": "missing", "expected": "int"}
         assert "'x'" in error.message
 
     def test_default_makes_an_argument_optional(self) -> None:
@@ -151,7 +151,7 @@ class TestArguments:
     def test_arguments_must_be_a_map(self) -> None:
         """Arguments that are not a map are invalid_arguments with no argument named."""
         error = rejection(spec_for(int), [1])
-        assert error.details["argument"] is None
+        assert error.details == {"argument": None, "problem": "type", "expected": "map"}
 
     def test_var_keyword_accepts_any_extra_argument(self) -> None:
         """A command with **kwargs takes arguments it does not name, unchecked."""
@@ -175,6 +175,8 @@ class TestArguments:
         assert rejection(spec, {"steps": 1, "ctx": None}).details == {
             "argument": "ctx",
             "problem": "unknown",
+            "expected": None,
+            "known": ["steps"],
         }
 
 

@@ -143,6 +143,17 @@ class TestUnknownCode:
         """Callers that catch BusError catch it too."""
         assert isinstance(from_wire("x", "y"), BusError)
 
+    @pytest.mark.parametrize("code", ["future_code", "remote_error"])
+    def test_sent_on_under_the_code_it_came_with(self, code: str) -> None:
+        """An unknown code relayed (an actor letting it through) goes out as it came, so no
+        peer ever originates remote_error; every other error goes out under its class's code."""
+        assert from_wire(code, "x").wire_code == code
+        assert pickle.loads(pickle.dumps(from_wire(code, "x"))).wire_code == code
+
+    @pytest.mark.parametrize("cls", WIRE_CLASSES, ids=_names(WIRE_CLASSES))
+    def test_known_errors_travel_under_their_code(self, cls: type[BusError]) -> None:
+        assert make(cls).wire_code == cls.code
+
 
 class TestPickling:
     @pytest.mark.parametrize("cls", SUBCLASSES, ids=_names(SUBCLASSES))

@@ -203,10 +203,18 @@ function pack(value) {
 
 // --- decoding -------------------------------------------------------------------------------
 
-const MAX_DEPTH = 512;
+/** Nesting the decoder accepts (msgpack-python's limit too). */
+const MAX_DEPTH = 1024;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-class Malformed extends Error {}
+/** A breach of §4's msgpack rules; `problem` is the §4 payload problem code. */
+class Malformed extends Error {
+  /** @param {string} problem @param {string} message */
+  constructor(problem, message) {
+    super(message);
+    this.problem = problem;
+  }
+}
 
 class Reader {
   constructor(buf, extHook) {
@@ -215,7 +223,7 @@ class Reader {
     this.extHook = extHook;
   }
   take(n) {
-    if (this.pos + n > this.buf.length) throw new Malformed("truncated");
+    if (this.pos + n > this.buf.length) throw new Malformed("truncated", "ends in the middle of a value");
     const out = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
     return out;
@@ -234,7 +242,7 @@ class Reader {
       return utf8.decode(this.take(n));
     } catch (err) {
       if (err instanceof Malformed) throw err;
-      throw new Malformed("a string is not valid UTF-8");
+      throw new Malformed("invalid_utf8", "a string is not valid UTF-8");
     }
   }
   array(n, depth) {
@@ -248,7 +256,7 @@ class Reader {
       const start = this.buf[this.pos];
       const isStr = (start >= 0xa0 && start <= 0xbf) || (start >= 0xd9 && start <= 0xdb);
       const key = this.value(depth + 1);
-      if (!isStr) throw new Malformed(`a map key is ${describe(key)}, not a string`);
+      if (!isStr) throw new Malformed("map_key_not_str", `a map key is ${describe(key)}, not a string`);
       const item = this.value(depth + 1);
       // "__proto__" is an ordinary key on the wire: define it, do not let it set the prototype.
       Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
@@ -260,7 +268,7 @@ class Reader {
     return this.extHook(type, this.take(n));
   }
   value(depth) {
-    if (depth > MAX_DEPTH) throw new Malformed(`nested over ${MAX_DEPTH} levels`);
+    if (depth > MAX_DEPTH) throw new Malformed("too_deep", `nested over ${MAX_DEPTH} levels`);
     const b = this.u8();
     if (b < 0x80) return b;
     if (b < 0x90) return this.map(b & 0x0f, depth);
@@ -331,7 +339,7 @@ class Reader {
       case 0xdf:
         return this.map(this.u32(), depth);
       default:
-        throw new Malformed(`byte 0x${b.toString(16)} is not msgpack`);
+        throw new Malformed("invalid_byte", `byte 0x${b.toString(16)} begins no msgpack value`);
     }
   }
 }
@@ -349,7 +357,7 @@ function describe(value) {
 }
 
 function refuseExt(type) {
-  throw new Malformed(`msgpack ext type ${type} is not part of the protocol`);
+  throw new Malformed("ext_type", `an ext value (type ${type}) is not allowed here`);
 }
 
 /**
@@ -369,12 +377,13 @@ function unpack(buf, { extHook = refuseExt, what = "value" } = {}) {
 }
 
 /**
- * As `unpack`, for a header: also says which top-level array elements were floats.
- * @param {Uint8Array} buf
+ * As `unpack`, for a header or an event body (no ext value allowed): also says which
+ * top-level array elements were floats.
+ * @param {Uint8Array} buf @param {string} [what] "header" or "event body", for messages
  * @returns {{value: unknown, floats: Set<number>}}
  */
-function unpackHeader(buf) {
-  return unpackWith(buf, refuseExt, "header", true);
+function unpackHeader(buf, what = "header") {
+  return unpackWith(buf, refuseExt, what, true);
 }
 
 function unpackWith(buf, extHook, what, headerFloats = false) {
@@ -397,12 +406,15 @@ function unpackWith(buf, extHook, what, headerFloats = false) {
       value = reader.value(0);
     }
     if (reader.pos !== reader.buf.length) {
-      throw new Malformed(`${reader.buf.length - reader.pos} bytes after the ${what}`);
+      throw new Malformed("trailing_bytes", `${reader.buf.length - reader.pos} bytes left over after the value`);
     }
   } catch (err) {
     if (err instanceof Malformed) {
-      const reason = `${what} is not valid msgpack: ${err.message}`;
-      throw new BadRequest(reason, { reason });
+      const message = `${what} is not valid msgpack: ${err.message}`;
+      // Payloads: the details of §4 ({reason: "invalid_payload", problem}); elsewhere the
+      // codec's {reason: text} (§10).
+      const details = what === "payload" ? { reason: "invalid_payload", problem: err.problem } : { reason: message };
+      throw new BadRequest(message, details);
     }
     throw err;
   }

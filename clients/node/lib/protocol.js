@@ -8,7 +8,7 @@
 "use strict";
 
 const crypto = require("crypto");
-const { Ext, pack, unpack, unpackHeader } = require("./msgpack");
+const { Ext, Malformed, pack, unpack, unpackHeader } = require("./msgpack");
 const { BadRequest, UnsupportedVersion } = require("./errors");
 
 const VERSION = 1;
@@ -29,6 +29,8 @@ const Kind = Object.freeze({
 const KIND_NAMES = Object.freeze(Object.fromEntries(Object.entries(Kind).map(([k, v]) => [v, k.toLowerCase()])));
 /** Elements in each kind's header layout (§5); fewer is bad_request, more are ignored (§12). */
 const ARITY = Object.freeze({ 1: 7, 2: 4, 3: 4, 4: 6, 5: 3, 6: 4, 7: 2, 8: 3, 10: 4 });
+/** The kinds bulk frames may follow (§3); after any other they are bad_request. */
+const BULK_KINDS = new Set([Kind.REQUEST, Kind.PROGRESS, Kind.REPLY]);
 
 /** msgpack ext type of a bulk-frame reference; its data is the 1-based frame index, uint32 BE. */
 const BULK_EXT = 1;
@@ -95,14 +97,13 @@ function packValue(value) {
 function unpackValue(payload, frames = []) {
   if (payload.byteLength === 0) return null;
   const extHook = (type, data) => {
-    if (type !== BULK_EXT || data.length !== 4) {
-      const reason = `msgpack ext type ${type} of ${data.length} bytes is not a bulk reference`;
-      throw new BadRequest(reason, { reason });
+    if (type !== BULK_EXT) throw new Malformed("ext_type", `ext type ${type} is not a bulk reference`);
+    if (data.length !== 4) {
+      throw new Malformed("bulk_reference", `a bulk reference holds 4 bytes, this one ${data.length}`);
     }
     const index = data.readUInt32BE(0);
     if (index < 1 || index > frames.length) {
-      const reason = `bulk reference ${index} but the message has ${frames.length} bulk frames`;
-      throw new BadRequest(reason, { reason });
+      throw new Malformed("bulk_reference", `bulk reference ${index} but the message has ${frames.length} bulk frames`);
     }
     const frame = frames[index - 1];
     return Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
@@ -221,19 +222,21 @@ function decode(frames) {
     throw err;
   }
   const { value: header, floats } = parsed;
-  if (!Array.isArray(header) || header.length < 2) throw bad("header must be a msgpack array [version, kind, ...]");
+  // §5's order of checks: an array with an element; the version an integer, then 1 (so [2] is
+  // unsupported_version: the version comes before the length); a command-channel kind; the
+  // kind's layout; then the bulk-frame rule of §3.
+  if (!Array.isArray(header) || header.length === 0) throw bad("header must be a msgpack array [version, kind, ...]");
   const version = header[0];
-  if (version !== VERSION || floats.has(0)) {
-    if (isInt(version, floats, 0)) {
-      throw new UnsupportedVersion(`protocol version ${version} is not supported (this side speaks 1)`, {
-        supported: [...SUPPORTED_VERSIONS],
-      });
-    }
-    throw bad(`version must be an integer, got ${typeName(version)}`);
+  if (!isInt(version, floats, 0)) throw bad(`header[0] must be the protocol version (an integer), got ${typeName(version)}`);
+  if (version !== VERSION) {
+    throw new UnsupportedVersion(`protocol version ${version} is not supported (supported: [1])`, {
+      supported: [...SUPPORTED_VERSIONS],
+    });
   }
+  if (header.length < 2) throw bad("header must be a msgpack array [version, kind, ...]");
   const kind = header[1];
   if (!isInt(kind, floats, 1) || !(kind in ARITY)) {
-    throw bad(kind === Kind.EVENT ? "EVENT on the command channel" : `unknown kind ${String(kind)}`);
+    throw bad(kind === Kind.EVENT ? "events go to the publish endpoint, not the command endpoint" : `unknown message kind ${String(kind)}`);
   }
   const name = KIND_NAMES[kind];
   if (header.length < ARITY[kind]) {
@@ -280,6 +283,9 @@ function decode(frames) {
     default: // HEARTBEAT: nothing after the kind
       break;
   }
+  if (bulk.length && !BULK_KINDS.has(kind)) {
+    throw bad(`${name.toUpperCase()} carries no bulk frames, got ${bulk.length}`);
+  }
   return out;
 }
 
@@ -312,7 +318,9 @@ function encodeEvent(topic, src, epoch, seq, ts, data) {
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Decode an event frame into `{topic, src, epoch, seq, ts, data, body}`.
+ * Decode an event frame into `{topic, src, epoch, seq, ts, data, body}`, with §9's checks in
+ * order: a NUL; the topic valid UTF-8; the rest one msgpack value under §4's rules; an array of
+ * at least 7 elements, version 1, kind 9; src a str, epoch and seq unsigned integers, ts a number.
  * @param {Uint8Array} frame
  * @throws {BadRequest} not a well-formed version-1 event
  */
@@ -326,17 +334,24 @@ function decodeEvent(frame) {
   } catch {
     throw bad("event topic is not valid UTF-8");
   }
-  let body;
+  let parsed;
   try {
-    body = unpack(buf.subarray(sep + 1), { what: "event body" });
+    parsed = unpackHeader(buf.subarray(sep + 1), "event body");
   } catch (err) {
     if (err instanceof BadRequest) throw bad(err.details.reason);
     throw err;
   }
-  if (!Array.isArray(body) || body.length < 7 || body[0] !== VERSION || body[1] !== Kind.EVENT) {
+  const { value: body, floats } = parsed;
+  if (!Array.isArray(body) || body.length < 7 || !isInt(body[0], floats, 0) || body[0] !== VERSION || !isInt(body[1], floats, 1) || body[1] !== Kind.EVENT) {
     throw bad("event body must be [1, 9, src, epoch, seq, ts, data]");
   }
   const [, , src, epoch, seq, ts, data] = body;
+  const uint = (v, index) => isInt(v, floats, index) && v >= 0;
+  if (typeof src !== "string" || !uint(epoch, 3) || !uint(seq, 4) || typeof ts !== "number") {
+    throw bad(
+      `event src must be a str, epoch and seq unsigned integers, ts a number; got ${[src, epoch, seq, ts].map(typeName).join(", ")}`,
+    );
+  }
   return { topic, src, epoch, seq, ts, data, body };
 }
 
@@ -360,6 +375,7 @@ module.exports = {
   BULK_THRESHOLD,
   BULK_DEPTH,
   MAX_HEADER_BYTES,
+  BULK_KINDS,
   DEFAULT_COMMAND_ENDPOINT,
   DEFAULT_SUBSCRIBE_ENDPOINT,
   packValue,

@@ -43,10 +43,15 @@ class GapTracker {
     const { topic, src, epoch, seq, ts, data } = event;
     const last = this._last.get(topic);
     let missed = 0;
-    // First event of the topic, or a new epoch (another publisher incarnation): count from here.
-    // Same epoch: seq beyond last + 1 is a gap; seq at or below last is a duplicate or reordered.
-    if (last && last.epoch === epoch && seq > last.seq + 1) missed = seq - last.seq - 1;
-    this._last.set(topic, { epoch, seq });
+    if (!last || last.epoch !== epoch) {
+      // First event of the topic, or a new epoch (another publisher incarnation): count from here.
+      this._last.set(topic, { epoch, seq });
+    } else if (seq > last.seq) {
+      // Same epoch: seq beyond last + 1 is a gap. One at or below last is late or repeated:
+      // missed 0, and the last seen stays (the next event in order is then no gap).
+      missed = Number(seq) - Number(last.seq) - 1;
+      last.seq = seq;
+    }
     this.missedTotal += missed;
     return { topic, src, epoch, seq, ts, data, missed };
   }

@@ -17,6 +17,8 @@ const env = process.env;
 const skip = env.LINEBUS_ENDPOINT ? false : "no line: tests/integration/test_node_client.py starts one";
 const ECHO = env.LINEBUS_TEST_ECHO || "echo1";
 const FACTOR = Number(env.LINEBUS_TEST_TIME_FACTOR || "1");
+// Every test has a deadline: a lost event fails its test instead of hanging the suite.
+const opts = { skip, timeout: 20_000 * FACTOR };
 
 let client;
 test.before(() => {
@@ -33,7 +35,7 @@ async function rejects(promise, cls) {
   return error;
 }
 
-test("calls a command and a broker command", { skip }, async () => {
+test("calls a command and a broker command", opts, async () => {
   assert.equal(await client.call(ECHO, "add", { a: 2, b: 40 }), 42);
   assert.deepEqual(await client.call(ECHO, "echo", { value: { list: [1, -1, 300], ok: true, ratio: 0.75, none: null } }), {
     list: [1, -1, 300],
@@ -45,12 +47,12 @@ test("calls a command and a broker command", { skip }, async () => {
   assert.equal(pong.pong, true);
 });
 
-test("routes many concurrent answers on one socket by msg_id", { skip }, async () => {
+test("routes many concurrent answers on one socket by msg_id", opts, async () => {
   const sums = await Promise.all(Array.from({ length: 50 }, (_, i) => client.call(ECHO, "add", { a: i, b: 1000 })));
   assert.deepEqual(sums, Array.from({ length: 50 }, (_, i) => i + 1000));
 });
 
-test("errors arrive typed, with their code, details and retryable", { skip }, async () => {
+test("errors arrive typed, with their code, details and retryable", opts, async () => {
   const invalid = await rejects(client.call(ECHO, "add", { a: "x" }), linebus.InvalidArguments);
   assert.equal(invalid.code, "invalid_arguments");
   assert.equal(invalid.details.argument, "a");
@@ -66,7 +68,7 @@ test("errors arrive typed, with their code, details and retryable", { skip }, as
   await rejects(client.call(ECHO, "crash"), linebus.InternalError);
 });
 
-test("progress reaches onProgress and an async iteration of the call", { skip }, async () => {
+test("progress reaches onProgress and an async iteration of the call", opts, async () => {
   const seen = [];
   const result = await client.call(ECHO, "work", { steps: 3, step_s: 0.01 }, { onProgress: (p) => seen.push(p) });
   assert.deepEqual(result, { steps: 3 });
@@ -79,7 +81,7 @@ test("progress reaches onProgress and an async iteration of the call", { skip },
   assert.deepEqual(await call.result, { steps: 3 });
 });
 
-test("cancel stops a running command and the call ends with Cancelled", { skip }, async () => {
+test("cancel stops a running command and the call ends with Cancelled", opts, async () => {
   const started = Date.now();
   const call = client.start(ECHO, "work", { steps: 200, step_s: 0.05 });
   for await (const update of call) {
@@ -95,7 +97,7 @@ test("cancel stops a running command and the call ends with Cancelled", { skip }
   await rejects(aborted, linebus.Cancelled);
 });
 
-test("a deadline that passes ends the call with DeadlineExceeded; a timeout of 0 sends nothing", { skip }, async () => {
+test("a deadline that passes ends the call with DeadlineExceeded; a timeout of 0 sends nothing", opts, async () => {
   const started = Date.now();
   const late = await rejects(client.call(ECHO, "work", { steps: 100, step_s: 0.1 }, { timeout: 0.3 }), linebus.DeadlineExceeded);
   assert.ok(Date.now() - started < 3000 * FACTOR);
@@ -105,7 +107,7 @@ test("a deadline that passes ends the call with DeadlineExceeded; a timeout of 0
   assert.equal(call.sent, false);
 });
 
-test("bulk frames both ways: a large result and a large argument", { skip }, async () => {
+test("bulk frames both ways: a large result and a large argument", opts, async () => {
   const blob = await client.call(ECHO, "blob", { size: 200_003 });
   assert.ok(Buffer.isBuffer(blob));
   assert.equal(blob.length, 200_003);
@@ -114,7 +116,7 @@ test("bulk frames both ways: a large result and a large argument", { skip }, asy
   assert.equal(await client.call(ECHO, "length", { data: Buffer.alloc(100, 7) }), 100);
 });
 
-test("a broker that is not there is BrokerUnreachable at the deadline, not a hang", { skip }, async () => {
+test("a broker that is not there is BrokerUnreachable at the deadline, not a hang", opts, async () => {
   const dead = new linebus.Client(env.LINEBUS_TEST_DEAD_ENDPOINT, { timeout: 0.3 });
   try {
     const started = Date.now();
@@ -127,19 +129,29 @@ test("a broker that is not there is BrokerUnreachable at the deadline, not a han
   }
 });
 
-test("subscribes by prefix once the subscription is ready, with sequence numbers", { skip }, async () => {
+test("subscribes by prefix, with sequence numbers and no gaps", opts, async () => {
+  // waitReady proves the broker has the subscription; the actor's publisher gets it a moment
+  // later (subscriber -> broker -> actor, §9) and skips events nobody subscribed to until then.
+  // So: emit one event at a time until the first arrives, then every later one must arrive.
   const sub = new linebus.Subscriber(env.LINEBUS_SUBSCRIBE, { prefixes: [`${ECHO}.tick`] });
   try {
     await sub.waitReady(client, 10 * FACTOR);
-    assert.equal(await client.call(ECHO, "emit", { event: "other", count: 1 }), 1);
-    assert.equal(await client.call(ECHO, "emit", { event: "tick", count: 3, data: { n: 1 } }), 3);
-    const events = [];
-    for await (const event of sub) {
-      events.push(event);
-      if (events.length === 3) break;
+    const pending = sub.next(); // one receive at a time: the same promise across the tries
+    let first = null;
+    let emitted = 0; // the actor is this test's own: a tick's seq is its number among those emitted
+    while (!first && emitted < 200) {
+      emitted += await client.call(ECHO, "emit", { event: "tick", count: 1, data: { n: 1 } });
+      first = await Promise.race([pending, new Promise((resolve) => setTimeout(resolve, 50))]);
     }
-    assert.deepEqual(new Set(events.map((e) => e.topic)), new Set([`${ECHO}.tick`]));
-    assert.deepEqual(events.map((e) => e.seq - events[0].seq), [0, 1, 2]);
+    assert.ok(first, "no event arrived");
+    assert.equal(await client.call(ECHO, "emit", { event: "other", count: 1 }), 1);
+    emitted += await client.call(ECHO, "emit", { event: "tick", count: 3, data: { n: 1 } });
+    // Every tick from the first that arrived to the last emitted, in order.
+    const events = [first];
+    while (events[events.length - 1].seq < emitted) events.push(await sub.next());
+    assert.ok(events.every((e) => e.topic === `${ECHO}.tick`), "an event of another topic");
+    assert.deepEqual(events.map((e) => e.seq - first.seq), events.map((_, i) => i));
+    assert.ok(events.length >= 4);
     assert.ok(events.every((e) => e.missed === 0 && e.src === ECHO && e.data.n === 1 && typeof e.ts === "number"));
     assert.equal(sub.missedTotal, 0);
   } finally {
@@ -147,7 +159,7 @@ test("subscribes by prefix once the subscription is ready, with sequence numbers
   }
 });
 
-test("a gap in a topic's sequence is reported as missed events", { skip }, async () => {
+test("a gap in a topic's sequence is reported as missed events", opts, async () => {
   // A publisher of our own on the broker's publish endpoint writes seq 1, 2, 5 (3 and 4 lost),
   // then a new epoch (a restarted publisher): counting starts afresh there.
   const keys = curveKeys();

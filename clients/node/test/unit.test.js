@@ -67,8 +67,9 @@ test("gap tracking follows the table of §9", () => {
   assert.equal(missed("fr1.a", 5, 3), 0); // first of the topic
   assert.equal(missed("fr1.a", 5, 4), 0); // in order
   assert.equal(missed("fr1.a", 5, 9), 4); // 5..8 lost
-  assert.equal(missed("fr1.a", 5, 9), 0); // duplicate
-  assert.equal(missed("fr1.a", 5, 2), 0); // reordered
+  assert.equal(missed("fr1.a", 5, 9), 0); // repeated
+  assert.equal(missed("fr1.a", 5, 2), 0); // late: the last seen stays 9
+  assert.equal(missed("fr1.a", 5, 10), 0); // so the next in order is no gap
   assert.equal(missed("fr1.b", 5, 7), 0); // topics are counted apart
   assert.equal(missed("fr1.a", 6, 50), 0); // a new epoch starts afresh
   assert.equal(missed("fr1.a", 6, 52), 1);
@@ -100,15 +101,49 @@ test("msgpack: 64-bit integers beyond 2^53 are BigInt, never rounded; bad input 
   assert.deepEqual(unpack(pack({ __proto__key: 1, ["__proto__"]: 2 })), JSON.parse('{"__proto__key": 1, "__proto__": 2}'));
   const refused = (bytes, pattern) =>
     assert.throws(() => unpack(Buffer.from(bytes)), (e) => e instanceof linebus.BadRequest && pattern.test(e.message));
-  refused([0x01, 0x02], /1 bytes after/);
+  refused([0x01, 0x02], /1 bytes left over/);
   refused([0xa2, 0xc3, 0x28], /UTF-8/);
   refused([0x81, 0x01, 0x02], /map key is a number/);
-  refused([0xd6, 0x02, 0, 0, 0, 1], /ext type 2/);
-  refused([0xc1], /0xc1/);
-  refused([0x92, 0x01], /truncated/);
+  refused([0xd6, 0x02, 0, 0, 0, 1], /ext value \(type 2\)/);
+  refused([0xc1], /0xc1 begins no msgpack value/);
+  refused([0x92, 0x01], /middle of a value/);
   assert.throws(() => pack(new Date()), /cannot encode Date/);
   assert.throws(() => pack(new Map([[1, 2]])), /map key of type number/);
   assert.ok(pack(new Ext(1, Buffer.from([0, 0, 0, 1]))).equals(Buffer.from("d60100000001", "hex")));
+});
+
+test("a payload that breaks §4 is bad_request with details {reason: invalid_payload, problem}", () => {
+  const problem = (hex, frames = []) => {
+    try {
+      protocol.unpackValue(Buffer.from(hex, "hex"), frames);
+    } catch (err) {
+      assert.ok(err instanceof linebus.BadRequest);
+      assert.match(err.message, /^payload is not valid msgpack: /);
+      assert.equal(err.details.reason, "invalid_payload");
+      return err.details.problem;
+    }
+    return assert.fail("accepted");
+  };
+  assert.equal(problem("92"), "truncated");
+  assert.equal(problem("0101"), "trailing_bytes");
+  assert.equal(problem("c1"), "invalid_byte");
+  assert.equal(problem("a1ff"), "invalid_utf8");
+  assert.equal(problem("810102"), "map_key_not_str");
+  assert.equal(problem("91".repeat(1100) + "c0"), "too_deep");
+  assert.equal(problem("d6ff00000000"), "ext_type"); // a msgpack timestamp is not decoded as a time
+  assert.equal(problem("d5010001"), "bulk_reference");
+  assert.equal(problem("d60100000002", [Buffer.from("x")]), "bulk_reference");
+});
+
+test("bulk frames after a kind that carries none are bad_request; a header error comes first", () => {
+  const frames = [...protocol.encodeCancel("ab-1"), Buffer.from("x")];
+  assert.throws(() => protocol.decode(frames), (e) => e instanceof linebus.BadRequest && /CANCEL carries no bulk frames, got 1/.test(e.message));
+  const error = [...protocol.encodeError("ab-1", "busy", "m"), Buffer.from("x")];
+  assert.throws(() => protocol.decode(error), /ERROR carries no bulk frames/);
+  // [1] with a bulk frame: the short header is the error reported, not the bulk frame.
+  assert.throws(() => protocol.decode([Buffer.from("9101", "hex"), Buffer.from("x")]), (e) => e.code === "bad_request" && !/bulk/.test(e.message));
+  assert.throws(() => protocol.decode([Buffer.from("91cb3ff0000000000000", "hex")]), (e) => e.code === "bad_request"); // version 1.0
+  assert.throws(() => protocol.decode([Buffer.from("9102", "hex")]), (e) => e.code === "unsupported_version");
 });
 
 test("a call checks its arguments before sending, and fails locally on a timeout of 0", async () => {

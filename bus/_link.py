@@ -46,6 +46,7 @@ _REQUEST = int(Kind.REQUEST)
 _CANCEL = int(Kind.CANCEL)
 _HEARTBEAT = int(Kind.HEARTBEAT)
 _DISCONNECT = int(Kind.DISCONNECT)
+_ERROR = int(Kind.ERROR)
 # Plain ints: pyzmq's flags are IntFlag enums, and every operation on one builds a new member.
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
@@ -309,6 +310,21 @@ class BrokerLink:
             except BusError:
                 reason = ""
             self._on_disconnect(reason)
+        elif kind == _ERROR:
+            # The broker answers an actor only to refuse what it sent: a malformed READY or
+            # heartbeat (msg_id "", PROTOCOL.md §6), a registration the access list refuses.
+            try:
+                error = protocol.error_header(header)
+            except BusError:
+                self._log.warning("malformed_from_broker")
+                return
+            self._log.error(
+                "refused_by_broker",
+                code=error.code,
+                message=error.message,
+                details=error.details,
+                msg_id=error.msg_id,
+            )
 
     def _on_malformed_request(self, header: list[Any], exc: BusError) -> None:
         """Answer a REQUEST the broker should not have passed on, if it has an id to answer."""

@@ -537,6 +537,21 @@ class TestInvalidRequests:
         assert answer.code == "bad_request"
         assert answer.text == "malformed message: command must be a string, got int"
 
+    async def test_an_error_from_the_broker_is_logged(self, line: Line) -> None:
+        """An ERROR the broker sends the actor (it refused the actor's READY or heartbeat; msg_id
+        "", §6) is logged with its code and message; the actor goes on serving."""
+        with capture_logs() as logs:
+            await line.broker.send(
+                protocol.encode_error("", "bad_request", "malformed message: x")[0]
+            )
+            await line.broker.send(msgpack.packb([1, 4, "", "bad_request", "x", None]))
+            assert (await line.broker.call("add", {"a": 1})).value == 1
+        refused = [entry for entry in logs if entry["event"] == "refused_by_broker"]
+        assert [(e["code"], e["message"], e["msg_id"]) for e in refused] == [
+            ("bad_request", "malformed message: x", "")
+        ]
+        assert [e["event"] for e in logs].count("malformed_from_broker") == 1
+
     async def test_malformed_messages_are_dropped(self, line: Line) -> None:
         """Frames that are not messages, REQUESTs without an id and CANCELs without one are
         logged and dropped; the actor goes on serving."""

@@ -14,6 +14,7 @@ import msgpack
 import pytest
 
 from bus import protocol
+from bus._calls import GapTracker
 from bus.errors import BusError
 from tests.vectors.make_vectors import from_json, jsonable
 
@@ -197,3 +198,30 @@ class TestInvalidVectors:
     def test_value_errors_have_a_well_formed_header(self, vector: dict[str, Any]) -> None:
         """Vectors of stage "value" fail only when the payload is unpacked, not on the header."""
         protocol.decode(frames_of(vector))
+
+
+EVENTS = [v for v in VECTORS if v["channel"] == "event"]
+
+
+class TestEventVectorsOnTheSubscriberPath:
+    """The Python subscriber's own fast decoder (``GapTracker.decode``, which does not call
+    ``protocol.decode_event`` for a well-formed frame) agrees with the vectors too."""
+
+    @pytest.mark.parametrize("vector", EVENTS, ids=_ids(EVENTS))
+    def test_decoded_or_skipped_as_the_vector_says(self, vector: dict[str, Any]) -> None:
+        tracker = GapTracker()
+        event = tracker.decode(frames_of(vector)[0])
+        if vector["error"] is not None:
+            assert (event, tracker.malformed) == (None, 1)
+            return
+        expected = vector["decoded"]
+        assert event is not None and tracker.malformed == 0
+        assert (event.topic, event.src, event.epoch, event.seq, event.ts) == (
+            expected["topic"],
+            expected["src"],
+            expected["epoch"],
+            expected["seq"],
+            expected["ts"],
+        )
+        assert jsonable(event.data) == expected["data"]
+        assert type(event.ts) is type(expected["ts"])  # an integer ts stays an integer

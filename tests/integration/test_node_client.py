@@ -119,7 +119,8 @@ def test_node_keys_on_a_secured_line(
     """On a line with CURVE, the Node client takes its keys from LINEBUS_KEY_FILE and
     LINEBUS_BROKER_KEY_FILE (or LINEBUS_KEY / LINEBUS_BROKER_KEY, Z85) and calls; with a key the
     broker does not know it fails at once with unauthenticated naming its key, not at its
-    deadline; with one key variable and not the other it refuses to start."""
+    deadline, and so does a subscriber; with one key variable and not the other it refuses to
+    start."""
     keys, strangers = tmp_path / "keys", tmp_path / "strangers"
     generate_keypair(tmp_path, "broker")
     for name in ("node", "echo1"):
@@ -175,6 +176,19 @@ keys = "{keys}"
     error = json.loads(refused.stdout)["error"]
     assert (refused.returncode, error["code"]) == (1, "unauthenticated")
     assert mallory.public_key.decode() in error["message"]
+
+    started = time.monotonic()
+    subscriber = _node(
+        node,
+        "examples/subscribe.js",
+        endpoints.subscribe,
+        "1",
+        "echo1.",
+        env={"LINEBUS_KEY_FILE": str(mallory.secret_path)},
+    )
+    assert time.monotonic() - started < scaled(5)  # refused, not left waiting for events
+    assert subscriber.returncode == 1
+    assert f"[unauthenticated]: the broker at {endpoints.subscribe}" in subscriber.stderr
 
     half = _node(node, *example, '{"a": 1}', env={"LINEBUS_BROKER_KEY_FILE": ""})
     assert half.returncode == 1 and json.loads(half.stdout)["error"]["code"] == "config_error"

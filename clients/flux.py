@@ -939,14 +939,20 @@ class FluxCamera(BusSession):
 
     def enable_streaming(self) -> None:
         """Start the stream (its frames come to ``feed`` / ``capture`` / ``frames``)."""
+        fresh = self._sub is None
         if self._sub is None:
-            topic = f"{self.service}.camera"
-            try:
-                self._sub = self._bus.subscribe(topic)
+            self._sub = self._bus.subscribe(f"{self.service}.camera")
+        try:
+            if fresh:
                 self._sub.wait_ready(5.0)
-            except BusError as exc:
+            self._call("camera_start", {"max_fps": float(self.max_fps)})
+        except BaseException as exc:
+            if fresh:  # not streaming after all: no subscription left behind
+                self._sub.close()
+                self._sub = None
+            if isinstance(exc, BusError):
                 raise _translate(exc) from exc
-        self._call("camera_start", {"max_fps": float(self.max_fps)})
+            raise
 
     def disable_streaming(self) -> None:
         """Stop the stream (the actor's, for every subscriber)."""

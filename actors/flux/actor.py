@@ -191,9 +191,18 @@ class FluxActor(Actor):
             await self.driver.close()
 
     def describe_extra(self) -> dict[str, Any]:
-        """The printer's address and whether it is connected."""
+        """The printer's address, whether it is connected, and whether its camera streams."""
         connected = self.driver is not None and self.driver.connected
-        return {"device": {"host": self.host, "port": self.config.port, "connected": connected}}
+        streaming = self._camera is not None and not self._camera.done()
+        return {
+            "device": {
+                "host": self.host,
+                "port": self.config.port,
+                "connected": connected,
+                "camera_port": self.config.camera_port,
+                "camera_streaming": streaming,
+            }
+        }
 
     def device_addresses(self) -> list[str]:
         """The printer's robot and camera addresses ``host:port`` (fluxclient's

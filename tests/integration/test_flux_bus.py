@@ -307,6 +307,10 @@ def test_camera_frame_and_stream(bench: Bench) -> None:
             camera.require_frame()
             camera.feed(lambda cam, jpeg: images.append(jpeg))
         assert len(images) == 3
+        greedy = FluxCamera(robot.bus, "p2", max_fps=1000)  # not closed: a refused stream
+        with pytest.raises(RobotError) as too_fast:  # leaves no subscription behind
+            greedy.enable_streaming()
+        assert too_fast.value.code == "invalid_arguments"  # the rate is bounded
         with robot.watch_camera(max_fps=10) as watched:  # the bus-style way
             images.append(next(watched.frames(timeout=scaled(10))))
         assert {_jpeg_size(image) for image in images} == {(FRAME_WIDTH, FRAME_HEIGHT)}

@@ -55,7 +55,7 @@ test("routes many concurrent answers on one socket by msg_id", opts, async () =>
 test("errors arrive typed, with their code, details and retryable", opts, async () => {
   const invalid = await rejects(client.call(ECHO, "add", { a: "x" }), linebus.InvalidArguments);
   assert.equal(invalid.code, "invalid_arguments");
-  assert.equal(invalid.details.argument, "a");
+  assert.deepEqual([invalid.details.argument, invalid.details.problem, invalid.details.expected], ["a", "type", "int"]);
   const unknown = await rejects(client.call("no-such-service", "x"), linebus.UnknownService);
   assert.equal(unknown.retryable, false);
   const command = await rejects(client.call(ECHO, "nope"), linebus.UnknownCommand);
@@ -66,6 +66,9 @@ test("errors arrive typed, with their code, details and retryable", opts, async 
   const busy = await rejects(client.call(ECHO, "fail", { code: "busy", message: "try later" }), linebus.Busy);
   assert.deepEqual([busy.retryable, busy.message], [true, "try later"]);
   await rejects(client.call(ECHO, "crash"), linebus.InternalError);
+  // A code this version does not know travels as it is (§10) and arrives as a RemoteError.
+  const vendor = await rejects(client.call(ECHO, "fail", { code: "vendor_overheated", message: "hot" }), linebus.RemoteError);
+  assert.deepEqual([vendor.code, vendor.remoteCode, vendor.message], ["vendor_overheated", "vendor_overheated", "hot"]);
 });
 
 test("progress reaches onProgress and an async iteration of the call", opts, async () => {

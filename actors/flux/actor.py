@@ -158,6 +158,7 @@ class FluxActor(Actor):
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._last_status: dict[str, Any] | None = None
+        self._uuid = ""  # the printer's, once known (advertised for the broker's lookup)
         self._camera: asyncio.Task[None] | None = None
         self._camera_fps = 0.0
         self._camera_counts = {"published": 0, "skipped": 0}
@@ -206,8 +207,22 @@ class FluxActor(Actor):
 
     def device_addresses(self) -> list[str]:
         """The printer's robot and camera addresses ``host:port`` (fluxclient's
-        ``FluxRobot((ip, 23811), key)`` and ``FluxCamera((ip, 23812), key)``)."""
-        return [f"{self.host}:{self.config.port}", f"{self.host}:{self.config.camera_port}"]
+        ``FluxRobot((ip, 23811), key)`` and ``FluxCamera((ip, 23812), key)``), and its uuid
+        once the first connection told it (``discover_device(uuid)`` finds this actor)."""
+        addresses = [f"{self.host}:{self.config.port}", f"{self.host}:{self.config.camera_port}"]
+        return [*addresses, self._uuid] if self._uuid else addresses
+
+    async def _learn_uuid(self) -> None:
+        """Ask the printer its uuid (``deviceinfo``) and advertise it; a printer that does not
+        say is advertised by address only."""
+        try:
+            uuid = (await self.d.deviceinfo()).get("uuid", "")
+        except DeviceError as exc:
+            self.log.info("flux_uuid_unknown", error=str(exc))
+            return
+        if uuid and uuid != self._uuid:
+            self._uuid = uuid
+            self.devices_changed()  # no-op before registration: READY will carry it
 
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"flux {self.name} {what}")
@@ -230,6 +245,7 @@ class FluxActor(Actor):
                 await asyncio.sleep(backoff.next_delay())
                 continue
             self.log.info("flux_ready", host=self.host)
+            await self._learn_uuid()
             self._ready.set()
             self._watch()  # a job may already be running (actor restarted mid-print)
             return

@@ -370,6 +370,8 @@ def test_vendor_constructor_finds_the_actor(
     monkeypatch.setenv("LINEBUS_SUBSCRIBE", endpoints.subscribe)
     rows = p1.bus.call("broker", "lookup", {"kind": "flux"})
     host, port = {row["name"]: row["devices"] for row in rows}["p1"][0].rsplit(":", 1)
+    by_uuid = p1.bus.call("broker", "lookup", {"address": p1.deviceinfo["uuid"].upper()})
+    assert [row["name"] for row in by_uuid] == ["p1"]  # the uuid it learnt at connect
     client_key = get_or_create_default_key(tmp_path / "sdk_connection.pem")
     with FluxRobot((host, int(port)), client_key) as robot:
         assert robot.service == "p1"

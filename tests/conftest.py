@@ -193,6 +193,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_node_client.py::test_node_codec": "no line: Node codec, vectors, keys",
     "tests/integration/test_node_client.py::test_node_keys": "its own secured line, keys and clients",
     "tests/integration/test_node_client.py::test_npm_pack": "no line: npm pack and install",
+    "tests/integration/test_hosts.py": "its own secured line (CURVE) across network namespaces",
 }
 
 
@@ -295,12 +296,18 @@ class Processes:
         self.children: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, *argv: str, env: dict[str, str] | None = None, stdout: Any = None, stderr: Any = None
+        self,
+        *argv: str,
+        env: dict[str, str] | None = None,
+        stdout: Any = None,
+        stderr: Any = None,
+        prefix: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        """Run ``python argv...`` from the repository root."""
+        """Run ``python argv...`` from the repository root (after ``prefix``, e.g. the
+        ``ip netns exec NS`` of another network namespace, which execs it: same pid)."""
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.Popen(
-            [sys.executable, *argv], cwd=ROOT, env=full_env, stdout=stdout, stderr=stderr
+            [*prefix, sys.executable, *argv], cwd=ROOT, env=full_env, stdout=stdout, stderr=stderr
         )
         self.children.append(proc)
         return proc

@@ -67,6 +67,22 @@ def redact_secrets(
     return event_dict
 
 
+class _StderrLogger:
+    """A structlog logger that prints to ``sys.stderr`` as it is at each line, not as it was when
+    logging was configured: whoever replaces ``sys.stderr`` later (a test runner capturing output,
+    an embedding program) gets the lines, and a stream closed since then is never written to."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(
     *, json: bool | None = None, level: str | None = None, stream: Any = None
 ) -> None:
@@ -99,6 +115,6 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=_stderr_logger if stream is None else structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )

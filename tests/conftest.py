@@ -33,6 +33,7 @@ import pytest
 import zmq
 
 from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE
+from bus.errors import BrokerUnreachable, DeadlineExceeded
 from bus.security.curve import secure_client
 from bus.security.keys import (
     PUBLIC_SUFFIX,
@@ -441,7 +442,11 @@ class Line:
         with self.client(timeout=1.0) as client:
 
             def up() -> dict[str, Any] | None:
-                for row in client.services():
+                try:
+                    rows = client.services()
+                except (BrokerUnreachable, DeadlineExceeded):
+                    return None  # a broker still starting on a loaded machine: ask again
+                for row in rows:
                     if (
                         row["name"] == name
                         and row["state"] == "up"

@@ -132,3 +132,17 @@ class TestConfiguration:
         log.info("quiet")
         log.warning("loud")
         assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["loud"]
+
+
+def test_default_stream_is_stderr_at_each_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines go to ``sys.stderr`` as it is when they are written: a stream that replaced it
+    later gets them, and the one it replaced (closed since, as a test runner closes its
+    captures) is never written to."""
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging(json=True)
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    structlog.get_logger().info("after_the_swap")
+    assert json.loads(second.getvalue())["event"] == "after_the_swap"

@@ -26,6 +26,7 @@ from bus.client import (
     REFUSAL_CHECK_S,
     HandshakeWatch,
     KeysArg,
+    connect_endpoint,
     default_endpoints,
     resolve_keys,
 )
@@ -102,7 +103,13 @@ class AsyncSubscription:
         self._monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
         # Read without blocking through a plain view of the same socket (no future needed).
         self._monitor_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._monitor.underlying)
-        sock.connect(client.subscribe_endpoint)
+        monitor = self._monitor
+
+        def release() -> None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+
+        connect_endpoint(sock, client.subscribe_endpoint, release)
         self._sock = sock
         self._client = client
 
@@ -229,8 +236,14 @@ class AsyncClient:
         sock.immediate = 1  # never queue requests for an absent broker (see bus.client)
         if self.keys is not None:
             self.keys.secure(sock)
-        self._monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
-        sock.connect(self.endpoint)
+        monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+
+        def release() -> None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+
+        connect_endpoint(sock, self.endpoint, release)
+        self._monitor = monitor
         self._sock = sock
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_loop())

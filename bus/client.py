@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -65,6 +65,7 @@ __all__ = [
     "HandshakeWatch",
     "KeysArg",
     "Subscription",
+    "connect_endpoint",
     "default_endpoints",
 ]
 
@@ -290,6 +291,25 @@ class _Monitored:
         self.socket.close(linger=0)
 
 
+def connect_endpoint(
+    sock: zmq.Socket[Any], endpoint: str, release: Callable[[], None] | None = None
+) -> None:
+    """``sock.connect(endpoint)``; an endpoint ZeroMQ cannot use (``garbage``, ``tcp://``) is
+    raised as ``ConfigError`` naming it, after ``release()`` (the socket's monitor, say) and
+    closing ``sock``, instead of leaking them with a bare ``zmq.ZMQError``."""
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        if release is not None:
+            release()
+        sock.close(linger=0)
+        raise ConfigError(
+            f"{endpoint!r} is not a usable broker endpoint ({exc}); expected tcp://host:port "
+            "or ipc://path",
+            details={"endpoint": endpoint},
+        ) from exc
+
+
 def default_endpoints(
     endpoint: str | None = None, subscribe_endpoint: str | None = None
 ) -> tuple[str, str]:
@@ -376,7 +396,7 @@ class Subscription:
         self._monitor = _Monitored(
             sock, HandshakeWatch(client.subscribe_endpoint, client.keys, "events")
         )
-        sock.connect(client.subscribe_endpoint)
+        connect_endpoint(sock, client.subscribe_endpoint, self._monitor.close)
         self._sock = sock
 
     def _check_refused(self) -> None:
@@ -539,16 +559,7 @@ class Client:
         if self.keys is not None:
             self.keys.secure(sock)
         self._monitor = _Monitored(sock, HandshakeWatch(self.endpoint, self.keys))
-        try:
-            sock.connect(self.endpoint)
-        except zmq.ZMQError as exc:
-            self._monitor.close()
-            sock.close(linger=0)
-            raise ConfigError(
-                f"{self.endpoint!r} is not a usable broker endpoint ({exc}); expected "
-                "tcp://host:port or ipc://path",
-                details={"endpoint": self.endpoint},
-            ) from exc
+        connect_endpoint(sock, self.endpoint, self._monitor.close)
         self._sock = sock
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)

@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import pytest
 
 from bus.actor import Actor, command
+from bus.aio import AsyncClient
 from bus.client import Client
-from bus.errors import DeviceTimeout
+from bus.errors import ConfigError, DeviceTimeout
 from bus.testing import free_port, wait_until
 from clients.discovery import (
     Device,
@@ -283,3 +284,30 @@ def test_discovery_errors(on_line: BrokerThread, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ManagerException) as down:
         UpnpTask(PRINTER, timeout=0.3)
     assert down.value.code == "broker_unreachable"
+
+
+# --- what the facades stand on ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["garbage", "tcp://", "tcp://no-port"])
+def test_client_core_names_an_unusable_endpoint(endpoint: str) -> None:
+    """The client core raises ConfigError (details: the endpoint) for an endpoint ZeroMQ
+    cannot use, commands and events, sync and async, leaking no socket (ResourceWarning)."""
+    with pytest.raises(ConfigError) as command:
+        Client(endpoint)
+    assert command.value.details == {"endpoint": endpoint}
+    with (
+        Client(_dead_endpoint(), subscribe_endpoint=endpoint) as client,
+        pytest.raises(ConfigError),
+    ):
+        client.subscribe("x.")
+
+    async def both() -> None:
+        with pytest.raises(ConfigError):
+            async with AsyncClient(endpoint):
+                pass
+        async with AsyncClient(_dead_endpoint(), subscribe_endpoint=endpoint) as client:
+            with pytest.raises(ConfigError):
+                client.subscribe("x.")
+
+    asyncio.run(both())

@@ -263,6 +263,34 @@ class TestFieldTypes:
         assert info.value.details == {"reason": "invalid_payload", "problem": "map_key_not_str"}
 
 
+class TestTimestamps:
+    """msgpack-python decodes ext type -1 itself, never through ext_hook; the codec still
+    refuses it everywhere (§4), without walking values that cannot hold one."""
+
+    @pytest.mark.parametrize(
+        "stamp",
+        [msgpack.Timestamp(1), msgpack.Timestamp(1, 5), msgpack.Timestamp(2**40, 5)],
+        ids=["fixext4", "fixext8", "ext8-12"],
+    )
+    def test_every_form_is_refused_at_any_depth(self, stamp: msgpack.Timestamp) -> None:
+        for value in (stamp, {"a": [1, {"b": stamp}]}, [[[[[[stamp]]]]]]):
+            data = msgpack.packb(value)
+            for unpack in (protocol.unpack_small, protocol.unpack_value):
+                with pytest.raises(BadRequest) as info:
+                    unpack(data)
+                assert info.value.details == {"reason": "invalid_payload", "problem": "ext_type"}
+        with pytest.raises(BadRequest, match="timestamp"):
+            decode_header([1, 4, ID, "busy", "full", {"at": stamp}])
+        with pytest.raises(BadRequest, match="timestamp"):
+            protocol.decode_event(b"a.b\0" + msgpack.packb([1, 9, "s", 1, 2, 0.5, [stamp]]))
+
+    def test_timestamp_bytes_inside_a_bin_are_not_a_timestamp(self) -> None:
+        """A bin or str that merely holds the bytes d6 ff is an ordinary value."""
+        value = {"blob": b"\xd6\xff\x00\x00\x00\x01", "text": "\u00ff"}
+        assert protocol.unpack_small(msgpack.packb(value)) == value
+        assert protocol.unpack_value(msgpack.packb(value)) == value
+
+
 class TestValues:
     def test_empty_payload_is_nil(self) -> None:
         """A zero-length bin decodes as nil."""

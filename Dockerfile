@@ -18,7 +18,7 @@ RUN pip install '.[all]' \
     && useradd --system --uid 10001 --home-dir /linebus --shell /usr/sbin/nologin linebus \
     # State lives under var/ (relative paths in the configs are from this directory). Named
     # volumes mounted below it start with this ownership, so the user can write to them.
-    && mkdir -p var/telemetry var/ingest var/remotelab var/flux \
+    && mkdir -p var/telemetry var/ingest var/remotelab var/flux var/audit \
     && chown -R linebus:linebus var
 
 USER linebus

@@ -50,10 +50,9 @@ pytestmark = [
 
 PLAIN = ("docker-compose.yml",)
 SECURE = ("docker-compose.yml", "docker-compose.secure.yml")
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
 #: The image's working directory: relative paths in commands and configs start there.
-(WORKDIR,) = map(
-    PurePosixPath, re.findall(r"^WORKDIR\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
-)
+(WORKDIR,) = map(PurePosixPath, re.findall(r"^WORKDIR\s+(\S+)", DOCKERFILE, re.M))
 RESTARTING = ("always", "unless-stopped", "on-failure")
 
 
@@ -160,8 +159,13 @@ def test_compose_files_name_what_exists(files: tuple[str, ...], tmp_path: Path) 
     processes = {"broker", *(a.name for a in line.actors), *(s.name for s in line.simulators)}
     extra = {"tour", "keys"} if files == SECURE else {"tour"}
     assert set(services) == processes | extra
-    for volume in {v for s in services.values() for v in mounts(s).values()}:
-        assert volume.startswith("/") or volume in resolved["volumes"], volume
+    # A named volume starts with the ownership of its mount point in the image: the image must
+    # make it (as its user's), or the non-root processes cannot write there.
+    made = {WORKDIR / d for d in re.findall(r"mkdir -p ([^\\\n]+)", DOCKERFILE)[0].split()}
+    for service in services.values():
+        for target, volume in mounts(service).items():
+            assert volume.startswith("/") or volume in resolved["volumes"], volume
+            assert volume.startswith("/") or target in made, f"the image does not make {target}"
     if files == PLAIN:
         assert "telemetry-store" in mounts(services["telemetry"]).values()
         return

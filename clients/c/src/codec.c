@@ -290,9 +290,12 @@ static lb_code decode_header(const lb_bytes *frames, size_t frame_count, lb_mess
         return LB_BAD_REQUEST;
     }
     if (head->size == 0) return lb_fail(err, LB_BAD_REQUEST, "empty header frame");
+    /* §5's order of checks: 1. one msgpack value under §4's rules; 2. an array... */
     lb_code code = unpack_one(head->data, head->size, &m->unpacked_, "header", err);
     if (code != LB_OK) return code;
     m->header = m->unpacked_.data;
+    code = check_tree(&m->header, NULL, 0, 0, "header", err);
+    if (code != LB_OK) return code;
     if (m->header.type != MSGPACK_OBJECT_ARRAY)
         return lb_fail(err, LB_BAD_REQUEST, "header is not a msgpack array");
     const msgpack_object *items = m->header.via.array.ptr;
@@ -320,8 +323,6 @@ static lb_code decode_header(const lb_bytes *frames, size_t frame_count, lb_mess
     if (count < (uint32_t)(2 + l->count))
         return lb_fail(err, LB_BAD_REQUEST, "%s header has %u elements, needs %d", l->name, count,
                        2 + l->count);
-    code = check_tree(&m->header, NULL, 0, 0, "header", err);
-    if (code != LB_OK) return code;
     m->kind = (lb_kind)kind;
     for (int i = 0; i < l->count; i++) {
         const msgpack_object *item = &items[2 + i];
@@ -550,6 +551,8 @@ lb_code lb_decode_event(const lb_bytes *frame, lb_event *out, lb_error *err) {
                       "event body", err);
     if (code != LB_OK) goto done;
     out->body = out->unpacked_.data;
+    code = check_tree(&out->body, NULL, 0, 0, "event body", err); /* §4: UTF-8, str keys, no ext */
+    if (code != LB_OK) goto done;
     if (out->body.type != MSGPACK_OBJECT_ARRAY) {
         code = lb_fail(err, LB_BAD_REQUEST, "event body is not an array");
         goto done;
@@ -575,8 +578,6 @@ lb_code lb_decode_event(const lb_bytes *frame, lb_event *out, lb_error *err) {
                        "a number");
         goto done;
     }
-    code = check_tree(&out->body, NULL, 0, 0, "event body", err);
-    if (code != LB_OK) goto done;
     out->src = items[2];
     out->epoch = items[3].via.u64;
     out->seq = items[4].via.u64;

@@ -60,7 +60,8 @@ static lb_code read_certificate(const char *path, int want_secret, char public_k
     if (want_secret && (st.st_mode & 077)) {
         fclose(file);
         return lb_fail(err, LB_CONFIG_ERROR,
-                       "%s: secret key file is readable by others; run: chmod 600 %s", path, path);
+                       "%s: secret key file is not private (mode %04o); run: chmod 600 %s", path,
+                       (unsigned)(st.st_mode & 07777), path);
     }
     int have_public = 0, have_secret = 0;
     lb_code code = LB_OK;

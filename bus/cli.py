@@ -164,6 +164,30 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lookup(args: argparse.Namespace) -> int:
+    """Which services drive a device address (the broker's ``lookup``, PROTOCOL.md §13)."""
+    from bus.protocol import BROKER_SERVICE
+
+    query = {k: v for k, v in (("address", args.address), ("kind", args.kind)) if v is not None}
+    if not query:
+        raise UsageError("lookup: give an ADDRESS, --kind, or both")
+    with _client(args) as bus:
+        rows = bus.call(BROKER_SERVICE, "lookup", query)
+    if args.json:
+        for row in rows:
+            _print_json(row)
+        return EXIT_OK
+    if not rows:
+        print("no service drives it (or none you may call)")
+        return EXIT_OK
+    print(f"{'NAME':<20} {'KIND':<12} {'STATE':<6} DEVICES")
+    for row in rows:
+        print(
+            f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {' '.join(row['devices'])}"
+        )
+    return EXIT_OK
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with _client(args) as bus:
         stats = bus.stats()
@@ -538,6 +562,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("service")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser(
+        "lookup",
+        parents=[common],
+        help="which services drive a device address (LAN host:port, serial port, uuid ...)",
+    )
+    p.add_argument(
+        "address", nargs="?", help="the device's address, as its vendor library takes it"
+    )
+    p.add_argument("--kind", help="only actors of this kind (flashrunner, flux, discovery ...)")
+    p.set_defaults(func=cmd_lookup)
 
     p = sub.add_parser(
         "compat",

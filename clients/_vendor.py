@@ -100,8 +100,8 @@ def find_service(
         )
     raise UnknownService(
         f"no {kind} actor on the bus at {bus.endpoint} drives {what}: configure one whose "
-        "options name this device (linebus describe <service> shows what each one drives), "
-        "or pass the bus and the service name instead",
+        f"options name this device (`linebus lookup --kind {kind}` lists what each one "
+        "drives), or pass the bus and the service name instead",
         details=details,
     )
 

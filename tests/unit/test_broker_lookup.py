@@ -13,6 +13,7 @@ import pytest
 from bus import protocol
 from bus.actor import Actor, command
 from bus.addresses import matches, normalize, normalize_all
+from bus.cli import main
 from bus.client import Client
 from bus.directory import Directory
 from bus.errors import InvalidArguments
@@ -199,3 +200,17 @@ def test_actor_advertises_and_readvertises(bus_line: tuple[BrokerThread, ActorTh
             "the new address advertised",
         )
         assert client.call("broker", "lookup", {"address": "10.1.2.3:1234"}) == []
+
+
+def test_cli_lookup(
+    bus_line: tuple[BrokerThread, ActorThread], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``linebus lookup [ADDRESS] [--kind K]`` prints the services and what they drive."""
+    broker, _ = bus_line
+    where = ["--endpoint", broker.command, "--timeout", str(WAIT_S)]
+    assert main(["lookup", "--kind", "flashrunner", *where]) == 0
+    (row,) = capsys.readouterr().out.splitlines()[1:]
+    assert row.split()[:3] == ["fr7", "flashrunner", "up"]
+    assert main(["lookup", "10.9.9.9:1", *where]) == 0
+    assert "no service drives it" in capsys.readouterr().out
+    assert main(["lookup", *where]) == 2

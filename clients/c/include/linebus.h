@@ -115,7 +115,8 @@ void lb_payload_destroy(lb_payload *payload);
  *  frame (ext 1, 4-byte big-endian 1-based index). */
 lb_code lb_payload_pack_bytes(lb_payload *payload, const void *data, size_t size, lb_error *err);
 /** Pack a whole value, lifting bytes as the reference encoder does: the value itself or any bin
- *  within LB_BULK_DEPTH levels of maps/arrays. Ext values are refused (bad_request). */
+ *  within LB_BULK_DEPTH levels of maps/arrays. What §4 forbids (ext values, non-str map keys,
+ *  invalid UTF-8) is refused with bad_request, before anything is packed. */
 lb_code lb_payload_pack_object(lb_payload *payload, const msgpack_object *value, lb_error *err);
 
 /** An unpacked value (args, progress data, result, event data) with bulk references resolved:

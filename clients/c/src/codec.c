@@ -9,6 +9,9 @@
 
 #define BULK_EXT 1
 
+static lb_code check_tree(msgpack_object *o, const lb_bytes *bulk, size_t bulk_count, int payload,
+                          const char *where, lb_error *err);
+
 /* --- payloads ------------------------------------------------------------------------------ */
 
 void lb_payload_init(lb_payload *payload) {
@@ -81,7 +84,11 @@ static lb_code pack_lifting(lb_payload *payload, const msgpack_object *value, in
 }
 
 lb_code lb_payload_pack_object(lb_payload *payload, const msgpack_object *value, lb_error *err) {
-    return pack_lifting(payload, value, LB_BULK_DEPTH, err);
+    /* What §4 forbids is refused before anything is packed: invalid UTF-8, non-str map keys
+     * and ext values (check_tree outside payload mode rewrites nothing). */
+    msgpack_object copy = *value;
+    lb_code code = check_tree(&copy, NULL, 0, 0, "value to send", err);
+    return code != LB_OK ? code : pack_lifting(payload, value, LB_BULK_DEPTH, err);
 }
 
 static void pack_str(msgpack_packer *pk, const char *text) {

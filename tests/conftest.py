@@ -217,6 +217,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
 
 
+#: A loopback address and its port in a config.
+_ADDRESS = r"\b(127\.0\.0\.\d+):(\d+)"
+
+
 @dataclass
 class DemoConfig:
     """A copy of a config of configs/ (the demo line) on free loopback ports, its state files
@@ -225,17 +229,23 @@ class DemoConfig:
     path: Path
     #: Each port of the original config and the free port that replaced it.
     ports: dict[str, str]
+    #: Hosts moved to other loopback addresses, their ports kept (see ``write``).
+    hosts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def write(cls, name: str, folder: Path) -> DemoConfig:
+    def write(cls, name: str, folder: Path, hosts: dict[str, str] | None = None) -> DemoConfig:
         """configs/``name`` relocated into ``folder``: every 127.0.0.N:PORT moves to a free port,
-        so a test never collides with a demo line someone is running."""
+        so a test never collides with a demo line someone is running; the hosts of ``hosts``
+        (old -> new address) move to the new address instead and keep their ports (as a FLUX
+        printer's fixed 23811, which vendor code writes as a number)."""
         text = (ROOT / "configs" / name).read_text()
+        hosts = dict(hosts or {})
         ports = {
             port: str(free_port())
-            for port in sorted(set(re.findall(r"127\.0\.0\.\d+:(\d+)", text)))
+            for host, port in sorted(set(re.findall(_ADDRESS, text)))
+            if host not in hosts
         }
-        demo = cls(folder / name, ports)
+        demo = cls(folder / name, ports, hosts)
         text = demo.relocate(text)
         # ([security] paths are relative to the config file's directory: "../var/".)
         text = text.replace('"../var/', f'"{folder}/var/').replace('"var/', f'"{folder}/var/')
@@ -243,12 +253,16 @@ class DemoConfig:
         return demo
 
     def relocate(self, text: str) -> str:
-        """``text`` with the config's addresses moved as in the config (other ports unchanged)."""
-        return re.sub(
-            r"(127\.0\.0\.\d+):(\d+)",
-            lambda m: f"{m.group(1)}:{self.ports.get(m.group(2), m.group(2))}",
-            text,
-        )
+        """``text`` with the config's addresses moved as in the config (moved hosts also where
+        they stand alone; other ports unchanged)."""
+
+        def move(match: re.Match[str]) -> str:
+            host, port = match.group(1), match.group(2)
+            if host in self.hosts:
+                return self.hosts[host] + (f":{port}" if port else "")
+            return f"{host}:{self.ports.get(port, port)}" if port else host
+
+        return re.sub(r"\b(127\.0\.0\.\d+)\b(?::(\d+))?", move, text)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -306,6 +306,9 @@ def test_camera_frame_and_stream(bench: Bench) -> None:
             camera.capture(two_then_stop)  # streamed frames, until abort()
             camera.require_frame()
             camera.feed(lambda cam, jpeg: images.append(jpeg))
+            with pytest.raises(RobotError) as no_socket:  # nothing to select() on over the bus
+                camera.fileno()
+            assert no_socket.value.error_symbol == ("NOT_SUPPORT",)
         assert len(images) == 3
         greedy = FluxCamera(robot.bus, "p2", max_fps=1000)  # not closed: a refused stream
         with pytest.raises(RobotError) as too_fast:  # leaves no subscription behind
@@ -355,9 +358,10 @@ def test_logs_cloud_code_position_raw_icontrol(bench: Bench, p1: FluxRobot) -> N
     assert caught.value.code == "busy"
     held.quit()
     assert p1.position() == "CommandTask"
-    with pytest.raises(RobotSessionError) as unusable:
-        FluxRobot.from_usb(None, None)
-    assert unusable.value.error_symbol == ("NOT_SUPPORT",)
+    for vendor_class in (FluxRobot, FluxCamera):
+        with pytest.raises(RobotSessionError) as unusable:
+            vendor_class.from_usb(None, None)
+        assert unusable.value.error_symbol == ("NOT_SUPPORT",)
 
 
 def test_vendor_constructor_finds_the_actor(

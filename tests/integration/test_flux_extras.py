@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from actors.flux.camera import CameraLink, ImageReader, encode_image
+from actors.flux.camera import (
+    FRAME,
+    STREAM_OFF,
+    STREAM_ON,
+    CameraLink,
+    ImageReader,
+    encode_image,
+)
 from actors.flux.commands import raw_quit_end
 from actors.flux.driver import FluxDriver
 from actors.flux.simulator import FluxSimulator
@@ -85,6 +92,12 @@ class TestCamera:
             assert link.device == sim.uuid
         finally:
             link.close()
+
+
+def test_camera_commands_are_fluxclients_bytes() -> None:
+    """The exact bytes fluxclient's FluxCamera sends (struct.pack("<H1s", 3, b"f") ...)."""
+    assert (FRAME, STREAM_ON, STREAM_OFF) == (b"\x03\x00f", b"\x04\x00s+", b"\x04\x00s-")
+    assert encode_image(b"jpeg") == b"\x04\x00\x00\x00jpeg"  # uint32-LE length, then bytes
 
 
 def test_image_reader_any_split() -> None:

@@ -280,8 +280,8 @@ def test_c_client_refuses_half_a_key_configuration(c_client_build: Path, tmp_pat
 
 def test_c_client_key_refused_at_once(c_client_build: Path, c_line: Line, tmp_path: Path) -> None:
     """A key the broker does not accept fails the call with unauthenticated at once, not at its
-    10 s deadline: on the secured line an unknown key (the message names it), on the plain
-    line any key (the broker speaks no CURVE)."""
+    10 s deadline, and ends a subscriber's wait for events: on the secured line an unknown key
+    (the message names it), on the plain line any key (the broker speaks no CURVE)."""
     stranger = generate_keypair(tmp_path, "mallory")
     env = dict.fromkeys(KEY_VARIABLES, "") | {"LINEBUS_KEY_FILE": str(stranger.secret_path)}
     if SECURE:
@@ -296,6 +296,18 @@ def test_c_client_key_refused_at_once(c_client_build: Path, c_line: Line, tmp_pa
     if SECURE:
         assert details["reason"] == "refused_key"
         assert stranger.public_key.decode() in answer["error"]["message"]
+    # A subscriber with that key stops waiting for events at once too.
+    started = time.monotonic()
+    watch = subprocess.run(
+        [str(c_client_build / "linebus-watch"), c_line.endpoints.subscribe, "echo1."],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert watch.returncode == 1 and "unauthenticated" in watch.stderr, watch.stderr
+    assert time.monotonic() - started < scaled(5)
 
 
 def test_c_call_routes_answers_by_msg_id(c_client_build: Path) -> None:

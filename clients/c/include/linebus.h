@@ -297,7 +297,8 @@ lb_code lb_subscriber_add(lb_subscriber *subscriber, const char *prefix, lb_erro
 lb_code lb_subscriber_wait_ready(lb_subscriber *subscriber, lb_client *client, double timeout_s,
                                  lb_error *err);
 /** The next event, within `timeout_s` (< 0: no limit). Returns LB_OK with `event` filled
- *  (lb_event_destroy it), LB_DEADLINE_EXCEEDED when nothing came in time, or another code.
+ *  (lb_event_destroy it), LB_DEADLINE_EXCEEDED when nothing came in time, LB_UNAUTHENTICATED
+ *  at once when the broker refuses our key (§18), or another code.
  *  Probes and malformed frames are skipped (malformed ones counted). */
 lb_code lb_subscriber_next(lb_subscriber *subscriber, lb_event *event, double timeout_s,
                            lb_error *err);

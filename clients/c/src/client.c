@@ -15,14 +15,13 @@
 struct lb_client {
     void *context;
     void *socket;  /* DEALER */
-    void *monitor; /* PAIR, reading the DEALER's handshake events */
+    lb_monitor monitor; /* the DEALER's handshakes */
     char *endpoint;
     lb_keys keys;
     int secured;
     char prefix[13]; /* 12 hex digits: 48 random bits per client (§6) */
     unsigned long long counter;
     int received_any; /* anything ever came on the DEALER: the broker is there */
-    int refused_event; /* the last handshake failure (ZMQ_EVENT_HANDSHAKE_FAILED_*), or 0 */
 };
 
 static lb_code random_prefix(char out[13], lb_error *err) {
@@ -36,7 +35,6 @@ static lb_code random_prefix(char out[13], lb_error *err) {
 }
 
 /* CURVE client options, set before connect (§18). Shared with subscriber.c. */
-lb_code lb_secure_socket(void *socket, const lb_keys *keys, lb_error *err);
 lb_code lb_secure_socket(void *socket, const lb_keys *keys, lb_error *err) {
     if (keys == NULL) return LB_OK;
     if (zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, keys->server_key, 40) != 0 ||
@@ -71,17 +69,9 @@ lb_client *lb_client_new(const char *endpoint, const lb_keys *keys, lb_error *er
         c->secured = 1;
         if (lb_secure_socket(c->socket, keys, err) != LB_OK) goto fail;
     }
-    char address[64];
-    snprintf(address, sizeof address, "inproc://linebus-monitor-%p", (void *)c);
-    if (zmq_socket_monitor(c->socket, address,
-                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0 ||
-        (c->monitor = zmq_socket(c->context, ZMQ_PAIR)) == NULL ||
-        zmq_setsockopt(c->monitor, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_connect(c->monitor, address) != 0) {
-        lb_fail(err, LB_INTERNAL, "cannot monitor the socket: %s", zmq_strerror(zmq_errno()));
+    if (lb_monitor_open(&c->monitor, c->context, c->socket, c->endpoint,
+                        c->secured ? &c->keys : NULL, err) != LB_OK)
         goto fail;
-    }
     if (zmq_connect(c->socket, endpoint) != 0) {
         lb_fail(err, LB_CONFIG_ERROR, "cannot connect to %s: %s", endpoint,
                 zmq_strerror(zmq_errno()));
@@ -95,61 +85,12 @@ fail:
 
 void lb_client_destroy(lb_client *c) {
     if (c == NULL) return;
-    if (c->socket) {
-        zmq_socket_monitor(c->socket, NULL, 0);
-        zmq_close(c->socket);
-    }
-    if (c->monitor) zmq_close(c->monitor);
+    lb_monitor_close(&c->monitor);
+    if (c->socket) zmq_close(c->socket);
     if (c->context) zmq_ctx_term(c->context);
     free(c->endpoint);
     memset(&c->keys, 0, sizeof c->keys); /* no secret left behind in freed memory */
     free(c);
-}
-
-/* Read every waiting monitor event; remember a handshake failure. */
-static void drain_monitor(lb_client *c) {
-    for (;;) {
-        zmq_msg_t first;
-        zmq_msg_init(&first);
-        if (zmq_msg_recv(&first, c->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&first);
-            return;
-        }
-        uint16_t event = 0;
-        if (zmq_msg_size(&first) >= 2) memcpy(&event, zmq_msg_data(&first), sizeof event);
-        zmq_msg_close(&first);
-        zmq_msg_t second; /* the endpoint */
-        zmq_msg_init(&second);
-        zmq_msg_recv(&second, c->monitor, 0);
-        zmq_msg_close(&second);
-        c->refused_event = event;
-    }
-}
-
-static lb_code refusal(lb_client *c, lb_error *err) {
-    const char *reason;
-    lb_code code;
-    if (!c->secured) {
-        reason = "key_required";
-        code = lb_fail(err, LB_UNAUTHENTICATED,
-                       "the broker at %s is secured (CURVE) and this client has no key: set "
-                       "LINEBUS_KEY_FILE and LINEBUS_BROKER_KEY_FILE", c->endpoint);
-    } else if (c->refused_event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-        reason = "refused_key";
-        code = lb_fail(err, LB_UNAUTHENTICATED,
-                       "the broker at %s refused our key (public key %s): it is not among the "
-                       "broker's known keys, or it was revoked", c->endpoint, c->keys.public_key);
-    } else {
-        reason = "handshake_failed";
-        code = lb_fail(err, LB_UNAUTHENTICATED,
-                       "the broker at %s: the CURVE handshake failed; is LINEBUS_BROKER_KEY_FILE "
-                       "the public key of this broker, and does the broker use CURVE?",
-                       c->endpoint);
-    }
-    const char *keys[] = {"endpoint", "reason", "key"};
-    const char *values[] = {c->endpoint, reason, c->keys.public_key};
-    lb_error_set_details(err, c->secured ? 3 : 2, keys, values);
-    return code;
 }
 
 void lb_release_frames(void *frames, size_t count) {
@@ -300,10 +241,9 @@ lb_code lb_call(lb_client *c, const char *service, const char *command, const lb
     double start = lb_now();
     double send_deadline = start + options->timeout_s;
     double deadline = send_deadline + LB_DEADLINE_GRACE_S;
-    drain_monitor(c);
-    if (c->refused_event) {
+    if (lb_monitor_drain(&c->monitor)) {
         /* libzmq never retries a refused handshake: try once more (the key may be known now). */
-        c->refused_event = 0;
+        c->monitor.refused_event = 0;
         zmq_disconnect(c->socket, c->endpoint);
         zmq_connect(c->socket, c->endpoint);
     }
@@ -320,11 +260,10 @@ lb_code lb_call(lb_client *c, const char *service, const char *command, const lb
                            c->endpoint);
             goto unreachable;
         }
-        zmq_pollitem_t items[] = {{c->socket, 0, ZMQ_POLLOUT, 0}, {c->monitor, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[] = {{c->socket, 0, ZMQ_POLLOUT, 0}, {c->monitor.pair, 0, ZMQ_POLLIN, 0}};
         zmq_poll(items, 2, poll_ms(remaining < 0.05 ? remaining : 0.05));
-        drain_monitor(c);
-        if (c->refused_event) {
-            code = refusal(c, err);
+        if (lb_monitor_drain(&c->monitor)) {
+            code = lb_monitor_refusal(&c->monitor, err);
             goto out;
         }
         if (options->cancel != NULL && *options->cancel) {
@@ -346,7 +285,7 @@ lb_code lb_call(lb_client *c, const char *service, const char *command, const lb
         }
         double remaining = deadline - lb_now();
         if (remaining <= 0) break;
-        zmq_pollitem_t items[] = {{c->socket, 0, ZMQ_POLLIN, 0}, {c->monitor, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[] = {{c->socket, 0, ZMQ_POLLIN, 0}, {c->monitor.pair, 0, ZMQ_POLLIN, 0}};
         int wait = poll_ms(remaining);
         if (options->cancel != NULL && !cancel_sent && wait > CANCEL_POLL_MS) wait = CANCEL_POLL_MS;
         if (zmq_poll(items, 2, wait) < 0 && zmq_errno() != EINTR) {
@@ -354,9 +293,8 @@ lb_code lb_call(lb_client *c, const char *service, const char *command, const lb
             goto out;
         }
         if (items[1].revents & ZMQ_POLLIN) {
-            drain_monitor(c);
-            if (c->refused_event) {
-                code = refusal(c, err);
+            if (lb_monitor_drain(&c->monitor)) {
+                code = lb_monitor_refusal(&c->monitor, err);
                 goto out;
             }
         }

@@ -13,6 +13,25 @@ void lb_error_set_details(lb_error *err, size_t count, const char *const *keys,
 /** Copy `details` (a map) into `err`'s own storage. */
 void lb_error_copy_details(lb_error *err, const msgpack_object *details);
 
+/** CURVE client options on a socket not yet connected (§18); nothing when keys is NULL. */
+lb_code lb_secure_socket(void *socket, const lb_keys *keys, lb_error *err);
+
+/** A socket's handshake monitor (monitor.c). */
+typedef struct lb_monitor {
+    void *socket, *pair;
+    const char *endpoint; /* borrowed from the owner */
+    const lb_keys *keys;  /* borrowed; NULL for a plaintext socket */
+    int refused_event;    /* the last ZMQ_EVENT_HANDSHAKE_FAILED_*, or 0 */
+} lb_monitor;
+/** Watch `socket`'s handshakes (before it connects). */
+lb_code lb_monitor_open(lb_monitor *m, void *context, void *socket, const char *endpoint,
+                        const lb_keys *keys, lb_error *err);
+void lb_monitor_close(lb_monitor *m);
+/** Read the waiting events; the last handshake failure, or 0. */
+int lb_monitor_drain(lb_monitor *m);
+/** The unauthenticated error of a refused handshake, as §18 and the Python client word it. */
+lb_code lb_monitor_refusal(const lb_monitor *m, lb_error *err);
+
 /** Set `err`'s details to the map packed in [packed, packed + size). */
 void lb_error_set_details_packed(lb_error *err, const char *packed, size_t size);
 /** Release the zmq frames a client result owns (client.c). */

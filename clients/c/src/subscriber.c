@@ -8,8 +8,6 @@
 
 #include "internal.h"
 
-lb_code lb_secure_socket(void *socket, const lb_keys *keys, lb_error *err); /* client.c */
-
 #define PROBE_PREFIX "_probe."
 
 /* An event frame received while waiting for the probe, kept for lb_subscriber_next. */
@@ -22,6 +20,10 @@ typedef struct pending {
 struct lb_subscriber {
     void *context;
     void *socket; /* SUB */
+    lb_monitor monitor; /* its handshakes */
+    char *endpoint;
+    lb_keys keys;
+    int secured;
     lb_gaps *gaps;
     uint64_t malformed;
     pending *head, *tail;
@@ -42,7 +44,19 @@ lb_subscriber *lb_subscriber_new(const char *endpoint, const lb_keys *keys, lb_e
     }
     int zero = 0;
     zmq_setsockopt(s->socket, ZMQ_LINGER, &zero, sizeof zero);
-    if (lb_secure_socket(s->socket, keys, err) != LB_OK) goto fail;
+    s->endpoint = strdup(endpoint);
+    if (s->endpoint == NULL) {
+        lb_fail(err, LB_INTERNAL, "out of memory");
+        goto fail;
+    }
+    if (keys != NULL) {
+        s->keys = *keys;
+        s->secured = 1;
+    }
+    if (lb_secure_socket(s->socket, keys, err) != LB_OK ||
+        lb_monitor_open(&s->monitor, s->context, s->socket, s->endpoint,
+                        s->secured ? &s->keys : NULL, err) != LB_OK)
+        goto fail;
     if (zmq_connect(s->socket, endpoint) != 0) {
         lb_fail(err, LB_CONFIG_ERROR, "cannot connect to %s: %s", endpoint,
                 zmq_strerror(zmq_errno()));
@@ -56,9 +70,12 @@ fail:
 
 void lb_subscriber_destroy(lb_subscriber *s) {
     if (s == NULL) return;
+    lb_monitor_close(&s->monitor);
     if (s->socket) zmq_close(s->socket);
     if (s->context) zmq_ctx_term(s->context);
     lb_gaps_destroy(s->gaps);
+    free(s->endpoint);
+    memset(&s->keys, 0, sizeof s->keys);
     for (pending *p = s->head, *next; p != NULL; p = next) {
         next = p->next;
         free(p);
@@ -75,11 +92,15 @@ lb_code lb_subscriber_add(lb_subscriber *s, const char *prefix, lb_error *err) {
 
 uint64_t lb_subscriber_malformed(const lb_subscriber *s) { return s->malformed; }
 
-static int poll_in(void *socket, double seconds) {
-    zmq_pollitem_t item = {socket, 0, ZMQ_POLLIN, 0};
+/* Wait for an event frame, at most `seconds` (< 0: no limit); 1 if one is waiting. A refused
+ * handshake ends the wait at once: *refused is set (the monitor holds why). */
+static int poll_in(lb_subscriber *s, double seconds, int *refused) {
+    zmq_pollitem_t items[] = {{s->socket, 0, ZMQ_POLLIN, 0}, {s->monitor.pair, 0, ZMQ_POLLIN, 0}};
     long ms = seconds < 0 ? -1 : (long)(seconds * 1000.0 + 1.0);
     if (ms > 2000000000L) ms = 2000000000L;
-    return zmq_poll(&item, 1, ms) > 0 && (item.revents & ZMQ_POLLIN);
+    if (zmq_poll(items, 2, ms) <= 0) return 0;
+    if ((items[1].revents & ZMQ_POLLIN) && lb_monitor_drain(&s->monitor)) *refused = 1;
+    return (items[0].revents & ZMQ_POLLIN) != 0;
 }
 
 /* One frame (an event is one frame; any further parts are read and dropped). */
@@ -137,7 +158,8 @@ lb_code lb_subscriber_wait_ready(lb_subscriber *s, lb_client *client, double tim
         code = LB_OK;
         /* The probe event, if our subscription is active; keep anything else for next(). */
         double until = lb_now() + 0.2;
-        while (!ready && poll_in(s->socket, until - lb_now())) {
+        int refused = 0;
+        while (!ready && !refused && poll_in(s, until - lb_now(), &refused)) {
             zmq_msg_t frame;
             if (receive_frame(s->socket, &frame) != 0) break;
             size_t size = zmq_msg_size(&frame);
@@ -157,6 +179,10 @@ lb_code lb_subscriber_wait_ready(lb_subscriber *s, lb_client *client, double tim
                 }
             }
             zmq_msg_close(&frame);
+        }
+        if (refused) {
+            code = lb_monitor_refusal(&s->monitor, err);
+            break;
         }
     }
     zmq_setsockopt(s->socket, ZMQ_UNSUBSCRIBE, topic, (size_t)length);
@@ -194,7 +220,10 @@ lb_code lb_subscriber_next(lb_subscriber *s, lb_event *event, double timeout_s, 
         double remaining = deadline < 0 ? -1 : deadline - lb_now();
         if (deadline >= 0 && remaining <= 0)
             return lb_fail(err, LB_DEADLINE_EXCEEDED, "no event within %g s", timeout_s);
-        if (!poll_in(s->socket, remaining)) continue;
+        int refused = 0;
+        int waiting = poll_in(s, remaining, &refused);
+        if (refused) return lb_monitor_refusal(&s->monitor, err);
+        if (!waiting) continue;
         zmq_msg_t frame;
         if (receive_frame(s->socket, &frame) != 0) continue;
         int accepted = accept_frame(s, zmq_msg_data(&frame), zmq_msg_size(&frame), event);

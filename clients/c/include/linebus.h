@@ -1,13 +1,16 @@
 /*
  * linebus.h: a C client of the linebus wire protocol (docs/PROTOCOL.md, version 1).
  *
- * Written from the protocol document, on libzmq and msgpack-c. Four parts, one source file each:
+ * Written from the protocol document, on libzmq and msgpack-c. One job per source file:
  *
  *   errors.c      typed error codes (PROTOCOL.md §10) and lb_error
  *   codec.c       headers, payloads and bulk frames (§3-§5, §9): encode and decode, no sockets
+ *   gaps.c        per-topic (epoch, seq) tracking: events missed (§9)
  *   keys.c        CURVE keys from certificate files or Z85 text (§18)
+ *   monitor.c     the CURVE handshake monitor: a refused key fails at once (§18)
  *   client.c      lb_call: one request with deadline, progress, cancel and typed errors (§6-§7)
- *   subscriber.c  lb_subscriber: events by topic prefix with gap detection (§9)
+ *   subscriber.c  lb_subscriber: events by topic prefix, readiness probe, gaps (§9)
+ *   json.c        values as JSON text (examples, tests)
  *
  * Conventions: functions that can fail take an `lb_error *err` (may be NULL) and return an
  * lb_code (LB_OK on success) or NULL; every error names its problem in err->message. Values are

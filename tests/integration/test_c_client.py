@@ -22,7 +22,7 @@ import pytest
 import zmq
 
 from bus import protocol
-from bus.security.keys import generate_keypair
+from bus.security.keys import KeyPair, generate_keypair, load_keypair, load_public_key
 from bus.testing import free_port
 from tests.conftest import (
     ECHO,
@@ -276,6 +276,45 @@ def test_c_client_refuses_half_a_key_configuration(c_client_build: Path, tmp_pat
     status, answer, _ = _call(c_client_build, "tcp://127.0.0.1:9", env, "a=1")
     assert (status, answer["error"]["code"]) == (1, "config_error")
     assert "LINEBUS_BROKER_KEY_FILE" in answer["error"]["message"]
+
+
+def test_c_client_refuses_a_secret_key_others_can_read(
+    c_client_build: Path, tmp_path: Path
+) -> None:
+    """A secret key file readable by its group is a config_error that says how to fix it."""
+    files = generate_keypair(tmp_path, "open")
+    files.secret_path.chmod(0o640)
+    broker = generate_keypair(tmp_path, "broker")
+    env = dict.fromkeys(KEY_VARIABLES, "") | {
+        "LINEBUS_KEY_FILE": str(files.secret_path),
+        "LINEBUS_BROKER_KEY_FILE": str(broker.public_path),
+    }
+    status, answer, _ = _call(c_client_build, "tcp://127.0.0.1:9", env, "a=1")
+    assert (status, answer["error"]["code"]) == (1, "config_error")
+    assert "chmod 600" in answer["error"]["message"]
+
+
+def test_c_client_takes_z85_keys(c_client_build: Path, c_line: Line) -> None:
+    """LINEBUS_KEY and LINEBUS_BROKER_KEY (Z85 text) work as the files do, the public key
+    derived from the secret: on the secured line the tester's keys call; on the plain line a
+    Z85 key pair is used (the handshake fails, naming the derived public key)."""
+    if SECURE:
+        own = load_keypair(file=os.environ["LINEBUS_KEY_FILE"])
+        broker = load_public_key(file=os.environ["LINEBUS_BROKER_KEY_FILE"])
+    else:
+        public, secret = zmq.curve_keypair()
+        own, broker = KeyPair(public, secret), zmq.curve_keypair()[0]
+    assert own.secret is not None
+    env = dict.fromkeys(KEY_VARIABLES, "") | {
+        "LINEBUS_KEY": own.secret.decode(),
+        "LINEBUS_BROKER_KEY": broker.decode(),
+    }
+    status, answer, _ = _call(c_client_build, c_line.endpoints.command, env, "a=1", "b=2")
+    if SECURE:
+        assert (status, answer) == (0, {"result": 3})
+    else:
+        assert (status, answer["error"]["code"]) == (1, "unauthenticated")
+        assert answer["error"]["details"]["key"] == own.public.decode()
 
 
 def test_c_client_key_refused_at_once(c_client_build: Path, c_line: Line, tmp_path: Path) -> None:

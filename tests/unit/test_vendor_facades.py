@@ -48,6 +48,10 @@ class _FlashRunner(Actor):
     def FR_GetDllVersion(self) -> str:
         return "stand-in"
 
+    @command(concurrent=True)
+    async def FR_SendCommand(self, command: str) -> None:
+        await asyncio.sleep(10 * WAIT_S)  # never in time: cancelled at the caller's deadline
+
     def device_addresses(self) -> list[str]:
         return ["10.0.0.40:1234"]
 
@@ -160,6 +164,10 @@ def test_flashrunner_vendor_and_bus_style(on_line: BrokerThread) -> None:
         assert fr.FR_GetDllVersion() == "stand-in"
     with FlashRunner(on_line.command, "fr4") as fr:
         assert fr.bus.endpoint == on_line.command
+        fr.timeout = 0.3
+        with pytest.raises(FR_Comm_Exception) as late:
+            fr.FR_SendCommand("#GETENGSTATUS")
+        assert late.value.code == "deadline_exceeded"
 
 
 @pytest.mark.parametrize(

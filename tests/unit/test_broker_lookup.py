@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import bus.logs
 from bus import protocol
 from bus.actor import Actor, command
 from bus.addresses import matches, normalize, normalize_all
@@ -203,10 +204,14 @@ def test_actor_advertises_and_readvertises(bus_line: tuple[BrokerThread, ActorTh
 
 
 def test_cli_lookup(
-    bus_line: tuple[BrokerThread, ActorThread], capsys: pytest.CaptureFixture[str]
+    bus_line: tuple[BrokerThread, ActorThread],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``linebus lookup [ADDRESS] [--kind K]`` prints the services and what they drive."""
     broker, _ = bus_line
+    # main() would set the process's logging up for a CLI run; leave it as the tests have it
+    monkeypatch.setattr(bus.logs, "configure_logging", lambda **_: None)
     where = ["--endpoint", broker.command, "--timeout", str(WAIT_S)]
     assert main(["lookup", "--kind", "flashrunner", *where]) == 0
     (row,) = capsys.readouterr().out.splitlines()[1:]

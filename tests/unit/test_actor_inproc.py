@@ -516,6 +516,7 @@ class TestInvalidRequests:
                 "ext type -1 (msgpack timestamp); only type 1 is defined",
             ),
         ],
+        ids=["invalid_byte", "truncated", "trailing_bytes", "map_key_not_str", "timestamp"],
     )
     async def test_corrupt_payload(
         self, line: Line, payload: bytes, problem: str, text: str

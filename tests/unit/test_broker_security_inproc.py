@@ -459,6 +459,24 @@ class TestVectors:
         bob.send_multipart(protocol.encode_ready("fr1", INFO))
         assert line.recv(bob) == vector_frames("error_forbidden_ready")
 
+    def test_bulk_frames_after_the_wrong_kind_are_refused(
+        self, make_line: Callable[..., SecureLine]
+    ) -> None:
+        """The secured path (READY and REQUEST are handled apart, for the access list) refuses
+        bulk frames after a kind without them as the plain one does (§3): the golden CANCEL
+        vector is answered bad_request with its msg_id, a READY with bulk frames registers
+        nothing."""
+        line = make_line({"operators": ["alice"]})
+        alice = line.dealer("alice")
+        alice.send_multipart(vector_frames("invalid_cancel_with_bulk_frame"))
+        header = line.header(alice)
+        assert header[:4] == [1, 4, "3f2a9c1b7d4e-1", "bad_request"]
+        assert header[4] == "malformed message: CANCEL carries no bulk frames, got 1"
+        fr1 = line.dealer("fr1")
+        fr1.send_multipart([*protocol.encode_ready("fr1", FR_INFO), b"xx"])
+        assert line.header(fr1)[:4] == [1, 4, "", "bad_request"]
+        assert "fr1" not in line.broker.directory.by_name
+
 
 def vector_frames(name: str) -> list[bytes]:
     vector = json.loads((VECTOR_DIR / f"{name}.json").read_text())

@@ -2,7 +2,7 @@
 
 Each subcommand imports what it needs when it runs, so ``linebus --help`` stays fast and never
 needs a device extra. Exit codes: 0 success, 1 the call failed with a typed error, 2 bad usage or
-config, 3 broker not reachable.
+config, 3 broker not reachable (``compat``: the script's own exit code).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bus.client import Call, Client
 from bus.errors import BusError
@@ -613,6 +613,21 @@ class Instance:
             _bytes_feed(progress),
         )
         Path(localpath).write_bytes(data)
+
+    def sftp_client(self) -> NoReturn:
+        """Not offered over linebus: the published client returns paramiko's ``SFTPClient``, a
+        live connection to the instance, which cannot cross the bus (the actor holds the SSH
+        connection and its key). ``put_file`` and ``get_file``, the wrappers the seed names for
+        it, go through the actor.
+
+        Raises:
+            Error: always, code ``unknown_command``.
+        """
+        raise Error(
+            "sftp_client: a paramiko SFTP client cannot be offered over linebus (the remote-lab"
+            " actor holds the connection); use put_file and get_file",
+            "unknown_command",
+        )
 
     def terminate(self) -> None:
         """Close SSH and terminate the instance."""

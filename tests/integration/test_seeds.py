@@ -148,6 +148,7 @@ def test_rerobots_tutorial(demo: Demo, tmp_path: Path) -> None:
 
 def test_rerobots_reference(demo: Demo, tmp_path: Path) -> None:
     out = demo.run("rerobots_reference.py", tmp_path).stdout
+    assert "sftp_client: a paramiko SFTP client cannot be offered over linebus" in out
     assert out.rstrip().endswith("reference done")
 
 

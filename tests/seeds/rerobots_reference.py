@@ -71,5 +71,9 @@ rri.put_file("local.txt", "remote.txt")
 rri.get_file("remote.txt", "back.txt")
 with open("back.txt") as f:
     assert f.read() == "put by the seed\n"
+try:
+    rri.sftp_client()
+except rerobots.api.Error as error:  # not offered over linebus: put_file and get_file are
+    print("sftp_client:", error)
 rri.terminate()
 print("reference done")

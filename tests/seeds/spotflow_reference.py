@@ -1,5 +1,6 @@
 """spotflow-device seed, its Reference section: every class, method and property it lists, called
-as documented, with the types it documents checked. Run it with `linebus compat`."""
+as documented, with the types it documents checked (None where it returns None). Run it with
+`linebus compat`."""
 
 import sys
 import threading
@@ -54,7 +55,7 @@ assert isinstance(current, DesiredProperties) and current.version == desired.ver
 assert client.get_desired_properties_if_newer(desired.version) is None
 print("desired:", desired.version, desired.values)
 
-client.update_reported_properties({"firmware": "1.2.3", "seed": "reference"})
+assert client.update_reported_properties({"firmware": "1.2.3", "seed": "reference"}) is None
 pending_reported = client.any_pending_reported_properties_updates
 assert isinstance(pending_reported, bool)
 
@@ -66,20 +67,20 @@ sender = client.create_stream_sender(
 for compression in (Compression.UNCOMPRESSED, Compression.FASTEST, Compression.SMALLEST_SIZE):
     client.create_stream_sender(stream="seed-compression", compression=compression)
 
-sender.enqueue_message('{"reading": 1}', batch_id="batch-1", message_id="m-1")
+assert sender.enqueue_message('{"reading": 1}', batch_id="batch-1", message_id="m-1") is None
 sender.enqueue_message(b'{"reading": 2}', batch_id="batch-1", message_id="m-2")
 # Message Chunking: two chunks of one Message, then its manual completion.
 sender.enqueue_message(b"chunk-a", batch_id="batch-1", message_id="m-3", chunk_id="c-1")
 sender.enqueue_message(
     b"chunk-b", batch_id="batch-1", message_id="m-3", batch_slice_id="s-1", chunk_id="c-2"
 )
-sender.enqueue_message_completion("batch-1", "m-3")
-sender.enqueue_batch_completion("batch-1")
+assert sender.enqueue_message_completion("batch-1", "m-3") is None
+assert sender.enqueue_batch_completion("batch-1") is None
 pending = client.pending_messages_count
 assert isinstance(pending, int) and pending >= 0
 print("pending before wait:", pending)
-sender.send_message("last", batch_id="batch-2", message_id="m-4")
-client.wait_enqueued_messages_sent()
+assert sender.send_message("last", batch_id="batch-2", message_id="m-4") is None
+assert client.wait_enqueued_messages_sent() is None
 print("pending after wait:", client.pending_messages_count)
 
 try:

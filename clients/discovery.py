@@ -57,8 +57,6 @@ MULTICAST_IPADDR = "239.255.255.250"
 MULTICAST_PORT = 1901
 #: Longest wait between two ``lookup_callback`` calls, in seconds.
 _IDLE_S = 0.5
-#: Longest ``get`` of one step of ``UpnpTask``'s lookup when there is a ``lookup_callback``.
-_LOOKUP_SLICE_S = 1.0
 
 
 class ManagerError(RuntimeError):
@@ -243,9 +241,9 @@ class UpnpDiscover(BusSession):
                     wait = _IDLE_S if wait is None else min(wait, _IDLE_S)
                 event = sub.next(wait)
                 if event is None:
-                    if idle is None or (end is not None and time.monotonic() >= end):
+                    if idle is None:
                         return
-                    idle()
+                    idle()  # after each wait, the last one too (as fluxclient's loop)
                     continue
                 if not isinstance(event.data, dict):
                     continue
@@ -344,13 +342,13 @@ class UpnpTask(BusSession):
 
     Args:
         uuid: The device uuid (``uuid.UUID`` or hex).
-        client_key, ipaddr, remote_profile: Accepted for fluxclient's signature and not used:
-            the actor owns the key and knows the address.
-        device_metadata: Skip the lookup.
+        client_key: Accepted for fluxclient's signature and not used: the actor owns the key.
+        ipaddr: With ``uuid`` ``UUID(int=0)``, look the device up by this address instead.
+        device_metadata, remote_profile: The device's metadata: skip the lookup.
         backend_options: ``{"password": str}`` or ``{"password": callable(task) -> str}``, used
             when the device does not trust the actor's key yet.
-        lookup_callback: Called with this task about every second while the device is looked
-            for.
+        lookup_callback: Called with the ``UpnpDiscover`` that looks for the device, about every
+            0.5 s while it is not seen (as in fluxclient).
         lookup_timeout: Seconds to wait for the device to be seen (``math.inf``: until it is).
         bus: A ``bus.client.Client`` (borrowed) or the broker's command endpoint; None: the
             default bus.
@@ -370,7 +368,7 @@ class UpnpTask(BusSession):
         device_metadata: dict[str, Any] | None = None,
         remote_profile: dict[str, Any] | None = None,
         backend_options: dict[str, Any] | None = None,
-        lookup_callback: Callable[[UpnpTask], Any] | None = None,
+        lookup_callback: Callable[[UpnpDiscover], Any] | None = None,
         lookup_timeout: float = 10.0,
         *,
         bus: Client | str | None = None,
@@ -390,35 +388,23 @@ class UpnpTask(BusSession):
         self._closed = False
         try:
             meta = device_metadata or remote_profile
-            self.device_meta = (
-                dict(meta) if meta else self._lookup(lookup_callback, float(lookup_timeout))
-            )
+            if not meta:  # fluxclient's lookup: a discovery of the uuid (of ipaddr for uuid 0)
+                by_ip = self.uuid.int == 0 and ipaddr is not None
+                device = _first_device(
+                    self._bus,
+                    self.service,
+                    uuid=None if by_ip else self.uuid,
+                    ipaddr=ipaddr if by_ip else None,
+                    lookup_callback=lookup_callback,
+                    timeout=float(lookup_timeout),
+                )
+                meta, self.uuid = device.to_dict(), device.uuid
+            self.device_meta = dict(meta)
             self.authorized = False
             self._authorize()
         except BaseException:
             self.close()
             raise
-
-    def _lookup(
-        self, lookup_callback: Callable[[UpnpTask], Any] | None, timeout_s: float
-    ) -> dict[str, Any]:
-        """Wait for the device to be seen (in slices, calling ``lookup_callback`` between)."""
-        end = None if math.isinf(timeout_s) else time.monotonic() + timeout_s
-        while True:
-            left = None if end is None else max(0.0, end - time.monotonic())
-            wait = _LOOKUP_SLICE_S if lookup_callback is not None or left is None else left
-            if left is not None:
-                wait = min(wait, left)
-            try:
-                found = self._call(
-                    "get", {"uuid": self.uuid.hex, "timeout_s": max(wait, 0.001)}, wait + 5
-                )
-                return metadata(found)
-            except ManagerException as exc:
-                if exc.code != "device_timeout" or (end is not None and time.monotonic() >= end):
-                    raise
-            if lookup_callback is not None:
-                lookup_callback(self)
 
     # metadata, as fluxclient's properties
     @property
@@ -537,7 +523,7 @@ class DeviceManager(UpnpTask):
         cls,
         client_key: Any,
         uuid: uuidlib.UUID | str,
-        lookup_callback: Callable[[UpnpTask], Any] | None = None,
+        lookup_callback: Callable[[UpnpDiscover], Any] | None = None,
         lookup_timeout: float = 10.0,
         *,
         bus: Client | str | None = None,
@@ -569,25 +555,18 @@ class DeviceManager(UpnpTask):
         Raises:
             ManagerException: code ``device_timeout`` when no device answers from ``ipaddr``.
         """
-        found: list[Device] = []
-
-        def on_found(discover: UpnpDiscover, device: Device, **_: Any) -> None:
-            found.append(device)
-            discover.stop()
-
-        with UpnpDiscover(device_ipaddr=ipaddr, bus=bus, service=service) as discover:
-            discover.discover(on_found, lookup_callback, lookup_timeout)
-            if not found:
-                raise ManagerException(
-                    f"no device seen at {ipaddr} within {lookup_timeout} s",
-                    "TIMEOUT",
-                    code="device_timeout",
-                    details={"ipaddr": ipaddr},
-                )
+        with UpnpDiscover(bus=bus, service=service) as discover:  # the bus and actor to use
+            device = _first_device(
+                discover.bus,
+                discover.service,
+                ipaddr=ipaddr,
+                lookup_callback=lookup_callback,
+                timeout=lookup_timeout,
+            )
             return cls(
-                found[0].uuid,
+                device.uuid,
                 client_key,
-                device_metadata=found[0].to_dict(),
+                device_metadata=device.to_dict(),
                 bus=bus,
                 service=discover.service,
             )
@@ -707,6 +686,41 @@ class Device:
         return dict(self.meta)
 
 
+def _first_device(
+    bus: Client,
+    service: str,
+    *,
+    uuid: uuidlib.UUID | None = None,
+    ipaddr: str | None = None,
+    lookup_callback: Callable[[UpnpDiscover], Any] | None = None,
+    timeout: float = math.inf,
+) -> Device:
+    """The first device seen with ``uuid`` (or at ``ipaddr``), found as fluxclient's lookups
+    find it: a ``DeviceDiscover`` on ``bus`` that calls ``lookup_callback(discover)`` while
+    waiting.
+
+    Raises:
+        ManagerException: code ``device_timeout`` when none is seen within ``timeout`` s.
+    """
+    found: list[Device] = []
+
+    def on_found(discover: UpnpDiscover, device: Device, **_: Any) -> None:
+        found.append(device)
+        discover.stop()
+
+    with UpnpDiscover(uuid=uuid, device_ipaddr=ipaddr, bus=bus, service=service) as discover:
+        discover.discover(on_found, lookup_callback, timeout)
+    if not found:
+        what = f"device {uuid}" if uuid is not None else f"a device at {ipaddr}"
+        raise ManagerException(
+            f"{what} not seen within {timeout} s",
+            "TIMEOUT",
+            code="device_timeout",
+            details={"uuid": uuid.hex if uuid else None, "ipaddr": ipaddr},
+        )
+    return found[0]
+
+
 def discover_device(
     uuid: uuidlib.UUID | str,
     lookup_callback: Callable[[UpnpDiscover], Any] | None = None,
@@ -720,12 +734,18 @@ def discover_device(
     Raises:
         ManagerException: no discovery actor, a bad endpoint, an unreachable broker ...
     """
-    result: list[Device] = []
-
-    def found(discover: UpnpDiscover, device: Device, **_: Any) -> None:
-        result.append(device)
-        discover.stop()
-
     with DeviceDiscover(uuid, bus=bus) as discover:
-        discover.discover(found, lookup_callback, timeout)
-    return result[0] if result else None
+        try:
+            device = _first_device(
+                discover.bus,
+                discover.service,
+                uuid=discover.uuid,
+                lookup_callback=lookup_callback,
+                timeout=timeout,
+            )
+        except ManagerException as exc:
+            if exc.code != "device_timeout":
+                raise
+            return None
+    device.bus = bus  # sessions opened from it use the caller's bus (None: the default one)
+    return device

@@ -265,9 +265,11 @@ def test_discovery_vendor_style(on_line: BrokerThread) -> None:
     with pytest.raises(RobotSessionError) as no_camera:  # the stand-in advertises no camera
         device.connect_camera(None)
     assert no_camera.value.code == "unknown_service" and ":23812" in str(no_camera.value)
-    task = UpnpTask(PRINTER, lookup_timeout=1)
+    task = UpnpTask(PRINTER, lookup_timeout=WAIT_S)
     task.rename("beta")
     task.close()
+    with UpnpTask(uuidlib.UUID(int=0), None, ROBOT[0], lookup_timeout=WAIT_S) as by_address:
+        assert (by_address.uuid, by_address.name) == (PRINTER, "alpha")  # fluxclient's uuid 0
     manager = DeviceManager.from_uuid(None, PRINTER.hex)
     manager.set_nickname("gamma")
     manager.close()
@@ -282,6 +284,8 @@ def test_discovery_errors(on_line: BrokerThread, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ManagerException) as unseen:
         UpnpTask(uuidlib.UUID(int=7), lookup_callback=calls.append, lookup_timeout=0.2)
     assert unseen.value.code == "device_timeout" and isinstance(unseen.value, UpnpException)
+    assert calls and all(isinstance(c, UpnpDiscover) for c in calls)  # fluxclient's argument
+    assert discover_device(uuidlib.UUID(int=7), timeout=0.2) is None
     with pytest.raises(ManagerError):
         UpnpDiscover(uuid="not a uuid")
     monkeypatch.setenv("LINEBUS_ENDPOINT", "garbage")

@@ -1,22 +1,30 @@
-"""fluxclient's ``upnp`` (``UpnpDiscover``, ``UpnpTask``) over linebus.
+"""fluxclient's discovery and management (``fluxclient.upnp``, ``fluxclient.device``) over linebus.
 
 ::
 
-    from clients.discovery import UpnpDiscover, UpnpTask
+    from clients.discovery import UpnpDiscover, UpnpTask, discover_device
 
-    with UpnpDiscover("tcp://127.0.0.1:7750") as discover:       # the discovery actor's service: "discovery"
-        for device in discover.devices(timeout=5):                # metadata dicts as devices appear
+    with UpnpDiscover() as discover:                    # or UpnpDiscover(bus, "discovery")
+        for device in discover.devices(timeout=5):      # metadata dicts as devices appear
             print(device["uuid"], device["name"], device["ipaddr"], device["st_id"])
 
-    task = UpnpTask(device["uuid"], bus="tcp://127.0.0.1:7750",
+    task = UpnpTask(device["uuid"],
                     backend_options={"password": lambda task: getpass("Device password: ")})
     task.rename("printer-7")
     print(task.get_wifi_list())
 
+    robot = discover_device(device["uuid"]).connect_robot(client_key)   # a FluxRobot
+
 The discovery actor listens on the network and owns the client key; these objects ask it over
-the bus. Metadata keeps fluxclient's keys and types (``uuid`` a ``uuid.UUID``, ``endpoint`` a
-tuple). Errors: ``ManagerError`` (the device refused; ``err_symbol`` holds its words) and
-``ManagerException`` (session failures), raised ``from`` the bus error.
+the bus. Built the vendor's way (no bus given), they use the bus of ``LINEBUS_ENDPOINT`` and the
+discovery actor the broker names (``lookup`` by kind; see ``clients._vendor`` for the rule that
+tells a bus-style call apart). fluxclient's current names are here too: ``DeviceDiscover``,
+``DeviceManager`` (``from_uuid``, ``from_ipaddr``, ``from_device``), ``Device``
+(``connect_robot``, ``connect_camera``, ``manage_device``), ``discover_device``. Metadata keeps
+fluxclient's keys and types (``uuid`` a ``uuid.UUID``, ``endpoint`` a tuple). Errors:
+``ManagerError`` / ``UpnpError`` (the device refused; ``err_symbol`` holds its words) and
+``ManagerException`` / ``UpnpException`` (every session failure: timeouts, an unreachable
+broker, a bad endpoint, no discovery actor), raised ``from`` the bus error with its ``code``.
 """
 
 from __future__ import annotations

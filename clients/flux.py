@@ -22,8 +22,9 @@
 ``LINEBUS_ENDPOINT`` and asks the broker which ``flux`` actor drives that printer; the actor owns
 the connection and the key (its options ``host``, ``key``, ``password``). ``FluxRobot(bus,
 service)`` names the actor instead. Local files and streams are read and written here, on the
-caller's machine. Also here: fluxclient's ``get_or_create_default_key``, ``discover_device``
-(``fluxclient.device``) and the ``Device`` it returns, with ``connect_robot``.
+caller's machine. Also here: fluxclient's ``get_or_create_default_key`` (``commands.misc``;
+from ``clients.fluxkey``). ``discover_device`` and its ``Device.connect_robot`` are in
+``clients.discovery``.
 Errors are ``RobotError`` (the device answered with an error; ``error_symbol`` holds its words)
 or ``RobotSessionError`` (link, timeout, bus), each raised ``from`` the bus error.
 """

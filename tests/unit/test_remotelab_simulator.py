@@ -235,6 +235,8 @@ def test_sftp_is_confined_and_a_download_can_be_cut(sim: RemoteLabSimulator) -> 
         assert sftp.normalize("../../etc") == "/etc"  # inside the sandbox: no way out
         with pytest.raises(FileNotFoundError):
             sftp.stat("/etc/passwd")
+        with sftp.open("/etc/hosts", "rb") as handle:  # as on an instance (the tutorial's file)
+            assert handle.read().startswith(b"127.0.0.1\tlocalhost\n")
         sftp.mkdir("sub")
         with sftp.open("sub/data.bin", "wb") as handle:
             handle.write(b"x" * 200_000)
@@ -255,7 +257,7 @@ def test_sftp_is_confined_and_a_download_can_be_cut(sim: RemoteLabSimulator) -> 
             assert len(handle.read()) == 200_000
         sftp.remove("sub/moved.bin")
         sftp.rmdir("sub")
-        assert sftp.listdir(".") == []
+        assert sftp.listdir(".") == ["etc"]  # what a sandbox starts with: etc/hosts
         assert sim.drop_ssh(instance_id) == 1  # cut from the outside, as the test hook does
         with pytest.raises((OSError, EOFError, paramiko.SSHException)):
             sftp.listdir(".")

@@ -1,5 +1,6 @@
 """The I/O-free core shared by the sync and asyncio clients: request ids, call state, decoding
-of answers into results or typed errors, and gap detection on event streams.
+of answers into results or typed errors, gap detection on event streams, and the steps of
+repairing a gap (``GapRepair``).
 
 Imports only msgpack, ``bus.protocol`` and ``bus.errors``, like every client module.
 """
@@ -14,10 +15,17 @@ from typing import Any, NamedTuple
 import msgpack
 
 from bus import protocol
-from bus.errors import BadRequest, BrokerUnreachable, BusError, DeadlineExceeded, from_wire
+from bus.errors import (
+    BadRequest,
+    BrokerUnreachable,
+    BusError,
+    DeadlineExceeded,
+    TooOld,
+    from_wire,
+)
 from bus.protocol import Event, Kind
 
-__all__ = ["CallCore", "CallState", "GapTracker", "TrackedEvent"]
+__all__ = ["CallCore", "CallState", "GapRepair", "GapTracker", "TrackedEvent"]
 
 _REPLY = int(Kind.REPLY)
 _ERROR = int(Kind.ERROR)
@@ -289,3 +297,80 @@ class GapTracker:
 
 
 _new_tuple = tuple.__new__
+
+
+class GapRepair:
+    """The steps of repairing one gap, without I/O (PROTOCOL.md §9, "Repairing a gap").
+
+    ``event`` arrived with ``missed`` > 0. While ``args()`` is not None, call the built-in
+    ``replay`` of ``event.src`` with those arguments and hand the outcome to ``take``; then
+    ``events()`` is what to deliver: the recovered events in order, then ``event``, each with
+    ``missed`` set to how many events just before it are lost for good.
+
+    A ``too_old`` answer whose ``oldest`` falls inside the gap asks again from there (the start
+    of the gap is lost, the rest may not be); any other error loses the rest of the gap.
+    """
+
+    #: Calls one repair may make: the first, and one per ``too_old`` that moves the start on.
+    MAX_CALLS = 3
+
+    def __init__(self, event: TrackedEvent) -> None:
+        self.event = event
+        self._first = event.seq - event.missed - 1  # the last seq received before the gap
+        self._after: int | None = self._first
+        self._calls = 0
+        self._found: list[tuple[int, float, Any]] = []
+        if event.src == protocol.BROKER_SERVICE:
+            self._after = None  # the broker keeps no events: nothing to ask
+
+    @property
+    def recovered(self) -> int:
+        """Events recovered so far."""
+        return len(self._found)
+
+    def args(self) -> dict[str, Any] | None:
+        """The arguments of the next ``replay`` call, or None when the repair is over."""
+        if self._after is None or self._calls >= self.MAX_CALLS:
+            return None
+        event = self.event
+        return {
+            "topic": event.topic,
+            "epoch": event.epoch,
+            "after": self._after,
+            "before": event.seq,
+        }
+
+    def take(self, result: Any = None, error: BusError | None = None) -> None:
+        """Take the answer to the call ``args()`` described: its result, or the error it raised."""
+        after, before = self._after, self.event.seq
+        self._after = None
+        self._calls += 1
+        if after is None:
+            return
+        if error is not None:
+            oldest = error.details.get("oldest") if isinstance(error, TooOld) else None
+            if type(oldest) is int and after + 1 < oldest < before:
+                self._after = oldest - 1
+            return
+        last = after
+        for item in result if isinstance(result, list) else ():
+            # Only well-formed events of the gap, in increasing order, are believed.
+            if not (isinstance(item, list) and len(item) >= 3):
+                continue
+            seq, ts = item[0], item[1]
+            if type(seq) is int and last < seq < before and type(ts) in (int, float):
+                self._found.append((seq, float(ts), item[2]))
+                last = seq
+
+    def events(self) -> list[TrackedEvent]:
+        """The recovered events then the live one, each with the count lost just before it."""
+        event = self.event
+        out = []
+        prev = self._first
+        for seq, ts, data in self._found:
+            out.append(
+                TrackedEvent(event.topic, event.src, seq, ts, data, seq - prev - 1, event.epoch)
+            )
+            prev = seq
+        out.append(event._replace(missed=event.seq - prev - 1))
+        return out

@@ -11,7 +11,11 @@ read when the socket's FD is readable, once per loop turn after events were sent
 consume the FD's edge), and before publishing to a topic not known to be heard (a PUB socket
 applies waiting subscriptions at send time, so a subscriber that just got ready is not missed).
 
-``publish`` is the hot path of an event-heavy actor: one dict lookup, one encode, one send.
+Every topic also keeps its recent events in a ring (``bus._eventring``), heard or not, so a
+subscriber that detects a gap can ask for them again (``replay``, the built-in command).
+
+``publish`` is the hot path of an event-heavy actor: one dict lookup, one ring append, one
+encode, one send.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any
 import zmq
 
 from bus import protocol
+from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE, EventRing, RingEntry
 from bus.client import ClientKeys
+from bus.errors import TooOld
 
 __all__ = ["Publisher", "TopicEntry"]
 
@@ -37,17 +43,19 @@ _encode_body = protocol.encode_event_body
 
 
 class TopicEntry:
-    """One topic of a publisher: its frame prefix, last sequence number, and whether it is heard.
+    """One topic of a publisher: its frame prefix, last sequence number, whether it is heard, and
+    its recent events.
 
     ``heard`` is None until it is computed from the subscriptions, and again whenever they change.
     """
 
-    __slots__ = ("heard", "prefix", "seq")
+    __slots__ = ("heard", "prefix", "ring", "seq")
 
-    def __init__(self, prefix: bytes) -> None:
+    def __init__(self, prefix: bytes, ring: EventRing) -> None:
         self.prefix = prefix
         self.seq = 0
         self.heard: bool | None = None
+        self.ring = ring
 
 
 class Publisher:
@@ -59,11 +67,22 @@ class Publisher:
     Args:
         service: The publishing service's name (the first part of every topic).
         epoch: The random epoch of this publisher's sequences (``protocol.new_epoch``).
+        ring_size: Recent events kept per topic for ``replay`` (0: none).
+        ring_age_s: Kept events older than this are not replayed.
     """
 
-    def __init__(self, service: str, epoch: int) -> None:
+    def __init__(
+        self,
+        service: str,
+        epoch: int,
+        *,
+        ring_size: int = DEFAULT_RING_SIZE,
+        ring_age_s: float = DEFAULT_RING_AGE_S,
+    ) -> None:
         self.service = service
         self.epoch = epoch
+        EventRing(ring_size, ring_age_s)  # the same checks, before any topic needs one
+        self.ring_size, self.ring_age_s = ring_size, ring_age_s
         #: Events that could not be sent (no connection yet, or subscribers not keeping up).
         self.events_dropped = 0
         self._topics: dict[str, TopicEntry] = {}
@@ -108,7 +127,9 @@ class Publisher:
     def publish(self, event: str, data: Any = None) -> None:
         """Publish ``data`` on ``<service>.<event>`` with the topic's next sequence number."""
         entry = self._topics.get(event) or self._new_topic(event)
-        entry.seq += 1
+        seq = entry.seq = entry.seq + 1
+        ts = _now()
+        entry.ring.append((seq, ts, data, None))
         sock = self._socket
         if sock is None:
             self.events_dropped += 1
@@ -117,8 +138,7 @@ class Publisher:
             return
         try:
             sock.send(
-                entry.prefix + _encode_body(self.service, self.epoch, entry.seq, _now(), data),
-                _NOBLOCK,
+                entry.prefix + _encode_body(self.service, self.epoch, seq, ts, data), _NOBLOCK
             )
         except zmq.Again:
             self.events_dropped += 1
@@ -140,13 +160,20 @@ class Publisher:
         entry = self._topics.get(event) or self._new_topic(event)
         first = entry.seq + 1
         entry.seq += count
+        now = _now()
         sock = self._socket
+        heard = sock is not None and (entry.heard or self._heard(entry))
+        if isinstance(items, Sequence) or heard:
+            # A lazy iterable nobody hears is not iterated: its events are not kept either.
+            items = items if isinstance(items, Sequence) else list(items)
+            ring = entry.ring
+            ring.extend(_ring_entries(first, now, items, common, count, ring.size))
         if sock is None:
             self.events_dropped += count
             return
-        if not entry.heard and not self._heard(entry):
+        if not heard:
             return
-        now, prefix = _now(), entry.prefix
+        prefix = entry.prefix
         if common is None:
             bodies: Iterable[bytes] = (
                 _encode_body(self.service, self.epoch, first + i, now, data)
@@ -165,8 +192,40 @@ class Publisher:
             self._schedule_check()
 
     def _new_topic(self, event: str) -> TopicEntry:
-        entry = self._topics[event] = TopicEntry(protocol.event_prefix(f"{self.service}.{event}"))
+        entry = self._topics[event] = TopicEntry(
+            protocol.event_prefix(f"{self.service}.{event}"),
+            EventRing(self.ring_size, self.ring_age_s),
+        )
         return entry
+
+    def set_ring(self, size: int, age_s: float) -> None:
+        """Keep ``size`` recent events per topic, replayable for ``age_s``; events kept so far
+        are kept (up to the new size)."""
+        EventRing(size, age_s)  # raises ValueError on a bad size or age
+        self.ring_size, self.ring_age_s = size, age_s
+        for entry in self._topics.values():
+            ring = EventRing(size, age_s)
+            ring.extend(entry.ring.entries())
+            entry.ring = ring
+
+    def replay(self, topic: str, epoch: int, after: int, before: int) -> list[list[Any]]:
+        """The kept events of ``topic`` with ``after < seq < before``: the ``replay`` command.
+
+        Raises:
+            TooOld: ``epoch`` is not this publisher's (it restarted since), the topic is not
+                ours or never had an event, or ``after + 1`` fell out of the ring
+                (``EventRing.replay``).
+            InvalidArguments: ``after``/``before`` make no range.
+        """
+        prefix = f"{self.service}."
+        entry = self._topics.get(topic[len(prefix) :]) if topic.startswith(prefix) else None
+        if entry is None or epoch != self.epoch:
+            why = "is not published here" if entry is None else "is of an earlier incarnation"
+            raise TooOld(
+                f"{topic} epoch {epoch} {why}: nothing of it is kept",
+                details={"topic": topic, "oldest": None},
+            )
+        return entry.ring.replay(topic, after, before)
 
     def _heard(self, entry: TopicEntry) -> bool:
         """Whether a subscription can match the topic of ``entry`` (cached until they change).
@@ -222,3 +281,17 @@ class Publisher:
     def _forget_heard(self) -> None:
         for entry in self._topics.values():
             entry.heard = None
+
+
+def _ring_entries(
+    first: int,
+    now: float,
+    items: Sequence[Any],
+    common: Mapping[str, Any] | None,
+    count: int,
+    keep: int,
+) -> Iterable[RingEntry]:
+    """The ring entries of a ``publish_many``: only the last ``keep`` (what the ring holds), and
+    of a ``count`` that disagrees with the items, the lesser."""
+    n = min(count, len(items))
+    return ((first + i, now, items[i], common) for i in range(max(0, n - keep), n))

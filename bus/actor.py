@@ -48,6 +48,7 @@ import structlog
 import zmq
 
 from bus import protocol
+from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE
 from bus._link import BrokerLink
 from bus._publisher import Publisher
 from bus._requests import Requests
@@ -74,6 +75,9 @@ class ActorSettings:
             key); None for plaintext. ``Actor.run`` and ``linebus actor`` take them from the
             environment (``LINEBUS_KEY_FILE`` and ``LINEBUS_BROKER_KEY_FILE``, set by the
             supervisor); ``serve`` uses exactly what it is given.
+        event_ring: Recent events kept per topic for subscribers repairing a gap (``replay``);
+            0 keeps none. Memory: at most this many events per topic.
+        event_ring_age_s: Kept events older than this are no longer replayed.
     """
 
     def __init__(
@@ -87,6 +91,8 @@ class ActorSettings:
         max_queue: int = 1000,
         shutdown_grace_s: float = 2.0,
         keys: ClientKeys | None = None,
+        event_ring: int = DEFAULT_RING_SIZE,
+        event_ring_age_s: float = DEFAULT_RING_AGE_S,
     ) -> None:
         self.endpoint = endpoint
         self.publish_endpoint = publish_endpoint
@@ -96,6 +102,8 @@ class ActorSettings:
         self.max_queue = max_queue
         self.shutdown_grace_s = shutdown_grace_s
         self.keys = keys
+        self.event_ring = event_ring
+        self.event_ring_age_s = event_ring_age_s
 
 
 class Actor:
@@ -182,6 +190,17 @@ class Actor:
             "devices": list(self.device_addresses()),
         }
 
+    @command(concurrent=True)
+    def replay(self, topic: str, epoch: int, after: int, before: int) -> list[list[Any]]:
+        """Events of ``topic`` published with ``after < seq < before``, oldest first, each
+        ``[seq, ts, data]``, from the ring of recent events (repairing a gap, PROTOCOL.md §9).
+
+        A seq missing from the answer was not kept. Raises ``too_old`` when ``after + 1`` is no
+        longer kept (``details.oldest``: the oldest seq kept, to ask again from) or ``epoch`` is
+        not this actor's (it restarted).
+        """
+        return self._publisher.replay(topic, epoch, after, before)
+
     # --- events -----------------------------------------------------------------------------
 
     @property
@@ -243,6 +262,7 @@ class Actor:
             on_refused=self.request_stop,
         )
         self._requests.start(loop, link.send, max_queue=settings.max_queue)
+        self._publisher.set_ring(settings.event_ring, settings.event_ring_age_s)
         try:
             self._publisher.open(ctx, settings.publish_endpoint, loop, keys=settings.keys)
             await link.open(ctx, settings.endpoint, loop)

@@ -11,6 +11,7 @@ Many calls may be in flight at once from many tasks; one reader task matches ans
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ import zmq
 import zmq.asyncio
 
 from bus import protocol
-from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
+from bus._calls import CallCore, CallState, GapRepair, GapTracker, ProgressCallback, TrackedEvent
 from bus.client import (
     HANDSHAKE_EVENTS,
     REFUSAL_CHECK_S,
@@ -30,7 +31,7 @@ from bus.client import (
     default_endpoints,
     resolve_keys,
 )
-from bus.errors import BrokerUnreachable, Cancelled, DeadlineExceeded, Unavailable
+from bus.errors import BrokerUnreachable, BusError, Cancelled, DeadlineExceeded, Unavailable
 
 __all__ = ["AsyncCall", "AsyncClient", "AsyncSubscription"]
 
@@ -87,10 +88,23 @@ class AsyncCall:
 
 
 class AsyncSubscription:
-    """An async iterator of events with gap detection (see ``bus.client.Subscription``)."""
+    """An async iterator of events with gap detection, and gap repair when ``repair`` is true
+    (see ``bus.client.Subscription``)."""
 
-    def __init__(self, client: AsyncClient, prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        prefixes: tuple[str, ...],
+        *,
+        repair: bool = False,
+        repair_timeout: float = 2.0,
+    ) -> None:
         self._tracker = GapTracker()
+        self._repair = repair
+        self._repair_timeout = repair_timeout
+        self._ready: collections.deque[TrackedEvent] = collections.deque()
+        #: Events recovered by repairing gaps (not counted in ``missed_total``).
+        self.repaired_total = 0
         self.prefixes = prefixes
         sock = client._ctx.socket(zmq.SUB)
         sock.linger = 0
@@ -133,8 +147,24 @@ class AsyncSubscription:
 
     @property
     def missed_total(self) -> int:
-        """Events detected as lost since the subscription began."""
+        """Events detected as lost (and not recovered) since the subscription began."""
         return self._tracker.missed_total
+
+    async def _repaired(self, event: TrackedEvent) -> list[TrackedEvent]:
+        """``event`` preceded by what its gap's publisher still had."""
+        repair = GapRepair(event)
+        while (args := repair.args()) is not None:
+            try:
+                result = await self._client.call(
+                    event.src, "replay", args, timeout=self._repair_timeout
+                )
+            except BusError as exc:
+                repair.take(error=exc)
+            else:
+                repair.take(result)
+        self._tracker.missed_total -= repair.recovered
+        self.repaired_total += repair.recovered
+        return repair.events()
 
     async def wait_ready(self, timeout: float = 5.0) -> None:
         """Return once the broker forwards to this subscription (see the sync client)."""
@@ -163,6 +193,8 @@ class AsyncSubscription:
 
     async def next(self, timeout: float | None = None) -> TrackedEvent | None:
         """The next event, or None if none arrives within ``timeout``."""
+        if self._ready:
+            return self._ready.popleft()
         while True:
             if self._pushback is not None:
                 frame, self._pushback = self._pushback, None
@@ -175,6 +207,9 @@ class AsyncSubscription:
                     frame = await self._sock.recv()
             event = self._tracker.decode(frame)
             if event is not None:
+                if event.missed and self._repair:
+                    self._ready.extend(await self._repaired(event))
+                    return self._ready.popleft()
                 return event
 
     def __aiter__(self) -> AsyncIterator[TrackedEvent]:
@@ -406,9 +441,12 @@ class AsyncClient:
         result: dict[str, Any] = await self.call(protocol.BROKER_SERVICE, "stats", timeout=timeout)
         return result
 
-    def subscribe(self, *prefixes: str) -> AsyncSubscription:
-        """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none)."""
-        return AsyncSubscription(self, prefixes)
+    def subscribe(
+        self, *prefixes: str, repair: bool = False, repair_timeout: float = 2.0
+    ) -> AsyncSubscription:
+        """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none); with
+        ``repair``, missed events are fetched from their publisher and delivered first."""
+        return AsyncSubscription(self, prefixes, repair=repair, repair_timeout=repair_timeout)
 
     async def close(self) -> None:
         """Fail pending calls and close."""

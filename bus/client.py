@@ -31,6 +31,7 @@ can ship alone.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import time
@@ -42,9 +43,17 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from bus import protocol
-from bus._calls import CallCore, CallState, GapTracker, ProgressCallback, TrackedEvent
+from bus._calls import (
+    CallCore,
+    CallState,
+    GapRepair,
+    GapTracker,
+    ProgressCallback,
+    TrackedEvent,
+)
 from bus.errors import (
     BrokerUnreachable,
+    BusError,
     ConfigError,
     DeadlineExceeded,
     Unauthenticated,
@@ -379,12 +388,31 @@ class Subscription:
 
     Each event is a ``TrackedEvent``; its ``missed`` says how many events of that topic from that
     publisher were lost just before it. ``missed_total`` sums them.
+
+    With ``repair``, a gap is repaired before the event that revealed it is delivered: the
+    missed events are asked of their publisher (its built-in ``replay``, within
+    ``repair_timeout`` per call) and delivered first, in order; what its ring no longer holds
+    (or a publisher that cannot answer) stays lost, counted in the next event's ``missed``.
+    ``repaired_total`` counts the events recovered.
     """
 
-    def __init__(self, client: Client, prefixes: tuple[str, ...], timeout: float | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        prefixes: tuple[str, ...],
+        timeout: float | None,
+        *,
+        repair: bool = False,
+        repair_timeout: float = 2.0,
+    ) -> None:
         self._client = client
         self._timeout = timeout
         self._tracker = GapTracker()
+        self._repair = repair
+        self._repair_timeout = repair_timeout
+        self._ready: collections.deque[TrackedEvent] = collections.deque()
+        #: Events recovered by repairing gaps (not counted in ``missed_total``).
+        self.repaired_total = 0
         self.prefixes = prefixes
         sock = client._ctx.socket(zmq.SUB)
         sock.linger = 0
@@ -407,8 +435,22 @@ class Subscription:
 
     @property
     def missed_total(self) -> int:
-        """Events detected as lost since the subscription began."""
+        """Events detected as lost (and not recovered) since the subscription began."""
         return self._tracker.missed_total
+
+    def _repaired(self, event: TrackedEvent) -> list[TrackedEvent]:
+        """``event`` preceded by what its gap's publisher still had (see the class docstring)."""
+        repair = GapRepair(event)
+        while (args := repair.args()) is not None:
+            try:
+                result = self._client.call(event.src, "replay", args, timeout=self._repair_timeout)
+            except BusError as exc:
+                repair.take(error=exc)
+            else:
+                repair.take(result)
+        self._tracker.missed_total -= repair.recovered
+        self.repaired_total += repair.recovered
+        return repair.events()
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Return once the broker is forwarding to this subscription (subscriptions propagate
@@ -441,6 +483,8 @@ class Subscription:
         """Return the next event, or None if none arrives within ``timeout`` (None: the
         subscription's own timeout, and if that is None too, wait forever)."""
         sock = self._sock
+        if self._ready:
+            return self._ready.popleft()
         while True:
             if self._pushback is not None:
                 frame, self._pushback = self._pushback, None
@@ -456,6 +500,9 @@ class Subscription:
                     frame = sock.recv()
             event = self._tracker.decode(frame)
             if event is not None:
+                if event.missed and self._repair:
+                    self._ready.extend(self._repaired(event))
+                    return self._ready.popleft()
                 return event
 
     def _poll(self, limit: float | None) -> bool:
@@ -486,6 +533,9 @@ class Subscription:
         sock.rcvtimeo = max(1, round(step_s * 1000))
         again = zmq.Again
         idle = 0
+        repair = self._repair
+        while self._ready:  # left by a ``next`` that repaired a gap
+            yield self._ready.popleft()
         try:
             while True:
                 if self._pushback is not None:
@@ -502,7 +552,10 @@ class Subscription:
                     idle = 0
                 event = decode(frame)
                 if event is not None:
-                    yield event
+                    if event.missed and repair:
+                        yield from self._repaired(event)
+                    else:
+                        yield event
         finally:
             sock.rcvtimeo = -1
 
@@ -714,12 +767,20 @@ class Client:
 
     # --- events -----------------------------------------------------------------------------
 
-    def subscribe(self, *prefixes: str, timeout: float | None = None) -> Subscription:
+    def subscribe(
+        self,
+        *prefixes: str,
+        timeout: float | None = None,
+        repair: bool = False,
+        repair_timeout: float = 2.0,
+    ) -> Subscription:
         """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none).
 
-        Iteration ends when no event arrives within ``timeout`` (None: never).
+        Iteration ends when no event arrives within ``timeout`` (None: never). With ``repair``,
+        events missed in a gap are fetched from their publisher and delivered first (see
+        ``Subscription``); the subscription then makes calls on this client.
         """
-        return Subscription(self, prefixes, timeout)
+        return Subscription(self, prefixes, timeout, repair=repair, repair_timeout=repair_timeout)
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -34,10 +34,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE
 from bus.errors import BadRequest, ConfigError
-from bus.options import PositiveInt, Seconds, from_table
+from bus.options import PositiveInt, Range, Seconds, from_table
 from bus.protocol import (
     BROKER_SERVICE,
     DEFAULT_COMMAND_ENDPOINT,
@@ -104,12 +105,18 @@ class SimulatorSpec:
 
 @dataclass(frozen=True, slots=True)
 class ActorSpec:
-    """One actor process: its service name, kind, actor class and the kind's options."""
+    """One actor process: its service name, kind, actor class and the kind's options.
+
+    ``event_ring`` events per topic (0: none), no older than ``event_ring_age_s``, are kept for
+    subscribers that repair a gap (``replay``, docs/PROTOCOL.md §9).
+    """
 
     name: str
     kind: str
     actor_class: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    event_ring: Annotated[int, Range(ge=0)] = DEFAULT_RING_SIZE
+    event_ring_age_s: Seconds = DEFAULT_RING_AGE_S
 
     @property
     def class_path(self) -> str:

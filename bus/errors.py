@@ -25,6 +25,7 @@ so a newer peer never crashes an older one. Tracebacks never go on the wire.
     │   ├── DeviceTimeout                   "device_timeout"
     │   └── DeviceFault                     "device_fault"      details: device_code
     ├── StorageError                        "storage_error"     disk full, corrupt store
+    ├── TooOld                              "too_old"           replay: events no longer kept
     ├── ConfigError                         "config_error"      bad config (startup only)
     └── RemoteError                         (any code this version does not know)
 
@@ -54,6 +55,7 @@ __all__ = [
     "PermissionDenied",
     "RemoteError",
     "StorageError",
+    "TooOld",
     "Unauthenticated",
     "Unavailable",
     "UnknownCommand",
@@ -272,6 +274,17 @@ class StorageError(BusError):
     code = "storage_error"
 
 
+class TooOld(BusError):
+    """The events asked for (``replay``, PROTOCOL.md §9) fell out of the publisher's ring of
+    recent events, by count or age, or belong to an incarnation of it that is gone.
+
+    ``details``: ``topic``, and ``oldest``, the oldest sequence number still kept (None when
+    none is), from which the rest can be asked for.
+    """
+
+    code = "too_old"
+
+
 class ConfigError(BusError):
     """A configuration file or value is invalid; raised at start-up, never sent on the wire."""
 
@@ -336,6 +349,7 @@ _BY_CODE: dict[str, type[BusError]] = {
         DeviceTimeout,
         DeviceFault,
         StorageError,
+        TooOld,
         ConfigError,
     )
 }

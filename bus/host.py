@@ -82,4 +82,6 @@ def run_actor(config: LineConfig, name: str) -> None:
     spec = config.actor(name)
     cls = load_actor_class(spec)
     actor = cls(spec.name, spec.options)
-    actor.run(settings_for(config))
+    settings = settings_for(config)
+    settings.event_ring, settings.event_ring_age_s = spec.event_ring, spec.event_ring_age_s
+    actor.run(settings)

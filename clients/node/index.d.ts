@@ -142,6 +142,7 @@ export class DeviceUnavailable extends DeviceError {}
 export class DeviceTimeout extends DeviceError {}
 export class DeviceFault extends DeviceError {}
 export class StorageError extends LinebusError {}
+export class TooOld extends LinebusError {}
 export class ConfigError extends LinebusError {}
 
 /** The wire codes mapped to classes. */

@@ -801,7 +801,7 @@ class TestServing:
         assert f"  {SERVICE:<12} {'echo':<12} up    pid {os.getpid()}" in lines
         tour = lines.index("== echo (gadget) ==")
         assert lines[tour + 1].startswith("  ping -> {")
-        assert lines[tour + 2].startswith("  12 commands: add, aecho, blob,")
+        assert lines[tour + 2].startswith("  13 commands: add, aecho, blob,")
         assert lines[tour + 3 : tour + 5] == ["", "== broker counters =="]
         assert lines[tour + 5].startswith("  routed {") and lines[tour + 6].startswith(
             "  dropped {"

@@ -269,4 +269,4 @@ class TestDescribe:
             "mover",
             "Moves an axis.",
         )
-        assert sorted(description["commands"]) == ["Home", "describe", "move", "ping"]
+        assert sorted(description["commands"]) == ["Home", "describe", "move", "ping", "replay"]

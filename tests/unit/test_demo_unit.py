@@ -94,7 +94,7 @@ class TestLineTour:
         said = Said()
         line_tour.generic(bus, SERVICE, said)
         assert said[0].startswith("  ping -> {") and "'kind': 'echo'" in said[0]
-        assert said[1].startswith("  12 commands: add, aecho, blob,")
+        assert said[1].startswith("  13 commands: add, aecho, blob,")
 
     def test_counters(self, bus: Client) -> None:
         bus.call(SERVICE, "add", a=1)

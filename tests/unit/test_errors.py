@@ -40,6 +40,7 @@ DOCUMENTED = {
     "device_timeout": ("DeviceTimeout", False),
     "device_fault": ("DeviceFault", False),
     "storage_error": ("StorageError", False),
+    "too_old": ("TooOld", False),
     "config_error": ("ConfigError", False),
 }
 

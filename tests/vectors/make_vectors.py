@@ -440,6 +440,20 @@ def build() -> None:
         message=hijack,
         details=hijack_details,
     )
+    too_old = "echo1.tick: events from seq 3 are no longer kept (oldest kept: 41)"
+    too_old_details = {"topic": "echo1.tick", "oldest": 41}
+    command(
+        "error_too_old",
+        "ERROR answering the built-in replay command (§9, repairing a gap) when the first event "
+        "asked for fell out of the publisher's ring: details topic and oldest, the oldest seq "
+        "still kept (nil when none is), from which the rest can be asked for.",
+        "error",
+        [VERSION, KINDS["error"], MSG_ID, "too_old", too_old, too_old_details],
+        msg_id=MSG_ID,
+        code="too_old",
+        message=too_old,
+        details=too_old_details,
+    )
     # --- cancel / ready / heartbeat / disconnect / hello -----------------------------------
     command(
         "cancel",

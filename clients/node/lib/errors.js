@@ -49,6 +49,7 @@ const TABLE = [
   ["DeviceTimeout", "device_timeout", "DeviceError", false],
   ["DeviceFault", "device_fault", "DeviceError", false],
   ["StorageError", "storage_error", LinebusError, false],
+  ["TooOld", "too_old", LinebusError, false],
   ["ConfigError", "config_error", LinebusError, false],
 ];
 

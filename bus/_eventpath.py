@@ -72,6 +72,8 @@ class EventPath:
         acl: The access list, when the line has one; decides ``checks_publish`` and
             ``checks_subscribe`` for the life of this object.
         reject_log: Limits of the loop's own log of refused events and subscriptions.
+        subscriber_queue: Events queued per subscriber (the XPUB's SNDHWM) before that
+            subscriber's are dropped; never blocks the others (no ``XPUB_NODROP``).
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class EventPath:
         keys: KeyPair | None = None,
         acl: Acl | None = None,
         reject_log: tuple[int, float] = (10, 10.0),
+        subscriber_queue: int = 100_000,
     ) -> None:
         self._ctx = ctx
+        self._subscriber_queue = subscriber_queue
         self._publish = publish
         self._subscribe = subscribe
         self._keys = keys
@@ -121,7 +125,7 @@ class EventPath:
         xsub.rcvhwm = 100_000
         xpub = ctx.socket(zmq.XPUB)
         xpub.linger = 0
-        xpub.sndhwm = 100_000
+        xpub.sndhwm = self._subscriber_queue
         if self._keys is not None:
             secure_server(xsub, self._keys, DOMAIN_PUBLISH)
             secure_server(xpub, self._keys, DOMAIN_SUBSCRIBE)

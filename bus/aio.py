@@ -29,6 +29,7 @@ from bus.client import (
     KeysArg,
     connect_endpoint,
     default_endpoints,
+    queue_options,
     resolve_keys,
 )
 from bus.errors import BrokerUnreachable, BusError, Cancelled, DeadlineExceeded, Unavailable
@@ -98,6 +99,7 @@ class AsyncSubscription:
         *,
         repair: bool = False,
         repair_timeout: float = 2.0,
+        max_queue: int | None = None,
     ) -> None:
         self._tracker = GapTracker()
         self._repair = repair
@@ -106,9 +108,11 @@ class AsyncSubscription:
         #: Events recovered by repairing gaps (not counted in ``missed_total``).
         self.repaired_total = 0
         self.prefixes = prefixes
+        options = queue_options(max_queue)
         sock = client._ctx.socket(zmq.SUB)
         sock.linger = 0
-        sock.rcvhwm = 100_000
+        for option, value in options.items():
+            sock.setsockopt(option, value)
         for prefix in prefixes or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         if client.keys is not None:
@@ -442,11 +446,18 @@ class AsyncClient:
         return result
 
     def subscribe(
-        self, *prefixes: str, repair: bool = False, repair_timeout: float = 2.0
+        self,
+        *prefixes: str,
+        repair: bool = False,
+        repair_timeout: float = 2.0,
+        max_queue: int | None = None,
     ) -> AsyncSubscription:
         """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none); with
-        ``repair``, missed events are fetched from their publisher and delivered first."""
-        return AsyncSubscription(self, prefixes, repair=repair, repair_timeout=repair_timeout)
+        ``repair``, missed events are fetched from their publisher and delivered first;
+        ``max_queue`` as in ``bus.client.queue_options``."""
+        return AsyncSubscription(
+            self, prefixes, repair=repair, repair_timeout=repair_timeout, max_queue=max_queue
+        )
 
     async def close(self) -> None:
         """Fail pending calls and close."""

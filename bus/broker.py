@@ -264,6 +264,7 @@ class Broker:
             keys=self._keys,
             acl=self._acl,
             reject_log=(sec.reject_log_limit, sec.reject_log_window_s),
+            subscriber_queue=cfg.subscriber_queue,
         )
         self.endpoints = {
             "command": router.getsockopt_string(zmq.LAST_ENDPOINT),

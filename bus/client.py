@@ -64,6 +64,7 @@ from bus.security.errors import KeyFileError
 from bus.security.keys import KeyPair, load_keypair, load_public_key
 
 __all__ = [
+    "DEFAULT_SUBSCRIPTION_QUEUE",
     "ENV_BROKER_KEY",
     "ENV_BROKER_KEY_FILE",
     "ENV_KEY",
@@ -76,6 +77,7 @@ __all__ = [
     "Subscription",
     "connect_endpoint",
     "default_endpoints",
+    "queue_options",
 ]
 
 #: How often an idle subscription looks whether the broker refused its handshake, in seconds.
@@ -383,6 +385,30 @@ class Call:
         return state.outcome()
 
 
+#: Events a subscription holds in this process by default (ZeroMQ's RCVHWM).
+DEFAULT_SUBSCRIPTION_QUEUE = 100_000
+#: The kernel receive buffer of a subscription given a ``max_queue`` (bytes).
+_BOUNDED_RCVBUF = 256 * 1024
+
+
+def queue_options(max_queue: int | None) -> dict[int, int]:
+    """The SUB socket options that bound what a subscription holds of events not yet read.
+
+    None: ``DEFAULT_SUBSCRIPTION_QUEUE`` events, and the kernel's receive buffer autotuned (on
+    Linux up to ``net.ipv4.tcp_rmem``'s maximum, 6 to 32 MiB). A number: that many events, and a
+    fixed 256 KiB receive buffer, so that a subscriber that stops reading holds little and the
+    broker's own bound (``subscriber_queue``) takes over soon after. Set them before connecting.
+
+    Raises:
+        ValueError: ``max_queue`` is below 1.
+    """
+    if max_queue is None:
+        return {zmq.RCVHWM: DEFAULT_SUBSCRIPTION_QUEUE}
+    if max_queue < 1:
+        raise ValueError(f"max_queue must be at least 1, not {max_queue}")
+    return {zmq.RCVHWM: max_queue, zmq.RCVBUF: _BOUNDED_RCVBUF}
+
+
 class Subscription:
     """An iterator of events whose topic starts with one of the prefixes; detects gaps.
 
@@ -394,6 +420,8 @@ class Subscription:
     ``repair_timeout`` per call) and delivered first, in order; what its ring no longer holds
     (or a publisher that cannot answer) stays lost, counted in the next event's ``missed``.
     ``repaired_total`` counts the events recovered.
+
+    ``max_queue`` bounds what this process holds of events not yet read (``queue_options``).
     """
 
     def __init__(
@@ -404,6 +432,7 @@ class Subscription:
         *,
         repair: bool = False,
         repair_timeout: float = 2.0,
+        max_queue: int | None = None,
     ) -> None:
         self._client = client
         self._timeout = timeout
@@ -414,9 +443,11 @@ class Subscription:
         #: Events recovered by repairing gaps (not counted in ``missed_total``).
         self.repaired_total = 0
         self.prefixes = prefixes
+        options = queue_options(max_queue)
         sock = client._ctx.socket(zmq.SUB)
         sock.linger = 0
-        sock.rcvhwm = 100_000
+        for option, value in options.items():
+            sock.setsockopt(option, value)
         for prefix in prefixes or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         if client.keys is not None:
@@ -773,14 +804,23 @@ class Client:
         timeout: float | None = None,
         repair: bool = False,
         repair_timeout: float = 2.0,
+        max_queue: int | None = None,
     ) -> Subscription:
         """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none).
 
         Iteration ends when no event arrives within ``timeout`` (None: never). With ``repair``,
         events missed in a gap are fetched from their publisher and delivered first (see
-        ``Subscription``); the subscription then makes calls on this client.
+        ``Subscription``); the subscription then makes calls on this client. ``max_queue``: see
+        ``queue_options``.
         """
-        return Subscription(self, prefixes, timeout, repair=repair, repair_timeout=repair_timeout)
+        return Subscription(
+            self,
+            prefixes,
+            timeout,
+            repair=repair,
+            repair_timeout=repair_timeout,
+            max_queue=max_queue,
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -68,6 +68,12 @@ class BrokerConfig:
 
     ``heartbeat_timeout_s`` is how long an actor may be silent before it is declared down and its
     callers fail with ``unavailable``; a dead process is noticed sooner, by its closed connection.
+
+    ``subscriber_queue`` is how many events the broker holds for one subscriber that does not
+    keep up, past what the kernel's socket buffers hold; beyond it that subscriber's events are
+    dropped (it sees the gap), and the others are not slowed. It bounds the broker's memory per
+    stalled subscriber at about ``subscriber_queue`` times (event size + 100 bytes): see
+    docs/BENCHMARKS.md, "Slow subscribers".
     """
 
     command: str = DEFAULT_COMMAND_ENDPOINT
@@ -78,6 +84,7 @@ class BrokerConfig:
     default_timeout_s: Seconds = 30.0
     max_timeout_s: Seconds = 3600.0
     max_message_bytes: int = 256 * 1024 * 1024
+    subscriber_queue: PositiveInt = 100_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,8 +363,10 @@ def write_config(
     *,
     heartbeat_s: float = 0.5,
     extra: str = "",
+    broker: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a line config: the given endpoints, fast supervisor back-off, and ``actors``.
+    """Write a line config: the given endpoints, fast supervisor back-off, and ``actors``;
+    ``broker`` adds keys to the ``[broker]`` table.
 
     In the secured pass, unless ``extra`` has a ``[security]`` table of its own, the config gets
     the session's (``SessionKeys.security_table``) and every actor it names a key pair.
@@ -376,6 +378,7 @@ def write_config(
         f'subscribe = "{endpoints.subscribe}"',
         f"heartbeat_s = {heartbeat_s}",
         f"heartbeat_timeout_s = {heartbeat_s * 2.5}",
+        *(f"{key} = {json.dumps(value)}" for key, value in (broker or {}).items()),
         "",
         "[supervisor]",
         "backoff_initial_s = 0.1",

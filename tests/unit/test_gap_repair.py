@@ -288,3 +288,11 @@ class TestSubscriptionRepair:
             (4, 0),
         ]
         assert sub.repaired_total == 1
+
+
+class TestSubscriptionQueue:
+    def test_max_queue_bounds_the_socket(self, bus: Bus) -> None:
+        with bus.client() as client, client.subscribe("echo.", max_queue=50) as sub:
+            assert (sub._sock.rcvhwm, sub._sock.rcvbuf) == (50, 256 * 1024)
+            with pytest.raises(ValueError, match="max_queue"):
+                client.subscribe("echo.", max_queue=0)

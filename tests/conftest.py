@@ -34,6 +34,7 @@ import zmq
 
 from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE
 from bus.errors import BrokerUnreachable, DeadlineExceeded
+from bus.mosquitto import Mosquitto, find_mosquitto
 from bus.security.curve import secure_client
 from bus.security.keys import (
     PUBLIC_SUFFIX,
@@ -195,6 +196,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_node_client.py::test_node_keys": "its own secured line, keys and clients",
     "tests/integration/test_node_client.py::test_npm_pack": "no line: npm pack and install",
     "tests/integration/test_hosts.py": "its own secured line (CURVE) across network namespaces",
+    "tests/integration/test_mosquitto_fixture.py": "no line: Mosquitto and a paho client only",
 }
 
 
@@ -525,3 +527,49 @@ def running_line(line: Line) -> Line:
     line.start_broker()
     line.start_actor("echo1")
     return line
+
+
+# --- a real MQTT broker (the plant uplink's tests) -----------------------------------------
+
+
+class MosquittoBrokers:
+    """Starts Mosquitto brokers (``bus.mosquitto.Mosquitto``) that are stopped at teardown."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.brokers: list[Mosquitto] = []
+
+    def start(self, name: str = "mosquitto", **options: Any) -> Mosquitto:
+        """A broker in ``<tmp>/<name>`` with ``Mosquitto``'s options, started and accepting."""
+        broker = Mosquitto(self.folder / name, **options)
+        self.brokers.append(broker)
+        return broker.start(timeout=scaled(10))
+
+    def stop_all(self) -> None:
+        for broker in self.brokers:
+            broker.stop()
+
+
+def require_mosquitto() -> None:
+    """Skip (an ``interop`` test: under CI=true, fail) when Mosquitto is not installed."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto; see .ci/run)")
+
+
+@pytest.fixture
+def mosquittos(tmp_path: Path) -> Iterator[MosquittoBrokers]:
+    """Start real Mosquitto brokers on free loopback ports (``mosquittos.start(users=...,
+    tls=True)``); all stopped at teardown. Mark the test ``interop``: it skips without
+    mosquitto, and under CI=true that skip fails."""
+    require_mosquitto()
+    brokers = MosquittoBrokers(tmp_path)
+    try:
+        yield brokers
+    finally:
+        brokers.stop_all()
+
+
+@pytest.fixture
+def mosquitto(mosquittos: MosquittoBrokers) -> Mosquitto:
+    """One running Mosquitto (anonymous, plain TCP, no persistence) on a free loopback port."""
+    return mosquittos.start()

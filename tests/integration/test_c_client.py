@@ -91,6 +91,8 @@ def test_c_call_gets_typed_errors(live_cases: dict[str, dict[str, Any]]) -> None
         "device_unavailable",
         True,
     )
+    too_old = live_cases["too_old"]  # a code §10 gained with gap repair: known, not remote
+    assert (too_old["code"], too_old["wire_code"]) == ("too_old", "too_old")
     assert live_cases["unknown_service"]["code"] == "unknown_service"
 
 

@@ -66,6 +66,7 @@ typedef enum lb_code {
     LB_STORAGE_ERROR,
     LB_CONFIG_ERROR,
     LB_INTERNAL,
+    LB_TOO_OLD,
     LB_REMOTE_ERROR
 } lb_code;
 

@@ -33,6 +33,7 @@ static const struct {
     {LB_STORAGE_ERROR, "storage_error", 0},
     {LB_CONFIG_ERROR, "config_error", 0},
     {LB_INTERNAL, "internal", 0},
+    {LB_TOO_OLD, "too_old", 0},
     {LB_REMOTE_ERROR, "remote_error", 0},
 };
 #define CODE_COUNT (sizeof CODES / sizeof CODES[0])

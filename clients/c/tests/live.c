@@ -139,11 +139,14 @@ int main(int argc, char **argv) {
     pack_args(&args, 1, add_names, "s", add_values);
     call_case("invalid_arguments", client, "echo1", "add", &args, &options, NULL);
     lb_payload_destroy(&args);
-    lb_payload_init(&args);
-    const char *fail_names[] = {"code"}, *fail_values[] = {"device_unavailable"};
-    pack_args(&args, 1, fail_names, "s", fail_values);
-    call_case("device_unavailable", client, "echo1", "fail", &args, &options, NULL);
-    lb_payload_destroy(&args);
+    const char *raised[] = {"device_unavailable", "too_old"};
+    for (size_t i = 0; i < sizeof raised / sizeof raised[0]; i++) {
+        lb_payload_init(&args);
+        const char *fail_names[] = {"code"}, *fail_values[] = {raised[i]};
+        pack_args(&args, 1, fail_names, "s", fail_values);
+        call_case(raised[i], client, "echo1", "fail", &args, &options, NULL);
+        lb_payload_destroy(&args);
+    }
     call_case("unknown_service", client, "no-such-service", "ping", NULL, &options, NULL);
 
     /* Deadlines: the broker's (the command outlives it) and the local refusal of timeout 0. */

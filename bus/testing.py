@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: a small actor with every kind of command, waiters, ports.
+"""Helpers for tests and benchmarks: a small actor with every kind of command, waiters, ports,
+and the demo line relocated to free ports (``DemoConfig``).
 
 ``wait_until`` (and ``async_wait_until`` on an event loop) is the one way tests, benchmarks and
 the demo wait for a condition: always with a timeout, and on failure an error that says what was
@@ -9,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from bus.actor import Actor, CommandContext, command
 from bus.errors import DeviceFault, from_wire
 
-__all__ = ["EchoActor", "WaitTimeout", "async_wait_until", "free_port", "wait_until"]
+__all__ = ["DemoConfig", "EchoActor", "WaitTimeout", "async_wait_until", "free_port", "wait_until"]
 
 T = TypeVar("T")
+
+#: The configs/ folder of the source tree (the demo line's configs).
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 class EchoActor(Actor):
@@ -200,3 +207,61 @@ def _bindable(port: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+#: A loopback address and its port in a config.
+_ADDRESS = r"\b(127\.0\.0\.\d+):(\d+)"
+
+
+@dataclass
+class DemoConfig:
+    """A copy of a config of configs/ (the demo line) on free loopback ports, its state files
+    (databases, keys under var/) in a folder of the test's own.
+
+    The tests, the fault suite and the soak (bench/soak.py) run the demo line so, beside any
+    demo line someone is running."""
+
+    path: Path
+    #: Each port of the original config and the free port that replaced it.
+    ports: dict[str, str]
+    #: Hosts moved to other loopback addresses, their ports kept (see ``write``).
+    hosts: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def write(
+        cls,
+        name: str,
+        folder: Path,
+        hosts: dict[str, str] | None = None,
+        configs: Path | None = None,
+    ) -> DemoConfig:
+        """configs/``name`` relocated into ``folder``: every 127.0.0.N:PORT moves to a free port,
+        so a test never collides with a demo line someone is running; the hosts of ``hosts``
+        (old -> new address) move to the new address instead and keep their ports (as a FLUX
+        printer's fixed 23811, which vendor code writes as a number). ``configs``: the folder of
+        ``name`` (the source tree's configs/ by default)."""
+        text = ((configs or CONFIGS) / name).read_text()
+        hosts = dict(hosts or {})
+        ports = {
+            port: str(free_port())
+            for host, port in sorted(set(re.findall(_ADDRESS, text)))
+            if host not in hosts
+        }
+        demo = cls(folder / name, ports, hosts)
+        text = demo.relocate(text)
+        # ([security] paths are relative to the config file's directory: "../var/".)
+        text = text.replace('"../var/', f'"{folder}/var/').replace('"var/', f'"{folder}/var/')
+        demo.path.write_text(text)
+        return demo
+
+    def relocate(self, text: str) -> str:
+        """``text`` with the config's addresses moved as in the config (moved hosts also where
+        they stand alone; other ports unchanged)."""
+
+        def move(match: re.Match[str]) -> str:
+            host, port = match.group(1), match.group(2)
+            if host in self.hosts:
+                return self.hosts[host] + (f":{port}" if port else "")
+            return f"{host}:{self.ports.get(port, port)}" if port else host
+
+        return re.sub(r"\b(127\.0\.0\.\d+)\b(?::(\d+))?", move, text)

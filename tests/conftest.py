@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -44,9 +43,9 @@ from bus.security.keys import (
     load_public_key,
 )
 from bus.supervisor import SUPERVISOR_IDENTITY
-from bus.testing import free_port, wait_until
+from bus.testing import DemoConfig, free_port, wait_until
 
-__all__ = ["free_port", "wait_until"]  # re-exported: tests import them from here
+__all__ = ["DemoConfig", "free_port", "wait_until"]  # re-exported: tests import them from here
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTOR = float(os.environ.get("LINEBUS_TEST_TIME_FACTOR", "1"))
@@ -197,6 +196,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_node_client.py::test_npm_pack": "no line: npm pack and install",
     "tests/integration/test_hosts.py": "its own secured line (CURVE) across network namespaces",
     "tests/integration/test_mosquitto_fixture.py": "no line: Mosquitto and a paho client only",
+    "tests/faults/": "its own secured line: the demo line with CURVE (configs/demo-secure.toml)",
 }
 
 
@@ -217,54 +217,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = (
             f"interop test skipped under CI=true (install what it needs in .ci/run): {reason}"
         )
-
-
-#: A loopback address and its port in a config.
-_ADDRESS = r"\b(127\.0\.0\.\d+):(\d+)"
-
-
-@dataclass
-class DemoConfig:
-    """A copy of a config of configs/ (the demo line) on free loopback ports, its state files
-    (databases, keys under var/) in a folder of the test's own."""
-
-    path: Path
-    #: Each port of the original config and the free port that replaced it.
-    ports: dict[str, str]
-    #: Hosts moved to other loopback addresses, their ports kept (see ``write``).
-    hosts: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def write(cls, name: str, folder: Path, hosts: dict[str, str] | None = None) -> DemoConfig:
-        """configs/``name`` relocated into ``folder``: every 127.0.0.N:PORT moves to a free port,
-        so a test never collides with a demo line someone is running; the hosts of ``hosts``
-        (old -> new address) move to the new address instead and keep their ports (as a FLUX
-        printer's fixed 23811, which vendor code writes as a number)."""
-        text = (ROOT / "configs" / name).read_text()
-        hosts = dict(hosts or {})
-        ports = {
-            port: str(free_port())
-            for host, port in sorted(set(re.findall(_ADDRESS, text)))
-            if host not in hosts
-        }
-        demo = cls(folder / name, ports, hosts)
-        text = demo.relocate(text)
-        # ([security] paths are relative to the config file's directory: "../var/".)
-        text = text.replace('"../var/', f'"{folder}/var/').replace('"var/', f'"{folder}/var/')
-        demo.path.write_text(text)
-        return demo
-
-    def relocate(self, text: str) -> str:
-        """``text`` with the config's addresses moved as in the config (moved hosts also where
-        they stand alone; other ports unchanged)."""
-
-        def move(match: re.Match[str]) -> str:
-            host, port = match.group(1), match.group(2)
-            if host in self.hosts:
-                return self.hosts[host] + (f":{port}" if port else "")
-            return f"{host}:{self.ports.get(port, port)}" if port else host
-
-        return re.sub(r"\b(127\.0\.0\.\d+)\b(?::(\d+))?", move, text)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

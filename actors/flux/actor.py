@@ -36,7 +36,6 @@ from bus.errors import (
     Busy,
     ConfigError,
     DeviceError,
-    DeviceFault,
     DeviceUnavailable,
     InvalidArguments,
 )
@@ -75,7 +74,7 @@ class FluxOptions:
         host: The printer; ``host:port`` also sets the robot port.
         key: Our RSA client key (PEM); created on first use.
         password: Authorise over the management port and trust our key when the robot port
-            refuses it (fluxclient's UpnpTask).
+            refuses it (fluxclient's UpnpTask), on the first connection and on every reconnect.
         manage: ``host:port`` of the management (TLS) port; only its port is used.
         manage_port: The management port (when ``manage`` is not given).
         poll_interval_s: Job status polling while a job runs.
@@ -252,15 +251,18 @@ class FluxActor(Actor):
 
     async def _open(self) -> None:
         assert self.driver is not None
-        try:
-            await self.driver.open()
-        except DeviceFault as exc:
-            if exc.details.get("device_code") != "AUTH_ERROR" or self.password is None:
-                raise
-            self.log.info("flux_authorizing", host=self.host, port=self.manage_port)
-            async with FluxManager(self.host, self.key, port=self.manage_port) as manager:
-                await manager.authorize(self.password, label=f"linebus {self.name}")
-            await self.driver.open()
+        if self.password is not None:
+            # On the first connection and on every reconnect: a printer that restarted without
+            # the key it trusted (or was reset) is authorised again, not left refusing us.
+            self.driver.on_untrusted = self._authorize
+        await self.driver.open()
+
+    async def _authorize(self) -> None:
+        """Have the printer trust our key: authorise with the password over its management port."""
+        assert self.password is not None
+        self.log.info("flux_authorizing", host=self.host, port=self.manage_port)
+        async with FluxManager(self.host, self.key, port=self.manage_port) as manager:
+            await manager.authorize(self.password, label=f"linebus {self.name}")
 
     def _require_driver(self) -> FluxDriver:
         if self.driver is None:

@@ -126,6 +126,10 @@ class RobotSession:
         self._backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         self._keeper: asyncio.Task[None] | None = None
         self.reconnects = 0
+        #: Called when the device refuses our key (``AUTH_ERROR``) on a reconnect, to have it
+        #: trusted again (a printer restarted without the key it trusted, or reset); the
+        #: handshake is retried once after it. None: the refusal is the caller's error.
+        self.on_untrusted: Callable[[], Awaitable[None]] | None = None
 
     @property
     def address(self) -> str:
@@ -168,6 +172,17 @@ class RobotSession:
     # ------------------------------------------------------------ link
 
     async def _connect(self) -> RobotConnection:
+        try:
+            return await self._handshake()
+        except DeviceFault as exc:
+            if self.on_untrusted is None or exc.details.get("device_code") != "AUTH_ERROR":
+                raise
+            log.info("flux_key_refused", device=self.address, hint="authorising again")
+            await self.on_untrusted()
+            self._retry_at = 0.0
+            return await self._handshake()
+
+    async def _handshake(self) -> RobotConnection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):

@@ -1,8 +1,9 @@
 """The demo line as a harness for the fault suite (tests/faults/) and the soak (bench/soak.py).
 
 ``DemoLine`` runs configs/demo.toml (or demo-secure.toml, with CURVE) under ``linebus up`` on free
-loopback ports in a folder of its own, finds each supervised process (broker, simulators,
-actors) by its command line among the supervisor's children, and knows how to tell that each one
+loopback ports (its printers on loopback addresses of their own) in a folder of its own, finds
+each supervised process (broker, simulators, actors) by its command line among the supervisor's
+children, and knows how to tell that each one
 serves: ``probe(name)`` makes one real call through it (an actor answers ``ping``; a simulator is
 serving when the actor that drives it gets an answer from the device; the broker when every
 service is registered again).
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actors.flux.testing import random_loopback
 from bus.client import Client, KeysArg
 from bus.config import LineConfig, load
 from bus.errors import BusError
@@ -98,7 +100,11 @@ class DemoLine:
         self.folder = folder
         self.secure = secure
         self.factor = timeout_factor
-        self.demo = DemoConfig.write("demo-secure.toml" if secure else "demo.toml", folder)
+        # The printers move to loopback addresses of their own (ports kept): a simulator binds
+        # ports beside its robot port (the camera's), which two lines on one address would share.
+        printers = {"127.0.0.2": random_loopback(), "127.0.0.3": random_loopback()}
+        name = "demo-secure.toml" if secure else "demo.toml"
+        self.demo = DemoConfig.write(name, folder, hosts=printers)
         self.config: LineConfig = load(self.demo.path)
         self.keys: KeysArg = False
         self.supervisor: subprocess.Popen[bytes] | None = None

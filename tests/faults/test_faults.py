@@ -16,19 +16,26 @@ The line is configs/demo-secure.toml (CURVE on every socket, the load calling as
 operator, keys of its own) in both passes of ``make test``: it runs the same processes as
 demo.toml with the secured sockets on top, so one short run covers both, and the file is in
 SAME_IN_BOTH_PASSES (tests/conftest.py). ``LINEBUS_FAULTS_LINE=plain`` runs demo.toml.
+
+The soak (bench/soak.py) is run here too, briefly: in the same file so that, with pytest-xdist's
+``--dist loadfile``, the two demo lines under load run one after the other on one worker rather
+than side by side on the 2 cores every other test shares.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench.demoline import DemoLine
 from bench.mixedload import MixedLoad
-from tests.conftest import FACTOR, wait_until
+from tests.conftest import FACTOR, ROOT, scaled, wait_until
 from tests.faults.faultrun import FORWARD_BOUND_S, FaultRun, plan, table
 
 pytestmark = pytest.mark.integration
@@ -87,3 +94,44 @@ def test_fault_run(tmp_path: Path) -> None:
     ]
     assert not twice, f"readings stored or forwarded more than once: {twice[:10]}"
     assert sum(run.faults.values()) == len(faults)
+
+
+#: The brief soak: what the test checks is that it samples every process and the calls all along
+#: and judges each series by its rule (tests/unit/test_soak_rule.py tests the rule on made-up
+#: series); whether the line drifts is for the long runs (docs/BENCHMARKS.md).
+DURATION_S = 15
+METRICS = ("rss_kib", "fds", "threads")
+
+
+def test_short_soak_samples_everything_and_judges_it(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.soak", "--duration", str(DURATION_S)),
+            *("--interval", "1", "--folder", str(tmp_path / "line"), "--json", str(out)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=scaled(180),
+    )
+    print(result.stdout, result.stderr)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    found = json.loads(out.read_text())
+    (tmp_path / "names").mkdir()
+    names = ["supervisor", *DemoLine(tmp_path / "names").names]  # (writes a config, starts nothing)
+    points = {(s["name"], s["metric"]): len(s["points"]) for s in found["series"]}
+    for name in names:
+        for metric in METRICS:
+            # A sample a second; the first may come before every process answers /proc.
+            assert points.get((name, metric), 0) >= DURATION_S - 3, (name, metric, points)
+    assert len(found["windows"]) >= DURATION_S - 3
+    assert all(w["calls"] > 0 for w in found["windows"])
+    judged = {(v["name"], v["metric"]) for v in found["verdicts"]}
+    assert judged == set(points), set(points) - judged
+    # Exit status and verdicts agree: 1 exactly when a problem is named (and printed).
+    assert (result.returncode == 1) == bool(found["problems"])
+    for problem in found["problems"]:
+        assert f"FAIL: {problem}" in result.stderr
+    if result.returncode == 0:
+        assert "soak passed" in result.stdout

@@ -12,7 +12,8 @@
 - NCMD ``Node Control/Rebirth`` = true: NBIRTH and every DBIRTH again (same ``bdSeq``).
 - DCMD ``Commands/<name>`` = true (no arguments) or a String holding a JSON object
   (arguments): the linebus call ``<device>.<name>``; its outcome comes back as DDATA of
-  ``Commands/<name>/result``. Commands not exposed are refused there with ``forbidden``.
+  ``Commands/<name>/result``. Commands not exposed are not declared, and a DCMD for one is
+  refused (counted in the bridge's ``status`` as ``refused``, logged).
 """
 
 from __future__ import annotations
@@ -191,8 +192,9 @@ class SparkplugProfile:
             else:
                 raise ValueError(f"write true or a JSON object string, got {value!r}")
         except BusError as exc:
+            # Not a metric the DBIRTH declared: a host cannot expect an answer to it.
             bridge.counters["refused"] += 1
-            self._result(service, name, error_body(exc))
+            bridge.log.info("sparkplug_command_refused", service=service, error=str(exc))
             return
         except ValueError as exc:
             error = InvalidArguments(f"DCMD {_COMMANDS}{name}: {exc}")

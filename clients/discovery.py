@@ -299,6 +299,17 @@ class UpnpDiscover(BusSession):
         """End ``discover`` (after the current callback)."""
         self._running = False
 
+    def poke(self, ipaddr: str, version: int | None = None) -> None:
+        """Ask the device at ``ipaddr`` to announce itself now (through the discovery actor).
+
+        ``version`` is accepted for fluxclient's signature: the actor pokes in the discovery
+        version it speaks with that device.
+        """
+        try:
+            self._bus.call(self.service, "poke", {"address": ipaddr})
+        except BusError as exc:
+            raise _translate(exc) from exc
+
 
 #: fluxclient's current name (``fluxclient.device.DeviceDiscover``) of ``UpnpDiscover``.
 DeviceDiscover = UpnpDiscover
@@ -685,9 +696,19 @@ class Device:
         """A ``DeviceManager`` session with this device, through the discovery actor."""
         return DeviceManager.from_device(client_key, self)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The metadata this device was made from."""
-        return dict(self.meta)
+    def to_dict(self, serialized: bool = False) -> dict[str, Any]:
+        """The metadata this device was made from; with ``serialized``, as JSON can carry it
+        (uuids as strings, the endpoint pair as a list), as fluxclient's ``serialized=True``."""
+        if not serialized:
+            return dict(self.meta)
+        return {
+            key: str(value)
+            if isinstance(value, uuidlib.UUID)
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+            for key, value in self.meta.items()
+        }
 
     def to_old_dict(self) -> dict[str, Any]:
         """The metadata, as fluxclient's older callbacks received it."""

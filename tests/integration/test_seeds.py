@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,5 +184,6 @@ def test_fluxclient_upnp(demo: Demo, tmp_path: Path) -> None:
     out = demo.run("fluxclient_upnp.py", tmp_path).stdout
     assert "found p1 " in out and "found p2 " in out
     assert "filtered ['p2', 'p2']" in out
+    assert f"serialized {uuid.UUID(demo.uuids['p2'])}" in out
     assert "task p2 " in out and "with metadata p2\n" in out  # the metadata given
     assert out.rstrip().endswith("upnp done")

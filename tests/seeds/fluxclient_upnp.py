@@ -4,16 +4,19 @@ UpnpTask, by password (a string, then a callable) and with device_metadata, as t
 describes. The demo line's printer p2 (password "demo") is managed; its name and password are
 put back at the end. Run it with `linebus compat`."""
 
+import json
 import uuid as uuidlib
 
 from fluxclient.upnp import UpnpDiscover, UpnpTask
 
 # Discover devices: the callback gets each device's metadata
 found = {}
+devices = {}
 
 
 def on_device(discover, **metadata):
     found[metadata["name"]] = metadata
+    devices[metadata["name"]] = metadata.get("device")  # fluxclient 1.3's Device, also given
     if {"p1", "p2"} <= set(found):
         discover.stop()
 
@@ -55,6 +58,11 @@ UpnpDiscover(device_ipaddr=p2["ipaddr"]).discover(
     lambda discover, **metadata: (only.append(metadata["name"]), discover.stop())
 )
 print("filtered", only)
+
+# fluxclient 1.3's names for the same: a Device as JSON, and a poke of an address
+print("serialized", json.loads(json.dumps(devices["p2"].to_dict(serialized=True)))["uuid"])
+discover = UpnpDiscover()
+discover.poke(p2["ipaddr"])
 
 # Authorize with password
 lookups = []

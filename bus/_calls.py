@@ -25,7 +25,7 @@ from bus.errors import (
 )
 from bus.protocol import Event, Kind
 
-__all__ = ["CallCore", "CallState", "GapRepair", "GapTracker", "TrackedEvent"]
+__all__ = ["CallCore", "CallState", "GapRepair", "GapTracker", "LossReport", "TrackedEvent"]
 
 _REPLY = int(Kind.REPLY)
 _ERROR = int(Kind.ERROR)
@@ -113,6 +113,13 @@ class CallCore:
         )
         self.pending[msg_id] = state
         return state, frames
+
+    def notice(self, service: str, command: str, args: dict[str, Any], ttl: float) -> list[Any]:
+        """The frames of a request nobody waits for: its answer, as any answer with an unknown
+        ``msg_id``, is dropped on arrival (``dispatch`` returns None)."""
+        return protocol.encode_request(
+            f"{self._prefix}-{next(self._counter)}", service, command, ttl, args
+        )
 
     def dispatch(self, frames: list[Any]) -> CallState | None:
         """Apply one received message to its call; return the call, or None if it is not ours."""
@@ -374,3 +381,39 @@ class GapRepair:
             prev = seq
         out.append(event._replace(missed=event.seq - prev - 1))
         return out
+
+
+class LossReport:
+    """When a subscription tells the broker what it missed (``report_subscriber``, PROTOCOL.md
+    §13), without I/O: after a gap, at most every ``EVERY_S``; when idle; when it closes.
+
+    ``args`` gives the report to send now, or None (nothing new, or too soon); after sending it
+    call ``sent``. The broker shows the last report of each subscriber in ``stats``.
+    """
+
+    EVERY_S = 1.0
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.subscriber = protocol.new_id_prefix()
+        self.prefixes = list(prefixes)
+        self._sent = (0, 0)
+        self._at = float("-inf")
+
+    def args(self, missed: int, repaired: int, *, now: bool = False) -> dict[str, Any] | None:
+        """The report to send, if the counts changed since the last one and it is time (``now``:
+        whatever the time)."""
+        if (missed, repaired) == self._sent:
+            return None
+        if not now and time.monotonic() - self._at < self.EVERY_S:
+            return None
+        return {
+            "subscriber": self.subscriber,
+            "prefixes": self.prefixes,
+            "missed": missed,
+            "repaired": repaired,
+        }
+
+    def sent(self, args: dict[str, Any]) -> None:
+        """The report ``args`` went out."""
+        self._sent = (args["missed"], args["repaired"])
+        self._at = time.monotonic()

@@ -21,9 +21,18 @@ import zmq
 import zmq.asyncio
 
 from bus import protocol
-from bus._calls import CallCore, CallState, GapRepair, GapTracker, ProgressCallback, TrackedEvent
+from bus._calls import (
+    CallCore,
+    CallState,
+    GapRepair,
+    GapTracker,
+    LossReport,
+    ProgressCallback,
+    TrackedEvent,
+)
 from bus.client import (
     HANDSHAKE_EVENTS,
+    NOTIFY_TTL_S,
     REFUSAL_CHECK_S,
     HandshakeWatch,
     KeysArg,
@@ -108,6 +117,7 @@ class AsyncSubscription:
         #: Events recovered by repairing gaps (not counted in ``missed_total``).
         self.repaired_total = 0
         self.prefixes = prefixes
+        self._loss = LossReport(prefixes)
         options = queue_options(max_queue)
         sock = client._ctx.socket(zmq.SUB)
         sock.linger = 0
@@ -146,6 +156,7 @@ class AsyncSubscription:
             if await self._sock.poll(max(0.0, step) * 1000):
                 return True
             self._check_refused()
+            self.report()
             if end is not None and time.monotonic() >= end:
                 return False
 
@@ -153,6 +164,14 @@ class AsyncSubscription:
     def missed_total(self) -> int:
         """Events detected as lost (and not recovered) since the subscription began."""
         return self._tracker.missed_total
+
+    def report(self, *, now: bool = False) -> None:
+        """Tell the broker what was missed and repaired (``bus.client.Subscription.report``)."""
+        args = self._loss.args(self.missed_total, self.repaired_total, now=now)
+        if args is not None and self._client.notify(
+            protocol.BROKER_SERVICE, "report_subscriber", args
+        ):
+            self._loss.sent(args)
 
     async def _repaired(self, event: TrackedEvent) -> list[TrackedEvent]:
         """``event`` preceded by what its gap's publisher still had."""
@@ -211,8 +230,12 @@ class AsyncSubscription:
                     frame = await self._sock.recv()
             event = self._tracker.decode(frame)
             if event is not None:
-                if event.missed and self._repair:
-                    self._ready.extend(await self._repaired(event))
+                if event.missed:
+                    if self._repair:
+                        self._ready.extend(await self._repaired(event))
+                    else:
+                        self._ready.append(event)
+                    self.report()
                     return self._ready.popleft()
                 return event
 
@@ -226,8 +249,9 @@ class AsyncSubscription:
                 yield event
 
     def close(self) -> None:
-        """Stop receiving."""
+        """Stop receiving (and report what was missed, if that is news)."""
         if not self._sock.closed:
+            self.report(now=True)
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
             self._sock.close(linger=0)
@@ -316,6 +340,19 @@ class AsyncClient:
                 updates.put_nowait(state.progress.pop(0))
             if state.done and not done.done():
                 done.set_result(None)
+
+    def notify(self, service: str, command: str, args: dict[str, Any]) -> bool:
+        """Send a request whose answer nobody waits for (dropped on arrival); never blocks.
+        False: not sent (no connection to the broker now, or the client is not open)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        frames = self._core.notice(service, command, args, NOTIFY_TTL_S)
+        sent = asyncio.ensure_future(sock.send_multipart(frames, zmq.NOBLOCK))
+        if not sent.done():  # not expected with NOBLOCK: give up rather than wait
+            sent.cancel()
+            return False
+        return sent.exception() is None
 
     async def _send(self, frames: list[Any], state: CallState | None = None) -> None:
         sock = self._sock

@@ -74,6 +74,7 @@ from bus.security.keyring import Keyring
 from bus.security.keys import KeyPair
 from bus.security.ratelimit import RejectLog, SummarizingLimiter
 from bus.security.zap import ZapHandler, drop_connections
+from bus.subscribers import SubscriberReports
 
 __all__ = ["Broker", "serve"]
 
@@ -123,7 +124,7 @@ _PRIVILEGED_CACHE_LIMIT = 65_536
 #: instead of reaching the size check that answers it bad_request/too_large, as in plaintext.
 _CURVE_FRAME_OVERHEAD = 33
 #: The commands of the broker service, for ``unknown_command``.
-_BROKER_COMMANDS = "ping, services, describe, lookup, stats, probe, reload"
+_BROKER_COMMANDS = "ping, services, describe, lookup, stats, probe, report_subscriber, reload"
 
 #: A message as the ROUTER delivers it: the sender's identity, the header, then bulk frames
 #: (received without copying, as zmq.Frame) which the broker forwards untouched.
@@ -174,6 +175,7 @@ class Broker:
         self._own_ctx = ctx is None
         self._clock = clock
         self.directory = Directory()
+        self.subscribers = SubscriberReports()  # what subscribers report they missed (stats)
         self._pending: dict[str, Pending] = {}
         self._deadlines: list[tuple[float, str]] = []
         self.routed: Counter[str] = Counter()
@@ -1114,6 +1116,9 @@ class Broker:
                 )
             )
             return None
+        if command == "report_subscriber":
+            self.subscribers.report(args, self._caller)
+            return None
         if command == "reload":
             return self.reload(by=self._caller)
         raise UnknownCommand(
@@ -1132,6 +1137,7 @@ class Broker:
             "services_up": len(self.directory.up()),
             "services_known": len(self.directory.by_name),
             "events": events.get("note") or events,
+            "subscribers": self.subscribers.rows(),
         }
         if self._zap is not None:
             stats["security"] = {

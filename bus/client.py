@@ -48,6 +48,7 @@ from bus._calls import (
     CallState,
     GapRepair,
     GapTracker,
+    LossReport,
     ProgressCallback,
     TrackedEvent,
 )
@@ -79,6 +80,9 @@ __all__ = [
     "default_endpoints",
     "queue_options",
 ]
+
+#: The deadline of a request sent with ``notify`` (nobody waits for its answer).
+NOTIFY_TTL_S = 5.0
 
 #: How often an idle subscription looks whether the broker refused its handshake, in seconds.
 REFUSAL_CHECK_S = 0.5
@@ -443,6 +447,7 @@ class Subscription:
         #: Events recovered by repairing gaps (not counted in ``missed_total``).
         self.repaired_total = 0
         self.prefixes = prefixes
+        self._loss = LossReport(prefixes)
         options = queue_options(max_queue)
         sock = client._ctx.socket(zmq.SUB)
         sock.linger = 0
@@ -468,6 +473,22 @@ class Subscription:
     def missed_total(self) -> int:
         """Events detected as lost (and not recovered) since the subscription began."""
         return self._tracker.missed_total
+
+    def report(self, *, now: bool = False) -> None:
+        """Tell the broker what this subscription missed and repaired, if that changed since
+        the last report and (unless ``now``) the last is a second old; never blocks. Done after
+        every gap, while idle and on close; ``linebus stats`` shows it (``subscribers``)."""
+        args = self._loss.args(self.missed_total, self.repaired_total, now=now)
+        if args is not None and self._client.notify(
+            protocol.BROKER_SERVICE, "report_subscriber", args
+        ):
+            self._loss.sent(args)
+
+    def _gap(self, event: TrackedEvent) -> list[TrackedEvent]:
+        """``event``, which revealed a gap: repaired if asked, then reported."""
+        events = self._repaired(event) if self._repair else [event]
+        self.report()
+        return events
 
     def _repaired(self, event: TrackedEvent) -> list[TrackedEvent]:
         """``event`` preceded by what its gap's publisher still had (see the class docstring)."""
@@ -531,8 +552,8 @@ class Subscription:
                     frame = sock.recv()
             event = self._tracker.decode(frame)
             if event is not None:
-                if event.missed and self._repair:
-                    self._ready.extend(self._repaired(event))
+                if event.missed:
+                    self._ready.extend(self._gap(event))
                     return self._ready.popleft()
                 return event
 
@@ -548,6 +569,7 @@ class Subscription:
             if self._sock.poll(max(0.0, step) * 1000):
                 return True
             self._check_refused()
+            self.report()
             if end is not None and time.monotonic() >= end:
                 return False
 
@@ -564,7 +586,6 @@ class Subscription:
         sock.rcvtimeo = max(1, round(step_s * 1000))
         again = zmq.Again
         idle = 0
-        repair = self._repair
         while self._ready:  # left by a ``next`` that repaired a gap
             yield self._ready.popleft()
         try:
@@ -576,6 +597,7 @@ class Subscription:
                         frame = sock.recv()
                     except again:
                         self._check_refused()
+                        self.report()
                         idle += 1
                         if idle == steps:
                             return
@@ -583,16 +605,17 @@ class Subscription:
                     idle = 0
                 event = decode(frame)
                 if event is not None:
-                    if event.missed and repair:
-                        yield from self._repaired(event)
+                    if event.missed:
+                        yield from self._gap(event)
                     else:
                         yield event
         finally:
             sock.rcvtimeo = -1
 
     def close(self) -> None:
-        """Stop receiving."""
+        """Stop receiving (and report what was missed, if that is news)."""
         if not self._sock.closed:
+            self.report(now=True)
             self._monitor.close()
             self._sock.close(linger=0)
 
@@ -704,6 +727,18 @@ class Client:
         state, frames = self._core.request(service, command, merged, timeout, progress)
         self._send(frames, state)
         return state
+
+    def notify(self, service: str, command: str, args: dict[str, Any]) -> bool:
+        """Send a request whose answer nobody waits for (it is dropped on arrival); never blocks.
+        False: not sent (no connection to the broker now, or the client is closed)."""
+        if self._closed:
+            return False
+        frames = self._core.notice(service, command, args, NOTIFY_TTL_S)
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def _send(self, frames: list[Any], state: CallState | None = None) -> None:
         try:

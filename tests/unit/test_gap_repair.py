@@ -251,8 +251,15 @@ class TestSubscriptionRepair:
                 got.append((item.seq - first.seq, item.missed))
                 if len(got) == 4:
                     break
-        assert got == [(7, 6), (8, 0), (9, 0), (10, 0)]
-        assert (sub.repaired_total, sub.missed_total) == (2, 6)
+            assert got == [(7, 6), (8, 0), (9, 0), (10, 0)]
+            assert (sub.repaired_total, sub.missed_total) == (2, 6)
+
+            def reported() -> dict[str, Any] | None:
+                rows = client.stats()["subscribers"]
+                return next((r for r in rows if r["subscriber"] == sub._loss.subscriber), None)
+
+            row = wait_until(reported, WAIT_S, "the subscription's report in stats")
+        assert (row["prefixes"], row["missed"], row["repaired"]) == ([f"tiny.{event}"], 6, 2)
 
     def test_replay_is_a_built_in_command(self, bus: Bus) -> None:
         with bus.client() as client:

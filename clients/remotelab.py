@@ -636,6 +636,12 @@ class Instance:
 
     # one-line wrappers of the APIClient, bound to this instance
 
+    def get_wdeployment_info(self) -> dict[str, Any]:
+        """The workspace deployment of this instance (``APIClient.get_wdeployment_info``)."""
+        if self._wdeployment_id is None:
+            raise Error("the instance's workspace deployment is not known", "device_fault")
+        return self._apic.get_wdeployment_info(self._wdeployment_id)
+
     def get_vpn_newclient(self) -> dict[str, Any]:
         """A new OpenVPN client: ``{client_id, ovpn}``."""
         return self._apic.get_vpn_newclient(self._id)

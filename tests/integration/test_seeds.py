@@ -150,6 +150,7 @@ def test_rerobots_tutorial(demo: Demo, tmp_path: Path) -> None:
 def test_rerobots_reference(demo: Demo, tmp_path: Path) -> None:
     out = demo.run("rerobots_reference.py", tmp_path).stdout
     assert "sftp_client: a paramiko SFTP client cannot be offered over linebus" in out
+    assert "deployment f06c8740-fb20-4d2f-a3b4-9d5e3c2a0c51" in out  # attached by id
     assert out.rstrip().endswith("reference done")
 
 

@@ -61,6 +61,7 @@ print("vpn client", sorted(apic.get_vpn_newclient(booked["id"])))
 
 # 5.2 Instance class, attached to that instance
 rri = rerobots.Instance(instance_id=booked["id"], apic=apic)
+print("deployment", rri.get_wdeployment_info()["id"])
 rri.start_sshclient()
 print(rri.exec_ssh("pwd", timeout=10))
 stdin, stdout, stderr = rri.exec_ssh("echo from the seed", get_files=True)

@@ -70,10 +70,12 @@ class Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, record: CallRecord) -> None:
+        """Record one call."""
         with self.lock:
             self.records.append(record)
 
     def snapshot(self) -> list[CallRecord]:
+        """Every call recorded so far, in the order they ended."""
         with self.lock:
             return list(self.records)
 
@@ -82,6 +84,7 @@ class Ledger:
         return Counter(r.code for r in self.snapshot() if r.code != "ok")
 
     def hangs(self) -> list[CallRecord]:
+        """The calls that outlived their deadline."""
         return [r for r in self.snapshot() if r.hung]
 
 
@@ -122,6 +125,7 @@ class MixedLoad:
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start every caller's thread."""
         workers: list[tuple[str, Callable[[str], None]]] = [
             *((f"commands-{i}", self._commands) for i in range(self.clients)),
             ("events", self._events),

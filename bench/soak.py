@@ -67,6 +67,7 @@ class Verdict:
 
     @property
     def drifts(self) -> bool:
+        """Whether the series rose past its limit."""
         return self.rise > self.limit
 
 
@@ -119,9 +120,11 @@ class Soak:
     pids: dict[str, int] = field(default_factory=dict)
 
     def add(self, name: str, metric: str, t: float, value: float) -> None:
+        """Add the point (``t``, ``value``) to series ``name``/``metric``."""
         self.series.setdefault((name, metric), Series(name, metric)).points.append((t, value))
 
     def verdicts(self) -> list[Verdict]:
+        """The rule applied to every series long enough to judge."""
         return [v for s in self.series.values() if (v := drift(s)) is not None]
 
 
@@ -226,6 +229,7 @@ def report(soak: Soak, load: MixedLoad) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the soak as the command line asks; the exit status (module docstring)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__.split("\n")[0]
     )

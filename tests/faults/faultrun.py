@@ -2,10 +2,11 @@
 demo line, each followed by the checks; then the report table.
 
 ``plan`` says which faults: every supervised process killed (SIGKILL) ``rounds`` times, and some
-processes stopped (SIGSTOP) for longer than the broker's heartbeat timeout, then continued.
-``FaultRun.inject`` performs one fault and waits, with a generous bound, until the process is back
-(another pid, for a kill) and serving (``DemoLine.probe``), then until every telemetry reading
-acknowledged so far is at the ingest server exactly once.
+processes stopped (SIGSTOP) for longer than the broker's heartbeat timeout (a frozen actor must
+be listed down by the broker meanwhile), then continued (SIGCONT). ``FaultRun.inject`` performs
+one fault and waits, with a generous bound, until the process is back (another pid, for a kill)
+and serving (``DemoLine.probe``), then until every telemetry reading acknowledged so far is at
+the ingest server exactly once.
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ class FaultRun:
         else:
             os.kill(pid, signal.SIGSTOP)
             try:
-                # Frozen past the heartbeat timeout: the broker must declare it down meanwhile.
-                frozen_s = self.line.config.broker.heartbeat_timeout_s + 1.0
-                self.load.stopping.wait(frozen_s * factor)
+                # Frozen past the heartbeat timeout: the broker must declare an actor down.
+                timeout_s = self.line.config.broker.heartbeat_timeout_s
+                self.load.stopping.wait((timeout_s + 1.0) * factor)
+                if self.line.role(fault.name) == "actor":
+                    self.wait_down(fault.name, 5.0 * factor)
             finally:
                 os.kill(pid, signal.SIGCONT)
             started = time.monotonic()
@@ -78,6 +81,16 @@ class FaultRun:
         self.faults[fault.kind] += 1
         self.recovery.setdefault(fault.row, []).append(back - started)
         self.check_forwarded(FORWARD_BOUND_S * factor, f"after {fault.kind} of {fault.name}")
+
+    def wait_down(self, name: str, timeout: float) -> None:
+        """Wait until the broker lists service ``name`` as down (its heartbeats stopped)."""
+        with self.line.client(timeout=2.0) as client:
+
+            def down() -> bool:
+                rows = client.services(timeout=2.0)
+                return any(r["name"] == name and r["state"] != "up" for r in rows)
+
+            wait_until(down, timeout, f"the broker to see frozen {name} down", interval=0.1)
 
     def check_forwarded(self, timeout: float, when: str) -> dict[str, int]:
         """Wait until every reading acknowledged so far is at the ingest server; fail at once on

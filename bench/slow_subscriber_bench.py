@@ -36,8 +36,9 @@ from bus.testing import free_port, wait_until
 CHUNK = 2_000
 
 
-def _normal(ep: dict[str, str], ready: Any, out: Any) -> None:
-    """Count ``bench.reading`` events received and detected missed until ``bench.end``."""
+def _normal(ep: dict[str, str], ready: Any, out: Any, work_s: float = 0.0) -> None:
+    """Count ``bench.reading`` events received and detected missed until ``bench.end``,
+    spending ``work_s`` of CPU on each (a consumer that does something with its events)."""
     with (
         Client(ep["command"], subscribe_endpoint=ep["subscribe"], keys=False) as client,
         client.subscribe("bench.", timeout=60) as sub,
@@ -50,6 +51,10 @@ def _normal(ep: dict[str, str], ready: Any, out: Any) -> None:
             if event.topic == "bench.reading":
                 received += 1
                 missed += event.missed
+                if work_s:
+                    busy_until = time.perf_counter() + work_s
+                    while time.perf_counter() < busy_until:
+                        pass
             elif event.topic == "bench.end":
                 break
         out.put((received, missed))
@@ -124,6 +129,7 @@ def run_once(
     queue: int | None,
     stalled_queue: int | None = None,
     reads: float = 0.0,
+    work_s: float = 0.0,
 ) -> dict[str, Any]:
     """One line, one measured run; torn down after."""
     ctx = mp.get_context("spawn")
@@ -142,7 +148,7 @@ def run_once(
         procs = [ctx.Process(target=_actor, args=(ep["command"], ep["publish"]), daemon=True)]
         ready = ctx.Value("i", 0)
         out: Any = ctx.Queue()
-        procs.append(ctx.Process(target=_normal, args=(ep, ready, out), daemon=True))
+        procs.append(ctx.Process(target=_normal, args=(ep, ready, out, work_s), daemon=True))
         if stalled:
             procs.append(
                 ctx.Process(target=_stalled, args=(ep, ready, stalled_queue, reads), daemon=True)
@@ -214,6 +220,12 @@ def main() -> None:
         default=0.0,
         help="events/s the second subscriber reads (default 0: it never reads, it is stalled)",
     )
+    parser.add_argument(
+        "--work-us",
+        type=float,
+        default=0.0,
+        help="CPU microseconds the normal subscriber spends per event (default 0)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs per rate")
     args = parser.parse_args()
     os.environ.setdefault("LINEBUS_LOG_LEVEL", "error")
@@ -223,7 +235,8 @@ def main() -> None:
     )
     for rate in args.rate or [20_000.0, 0.0]:
         for _ in range(args.rounds):
-            base = run_once(rate, args.seconds, False, args.subscriber_queue)
+            work_s = args.work_us / 1e6
+            base = run_once(rate, args.seconds, False, args.subscriber_queue, work_s=work_s)
             slow = run_once(rate, args.seconds, True, args.subscriber_queue, args.stalled_queue)
             for row, stalled in ((base, False), (slow, True)):
                 ratio = row["delivered"] / base["delivered"] if base["delivered"] else 0.0

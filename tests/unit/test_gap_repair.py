@@ -209,15 +209,24 @@ _topics = iter(range(1_000_000))
 
 
 def _first_event(client: Client, sub: Subscription, service: str, event: str) -> TrackedEvent:
-    """Emit one event at a time until the subscription (whose subscription must still reach the
-    actor) receives one; returns it."""
+    """Emit one event at a time on a fresh topic until the subscription (which must still reach
+    the actor) receives one, then take every event emitted so far that still comes: returns the
+    last, whose seq is the count emitted, so the test starts with nothing in flight."""
     sub.wait_ready(WAIT_S)
+    emitted = 0
 
     def received() -> TrackedEvent | None:
+        nonlocal emitted
         client.call(service, "emit", event=event)
+        emitted += 1
         return sub.next(0.1)
 
-    return wait_until(received, WAIT_S, f"a first {service}.{event}")
+    last = wait_until(received, WAIT_S, f"a first {service}.{event}")
+    while last.seq < emitted:
+        following = sub.next(WAIT_S)
+        assert following is not None, f"event {last.seq + 1} of {emitted} never came"
+        last = following
+    return last
 
 
 def _lose(sub: Subscription, count: int) -> None:
@@ -277,11 +286,15 @@ class TestSubscriptionRepair:
             try:
                 await sub.wait_ready(WAIT_S)
                 first: Any = None
-                for _ in range(50):
+                emitted = 0
+                while first is None and emitted < 50:
                     await client.call("echo", "emit", event=event)
-                    if (first := await sub.next(0.1)) is not None:
-                        break
+                    emitted += 1
+                    first = await sub.next(0.1)
                 assert first is not None, "no first event"
+                while first.seq < emitted:  # nothing of the probing left in flight
+                    first = await sub.next(WAIT_S)
+                    assert first is not None
                 await client.call("echo", "emit", event=event, count=4)
                 assert await sub._sock.poll(WAIT_S * 1000)
                 await sub._sock.recv()  # lost

@@ -6,13 +6,15 @@ The loss is real, not simulated: the broker holds at most ``subscriber_queue`` e
 subscriber that does not keep up, and the subscription ``max_queue`` events with a fixed kernel
 buffer, so a burst of BURST events of 1 KiB (12 MiB, several times every buffer on the way),
 published while the test does not read, overflows the broker's queue for it. The actor's ring
-holds the whole burst, so every event is delivered, in order, exactly once.
+holds the whole burst, so every event is delivered, in order, exactly once; the subscription
+reports what it repaired to the broker, which shows it in ``stats`` (``linebus stats``).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +79,15 @@ def test_a_subscriber_that_loses_a_burst_repairs_it(burst_line: Line) -> None:
                 continue
             assert event.data == DATA
             seqs.append(event.seq)
+
+        def reported() -> dict[str, Any] | None:  # the subscription told the broker (stats)
+            rows = client.stats()["subscribers"]
+            mine = [r for r in rows if r["subscriber"] == sub._loss.subscriber]
+            return mine[0] if mine else None
+
+        row = wait_until(reported, scaled(10), "this subscription's report in stats")
+    assert (row["missed"], row["prefixes"]) == (0, [f"{ACTOR}.{EVENT}"])
+    assert 0 < row["repaired"] <= sub.repaired_total  # reports come at most once a second
     assert seqs == list(range(first.seq + 1, last + 1))
     assert sub.repaired_total > 0, "nothing was lost: the burst did not overflow the queues"
     assert sub.missed_total == 0

@@ -194,9 +194,13 @@ def run(args: argparse.Namespace) -> tuple[Soak, MixedLoad]:
         soak.problems.append(f"callers that never returned: {hung}")
     for record in load.ledger.hangs():
         soak.problems.append(f"{record.what} outlived its deadline: {record.elapsed:.1f} s")
-    failed = load.ledger.failures()
-    if failed:
-        soak.problems.append(f"failed calls on a line without faults: {dict(failed)}")
+    start = load.ledger.snapshot()[0].started if load.ledger.snapshot() else 0.0
+    for record in load.ledger.snapshot():
+        if record.code != "ok":
+            soak.problems.append(
+                f"{record.what} failed with {record.code} at {record.started - start:.0f} s"
+                " (no fault was injected)"
+            )
     return soak, load
 
 

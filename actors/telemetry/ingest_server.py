@@ -15,6 +15,7 @@ tests cut a device off between "server stored it" and "device heard the ack".
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import re
 import signal
@@ -39,6 +40,8 @@ __all__ = ["IngestServer", "main"]
 log = structlog.get_logger()
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+#: How many of the latest device requests the test log keeps.
+REQUEST_LOG_SIZE = 1000
 
 
 class _HttpProblem(Exception):
@@ -66,7 +69,11 @@ class _Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: list[_Fault] = []
-        self.requests: list[dict[str, Any]] = []
+        #: The latest device requests (``GET /v1/test/requests``), the oldest dropped past
+        #: ``REQUEST_LOG_SIZE``: a server that runs for days must not grow with every upload.
+        self.requests: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=REQUEST_LOG_SIZE
+        )
 
     def add(self, fault: _Fault) -> None:
         with self._lock:

@@ -176,10 +176,14 @@ def run(args: argparse.Namespace) -> tuple[Soak, MixedLoad]:
         line.start()
         load.start()
         started = time.monotonic()
-        since = 0
-        while (t := time.monotonic() - started) < args.duration:
-            load.stopping.wait(min(args.interval, max(0.0, args.duration - t)))
-            since = sample(line, load, soak, time.monotonic() - started, since)
+        since, due = 0, args.interval
+        while due <= args.duration + 1e-9:
+            # On a schedule, not an interval after the last sample: a slow sample (a loaded
+            # machine) does not stretch the run or thin out its samples.
+            load.stopping.wait(max(0.0, started + due - time.monotonic()))
+            now = time.monotonic() - started
+            since = sample(line, load, soak, now, since)
+            due = max(due + args.interval, now)
             if args.progress and soak.windows:
                 w = soak.windows[-1]
                 print(

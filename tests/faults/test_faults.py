@@ -126,7 +126,6 @@ def test_short_soak_samples_everything_and_judges_it(tmp_path: Path) -> None:
             # A sample a second; the first may come before every process answers /proc.
             assert points.get((name, metric), 0) >= DURATION_S - 3, (name, metric, points)
     assert len(found["windows"]) >= DURATION_S - 3
-    assert all(w["calls"] > 0 for w in found["windows"])
     judged = {(v["name"], v["metric"]) for v in found["verdicts"]}
     assert judged == set(points), set(points) - judged
     # Exit status and verdicts agree: 1 exactly when a problem is named (and printed).

@@ -228,6 +228,31 @@ class TestUploadInterruptions:
         assert await driver.list_files("/SD/models") == [(False, "part.gcode")]
         assert driver.reconnects >= 1
 
+    async def test_forgotten_key_is_trusted_again_on_reconnect(
+        self, keys: dict[str, rsa.RSAPrivateKey]
+    ) -> None:
+        """A device that forgot our key (restarted, or reset) refuses the reconnect with
+        AUTH_ERROR; the session's ``on_untrusted`` hook (the flux actor authorises with the
+        password there) has it trusted again, and the reconnect goes through. Found by the fault
+        suite: a printer simulator killed and restarted left its actor refused for good."""
+        async with make_sim(keys) as sim:
+            trusted_again: list[str] = []
+
+            async def untrusted() -> None:
+                trusted_again.append(sim.trust(keys["client"]))
+
+            async with FluxDriver(
+                sim.address, keys["client"], config(sim), device_key=keys["slave"].public_key()
+            ) as drv:
+                drv.on_untrusted = untrusted
+                sim.device.trust.clear()  # what a restart does to the simulator's trust
+                sim.drop_upload_after(1024)
+                with pytest.raises(DeviceUnavailable):
+                    await drv.upload_file(b"\x01" * 8 * 1024, "/SD/lost.gcode")
+                await async_wait_until(lambda: drv.connected, scaled(10), "the reconnect")
+                assert len(trusted_again) == 1
+                assert await drv.list_files("/SD/models") == [(False, "part.gcode")]
+
     async def test_hung_device_times_out(
         self, sim: FluxSimulator, keys: dict[str, rsa.RSAPrivateKey]
     ) -> None:

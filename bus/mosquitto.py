@@ -14,6 +14,10 @@ connections, and stops, kills or restarts it (same port, so clients reconnect)::
     broker.restart()                                # e.g. "nothing lost across a broker restart"
     broker.stop()
 
+``python -m bus.mosquitto --listen 127.0.0.1:21883 --folder var/demo/mosquitto`` runs one in the
+foreground (the plant broker of ``configs/demo-mqtt.toml``, started there as a simulator: it
+prints the ``{"event": "ready"}`` line the supervisor waits for, and stops with SIGTERM).
+
 Only the standard library here; TLS files are made with ``cryptography`` (a dependency of
 several actor extras) when ``tls`` is asked for.
 """
@@ -27,13 +31,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 
 from bus.testing import free_port, wait_until
 
-__all__ = ["Mosquitto", "MosquittoMissing", "find_mosquitto", "password_hash"]
+__all__ = ["Mosquitto", "MosquittoMissing", "find_mosquitto", "main", "password_hash"]
 
 #: Where Debian puts the broker (``/usr/sbin`` is not on every user's PATH).
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -262,3 +267,38 @@ def _current_user() -> str:
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one Mosquitto in the foreground until SIGTERM or SIGINT (see the module docstring)."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m bus.mosquitto", description=main.__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:1883", help="127.0.0.1:PORT")
+    parser.add_argument("--folder", required=True, help="its config, log and database")
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    if host != "127.0.0.1" or not port.isdigit():
+        parser.error(f"--listen must be 127.0.0.1:PORT, got {args.listen!r}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    broker = Mosquitto(Path(args.folder), port=int(port))
+    try:
+        broker.start()
+    except (MosquittoMissing, RuntimeError) as exc:
+        print(f"mosquitto: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"event": "ready", "listen": args.listen}), flush=True)
+    try:
+        while not stop.wait(0.5) and broker.running:
+            pass
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

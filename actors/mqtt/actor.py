@@ -227,12 +227,14 @@ class MqttBridge(Actor):
     @command(concurrent=True)
     def status(self) -> dict[str, Any]:
         """The bridge's connection and counters: ``connected``, ``connects`` (MQTT sessions
-        begun), ``events`` bridged, ``requests`` served, ``refused`` (not exposed),
-        ``dropped_requests`` (no response topic, bad topic)."""
+        begun), ``broker`` (host:port), ``namespace``, ``profile``, ``events`` bridged,
+        ``requests`` served, ``refused`` (not exposed), ``dropped_requests`` (no response
+        topic, bad topic)."""
         link = self.link
         return {
             "connected": bool(link and link.connected),
             "connects": link.connects if link else 0,
+            "broker": f"{self.config.host}:{self.config.port}",
             "namespace": self.config.root,
             "profile": self.config.profile,
             **self.counters,

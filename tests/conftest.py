@@ -196,6 +196,9 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_node_client.py::test_npm_pack": "no line: npm pack and install",
     "tests/integration/test_hosts.py": "its own secured line (CURVE) across network namespaces",
     "tests/integration/test_mosquitto_fixture.py": "no line: Mosquitto and a paho client only",
+    "tests/integration/test_mqtt_sparkplug.py": "the Sparkplug side is the same with CURVE; "
+    "test_mqtt_bridge runs a bridge under CURVE",
+    "tests/integration/test_mqtt_demo.py": "the MQTT demo config is plaintext (like demo.toml)",
     "tests/integration/test_mqtt_plant.py": "three lines' bridges on one Mosquitto: the MQTT "
     "side is the same with CURVE, and test_mqtt_bridge runs a bridge under CURVE",
     "tests/faults/": "its own secured line: the demo line with CURVE (configs/demo-secure.toml)",

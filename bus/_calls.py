@@ -21,6 +21,7 @@ from bus.errors import (
     BusError,
     DeadlineExceeded,
     TooOld,
+    Unavailable,
     from_wire,
 )
 from bus.protocol import Event, Kind
@@ -93,6 +94,9 @@ class CallCore:
         self._counter = itertools.count(1)
         self.pending: dict[str, CallState] = {}
         self.heard_from_broker = False
+        #: Calls that were in flight when the connection to the broker closed: no answer can
+        #: reach them on a new connection (see ``connection_lost``).
+        self.lost: set[str] = set()
 
     def request(
         self,
@@ -168,6 +172,30 @@ class CallCore:
                 state.progress.append(update)
         return state
 
+    def connection_lost(self) -> None:
+        """The connection to the broker closed (it stopped, restarted, or dropped us): the calls
+        in flight now can never be answered. They fail once the next handshake ends (success:
+        ``unavailable``, retryable; refusal: that refusal) or at their deadline
+        (``unavailable``), not with ``deadline_exceeded``: a caller that retries what is
+        retryable rides out a broker restart (docs/PROTOCOL.md §8)."""
+        self.lost.update(self.pending)
+
+    def reconnected(self, endpoint: str) -> None:
+        """A handshake with the broker succeeded: fail the calls lost with the old connection."""
+        lost, self.lost = self.lost, set()
+        for msg_id in lost:
+            state = self.pending.get(msg_id)
+            if state is not None:
+                self.fail(state, self._lost_error(state, endpoint))
+
+    @staticmethod
+    def _lost_error(state: CallState, endpoint: str) -> Unavailable:
+        return Unavailable(
+            f"{state.service}.{state.command}: the connection to the broker at {endpoint} closed"
+            " before the answer (the broker stopped or restarted); the request may have run",
+            details={"endpoint": endpoint},
+        )
+
     def expire(self, state: CallState, endpoint: str, *, unsent: bool = False) -> None:
         """Fail ``state`` locally: its deadline (plus grace) passed with no answer at all, or
         (``unsent``) with no connection to send it on."""
@@ -175,7 +203,10 @@ class CallCore:
             return
         self.pending.pop(state.msg_id, None)
         state.done = True
-        if unsent or not self.heard_from_broker:
+        if state.msg_id in self.lost:
+            self.lost.discard(state.msg_id)
+            state.error = self._lost_error(state, endpoint)
+        elif unsent or not self.heard_from_broker:
             state.error = BrokerUnreachable(
                 f"{state.service}.{state.command}: no answer from the broker at {endpoint}; is it running?",
                 details={"endpoint": endpoint},

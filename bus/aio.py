@@ -31,6 +31,7 @@ from bus._calls import (
     TrackedEvent,
 )
 from bus.client import (
+    CALL_EVENTS,
     HANDSHAKE_EVENTS,
     NOTIFY_TTL_S,
     REFUSAL_CHECK_S,
@@ -277,7 +278,7 @@ class AsyncClient:
         self._waiters: dict[str, tuple[asyncio.Future[None], asyncio.Queue[Any]]] = {}
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._watch = HandshakeWatch(self.endpoint, self.keys)
+        self._watch = HandshakeWatch(self.endpoint, self.keys, on_connection=self._on_connection)
         self._monitor: zmq.asyncio.Socket | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._refused = asyncio.Event()
@@ -299,7 +300,7 @@ class AsyncClient:
         sock.immediate = 1  # never queue requests for an absent broker (see bus.client)
         if self.keys is not None:
             self.keys.secure(sock)
-        monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        monitor = sock.get_monitor_socket(CALL_EVENTS)
 
         def release() -> None:
             sock.disable_monitor()
@@ -311,6 +312,18 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_loop())
         self._watcher = loop.create_task(self._watch_loop(self._monitor))
+
+    def _on_connection(self, up: bool) -> None:
+        """The connection closed (calls in flight are lost) or a handshake succeeded (the lost
+        calls fail with ``unavailable``): ``CallCore.connection_lost``. Answers queued before
+        the close are read by ``_read_loop`` long before the next handshake can succeed."""
+        if not up:
+            self._core.connection_lost()
+            return
+        self._core.reconnected(self.endpoint)
+        for msg_id, (done, _) in self._waiters.items():
+            if msg_id not in self._core.pending and not done.done():
+                done.set_result(None)
 
     async def _watch_loop(self, monitor: zmq.asyncio.Socket) -> None:
         """Follow the handshakes: a refusal fails the calls in flight and wakes waiting sends."""

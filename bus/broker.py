@@ -41,7 +41,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,6 +60,7 @@ from bus.errors import (
     ConfigError,
     InvalidArguments,
     StorageError,
+    Unavailable,
     UnknownCommand,
     UnknownService,
     UnsupportedVersion,
@@ -151,6 +152,9 @@ class Broker:
         security: The ``[security]`` table; off (plaintext, loopback or ipc only) by default.
         config_path: The config file ``reload()`` reads ``[security]`` from again; without it, a
             reload re-reads the keys directory and keeps the access list it has.
+        expected: The service names the line runs (its config's ``[[actor]]`` names): until one
+            registers, its callers get ``unavailable`` (retryable), not ``unknown_service``, so
+            a client retrying as documented rides out a broker restart (PROTOCOL.md §8).
     """
 
     _router: zmq.Socket[bytes]
@@ -167,8 +171,10 @@ class Broker:
         clock: Callable[[], float] = time.monotonic,
         security: SecurityConfig | None = None,
         config_path: str | os.PathLike[str] | None = None,
+        expected: Iterable[str] = (),
     ) -> None:
         self.config = config or BrokerConfig()
+        self.expected = frozenset(expected)
         self.security = security or SecurityConfig()
         self._config_path = config_path
         self._ctx: zmq.Context[Any] = ctx or zmq.Context()
@@ -182,6 +188,7 @@ class Broker:
         self.dropped: Counter[str] = Counter()
         self.endpoints: dict[str, str] = {}
         self._started_at = time.time()
+        self._started_at_clock = 0.0  # the clock's reading at start(), for registration_grace_s
         self._stopping = threading.Event()
         self._presence_seq: dict[str, int] = {}
         self._epoch = protocol.new_epoch()
@@ -235,7 +242,8 @@ class Broker:
         except BaseException:
             self._release()
             raise
-        self._next_tick = self._clock() + cfg.heartbeat_s
+        self._started_at_clock = self._clock()
+        self._next_tick = self._started_at_clock + cfg.heartbeat_s
         self._started = True
         log.info("broker_listening", **self.endpoints, pid=os.getpid(), curve=sec.curve)
         return self.endpoints
@@ -599,7 +607,7 @@ class Broker:
         elif kind == _DISCONNECT:
             entry = self.directory.by_identity.get(ident)
             if entry is not None:
-                self._actor_down(entry, "actor disconnected")
+                self._actor_down(entry, "actor disconnected", orderly=True)
         else:  # HELLO: split() lets through the command-channel kinds only
             self._on_hello(ident, protocol.hello_header(header, frame))
 
@@ -619,13 +627,8 @@ class Broker:
             return self._serve_internal(ident, protocol.request_header(header, frame), frames[2:])
         entry = self.directory.by_name.get(service)
         if entry is None:
-            return self._error(
-                ident,
-                msg_id,
-                "unknown_service",
-                f"no service named {service!r} has registered",
-                "unknown_service",
-            )
+            code, text = self._unregistered(service)
+            return self._error(ident, msg_id, code, text, code)
         if entry.state != UP or entry.identity is None:
             return self._error(
                 ident,
@@ -912,12 +915,21 @@ class Broker:
         self._send_quiet([ident, *protocol.encode_error("", "forbidden", decision.reason, details)])
         return False
 
-    def _actor_down(self, entry: ServiceEntry, reason: str) -> None:
+    def _actor_down(self, entry: ServiceEntry, reason: str, *, orderly: bool = False) -> None:
+        """Mark ``entry`` down, fail what it held, publish its presence. ``orderly``: the actor
+        said DISCONNECT itself (an orderly stop, e.g. of ``linebus up``): logged at info, as
+        ``actor_disconnected``; every other way down is a warning ``actor_down``."""
         if entry.state != UP:
             return
         failed = self.directory.mark_down(entry, reason)
         self._fail_all(failed, reason)
-        log.warning("actor_down", service=entry.name, reason=reason, failed_requests=len(failed))
+        report = log.info if orderly else log.warning
+        report(
+            "actor_disconnected" if orderly else "actor_down",
+            service=entry.name,
+            reason=reason,
+            failed_requests=len(failed),
+        )
         self._publish_presence(entry)
 
     def _fail_all(self, failed: list[Pending], reason: str) -> None:
@@ -1009,6 +1021,20 @@ class Broker:
 
     # --- answers from the broker itself -------------------------------------------------------
 
+    def _unregistered(self, name: str) -> tuple[str, str]:
+        """The error code and message for ``name``, which no actor has registered: ``unavailable``
+        for a name that is coming (the line's config names it, or the broker started less than
+        ``registration_grace_s`` ago), else ``unknown_service`` (PROTOCOL.md §6)."""
+        if name in self.expected:
+            return "unavailable", f"service {name!r} has not registered yet (the line runs it)"
+        age = self._clock() - self._started_at_clock
+        if age < self.config.registration_grace_s:
+            return (
+                "unavailable",
+                f"service {name!r} has not registered yet (the broker started {age:.1f} s ago)",
+            )
+        return "unknown_service", f"no service named {name!r} has registered"
+
     def _error(self, ident: bytes, msg_id: str, code: str, text: str, drop_reason: str) -> str:
         """Answer ``msg_id`` with an ERROR, count the drop; return ``code``."""
         self.dropped[drop_reason] += 1
@@ -1094,7 +1120,8 @@ class Broker:
                 raise invalid_argument(args, "service", "str")
             entry = self.directory.by_name.get(name)
             if entry is None:
-                raise UnknownService(f"no service named {name!r} has registered")
+                code, text = self._unregistered(name)
+                raise Unavailable(text) if code == "unavailable" else UnknownService(text)
             description = self.directory.description(entry)
             return {
                 **entry.summary(),
@@ -1199,7 +1226,12 @@ def serve(
             publish=overrides.get("publish") or config.publish,
             subscribe=overrides.get("subscribe") or config.subscribe,
         )
-    broker = Broker(config, security=line.security if line else None, config_path=config_path)
+    broker = Broker(
+        config,
+        security=line.security if line else None,
+        config_path=config_path,
+        expected=[actor.name for actor in line.actors] if line else (),
+    )
     broker.start()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: broker.stop())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import signal
 import sys
@@ -57,6 +58,21 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
         except ValueError:
             args[key] = raw
     return args
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0 (``--timeout``, ``--idle``).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (argparse prints it as a usage error, exit 2).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -201,7 +217,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the broker (or ``args.service``) is up, 1 when the service is not, 3 when the
     broker does not answer: the health check of a container, or of a script's wait loop."""
-    from bus.errors import BrokerUnreachable, BusError
+    from bus.errors import BrokerUnreachable, BusError, ConfigError
     from bus.protocol import BROKER_SERVICE
 
     service = args.service or BROKER_SERVICE
@@ -215,6 +231,8 @@ def cmd_health(args: argparse.Namespace) -> int:
                 row = rows.get(service) or {"name": service, "state": "unregistered"}
     except BrokerUnreachable:
         return _health_line(args, service, "unreachable", EXIT_UNREACHABLE)
+    except ConfigError:  # our own endpoint or key is unusable: a usage error (2), not unhealthy
+        raise
     except BusError as exc:  # the broker answered, with a refusal (e.g. our key is unknown)
         return _health_line(args, service, f"error: {exc}", EXIT_FAILED)
     if row["state"] == "up":
@@ -243,7 +261,15 @@ def _health_line(
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    with _client(args) as bus, bus.subscribe(*args.prefixes, timeout=args.idle) as sub:
+    with _client(args) as bus:
+        # A subscription alone never learns that no broker is there: ask it first, so a watch
+        # with no broker exits 3 within --timeout like every other command.
+        bus.ping()
+        return _watch(args, bus)
+
+
+def _watch(args: argparse.Namespace, bus: Any) -> int:
+    with bus.subscribe(*args.prefixes, timeout=args.idle) as sub:
         for seen, event in enumerate(sub, start=1):
             if args.json:
                 _print_json(
@@ -478,7 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False, parents=[connection])
     common.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)"
+        "--timeout",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds to wait for an answer (default 10)",
     )
     common.add_argument("--json", action="store_true", help="print one JSON object per line")
 
@@ -538,7 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefixes", nargs="*", metavar="PREFIX")
     p.add_argument("--count", type=int, default=0, help="stop after this many events")
     p.add_argument(
-        "--idle", type=float, default=None, help="stop after this many seconds without an event"
+        "--idle",
+        type=positive_seconds,
+        default=None,
+        help="stop after this many seconds without an event",
     )
     p.set_defaults(func=cmd_watch)
 

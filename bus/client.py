@@ -204,7 +204,11 @@ HANDSHAKE_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+#: Monitor events of a client's command socket: the handshakes, and the connection closing
+#: (calls in flight then fail as ``CallCore.connection_lost`` says).
+CALL_EVENTS = HANDSHAKE_EVENTS | zmq.EVENT_DISCONNECTED
 _SUCCEEDED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _FAILED_AUTH = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 _FAILED_PROTOCOL = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 _MECHANISM_MISMATCH = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
@@ -222,12 +226,21 @@ class HandshakeWatch:
         endpoint: The broker endpoint the socket connects to (for the message).
         keys: Our keys, or None for a plaintext peer.
         what: Which connection this is, for the message ("commands", "events").
+        on_connection: Called with False when the connection closes (``EVENT_DISCONNECTED``,
+            if the monitor asks for it: ``CALL_EVENTS``) and True when a handshake succeeds.
     """
 
-    def __init__(self, endpoint: str, keys: ClientKeys | None, what: str = "commands") -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        keys: ClientKeys | None,
+        what: str = "commands",
+        on_connection: Callable[[bool], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.keys = keys
         self.what = what
+        self._on_connection = on_connection
         #: The refusal of the last handshake, None once one succeeded (or none ended yet).
         self.refused: Unauthenticated | None = None
 
@@ -239,8 +252,14 @@ class HandshakeWatch:
         """Take one monitor message; return the refusal it reports, if it reports one."""
         message = parse_monitor_message(frames)
         event, value = int(message["event"]), int(message["value"])
+        if event == _DISCONNECTED:
+            if self._on_connection is not None:
+                self._on_connection(False)
+            return None
         if event == _SUCCEEDED:
             self.refused = None
+            if self._on_connection is not None:
+                self._on_connection(True)
             return None
         self.refused = self._refusal(event, value)
         return self.refused
@@ -290,9 +309,11 @@ class HandshakeWatch:
 class _Monitored:
     """A sync socket's handshake monitor: ``check`` raises the broker's refusal, if it refused."""
 
-    def __init__(self, sock: zmq.Socket[Any], watch: HandshakeWatch) -> None:
+    def __init__(
+        self, sock: zmq.Socket[Any], watch: HandshakeWatch, events: int = HANDSHAKE_EVENTS
+    ) -> None:
         self.watch = watch
-        self.socket: zmq.Socket[Any] = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        self.socket: zmq.Socket[Any] = sock.get_monitor_socket(events)
         self._sock = sock
 
     def refused(self) -> Unauthenticated | None:
@@ -665,9 +686,10 @@ class Client:
         sock.immediate = 1
         if self.keys is not None:
             self.keys.secure(sock)
-        self._monitor = _Monitored(sock, HandshakeWatch(self.endpoint, self.keys))
-        connect_endpoint(sock, self.endpoint, self._monitor.close)
         self._sock = sock
+        watch = HandshakeWatch(self.endpoint, self.keys, on_connection=self._on_connection)
+        self._monitor = _Monitored(sock, watch, CALL_EVENTS)
+        connect_endpoint(sock, self.endpoint, self._monitor.close)
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._monitor.socket, zmq.POLLIN)
@@ -804,6 +826,20 @@ class Client:
             if not any(sock is self._sock for sock, _ in ready):
                 return
         self._core.dispatch(self._sock.recv_multipart())
+
+    def _on_connection(self, up: bool) -> None:
+        if up:
+            self._core.reconnected(self.endpoint)
+            return
+        # Answers that arrived before the connection closed are still queued: apply them
+        # first, so only the calls really left without an answer count as lost.
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._core.dispatch(frames)
+        self._core.connection_lost()
 
     # --- introspection ----------------------------------------------------------------------
 

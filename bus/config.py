@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 
 from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE
 from bus.errors import BadRequest, ConfigError
-from bus.options import PositiveInt, Range, Seconds, from_table
+from bus.options import NonNegativeSeconds, PositiveInt, Range, Seconds, from_table
 from bus.protocol import (
     BROKER_SERVICE,
     DEFAULT_COMMAND_ENDPOINT,
@@ -74,6 +74,12 @@ class BrokerConfig:
     dropped (it sees the gap), and the others are not slowed. It bounds the broker's memory per
     stalled subscriber at about ``subscriber_queue`` times (event size + 100 bytes): see
     docs/BENCHMARKS.md, "Slow subscribers".
+
+    ``registration_grace_s``: for this long after the broker starts, a call to a name no actor
+    has registered is answered ``unavailable`` (retryable), not ``unknown_service``, as for the
+    names the line's config lists: for actors the broker's config does not name (run from
+    configs of their own), which register again within about ``heartbeat_s`` of a broker
+    restart. 0 (the default): only the config's names.
     """
 
     command: str = DEFAULT_COMMAND_ENDPOINT
@@ -85,15 +91,19 @@ class BrokerConfig:
     max_timeout_s: Seconds = 3600.0
     max_message_bytes: int = 256 * 1024 * 1024
     subscriber_queue: PositiveInt = 100_000
+    registration_grace_s: NonNegativeSeconds = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class SupervisorConfig:
-    """Restart policy: back-off doubles from ``backoff_initial_s`` up to ``backoff_max_s``; a
-    process restarted more than ``flap_max_restarts`` times within ``flap_window_s`` is given up."""
+    """Restart policy (``bus.restarts``): a process that exits after running at least
+    ``healthy_run_s`` is restarted at once; one that dies younger waits a back-off that doubles
+    from ``backoff_initial_s`` up to ``backoff_max_s`` while it keeps dying young; a process
+    restarted more than ``flap_max_restarts`` times within ``flap_window_s`` is given up."""
 
     backoff_initial_s: Seconds = 0.5
     backoff_max_s: Seconds = 10.0
+    healthy_run_s: Seconds = 5.0
     flap_window_s: Seconds = 60.0
     flap_max_restarts: int = 5
     stop_timeout_s: Seconds = 5.0

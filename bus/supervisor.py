@@ -2,8 +2,9 @@
 
 ``Supervisor(config).start()`` launches, in order, the broker (and waits until it answers), each
 simulator (and waits for its ``{"event": "ready"}`` line), then each actor. ``poll()`` restarts
-any process that exited, with exponential back-off capped at ``backoff_max_s``, and gives up on a
-process restarted more than ``flap_max_restarts`` times within ``flap_window_s``. ``stop()`` stops
+any process that exited as its ``bus.restarts.RestartPolicy`` says: at once after a healthy run
+(``healthy_run_s``), after a doubling back-off while it keeps dying young, never once it was
+restarted more than ``flap_max_restarts`` times within ``flap_window_s``. ``stop()`` stops
 actors first (so they can finish and disconnect), then simulators, then the broker, each with
 SIGTERM and, past ``stop_timeout_s``, SIGKILL. Children get SIGTERM if the supervisor itself dies
 (Linux ``PR_SET_PDEATHSIG``), so no process is left behind even after ``kill -9``.
@@ -30,17 +31,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import structlog
 
-from bus.backoff import Backoff
 from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE, ClientKeys
 from bus.config import LineConfig
 from bus.errors import ConfigError, DeadlineExceeded, Unauthenticated
+from bus.restarts import RestartPolicy
 from bus.security.keys import (
     PUBLIC_SUFFIX,
     SECRET_SUFFIX,
@@ -163,16 +164,15 @@ class LineKeys:
 
 @dataclass(slots=True, eq=False)
 class ManagedProcess:
-    """One supervised child: its command line, current process, and restart history."""
+    """One supervised child: its command line, current process, and restart policy."""
 
     name: str
     role: str
     argv: list[str]
-    backoff: Backoff
+    policy: RestartPolicy
     wait_ready: bool = False
     proc: subprocess.Popen[bytes] | None = None
     state: str = STOPPED
-    restarts: deque[float] = field(default_factory=deque)
     restart_at: float = 0.0
     started_at: float = 0.0
     ready_info: dict[str, Any] = field(default_factory=dict)
@@ -189,11 +189,19 @@ class Supervisor:
     Args:
         config: The line (from ``bus.config.load``).
         python: Interpreter for the children; this one by default.
+        clock: Monotonic seconds for run times and restart delays (tests pass one they advance).
     """
 
-    def __init__(self, config: LineConfig, *, python: str | None = None) -> None:
+    def __init__(
+        self,
+        config: LineConfig,
+        *,
+        python: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.python = python or sys.executable
+        self._clock = clock
         self.processes: list[ManagedProcess] = []
         self._lock = threading.Lock()
         self._stopping = False
@@ -209,10 +217,9 @@ class Supervisor:
             self._add(actor.name, "actor", ["-m", "bus.cli", "actor", cfg_path, actor.name])
 
     def _add(self, name: str, role: str, args: list[str], wait_ready: bool = False) -> None:
-        policy = self.config.supervisor
-        backoff = Backoff(policy.backoff_initial_s, policy.backoff_max_s)
+        policy = RestartPolicy(self.config.supervisor)
         self.processes.append(
-            ManagedProcess(name, role, [self.python, *args], backoff, wait_ready=wait_ready)
+            ManagedProcess(name, role, [self.python, *args], policy, wait_ready=wait_ready)
         )
 
     def process(self, name: str) -> ManagedProcess:
@@ -264,7 +271,7 @@ class Supervisor:
             preexec_fn=_die_with_parent,
         )
         managed.state = RUNNING
-        managed.started_at = time.monotonic()
+        managed.started_at = self._clock()
         log.info("process_started", name=managed.name, role=managed.role, pid=managed.proc.pid)
 
     def _wait_broker(self) -> None:
@@ -326,8 +333,9 @@ class Supervisor:
     # --- watch ------------------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Restart exited processes whose back-off has elapsed; give up on flapping ones."""
-        now = time.monotonic()
+        """Restart exited processes as their policy says: at once, once their back-off has
+        elapsed, or never (flapping)."""
+        now = self._clock()
         cfg = self.config.supervisor
         with self._lock:
             if self._stopping:
@@ -339,30 +347,28 @@ class Supervisor:
                     and managed.proc.poll() is not None
                 ):
                     code = managed.proc.returncode
-                    managed.restarts.append(now)
-                    while managed.restarts and now - managed.restarts[0] > cfg.flap_window_s:
-                        managed.restarts.popleft()
-                    if len(managed.restarts) > cfg.flap_max_restarts:
+                    delay = managed.policy.on_exit(managed.started_at, now)
+                    if delay is None:
                         managed.state = FAILED
                         log.error(
                             "process_given_up",
                             name=managed.name,
                             exit_code=code,
-                            restarts=len(managed.restarts) - 1,
+                            restarts=managed.policy.restarts - 1,
                             window_s=cfg.flap_window_s,
                             hint="it keeps crashing; fix the cause and run `linebus up` again",
                         )
                         continue
-                    # Back-off grows while a process keeps dying and resets once it ran a while.
-                    if now - managed.started_at > max(cfg.backoff_max_s, 10.0):
-                        managed.backoff.reset()
-                    delay = managed.backoff.next_delay()
                     managed.restart_at = now + delay
                     managed.state = BACKOFF
                     log.warning(
-                        "process_exited", name=managed.name, exit_code=code, restart_in_s=delay
+                        "process_exited",
+                        name=managed.name,
+                        exit_code=code,
+                        ran_s=round(now - managed.started_at, 3),
+                        restart_in_s=delay,
                     )
-                elif managed.state == BACKOFF and now >= managed.restart_at:
+                if managed.state == BACKOFF and now >= managed.restart_at:
                     self._spawn(managed)
                     if managed.wait_ready:
                         with contextlib.suppress(DeadlineExceeded):
@@ -384,7 +390,7 @@ class Supervisor:
                 "role": m.role,
                 "state": m.state,
                 "pid": m.pid,
-                "restarts": len(m.restarts),
+                "restarts": m.policy.restarts,
             }
             for m in self.processes
         ]

@@ -48,7 +48,7 @@ import json
 import os
 import signal
 import tty
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -67,6 +67,8 @@ GARBAGE = b"\xf0\x9f\x92\xa5\x00garbled\x1b>"
 _LOG_BUFFER_LIMIT = (
     1 << 20
 )  # a logger client this far behind is dropped rather than stalling the device
+#: How long ``stop()`` lets aborted connections end by themselves before cancelling them.
+_STOP_CONNECTIONS_S = 1.0
 
 
 @dataclass
@@ -144,6 +146,8 @@ class FlashRunnerSimulator:
         self._writers: set[asyncio.StreamWriter] = set()
         self._log_writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The tasks serving one client connection each (command and logger ports).
+        self._connections: set[asyncio.Task[Any]] = set()
         self.connections = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -191,9 +195,13 @@ class FlashRunnerSimulator:
             self._logger_server = None
         for writer in list(self._log_writers):
             writer.transport.abort()
-        for task in list(self._tasks):
+        # Aborted, each connection's reader sees the end and its task returns; one still busy
+        # (a stall, a BUSY wait) after a moment is cancelled, which it absorbs (_connection).
+        if self._connections:
+            await asyncio.wait(set(self._connections), timeout=_STOP_CONNECTIONS_S)
+        for task in [*self._tasks, *self._connections]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._connections, return_exceptions=True)
         for transport in self._pty_transports:
             transport.close()
         self._pty_transports.clear()
@@ -263,9 +271,27 @@ class FlashRunnerSimulator:
 
     # ------------------------------------------------------------ serving
 
+    async def _connection(self, serve: Awaitable[None]) -> None:
+        """Run one connection's handler as a task ``stop()`` can find and end.
+
+        A handler task of ``asyncio.start_server`` must not end cancelled: Python 3.11's
+        ``StreamReaderProtocol`` then calls ``task.exception()`` on it, which raises, and the loop
+        prints a ``CancelledError`` traceback at every stop with a client connected. So the
+        cancellation ``stop()`` (or ``asyncio.run``'s clean-up) sends ends it normally here.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await serve
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(task)
+
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        await self._serve(reader, writer, droppable=True)
+        await self._connection(self._serve(reader, writer, droppable=True))
 
     async def _open_pty(self) -> None:
         master, slave = os.openpty()
@@ -352,6 +378,11 @@ class FlashRunnerSimulator:
             await writer.drain()
 
     async def _on_logger_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._connection(self._log_session(reader, writer))
+
+    async def _log_session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._log_writers.add(writer)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 import zmq
 
 from bus import protocol
-from bus.errors import UnknownService
+from bus.errors import Unavailable
 from tests.conftest import (
     ECHO,
     Endpoints,
@@ -155,6 +156,59 @@ class TestLineUp:
                     os.kill(pid, signal.SIGKILL)
 
 
+class TestRecovery:
+    def test_a_healthy_actor_is_restarted_at_once_and_an_orderly_stop_logs_at_info(
+        self, tmp_path: Path, processes: Processes
+    ) -> None:
+        """kill -9 of an actor that ran past healthy_run_s (0.5 s here): the supervisor restarts
+        it in the poll that sees the exit (restart_in_s 0, no back-off) and it serves again.
+        Then SIGTERM stops the line: the broker logs the actor's orderly DISCONNECT at info
+        (actor_disconnected), and nothing of the stop is a warning."""
+        endpoints = Endpoints.fresh()
+        config = write_config(tmp_path / "line.toml", endpoints, [{"name": "echo1", **ECHO}])
+        config.write_text(
+            config.read_text().replace("[supervisor]\n", "[supervisor]\nhealthy_run_s = 0.5\n", 1)
+        )
+        line = Line(config, endpoints, processes)
+        up = processes.start(
+            "-m",
+            "bus.cli",
+            "up",
+            str(config),
+            env={"LINEBUS_LOG_JSON": "1", "LINEBUS_LOG_LEVEL": "info"},
+            stderr=subprocess.PIPE,
+        )
+        logs = JsonLines(up.stderr)
+        logs.wait_for("process_started", scaled(30), name="echo1")
+        spawned = time.monotonic()
+        old_pid = line.wait_up("echo1", timeout=30)["pid"]
+        # A healthy run: past healthy_run_s by the supervisor's clock, which started before ours.
+        wait_until(lambda: time.monotonic() > spawned + 0.6, 5, "a healthy run")
+
+        os.kill(old_pid, signal.SIGKILL)
+        exited = logs.wait_for("process_exited", scaled(10), name="echo1")
+        assert (exited["restart_in_s"], exited["exit_code"]) == (0.0, -signal.SIGKILL)
+        assert exited["ran_s"] >= 0.5
+        restarted = logs.wait_for("process_started", scaled(10), name="echo1")
+        assert restarted["pid"] != old_pid
+        line.wait_up("echo1", pid=restarted["pid"], timeout=30)
+        with line.client() as bus:
+            assert bus.call("echo1", "add", a=2, b=3) == 5
+        logs.wait_for("actor_up", scaled(10), service="echo1", pid=restarted["pid"])
+        mark = len(logs.seen)
+
+        up.send_signal(signal.SIGTERM)
+        logs.wait_for("line_down", scaled(15))
+        assert up.wait(timeout=scaled(10)) == 0
+        stop = logs.seen[mark:]
+        assert [
+            (x["event"], x["level"])
+            for x in stop
+            if x.get("service") == "echo1" and x["event"] in ("actor_down", "actor_disconnected")
+        ] == [("actor_disconnected", "info")]
+        assert [x for x in stop if x.get("level") not in ("info", "debug")] == []
+
+
 class TestFlapping:
     def test_crashing_actor_is_given_up_and_the_rest_keeps_working(
         self, tmp_path: Path, processes: Processes
@@ -216,6 +270,8 @@ class TestFlapping:
         line.wait_up("echo1")
         with line.client() as bus:
             assert bus.call("echo1", "add", a=2, b=3) == 5
-            with pytest.raises(UnknownService):
+            # The line runs it, so callers are told to retry (unavailable), not that it does not
+            # exist: the broker cannot know the supervisor gave up (PROTOCOL.md §6).
+            with pytest.raises(Unavailable, match="has not registered yet"):
                 bus.call("flappy", "ping")
         assert up.poll() is None, "the supervisor itself keeps running"

@@ -66,7 +66,13 @@ class Clock:
 class Line:
     """A started in-process broker, the clock it runs on, and the sockets a test connects."""
 
-    def __init__(self, ctx: Context, security: SecurityConfig | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        security: SecurityConfig | None = None,
+        expected: tuple[str, ...] = (),
+        **config: Any,
+    ) -> None:
         tag = os.urandom(4).hex()
         settings: dict[str, Any] = {
             "command": f"inproc://command-{tag}",
@@ -77,7 +83,9 @@ class Line:
         self.ctx = ctx
         self.config = BrokerConfig(**settings)
         self.clock = Clock()
-        self.broker = Broker(self.config, ctx, clock=self.clock, security=security)
+        self.broker = Broker(
+            self.config, ctx, clock=self.clock, security=security, expected=expected
+        )
         self.broker.start()
         self.sockets: list[zmq.Socket[bytes]] = []
         self._ids = itertools.count(1)
@@ -1048,3 +1056,55 @@ class TestShutdown:
         broker.run()
         assert broker.endpoints["command"] == f"inproc://command-{tag}"
         assert broker._ctx.closed
+
+
+class TestServicesComingBack:
+    """A name the line runs, or any name just after the broker started, is answered
+    ``unavailable`` (retryable) until an actor registers it, never ``unknown_service``: a client
+    retrying as documented rides out a broker restart (PROTOCOL.md §6, §8)."""
+
+    def test_a_name_of_the_config_is_unavailable_until_it_registers(self, ctx: Context) -> None:
+        line = Line(ctx, expected=("echo1",))
+        try:
+            client = line.dealer()
+            msg_id = line.request(client, "echo1")
+            assert error(line.header(client)) == (
+                msg_id,
+                "unavailable",
+                "service 'echo1' has not registered yet (the line runs it)",
+            )
+            with pytest.raises(BusError) as described:
+                line.call(client, "describe", {"service": "echo1"})
+            assert described.value.code == "unavailable" and described.value.retryable
+            msg_id = line.request(client, "echo2")  # not in the config: unknown as ever
+            assert error(line.header(client))[:2] == (msg_id, "unknown_service")
+            line.clock.advance(3600)  # no grace window: the config's names stay expected
+            msg_id = line.request(client, "echo1")
+            assert error(line.header(client))[:2] == (msg_id, "unavailable")
+            assert line.broker.dropped["unavailable"] == 2
+            actor = line.actor("echo1")
+            msg_id = line.request(client, "echo1")
+            assert unpack(line.recv(actor)[0])[2] == msg_id  # registered: routed as usual
+        finally:
+            line.close()
+
+    def test_any_name_is_unavailable_within_the_grace_window(self, ctx: Context) -> None:
+        line = Line(ctx, registration_grace_s=3.0)
+        try:
+            client = line.dealer()
+            line.clock.advance(2.9)
+            msg_id = line.request(client, "nobody")
+            assert error(line.header(client)) == (
+                msg_id,
+                "unavailable",
+                "service 'nobody' has not registered yet (the broker started 2.9 s ago)",
+            )
+            line.clock.advance(0.1)
+            msg_id = line.request(client, "nobody")
+            assert error(line.header(client)) == (
+                msg_id,
+                "unknown_service",
+                "no service named 'nobody' has registered",
+            )
+        finally:
+            line.close()

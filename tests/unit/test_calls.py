@@ -17,6 +17,7 @@ from bus.errors import (
     DeadlineExceeded,
     DeviceFault,
     RemoteError,
+    Unavailable,
 )
 
 
@@ -184,6 +185,39 @@ class TestExpiry:
         for state in states:
             with pytest.raises(Cancelled, match=state.msg_id):
                 state.outcome()
+
+
+class TestConnectionLost:
+    """Calls in flight when the connection to the broker closes fail with ``unavailable``
+    (retryable) once a new handshake succeeds, or at their deadline; answered ones are kept."""
+
+    def test_lost_calls_fail_on_reconnection(self, core: CallCore) -> None:
+        answered, lost = started(core), started(core)
+        core.dispatch(protocol.encode_reply(answered.msg_id, 1))  # queued before the close
+        core.connection_lost()
+        assert not lost.done
+        later = started(core)  # sent on the new connection: not lost
+        core.reconnected("tcp://127.0.0.1:7750")
+        with pytest.raises(Unavailable, match=r"fr1\.flash: the connection to the broker") as info:
+            lost.outcome()
+        assert info.value.retryable and info.value.details == {"endpoint": "tcp://127.0.0.1:7750"}
+        assert answered.outcome() == 1
+        assert (later.done, core.lost) == (False, set())
+
+    def test_an_answer_before_the_reconnection_wins(self, core: CallCore) -> None:
+        state = started(core)
+        core.connection_lost()
+        core.dispatch(protocol.encode_reply(state.msg_id, 2))
+        core.reconnected("tcp://127.0.0.1:7750")
+        assert state.outcome() == 2
+
+    def test_a_lost_call_expires_as_unavailable(self, core: CallCore) -> None:
+        """No reconnection before the deadline: unavailable, not deadline_exceeded."""
+        state = started(core)
+        core.dispatch(protocol.encode_heartbeat())
+        core.connection_lost()
+        core.expire(state, "tcp://127.0.0.1:7750")
+        assert isinstance(state.error, Unavailable) and not core.lost
 
 
 def event(topic: str, seq: int, *, epoch: int = 7, data: Any = None) -> bytes:

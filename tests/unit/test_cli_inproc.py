@@ -332,6 +332,40 @@ class TestExitCodes:
         ((error,),) = [list(row.values()) for row in json_lines(out)]
         assert error["code"] == "broker_unreachable"
 
+    def test_watch_without_a_broker_is_3_within_the_timeout(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A subscription alone never learns there is no broker: watch asks it first, so it
+        exits 3 like every other command instead of waiting silently (issue 14)."""
+        argv = ["watch", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.05"]
+        code, out, err = run(argv, capsys)
+        assert (code, out) == (3, "")
+        assert err.startswith("linebus: [broker_unreachable]") and "is it running?" in err
+
+    def test_an_endpoint_zeromq_cannot_use_is_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """One clear line, no traceback (issue 14)."""
+        for command in (["services"], ["call", SERVICE, "echo"], ["watch"], ["health"]):
+            code, out, err = run([*command, "--endpoint", "notanendpoint"], capsys)
+            assert (code, out) == (2, ""), command
+            assert err.splitlines() == [
+                "linebus: 'notanendpoint' is not a usable broker endpoint (Invalid argument"
+                " (addr='notanendpoint')); expected tcp://host:port or ipc://path"
+            ]
+
+    @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+    def test_a_timeout_that_is_no_positive_duration_is_2(
+        self, value: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Refused by the parser before anything is sent (it was deadline_exceeded, exit 1)."""
+        for option in ("--timeout", "--idle"):
+            argv = ["watch", f"{option}={value}", "--endpoint", "tcp://127.0.0.1:9"]
+            with pytest.raises(SystemExit) as exited:
+                cli.main(argv)
+            out, err = capsys.readouterr()
+            assert (exited.value.code, out) == (2, "")
+            assert f"argument {option}: " in err.splitlines()[-1]
+            assert "seconds" in err.splitlines()[-1]
+
     @pytest.mark.parametrize(
         ("content", "message"),
         [

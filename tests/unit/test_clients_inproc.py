@@ -24,7 +24,7 @@ from bus.aio import AsyncClient
 from bus.client import Client, default_endpoints
 from bus.errors import BrokerUnreachable, Cancelled, DeadlineExceeded, DeviceFault, Unavailable
 from bus.protocol import Kind
-from bus.testing import async_wait_until, free_port
+from bus.testing import async_wait_until, free_port, wait_until
 
 WAIT_S = 3.0
 _lines = itertools.count(1)
@@ -356,3 +356,81 @@ class TestAsyncClient:
                     await sub.wait_ready(timeout=0.05)
             finally:
                 sub.close()
+
+
+class RestartingRouter:
+    """A ROUTER on a loopback TCP port that takes one request, then closes and binds again on
+    the same port: a broker restart as the client's connection sees it."""
+
+    def __init__(self, ctx: zmq.Context[Any]) -> None:
+        self.ctx = ctx
+        self.port = free_port()
+        self.router = self._bind()
+
+    def _bind(self) -> zmq.Socket[bytes]:
+        """Bind the port, once the closed socket's I/O thread has let it go (bounded wait)."""
+        router = self.ctx.socket(zmq.ROUTER)
+        router.linger = 0
+
+        def bound() -> bool:
+            try:
+                router.bind(f"tcp://127.0.0.1:{self.port}")
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE:
+                    raise
+                return False
+            return True
+
+        try:
+            wait_until(bound, WAIT_S, "the port to be free again", interval=0.01)
+        except BaseException:
+            router.close(linger=0)
+            raise
+        return router
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def restart_after_a_request(self) -> None:
+        assert self.router.poll(WAIT_S * 1000), "no request reached the router"
+        self.router.recv_multipart()
+        self.router.close(linger=0)
+        self.router = self._bind()
+
+    def close(self) -> None:
+        self.router.close(linger=0)
+
+
+class TestBrokerRestartMidCall:
+    """A call in flight when the broker's connection closes fails with ``unavailable`` as soon
+    as the client is connected again, not with ``deadline_exceeded`` at its deadline."""
+
+    def test_sync(self) -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        broker = RestartingRouter(ctx)
+        try:
+            with Client(broker.endpoint, timeout=30, ctx=ctx) as client:
+                call = client.start("echo1", "add", a=1)
+                broker.restart_after_a_request()
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="closed before the answer") as info:
+                    call.result()
+                assert info.value.retryable
+                assert time.monotonic() - started < WAIT_S
+        finally:
+            broker.close()
+            ctx.term()
+
+    async def test_async(self) -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        broker = RestartingRouter(ctx)
+        try:
+            async with AsyncClient(broker.endpoint, timeout=30) as client:
+                call = await client.start("echo1", "add", a=1)
+                await asyncio.to_thread(broker.restart_after_a_request)
+                with pytest.raises(Unavailable, match="closed before the answer"):
+                    await asyncio.wait_for(call.result(), WAIT_S)
+        finally:
+            broker.close()
+            ctx.term()

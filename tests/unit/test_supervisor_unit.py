@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +83,12 @@ class Lines:
         }
         return parse(data, str(self.root / "line.toml"))
 
-    def supervisor(self, *args: Any, **kwargs: Any) -> Supervisor:
-        made = Supervisor(self.config(*args, **kwargs), python=str(self.children.python))
+    def supervisor(
+        self, *args: Any, clock: Callable[[], float] = time.monotonic, **kwargs: Any
+    ) -> Supervisor:
+        made = Supervisor(
+            self.config(*args, **kwargs), python=str(self.children.python), clock=clock
+        )
         self.made.append(made)
         return made
 
@@ -100,6 +104,16 @@ def lines(tmp_path: Path, children: Children, broker: BrokerThread) -> Iterator[
         yield made
     finally:
         made.stop_all()
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def poll_until(supervisor: Supervisor, managed: ManagedProcess, state: str, what: str) -> None:
@@ -250,26 +264,35 @@ class TestRestarts:
         assert (a1.state, children.starts("a1")) == (FAILED, 4)
         assert (a2.state, a2.pid, supervisor.process("broker").state) == (RUNNING, a2_pid, RUNNING)
 
-    def test_the_backoff_resets_after_a_long_run(self, lines: Lines, children: Children) -> None:
+    def test_a_healthy_run_is_restarted_at_once(self, lines: Lines, children: Children) -> None:
+        """Dying young backs off (0.01, 0.02); an exit after a healthy run restarts within the
+        same poll, and the back-off starts over for the next young death."""
         children.behave(broker=SERVE, a1=SERVE)
-        supervisor = lines.supervisor()
+        clock = FakeClock()
+        supervisor = lines.supervisor(clock=clock, healthy_run_s=5.0)
         supervisor.start()
         a1 = supervisor.process("a1")
         with capture_logs() as logs:
-            for restarts, long_run in enumerate((False, False, True)):
+            for restarts, ran_s in enumerate((1.0, 1.0, 60.0, 1.0)):
                 children.wait(*["serving a1"] * (restarts + 1))
                 pid = a1.pid
-                if long_run:
-                    a1.started_at -= 60  # it had been running for a minute
+                clock.now += ran_s
                 terminate(a1)
                 supervisor.poll()
+                if ran_s >= 5.0:  # restarted in the very poll that saw the exit
+                    assert a1.state == RUNNING and a1.pid not in (None, pid)
+                    continue
                 assert a1.state == BACKOFF and a1.pid is None
-                poll_until(supervisor, a1, RUNNING, "a1 restarted")
-                assert a1.pid not in (None, pid)
-        assert restart_delays(logs, "a1") == [0.01, 0.02, 0.01]
-        exits = [e["exit_code"] for e in logs if e["event"] == "process_exited"]
-        assert exits == [0, 0, 0]  # any exit counts, clean or not
-        assert supervisor.status()[1]["restarts"] == 3
+                supervisor.poll()
+                assert a1.state == BACKOFF, "restarted before its back-off elapsed"
+                clock.now = a1.restart_at
+                supervisor.poll()
+                assert a1.state == RUNNING and a1.pid not in (None, pid)
+        assert restart_delays(logs, "a1") == [0.01, 0.02, 0.0, 0.01]
+        exits = [(e["exit_code"], e["ran_s"]) for e in logs if e["event"] == "process_exited"]
+        assert exits == [(0, 1.0), (0, 1.0), (0, 60.0), (0, 1.0)]  # any exit counts
+        # The two exits before the 60 s run fell out of the 30 s flap window.
+        assert supervisor.status()[1]["restarts"] == 2
 
     def test_a_restarted_simulator_is_awaited_again(self, lines: Lines, children: Children) -> None:
         children.behave(broker=SERVE, sim1=READY)

@@ -73,7 +73,13 @@ class _StderrLogger:
     an embedding program) gets the lines, and a stream closed since then is never written to."""
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        # One write per line: the processes of a line share one stderr, and with
+        # PYTHONUNBUFFERED (the supervisor's children) print() writes the text and its newline
+        # as two syscalls, so lines of several processes would interleave mid-line. A single
+        # write of up to PIPE_BUF bytes (4 KiB) to a pipe is atomic.
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg

@@ -57,6 +57,7 @@ class CallState:
         "on_progress",
         "progress",
         "result",
+        "sent",
         "service",
     )
 
@@ -75,6 +76,8 @@ class CallState:
         self.on_progress = on_progress
         self.progress: list[Any] = []
         self.done = False
+        #: The request went out on a connection (set by the client that sent it).
+        self.sent = False
         self.result: Any = None
         self.error: BusError | None = None
 
@@ -174,11 +177,12 @@ class CallCore:
 
     def connection_lost(self) -> None:
         """The connection to the broker closed (it stopped, restarted, or dropped us): the calls
-        in flight now can never be answered. They fail once the next handshake ends (success:
+        in flight now (sent, ``CallState.sent``; one still waiting for a connection is not)
+        can never be answered. They fail once the next handshake ends (success:
         ``unavailable``, retryable; refusal: that refusal) or at their deadline
         (``unavailable``), not with ``deadline_exceeded``: a caller that retries what is
         retryable rides out a broker restart (docs/PROTOCOL.md §8)."""
-        self.lost.update(self.pending)
+        self.lost.update(msg_id for msg_id, state in self.pending.items() if state.sent)
 
     def reconnected(self, endpoint: str) -> None:
         """A handshake with the broker succeeded: fail the calls lost with the old connection."""

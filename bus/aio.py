@@ -308,6 +308,8 @@ class AsyncClient:
 
         connect_endpoint(sock, self.endpoint, release)
         self._monitor = monitor
+        # The same monitor socket read without waiting (see _monitor_events_now).
+        self._monitor_now: zmq.Socket[bytes] = zmq.Socket.shadow(monitor.underlying)
         self._sock = sock
         loop = asyncio.get_running_loop()
         self._reader = loop.create_task(self._read_loop())
@@ -328,15 +330,27 @@ class AsyncClient:
     async def _watch_loop(self, monitor: zmq.asyncio.Socket) -> None:
         """Follow the handshakes: a refusal fails the calls in flight and wakes waiting sends."""
         while True:
-            refused = self._watch.on_event(await monitor.recv_multipart())
-            if refused is None:
+            self._on_monitor_event(await monitor.recv_multipart())
+
+    def _monitor_events_now(self) -> None:
+        """Apply the monitor events already queued, before a new request goes out: after a
+        broker restart while the loop was busy elsewhere, the old connection's close must not
+        be taken for the loss of a request sent on the new one."""
+        monitor = self._monitor_now
+        while monitor.poll(0):
+            self._on_monitor_event(monitor.recv_multipart())
+
+    def _on_monitor_event(self, frames: list[bytes]) -> None:
+        refused = self._watch.on_event(frames)
+        if refused is None:
+            if self._watch.refused is None:  # a success; a close keeps a refusal standing
                 self._refused.clear()
-                continue
-            self._refused.set()
-            self._core.fail_every(refused)
-            for done, _ in self._waiters.values():
-                if not done.done():
-                    done.set_result(None)
+            return
+        self._refused.set()
+        self._core.fail_every(refused)
+        for done, _ in self._waiters.values():
+            if not done.done():
+                done.set_result(None)
 
     async def _read_loop(self) -> None:
         assert self._sock is not None
@@ -375,9 +389,13 @@ class AsyncClient:
         # hot path). Otherwise the future is a blocking send (it waits for the connection;
         # ZMQ_IMMEDIATE queues nothing before), awaited until the call's deadline or until the
         # broker refuses our handshake, whichever comes first.
+        if state is not None:
+            self._monitor_events_now()
         sent = asyncio.ensure_future(sock.send_multipart(frames, copy=len(frames) == 1))
         if sent.done():
             sent.result()
+            if state is not None:
+                state.sent = True
             return
         deadline = (
             state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
@@ -399,6 +417,8 @@ class AsyncClient:
             refusal.cancel()
         if sent.done():
             sent.result()
+            if state is not None:
+                state.sent = True
             return
         sent.cancel()
         refused = self._watch.refused

@@ -745,6 +745,12 @@ class Client:
     ) -> CallState:
         if self._closed:
             raise Unavailable("client is closed")
+        if self._monitor.socket.poll(0):
+            # Apply what happened to the connection while no call was pumping (a broker
+            # restart), so a request sent now on the new connection is not taken for lost.
+            refused = self._monitor.refused()
+            if refused is not None:
+                self._core.fail_every(refused)
         merged = {**args, **kwargs} if args else kwargs
         state, frames = self._core.request(service, command, merged, timeout, progress)
         self._send(frames, state)
@@ -765,6 +771,8 @@ class Client:
     def _send(self, frames: list[Any], state: CallState | None = None) -> None:
         try:
             self._sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
+            if state is not None:
+                state.sent = True
             return
         except zmq.Again:
             pass
@@ -793,6 +801,8 @@ class Client:
             if self._sock in ready:
                 try:
                     self._sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
+                    if state is not None:
+                        state.sent = True
                     return
                 except zmq.Again:
                     continue

@@ -193,6 +193,8 @@ class TestConnectionLost:
 
     def test_lost_calls_fail_on_reconnection(self, core: CallCore) -> None:
         answered, lost = started(core), started(core)
+        answered.sent = lost.sent = True  # as the client marks what went out
+        unsent = started(core)  # still waiting for a connection: not lost
         core.dispatch(protocol.encode_reply(answered.msg_id, 1))  # queued before the close
         core.connection_lost()
         assert not lost.done
@@ -202,10 +204,11 @@ class TestConnectionLost:
             lost.outcome()
         assert info.value.retryable and info.value.details == {"endpoint": "tcp://127.0.0.1:7750"}
         assert answered.outcome() == 1
-        assert (later.done, core.lost) == (False, set())
+        assert (later.done, unsent.done, core.lost) == (False, False, set())
 
     def test_an_answer_before_the_reconnection_wins(self, core: CallCore) -> None:
         state = started(core)
+        state.sent = True
         core.connection_lost()
         core.dispatch(protocol.encode_reply(state.msg_id, 2))
         core.reconnected("tcp://127.0.0.1:7750")
@@ -214,6 +217,7 @@ class TestConnectionLost:
     def test_a_lost_call_expires_as_unavailable(self, core: CallCore) -> None:
         """No reconnection before the deadline: unavailable, not deadline_exceeded."""
         state = started(core)
+        state.sent = True
         core.dispatch(protocol.encode_heartbeat())
         core.connection_lost()
         core.expire(state, "tcp://127.0.0.1:7750")

@@ -392,9 +392,16 @@ class RestartingRouter:
     def endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
 
-    def restart_after_a_request(self) -> None:
+    def next_request(self) -> list[bytes]:
+        """The next request."""
         assert self.router.poll(WAIT_S * 1000), "no request reached the router"
-        self.router.recv_multipart()
+        return self.router.recv_multipart()
+
+    def restart_after_a_request(self) -> None:
+        self.next_request()
+        self.restart()
+
+    def restart(self) -> None:
         self.router.close(linger=0)
         self.router = self._bind()
 

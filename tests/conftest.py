@@ -198,6 +198,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_mosquitto_fixture.py": "no line: Mosquitto and a paho client only",
     "tests/integration/test_mqtt_sparkplug.py": "the Sparkplug side is the same with CURVE; "
     "test_mqtt_bridge runs a bridge under CURVE",
+    "tests/integration/test_mqtt_link.py": "no line: the bridge's MQTT connection and Mosquitto",
     "tests/integration/test_mqtt_demo.py": "the MQTT demo config is plaintext (like demo.toml)",
     "tests/integration/test_mqtt_plant.py": "three lines' bridges on one Mosquitto: the MQTT "
     "side is the same with CURVE, and test_mqtt_bridge runs a bridge under CURVE",

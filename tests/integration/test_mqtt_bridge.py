@@ -12,6 +12,7 @@ import pytest
 from bus.mosquitto import Mosquitto
 from tests.conftest import (
     ECHO,
+    SECURE,
     Endpoints,
     Line,
     Processes,
@@ -24,6 +25,12 @@ from tests.mqtt_plant import Plant
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
 NS = "acme/plant1/assembly/line1"
+#: In the secured pass the bridge is a key with an access-list entry of its own: it may call
+#: everything but echo1.echo, which its config does expose.
+BRIDGE_ACL = """
+[security.acl.identity.uplink]
+call = ["*.*", "!echo1.echo"]
+"""
 
 
 def bridge_options(broker: Mosquitto, **more: object) -> dict[str, object]:
@@ -32,7 +39,7 @@ def bridge_options(broker: Mosquitto, **more: object) -> dict[str, object]:
         "port": broker.port,
         "namespace": NS,
         "events": ["echo1.tick"],
-        "expose": ["echo1.add", "echo1.work", "echo1.fail"],
+        "expose": ["echo1.add", "echo1.work", "echo1.fail", "echo1.echo"],
         "backoff_initial_s": 0.1,
         "backoff_max_s": 0.5,
         "command_timeout_s": 10.0,
@@ -57,7 +64,7 @@ def uplink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Line, Mos
                 {"name": "echo1", **ECHO},
                 {"name": "uplink", "kind": "mqtt", "options": bridge_options(broker)},
             ],
-            extra='[actor.options.qos]\n"echo1.tick" = 1\n',
+            extra='[actor.options.qos]\n"echo1.tick" = 1\n' + (BRIDGE_ACL if SECURE else ""),
         )
         line = Line(config, endpoints, processes)
         line.start_broker()
@@ -158,3 +165,13 @@ def test_retained_state_survives_restart_and_will_fires_on_kill(
     finally:
         late.close()
         line.start_actor("uplink")  # for the tests after this one
+
+
+def test_calls_run_under_the_bridges_identity(uplink: tuple[Line, Mosquitto], plant: Plant) -> None:
+    _, answer = plant.request(f"{NS}/echo1/cmd/echo", {"value": "hi"})
+    if SECURE:  # exposed by the bridge, refused by the line's access list for the bridge's key
+        body = answer.json()
+        assert body["code"] == "forbidden" and body["details"]["identity"] == "uplink"
+        assert body["details"]["rule"] != "expose"
+    else:
+        assert answer.json() == {"type": "reply", "result": "hi"}

@@ -170,12 +170,13 @@ def test_births_data_and_commands(edge: Edge) -> None:
 def test_rebirth_ddeath_and_ndeath(edge: Edge) -> None:
     _dbirth_of(edge, "echo2", "Commands/add")
     births = len(edge.decoded(f"{BASE}/NBIRTH/{NODE}"))
+    device_births = len(edge.decoded(f"{BASE}/DBIRTH/{NODE}/echo2"))
     edge.plant.client.publish(
         f"{BASE}/NCMD/{NODE}", schema.command("Node Control/Rebirth", True, datatype="Boolean")
     )
     reborn = edge.wait(f"{BASE}/NBIRTH/{NODE}", "NBIRTH after the rebirth request", after=births)
     assert reborn.seq == 0 and schema.metrics(reborn)["bdSeq"][1] == 0  # same MQTT session
-    edge.wait(f"{BASE}/DBIRTH/{NODE}/echo2", "echo2 born again", after=1)
+    edge.wait(f"{BASE}/DBIRTH/{NODE}/echo2", "echo2 born again", after=device_births)
 
     # An actor going down: DDEATH.
     edge.line.actors["echo2"].send_signal(signal.SIGTERM)

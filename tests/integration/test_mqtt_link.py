@@ -12,6 +12,7 @@ import pytest
 
 from actors.mqtt.config import BridgeConfig
 from actors.mqtt.link import MqttLink, Will
+from bus.mosquitto import Mosquitto
 from bus.options import from_table
 from bus.testing import async_wait_until
 from tests.conftest import MosquittoBrokers, scaled
@@ -93,3 +94,22 @@ async def test_wrong_password_is_retried_and_a_restart_reconnects(
         assert [kind for kind, _ in events] == ["connect", "disconnect", "connect"]
     finally:
         await asyncio.to_thread(link.stop)
+
+
+async def test_mqtt_3_1_1_fallback(mosquitto: Mosquitto) -> None:
+    events: list[Any] = []
+    link = _link(
+        asyncio.get_running_loop(),
+        events,
+        host=mosquitto.host,
+        port=mosquitto.port,
+        protocol="3.1.1",
+        client_id="old-broker-bridge",
+    )
+    link.start()
+    try:
+        await async_wait_until(lambda: link.connected, scaled(10), "3.1.1 connection")
+    finally:
+        await asyncio.to_thread(link.stop)
+    # Mosquitto's log numbers protocols 3.1 = p1, 3.1.1 = p2, 5 = p5; c0: a persistent session.
+    assert "as old-broker-bridge (p2, c0," in mosquitto.log()

@@ -104,10 +104,8 @@ class Plant:
     def topics(self) -> list[str]:
         return [m.topic for m in self.messages()]
 
-    def request(
-        self, topic: str, args: Any = None, timeout: float = 10.0
-    ) -> tuple[list[Received], Received]:
-        """An MQTT 5 request on ``topic``: ``(progress messages, final reply or error)``."""
+    def send_request(self, topic: str, args: Any = None) -> tuple[str, bytes]:
+        """Publish an MQTT 5 request (QoS 1): its ``(response topic, correlation data)``."""
         correlation = uuid.uuid4().bytes
         response_topic = f"plant/replies/{uuid.uuid4().hex}"
         self.subscribe(response_topic)
@@ -116,17 +114,30 @@ class Plant:
         props.CorrelationData = correlation
         payload = b"" if args is None else json.dumps(args).encode()
         self.client.publish(topic, payload, qos=1, properties=props)
+        return response_topic, correlation
+
+    def answers(
+        self, request: tuple[str, bytes], timeout: float = 10.0
+    ) -> tuple[list[Received], Received]:
+        """The answers to ``request`` (``send_request``): ``(progress, final reply or error)``."""
+        response_topic, correlation = request
 
         def mine(m: Received) -> bool:
             return m.topic == response_topic and m.correlation == correlation
 
         final = self.wait_for(
             lambda m: mine(m) and m.user.get("type") in ("reply", "error"),
-            f"reply to {topic}",
+            f"the answer on {response_topic}",
             timeout,
         )
         progress = [m for m in self.messages(mine) if m.user.get("type") == "progress"]
         return progress, final
+
+    def request(
+        self, topic: str, args: Any = None, timeout: float = 10.0
+    ) -> tuple[list[Received], Received]:
+        """An MQTT 5 request on ``topic``: ``(progress messages, final reply or error)``."""
+        return self.answers(self.send_request(topic, args), timeout)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -151,7 +151,10 @@ def test_retained_state_survives_restart_and_will_fires_on_kill(
     bridge.send_signal(signal.SIGTERM)
     bridge.wait(timeout=scaled(15))
     plant.wait_topic(f"{NS}/status", online=False, reason="stopped")
+    # A request sent while the bridge is away waits in its persistent session.
+    pending = plant.send_request(f"{NS}/echo1/cmd/add", {"a": 40, "b": 2})
     line.start_actor("uplink")
+    assert plant.answers(pending)[1].json() == {"type": "reply", "result": 42}
     late = Plant(broker)
     try:
         late.subscribe(f"{NS}/#")

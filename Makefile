@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check unit up bench clean
+.PHONY: demo test check unit up bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,22 @@ up: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/linebus bench
+
+# Long coverage-guided fuzzing (atheris), FUZZ_TIME seconds per target (FUZZ_TARGETS: a subset),
+# then the codec's property tests with the `long` hypothesis profile. Each target starts from its
+# committed seeds (tests/fuzz/corpus/NAME, read only) plus what earlier runs found
+# (var/fuzz/corpus/NAME, where new inputs go); a crash stops the run and is written to
+# var/fuzz/crashes/NAME/. See docs/FUZZING.md.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?= $(shell $(PYTHON) -c "import sys; sys.path.insert(0, '.'); from tests.fuzz.targets import TARGETS; print(*TARGETS)")
+fuzz: $(STAMP)
+	@set -e; for target in $(FUZZ_TARGETS); do \
+		mkdir -p var/fuzz/corpus/$$target var/fuzz/crashes/$$target; \
+		echo "== fuzz $$target for $(FUZZ_TIME) s"; \
+		$(BIN)/python -m tests.fuzz.run $$target -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+			-artifact_prefix=var/fuzz/crashes/$$target/ var/fuzz/corpus/$$target tests/fuzz/corpus/$$target; \
+	done
+	LINEBUS_HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz/test_codec_properties.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage .coverage.*

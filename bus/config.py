@@ -58,6 +58,7 @@ __all__ = [
     "SimulatorSpec",
     "SupervisorConfig",
     "load",
+    "loads",
     "parse",
 ]
 
@@ -342,9 +343,31 @@ def load(path: str | os.PathLike[str]) -> LineConfig:
     """
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {p} not found") from None
+    return loads(raw, str(p))
+
+
+def loads(text: str | bytes, path: str = "") -> LineConfig:
+    """Validate the contents of a config file (``path`` names it in errors and anchors
+    relative paths, as for ``load``).
+
+    Raises:
+        ConfigError: the bytes are not UTF-8, not TOML, or name an unknown key or a wrong type.
+    """
+    where = path or "config"
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return parse(data, str(p))
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deep") from None
+    return parse(data, path)

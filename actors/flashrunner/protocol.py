@@ -405,27 +405,31 @@ class RequestParser:
             return Request(
                 request.channels, request.name, request.args, payload, masked=request.masked
             )
-        if self._skip_lf and buf[:1] == b"\n":
-            del buf[:1]  # the LF of a CRLF whose CR already ended the previous line
-        self._skip_lf = False
-        line_end = _LINE_END.search(buf)
-        if line_end is None:
-            if len(buf) > MAX_COMMAND_CHARS:
-                buf.clear()
-                return Request((), "", error="ERR_TOO_LONG command too long")
-            return None
-        end = line_end.end()
-        if buf[line_end.start()] == 0x0D:
-            if end == len(buf):
-                self._skip_lf = True  # answer a CR-terminated command now; drop a later LF
-            elif buf[end] == 0x0A:
-                end += 1
-        line = bytes(buf[: line_end.start()])
-        del buf[:end]
-        hash_at = line.find(b"#")
-        if hash_at < 0:
-            return self._next() if buf else None
-        return self._parse_line(line[hash_at:])
+        # A loop over the lines without a command, not a recursion: a host sending thousands
+        # of blank lines at once must not exhaust the stack (tests/fuzz regression).
+        while True:
+            if self._skip_lf and buf[:1] == b"\n":
+                del buf[:1]  # the LF of a CRLF whose CR already ended the previous line
+            self._skip_lf = False
+            line_end = _LINE_END.search(buf)
+            if line_end is None:
+                if len(buf) > MAX_COMMAND_CHARS:
+                    buf.clear()
+                    return Request((), "", error="ERR_TOO_LONG command too long")
+                return None
+            end = line_end.end()
+            if buf[line_end.start()] == 0x0D:
+                if end == len(buf):
+                    self._skip_lf = True  # answer a CR-terminated command now; drop a later LF
+                elif buf[end] == 0x0A:
+                    end += 1
+            line = bytes(buf[: line_end.start()])
+            del buf[:end]
+            hash_at = line.find(b"#")
+            if hash_at >= 0:
+                return self._parse_line(line[hash_at:])
+            if not buf:
+                return None
 
     def _parse_line(self, line: bytes) -> Request | None:
         if len(line) > MAX_COMMAND_CHARS:

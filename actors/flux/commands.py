@@ -150,7 +150,10 @@ def parse_json_object(text: str) -> dict[str, Any]:
     Raises:
         ValueError: Not a JSON object.
     """
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except RecursionError:  # json reads nesting with the C stack; a device may send anything
+        raise ValueError(f"JSON nested too deep in {text[:80]!r}") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {text[:80]!r}")
     return value

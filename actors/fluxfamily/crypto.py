@@ -12,7 +12,7 @@ import hmac
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -100,11 +100,14 @@ def load_public_key(data: bytes) -> rsa.RSAPublicKey:
     Raises:
         ValueError: Not an RSA public key.
     """
-    key = (
-        serialization.load_pem_public_key(data)
-        if data.lstrip().startswith(b"-----")
-        else serialization.load_der_public_key(data)
-    )
+    try:
+        key = (
+            serialization.load_pem_public_key(data)
+            if data.lstrip().startswith(b"-----")
+            else serialization.load_der_public_key(data)
+        )
+    except UnsupportedAlgorithm as exc:  # a well-formed key of a type cryptography lacks
+        raise ValueError(f"not an RSA public key: {exc}") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("not an RSA public key")
     return key

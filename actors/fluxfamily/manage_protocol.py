@@ -80,7 +80,7 @@ def parse_answer(text: str) -> ManageAnswer:
     if word == "data":
         try:
             value = json.loads(rest)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json reads
             value = None
         return ManageAnswer("data", text, data=value if isinstance(value, dict) else {"raw": rest})
     if word in ("ok", "sign", "password"):
@@ -114,7 +114,10 @@ def uuid_from_certificate(der: bytes) -> uuidlib.UUID:
     Raises:
         ValueError: No CN, or not three ``:``-separated fields with a uuid first.
     """
-    cert = x509.load_der_x509_certificate(der)
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except x509.InvalidVersion as exc:  # not a ValueError, unlike every other parse failure
+        raise ValueError(f"not an X.509 certificate: {exc}") from None
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names:
         raise ValueError("certificate has no CN")

@@ -197,7 +197,7 @@ class InstanceConnection:
         if not isinstance(fwd, Mapping) or not isinstance(hostkeys, list) or not hostkeys:
             return None
         ipv4, port, hostkey = fwd.get("ipv4"), fwd.get("port"), hostkeys[0]
-        if isinstance(port, str) and port.isdigit():
+        if isinstance(port, str) and port.isascii() and port.isdigit():  # not "²": int() refuses it
             port = int(port)
         if not isinstance(ipv4, str) or not isinstance(port, int) or not isinstance(hostkey, str):
             return None
@@ -447,7 +447,7 @@ def _text(body: bytes) -> str:
 def _decode(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can read
         return None
 
 
@@ -532,25 +532,31 @@ def _field(
     return payload[key]
 
 
+def _list_field(
+    request: HttpRequest, response: HttpResponse, payload: Mapping[str, Any], key: str
+) -> list[Any]:
+    value = _field(request, response, payload, key)
+    if not isinstance(value, list):
+        raise ApiError(
+            "Error",
+            f"{request.operation}: {key!r} is not a list",
+            status=response.status,
+            operation=request.operation,
+        )
+    return value
+
+
 def parse_wtypes(request: HttpRequest, response: HttpResponse) -> list[str]:
     """``workspace_types``."""
     payload = parse_json(request, response)
-    return [str(t) for t in _field(request, response, payload, "workspace_types")]
+    return [str(t) for t in _list_field(request, response, payload, "workspace_types")]
 
 
 def parse_list(key: str) -> Callable[[HttpRequest, HttpResponse], list[Any]]:
     """A parser of the list under ``key`` (``rules``, ``reservations``)."""
 
     def parse(request: HttpRequest, response: HttpResponse) -> list[Any]:
-        value = _field(request, response, parse_json(request, response), key)
-        if not isinstance(value, list):
-            raise ApiError(
-                "Error",
-                f"{request.operation}: {key!r} is not a list",
-                status=response.status,
-                operation=request.operation,
-            )
-        return value
+        return _list_field(request, response, parse_json(request, response), key)
 
     return parse
 
@@ -560,11 +566,12 @@ def parse_deployments(
 ) -> tuple[list[Deployment], int | None]:
     """``(deployments, page_count)``; ``page_count`` is None when the API did not send it."""
     payload = parse_json(request, response)
-    ids = _field(request, response, payload, "workspace_deployments")
+    ids = _list_field(request, response, payload, "workspace_deployments")
     info = payload.get("info") or {}
     rows = []
     for wd in ids:
-        entry = info.get(wd) if isinstance(info, Mapping) else None
+        # JSON object keys are strings: an id of another type has no info entry.
+        entry = info.get(wd) if isinstance(info, Mapping) and isinstance(wd, str) else None
         if not isinstance(entry, Mapping):
             raise ApiError(
                 "Error",
@@ -572,14 +579,17 @@ def parse_deployments(
                 status=response.status,
                 operation=request.operation,
             )
-        rows.append(
-            Deployment(
-                str(wd),
-                str(entry.get("type")),
-                str(entry.get("region")),
-                int(entry.get("queuelen") or 0),
-            )
-        )
+        try:
+            queuelen = int(entry.get("queuelen") or 0)  # as the published client reads it
+        except (TypeError, ValueError, OverflowError):  # a list, "x", Infinity
+            raise ApiError(
+                "Error",
+                f"get_wdeployments: deployment {wd!r} has queuelen "
+                f"{str(entry.get('queuelen'))[:40]!r}, not a number",
+                status=response.status,
+                operation=request.operation,
+            ) from None
+        rows.append(Deployment(str(wd), str(entry.get("type")), str(entry.get("region")), queuelen))
     page_count = payload.get("page_count")
     return rows, page_count if isinstance(page_count, int) else None
 
@@ -587,7 +597,7 @@ def parse_deployments(
 def parse_instances(request: HttpRequest, response: HttpResponse) -> tuple[list[str], int | None]:
     """``(instance ids, page_count)``."""
     payload = parse_json(request, response)
-    ids = [str(i) for i in _field(request, response, payload, "workspace_instances")]
+    ids = [str(i) for i in _list_field(request, response, payload, "workspace_instances")]
     page_count = payload.get("page_count")
     return ids, page_count if isinstance(page_count, int) else None
 

@@ -95,18 +95,39 @@ def decode_upload(body: bytes) -> dict[str, Any]:
     """Parse and check an upload body; payloads come back as bytes.
 
     Raises:
-        ValueError: The body is not a valid upload document.
+        ValueError: The body is not a valid upload document (the message names what is wrong).
     """
     try:
         document = json.loads(body)
-        messages = document["messages"]
-        stream_group, stream = str(document["stream_group"]), str(document["stream"])
-        decoded: list[dict[str, Any]] = []
-        for item in messages:
-            message = {name: item.get(name) for name in _MESSAGE_FIELDS}
-            message["seq"] = int(item["seq"])
-            message["payload"] = base64.b64decode(item.get("payload") or "", validate=True)
-            decoded.append(message)
-    except (KeyError, TypeError, ValueError) as exc:
+    except RecursionError:
+        raise ValueError("bad upload document: nested too deep") from None
+    except ValueError as exc:
         raise ValueError(f"bad upload document: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"bad upload document: a JSON {type(document).__name__}, not an object")
+    messages = document.get("messages")
+    if not isinstance(messages, list):
+        raise ValueError("bad upload document: 'messages' must be a list")
+    try:
+        stream_group, stream = str(document["stream_group"]), str(document["stream"])
+    except KeyError as exc:
+        raise ValueError(f"bad upload document: no {exc}") from None
+    decoded: list[dict[str, Any]] = []
+    for index, item in enumerate(messages):
+        if not isinstance(item, dict):
+            raise ValueError(f"bad upload document: message {index} is not an object")
+        message = {name: item.get(name) for name in _MESSAGE_FIELDS}
+        seq = item.get("seq")
+        # bool is an int to Python, and int() of a float truncates: only JSON integers count.
+        if type(seq) is not int:
+            raise ValueError(f"bad upload document: message {index} 'seq' must be an integer")
+        message["seq"] = seq
+        payload = item.get("payload") or ""
+        if not isinstance(payload, str):
+            raise ValueError(f"bad upload document: message {index} 'payload' must be base64")
+        try:
+            message["payload"] = base64.b64decode(payload, validate=True)
+        except ValueError as exc:  # binascii.Error is a ValueError; so is a non-ASCII str
+            raise ValueError(f"bad upload document: message {index} payload: {exc}") from exc
+        decoded.append(message)
     return {"stream_group": stream_group, "stream": stream, "messages": decoded}

@@ -35,7 +35,15 @@ from actors.telemetry.ingest_db import IngestDatabase
 from bus.logs import configure_logging
 from bus.options import secret_from_file
 
-__all__ = ["IngestServer", "main"]
+__all__ = [
+    "HttpProblem",
+    "IngestServer",
+    "body_length",
+    "json_object",
+    "main",
+    "route",
+    "upload_document",
+]
 
 log = structlog.get_logger()
 
@@ -44,8 +52,12 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 REQUEST_LOG_SIZE = 1000
 
 
-class _HttpProblem(Exception):
-    """An RFC 9457 problem answer (raised inside handlers, rendered by the dispatcher)."""
+class HttpProblem(Exception):
+    """An RFC 9457 problem answer (raised inside handlers, rendered by the dispatcher).
+
+    What the request handling raises for a request it refuses: ``status`` is the HTTP status
+    answered, ``title`` and ``detail`` the problem document's.
+    """
 
     def __init__(
         self, status: int, title: str, detail: str = "", headers: dict[str, str] | None = None
@@ -128,6 +140,78 @@ _ROUTES: list[Route] = [
 ]
 
 
+# --- request parsing: pure functions of what arrived, so they are tested and fuzzed alone ---
+
+
+def route(method: str, path: str) -> tuple[str, dict[str, str]]:
+    """The name of the ``IngestServer`` method serving ``method path``, and the path's parameters.
+
+    Raises:
+        HttpProblem: 404 for a path no route has, 405 for a path with routes for other methods.
+    """
+    allowed = False
+    for route_method, pattern, name in _ROUTES:
+        match = pattern.match(path)
+        if match:
+            allowed = True
+            if route_method == method:
+                return name, match.groupdict()
+    raise HttpProblem(
+        405 if allowed else 404, "Method not allowed" if allowed else "Not found", path
+    )
+
+
+def body_length(content_length: str | None) -> int:
+    """The body size a request announces in its ``Content-Length`` (absent or empty: 0).
+
+    Raises:
+        HttpProblem: 400 when it is not a decimal number of bytes (a negative one would make
+            the server read until the client closes), 413 when over ``MAX_BODY_BYTES``.
+    """
+    text = (content_length or "").strip()
+    if not text:
+        return 0
+    if not (text.isascii() and text.isdigit()):
+        raise HttpProblem(
+            400, "Bad Content-Length", f"{text[:40]!r} is not a decimal number of bytes"
+        )
+    length = int(text)
+    if length > MAX_BODY_BYTES:
+        raise HttpProblem(413, "Body too large", f"limit {MAX_BODY_BYTES} bytes")
+    return length
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object a request's body holds (an empty body is ``{}``).
+
+    Raises:
+        HttpProblem: 400 when the body is not JSON (invalid UTF-8, nested too deep for the
+            parser included) or not an object.
+    """
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise HttpProblem(400, "Body is not JSON", str(exc)) from exc
+    except RecursionError:
+        raise HttpProblem(400, "Body is not JSON", "nested too deep") from None
+    if not isinstance(value, dict):
+        raise HttpProblem(400, "Body must be a JSON object")
+    return value
+
+
+def upload_document(body: bytes, content_encoding: str | None) -> dict[str, Any]:
+    """The upload document of a ``PUT .../uploads/{id}`` body (``codec.decode_upload``).
+
+    Raises:
+        HttpProblem: 400 for an unknown encoding, a corrupt deflate stream, or a body that is
+            not an upload document.
+    """
+    try:
+        return decode_upload(decompress(body, content_encoding))
+    except ValueError as exc:
+        raise HttpProblem(400, "Malformed upload", str(exc)) from exc
+
+
 class IngestServer:
     """The ingest service on a ``ThreadingHTTPServer``; ``start()`` serves from a thread.
 
@@ -188,10 +272,10 @@ class IngestServer:
             or not token
             or (self.provisioning_tokens and token not in self.provisioning_tokens)
         ):
-            raise _HttpProblem(401, "Provisioning Token is invalid")
+            raise HttpProblem(401, "Provisioning Token is invalid")
         device_id = body.get("device_id")
         if device_id is not None and not re.fullmatch(r"[0-9A-Za-z\-_.]{4,90}", str(device_id)):
-            raise _HttpProblem(400, "Invalid device id", "4-90 characters of [0-9a-zA-Z-_.]")
+            raise HttpProblem(400, "Invalid device id", "4-90 characters of [0-9a-zA-Z-_.]")
         return self.db.provision(device_id)
 
     def refresh(self, request: _Request) -> dict[str, Any]:
@@ -199,12 +283,7 @@ class IngestServer:
 
     def upload(self, request: _Request) -> dict[str, Any]:
         device_id = request.device(request.params["device"])
-        try:
-            document = decode_upload(
-                decompress(request.body, request.headers.get("Content-Encoding"))
-            )
-        except ValueError as exc:
-            raise _HttpProblem(400, "Malformed upload", str(exc)) from exc
+        document = upload_document(request.body, request.headers.get("Content-Encoding"))
         answer = self.db.ingest(device_id, request.params["upload"], document)
         log.info(
             "ingest_upload",
@@ -223,7 +302,7 @@ class IngestServer:
         try:
             acked = self.db.report(device_id, request.json()["updates"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise _HttpProblem(400, "Malformed reported update", str(exc)) from exc
+            raise HttpProblem(400, "Malformed reported update", str(exc)) from exc
         return {"acked": acked}
 
     # -- operator and test endpoints ----------------------------------------------------------
@@ -231,7 +310,7 @@ class IngestServer:
     def set_desired(self, request: _Request) -> dict[str, Any]:
         values = request.json().get("values")
         if not isinstance(values, dict):
-            raise _HttpProblem(400, 'Body must be {"values": {...}}')
+            raise HttpProblem(400, 'Body must be {"values": {...}}')
         return {"version": self.db.set_desired(request.params["device"], values)}
 
     def get_twin(self, request: _Request) -> dict[str, Any]:
@@ -258,7 +337,7 @@ class IngestServer:
         body = request.json()
         status = body.get("status")
         if status not in (None, 500, 429, 503):
-            raise _HttpProblem(400, "status must be 500, 429, 503 or null (hold)")
+            raise HttpProblem(400, "status must be 500, 429, 503 or null (hold)")
         retry_after = body.get("retry_after")
         fault = _Fault(
             status,
@@ -287,24 +366,19 @@ class _Request:
         self.server, self.params, self.headers, self.body = server, params, headers, body
 
     def json(self) -> dict[str, Any]:
-        try:
-            value = json.loads(self.body or b"{}")
-        except ValueError as exc:
-            raise _HttpProblem(400, "Body is not JSON", str(exc)) from exc
-        if not isinstance(value, dict):
-            raise _HttpProblem(400, "Body must be a JSON object")
-        return value
+        """The body's JSON object (``json_object``)."""
+        return json_object(self.body)
 
     def device(self, expected: str | None = None) -> str:
         """The device of the bearer token; 401 if invalid, 403 if it is not ``expected``."""
         auth = self.headers.get("Authorization", "")
         device_id = self.server.db.authenticate(auth[7:]) if auth.startswith("Bearer ") else None
         if device_id is None:
-            raise _HttpProblem(
+            raise HttpProblem(
                 401, "InvalidRegistrationToken", "registration token missing, unknown or expired"
             )
         if expected is not None and expected != device_id:
-            raise _HttpProblem(403, "Forbidden", "token belongs to another device")
+            raise HttpProblem(403, "Forbidden", "token belongs to another device")
         return device_id
 
 
@@ -335,7 +409,8 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             try:
                 body = self._read_body()
-                handler, params = self._route(method, path)
+                name, params = route(method, path)
+                handler: Callable[[_Request], dict[str, Any]] = getattr(server, name)
                 device_facing = not path.startswith(("/v1/operator/", "/v1/test/"))
                 fault = (
                     server.faults.take(method, path, self.headers.get("Content-Encoding"))
@@ -346,12 +421,12 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
                     headers = (
                         {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                     )
-                    raise _HttpProblem(fault.status, "Injected fault", "test hook", headers)
+                    raise HttpProblem(fault.status, "Injected fault", "test hook", headers)
                 answer = handler(_Request(server, params, self.headers, body))
                 if fault is not None:  # hold: the work is done and stored, the answer comes late
                     server.stopping.wait(fault.hold_s)
                 self._send(200, answer)
-            except _HttpProblem as problem:
+            except HttpProblem as problem:
                 document = {
                     "type": "about:blank",
                     "title": problem.title,
@@ -368,24 +443,12 @@ def _make_handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:
                 )
 
         def _read_body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                raise _HttpProblem(413, "Body too large", f"limit {MAX_BODY_BYTES} bytes")
+            try:
+                length = body_length(self.headers.get("Content-Length"))
+            except HttpProblem:
+                self.close_connection = True  # the body is not read: the stream is out of step
+                raise
             return self.rfile.read(length) if length else b""
-
-        def _route(
-            self, method: str, path: str
-        ) -> tuple[Callable[[_Request], dict[str, Any]], dict[str, str]]:
-            allowed = False
-            for route_method, pattern, name in _ROUTES:
-                match = pattern.match(path)
-                if match:
-                    allowed = True
-                    if route_method == method:
-                        return getattr(server, name), match.groupdict()
-            raise _HttpProblem(
-                405 if allowed else 404, "Method not allowed" if allowed else "Not found", path
-            )
 
         def _send(
             self,

@@ -28,6 +28,9 @@ The rules:
   value never appears in a repr, an error message or ``redacted``), ``Example`` (shown when the
   key is missing) and ``FLATTEN`` (a dataclass field whose keys sit in the same table: an actor's
   options and its driver's settings are one flat table, built into two dataclasses).
+- A rule across keys (``upstream = "mqtt"`` needs an ``mqtt`` table) goes in the class's
+  ``__post_init__``, raising ``ConfigError`` with the words after ``<where>: ``; ``from_table``
+  puts the table's name in front.
 - A secret ``KEY`` may instead be given as ``KEY_file`` (a file holding it, which must not be
   readable by other users; a trailing newline is dropped) or ``KEY_env`` (the name of an
   environment variable holding it), so that passwords and tokens need not sit in the config:
@@ -277,7 +280,10 @@ def _build(cls: type[T], table: Mapping[str, Any], where: str, noun: str) -> T:
                 _, file_key, env_key = _secret_keys(spec.name)
                 hint = f" (or {file_key!r}, {env_key!r}){hint}"
             raise ConfigError(f"{where}: missing required {noun} {spec.name!r}{hint}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a rule across keys, checked by the class's __post_init__
+        raise ConfigError(f"{where}: {exc.message}") from None
 
 
 def _secret_source(name: str, table: Mapping[str, Any], where: str) -> Any:

@@ -181,6 +181,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_discovery_v2.py": "no broker: discovery v2 and the beacon",
     "tests/integration/test_flux_tls.py": "no broker: robot protocol 3 against its simulator",
     "tests/integration/test_telemetry_forwarding.py": "no broker: the forwarder against ingest",
+    "tests/integration/test_telemetry_mqtt.py": "no linebus broker: the forwarder and Mosquitto",
     "tests/integration/test_remotelab_driver.py": "no broker: the driver against its simulator",
     "tests/integration/test_remotelab_published_client.py": "no broker: rerobots' client and sim",
     "tests/integration/test_telemetry_disk_full.py::test_store_": "no broker: the store alone",

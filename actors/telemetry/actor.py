@@ -198,7 +198,7 @@ class TelemetryActor(Actor):
         self.log.info(
             "telemetry_started",
             db=config.db,
-            upstream=config.forwarder.instance_url,
+            upstream=config.forwarder.upstream_url,
             device_id=registration.device_id if registration else None,
             pending=store.pending_count(),
         )
@@ -222,7 +222,7 @@ class TelemetryActor(Actor):
                 "quota_bytes": self.config.quota_bytes,
                 "overflow": str(self.config.overflow),
             },
-            "upstream": self.config.forwarder.instance_url,
+            "upstream": self.config.forwarder.upstream_url,
             "device_id": driver.device_id if driver else "",
         }
 
@@ -605,7 +605,7 @@ class TelemetryActor(Actor):
         return {
             **stats,
             "device_id": driver.device_id,
-            "upstream": self.config.forwarder.instance_url,
+            "upstream": self.config.forwarder.upstream_url,
             "events_dropped": self.events_dropped,
         }
 

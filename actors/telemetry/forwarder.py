@@ -1,14 +1,18 @@
-"""``Forwarder``: the background thread that drains the store to the upstream ingest service.
+"""``Forwarder``: the background thread that drains the store to the upstream: the ingest service
+over HTTP (``upstream.UpstreamClient``) or the plant's MQTT broker (``mqtt_upstream.MqttUpstream``),
+as ``ForwarderConfig.upstream`` says. Both answer the same ``upstream.Upstream`` calls.
 
 Each round of its loop:
 
 1. makes sure it holds a registration (stored one; refreshed near expiry; provisioned again
    with the stored provisioning token when the server refuses it);
-2. after every (re)connect, and then every ``desired_poll_s``, reads the desired properties
-   (latest version wins, a change calls ``on_desired``);
+2. after every (re)connect, then every ``desired_poll_s`` (and at once when the upstream pushed
+   newer ones: MQTT), reads the desired properties (latest version wins, a change calls
+   ``on_desired``);
 3. sends pending reported-properties patches, oldest first, and clears only the acked ones;
 4. claims one upload from the store (resending an unfinished one under its old id first),
-   compresses it per stream, ``PUT``s it, and marks only the seqs the server acked.
+   sends it (HTTP: one compressed ``PUT``; MQTT: one QoS 1 PUBLISH per message), and marks only
+   the seqs the upstream acked.
 
 Any failure pauses the loop with capped exponential back-off and jitter; a ``Retry-After`` is
 honoured as a floor. Nothing is dropped on failure: unacked messages stay pending. The thread
@@ -24,11 +28,10 @@ from typing import Any
 
 import structlog
 
-from actors.telemetry.codec import compress, encode_upload
 from actors.telemetry.config import ForwarderConfig
 from actors.telemetry.model import DesiredProperties, Registration
 from actors.telemetry.store import TelemetryStore
-from actors.telemetry.upstream import Throttled, UpstreamClient
+from actors.telemetry.upstream import Throttled, Upstream, UpstreamClient
 from bus.backoff import EQUAL_JITTER, Backoff
 from bus.errors import BadRequest, BusError, PermissionDenied, Unavailable
 
@@ -47,7 +50,7 @@ class Forwarder:
         config: Upstream address, credentials and pacing.
         on_desired: Called from the forwarder thread with each newer desired-properties version;
             keep it short, the forwarder waits for it.
-        upstream: The HTTP client; a default one is built from ``config``.
+        upstream: The upstream client; by default the one ``config.upstream`` names.
     """
 
     def __init__(
@@ -56,22 +59,20 @@ class Forwarder:
         config: ForwarderConfig,
         *,
         on_desired: Callable[[DesiredProperties], None] | None = None,
-        upstream: UpstreamClient | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._on_desired = on_desired
-        self._upstream = upstream or UpstreamClient(
-            config.instance_url, timeout_s=config.request_timeout_s
-        )
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._upstream = upstream or self._default_upstream(config)
         self._backoff = Backoff(
             config.backoff_initial_s,
             config.backoff_max_s,
             jitter=EQUAL_JITTER,
             retry_after_max_s=config.retry_after_max_s,
         )
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
         self._registration = store.registration()
@@ -85,6 +86,14 @@ class Forwarder:
             "throttled": 0,
             "last_error": None,
         }
+
+    def _default_upstream(self, config: ForwarderConfig) -> Upstream:
+        if config.mqtt is not None:
+            # Imported here: paho-mqtt is needed only by an MQTT upstream (the `mqtt` extra).
+            from actors.telemetry.mqtt_upstream import MqttUpstream
+
+            return MqttUpstream(config, self._store, stop=self._stop, on_change=self.notify)
+        return UpstreamClient(config.upstream_url, timeout_s=config.request_timeout_s)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -178,7 +187,7 @@ class Forwarder:
     # -- the loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        log.info("telemetry_forwarder_started", upstream=self._config.instance_url)
+        log.info("telemetry_forwarder_started", upstream=self._config.upstream_url)
         while not self._stop.is_set():
             try:
                 worked = self._step()
@@ -204,12 +213,16 @@ class Forwarder:
 
     def _step(self) -> bool:
         registration = self._current_registration()
-        if not self._online or time.monotonic() >= self._next_desired_poll:
+        if (
+            not self._online
+            or time.monotonic() >= self._next_desired_poll
+            or self._upstream.desired_changed()
+        ):
             self._poll_desired(registration)
             if not self._online:
                 log.info(
                     "telemetry_upstream_connected",
-                    upstream=self._config.instance_url,
+                    upstream=self._config.upstream_url,
                     device_id=registration.device_id,
                 )
                 self._online = True
@@ -250,7 +263,7 @@ class Forwarder:
 
     def _usable(self, registration: Registration | None) -> Registration | None:
         config = self._config
-        if registration is None or registration.instance_url != config.instance_url.rstrip("/"):
+        if registration is None or registration.instance_url != config.upstream_url:
             return None
         if config.device_id is not None and registration.device_id != config.device_id:
             return None
@@ -276,7 +289,7 @@ class Forwarder:
 
     def _provision(self) -> Registration:
         registration = self._upstream.provision(
-            self._config.provisioning_token, self._config.device_id
+            self._config.provisioning_token or "", self._config.device_id
         )
         self._store.save_registration(registration)
         self._registration = registration
@@ -318,8 +331,7 @@ class Forwarder:
         )
         if upload is None:
             return False
-        body, encoding = compress(encode_upload(upload), upload.compression)
-        result = self._upstream.upload(registration, upload.upload_id, body, encoding)
+        result = self._upstream.send(registration, upload)
         settled = self._store.complete_upload(upload.upload_id, result.acked, result.rejected)
         self._stats["uploads"] += 1
         self._stats["messages"] += settled

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from actors.telemetry.model import merge_patch
 from bus.security.files import ensure_private
 
 __all__ = ["IngestDatabase", "merge_patch"]
@@ -47,19 +48,6 @@ CREATE TABLE IF NOT EXISTS reported (
     device_id TEXT PRIMARY KEY, properties TEXT NOT NULL, last_update_id INTEGER NOT NULL);
 """
 _KINDS = ("message", "complete_batch", "complete_message")
-
-
-def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply a JSON merge patch (RFC 7396): ``None`` removes a key, dicts merge recursively."""
-    result = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merge_patch(result[key], value)
-        else:
-            result[key] = value
-    return result
 
 
 class IngestDatabase:

@@ -27,6 +27,7 @@ __all__ = [
     "ReportedUpdate",
     "StoredMessage",
     "Upload",
+    "merge_patch",
     "validate_properties",
 ]
 
@@ -261,3 +262,16 @@ def _check_level(value: Any, path: str, depth: int) -> None:
         raise InvalidArguments(
             f"{path}: {type(value).__name__} is not a JSON value", details={"argument": path}
         )
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply a JSON merge patch (RFC 7396): ``None`` removes a key, dicts merge recursively."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge_patch(result[key], value)
+        else:
+            result[key] = value
+    return result

@@ -47,6 +47,7 @@ from actors.telemetry.model import (
     ReportedUpdate,
     StoredMessage,
     Upload,
+    merge_patch,
 )
 from actors.telemetry.schema import SCHEMA_VERSION, Database, open_database
 from bus.errors import StorageError
@@ -852,6 +853,18 @@ class TelemetryStore:
                 "UPDATE reported_updates SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
                 [(now, i) for i in update_ids],
             )
+
+    def reported_properties(self, up_to_id: int) -> dict[str, Any]:
+        """Every reported patch up to id ``up_to_id`` (sent or not) merged in order (RFC 7396):
+        the document an upstream that keeps whole documents (the MQTT retained topic) gets."""
+        document: dict[str, Any] = {}
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT patch FROM reported_updates WHERE id <= ? ORDER BY id", (up_to_id,)
+            ).fetchall()
+        for (patch,) in rows:
+            document = merge_patch(document, json.loads(patch))
+        return document
 
     def any_pending_reported_updates(self) -> bool:
         """Whether any reported-properties patch is waiting to be forwarded."""

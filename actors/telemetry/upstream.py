@@ -1,4 +1,5 @@
-"""``UpstreamClient``: the device side of the ingest HTTP protocol (docs/INGEST_PROTOCOL.md).
+"""``Upstream``: what the forwarder needs of an upstream; ``UpstreamClient``: the device side of the
+ingest HTTP protocol (docs/INGEST_PROTOCOL.md). The MQTT upstream is ``mqtt_upstream.MqttUpstream``.
 
 One method per endpoint, each one blocking request with a timeout. Failures are mapped once,
 here, to ``bus.errors`` classes the forwarder can act on:
@@ -15,14 +16,15 @@ import email.utils
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
-from actors.telemetry.model import DesiredProperties, Registration, ReportedUpdate
+from actors.telemetry.codec import compress, encode_upload
+from actors.telemetry.model import DesiredProperties, Registration, ReportedUpdate, Upload
 from bus.errors import BadRequest, PermissionDenied, Unavailable
 
-__all__ = ["Throttled", "UploadResult", "UpstreamClient", "parse_retry_after"]
+__all__ = ["Throttled", "UploadResult", "Upstream", "UpstreamClient", "parse_retry_after"]
 
 
 class Throttled(Unavailable):
@@ -40,6 +42,43 @@ class UploadResult:
     acked: tuple[int, ...]
     rejected: dict[int, str]
     duplicate: bool
+
+
+class Upstream(Protocol):
+    """What the forwarder asks of its upstream (HTTP ingest service or MQTT broker).
+
+    Every method blocks at most about the configured request timeout and raises ``bus.errors``
+    classes: ``Unavailable`` (``Throttled``) to retry with back-off, ``PermissionDenied`` to
+    provision again, ``BadRequest`` for a bug on one side.
+    """
+
+    def provision(self, provisioning_token: str, device_id: str | None) -> Registration:
+        """The device's registration (its id and credentials) at this upstream."""
+        ...
+
+    def refresh(self, registration: Registration) -> Registration:
+        """A fresh registration token for ``registration``."""
+        ...
+
+    def desired_properties(self, registration: Registration) -> DesiredProperties:
+        """The latest desired properties (version 0: none set yet)."""
+        ...
+
+    def desired_changed(self) -> bool:
+        """Whether newer desired properties arrived by themselves (pushed) since the last read."""
+        ...
+
+    def report(self, registration: Registration, updates: Sequence[ReportedUpdate]) -> list[int]:
+        """Send reported-properties patches in order; the ids the upstream acknowledged."""
+        ...
+
+    def send(self, registration: Registration, upload: Upload) -> UploadResult:
+        """Send one claimed upload; which seqs the upstream now holds (acked) or refused."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads."""
+        ...
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -88,6 +127,15 @@ class UpstreamClient:
             "POST", "/v1/registration/refresh", token=registration.registration_token
         )
         return self._registration(answer, registration.provisioning_token)
+
+    def desired_changed(self) -> bool:
+        """Always False: HTTP desired properties are polled (``desired_poll_s``)."""
+        return False
+
+    def send(self, registration: Registration, upload: Upload) -> UploadResult:
+        """Encode ``upload`` as one JSON body, compressed per its stream, and ``upload`` it."""
+        body, encoding = compress(encode_upload(upload), upload.compression)
+        return self.upload(registration, upload.upload_id, body, encoding)
 
     def upload(
         self, registration: Registration, upload_id: str, body: bytes, content_encoding: str | None

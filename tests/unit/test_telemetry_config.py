@@ -47,8 +47,29 @@ def test_flat_options_split_into_store_and_forwarder_settings() -> None:
         ({**BASE, "colour": "blue"}, "unknown option(s) ['colour']"),
         ({**BASE, "linger_s": "soon"}, "linger_s must be a number, got 'soon'"),
         ({**BASE, "quota_bytes": 0}, "quota_bytes must be positive, got 0"),
+        ({"db": "l.db", "upstream": "mqtt", "device_id": "d"}, "needs an [actor.options.mqtt]"),
+        (
+            {"db": "l.db", "upstream": "mqtt", "mqtt": {"host": "h", "namespace": "a/b"}},
+            "needs a device_id",
+        ),
+        (
+            {"db": "l.db", "upstream": "mqtt", "device_id": "d", "mqtt": {"host": "h"}},
+            "missing required key 'namespace'",
+        ),
+        ({**BASE, "mqtt": {"host": "h", "namespace": "a/b"}}, 'needs upstream = "mqtt"'),
     ],
-    ids=["missing token", "db suffix", "overflow policy", "unknown key", "wrong type", "range"],
+    ids=[
+        "missing token",
+        "db suffix",
+        "overflow policy",
+        "unknown key",
+        "wrong type",
+        "range",
+        "mqtt without table",
+        "mqtt without device",
+        "mqtt without namespace",
+        "mqtt table for http",
+    ],
 )
 def test_bad_options_are_config_errors(options: dict[str, object], words: str) -> None:
     """Missing keys, a db not ending in .db, unknown policies or keys: ConfigError naming the problem."""
@@ -67,3 +88,17 @@ def test_the_token_never_shows() -> None:
         from_options({**BASE, "provisioning_token": ["hunter2"]})
     assert "hunter2" not in info.value.message
     assert "provisioning_token must be a string, got ***" in info.value.message
+
+
+def test_mqtt_upstream_options() -> None:
+    """upstream = "mqtt" with its table: no HTTP keys needed; the URL names broker and namespace."""
+    config = from_options(
+        {
+            "db": "line.db",
+            "upstream": "mqtt",
+            "device_id": "press1",
+            "mqtt": {"host": "broker", "port": 8883, "tls": True, "namespace": "/acme/p1/a/l3/"},
+        }
+    )
+    assert config.forwarder.upstream_url == "mqtts://broker:8883/acme/p1/a/l3"
+    assert config.forwarder.mqtt is not None and config.forwarder.mqtt.max_inflight == 100

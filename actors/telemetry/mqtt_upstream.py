@@ -1,0 +1,400 @@
+"""``MqttUpstream``: the forwarder's upstream on the plant's MQTT broker (MQTT 5, paho-mqtt).
+
+Topics, under the line's namespace ``<root>`` (the ``mqtt`` bridge's ``enterprise/site/area/line``)
+and the device id (docs/INGEST_PROTOCOL.md, "The MQTT upstream"):
+
+| topic | QoS | retained | payload |
+|---|---|---|---|
+| ``<root>/<device>/telemetry/<stream_group>/<stream>`` | 1 | no | one stored message's payload |
+| ``<root>/<device>/twin/desired`` | 1 | yes | ``{"version": n, "values": {...}}`` (set by the plant) |
+| ``<root>/<device>/twin/reported`` | 1 | yes | ``{"version": n, "properties": {...}}`` (merged) |
+
+Each telemetry PUBLISH carries MQTT 5 user properties: ``message_id`` (``<device>/<seq>``, unique
+per device: a consumer drops a redelivery by it), ``seq``, ``stream_seq``, ``ts`` (epoch seconds),
+``content_encoding`` when the stream is compressed, and the Spotflow ids that are set
+(``spotflow_message_id``, ``batch_id``, ``batch_slice_id``, ``chunk_id``).
+
+Delivery is at least once: a message is marked sent only after its PUBACK (the broker holds it),
+so a message whose PUBACK was lost to a cut, a broker restart or a kill -9 is published again,
+under the same ``message_id``. The session is persistent (``clean_start=False``, a fixed client
+id, ``session_expiry_s``). paho runs in a thread of its own that connects and reconnects with
+``bus.backoff``; the forwarder's calls block until it is connected (or the forwarder stops).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from actors.telemetry.codec import compress
+from actors.telemetry.config import ForwarderConfig, MqttUpstreamConfig
+from actors.telemetry.model import (
+    DesiredProperties,
+    Registration,
+    ReportedUpdate,
+    StoredMessage,
+    Upload,
+)
+from actors.telemetry.store import TelemetryStore
+from actors.telemetry.upstream import UploadResult
+from bus.backoff import EQUAL_JITTER, Backoff
+from bus.errors import BadRequest, Unavailable
+
+__all__ = [
+    "MqttUpstream",
+    "desired_topic",
+    "message_id",
+    "reported_topic",
+    "telemetry_filter",
+    "telemetry_topic",
+]
+
+log = structlog.get_logger()
+
+_LOOP_S = 0.2  # one paho loop call waits this long for traffic: bounds how fast close() is seen
+_POLL_S = 0.2  # waiters re-check the stop flag this often
+_NO_PUBACK = "no PUBACK (disconnected or timed out)"
+
+#: What may not stand in a topic level, and what it becomes there.
+_LEVEL_UNSAFE = str.maketrans({"+": "_", "#": "_", "/": "_", "\0": "_"})
+
+
+def _level(text: str) -> str:
+    return text.translate(_LEVEL_UNSAFE) or "_"
+
+
+def telemetry_topic(root: str, device_id: str, stream_group: str, stream: str) -> str:
+    """Where the messages of one stream are published."""
+    return f"{root}/{device_id}/telemetry/{_level(stream_group)}/{_level(stream)}"
+
+
+def telemetry_filter(root: str, device_id: str = "+") -> str:
+    """The subscription that receives the telemetry of one device (default: every device)."""
+    return f"{root}/{device_id}/telemetry/#"
+
+
+def desired_topic(root: str, device_id: str) -> str:
+    """The retained desired properties of a device (written by the plant)."""
+    return f"{root}/{device_id}/twin/desired"
+
+
+def reported_topic(root: str, device_id: str) -> str:
+    """The retained reported properties of a device (written by the device)."""
+    return f"{root}/{device_id}/twin/reported"
+
+
+def message_id(device_id: str, seq: int) -> str:
+    """The id a consumer deduplicates a message by: unique per device, the same on every resend."""
+    return f"{device_id}/{seq}"
+
+
+def _properties(packet_type: int) -> Properties:
+    # paho-mqtt 2.x ships py.typed but leaves Properties.__init__ unannotated.
+    made: Properties = Properties(packet_type)  # type: ignore[no-untyped-call]
+    return made
+
+
+class MqttUpstream:
+    """The ``upstream.Upstream`` calls over one persistent MQTT 5 session.
+
+    Args:
+        config: The forwarder's settings (``mqtt`` and ``device_id`` set; ``request_timeout_s``
+            bounds the wait for a batch's PUBACKs; back-off of the reconnects).
+        store: The store, for the merged reported properties.
+        stop: Set when the forwarder stops: calls waiting for a connection give up.
+        on_change: Called (from paho's thread) when the link comes up or newer desired
+            properties arrive: the forwarder's ``notify``.
+    """
+
+    def __init__(
+        self,
+        config: ForwarderConfig,
+        store: TelemetryStore,
+        *,
+        stop: threading.Event,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        if config.mqtt is None or config.device_id is None:
+            raise ValueError("MqttUpstream needs ForwarderConfig.mqtt and device_id")
+        self._config = config
+        self._mqtt: MqttUpstreamConfig = config.mqtt
+        self._device = config.device_id
+        self._root = config.mqtt.root
+        self._store = store
+        self._stop = stop
+        self._on_change = on_change
+        self._desired_topic = desired_topic(self._root, self._device)
+        self._lock = threading.Condition()
+        self._connected = False
+        self._refused: dict[int, str] = {}  # mid -> reason of a PUBACK with a failure code
+        self._desired: DesiredProperties | None = None
+        self._desired_new = False
+        self._closing = threading.Event()
+        self.client = self._make_client()
+        self._thread = threading.Thread(target=self._run, name="telemetry-mqtt", daemon=True)
+        self._thread.start()
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self._mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"linebus-telemetry-{self._device}",
+            protocol=mqtt.MQTTv5,
+        )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=cfg.ca_file,
+                certfile=cfg.cert_file,
+                keyfile=cfg.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.max_queued_messages_set(0)  # a batch is bounded by max_batch_messages anyway
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    # --- the connection thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        config = self._config
+        backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, jitter=EQUAL_JITTER)
+        cfg = self._mqtt
+        while not self._closing.is_set():
+            connect = _properties(PacketTypes.CONNECT)
+            connect.SessionExpiryInterval = int(cfg.session_expiry_s)
+            try:
+                self.client.connect(
+                    cfg.host,
+                    cfg.port,
+                    keepalive=cfg.keepalive_s,
+                    clean_start=False,
+                    properties=connect,
+                )
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                log.info("telemetry_mqtt_connect_failed", error=str(exc), host=cfg.host)
+                self._closing.wait(backoff.next_delay())
+                continue
+            accepted = False
+            while not self._closing.is_set():
+                if self.client.loop(timeout=_LOOP_S) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                accepted = accepted or self._connected
+            self._set_connected(False)
+            if accepted:  # this connection got as far as a CONNACK: start afresh
+                backoff.reset()
+            if not self._closing.is_set():
+                self._closing.wait(backoff.next_delay())
+
+    def _set_connected(self, connected: bool) -> None:
+        with self._lock:
+            self._connected = connected
+            self._lock.notify_all()
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("telemetry_mqtt_refused", reason=str(reason), host=self._mqtt.host)
+            return
+        client.subscribe(self._desired_topic, qos=1)
+        log.info(
+            "telemetry_mqtt_connected",
+            host=self._mqtt.host,
+            session_present=bool(getattr(flags, "session_present", False)),
+        )
+        self._set_connected(True)
+        self._on_change()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if self._connected and not self._closing.is_set():
+            log.info("telemetry_mqtt_disconnected", reason=str(reason))
+        self._set_connected(False)
+
+    def _on_publish(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any
+    ) -> None:
+        with self._lock:
+            if reason.is_failure:  # "no matching subscribers" (16) is not a failure
+                self._refused[mid] = str(reason)
+            self._lock.notify_all()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self._desired_topic or not message.payload:
+            return  # an empty retained payload clears the topic: nothing desired
+        try:
+            body = json.loads(message.payload)
+            desired = DesiredProperties(int(body["version"]), dict(body["values"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("telemetry_mqtt_bad_desired", topic=message.topic, error=str(exc))
+            return
+        with self._lock:
+            if self._desired is None or desired.version > self._desired.version:
+                self._desired, self._desired_new = desired, True
+        self._on_change()
+
+    # --- waiting ----------------------------------------------------------------------------
+
+    def _wait_connected(self) -> None:
+        """Block until the link is up; ``Unavailable`` when the forwarder stops first."""
+        with self._lock:
+            while not self._connected:
+                if self._stop.is_set() or self._closing.is_set():
+                    raise Unavailable(f"{self._config.upstream_url}: not connected")
+                self._lock.wait(_POLL_S)
+
+    def _publish_all(
+        self, messages: Sequence[tuple[str, bytes, bool, Properties | None]]
+    ) -> list[str | None]:
+        """Publish QoS 1 and wait for the PUBACKs (up to ``request_timeout_s``, while connected).
+
+        Returns:
+            Per message: None when the broker acknowledged it, else why not.
+        """
+        self._wait_connected()
+        infos = [
+            self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
+            for topic, payload, retain, props in messages
+        ]
+        deadline = time.monotonic() + self._config.request_timeout_s
+        done = 0  # infos[:done] are acknowledged (PUBACKs come in order; a gap just waits)
+        with self._lock:
+            while done < len(infos):
+                if _acknowledged(infos[done]):
+                    done += 1
+                    continue
+                remaining = deadline - time.monotonic()
+                if not self._connected or remaining <= 0 or self._closing.is_set():
+                    break
+                self._lock.wait(min(remaining, _POLL_S))
+            refused = {
+                info.mid: self._refused.pop(info.mid) for info in infos if info.mid in self._refused
+            }
+        outcome: list[str | None] = []
+        for info in infos:
+            if info.mid in refused:
+                outcome.append(refused[info.mid])
+            elif _acknowledged(info):
+                outcome.append(None)
+            else:
+                outcome.append(_NO_PUBACK)
+        return outcome
+
+    # --- the Upstream calls -----------------------------------------------------------------
+
+    def provision(self, provisioning_token: str, device_id: str | None) -> Registration:
+        """A local registration: the broker authenticates the connection, not a token."""
+        return Registration(
+            instance_url=self._config.upstream_url,
+            device_id=self._device,
+            workspace_id=self._root,
+            registration_token="",
+            expires_at=float(2**53),  # never: nothing to refresh
+            provisioning_token=provisioning_token,
+        )
+
+    def refresh(self, registration: Registration) -> Registration:
+        """Nothing to refresh: the same registration."""
+        return registration
+
+    def desired_properties(self, registration: Registration) -> DesiredProperties:
+        """The newest desired properties the retained topic delivered (version 0: none yet)."""
+        self._wait_connected()
+        with self._lock:
+            self._desired_new = False
+            return self._desired or DesiredProperties(0, {})
+
+    def desired_changed(self) -> bool:
+        """Whether newer desired properties arrived since the last ``desired_properties``."""
+        return self._desired_new
+
+    def report(self, registration: Registration, updates: Sequence[ReportedUpdate]) -> list[int]:
+        """Publish the reported properties merged up to the last of ``updates``, retained."""
+        last = max(update.update_id for update in updates)
+        document = {"version": last, "properties": self._store.reported_properties(last)}
+        topic = reported_topic(self._root, self._device)
+        (problem,) = self._publish_all([(topic, json.dumps(document).encode(), True, None)])
+        if problem is not None:
+            raise Unavailable(f"{topic}: reported properties not acknowledged: {problem}")
+        return [update.update_id for update in updates]
+
+    def send(self, registration: Registration, upload: Upload) -> UploadResult:
+        """Publish each message of ``upload`` with QoS 1; acked = those the broker PUBACKed.
+
+        Raises:
+            Unavailable: none was acknowledged (disconnected, or no PUBACK in time).
+            BadRequest: the broker refused every one (e.g. not authorised for the topic).
+        """
+        topic = telemetry_topic(self._root, self._device, upload.stream_group, upload.stream)
+        batch: list[tuple[str, bytes, bool, Properties | None]] = []
+        for message in upload.messages:
+            body, encoding = compress(message.payload, message.compression)
+            batch.append((topic, body, False, self._props(message, encoding)))
+        outcome = self._publish_all(batch)
+        acked = tuple(
+            message.seq
+            for message, problem in zip(upload.messages, outcome, strict=True)
+            if problem is None
+        )
+        if acked:
+            return UploadResult(acked, {}, False)
+        problems = sorted({problem for problem in outcome if problem is not None})
+        refusals = [problem for problem in problems if problem != _NO_PUBACK]
+        if refusals:
+            raise BadRequest(f"{topic}: the broker refused the messages: {refusals}")
+        raise Unavailable(f"{topic}: {_NO_PUBACK}")
+
+    def _props(self, message: StoredMessage, encoding: str | None) -> Properties:
+        """The MQTT 5 user properties of one message (``message_id`` first)."""
+        props = _properties(PacketTypes.PUBLISH)
+        user = [
+            ("message_id", message_id(self._device, message.seq)),
+            ("seq", str(message.seq)),
+            ("stream_seq", str(message.stream_seq)),
+            ("ts", repr(message.timestamp)),
+        ]
+        if encoding:
+            user.append(("content_encoding", encoding))
+        for key, value in (
+            ("spotflow_message_id", message.message_id),
+            ("batch_id", message.batch_id),
+            ("batch_slice_id", message.batch_slice_id),
+            ("chunk_id", message.chunk_id),
+        ):
+            if value is not None:
+                user.append((key, value))
+        props.UserProperty = user
+        return props
+
+    def close(self) -> None:
+        """Disconnect (the session stays on the broker for ``session_expiry_s``), end the thread."""
+        self._closing.set()
+        if self._connected:
+            self.client.disconnect()
+        self._thread.join(timeout=5.0)
+        self._set_connected(False)
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker PUBACKed the message. A message published while disconnected (paho
+    queues it, ``rc`` says NO_CONN) counts as not acknowledged: it is sent again under its id."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False

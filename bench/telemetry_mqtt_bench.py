@@ -9,7 +9,7 @@ times each:
   messages of 100 bytes at QoS 1 as fast as ``publish`` returns, and waits for the last PUBACK;
 - forwarded: a telemetry store holding ``--messages`` messages of 100 bytes (stored before the
   clock starts) is drained by ``TelemetryDriver`` with ``upstream = "mqtt"`` (in-flight window
-  100, batches of 1000): one QoS 1 PUBLISH per message with its MQTT 5 user properties
+  100, batches of 5000): one QoS 1 PUBLISH per message with its MQTT 5 user properties
   (``message_id``, ``ts``), each marked sent in SQLite after its PUBACK.
 
 Rate = messages acknowledged by the broker per second, from the start (connect included) to the
@@ -45,6 +45,7 @@ from bus.testing import wait_until
 NS = "bench/site/area/line1"
 PAYLOAD = b"x" * 100
 INFLIGHT = 100
+BATCH = 5000
 
 
 def raw(broker: Mosquitto, n: int) -> float:
@@ -81,7 +82,7 @@ def forwarded(broker: Mosquitto, folder: Path, n: int, round_no: int) -> float:
         device_id=f"dev{round_no}",
         mqtt=upstream,
         linger_s=0.0,
-        max_batch_messages=1000,
+        max_batch_messages=BATCH,
         max_batch_bytes=1 << 20,
     )
     start = time.perf_counter()

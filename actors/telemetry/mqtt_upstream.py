@@ -236,11 +236,23 @@ class MqttUpstream:
                 if self.client.loop(timeout=_LOOP_S) != mqtt.MQTT_ERR_SUCCESS:
                     break
                 accepted = accepted or self._connected
+            if self._closing.is_set():
+                self._finish()
             self._set_connected(False)
             if accepted:  # this connection got as far as a CONNACK: start afresh
                 backoff.reset()
             if not self._closing.is_set():
                 self._closing.wait(backoff.next_delay())
+        # paho also keeps a loopback socket pair to wake its loop, closed only by its private
+        # _reset_sockets (or __del__, too late for a ResourceWarning-free shutdown); this
+        # closes the MQTT socket too if the broker did not let go in time.
+        self.client._reset_sockets()
+
+    def _finish(self) -> None:
+        """Let paho write the DISCONNECT ``close`` queued (it then closes the socket)."""
+        for _ in range(20):
+            if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                break
 
     def _set_connected(self, connected: bool) -> None:
         with self._lock:
@@ -427,9 +439,9 @@ class MqttUpstream:
 
     def close(self) -> None:
         """Disconnect (the session stays on the broker for ``session_expiry_s``), end the thread."""
-        self._closing.set()
         if self._connected:
-            self.client.disconnect()
+            self.client.disconnect()  # queued: the thread writes it before it ends
+        self._closing.set()
         self._thread.join(timeout=5.0)
         self._set_connected(False)
 

@@ -38,6 +38,7 @@ from actors.telemetry.mqtt_upstream import (
     telemetry_filter,
 )
 from bus.mosquitto import Mosquitto
+from bus.options import from_table
 from tests.conftest import MosquittoBrokers, scaled, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
@@ -55,6 +56,7 @@ class Proxy:
         self.port = self.server.getsockname()[1]
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -69,6 +71,10 @@ class Proxy:
                 client.close()
                 continue
             with self.lock:
+                if self.closed:  # accepted while close() ran
+                    client.close()
+                    upstream.close()
+                    return
                 self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
@@ -94,6 +100,7 @@ class Proxy:
         self.server.close()
         self.cut()
         with self.lock:
+            self.closed = True
             for s in self.sockets:
                 s.close()
 
@@ -134,6 +141,7 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # paho's wake-up socket pair: loop_stop leaves it open
 
 
 @pytest.fixture
@@ -266,3 +274,34 @@ def test_kill_9_mid_forwarding_loses_nothing(
     finally:
         driver.close()
     plant.wait_all(acked)
+
+
+def test_tls_and_password(mosquittos: MosquittoBrokers, tmp_path: Path) -> None:
+    """Over TLS (the broker's CA) with a username and a password read from a file: forwarded."""
+    broker = mosquittos.start("secure", users={"line3": "s3cret"}, tls=True)
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    options = {
+        "db": str(tmp_path / "tls.db"),
+        "upstream": "mqtt",
+        "device_id": DEVICE,
+        "linger_s": 0.0,
+        "mqtt": {
+            "host": "localhost",  # the name in the broker's certificate
+            "port": broker.port,
+            "namespace": ROOT,
+            "tls": True,
+            "ca_file": str(broker.ca_file),
+            "username": "line3",
+            "password_file": str(secret),
+        },
+    }
+    telemetry = from_table(TelemetryConfig, options, "telemetry tls", noun="option")
+    driver = TelemetryDriver.start(telemetry)
+    try:
+        append(driver, 20, "tls")
+        assert driver.forwarder.wait_sent(timeout=scaled(30))
+        assert driver.forwarder.stats()["messages"] == 20
+    finally:
+        driver.close()

@@ -358,7 +358,7 @@ class TestCrash:
             client.wait_enqueued_messages_sent(timeout=scaled(60))
 
             stored: list[dict[str, Any]] = []
-            while batch := client.history(stream="crash", from_seq=len(stored) + 1, limit=10000):
+            while batch := _history(client, stream="crash", from_seq=len(stored) + 1, limit=10000):
                 stored.extend(batch)
         assert [m["stream_seq"] for m in stored] == list(range(1, len(stored) + 1))
         in_store = Counter(m["payload"].decode() for m in stored)
@@ -370,6 +370,23 @@ class TestCrash:
             assert max(counts.values()) == 1, f"a message is twice in the {name}"
             assert set(counts) <= set(acked) | set(ambiguous)
         assert in_store == on_server
+
+
+def _history(client: DeviceClient, **query: Any) -> list[dict[str, Any]]:
+    """``client.history(**query)``, retried as the docs advise while the error is retryable.
+
+    On a loaded machine the broker can miss the actor's heartbeats during a big query and call
+    it down (``unavailable``); the actor registers again and the query is repeated.
+    """
+    deadline = time.monotonic() + scaled(30)
+    while True:
+        try:
+            return client.history(**query)
+        except SpotflowError as exc:
+            retryable = isinstance(exc.__cause__, BusError) and exc.__cause__.retryable
+            if not retryable or time.monotonic() > deadline:
+                raise
+            wait_until(lambda: _pings(client), scaled(20), "actor back")
 
 
 def _pings(client: DeviceClient) -> bool:

@@ -10,6 +10,8 @@ The broker link hands every REQUEST and CANCEL to ``Requests``, which
 - runs a plain-function command inline, in the receive callback (no task, no extra loop turn:
   the hot path is one receive, one call, one send), and a coroutine command, or one that takes a
   ``CommandContext``, as a task bounded by the request's deadline;
+- publishes the ``<service>.job`` events of a command that takes a ``CommandContext`` (started,
+  throttled progress, ended: ``bus._jobs``); other commands never touch that module;
 - cancels a queued or running command when its caller (or the broker, at the deadline) sends
   CANCEL, and answers ``cancelled``;
 - on ``stop``, takes no more work, fails the queue with ``unavailable`` and lets the running
@@ -29,6 +31,7 @@ from typing import Any
 import structlog
 
 from bus import protocol
+from bus._jobs import Job, JobEvents
 from bus.commands import CommandContext, CommandSpec
 from bus.errors import (
     BadRequest,
@@ -77,6 +80,8 @@ class Requests:
         service: The service name, for error messages.
         kind: The actor kind, for error messages.
         log: The actor's logger.
+        jobs: Publishes the job events of commands that take a ``CommandContext``
+            (``bus._jobs``); None publishes none.
     """
 
     def __init__(
@@ -87,8 +92,10 @@ class Requests:
         service: str,
         kind: str,
         log: structlog.typing.FilteringBoundLogger,
+        jobs: JobEvents | None = None,
     ) -> None:
         self._target = target
+        self._jobs = jobs
         self._commands = commands
         self._service = service
         self._kind = kind
@@ -228,17 +235,18 @@ class Requests:
         spec = request.spec
         msg_id = request.msg_id
         loop = asyncio.get_running_loop()
+        job: Job | None = None
+        error: BusError | None = None
         try:
             with structlog.contextvars.bound_contextvars(msg_id=msg_id, command=spec.name):
                 if time.monotonic() >= request.deadline:
                     raise DeadlineExceeded("deadline passed while queued")
                 kwargs = request.args
                 if spec.context_param is not None:
-                    send = self._send
+                    if self._jobs is not None:
+                        job = self._jobs.start(msg_id, spec.name)
                     context = CommandContext(
-                        msg_id,
-                        request.deadline,
-                        lambda data: send(protocol.encode_progress(msg_id, data)),
+                        msg_id, request.deadline, self._progress_sender(msg_id, job)
                     )
                     kwargs = {**kwargs, spec.context_param: context}
                 try:
@@ -254,15 +262,31 @@ class Requests:
                     raise DeadlineExceeded("did not finish before the deadline") from None
             self._reply(msg_id, result)
         except asyncio.CancelledError:
-            self.reply_error(msg_id, Cancelled("cancelled by the caller"))
+            error = Cancelled("cancelled by the caller")
+            self.reply_error(msg_id, error)
         except BusError as exc:
+            error = exc
             self.reply_error(msg_id, exc)
         except Exception as exc:
-            self.reply_error(msg_id, self._internal(msg_id, spec, exc))
+            error = self._internal(msg_id, spec, exc)
+            self.reply_error(msg_id, error)
         finally:
+            if job is not None:
+                job.end(error)
             self._inflight.pop(msg_id, None)
             if not spec.concurrent and self._current is request:
                 self._finish_current()
+
+    def _progress_sender(self, msg_id: str, job: Job | None) -> Callable[[Any], None]:
+        """What ``CommandContext.progress`` calls: PROGRESS to the caller, and the job event."""
+        send = self._send
+
+        def progress(data: Any) -> None:
+            send(protocol.encode_progress(msg_id, data))
+            if job is not None:
+                job.progress(data)
+
+        return progress
 
     def _finish_current(self) -> None:
         """Start what waits in the queue: plain commands run here in turn (a loop, not

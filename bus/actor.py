@@ -22,13 +22,14 @@ caller cancels or its deadline passes, heartbeats, re-registers after a broker r
 down in order: stop taking work, finish (or after a grace period cancel) the current command,
 fail the queue, close the device.
 
-``Actor`` is the thin class users subclass; the work is done by three collaborators, each in
+``Actor`` is the thin class users subclass; the work is done by four collaborators, each in
 its own module:
 
 - ``bus._publisher.Publisher``: events, their sequence numbers, and the subscriptions that decide
   whether an event is encoded at all;
 - ``bus._requests.Requests``: argument validation, the one-at-a-time queue and concurrent
   commands, deadlines, cancel, and the answers;
+- ``bus._jobs.JobEvents``: the ``<service>.job`` events of commands that report progress;
 - ``bus._link.BrokerLink``: the DEALER connection to the broker, registration (and
   re-registration after a broker restart), heartbeats, DISCONNECT, and the receive loop.
 
@@ -49,6 +50,7 @@ import zmq
 
 from bus import protocol
 from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE
+from bus._jobs import JobEvents
 from bus._link import BrokerLink
 from bus._publisher import Publisher
 from bus._requests import Requests
@@ -128,7 +130,12 @@ class Actor:
         self.log = log.bind(actor=self.kind, service=name)
         self._publisher = Publisher(self.name, protocol.new_epoch())
         self._requests = Requests(
-            self, self.commands, service=self.name, kind=self.kind, log=self.log
+            self,
+            self.commands,
+            service=self.name,
+            kind=self.kind,
+            log=self.log,
+            jobs=JobEvents(self._publisher.publish),
         )
         self._broker_link: BrokerLink | None = None
         self._stop_request: asyncio.Event | None = None

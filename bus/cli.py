@@ -137,14 +137,15 @@ def cmd_services(args: argparse.Namespace) -> int:
         print("no services have registered")
         return EXIT_OK
     now = time.time()
-    print(f"{'NAME':<20} {'KIND':<12} {'STATE':<6} {'SINCE':<28} PID")
+    print(f"{'NAME':<20} {'KIND':<12} {'STATE':<6} {'SINCE':<28} {'RESTARTS':>8} PID")
     for row in rows:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["since"]))
         ago = _ago(now - row["since"])
         when = f"{since} ({ago})"
+        # .get: a broker from before the restart count has no such key.
         print(
             f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {when:<28}"
-            f" {row['pid'] or '-'}"
+            f" {row.get('restarts', '-'):>8} {row['pid'] or '-'}"
         )
     return EXIT_OK
 
@@ -575,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_watch)
 
     for name, func, text in (
-        ("services", cmd_services, "list services: name, kind, state, since"),
+        ("services", cmd_services, "list services: name, kind, state, since, restarts"),
         ("stats", cmd_stats, "the broker's routing counters and drops by reason"),
     ):
         p = sub.add_parser(name, parents=[common], help=text)

@@ -41,6 +41,13 @@ class ServiceEntry:
     ready_frame: bytes = b""
     inflight: dict[str, Pending] = field(default_factory=dict)
     registrations: int = 0
+    #: Times the name came back: registered again after it had been down, or by another process
+    #: (a new pid) while up (a restarted process that registered before its predecessor's
+    #: connection was noticed gone). A READY again from the same process while up is no restart.
+    restarts: int = 0
+    #: When the current run came up (Unix s): the registration that made it up or restarted it,
+    #: unchanged by a READY again from the same process. None while down.
+    up_since: float | None = None
     down_reason: str = ""
     #: The identity (key name) that registered it; empty on a line without security.
     owner: str = ""
@@ -61,6 +68,8 @@ class ServiceEntry:
             "host": self.info.get("host"),
             "inflight": len(self.inflight),
             "registrations": self.registrations,
+            "restarts": self.restarts,
+            "up_since": self.up_since,
             "reason": self.down_reason,
         }
 
@@ -89,6 +98,12 @@ class Directory:
         replaced = entry.identity if entry.state == UP and entry.identity != identity else None
         if replaced is not None:
             self.by_identity.pop(replaced, None)
+        pid, old_pid = info.get("pid"), entry.info.get("pid")
+        if entry.state != UP or (pid is not None and old_pid is not None and pid != old_pid):
+            # Came up, or another process took the name over (None: the first registration).
+            if entry.registrations:
+                entry.restarts += 1
+            entry.up_since = time.time()
         entry.identity = identity
         entry.kind = str(info.get("kind", ""))
         entry.info = {k: info[k] for k in ("kind", "pid", "host", "heartbeat_s") if k in info}
@@ -116,6 +131,7 @@ class Directory:
         entry.identity = None
         entry.state = DOWN
         entry.since = time.time()
+        entry.up_since = None
         entry.down_reason = reason
         failed = list(entry.inflight.values())
         entry.inflight.clear()

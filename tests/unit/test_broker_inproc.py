@@ -520,6 +520,30 @@ class TestRegistration:
         entry = line.broker.directory.by_name["echo1"]
         assert (entry.info["pid"], len(entry.inflight), entry.registrations) == (5, 1, 2)
 
+    def test_restarts_count_comebacks_and_new_processes(self, line: Line) -> None:
+        """restarts: +1 for a registration after the name was down, +1 for another pid taking
+        it over while up; none for the first registration or a READY again from the same
+        process (on another connection too). up_since: when the current run came up, None while
+        down."""
+
+        def row() -> dict[str, Any]:
+            (found,) = line.call(line.dealer(), "services")
+            return {k: found[k] for k in ("state", "registrations", "restarts", "up_since")}
+
+        line.actor("echo1")
+        started = row()
+        assert (started["registrations"], started["restarts"]) == (1, 0)
+        assert abs(started["up_since"] - time.time()) < 60
+        line.actor("echo1")  # another connection of the same pid: a reconnect, not a restart
+        assert row() == {**started, "registrations": 2}
+        newer = line.actor("echo1", {**INFO, "pid": 4243})  # a new process took the name over
+        assert (row()["registrations"], row()["restarts"]) == (3, 1)
+        newer.send_multipart(protocol.encode_disconnect("bye"))
+        line.sync(newer)
+        assert {k: row()[k] for k in ("state", "up_since")} == {"state": DOWN, "up_since": None}
+        line.actor("echo1", {**INFO, "pid": 4243})  # back after being down, even the same pid
+        assert (row()["state"], row()["restarts"]) == (UP, 2)
+
     def test_presence_events_on_up_and_down(self, line: Line) -> None:
         """The broker publishes presence.<service> when an actor comes up and goes down."""
         sub = line.subscriber("presence.")

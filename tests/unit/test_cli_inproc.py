@@ -418,22 +418,23 @@ class TestListings:
         code, out, _ = run(line.at("services"), capsys)
         assert code == 0
         header, *rows = out.splitlines()
-        assert header.split() == ["NAME", "KIND", "STATE", "SINCE", "PID"]
+        assert header.split() == ["NAME", "KIND", "STATE", "SINCE", "RESTARTS", "PID"]
         (row,) = rows
         words = row.split()
         assert words[:3] == [SERVICE, "echo", "up"]
-        assert words[-1] == str(os.getpid())
-        assert words[-2] == "ago)" and words[-3].endswith("s")  # "(12s ago)" beside the date
+        assert words[-2:] == ["0", str(os.getpid())]  # no restarts
+        assert words[-3] == "ago)" and words[-4].endswith("s")  # "(12s ago)" beside the date
 
     def test_services_json(self, line: Line, capsys: pytest.CaptureFixture[str]) -> None:
         code, out, _ = run(line.at("services", "--json"), capsys)
         assert code == 0
         (row,) = json_lines(out)
-        assert (row["name"], row["kind"], row["state"], row["pid"]) == (
+        assert (row["name"], row["kind"], row["state"], row["pid"], row["restarts"]) == (
             SERVICE,
             "echo",
             "up",
             os.getpid(),
+            0,
         )
 
     def test_no_services(self, capsys: pytest.CaptureFixture[str]) -> None:

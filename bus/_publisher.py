@@ -83,6 +83,7 @@ class Publisher:
         self.epoch = epoch
         EventRing(ring_size, ring_age_s)  # the same checks, before any topic needs one
         self.ring_size, self.ring_age_s = ring_size, ring_age_s
+        self._ring_limits: dict[str, int] = {}  # event prefix -> at most this many kept
         #: Events that could not be sent (no connection yet, or subscribers not keeping up).
         self.events_dropped = 0
         self._topics: dict[str, TopicEntry] = {}
@@ -194,19 +195,30 @@ class Publisher:
     def _new_topic(self, event: str) -> TopicEntry:
         entry = self._topics[event] = TopicEntry(
             protocol.event_prefix(f"{self.service}.{event}"),
-            EventRing(self.ring_size, self.ring_age_s),
+            EventRing(self._ring_size(event), self.ring_age_s),
         )
         return entry
+
+    def _ring_size(self, event: str) -> int:
+        limits = [n for prefix, n in self._ring_limits.items() if event.startswith(prefix)]
+        return min([self.ring_size, *limits])
 
     def set_ring(self, size: int, age_s: float) -> None:
         """Keep ``size`` recent events per topic, replayable for ``age_s``; events kept so far
         are kept (up to the new size)."""
         EventRing(size, age_s)  # raises ValueError on a bad size or age
         self.ring_size, self.ring_age_s = size, age_s
-        for entry in self._topics.values():
-            ring = EventRing(size, age_s)
+        for event, entry in self._topics.items():
+            ring = EventRing(self._ring_size(event), age_s)
             ring.extend(entry.ring.entries())
             entry.ring = ring
+
+    def limit_ring(self, prefix: str, size: int) -> None:
+        """Keep at most ``size`` events of the topics ``<service>.<prefix>...`` (fewer than
+        ``ring_size``: for topics whose events are large, such as a batch of records each)."""
+        EventRing(size, self.ring_age_s)  # raises ValueError on a bad size
+        self._ring_limits[prefix] = size
+        self.set_ring(self.ring_size, self.ring_age_s)
 
     def replay(self, topic: str, epoch: int, after: int, before: int) -> list[list[Any]]:
         """The kept events of ``topic`` with ``after < seq < before``: the ``replay`` command.

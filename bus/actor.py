@@ -242,6 +242,14 @@ class Actor:
         """
         self._publisher.publish_many(event, items, count=count, common=common)
 
+    def limit_event_ring(self, prefix: str, size: int) -> None:
+        """Keep at most ``size`` recent events (for ``replay``) of the topics ``<service>.<prefix>...``.
+
+        For topics whose events are large (a batch of records each), where the actor's
+        ``event_ring`` setting would hold too much memory. Call it in ``__init__`` or ``on_start``.
+        """
+        self._publisher.limit_ring(prefix, size)
+
     # --- serving ----------------------------------------------------------------------------
 
     async def serve(

@@ -51,6 +51,7 @@ __all__ = [
     "ProvisioningOperation",
     "SpotflowError",
     "StreamSender",
+    "commit_messages",
 ]
 
 log = logging.getLogger("clients.telemetry")
@@ -232,11 +233,16 @@ class DeviceClient(BusSession):
             raise SpotflowError.from_bus(exc) from exc
 
     def _pipeline(
-        self, command: str, arg_list: Sequence[dict[str, Any]], in_flight: int
+        self,
+        command: str,
+        arg_list: Sequence[dict[str, Any]],
+        in_flight: int,
+        convert: Callable[[Any], Any] = lambda result: result,
     ) -> list[Any]:
         """Run ``command`` once per ``arg_list`` entry with up to ``in_flight`` calls outstanding.
 
-        Results come back in order. On the first failure no further call is started; the calls
+        Results come back in order, each passed through ``convert`` as it arrives (while later
+        calls are under way). On the first failure no further call is started; the calls
         already under way are waited for, then ``SpotflowError`` is raised with ``details``
         ``failed_call`` (its index) and ``results`` (every result, None where a call failed or
         was never made), so the caller knows exactly what was done.
@@ -268,7 +274,7 @@ class DeviceClient(BusSession):
                     break
                 index, call = window.popleft()
                 try:
-                    results[index] = call.result()
+                    results[index] = convert(call.result())
                 except BusError as exc:
                     failures[index] = SpotflowError.from_bus(exc)
         if failures:
@@ -452,6 +458,22 @@ class DeviceClient(BusSession):
         return dict(self._call("stats"))
 
 
+def commit_messages(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The messages of a ``<service>.commit.<group>.<stream>`` event, one map each.
+
+    A commit event holds the messages one write stored on one stream as columns (one event per
+    transaction instead of one per message, for subscribers that want every reading); each map
+    returned is what that message's ``<service>.stream.<group>.<stream>`` event carries.
+    """
+    names = {"stream_group": data["stream_group"], "stream": data["stream"]}
+    columns = {key: value for key, value in data.items() if key not in names}
+    keys = list(columns)
+    return [
+        {**names, **dict(zip(keys, row, strict=True))}
+        for row in zip(*columns.values(), strict=True)
+    ]
+
+
 def _acks(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     """The actor's column-wise acks as one ``{"seq", "stream_seq", "duplicate"}`` per message."""
     return [
@@ -475,6 +497,19 @@ def _payload(payload: object, what: str = "payload") -> bytes:
         "invalid_arguments",
         details={"argument": "payload"},
     )
+
+
+def _wire_items(
+    messages: Iterable[str | bytes | bytearray | memoryview | Mapping[str, Any]],
+) -> list[Any]:
+    """``enqueue_messages``' items as the actor takes them (``_wire_item`` each).
+
+    A list of bytes, the bulk case, passes as it is: no call per item.
+    """
+    items = list(messages)
+    if set(map(type, items)) <= {bytes}:
+        return items
+    return [_wire_item(m) for m in items]
 
 
 def _wire_item(
@@ -572,20 +607,14 @@ class StreamSender:
         """
         if batch_size < 1 or in_flight < 1:
             raise SpotflowError("batch_size and in_flight must be at least 1", "invalid_arguments")
-        items = [_wire_item(m) for m in messages]
+        items = _wire_items(messages)
         common = {**self._stream(), "compression": int(self.compression)}
         calls = [
             {"messages": items[i : i + batch_size], **common}
             for i in range(0, len(items), batch_size)
         ]
-        try:
-            replies = self._client._pipeline("enqueue_messages", calls, in_flight)
-        except SpotflowError as exc:
-            exc.details["results"] = [
-                None if r is None else _acks(r) for r in exc.details["results"]
-            ]
-            raise
-        return [ack for reply in replies for ack in _acks(reply)]
+        replies = self._client._pipeline("enqueue_messages", calls, in_flight, _acks)
+        return [ack for reply in replies for ack in reply]
 
     def enqueue_batch_completion(self, batch_id: str) -> None:
         """Enqueue the manual completion of the current Batch."""

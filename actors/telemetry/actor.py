@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ from actors.telemetry.model import (
     StoredMessage,
 )
 from actors.telemetry.store import TelemetryStore
+from actors.telemetry.writer import StoreWriter
 from bus.actor import Actor, CommandContext, command
 from bus.errors import InvalidArguments, Unavailable
 from bus.options import from_table
@@ -48,6 +48,7 @@ __all__ = ["ACTOR", "TelemetryActor"]
 T = TypeVar("T")
 A = TypeVar("A", list[Ack], AckRun)
 
+_COMMIT_RING = 32  # commit events kept per stream for replay: each holds a whole batch
 _DROP_POLL_S = 0.5  # how often the store's drop counters are compared for <service>.drop events
 _WAIT_STEP_S = 0.5  # a waiting command reports progress (and notices cancellation) this often
 _MESSAGE_KEYS = {
@@ -116,6 +117,60 @@ def _message_event(
     return {**fields, "seq": seq, "stream_seq": stream_seq, "payload": message.payload}
 
 
+#: The per-message event keys a commit event carries as columns (message ``i`` at position ``i``).
+COMMIT_COLUMNS = (
+    "seq",
+    "stream_seq",
+    "kind",
+    "batch_id",
+    "message_id",
+    "batch_slice_id",
+    "chunk_id",
+    "timestamp",
+    "payload",
+)
+
+
+def _run_commit_event(
+    stream_group: str, stream: str, run: AckRun, payloads: list[bytes], timestamp: float
+) -> dict[str, Any]:
+    """The commit event of ``append_payloads``: plain readings, consecutive numbers, no ids."""
+    n = run.count
+    nothing: list[None] = [None] * n
+    return {
+        "stream_group": stream_group,
+        "stream": stream,
+        "seq": list(range(run.first_seq, run.first_seq + n)),
+        "stream_seq": list(range(run.first_stream_seq, run.first_stream_seq + n)),
+        "kind": [str(MessageKind.MESSAGE)] * n,
+        "batch_id": nothing,
+        "message_id": nothing,
+        "batch_slice_id": nothing,
+        "chunk_id": nothing,
+        "timestamp": [timestamp] * n,
+        "payload": payloads,
+    }
+
+
+def _commit_events(
+    messages: Sequence[OutgoingMessage], acks: Sequence[Ack]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The commit events of one write, by stream: its newly stored messages as columns."""
+    events: dict[tuple[str, str], dict[str, Any]] = {}
+    for message, ack in zip(messages, acks, strict=True):
+        if ack.duplicate:
+            continue
+        key = (message.stream_group, message.stream)
+        event = events.get(key)
+        if event is None:
+            event = events[key] = {"stream_group": key[0], "stream": key[1]}
+            event.update((column, []) for column in COMMIT_COLUMNS)
+        row = _message_event(message, ack.seq, ack.stream_seq)
+        for column in COMMIT_COLUMNS:
+            event[column].append(row[column])
+    return events
+
+
 def _desired(desired: DesiredProperties) -> dict[str, Any]:
     return {"version": desired.version, "values": desired.values}
 
@@ -136,6 +191,9 @@ class TelemetryActor(Actor):
 
     Events: ``<service>.stream.<group>.<stream>`` for every newly stored message (``seq``,
     ``stream_seq`` gap-free per stream, ids, ``kind``, ``timestamp``, ``payload``);
+    ``<service>.commit.<group>.<stream>`` once per write that stored messages on the stream: the
+    same messages as columns (``stream_group``, ``stream``, and a list per key of the message
+    event, ``COMMIT_COLUMNS``), for subscribers that want every reading at one event per batch;
     ``<service>.desired`` ``{"version", "values"}`` for each newer desired-properties version;
     ``<service>.drop`` ``{"reason", "count", "total"}`` whenever the store drops or refuses
     messages (quota refusals, evictions of forwarded rows, upstream rejections).
@@ -147,13 +205,12 @@ class TelemetryActor(Actor):
         super().__init__(name, options)
         self.config = from_table(TelemetryConfig, self.options, f"telemetry {name}", noun="option")
         self.driver: TelemetryDriver | None = None
-        # One writer thread: appends are stored in the order their commands arrived, and the
-        # events of stored messages are published in commit order.
-        self._writer = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"telemetry-writer-{name}"
-        )
+        # One writer thread (started with the loop): appends are stored in the order their
+        # commands arrived, and the events of stored messages are published in commit order.
+        self._writer: StoreWriter | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drops: dict[str, int] = {}
+        self.limit_event_ring("commit.", _COMMIT_RING)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -162,6 +219,7 @@ class TelemetryActor(Actor):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.driver = await asyncio.to_thread(self._open, loop)
+        self._writer = StoreWriter(loop, f"telemetry-writer-{self.name}")
         self._drops = dict((await asyncio.to_thread(self.driver.store.stats))["drops"])
         task = loop.create_task(self._watch_drops(), name=f"telemetry {self.name} drops")
         self._tasks.add(task)
@@ -209,7 +267,8 @@ class TelemetryActor(Actor):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self._writer.shutdown, wait=True)
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
         if self.driver is not None:
             await asyncio.to_thread(self.driver.close)
 
@@ -248,10 +307,14 @@ class TelemetryActor(Actor):
 
     # ------------------------------------------------------------ helpers
 
-    def _write(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Run a store write on the writer thread. Call it before the command's first await, so
-        writes are queued in the order the commands arrived."""
-        return self._loop.run_in_executor(self._writer, fn)
+    def _write(
+        self, fn: Callable[[], T], then: Callable[[T], None] | None = None
+    ) -> asyncio.Future[T]:
+        """Run a store write on the writer thread (``StoreWriter.submit``). Call it before the
+        command's first await, so writes are queued in the order the commands arrived."""
+        if self._writer is None:
+            raise Unavailable(f"{self.name}: the store is not open")
+        return self._writer.submit(fn, then)
 
     def _store_messages(self, messages: Sequence[OutgoingMessage]) -> asyncio.Future[list[Ack]]:
         return self._store_then_publish(
@@ -279,21 +342,21 @@ class TelemetryActor(Actor):
             self.publish_many(
                 f"stream.{stream_group}.{stream}", items, count=run.count, common=common
             )
+            if run.count:
+                self.publish(
+                    f"commit.{stream_group}.{stream}",
+                    _run_commit_event(stream_group, stream, run, list(payloads), timestamp),
+                )
 
         return self._store_then_publish(append, publish)
 
     def _store_then_publish(
         self, append: Callable[[TelemetryDriver], A], publish: Callable[[A], None]
     ) -> asyncio.Future[A]:
-        """Append on the writer thread; once committed, publish the stored messages' events from the loop."""
+        """Append on the writer thread; once committed, publish the stored messages' events from
+        the loop (then the command answers)."""
         driver = self._driver
-
-        def run() -> A:
-            acks = append(driver)  # returns after COMMIT
-            self._loop.call_soon_threadsafe(publish, acks)
-            return acks
-
-        return self._write(run)
+        return self._write(lambda: append(driver), publish)  # append returns after COMMIT
 
     def _publish_stored(self, messages: Sequence[OutgoingMessage], acks: Sequence[Ack]) -> None:
         for message, ack in zip(messages, acks, strict=True):
@@ -302,6 +365,8 @@ class TelemetryActor(Actor):
                     f"stream.{message.stream_group}.{message.stream}",
                     _message_event(message, ack.seq, ack.stream_seq),
                 )
+        for (stream_group, stream), event in _commit_events(messages, acks).items():
+            self.publish(f"commit.{stream_group}.{stream}", event)
 
     async def _wait_sent(self, up_to_seq: int | None, ctx: CommandContext) -> None:
         driver = self._driver
@@ -502,10 +567,15 @@ class TelemetryActor(Actor):
         """
         if not messages:
             return _ack_columns([])
-        if all(type(item) is bytes or type(item) is str for item in messages):
+        types = set(map(type, messages))
+        if types <= {bytes, str}:
             # Plain readings of the command's stream, the bulk case: no per-message objects
             # (str as UTF-8, as OutgoingMessage.create stores it).
-            payloads = [item if type(item) is bytes else item.encode() for item in messages]
+            payloads = (
+                messages
+                if str not in types
+                else [item if type(item) is bytes else item.encode() for item in messages]
+            )
             names = self.create_stream_sender(stream_group, stream, compression)
             return _ack_columns(
                 await self._store_payloads(

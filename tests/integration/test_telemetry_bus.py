@@ -27,6 +27,7 @@ from clients.telemetry import (
     DesiredProperties,
     DeviceClient,
     SpotflowError,
+    commit_messages,
 )
 from tests.conftest import (
     Endpoints,
@@ -135,8 +136,10 @@ class TestMessages:
             device(line) as client,
             line.client(timeout=10) as bus,
             bus.subscribe("tel.stream.") as sub,
+            bus.subscribe("tel.commit.") as commits,
         ):
             sub.wait_ready(scaled(5))
+            commits.wait_ready(scaled(5))
             sender = client.create_stream_sender("line3", "temps", Compression.FASTEST)
             for i in range(20):
                 sender.enqueue_message(f'{{"i": {i}}}'.encode(), message_id=f"m-{i}")
@@ -158,6 +161,14 @@ class TestMessages:
             assert (
                 events[3].data["payload"] == b'{"i": 3}' and events[3].data["message_id"] == "m-3"
             )
+            # The same messages once per write: 20 single enqueues and one batch (the repeated
+            # id stored nothing, so no event).
+            batches = [commits.next(scaled(10)) for _ in range(21)]
+            assert all(e is not None and e.topic == "tel.commit.line3.temps" for e in batches)
+            assert commits.next(0.2) is None
+            assert [len(e.data["seq"]) for e in batches if e] == [1] * 20 + [500]
+            expanded = [m for e in batches if e for m in commit_messages(e.data)]
+            assert expanded == [e.data for e in events]
 
             backfill = client.history("line3", "temps", from_seq=100, to_seq=109)
             assert [m["stream_seq"] for m in backfill] == list(range(100, 110))

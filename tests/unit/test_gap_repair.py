@@ -120,6 +120,20 @@ class TestPublisherRing:
         with pytest.raises(ValueError):
             pub.set_ring(-1, 30.0)
 
+    def test_limit_ring_keeps_fewer_of_its_topics_only(self) -> None:
+        pub = Publisher("svc", EPOCH, ring_size=4)
+        pub.publish("big.a", 0)
+        pub.limit_ring("big.", 2)  # a topic that exists, one that comes later, and set_ring after
+        pub.set_ring(5, 30.0)
+        for i in range(1, 6):
+            for event in ("big.a", "big.b", "small"):
+                pub.publish(event, i)
+        assert [e[2] for e in pub.replay("svc.big.a", EPOCH, 4, 7)] == [4, 5]
+        assert [e[2] for e in pub.replay("svc.big.b", EPOCH, 3, 6)] == [4, 5]
+        assert [e[2] for e in pub.replay("svc.small", EPOCH, 0, 6)] == [1, 2, 3, 4, 5]
+        with pytest.raises(ValueError):
+            pub.limit_ring("big.", -1)
+
 
 # --- the repair steps -------------------------------------------------------------------------
 

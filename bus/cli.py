@@ -351,6 +351,34 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    """Serve the dashboard and the HTTP/JSON gateway (bus.web) until SIGINT/SIGTERM."""
+    try:
+        from bus.web.app import serve
+        from bus.web.launch import launch_settings
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"linebus web needs the web extra ({exc.name} is missing): pip install 'linebus[web]'"
+        ) from None
+    from bus import config as config_mod
+
+    config = config_mod.load(args.config) if args.config else None
+    launch = launch_settings(
+        config,
+        endpoint=args.endpoint,
+        subscribe=args.subscribe,
+        key=args.key,
+        broker_key=args.broker_key,
+        listen=args.listen,
+        tokens=args.tokens,
+        keys_dir=args.keys,
+        insecure=args.insecure,
+        call_timeout_s=args.timeout,
+    )
+    serve(launch.settings, launch.listen)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bus.demo import run_demo
 
@@ -523,6 +551,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--json", action="store_true", help="log JSON lines (every process of the line)")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "web",
+        parents=[connection],
+        help="serve the dashboard and the HTTP/JSON gateway (needs linebus[web])",
+    )
+    p.add_argument("--config", help="take [broker], [web] and the keys directory from this config")
+    p.add_argument("--listen", help="HOST:PORT to serve on (default: [web] listen, 127.0.0.1:8750)")
+    p.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help="tokens file (IDENTITY TOKEN a line, mode 0600): requests then need a bearer token"
+        " and act as its identity",
+    )
+    p.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="on a secured line, the keys directory of the tokens' identities"
+        " (default: the config's [security] keys)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening beyond loopback without tokens",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=None,
+        help="the deadline of a gateway call that names none (default: [web] call_timeout_s, 30)",
+    )
+    p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("demo", help="bring up the demo line, run a scripted tour, shut down")
     p.add_argument("config", nargs="?", default="configs/demo.toml")

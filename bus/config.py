@@ -17,6 +17,9 @@ and, for the demo and tests, one ``[[simulator]]`` table per simulated device::
     [actor.options]
     address = "127.0.0.1:21234"
 
+An optional ``[web]`` table has ``linebus up`` run ``linebus web`` (the dashboard and the HTTP/JSON
+gateway, ``WebConfig``) as one more supervised process of the line.
+
 An optional ``[security]`` table turns on CURVE, access lists and the audit log (``SecurityConfig``;
 docs/PROTOCOL.md §18). Without it, or without a broker key, the bus runs in plaintext, and the
 broker refuses to bind beyond loopback or ipc unless ``insecure = true``.
@@ -48,7 +51,13 @@ from bus.protocol import (
 )
 from bus.security.acl import Acl
 from bus.security.keyring import Keyring
-from bus.security.keys import PUBLIC_SUFFIX, SECRET_SUFFIX, KeyPair, load_keypair
+from bus.security.keys import (
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    KeyPair,
+    load_keypair,
+    validate_key_name,
+)
 
 __all__ = [
     "ActorSpec",
@@ -57,9 +66,11 @@ __all__ = [
     "SecurityConfig",
     "SimulatorSpec",
     "SupervisorConfig",
+    "WebConfig",
     "load",
     "loads",
     "parse",
+    "parse_listen",
 ]
 
 
@@ -247,6 +258,53 @@ def _security(table: object, where: str, base: Path) -> SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The ``[web]`` table: ``linebus web`` (dashboard and HTTP/JSON gateway) for this line.
+
+    ``listen`` is ``HOST:PORT``; beyond loopback it needs ``tokens`` (or ``insecure = true``
+    in so many words), as anyone who reaches it may otherwise call the line. ``tokens`` is a
+    tokens file (``bus.web.auth``: ``IDENTITY TOKEN`` a line, mode 0600): with it, every
+    gateway request needs a token and acts as its identity. ``identity`` is the app's own
+    identity on a secured line (its key pair, in the keys directory, is made by ``linebus up``
+    as the actors' are). Relative paths are taken from the config file's directory.
+    """
+
+    listen: str = "127.0.0.1:8750"
+    identity: str = "web"
+    tokens: Path | None = None
+    insecure: bool = False
+    call_timeout_s: Seconds = 30.0
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8750`` for IPv6) as a host and a port.
+
+    Raises:
+        ConfigError: not HOST:PORT with a port from 0 to 65535.
+    """
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen address {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8750)")
+    return host, int(port)
+
+
+def _web(table: object, where: str, base: Path) -> WebConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} [web] must be a table")
+    web = from_table(WebConfig, table, f"{where} [web]")
+    try:
+        parse_listen(web.listen)
+        validate_key_name(web.identity)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} [web]: {exc.message}") from None
+    if web.tokens is not None and not web.tokens.is_absolute():
+        web = replace(web, tokens=base / web.tokens)
+    return web
+
+
+@dataclass(frozen=True, slots=True)
 class LineConfig:
     """A whole line: broker, supervisor policy, simulators, actors and security."""
 
@@ -256,6 +314,8 @@ class LineConfig:
     actors: tuple[ActorSpec, ...] = ()
     path: str = ""
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: The ``[web]`` table; None without one (``linebus up`` then runs no web process).
+    web: WebConfig | None = None
 
     def actor(self, name: str) -> ActorSpec:
         """Return the actor named ``name`` or raise ConfigError listing the names there are."""
@@ -283,7 +343,7 @@ def _env_overrides(broker: dict[str, Any]) -> dict[str, Any]:
 def parse(data: dict[str, Any], path: str = "") -> LineConfig:
     """Validate a decoded TOML document and return the line it describes."""
     where = path or "config"
-    unknown = sorted(set(data) - {"broker", "supervisor", "simulator", "actor", "security"})
+    unknown = sorted(set(data) - {"broker", "supervisor", "simulator", "actor", "security", "web"})
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {unknown}")
     for section in ("broker", "supervisor"):
@@ -332,7 +392,8 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
         actors.append(spec)
     base = Path(path).resolve().parent if path else Path.cwd()
     security = _security(data.get("security", {}), where, base)
-    return LineConfig(broker, supervisor, tuple(simulators), tuple(actors), path, security)
+    web = _web(data["web"], where, base) if "web" in data else None
+    return LineConfig(broker, supervisor, tuple(simulators), tuple(actors), path, security, web)
 
 
 def load(path: str | os.PathLike[str]) -> LineConfig:

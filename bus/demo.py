@@ -24,7 +24,7 @@ from bus.supervisor import SUPERVISOR_IDENTITY, Supervisor
 from bus.testing import wait_until
 from bus.tours import line
 
-__all__ = ["run_demo", "run_tour"]
+__all__ = ["run_demo", "run_tour", "web_url"]
 
 
 def _say(text: str) -> None:
@@ -56,6 +56,18 @@ def tour_identity(config: config_mod.LineConfig) -> str:
     return SUPERVISOR_IDENTITY
 
 
+def web_url(listen: str) -> str:
+    """The dashboard's URL for a ``[web] listen`` address (a wildcard host shown as loopback).
+
+    >>> web_url("127.0.0.1:8750"), web_url("0.0.0.0:8750")
+    ('http://127.0.0.1:8750/', 'http://127.0.0.1:8750/')
+    """
+    host, port = config_mod.parse_listen(listen)
+    if host in ("0.0.0.0", "::", "*"):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 def run_demo(config_path: str) -> int:
     """Run the demo tour of ``config_path``; returns the exit code."""
     config = config_mod.load(config_path)
@@ -72,6 +84,8 @@ def run_demo(config_path: str) -> int:
     try:
         supervisor.start()
         watcher.start()
+        if config.web is not None:
+            print(f"linebus demo: the dashboard is at {web_url(config.web.listen)}", flush=True)
         keys: KeysArg = False
         if supervisor.keys is not None:
             identity = tour_identity(config)

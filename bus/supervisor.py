@@ -1,23 +1,26 @@
 """Run a line: the broker, the simulators and one OS process per actor, restarted on crash.
 
 ``Supervisor(config).start()`` launches, in order, the broker (and waits until it answers), each
-simulator (and waits for its ``{"event": "ready"}`` line), then each actor. ``poll()`` restarts
-any process that exited as its ``bus.restarts.RestartPolicy`` says: at once after a healthy run
+simulator (and waits for its ``{"event": "ready"}`` line), then each actor. ``poll()`` restarts any
+process that exited as its ``bus.restarts.RestartPolicy`` says: at once after a healthy run
 (``healthy_run_s``), after a doubling back-off while it keeps dying young, never once it was
-restarted more than ``flap_max_restarts`` times within ``flap_window_s``. ``stop()`` stops
-actors first (so they can finish and disconnect), then simulators, then the broker, each with
-SIGTERM and, past ``stop_timeout_s``, SIGKILL. Children get SIGTERM if the supervisor itself dies
-(Linux ``PR_SET_PDEATHSIG``), so no process is left behind even after ``kill -9``.
+restarted more than ``flap_max_restarts`` times within ``flap_window_s``. ``stop()`` stops actors
+first (so they can finish and disconnect), then simulators, then the broker, each with SIGTERM and,
+past ``stop_timeout_s``, SIGKILL. A config with a ``[web]`` table also runs ``linebus web`` (the
+dashboard and HTTP gateway), started after the actors and stopped first. Children get SIGTERM if the
+supervisor itself dies (Linux ``PR_SET_PDEATHSIG``), so no process is left behind even after
+``kill -9``.
 
-On a secured line (a ``[security]`` table with a broker key), ``start()`` first makes sure every
-key the line needs exists, so ``linebus up`` stays one command (``LineKeys.prepare``): the
-broker's key pair (when ``key`` names a file), one key pair per actor named after its service
-(identity = service name, which the default access list lets register that name and publish under
-it), one for the supervisor's own readiness check, and one per listed operator that has none. Only
-missing keys are generated, never replaced; secret files are 0600. Each actor gets the **path** of
-its secret key in ``LINEBUS_KEY_FILE`` and the broker's public key in ``LINEBUS_BROKER_KEY_FILE``
-(or ``LINEBUS_BROKER_KEY``) through its environment, never in its arguments. Simulators are not
-bus peers: they get no key variables at all, and neither does any child of a plaintext line.
+On a secured line (a ``[security]`` table with a broker key), ``start()`` first makes sure every key
+the line needs exists, so ``linebus up`` stays one command (``LineKeys.prepare``): the broker's key
+pair (when ``key`` names a file), one key pair per actor named after its service (identity = service
+name, which the default access list lets register that name and publish under it), one for the
+``[web]`` identity (the web process's own connection), one for the supervisor's own readiness check,
+and one per listed operator that has none. Only missing keys are generated, never replaced; secret
+files are 0600. Each actor gets the **path** of its secret key in ``LINEBUS_KEY_FILE`` and the
+broker's public key in ``LINEBUS_BROKER_KEY_FILE`` (or ``LINEBUS_BROKER_KEY``) through its
+environment, never in its arguments. Simulators are not bus peers: they get no key variables at all,
+and neither does any child of a plaintext line.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ class LineKeys:
         operators = security.acl.get("operators", [])
         names = [
             *(actor.name for actor in config.actors),
+            *((config.web.identity,) if config.web is not None else ()),
             SUPERVISOR_IDENTITY,
             *(name for name in operators if isinstance(name, str) and name not in security.known),
         ]
@@ -215,6 +219,8 @@ class Supervisor:
             self._add(sim.name, "simulator", ["-m", sim.module, *sim.args], sim.wait_ready)
         for actor in config.actors:
             self._add(actor.name, "actor", ["-m", "bus.cli", "actor", cfg_path, actor.name])
+        if config.web is not None:  # `linebus web`, a client of the line: started last
+            self._add("web", "web", ["-m", "bus.cli", "web", "--config", cfg_path])
 
     def _add(self, name: str, role: str, args: list[str], wait_ready: bool = False) -> None:
         policy = RestartPolicy(self.config.supervisor)
@@ -259,8 +265,10 @@ class Supervisor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         for variable in _KEY_VARIABLES:
             env.pop(variable, None)
-        if managed.role == "actor" and self.keys is not None:
+        if self.keys is not None and managed.role == "actor":
             env.update(self.keys.environment(managed.name))
+        elif self.keys is not None and managed.role == "web" and self.config.web is not None:
+            env.update(self.keys.environment(self.config.web.identity))
         return env
 
     def _spawn(self, managed: ManagedProcess) -> None:
@@ -402,10 +410,11 @@ class Supervisor:
     # --- stop -------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop actors, then simulators, then the broker; SIGKILL whatever outlives the timeout."""
+        """Stop the web process, actors, then simulators, then the broker; SIGKILL whatever
+        outlives the timeout."""
         with self._lock:
             self._stopping = True
-            for role in ("actor", "simulator", "broker"):
+            for role in ("web", "actor", "simulator", "broker"):
                 group = [
                     (m, m.proc)
                     for m in self.processes

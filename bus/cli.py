@@ -106,15 +106,24 @@ def _client(args: argparse.Namespace) -> Any:
 
 def cmd_call(args: argparse.Namespace) -> int:
     call_args = parse_assignments(args.assignments)
-    with _client(args) as bus:
+    view: Any = None
+    if not args.json:
+        from bus.terminal.progress import progress_view
 
-        def show_progress(update: Any) -> None:
-            if args.json:
-                _print_json({"progress": update})
-            else:
-                print(f"  progress: {json.dumps(_jsonable(update))}", file=sys.stderr, flush=True)
+        view = progress_view(f"{args.service} {args.command}")
+    try:
+        with _client(args) as bus:
 
-        result = bus.call(args.service, args.command, call_args, progress=show_progress)
+            def show_progress(update: Any) -> None:
+                if view is None:
+                    _print_json({"progress": update})
+                else:
+                    view.update(update)
+
+            result = bus.call(args.service, args.command, call_args, progress=show_progress)
+    finally:
+        if view is not None:
+            view.close()
     if args.out and isinstance(result, (bytes, bytearray)):
         with open(args.out, "wb") as handle:
             handle.write(result)
@@ -136,26 +145,10 @@ def cmd_services(args: argparse.Namespace) -> int:
     if not rows:
         print("no services have registered")
         return EXIT_OK
-    now = time.time()
-    print(f"{'NAME':<20} {'KIND':<12} {'STATE':<6} {'SINCE':<28} {'RESTARTS':>8} PID")
-    for row in rows:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["since"]))
-        ago = _ago(now - row["since"])
-        when = f"{since} ({ago})"
-        # .get: a broker from before the restart count has no such key.
-        print(
-            f"{row['name']:<20} {row['kind'] or '-':<12} {row['state']:<6} {when:<28}"
-            f" {row.get('restarts', '-'):>8} {row['pid'] or '-'}"
-        )
+    from bus.terminal.tables import print_table, services_table
+
+    print_table(*services_table(rows))
     return EXIT_OK
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -211,7 +204,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(stats)
     else:
-        print(json.dumps(stats, indent=2))
+        from bus.terminal.tables import print_stats
+
+        print_stats(stats)
     return EXIT_OK
 
 

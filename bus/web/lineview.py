@@ -1,0 +1,514 @@
+"""The line as the dashboard shows it, kept current from the bus.
+
+``LineView`` follows one line through an ``AsyncClient``: every actor (kind, state, since,
+restarts) from ``services()`` and the broker's presence events; the devices the discovery actors
+see (their ``list`` and ``<service>.device.<uuid>`` events); jobs with progress and outcome
+(``<service>.job`` events of the actor runtime, and FlashRunner's ``project.channel`` and
+``project.done``); telemetry readings (the numeric fields of JSON payloads on
+``<service>.stream.<group>.<stream>``, backfilled from the telemetry actor's ``history``); the
+last events; and the broker's routed and dropped counters (``stats``).
+
+``snapshot()`` is the whole state as plain JSON values; ``watch()`` gives a ``Watcher`` whose
+``next_batch`` returns the changes since the last batch, in order, each a small dict
+(``{"type": "actor", "actor": {...}}``). A watcher that falls too far behind gets ``None``
+instead: take a fresh snapshot. Nothing here knows HTTP; ``bus.web.dashboard`` serves it.
+
+    async with AsyncClient(endpoint) as bus:
+        view = LineView(bus)
+        task = asyncio.create_task(view.run())
+        await view.ready.wait()
+        print(view.snapshot()["actors"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bus.aio import AsyncClient
+from bus.errors import BusError
+
+__all__ = ["LineView", "ViewLimits", "Watcher", "numeric_fields", "plain"]
+
+log = structlog.get_logger()
+
+Change = dict[str, Any]
+
+#: Job states that end a job (the page shows its outcome and keeps it a while).
+ENDED = frozenset({"done", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class ViewLimits:
+    """How much of the line's history a ``LineView`` keeps, and how often it polls."""
+
+    #: Events kept for the event log.
+    events: int = 300
+    #: Readings kept per telemetry stream.
+    points: int = 2000
+    #: Seconds of telemetry history fetched on start and for a new stream.
+    window_s: float = 600.0
+    #: Ended jobs kept (the newest).
+    ended_jobs: int = 20
+    #: Changes a watcher may hold before it must start again from a snapshot.
+    watcher_queue: int = 5000
+    #: Seconds between two ``services()`` reads (presence events bring state changes at once).
+    services_s: float = 2.0
+    #: Seconds between two ``stats()`` reads.
+    stats_s: float = 1.0
+    #: Events the subscription holds unread before the broker drops for it (counted as gaps).
+    subscription_queue: int = 20_000
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as a small JSON value for the page: bytes become ``{"bytes": n}``, long
+    strings and containers are cut, anything else unknown becomes its ``repr``."""
+    if value is None or isinstance(value, bool | int | str):
+        return value if not isinstance(value, str) or len(value) <= 500 else value[:500] + "…"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"bytes": len(value)}
+    if depth >= 4:
+        return "…"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(k): plain(v, depth + 1) for k, v in items[:50]}
+        if len(items) > 50:
+            out["…"] = f"{len(items) - 50} more"
+        return out
+    if isinstance(value, list | tuple):
+        cut = [plain(v, depth + 1) for v in value[:50]]
+        return [*cut, f"… {len(value) - 50} more"] if len(value) > 50 else cut
+    return repr(value)[:200]
+
+
+def numeric_fields(payload: Any) -> dict[str, float]:
+    """The numeric fields of a JSON reading (bytes or str holding a JSON object), one level of
+    nesting flattened as ``outer.inner``; empty if the payload is not a JSON object."""
+    if isinstance(payload, bytes | bytearray):
+        try:
+            payload = bytes(payload).decode()
+        except UnicodeDecodeError:
+            return {}
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return {}
+    if not isinstance(payload, dict):
+        return {}
+    out: dict[str, float] = {}
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            for inner, v in value.items():
+                if _number(v):
+                    out[f"{key}.{inner}"] = float(v)
+        elif _number(value):
+            out[str(key)] = float(value)
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Watcher:
+    """One consumer's queue of changes (``LineView.watch``)."""
+
+    def __init__(self, view: LineView, limit: int) -> None:
+        self._view = view
+        self._limit = limit
+        self._changes: list[Change] = []
+        self._wake = asyncio.Event()
+        #: Set when the queue overflowed: the consumer must start again from a snapshot.
+        self.lost = False
+
+    def put(self, change: Change) -> None:
+        if self.lost:
+            return
+        if len(self._changes) >= self._limit:
+            self.lost = True
+            self._changes.clear()
+        else:
+            self._changes.append(change)
+        self._wake.set()
+
+    async def next_batch(self, timeout: float) -> list[Change] | None:
+        """The changes queued since the last call (waiting up to ``timeout`` seconds for the
+        first; an empty list if none came); None if some were lost: take a snapshot again."""
+        if not self._changes and not self.lost:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+        if self.lost:
+            self.lost = False
+            return None
+        batch, self._changes = self._changes, []
+        return batch
+
+    def close(self) -> None:
+        """Stop receiving changes."""
+        self._view._watchers.discard(self)
+
+
+class LineView:
+    """The state of one line, kept current from the bus (see the module docstring).
+
+    Args:
+        bus: An open client of the line (the view calls and subscribes through it).
+        limits: What is kept and how often the broker is asked.
+    """
+
+    def __init__(self, bus: AsyncClient, limits: ViewLimits | None = None) -> None:
+        self.bus = bus
+        self.limits = limits or ViewLimits()
+        self.actors: dict[str, dict[str, Any]] = {}
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.streams: dict[str, dict[str, Any]] = {}
+        self.events: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=self.limits.events
+        )
+        self.counters: dict[str, Any] = {"routed": {}, "dropped": {}}
+        #: Set once the first services and stats have been read.
+        self.ready = asyncio.Event()
+        self._watchers: set[Watcher] = set()
+        self._backfilled: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ consumers
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state, as JSON values."""
+        return {
+            "now": time.time(),
+            "actors": sorted(self.actors.values(), key=lambda a: a["name"]),
+            "devices": sorted(self.devices.values(), key=lambda d: (d["service"], d["uuid"])),
+            "jobs": list(self.jobs.values()),
+            "streams": [{**s, "points": list(s["points"])} for s in self.streams.values()],
+            "events": list(self.events),
+            "counters": self.counters,
+        }
+
+    def watch(self) -> Watcher:
+        """A queue of the changes from now on (close it when done)."""
+        watcher = Watcher(self, self.limits.watcher_queue)
+        self._watchers.add(watcher)
+        return watcher
+
+    def _emit(self, change: Change) -> None:
+        for watcher in self._watchers:
+            watcher.put(change)
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Follow the line until cancelled (broker restarts included: the client reconnects)."""
+        sub = self.bus.subscribe(max_queue=self.limits.subscription_queue)
+        try:
+            await self._refresh_services()
+            await self._refresh_stats()
+            self.ready.set()
+            self._spawn(self._poll(self._refresh_services, self.limits.services_s))
+            self._spawn(self._poll(self._refresh_stats, self.limits.stats_s))
+            async for event in sub:
+                self.apply_event(event.topic, event.src, event.seq, event.ts, event.data)
+        finally:
+            sub.close()
+            for task in list(self._tasks):
+                task.cancel()
+            for task in list(self._tasks):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll(self, refresh: Any, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await refresh()
+
+    async def _refresh_services(self) -> None:
+        try:
+            rows = await self.bus.services(timeout=2.0)
+        except BusError as exc:
+            log.info("lineview_services_failed", error=str(exc))
+            return
+        for row in rows:
+            self._update_actor(row)
+        for row in rows:
+            if row.get("state") != "up":
+                continue
+            name = str(row.get("name"))
+            if row.get("kind") == "discovery" and f"devices:{name}" not in self._backfilled:
+                self._backfilled.add(f"devices:{name}")
+                self._spawn(self._load_devices(name))
+            if row.get("kind") == "telemetry":
+                self._backfill_stream(name, "default", "default")
+
+    async def _refresh_stats(self) -> None:
+        try:
+            stats = await self.bus.stats(timeout=2.0)
+        except BusError as exc:
+            log.info("lineview_stats_failed", error=str(exc))
+            return
+        counters = {
+            "routed": plain(stats.get("routed", {})),
+            "dropped": plain(stats.get("dropped", {})),
+            "inflight": stats.get("inflight"),
+            "services_up": stats.get("services_up"),
+        }
+        if counters != self.counters:
+            self.counters = counters
+            self._emit({"type": "counters", "counters": counters})
+
+    # ------------------------------------------------------------------ actors
+
+    def _update_actor(self, row: dict[str, Any]) -> None:
+        """Merge a ``services()`` row or a presence event into the actor's entry."""
+        name = str(row.get("name") or row.get("service") or "")
+        if not name:
+            return
+        old = self.actors.get(name, {})
+        actor = {
+            "name": name,
+            "kind": row.get("kind", old.get("kind", "")),
+            "state": row.get("state", old.get("state", "")),
+            "since": row.get("since", old.get("since")),
+            "reason": row.get("reason", old.get("reason", "")),
+            "pid": row.get("pid", old.get("pid")),
+            "restarts": _restarts(row, old),
+        }
+        if actor != old:
+            self.actors[name] = actor
+            self._emit({"type": "actor", "actor": actor})
+
+    # ------------------------------------------------------------------ events
+
+    def apply_event(self, topic: str, src: str, seq: int, ts: float, data: Any) -> None:
+        """Take one event into the view (public for tests that feed events by hand)."""
+        if topic.startswith("_probe."):
+            return
+        if topic.startswith("presence."):
+            self._update_actor({"name": topic.removeprefix("presence."), **(data or {})})
+        elif isinstance(data, dict):
+            rest = topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
+            if rest.startswith("device.") and "uuid" in data:
+                self._update_device(src, data)
+            elif rest == "job":
+                self._update_job(src, data)
+            elif rest in ("project.channel", "project.done"):
+                self._update_project(src, rest, data)
+            elif rest.startswith("stream."):
+                self._add_reading(src, data)
+                return  # readings are plotted, not logged: they would flood the log
+        event = {"topic": topic, "src": src, "seq": seq, "ts": ts, "data": plain(data)}
+        self.events.append(event)
+        self._emit({"type": "event", "event": event})
+
+    def _update_device(self, service: str, data: dict[str, Any]) -> None:
+        uuid = str(data["uuid"])
+        key = f"{service}/{uuid}"
+        kind = data.get("event", "status")
+        device = {
+            **self.devices.get(key, {}),
+            **{k: plain(v) for k, v in data.items() if k != "event"},
+            "service": service,
+            "uuid": uuid,
+            "status": "gone" if kind == "gone" else "seen",
+            "last_event": kind,
+        }
+        self.devices[key] = device
+        self._emit({"type": "device", "device": device})
+
+    async def _load_devices(self, service: str) -> None:
+        try:
+            rows = await self.bus.call(service, "list", timeout=5.0)
+        except BusError as exc:
+            log.info("lineview_devices_failed", service=service, error=str(exc))
+            self._backfilled.discard(f"devices:{service}")  # try again at the next refresh
+            return
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and "uuid" in row:
+                self._update_device(service, {"event": "status", **row})
+
+    # ------------------------------------------------------------------ jobs
+
+    def _update_job(self, service: str, data: dict[str, Any]) -> None:
+        """A ``<service>.job`` event: a command that reports progress, running or ended."""
+        job_id = str(data.get("id") or data.get("msg_id") or "")
+        if not job_id:
+            return
+        key = f"{service}/{job_id}"
+        job = dict(self.jobs.get(key) or {"id": key, "service": service, "channels": {}})
+        job["command"] = data.get("command", job.get("command", ""))
+        progress = data.get("progress")
+        if isinstance(progress, dict):
+            self._take_progress(job, progress)
+        else:
+            self._take_progress(job, data)
+        state = str(data.get("state") or job.get("state", "running"))
+        job["state"] = state
+        if "error" in data:
+            job["error"] = plain(data["error"])
+        if "result" in data:
+            job["result"] = plain(data["result"])
+        job["updated"] = time.time()
+        self._put_job(key, job)
+
+    @staticmethod
+    def _take_progress(job: dict[str, Any], progress: dict[str, Any]) -> None:
+        for field in ("done", "total"):
+            if _number(progress.get(field)):
+                job[field] = progress[field]
+        if "channel" in progress and "passed" in progress:
+            job["channels"] = {
+                **job["channels"],
+                str(progress["channel"]): bool(progress["passed"]),
+            }
+
+    def _update_project(self, service: str, rest: str, data: dict[str, Any]) -> None:
+        """FlashRunner's per-channel results: merged into the service's running
+        ``FR_RunProject`` job if there is one, else shown as a job of their own."""
+        project = str(data.get("project", ""))
+        key = next(
+            (
+                k
+                for k, j in self.jobs.items()
+                if j["service"] == service
+                and j.get("command") == "FR_RunProject"
+                and j["state"] not in ENDED
+            ),
+            f"{service}/project/{project}",
+        )
+        job = dict(
+            self.jobs.get(key)
+            or {"id": key, "service": service, "command": "FR_RunProject", "channels": {}}
+        )
+        job["project"] = project
+        if rest == "project.channel":
+            job["channels"] = {
+                **job["channels"],
+                str(data.get("channel")): bool(data.get("passed")),
+            }
+            job.setdefault("state", "running")
+        else:
+            results = data.get("results")
+            if isinstance(results, dict):
+                job["channels"] = {str(c): bool(p) for c, p in results.items()}
+            job["errors"] = plain(data.get("errors") or {})
+            passed = all(job["channels"].values())
+            job["state"] = "done" if passed else "failed"
+            job["outcome"] = (
+                "all channels passed"
+                if passed
+                else "failed: channel "
+                + ", ".join(c for c, p in sorted(job["channels"].items()) if not p)
+            )
+        if "total" not in job or key.startswith(f"{service}/project/"):
+            job["total"] = max(len(job["channels"]), int(job.get("total", 0) or 0))
+            job["done"] = len(job["channels"])
+        job["updated"] = time.time()
+        self._put_job(key, job)
+
+    def _put_job(self, key: str, job: dict[str, Any]) -> None:
+        if job["state"] in ENDED and "outcome" not in job:
+            job["outcome"] = job["state"] + (f": {job['error']}" if job.get("error") else "")
+        self.jobs[key] = job
+        self._emit({"type": "job", "job": job})
+        ended = [k for k, j in self.jobs.items() if j["state"] in ENDED]
+        for old in ended[: max(0, len(ended) - self.limits.ended_jobs)]:
+            del self.jobs[old]
+            self._emit({"type": "job_removed", "id": old})
+
+    # ------------------------------------------------------------------ telemetry
+
+    def _add_reading(self, service: str, data: dict[str, Any]) -> None:
+        key = self._stream(service, data)
+        values = numeric_fields(data.get("payload"))
+        if not values:
+            return
+        ts = data.get("timestamp")
+        point = [ts if _number(ts) else time.time(), values]
+        self.streams[key]["points"].append(point)
+        self._emit({"type": "reading", "stream": key, "point": point})
+        self._backfill_stream(service, str(data.get("stream_group")), str(data.get("stream")))
+
+    def _stream(self, service: str, data: dict[str, Any]) -> str:
+        key = f"{service}/{data.get('stream_group')}/{data.get('stream')}"
+        if key not in self.streams:
+            self.streams[key] = {
+                "key": key,
+                "service": service,
+                "stream_group": data.get("stream_group"),
+                "stream": data.get("stream"),
+                "points": collections.deque(maxlen=self.limits.points),
+            }
+        return key
+
+    def _backfill_stream(self, service: str, group: str, stream: str) -> None:
+        """Fetch the recent window of a stream once (its first sight, or the view's start)."""
+        key = f"{service}/{group}/{stream}"
+        if key not in self._backfilled:
+            self._backfilled.add(key)
+            self._spawn(self._load_history(service, group, stream))
+
+    async def _load_history(self, service: str, group: str, stream: str) -> None:
+        key = f"{service}/{group}/{stream}"
+        since = time.time() - self.limits.window_s
+        try:
+            rows = await self.bus.call(
+                service,
+                "history",
+                stream_group=group,
+                stream=stream,
+                since=since,
+                limit=min(self.limits.points, 10000),
+                timeout=5.0,
+            )
+        except BusError as exc:
+            log.info("lineview_history_failed", stream=key, error=str(exc))
+            self._backfilled.discard(key)
+            return
+        points = [
+            [row["timestamp"], values]
+            for row in rows
+            if isinstance(row, dict) and _number(row.get("timestamp"))
+            if (values := numeric_fields(row.get("payload")))
+        ]
+        if not points:
+            return
+        self._stream(service, {"stream_group": group, "stream": stream})
+        kept = self.streams[key]["points"]
+        oldest_live = kept[0][0] if kept else math.inf
+        merged = [p for p in points if p[0] < oldest_live] + list(kept)
+        kept.clear()
+        kept.extend(merged)
+        self._emit({"type": "stream", "stream": {**self.streams[key], "points": list(kept)}})
+
+    def jobs_of(self, service: str) -> Iterator[dict[str, Any]]:
+        """The jobs of one service (for tests and the terminal)."""
+        return (j for j in self.jobs.values() if j["service"] == service)
+
+
+def _restarts(row: dict[str, Any], old: dict[str, Any]) -> int:
+    """The broker's restart count when its rows carry one; else registrations after the first."""
+    if _number(row.get("restarts")):
+        return int(row["restarts"])
+    if _number(row.get("registrations")):
+        return max(0, int(row["registrations"]) - 1)
+    restarts = old.get("restarts", 0)
+    return int(restarts) if isinstance(restarts, int) else 0

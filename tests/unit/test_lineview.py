@@ -1,0 +1,234 @@
+"""``bus.web.lineview.LineView`` against a small real line in this process: a broker thread and
+actor threads (an echo actor, and stand-ins of the telemetry and discovery kinds that answer
+``history`` and ``list`` as those actors do), followed through a real ``AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from bus.actor import command
+from bus.aio import AsyncClient
+from bus.testing import EchoActor, async_wait_until
+from bus.web.lineview import LineView, ViewLimits, numeric_fields, plain
+from tests.unit.inproc_line import WAIT_S, ActorThread, BrokerThread
+
+#: The readings the telemetry stand-in has stored before the view starts (its ``history``).
+STORED = [
+    {
+        "stream_group": "default",
+        "stream": "default",
+        "timestamp": time.time() - 60 + i,
+        "payload": json.dumps({"temperature": 20.0 + i, "label": "x"}).encode(),
+        "state": "forwarded",
+    }
+    for i in range(5)
+]
+
+
+class TelemetryStandIn(EchoActor):
+    """Answers ``history`` like the telemetry actor (rows with ``timestamp`` and ``payload``)."""
+
+    kind = "telemetry"
+
+    @command(concurrent=True)
+    def history(
+        self,
+        stream_group: str | None = None,
+        stream: str | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Stored rows of the stream."""
+        return [r for r in STORED if r["stream"] == (stream or "default")][:limit]
+
+
+class DiscoveryStandIn(EchoActor):
+    """Answers ``list`` like the discovery actor."""
+
+    kind = "discovery"
+
+    @command
+    def list(self) -> list[dict[str, Any]]:
+        """Devices seen now."""
+        return [{"uuid": "aa" * 16, "name": "p1", "st_label": "IDLE"}]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[BrokerThread]:
+    thread = BrokerThread()
+    thread.start()
+    actors = [
+        ActorThread("echo", thread),
+        ActorThread("telemetry", thread, TelemetryStandIn),
+        ActorThread("discovery", thread, DiscoveryStandIn),
+    ]
+    for actor in actors:
+        actor.start()
+    try:
+        yield thread
+    finally:
+        for actor in actors:
+            actor.close()
+        thread.close()
+
+
+@pytest.fixture
+async def view(broker: BrokerThread) -> AsyncIterator[LineView]:
+    async with AsyncClient(broker.command, subscribe_endpoint=broker.subscribe) as bus:
+        line = LineView(bus, ViewLimits(services_s=0.2, stats_s=0.2))
+        task = asyncio.create_task(line.run())
+        try:
+            await asyncio.wait_for(line.ready.wait(), WAIT_S)
+            await async_wait_until(
+                lambda: {"echo", "telemetry", "discovery"} <= set(line.actors), WAIT_S, "actors"
+            )
+            yield line
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def test_actors_devices_and_backfilled_readings(view: LineView) -> None:
+    snap = view.snapshot()
+    echo = next(a for a in snap["actors"] if a["name"] == "echo")
+    assert echo["kind"] == "echo" and echo["state"] == "up" and echo["restarts"] == 0
+    assert echo["since"] <= snap["now"]
+    # The discovery actor's list, and the telemetry actor's history (numeric fields only).
+    await async_wait_until(lambda: view.devices, WAIT_S, "devices from list")
+    (device,) = view.devices.values()
+    assert device["name"] == "p1" and device["status"] == "seen"
+    await async_wait_until(lambda: view.streams, WAIT_S, "history backfilled")
+    stream = view.streams["telemetry/default/default"]
+    assert [p[1] for p in stream["points"]] == [{"temperature": 20.0 + i} for i in range(5)]
+    json.dumps(view.snapshot())  # the whole snapshot is JSON
+
+
+async def test_events_readings_and_devices_reach_a_watcher(view: LineView) -> None:
+    watcher = view.watch()
+    try:
+        async with AsyncClient(view.bus.endpoint) as bus:
+            await bus.call("echo", "emit", event="note", data={"blob": b"\x00" * 10})
+            reading = {
+                "stream_group": "g",
+                "stream": "s",
+                "timestamp": time.time(),
+                "payload": b'{"rpm": 1200, "temp": {"in": 40.5}, "ok": true}',
+            }
+            await bus.call("telemetry", "emit", event="stream.g.s", data=reading)
+            gone = {"event": "gone", "uuid": "aa" * 16, "name": "p1"}
+            await bus.call("discovery", "emit", event=f"device.{'aa' * 16}", data=gone)
+        seen: list[dict[str, Any]] = []
+
+        async def types() -> bool:
+            batch = await watcher.next_batch(0.2)
+            assert batch is not None
+            seen.extend(batch)
+            return {c["type"] for c in seen} >= {"event", "reading", "device"}
+
+        end = time.monotonic() + WAIT_S
+        while not await types():
+            assert time.monotonic() < end, f"changes seen: {seen}"
+        event = next(c["event"] for c in seen if c["type"] == "event")
+        assert event["topic"] == "echo.note" and event["data"] == {"blob": {"bytes": 10}}
+        point = next(c["point"] for c in seen if c["type"] == "reading")
+        assert point[1] == {"rpm": 1200.0, "temp.in": 40.5}
+        device = [c["device"] for c in seen if c["type"] == "device"][-1]
+        assert device["status"] == "gone"
+        assert not any(e["topic"].endswith("stream.g.s") for e in view.events)  # plotted only
+    finally:
+        watcher.close()
+
+
+async def test_presence_down_and_up(broker: BrokerThread, view: LineView) -> None:
+    extra = ActorThread("echo9", broker)
+    extra.start()
+    try:
+        await async_wait_until(
+            lambda: view.actors.get("echo9", {}).get("state") == "up", WAIT_S, "echo9 up"
+        )
+    finally:
+        extra.close()  # an orderly stop: the broker publishes presence down at once
+    await async_wait_until(lambda: view.actors["echo9"]["state"] == "down", WAIT_S, "echo9 down")
+    again = ActorThread("echo9", broker)
+    again.start()
+    try:
+        await async_wait_until(
+            lambda: view.actors["echo9"]["state"] == "up" and view.actors["echo9"]["restarts"] == 1,
+            WAIT_S,
+            "echo9 up again, counted",
+        )
+    finally:
+        again.close()
+
+
+async def test_counters_follow_stats(view: LineView) -> None:
+    before = sum(view.counters["routed"].values())
+    async with AsyncClient(view.bus.endpoint) as bus:
+        for _ in range(3):
+            await bus.call("echo", "echo", value=1)
+    await async_wait_until(
+        lambda: sum(view.counters["routed"].values()) >= before + 3, WAIT_S, "routed counted"
+    )
+
+
+async def test_job_events_and_flashrunner_projects(view: LineView) -> None:
+    # Fed by hand (the FlashRunner actor's events as it publishes them), to test the merging.
+    view.apply_event(
+        "fr1.job",
+        "fr1",
+        1,
+        0.0,
+        {"id": "m1", "command": "FR_RunProject", "progress": {"done": 0, "total": 4}},
+    )
+    for channel in (1, 2, 3, 4):
+        view.apply_event(
+            "fr1.project.channel",
+            "fr1",
+            channel,
+            0.0,
+            {"project": "demo.prj", "channel": channel, "passed": channel != 3},
+        )
+    (job,) = view.jobs_of("fr1")
+    assert job["channels"] == {"1": True, "2": True, "3": False, "4": True}
+    assert job["state"] == "running"
+    view.apply_event(
+        "fr1.project.done",
+        "fr1",
+        1,
+        0.0,
+        {
+            "project": "demo.prj",
+            "results": {"1": True, "2": True, "3": False, "4": True},
+            "errors": {"3": "VERIFY"},
+        },
+    )
+    (job,) = view.jobs_of("fr1")
+    assert job["state"] == "failed" and job["outcome"] == "failed: channel 3"
+    # A job that fails with an error.
+    view.apply_event(
+        "echo.job",
+        "echo",
+        1,
+        0.0,
+        {"id": "m2", "command": "work", "state": "failed", "error": "cancelled"},
+    )
+    assert view.jobs["echo/m2"]["outcome"] == "failed: cancelled"
+
+
+def test_numeric_fields_and_plain() -> None:
+    assert numeric_fields(b'{"a": 1, "b": "x", "c": false, "d": {"e": 2.5}}') == {
+        "a": 1.0,
+        "d.e": 2.5,
+    }
+    assert numeric_fields(b"\xff") == {} and numeric_fields("[1, 2]") == {}
+    assert numeric_fields(b"not json") == {}
+    assert plain({"x": b"abc", "y": float("nan"), "z": list(range(60))})["x"] == {"bytes": 3}
+    assert plain(float("inf")) == "inf"
+    assert plain("a" * 600).endswith("…")

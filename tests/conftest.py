@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -486,6 +486,68 @@ def running_line(line: Line) -> Line:
     line.start_broker()
     line.start_actor("echo1")
     return line
+
+
+# --- the demo line (configs/demo.toml) on free ports ----------------------------------------
+
+#: The demo line's actors (configs/demo.toml).
+DEMO_SERVICES = ("echo", "fr1", "p1", "p2", "discovery", "telemetry", "lab")
+
+
+@dataclass
+class DemoLine:
+    """The demo line running under ``linebus up`` (``start_demo_line``)."""
+
+    config: DemoConfig
+    line: Line
+    #: The uuid (hex) of each demo printer by name (p1, p2), as discovery sees it.
+    uuids: dict[str, str]
+
+
+def start_demo_line(folder: Path, processes: Processes) -> DemoLine:
+    """configs/demo.toml relocated into ``folder`` and run with ``linebus up``; returns once
+    every actor is up, discovery sees both printers and each flux actor answers its printer.
+
+    The printers move to loopback addresses of their own and keep FLUX's fixed ports (vendor
+    code writes 23811 as a number), so this line never collides with another demo line.
+    """
+    from actors.flux.testing import random_loopback
+    from bus.errors import BusError
+
+    printers = {"127.0.0.2": random_loopback(), "127.0.0.3": random_loopback()}
+    config = DemoConfig.write("demo.toml", folder, hosts=printers)
+    endpoints = Endpoints(
+        *(
+            config.relocate(address)
+            for address in ("tcp://127.0.0.1:7750", "tcp://127.0.0.1:7751", "tcp://127.0.0.1:7752")
+        )
+    )
+    line = Line(config.path, endpoints, processes)
+    processes.start("-m", "bus.cli", "up", str(config.path))
+    line.wait_broker(timeout=30)
+    for name in DEMO_SERVICES:
+        line.wait_up(name, timeout=30)
+    uuids: dict[str, str] = {}
+    with line.client(timeout=5) as bus:
+
+        def printers_seen() -> bool:
+            uuids.update({row["name"]: row["uuid"] for row in bus.call("discovery", "list")})
+            return {"p1", "p2"} <= set(uuids)
+
+        def answers(printer: str) -> Callable[[], bool]:
+            def check() -> bool:
+                try:
+                    bus.call(printer, "deviceinfo", timeout=2)
+                    return True
+                except BusError:  # not signed in to the printer yet
+                    return False
+
+            return check
+
+        wait_until(printers_seen, scaled(30), "discovery to see p1 and p2")
+        for printer in ("p1", "p2"):  # each actor signs in to its printer in the background
+            wait_until(answers(printer), scaled(30), f"{printer} connected")
+    return DemoLine(config, line, uuids)
 
 
 # --- a real MQTT broker (the plant uplink's tests) -----------------------------------------

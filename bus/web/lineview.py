@@ -213,18 +213,26 @@ class LineView:
     # ------------------------------------------------------------------ running
 
     async def run(self) -> None:
-        """Follow the line until cancelled (broker restarts included: the client reconnects)."""
-        sub = self.bus.subscribe(max_queue=self.limits.subscription_queue)
+        """Follow the line until cancelled (broker restarts included: the client reconnects;
+        a refused subscription is tried again every second)."""
         try:
-            await self._refresh_services()
-            await self._refresh_stats()
-            self.ready.set()
-            self._spawn(self._poll(self._refresh_services, self.limits.services_s))
-            self._spawn(self._poll(self._refresh_stats, self.limits.stats_s))
-            async for event in sub:
-                self.apply_event(event.topic, event.src, event.seq, event.ts, event.data)
+            while True:
+                sub = self.bus.subscribe(max_queue=self.limits.subscription_queue)
+                try:
+                    if not self.ready.is_set():
+                        await self._refresh_services()
+                        await self._refresh_stats()
+                        self.ready.set()
+                        self._spawn(self._poll(self._refresh_services, self.limits.services_s))
+                        self._spawn(self._poll(self._refresh_stats, self.limits.stats_s))
+                    async for event in sub:
+                        self.apply_event(event.topic, event.src, event.seq, event.ts, event.data)
+                except BusError as exc:
+                    log.warning("lineview_subscription_failed", error=str(exc))
+                    await asyncio.sleep(1.0)
+                finally:
+                    sub.close()
         finally:
-            sub.close()
             for task in list(self._tasks):
                 task.cancel()
             for task in list(self._tasks):
@@ -304,6 +312,8 @@ class LineView:
             return
         if topic.startswith("presence."):
             self._update_actor({"name": topic.removeprefix("presence."), **(data or {})})
+            if isinstance(data, dict) and data.get("state") == "up":
+                self._spawn(self._refresh_services())  # its pid and restart count
         elif isinstance(data, dict):
             rest = topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
             if rest.startswith("device.") and "uuid" in data:
@@ -312,9 +322,11 @@ class LineView:
                 self._update_job(src, data)
             elif rest in ("project.channel", "project.done"):
                 self._update_project(src, rest, data)
-            elif rest.startswith("stream."):
-                self._add_reading(src, data)
+            elif rest.startswith("commit."):
+                self._add_readings(src, data)
                 return  # readings are plotted, not logged: they would flood the log
+            elif rest.startswith("stream."):
+                return  # the same readings one by one: the commit events carry them
         event = {"topic": topic, "src": src, "seq": seq, "ts": ts, "data": plain(data)}
         self.events.append(event)
         self._emit({"type": "event", "event": event})
@@ -348,24 +360,26 @@ class LineView:
     # ------------------------------------------------------------------ jobs
 
     def _update_job(self, service: str, data: dict[str, Any]) -> None:
-        """A ``<service>.job`` event: a command that reports progress, running or ended."""
-        job_id = str(data.get("id") or data.get("msg_id") or "")
+        """A ``<service>.job`` event (docs/PROTOCOL.md §9, "Job events"): ``started``,
+        ``progress`` (the caller's update) or ``ended`` (``outcome`` ok, error or cancelled)."""
+        job_id = str(data.get("job") or "")
         if not job_id:
             return
         key = f"{service}/{job_id}"
         job = dict(self.jobs.get(key) or {"id": key, "service": service, "channels": {}})
-        job["command"] = data.get("command", job.get("command", ""))
+        job["command"] = str(data.get("command", job.get("command", "")))
         progress = data.get("progress")
         if isinstance(progress, dict):
             self._take_progress(job, progress)
-        else:
-            self._take_progress(job, data)
-        state = str(data.get("state") or job.get("state", "running"))
-        job["state"] = state
-        if "error" in data:
-            job["error"] = plain(data["error"])
-        if "result" in data:
-            job["result"] = plain(data["result"])
+        if data.get("state") == "ended":
+            outcome = data.get("outcome")
+            job["state"] = {"ok": "done", "cancelled": "cancelled"}.get(str(outcome), "failed")
+            if outcome != "ok":
+                job["error"] = f"{data.get('code', outcome)}: {data.get('message', '')}"
+            if _number(data.get("duration_s")):
+                job["duration_s"] = data["duration_s"]
+        elif job.get("state") not in ENDED:
+            job["state"] = "running"
         job["updated"] = time.time()
         self._put_job(key, job)
 
@@ -375,10 +389,8 @@ class LineView:
             if _number(progress.get(field)):
                 job[field] = progress[field]
         if "channel" in progress and "passed" in progress:
-            job["channels"] = {
-                **job["channels"],
-                str(progress["channel"]): bool(progress["passed"]),
-            }
+            channel = str(progress["channel"])
+            job["channels"] = {**job["channels"], channel: bool(progress["passed"])}
 
     def _update_project(self, service: str, rest: str, data: dict[str, Any]) -> None:
         """FlashRunner's per-channel results: merged into the service's running
@@ -425,8 +437,16 @@ class LineView:
         self._put_job(key, job)
 
     def _put_job(self, key: str, job: dict[str, Any]) -> None:
-        if job["state"] in ENDED and "outcome" not in job:
-            job["outcome"] = job["state"] + (f": {job['error']}" if job.get("error") else "")
+        failed = sorted((c for c, passed in job["channels"].items() if not passed), key=_natural)
+        if job["state"] == "done" and failed:  # it answered, but some channels failed
+            job["state"] = "failed"
+        if job["state"] in ENDED:
+            if failed:
+                job["outcome"] = "failed: channel " + ", ".join(failed)
+            elif job["state"] == "done":
+                job["outcome"] = "done" + (" (all channels passed)" if job["channels"] else "")
+            else:
+                job["outcome"] = job.get("error") or job["state"]  # the error names its code
         self.jobs[key] = job
         self._emit({"type": "job", "job": job})
         ended = [k for k, j in self.jobs.items() if j["state"] in ENDED]
@@ -436,15 +456,23 @@ class LineView:
 
     # ------------------------------------------------------------------ telemetry
 
-    def _add_reading(self, service: str, data: dict[str, Any]) -> None:
-        key = self._stream(service, data)
-        values = numeric_fields(data.get("payload"))
-        if not values:
+    def _add_readings(self, service: str, data: dict[str, Any]) -> None:
+        """A ``<service>.commit.<group>.<stream>`` event: the messages one write stored, as
+        columns; the numeric fields of each JSON payload become a point (the newest
+        ``limits.points`` of a large write)."""
+        payloads, stamps = data.get("payload"), data.get("timestamp")
+        if not isinstance(payloads, list) or not isinstance(stamps, list):
             return
-        ts = data.get("timestamp")
-        point = [ts if _number(ts) else time.time(), values]
-        self.streams[key]["points"].append(point)
-        self._emit({"type": "reading", "stream": key, "point": point})
+        key = self._stream(service, data)
+        kept = self.streams[key]["points"]
+        points = []
+        for ts, payload in list(zip(stamps, payloads, strict=False))[-self.limits.points :]:
+            values = numeric_fields(payload)
+            if values:
+                points.append([ts if _number(ts) else time.time(), values])
+        if points:
+            kept.extend(points)
+            self._emit({"type": "readings", "stream": key, "points": points})
         self._backfill_stream(service, str(data.get("stream_group")), str(data.get("stream")))
 
     def _stream(self, service: str, data: dict[str, Any]) -> str:
@@ -505,10 +533,11 @@ class LineView:
 
 
 def _restarts(row: dict[str, Any], old: dict[str, Any]) -> int:
-    """The broker's restart count when its rows carry one; else registrations after the first."""
-    if _number(row.get("restarts")):
-        return int(row["restarts"])
-    if _number(row.get("registrations")):
-        return max(0, int(row["registrations"]) - 1)
-    restarts = old.get("restarts", 0)
-    return int(restarts) if isinstance(restarts, int) else 0
+    """The broker's restart count (``services()`` rows; presence events carry none)."""
+    restarts = row.get("restarts", old.get("restarts", 0))
+    return int(restarts) if _number(restarts) else 0
+
+
+def _natural(channel: str) -> tuple[int, str]:
+    """Channels in numeric order ("2" before "10")."""
+    return (int(channel), "") if channel.isdigit() else (1 << 30, channel)

@@ -14,39 +14,20 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from actors.flux.fcode import build_fcode
-from actors.flux.testing import random_loopback
-from bus.errors import BusError
-from tests.conftest import (
-    KEY_VARIABLES,
-    ROOT,
-    DemoConfig,
-    Endpoints,
-    Line,
-    Processes,
-    scaled,
-    wait_until,
-)
+from tests.conftest import KEY_VARIABLES, ROOT, DemoLine, Processes, scaled, start_demo_line
 
 pytestmark = pytest.mark.integration
 
 SEEDS = ROOT / "tests" / "seeds"
-#: The demo line's actors the seeds use (its echo actor is not needed, but comes up too).
-SERVICES = ("fr1", "p1", "p2", "discovery", "telemetry", "lab")
 
 
-@dataclass
-class Demo:
-    config: DemoConfig
-    line: Line
-    #: The uuid (hex) of each demo printer by name (p1, p2), as discovery sees it.
-    uuids: dict[str, str]
+class Demo(DemoLine):
+    """The demo line, and a way to run a seed script against it."""
 
     def run(self, name: str, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         """Run tests/seeds/``name`` with ``linebus compat`` in ``workdir``; fail on a non-zero
@@ -76,53 +57,12 @@ class Demo:
         return result
 
 
-def _answers(bus: Any, printer: str) -> bool:
-    try:
-        bus.call(printer, "deviceinfo", timeout=2)
-        return True
-    except BusError:  # not signed in to the printer yet
-        return False
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    folder = tmp_path_factory.mktemp("seeds-demo")
-    # The printers move to loopback addresses of their own and keep FLUX's fixed ports (the
-    # seeds write 23811 as a number), so this line never collides with another demo line.
-    printers = {"127.0.0.2": random_loopback(), "127.0.0.3": random_loopback()}
-    config = DemoConfig.write("demo.toml", folder, hosts=printers)
     processes = Processes()
     try:
-        endpoints = Endpoints(
-            *(
-                config.relocate(address)
-                for address in (
-                    "tcp://127.0.0.1:7750",
-                    "tcp://127.0.0.1:7751",
-                    "tcp://127.0.0.1:7752",
-                )
-            )
-        )
-        line = Line(config.path, endpoints, processes)
-        processes.start("-m", "bus.cli", "up", str(config.path))
-        line.wait_broker(timeout=30)
-        for name in SERVICES:
-            line.wait_up(name, timeout=30)
-        uuids: dict[str, str] = {}
-        with line.client(timeout=5) as bus:
-
-            def printers_seen() -> bool:
-                uuids.update({row["name"]: row["uuid"] for row in bus.call("discovery", "list")})
-                return {"p1", "p2"} <= set(uuids)
-
-            wait_until(printers_seen, scaled(30), "discovery to see p1 and p2")
-            for printer in ("p1", "p2"):  # each actor signs in to its printer in the background
-                wait_until(
-                    lambda printer=printer: _answers(bus, printer),
-                    scaled(30),
-                    f"{printer} connected",
-                )
-        yield Demo(config, line, uuids)
+        started = start_demo_line(tmp_path_factory.mktemp("seeds-demo"), processes)
+        yield Demo(started.config, started.line, started.uuids)
     finally:
         processes.cleanup()
 

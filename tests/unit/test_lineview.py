@@ -14,6 +14,7 @@ import pytest
 
 from bus.actor import command
 from bus.aio import AsyncClient
+from bus.errors import BusError
 from bus.testing import EchoActor, async_wait_until
 from bus.web.lineview import LineView, ViewLimits, numeric_fields, plain
 from tests.unit.inproc_line import WAIT_S, ActorThread, BrokerThread
@@ -115,13 +116,13 @@ async def test_events_readings_and_devices_reach_a_watcher(view: LineView) -> No
     try:
         async with AsyncClient(view.bus.endpoint) as bus:
             await bus.call("echo", "emit", event="note", data={"blob": b"\x00" * 10})
-            reading = {
+            commit = {  # a commit event: the stored messages as columns
                 "stream_group": "g",
                 "stream": "s",
-                "timestamp": time.time(),
-                "payload": b'{"rpm": 1200, "temp": {"in": 40.5}, "ok": true}',
+                "timestamp": [time.time()] * 2,
+                "payload": [b'{"rpm": 1200, "temp": {"in": 40.5}, "ok": true}', b"not json"],
             }
-            await bus.call("telemetry", "emit", event="stream.g.s", data=reading)
+            await bus.call("telemetry", "emit", event="commit.g.s", data=commit)
             gone = {"event": "gone", "uuid": "aa" * 16, "name": "p1"}
             await bus.call("discovery", "emit", event=f"device.{'aa' * 16}", data=gone)
         seen: list[dict[str, Any]] = []
@@ -130,18 +131,18 @@ async def test_events_readings_and_devices_reach_a_watcher(view: LineView) -> No
             batch = await watcher.next_batch(0.2)
             assert batch is not None
             seen.extend(batch)
-            return {c["type"] for c in seen} >= {"event", "reading", "device"}
+            return {c["type"] for c in seen} >= {"event", "readings", "device"}
 
         end = time.monotonic() + WAIT_S
         while not await types():
             assert time.monotonic() < end, f"changes seen: {seen}"
         event = next(c["event"] for c in seen if c["type"] == "event")
         assert event["topic"] == "echo.note" and event["data"] == {"blob": {"bytes": 10}}
-        point = next(c["point"] for c in seen if c["type"] == "reading")
+        (point,) = next(c["points"] for c in seen if c["type"] == "readings")
         assert point[1] == {"rpm": 1200.0, "temp.in": 40.5}
         device = [c["device"] for c in seen if c["type"] == "device"][-1]
         assert device["status"] == "gone"
-        assert not any(e["topic"].endswith("stream.g.s") for e in view.events)  # plotted only
+        assert not any(e["topic"].endswith("commit.g.s") for e in view.events)  # plotted only
     finally:
         watcher.close()
 
@@ -178,14 +179,34 @@ async def test_counters_follow_stats(view: LineView) -> None:
     )
 
 
-async def test_job_events_and_flashrunner_projects(view: LineView) -> None:
-    # Fed by hand (the FlashRunner actor's events as it publishes them), to test the merging.
+async def test_job_events_from_a_running_command(view: LineView) -> None:
+    """echo's ``work`` reports progress: the runtime's job events make it a job with a bar."""
+    async with AsyncClient(view.bus.endpoint) as bus:
+        await bus.call("echo", "work", steps=3, step_s=0.05)
+        with pytest.raises(BusError):
+            await bus.call("echo", "work", steps=1, step_s=5.0, timeout=0.2)
+
+    def ended() -> list[dict[str, Any]]:
+        jobs = [j for j in view.jobs_of("echo") if j["state"] != "running"]
+        return jobs if len(jobs) == 2 else []
+
+    ok, late = sorted(
+        await async_wait_until(ended, WAIT_S, "two echo jobs ended"), key=lambda j: j["updated"]
+    )
+    assert ok["command"] == "work" and (ok["done"], ok["total"]) == (3, 3)
+    assert ok["state"] == "done" and ok["outcome"] == "done"
+    # The deadline ends it in the actor (deadline_exceeded), or the broker's CANCEL first.
+    code = late["outcome"].split(":")[0]
+    assert (late["state"], code) in {("failed", "deadline_exceeded"), ("cancelled", "cancelled")}
+
+
+async def test_flashrunner_project_events_merge_into_the_run(view: LineView) -> None:
+    # The FlashRunner actor's events as it publishes them, fed by hand (tests/web runs the
+    # real one): job started, the channels as they finish, project.done, job ended ok.
+    job = {"job": "m1", "command": "FR_RunProject", "elapsed_s": 0.0}
+    view.apply_event("fr1.job", "fr1", 1, 0.0, {**job, "state": "started"})
     view.apply_event(
-        "fr1.job",
-        "fr1",
-        1,
-        0.0,
-        {"id": "m1", "command": "FR_RunProject", "progress": {"done": 0, "total": 4}},
+        "fr1.job", "fr1", 2, 0.0, {**job, "state": "progress", "progress": {"done": 0, "total": 4}}
     )
     for channel in (1, 2, 3, 4):
         view.apply_event(
@@ -195,9 +216,9 @@ async def test_job_events_and_flashrunner_projects(view: LineView) -> None:
             0.0,
             {"project": "demo.prj", "channel": channel, "passed": channel != 3},
         )
-    (job,) = view.jobs_of("fr1")
-    assert job["channels"] == {"1": True, "2": True, "3": False, "4": True}
-    assert job["state"] == "running"
+    (run,) = view.jobs_of("fr1")
+    assert run["channels"] == {"1": True, "2": True, "3": False, "4": True}
+    assert run["state"] == "running" and run["project"] == "demo.prj"
     view.apply_event(
         "fr1.project.done",
         "fr1",
@@ -209,17 +230,11 @@ async def test_job_events_and_flashrunner_projects(view: LineView) -> None:
             "errors": {"3": "VERIFY"},
         },
     )
-    (job,) = view.jobs_of("fr1")
-    assert job["state"] == "failed" and job["outcome"] == "failed: channel 3"
-    # A job that fails with an error.
     view.apply_event(
-        "echo.job",
-        "echo",
-        1,
-        0.0,
-        {"id": "m2", "command": "work", "state": "failed", "error": "cancelled"},
+        "fr1.job", "fr1", 3, 0.0, {**job, "state": "ended", "outcome": "ok", "duration_s": 2.0}
     )
-    assert view.jobs["echo/m2"]["outcome"] == "failed: cancelled"
+    (run,) = view.jobs_of("fr1")
+    assert run["state"] == "failed" and run["outcome"] == "failed: channel 3"
 
 
 def test_numeric_fields_and_plain() -> None:

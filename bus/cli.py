@@ -210,6 +210,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    """A live view of the line (bus/terminal/top.py); ``--once`` prints one frame."""
+    from bus.terminal.top import run_top
+
+    with _client(args) as bus:
+        endpoint = args.endpoint or "tcp://127.0.0.1:7750"
+        return run_top(bus, endpoint=endpoint, once=args.once, interval=args.interval)
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the broker (or ``args.service``) is up, 1 when the service is not, 3 when the
     broker does not answer: the health check of a container, or of a script's wait loop."""
@@ -636,6 +645,26 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, parents=[common], help=text)
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "top",
+        parents=[connection],
+        help="a live view of the line: actors, restarts, running jobs, request rates (q quits)",
+    )
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=1.0,
+        help="seconds between refreshes (default 1)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=5.0,
+        help="seconds to wait for the broker's answers (default 5)",
+    )
+    p.set_defaults(func=cmd_top)
 
     p = sub.add_parser(
         "health",

@@ -55,11 +55,16 @@ class EchoActor(Actor):
         return a + b
 
     @command
-    async def work(self, steps: int, step_s: float, ctx: CommandContext) -> dict[str, int]:
-        """Run ``steps`` steps of ``step_s`` seconds each, reporting progress after each one."""
+    async def work(
+        self, steps: int, step_s: float, ctx: CommandContext, fail_at: int = 0
+    ) -> dict[str, int]:
+        """Run ``steps`` steps of ``step_s`` seconds each, reporting progress after each one;
+        with ``fail_at`` > 0, fail with ``device_fault`` after that step."""
         for i in range(steps):
             await asyncio.sleep(step_s)
             ctx.progress({"done": i + 1, "total": steps})
+            if i + 1 == fail_at:
+                raise DeviceFault(f"failed at step {fail_at}", device_code="SIMULATED")
         return {"steps": steps}
 
     @command

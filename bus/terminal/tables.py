@@ -12,7 +12,14 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["ago", "print_stats", "print_table", "services_table"]
+__all__ = [
+    "ago",
+    "make_console",
+    "print_renderable",
+    "print_stats",
+    "print_table",
+    "services_table",
+]
 
 
 def print_table(
@@ -34,21 +41,34 @@ def print_table(
         table.add_column(header, no_wrap=True, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*row)
-    _print(table, out=out, tty=tty, title=title)
+    print_renderable(table, out=out, tty=tty, title=title)
 
 
-def _print(renderable: Any, *, out: TextIO | None, tty: bool | None, title: str | None) -> None:
+def make_console(out: TextIO, tty: bool) -> Any:
+    """A rich Console on ``out``: colours on a terminal; plain and never wrapped in a pipe."""
     from rich.console import Console
 
-    out = out or sys.stdout
-    tty = out.isatty() if tty is None else tty
-    console = Console(
+    return Console(
         file=out,
         force_terminal=tty,
         no_color=not tty,
         highlight=False,
         width=None if tty else 10_000,
     )
+
+
+def print_renderable(
+    renderable: Any,
+    *,
+    out: TextIO | None = None,
+    tty: bool | None = None,
+    title: str | None = None,
+) -> None:
+    """Print a rich renderable (under a ``title`` line): as it is on a terminal, as plain text
+    without trailing blanks in a pipe."""
+    out = out or sys.stdout
+    tty = out.isatty() if tty is None else tty
+    console = make_console(out, tty)
     if tty:
         if title:
             console.print(title, style="bold", markup=False)

@@ -460,7 +460,10 @@ class TestListings:
         )
         assert "  add(a: int, b: int = 0) -> int" in lines
         assert "      Return ``a + b`` (exercises argument validation)." in lines
-        assert "  work(steps: int, step_s: float) -> dict[str, int] [progress]" in lines
+        assert (
+            "  work(steps: int, step_s: float, fail_at: int = 0) -> dict[str, int] [progress]"
+            in lines
+        )
         assert "  echo(value: any = None) -> any" in lines
         assert "  crash() -> nil" in lines
         fail = "  fail(code: str = 'device_fault', message: str = 'simulated failure') -> nil"

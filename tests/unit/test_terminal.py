@@ -20,7 +20,9 @@ from bus.terminal.progress import (
     format_fields,
     progress_view,
 )
-from bus.terminal.tables import print_stats, print_table, services_table
+from bus.terminal.tables import print_renderable, print_stats, print_table, services_table
+from bus.terminal.top import render
+from bus.terminal.topstate import KEEP_ENDED_S, TopState
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -154,3 +156,68 @@ class TestTables:
             "BROKER    VALUE\nuptime_s    1.5" in text and "LATENCY  VALUE\np99_ms    1.25" in text
         )
         assert "X\nnone" in text
+
+
+class TestTop:
+    """``linebus top``'s state and frame from given inputs (the loop: integration tests)."""
+
+    ROWS = (
+        {"name": "echo1", "kind": "echo", "state": "up", "since": 900.0, "pid": 11, "restarts": 1},
+        {"name": "fr1", "kind": "flashrunner", "state": "up", "since": 400.0, "pid": 12},
+    )
+
+    def frame(self, state: TopState) -> list[str]:
+        out = io.StringIO()
+        print_renderable(render(state, endpoint="tcp://x:1", tty=False, now_wall=1000.0), out=out)
+        return out.getvalue().splitlines()
+
+    def test_a_frame_shows_the_broker_the_actors_and_the_jobs(self) -> None:
+        clock = FakeClock()
+        state = TopState(clock=clock)
+        state.on_services([dict(r) for r in self.ROWS])
+        state.on_stats({"uptime_s": 65, "routed": {"request": 10}, "dropped": {}, "inflight": 1})
+        clock.now += 2
+        state.on_stats(
+            {"uptime_s": 67, "routed": {"request": 30}, "dropped": {"busy": 1}, "inflight": 1}
+        )
+        state.on_job("fr1", {"job": "j1", "command": "run", "state": "started", "elapsed_s": 0})
+        for done in (10, 30):
+            clock.now += 1
+            state.on_job(
+                "fr1",
+                {"job": "j1", "command": "run", "state": "progress", "elapsed_s": 1,
+                 "progress": {"done": done, "total": 100, "channel": 2}},
+            )  # fmt: skip
+        header, rates, _, actors, echo1, fr1, _, jobs, job = self.frame(state)
+        assert header == "linebus top  tcp://x:1  broker up 1:07  services 2 up / 2"
+        assert rates.startswith("requests 10.0/s  replies 0.0/s") and "dropped 0.5/s" in rates
+        assert actors.split() == ["NAME", "KIND", "STATE", "UPTIME", "RESTARTS", "PID"]
+        assert echo1.split() == ["echo1", "echo", "up", "1:40", "1", "11"]
+        assert fr1.split() == ["fr1", "flashrunner", "up", "10:00", "-", "12"]  # no restarts key
+        assert jobs.split() == ["SERVICE", "COMMAND", "PROGRESS", "DONE", "RATE", "LEFT", "TIME"]
+        assert job.split() == [
+            "fr1", "run", "######..............", "30%", "30/100", "20.0/s", "0:04", "0:02",
+            "channel=2",
+        ]  # fmt: skip
+
+    def test_an_ended_job_shows_its_outcome_for_a_while_and_a_lost_actor_ends_its_job(
+        self,
+    ) -> None:
+        clock = FakeClock()
+        state = TopState(clock=clock)
+        state.on_services([dict(r) for r in self.ROWS])
+        base = {"command": "run", "elapsed_s": 0}
+        state.on_job("echo1", {**base, "job": "a", "state": "started"})
+        state.on_job("fr1", {**base, "job": "b", "state": "started"})
+        state.on_job("echo1", {**base, "job": "a", "state": "ended", "outcome": "error",
+                               "code": "device_fault", "duration_s": 2.0})  # fmt: skip
+        assert [(j.job, j.outcome) for j in state.jobs()] == [("b", None), ("a", "error")]
+        assert self.frame(state)[-1].split() == ["echo1", "run", "0:02", "error", "device_fault"]
+        state.on_services([dict(self.ROWS[0]), {**self.ROWS[1], "state": "down"}])
+        assert [(j.job, j.outcome) for j in state.jobs()] == [("a", "error"), ("b", "lost")]
+        clock.now += KEEP_ENDED_S + 1
+        assert state.jobs() == []
+        state.on_job("fr1", ["not", "a", "map"])  # ignored
+        state.on_job("fr1", {"state": "started"})  # no job id: ignored
+        assert state.jobs() == []
+        assert self.frame(state)[-1].split() == ["no", "jobs", "running"]

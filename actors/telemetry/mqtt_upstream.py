@@ -57,6 +57,7 @@ __all__ = [
     "reported_topic",
     "telemetry_filter",
     "telemetry_topic",
+    "user_properties",
 ]
 
 log = structlog.get_logger()
@@ -112,13 +113,17 @@ class _UserProperties(Properties):
     0x26) = a pair of UTF-8 strings, each a 2-byte length and the bytes (MQTT 5.0 §3.3.2.3.7).
     """
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+    def __init__(self, pairs: list[tuple[str, str]], body: bytes | None = None) -> None:
         # Not Properties.__init__ nor its validating __setattr__ (a third of the forwarder's
         # time per message, profiled): the tables it would build are the same every time.
-        self.__dict__.update(_PUBLISH_TABLES)
-        body = b"".join(b"\x26" + _utf8(key) + _utf8(value) for key, value in pairs)
-        object.__setattr__(self, "UserProperty", pairs)
-        object.__setattr__(self, "_packed", _varint(len(body)) + body)
+        # ``body``: the pairs already encoded (``_pair`` each, in order), by a caller that
+        # encodes their constant parts once.
+        attributes = self.__dict__
+        attributes.update(_PUBLISH_TABLES)
+        if body is None:
+            body = b"".join(_pair(key, value) for key, value in pairs)
+        attributes["UserProperty"] = pairs
+        attributes["_packed"] = _varint(len(body)) + body
 
     def pack(self) -> bytes:
         """The encoded properties (length and body)."""
@@ -135,14 +140,56 @@ def _utf8(text: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
+def _pair(key: str, value: str) -> bytes:
+    """One user property: its identifier, then the key and the value as UTF-8 strings."""
+    return b"\x26" + _utf8(key) + _utf8(value)
+
+
+_MESSAGE_ID_PAIR = _pair("message_id", "")[:-2]  # up to the value's length
+_TS_PAIR = _pair("ts", "")[:-2]
+_ID_KEYS = ("spotflow_message_id", "batch_id", "batch_slice_id", "chunk_id")
+_NO_IDS = (None, None, None, None)
+
+
 def _varint(n: int) -> bytes:
     """MQTT's variable byte integer (MQTT 5.0 §1.5.5)."""
+    if n < 128:
+        return bytes((n,))
     out = bytearray()
     while True:
         byte, n = n % 128, n // 128
         out.append(byte | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+def user_properties(device_id: str, message: StoredMessage, encoding: str | None) -> Properties:
+    """The MQTT 5 user properties of one telemetry message, encoded once: ``message_id``,
+    ``ts``, then ``content_encoding`` when compressed and the Spotflow ids that are set.
+
+    The two that every message has are assembled from bytes encoded once (this runs for every
+    message forwarded)."""
+    mid = message_id(device_id, message.seq)
+    ts = repr(message.timestamp)
+    mid_raw, ts_raw = mid.encode(), ts.encode()
+    body = (
+        _MESSAGE_ID_PAIR
+        + len(mid_raw).to_bytes(2, "big")
+        + mid_raw
+        + _TS_PAIR
+        + len(ts_raw).to_bytes(2, "big")
+        + ts_raw
+    )
+    user = [("message_id", mid), ("ts", ts)]
+    ids = (message.message_id, message.batch_id, message.batch_slice_id, message.chunk_id)
+    if encoding or ids != _NO_IDS:  # rare: readings carry neither
+        extra = [("content_encoding", encoding)] if encoding else []
+        extra += [
+            (key, value) for key, value in zip(_ID_KEYS, ids, strict=True) if value is not None
+        ]
+        user += extra
+        body += b"".join(_pair(key, value) for key, value in extra)
+    return _UserProperties(user, body)
 
 
 class MqttUpstream:
@@ -404,7 +451,7 @@ class MqttUpstream:
         batch: list[tuple[str, bytes, bool, Properties | None]] = []
         for message in upload.messages:
             body, encoding = compress(message.payload, message.compression)
-            batch.append((topic, body, False, self._props(message, encoding)))
+            batch.append((topic, body, False, user_properties(self._device, message, encoding)))
         outcome = self._publish_all(batch)
         acked = tuple(
             message.seq
@@ -418,24 +465,6 @@ class MqttUpstream:
         if refusals:
             raise BadRequest(f"{topic}: the broker refused the messages: {refusals}")
         raise Unavailable(f"{topic}: {_NO_PUBACK}")
-
-    def _props(self, message: StoredMessage, encoding: str | None) -> Properties:
-        """The MQTT 5 user properties of one message (``message_id`` first)."""
-        user = [
-            ("message_id", message_id(self._device, message.seq)),
-            ("ts", repr(message.timestamp)),
-        ]
-        if encoding:
-            user.append(("content_encoding", encoding))
-        for key, value in (
-            ("spotflow_message_id", message.message_id),
-            ("batch_id", message.batch_id),
-            ("batch_slice_id", message.batch_slice_id),
-            ("chunk_id", message.chunk_id),
-        ):
-            if value is not None:
-                user.append((key, value))
-        return _UserProperties(user)
 
     def close(self) -> None:
         """Disconnect (the session stays on the broker for ``session_expiry_s``), end the thread."""

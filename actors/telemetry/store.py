@@ -68,6 +68,7 @@ _KINDS = (
     MessageKind.COMPLETE_MESSAGE,
 )  # column value = index
 _KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
+_COMPRESSIONS = {int(c): c for c in Compression}
 _MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StoredMessage))
 # The StoredMessage fields in order; the stream's names come from the streams table.
 _SELECT = (
@@ -158,10 +159,24 @@ def _entry_size(entry: _Entry) -> int:
 
 
 def _stored(row: tuple[Any, ...]) -> StoredMessage:
-    fields = dict(zip(_MESSAGE_FIELDS, row, strict=True))
-    fields.update(kind=_KINDS[fields["kind"]], compression=Compression(fields["compression"]))
-    fields.update(payload=bytes(fields["payload"]), state=_STATE_NAMES[fields["state"]])
-    return StoredMessage(**fields)
+    # Positional, with table lookups for the enums: this runs once per message of every upload.
+    seq, group, stream, stream_seq, message_id, batch_id, slice_id, chunk_id = row[:8]
+    kind, compression, timestamp, payload, state = row[8:]
+    return StoredMessage(
+        seq=seq,
+        stream_group=group,
+        stream=stream,
+        stream_seq=stream_seq,
+        message_id=message_id,
+        batch_id=batch_id,
+        batch_slice_id=slice_id,
+        chunk_id=chunk_id,
+        kind=_KINDS[kind],
+        compression=_COMPRESSIONS[compression],
+        timestamp=timestamp,
+        payload=payload if type(payload) is bytes else bytes(payload),
+        state=_STATE_NAMES[state],
+    )
 
 
 class TelemetryStore:
@@ -185,6 +200,10 @@ class TelemetryStore:
         self._lock = threading.RLock()
         self.quota_bytes = quota_bytes
         self.overflow = OverflowPolicy(overflow)
+        # The upload claimed and not completed: (upload_id, stream_id, first and last
+        # stream_seq). Unknown (a scan finds it) until the first claim after opening.
+        self._claim: tuple[str, int, int, int] | None = None
+        self._claim_known = False
         self._load_counters()
 
     def _load_counters(self) -> None:
@@ -698,15 +717,17 @@ class TelemetryStore:
         of payload (always at least one message).
         """
         with self._writing() as conn:
-            row = conn.execute(
-                "SELECT upload_id FROM messages"
-                " WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1"
-            ).fetchone()
-            if row is not None:
+            if not self._claim_known:
+                self._claim = self._find_claim(conn)
+                self._claim_known = True
+            if self._claim is not None:
+                upload_id, *span = self._claim
                 rows = conn.execute(
-                    f"{_SELECT} WHERE m.upload_id = ? AND m.state = 0 ORDER BY m.seq", (row[0],)
+                    f"{_SELECT} WHERE m.stream_id = ? AND m.stream_seq BETWEEN ? AND ?"
+                    " AND m.upload_id = ? AND m.state = 0 ORDER BY m.stream_seq",
+                    (*span, upload_id),
                 )
-                return self._upload(row[0], [_stored(r) for r in rows])
+                return self._upload(upload_id, [_stored(r) for r in rows])
             head = conn.execute(
                 "SELECT stream_id, stream_seq FROM messages WHERE state = 0 ORDER BY seq LIMIT 1"
             ).fetchone()
@@ -729,11 +750,32 @@ class TelemetryStore:
                 messages.append(message)
                 total += len(message.payload)
             upload_id = uuid.uuid4().hex
-            conn.executemany(
-                "UPDATE messages SET upload_id = ? WHERE seq = ?",
-                [(upload_id, m.seq) for m in messages],
+            # The messages are the pending ones of this stream_seq range, so one statement
+            # claims them (not one per message).
+            claim = (upload_id, head[0], messages[0].stream_seq, messages[-1].stream_seq)
+            conn.execute(
+                "UPDATE messages SET upload_id = ?"
+                " WHERE stream_id = ? AND stream_seq BETWEEN ? AND ? AND state = 0",
+                claim,
             )
-            return self._upload(upload_id, messages)
+        self._claim = claim  # committed
+        return self._upload(upload_id, messages)
+
+    @staticmethod
+    def _find_claim(conn: sqlite3.Connection) -> tuple[str, int, int, int] | None:
+        """The claimed, uncompleted upload stored (left by an earlier process), if any."""
+        row = conn.execute(
+            "SELECT upload_id, stream_id FROM messages"
+            " WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        first, last = conn.execute(
+            "SELECT min(stream_seq), max(stream_seq) FROM messages"
+            " WHERE stream_id = ? AND upload_id = ? AND state = 0",
+            (row[1], row[0]),
+        ).fetchone()
+        return (row[0], row[1], first, last)
 
     @staticmethod
     def _upload(upload_id: str, messages: Sequence[StoredMessage]) -> Upload:
@@ -753,24 +795,18 @@ class TelemetryStore:
         rejected = dict(rejected or {})
         now = time.time()
         with self._lock:
+            claim = self._claim if self._claim_known else None
+            if claim is None or claim[0] != upload_id:  # not the claimed one: find its rows
+                claim = self._find_upload(upload_id)
             with self._writing() as conn:
-                done = conn.executemany(
-                    "UPDATE messages SET state = 1, forwarded_at = ?"
-                    " WHERE upload_id = ? AND seq = ? AND state = 0",
-                    [(now, upload_id, seq) for seq in acked],
-                ).rowcount
-                refused = conn.executemany(
-                    "UPDATE messages SET state = 2, forwarded_at = ?"
-                    " WHERE upload_id = ? AND seq = ? AND state = 0",
-                    [(now, upload_id, seq) for seq in rejected],
-                ).rowcount
-                conn.execute(
-                    "UPDATE messages SET upload_id = NULL WHERE upload_id = ? AND state = 0",
-                    (upload_id,),
-                )
+                done = refused = 0
+                if claim is not None:
+                    done, refused = self._settle(conn, claim, now, acked, rejected)
                 self._count(conn, "forwarded", done)
                 self._count(conn, REJECTED_UPSTREAM, refused)
             # Committed (a failed commit raised above): the counters follow.
+            if self._claim is not None and self._claim[0] == upload_id:
+                self._claim = None
             self._states[_PENDING] -= done + refused
             self._states[_FORWARDED] += done
             self._states[_REJECTED] += refused
@@ -782,6 +818,48 @@ class TelemetryStore:
                 reasons=sorted(set(rejected.values())),
             )
         return done + refused
+
+    def _find_upload(self, upload_id: str) -> tuple[str, int, int, int] | None:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT stream_id, min(stream_seq), max(stream_seq) FROM messages"
+                " WHERE upload_id = ? AND state = 0",
+                (upload_id,),
+            ).fetchone()
+        return None if row is None or row[0] is None else (upload_id, *row)
+
+    @staticmethod
+    def _settle(
+        conn: sqlite3.Connection,
+        claim: tuple[str, int, int, int],
+        now: float,
+        acked: Iterable[int],
+        rejected: Mapping[int, str],
+    ) -> tuple[int, int]:
+        """Mark an upload's acked messages forwarded, its rejected ones rejected, release the
+        rest; returns (forwarded, rejected). Seqs not pending in the upload are ignored."""
+        where = (
+            " WHERE stream_id = ? AND stream_seq BETWEEN ? AND ? AND upload_id = ? AND state = 0"
+        )
+        upload_id, *span = claim
+        scope = (*span, upload_id)
+        acked = set(acked)
+        if not rejected and acked.issuperset(
+            seq for (seq,) in conn.execute(f"SELECT seq FROM messages{where}", scope)
+        ):
+            # Every message acked, the usual answer: one statement for all of them.
+            cursor = conn.execute(
+                f"UPDATE messages SET state = 1, forwarded_at = ?{where}", (now, *scope)
+            )
+            return cursor.rowcount, 0
+        by_seq = (
+            "UPDATE messages SET state = ?, forwarded_at = ?"
+            " WHERE upload_id = ? AND seq = ? AND state = 0"
+        )
+        done = conn.executemany(by_seq, [(1, now, upload_id, seq) for seq in acked]).rowcount
+        refused = conn.executemany(by_seq, [(2, now, upload_id, seq) for seq in rejected]).rowcount
+        conn.execute(f"UPDATE messages SET upload_id = NULL{where}", scope)
+        return done, refused
 
     # -- registration -------------------------------------------------------------------------
 

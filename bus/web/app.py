@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -54,6 +55,7 @@ def create_app(settings: WebSettings) -> Starlette:
             Mount("/", app=StaticFiles(directory=STATIC, html=True), name="static"),
         ],
         middleware=[Middleware(TokenGate, tokens=settings.tokens)],
+        exception_handlers={HTTPException: gateway.http_error},
         lifespan=lifespan,
     )
     app.state.web = state

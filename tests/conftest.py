@@ -205,6 +205,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_mqtt_demo.py": "the MQTT demo config is plaintext (like demo.toml)",
     "tests/integration/test_mqtt_plant.py": "three lines' bridges on one Mosquitto: the MQTT "
     "side is the same with CURVE, and test_mqtt_bridge runs a bridge under CURVE",
+    "tests/integration/test_web_gateway.py": "its own secured line (CURVE, access list, tokens)",
     "tests/faults/": "its own secured line: the demo line with CURVE (configs/demo-secure.toml)",
 }
 

@@ -35,10 +35,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Message
 
-from bus.aio import AsyncClient
+from bus.aio import AsyncClient, AsyncSubscription
 from bus.errors import BadRequest, BusError
 from bus.web.codec import from_json, sse, to_json
 from bus.web.openapi import document
@@ -286,13 +286,16 @@ def routes(state: WebState) -> list[BaseRoute]:
     async def openapi(request: Request) -> Response:
         return JSONResponse(document(state.settings))
 
-    return [
-        Route("/api/openapi.json", openapi, methods=["GET"]),
-        Route("/api/services", typed(services), methods=["GET"]),
-        Route("/api/services/{name}", typed(describe), methods=["GET"]),
-        Route("/api/call/{service}/{command}", typed(call), methods=["POST"]),
-        Route("/api/events", typed(events), methods=["GET"]),
+    # One mount, so that every /api/ path is answered here (404, or 405 with the route's own
+    # Allow header), never by the page's static files behind it.
+    api = [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/services", typed(services), methods=["GET"]),
+        Route("/services/{name}", typed(describe), methods=["GET"]),
+        Route("/call/{service}/{command}", typed(call), methods=["POST"]),
+        Route("/events", typed(events), methods=["GET"]),
     ]
+    return [Mount("/api", routes=api)]
 
 
 def _unencodable(exc: Exception) -> BadRequest:
@@ -343,7 +346,7 @@ def _error_event(exc: BusError) -> str:
     return sse(body, "error")
 
 
-async def _event_stream(subscription: Any, prefixes: list[str]) -> AsyncIterator[str]:
+async def _event_stream(subscription: AsyncSubscription, prefixes: list[str]) -> AsyncIterator[str]:
     """Events as SSE: ``event: ready`` once subscribed, then one unnamed event per bus event
     (``topic``, ``src``, ``seq``, ``ts``, ``data``), each preceded by ``event: gap`` when events
     of its topic were lost before it (``missed``); a comment every ``KEEPALIVE_S`` when idle."""

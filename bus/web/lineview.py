@@ -45,6 +45,11 @@ Change = dict[str, Any]
 
 #: Job states that end a job (the page shows its outcome and keeps it a while).
 ENDED = frozenset({"done", "failed", "cancelled"})
+#: FLUX status labels (fluxclient's) while a print runs, and those that end one.
+PRINT_RUNNING = frozenset(
+    {"STARTING", "RUNNING", "RESUMING", "PAUSING", "PAUSED", "COMPLETING", "ABORTING"}
+)
+PRINT_ENDS = {"COMPLETED": "done", "ABORTED": "cancelled"}
 
 
 @dataclass(frozen=True)
@@ -322,6 +327,8 @@ class LineView:
                 self._update_job(src, data)
             elif rest in ("project.channel", "project.done"):
                 self._update_project(src, rest, data)
+            elif rest == "status" and "label" in data and "prog" in data:
+                self._update_print(src, data)
             elif rest.startswith("commit."):
                 self._add_readings(src, data)
                 return  # readings are plotted, not logged: they would flood the log
@@ -434,6 +441,39 @@ class LineView:
             job["total"] = max(len(job["channels"]), int(job.get("total", 0) or 0))
             job["done"] = len(job["channels"])
         job["updated"] = time.time()
+        self._put_job(key, job)
+
+    def _update_print(self, service: str, data: dict[str, Any]) -> None:
+        """A FLUX printer's ``<service>.status`` (the actor polls it while a task runs): the
+        print as a job, ``prog`` (0-1) as percent, ended by COMPLETED or ABORTED."""
+        label = str(data["label"])
+        key = f"{service}/print"
+        old = self.jobs.get(key)
+        if label in PRINT_ENDS:
+            if old is None or old["state"] in ENDED:
+                return  # a status at rest, no print followed
+            state = PRINT_ENDS[label]
+        elif label in PRINT_RUNNING:
+            state = "running"
+        else:
+            return  # idle, occupied by maintenance or a scan: no print
+        if old is None or (old["state"] in ENDED and state == "running"):
+            job: dict[str, Any] = {
+                "id": key,
+                "service": service,
+                "command": "print",
+                "channels": {},
+            }
+        else:
+            job = dict(old)
+        job.update(state=state, detail=label, total=100, updated=time.time())
+        if _number(data["prog"]):
+            job["done"] = round(100 * min(1.0, max(0.0, float(data["prog"]))))
+        if state == "done":
+            job["done"] = 100
+        errors = data.get("error")
+        if isinstance(errors, list) and errors:
+            job["error"] = ", ".join(str(e) for e in errors)
         self._put_job(key, job)
 
     def _put_job(self, key: str, job: dict[str, Any]) -> None:

@@ -237,6 +237,20 @@ async def test_flashrunner_project_events_merge_into_the_run(view: LineView) -> 
     assert run["state"] == "failed" and run["outcome"] == "failed: channel 3"
 
 
+async def test_flux_print_status_is_a_job(view: LineView) -> None:
+    # The FLUX actor's status events while a print runs (fed by hand).
+    for label, prog in [("IDLE", 0.0), ("RUNNING", 0.25), ("PAUSED", 0.5), ("COMPLETED", 1.0)]:
+        status = {"st_id": 0, "st_label": label, "label": label, "prog": prog, "error": []}
+        view.apply_event("p1.status", "p1", 1, 0.0, status)
+        if label == "PAUSED":
+            (job,) = view.jobs_of("p1")
+            assert (job["state"], job["done"], job["detail"]) == ("running", 50, "PAUSED")
+    (job,) = view.jobs_of("p1")
+    assert (job["state"], job["done"], job["outcome"]) == ("done", 100, "done")
+    view.apply_event("p1.status", "p1", 2, 0.0, {**status, "label": "ABORTED"})  # no new print
+    assert len(list(view.jobs_of("p1"))) == 1
+
+
 def test_numeric_fields_and_plain() -> None:
     assert numeric_fields(b'{"a": 1, "b": "x", "c": false, "d": {"e": 2.5}}') == {
         "a": 1.0,

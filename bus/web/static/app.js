@@ -195,7 +195,8 @@ function renderJob(job) {
     ? `${Math.floor((100 * (job.done ?? 0)) / job.total)} %  (${job.done ?? 0} of ${job.total})` : "";
   box.replaceChildren(
     el("div", { className: "job-title" },
-      el("strong", {}, job.service), " ", job.command || "", job.project ? ` ${job.project}` : ""),
+      el("strong", {}, job.service), " ", job.command || "", job.project ? ` ${job.project}` : "",
+      job.detail ? el("span", { className: "muted" }, ` ${job.detail}`) : ""),
     el("div", { className: "job-bar" }, bar, el("span", { className: "job-count" }, label)),
     el("div", { className: "channels" }, ...channels),
     el("div", { className: "outcome " + (job.state || "") }, job.outcome || job.state || ""),
@@ -326,7 +327,7 @@ async function loadDescription() {
   if (!service) return;
   const response = await fetch(`api/services/${encodeURIComponent(service)}`, { headers: headers() });
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) { showError(body); return; }
+  if (!response.ok) { showError(body.error ? body : { code: "http_" + response.status, message: response.statusText }); return; }
   if ($("service").value !== service) return; // another service was picked meanwhile
   description = body;
   const commands = Object.keys(body.commands || {}).sort();
@@ -437,13 +438,13 @@ $("console").onsubmit = async (submit) => {
       showProgress(null);
       await readEvents(response, (name, data) => {
         if (name === "progress") showProgress(data);
-        else if (name === "result") showResult(data);
+        else if (name === "result") showResult(data.result);
         else if (name === "error") showError(data);
       });
     } else {
-      const body = await response.json().catch(() => ({ error: { code: "http_" + response.status, message: response.statusText } }));
-      if (response.ok) showResult(body.result !== undefined ? body.result : body);
-      else showError(body);
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) showResult(body.result);
+      else showError(body.error ? body : { code: "http_" + response.status, message: response.statusText });
     }
   } catch (failure) {
     showError({ code: "network", message: String(failure) });

@@ -172,6 +172,9 @@ function renderCounters() {
 
 // ------------------------------------------------------------------ jobs
 
+const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
+const count = (n) => (n >= 10000 ? compact.format(n) : String(n));
+
 function renderJobs() {
   $("no-jobs").hidden = state.jobs.size > 0;
   for (const job of state.jobs.values()) renderJob(job);
@@ -192,7 +195,7 @@ function renderJob(job) {
     el("span", { className: "channel " + (passed ? "passed" : "failed"), dataset: { channel: c } },
       `ch ${c} ${passed ? "passed" : "failed"}`));
   const label = job.total > 0
-    ? `${Math.floor((100 * (job.done ?? 0)) / job.total)} %  (${job.done ?? 0} of ${job.total})` : "";
+    ? `${Math.floor((100 * (job.done ?? 0)) / job.total)} %  (${count(job.done ?? 0)} of ${count(job.total)})` : "";
   box.replaceChildren(
     el("div", { className: "job-title" },
       el("strong", {}, job.service), " ", job.command || "", job.project ? ` ${job.project}` : "",

@@ -260,7 +260,7 @@ class Requests:
                     if isinstance(exc, BusError):
                         raise
                     raise DeadlineExceeded("did not finish before the deadline") from None
-            self._reply(msg_id, result)
+            error = self._reply(msg_id, result)
         except asyncio.CancelledError:
             error = Cancelled("cancelled by the caller")
             self.reply_error(msg_id, error)
@@ -311,13 +311,16 @@ class Requests:
         self._log.error("command_crashed", msg_id=msg_id, command=spec.name, exc_info=exc)
         return InternalError(f"internal error in {self._service} (see its log, msg_id {msg_id})")
 
-    def _reply(self, msg_id: str, result: Any) -> None:
+    def _reply(self, msg_id: str, result: Any) -> BusError | None:
+        """Answer with ``result``; None, or the error answered instead (it cannot be encoded)."""
         try:
             frames = protocol.encode_reply(msg_id, result)
         except TypeError as exc:
-            self.reply_error(msg_id, InternalError(f"result cannot be encoded: {exc}"))
-            return
+            error = InternalError(f"result cannot be encoded: {exc}")
+            self.reply_error(msg_id, error)
+            return error
         self._send(frames)
+        return None
 
     def reply_error(self, msg_id: str, exc: BusError) -> None:
         """Answer request ``msg_id`` with the error ``exc``."""

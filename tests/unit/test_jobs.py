@@ -101,6 +101,10 @@ class Worker:
     def plain(self) -> str:
         return "ok"
 
+    @command
+    async def unencodable(self, ctx: CommandContext) -> Any:
+        return object()  # msgpack cannot encode it: the caller gets internal
+
 
 class Harness:
     def __init__(self) -> None:
@@ -166,3 +170,14 @@ async def test_a_job_ends_ok_error_or_cancelled_and_a_plain_command_publishes_no
     assert [e["state"] for e in cancelled] == ["started", "progress", "progress", "ended"]
     assert (cancelled[-1]["outcome"], cancelled[-1]["code"]) == ("cancelled", "cancelled")
     assert cancelled[-1]["duration_s"] >= 0
+
+
+async def test_a_job_whose_result_cannot_be_encoded_ends_in_error() -> None:
+    h = Harness()
+    h.request("u-1", "unencodable", {})
+    await async_wait_until(lambda: h.final("u-1") == protocol.Kind.ERROR, WAIT_S, "the error")
+    assert h.published.states() == ["started", "ended"]
+    assert (h.published.events[-1]["outcome"], h.published.events[-1]["code"]) == (
+        "error",
+        "internal",
+    )

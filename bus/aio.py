@@ -15,7 +15,7 @@ import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -91,7 +91,7 @@ class AsyncCall:
 
     async def result(self) -> Any:
         """Wait for the end of the call; return its result or raise its typed error."""
-        await self._client._wait(self._state, self._done)
+        await self._client._wait(self._state, self._done, shared=True)
         return self._state.outcome()
 
     def __await__(self) -> Any:
@@ -258,10 +258,27 @@ class AsyncSubscription:
             self._sock.close(linger=0)
 
 
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+
+
+def _drop(_update: Any) -> None:
+    """Progress of a ``call`` made without a ``progress`` callback: nobody reads it."""
+
+
 class AsyncClient:
     """An asyncio connection to a linebus broker; arguments as for ``bus.client.Client``
     (``keys`` too: None takes them from the environment, and a broker that refuses the
-    handshake fails calls with ``Unauthenticated`` at once)."""
+    handshake fails calls with ``Unauthenticated`` at once).
+
+    How it reads: the command socket is a plain pyzmq socket whose file descriptor the event
+    loop watches (``loop.add_reader``); each wake-up drains every answer already queued and
+    resolves the futures of the calls they end, with no future, task or coroutine per frame.
+    ZeroMQ's descriptor signals a change of the socket's state, not the data, so every send
+    looks at the socket's events afterwards (``_pump``): a send may have consumed the signal
+    of an answer that arrived meanwhile."""
 
     def __init__(
         self,
@@ -275,9 +292,14 @@ class AsyncClient:
         self.keys = resolve_keys(keys)
         self._ctx = zmq.asyncio.Context.instance()
         self._core = CallCore(timeout)
-        self._waiters: dict[str, tuple[asyncio.Future[None], asyncio.Queue[Any]]] = {}
-        self._sock: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task[None] | None = None
+        #: The future each waiting call is resolved through, by msg_id.
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._sock: zmq.Socket[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+        self._pumping = False
+        #: Sends waiting for the socket to accept a message (no connection yet).
+        self._writable: list[asyncio.Future[None]] = []
         self._watch = HandshakeWatch(self.endpoint, self.keys, on_connection=self._on_connection)
         self._monitor: zmq.asyncio.Socket | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -294,13 +316,16 @@ class AsyncClient:
         """Connect (done by ``async with``)."""
         if self._sock is not None:
             return
-        sock = self._ctx.socket(zmq.DEALER)
+        # A plain socket in the asyncio context: its monitor (made by the context) is an
+        # asyncio socket, while the command socket itself is read by _pump.
+        sock: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
         sock.linger = 0
         sock.sndhwm = sock.rcvhwm = 100_000
         sock.immediate = 1  # never queue requests for an absent broker (see bus.client)
         if self.keys is not None:
             self.keys.secure(sock)
-        monitor = sock.get_monitor_socket(CALL_EVENTS)
+        # Made by the socket's (asyncio) context: an asyncio socket, typed as a plain one.
+        monitor = cast(zmq.asyncio.Socket, sock.get_monitor_socket(CALL_EVENTS))
 
         def release() -> None:
             sock.disable_monitor()
@@ -311,20 +336,57 @@ class AsyncClient:
         # The same monitor socket read without waiting (see _monitor_events_now).
         self._monitor_now: zmq.Socket[bytes] = zmq.Socket.shadow(monitor.underlying)
         self._sock = sock
-        loop = asyncio.get_running_loop()
-        self._reader = loop.create_task(self._read_loop())
-        self._watcher = loop.create_task(self._watch_loop(self._monitor))
+        loop = self._loop = asyncio.get_running_loop()
+        self._fd = cast(int, sock.get(zmq.FD))
+        loop.add_reader(self._fd, self._pump)
+        self._watcher = loop.create_task(self._watch_loop(monitor))
+
+    def _pump(self) -> None:
+        """Take in every answer the socket holds, and wake the sends waiting for it to accept
+        messages; called when its descriptor signals and after every send."""
+        sock = self._sock
+        if sock is None or self._pumping:
+            return  # closed, or called back from a progress callback while pumping
+        self._pumping = True
+        try:
+            get, recv, dispatch = sock.get, sock.recv_multipart, self._dispatch
+            while True:
+                events = cast(int, get(_EVENTS))
+                if events & _POLLOUT and self._writable:
+                    for waiting in self._writable:
+                        if not waiting.done():
+                            waiting.set_result(None)
+                    self._writable.clear()
+                if not events & _POLLIN:
+                    return
+                dispatch(recv(_NOBLOCK))
+        finally:
+            self._pumping = False
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        state = self._core.dispatch(frames)
+        if state is not None and state.done:
+            done = self._waiters.pop(state.msg_id, None)
+            if done is not None and not done.done():
+                done.set_result(None)
 
     def _on_connection(self, up: bool) -> None:
         """The connection closed (calls in flight are lost) or a handshake succeeded (the lost
-        calls fail with ``unavailable``): ``CallCore.connection_lost``. Answers queued before
-        the close are read by ``_read_loop`` long before the next handshake can succeed."""
+        calls fail with ``unavailable``): ``CallCore.connection_lost``. Answers that arrived
+        before the close are taken in first, so only calls really left unanswered count."""
         if not up:
+            self._pump()
             self._core.connection_lost()
             return
         self._core.reconnected(self.endpoint)
-        for msg_id, (done, _) in self._waiters.items():
-            if msg_id not in self._core.pending and not done.done():
+        self._release_finished()
+
+    def _release_finished(self) -> None:
+        """Resolve the futures of the calls the core has ended (failed locally)."""
+        pending = self._core.pending
+        for msg_id in [m for m in self._waiters if m not in pending]:
+            done = self._waiters.pop(msg_id)
+            if not done.done():
                 done.set_result(None)
 
     async def _watch_loop(self, monitor: zmq.asyncio.Socket) -> None:
@@ -335,10 +397,11 @@ class AsyncClient:
     def _monitor_events_now(self) -> None:
         """Apply the monitor events already queued, before a new request goes out: after a
         broker restart while the loop was busy elsewhere, the old connection's close must not
-        be taken for the loss of a request sent on the new one."""
+        be taken for the loss of a request sent on the new one. (Looking at the events reads
+        no descriptor, unlike a poll.)"""
         monitor = self._monitor_now
-        while monitor.poll(0):
-            self._on_monitor_event(monitor.recv_multipart())
+        while cast(int, monitor.get(_EVENTS)) & _POLLIN:
+            self._on_monitor_event(monitor.recv_multipart(_NOBLOCK))
 
     def _on_monitor_event(self, frames: list[bytes]) -> None:
         refused = self._watch.on_event(frames)
@@ -348,25 +411,7 @@ class AsyncClient:
             return
         self._refused.set()
         self._core.fail_every(refused)
-        for done, _ in self._waiters.values():
-            if not done.done():
-                done.set_result(None)
-
-    async def _read_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            frames = await self._sock.recv_multipart()
-            state = self._core.dispatch(frames)
-            if state is None:
-                continue
-            waiter = self._waiters.get(state.msg_id)
-            if waiter is None:
-                continue
-            done, updates = waiter
-            while state.progress:
-                updates.put_nowait(state.progress.pop(0))
-            if state.done and not done.done():
-                done.set_result(None)
+        self._release_finished()
 
     def notify(self, service: str, command: str, args: dict[str, Any]) -> bool:
         """Send a request whose answer nobody waits for (dropped on arrival); never blocks.
@@ -375,28 +420,41 @@ class AsyncClient:
         if sock is None:
             return False
         frames = self._core.notice(service, command, args, NOTIFY_TTL_S)
-        sent = asyncio.ensure_future(sock.send_multipart(frames, zmq.NOBLOCK))
-        if not sent.done():  # not expected with NOBLOCK: give up rather than wait
-            sent.cancel()
+        try:
+            sock.send_multipart(frames, _NOBLOCK)
+        except zmq.ZMQError:
             return False
-        return sent.exception() is None
+        finally:
+            self._pump()
+        return True
 
-    async def _send(self, frames: list[Any], state: CallState | None = None) -> None:
+    def _try_send(self, frames: list[Any], state: CallState | None) -> bool:
+        """Send at once if the socket takes the message (the hot path); False if it cannot now."""
         sock = self._sock
         if sock is None:
             raise Unavailable("client is not open (use `async with AsyncClient()`)")
-        # zmq.asyncio tries the send at once and returns a done future when it went out (the
-        # hot path). Otherwise the future is a blocking send (it waits for the connection;
-        # ZMQ_IMMEDIATE queues nothing before), awaited until the call's deadline or until the
-        # broker refuses our handshake, whichever comes first.
         if state is not None:
             self._monitor_events_now()
-        sent = asyncio.ensure_future(sock.send_multipart(frames, copy=len(frames) == 1))
-        if sent.done():
-            sent.result()
-            if state is not None:
-                state.sent = True
-            return
+        try:
+            sock.send_multipart(frames, _NOBLOCK, copy=len(frames) == 1)
+        except zmq.Again:
+            return False
+        finally:
+            self._pump()
+        if state is not None:
+            state.sent = True
+        return True
+
+    async def _send(self, frames: list[Any], state: CallState | None = None) -> None:
+        if not self._try_send(frames, state):
+            await self._send_later(frames, state)
+
+    async def _send_later(self, frames: list[Any], state: CallState | None) -> None:
+        """Wait until the socket takes ``frames`` (it waits for a connection; ZMQ_IMMEDIATE
+        queues nothing before), until the call's deadline or until the broker refuses our
+        handshake, whichever comes first."""
+        sock = self._sock
+        assert sock is not None and self._loop is not None
         deadline = (
             state.deadline if state is not None else time.monotonic() + self._core.default_timeout_s
         )
@@ -408,19 +466,19 @@ class AsyncClient:
             sock.connect(self.endpoint)
         refusal: asyncio.Future[Any] = asyncio.ensure_future(self._refused.wait())
         try:
-            await asyncio.wait(
-                {sent, refusal},
-                timeout=max(0.0, deadline - time.monotonic()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            while (remaining := deadline - time.monotonic()) > 0:
+                writable = self._loop.create_future()
+                self._writable.append(writable)
+                self._pump()  # the state now: a signal consumed before this wait is not lost
+                await asyncio.wait(
+                    {writable, refusal}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                if self._watch.refused is not None:
+                    break
+                if self._try_send(frames, state):
+                    return
         finally:
             refusal.cancel()
-        if sent.done():
-            sent.result()
-            if state is not None:
-                state.sent = True
-            return
-        sent.cancel()
         refused = self._watch.refused
         if refused is not None:
             if state is not None:
@@ -432,21 +490,34 @@ class AsyncClient:
                 raise state.error
         raise BrokerUnreachable(f"no connection to the broker at {self.endpoint}")
 
-    async def _wait(self, state: CallState, done: asyncio.Future[None]) -> None:
+    def _expire(self, state: CallState) -> None:
+        """The call's deadline (plus grace) passed with no answer: fail it locally."""
+        self._core.expire(state, self.endpoint)
+        done = self._waiters.pop(state.msg_id, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    async def _wait(
+        self, state: CallState, done: asyncio.Future[None], *, shared: bool = False
+    ) -> None:
+        """Until ``state`` ends: its answer, a local failure, or its deadline. ``shared``: the
+        future may have other waiters (an ``AsyncCall``), so a cancelled wait must not cancel
+        it."""
+        if done.done():
+            return
+        assert self._loop is not None
+        timer = self._loop.call_later(
+            max(0.0, state.deadline - time.monotonic()), self._expire, state
+        )
         try:
-            await asyncio.wait_for(
-                asyncio.shield(done), max(0.0, state.deadline - time.monotonic())
-            )
-        except TimeoutError:
-            self._core.expire(state, self.endpoint)
+            await (asyncio.shield(done) if shared else done)
         except asyncio.CancelledError:
             # The awaiting task was cancelled: cancel the remote command too, then propagate.
             if not state.done:
                 await self._send(protocol.encode_cancel(state.msg_id))
             raise
         finally:
-            if state.done:
-                self._waiters.pop(state.msg_id, None)
+            timer.cancel()
 
     async def start(
         self,
@@ -463,8 +534,12 @@ class AsyncClient:
         updates: asyncio.Queue[Any] = asyncio.Queue()
         state, frames = self._core.request(service, command, merged, timeout, updates.put_nowait)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[state.msg_id] = (done, updates)
-        await self._send(frames, state)
+        self._waiters[state.msg_id] = done
+        try:
+            await self._send(frames, state)
+        except BaseException:
+            self._waiters.pop(state.msg_id, None)
+            raise
         return AsyncCall(self, state, done, updates)
 
     async def call(
@@ -480,13 +555,18 @@ class AsyncClient:
     ) -> Any:
         """Call ``command`` on ``service``; return its result or raise its typed error."""
         merged = {**args, **kwargs} if args else kwargs
-        state, frames = self._core.request(service, command, merged, timeout, progress)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[state.msg_id] = (done, asyncio.Queue())
+        state, frames = self._core.request(service, command, merged, timeout, progress or _drop)
+        loop = self._loop
+        if loop is None:
+            raise Unavailable("client is not open (use `async with AsyncClient()`)")
+        done: asyncio.Future[None] = loop.create_future()
+        msg_id = state.msg_id
+        self._waiters[msg_id] = done
         try:
-            await self._send(frames, state)
+            if not self._try_send(frames, state):
+                await self._send_later(frames, state)
         except BaseException:
-            self._waiters.pop(state.msg_id, None)
+            self._waiters.pop(msg_id, None)
             raise
         await self._wait(state, done)
         return state.outcome()
@@ -531,18 +611,19 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Fail pending calls and close."""
-        for task in (self._reader, self._watcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._reader = self._watcher = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        self._watcher = None
         self._core.fail_all(lambda s: Cancelled(f"{s.service}.{s.command}: client closed"))
-        for done, _ in self._waiters.values():
-            if not done.done():
-                done.set_result(None)
-        self._waiters.clear()
+        self._release_finished()
+        for waiting in self._writable:
+            waiting.cancel()
+        self._writable.clear()
         if self._sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._fd)
             self._sock.disable_monitor()
             if self._monitor is not None:
                 self._monitor.close(linger=0)

@@ -35,3 +35,5 @@ def test_demo_tour_runs_and_shuts_down(tmp_path: Path) -> None:
     assert "the supervisor restarted it as pid" in out
     assert "the line is shut down" in out
     assert ("the line is secured (CURVE)" in out) == SECURE
+    if not SECURE:  # demo.toml has a [web] table: `make demo` prints the dashboard's URL
+        assert "linebus demo: the dashboard is at http://127.0.0.1:" in out

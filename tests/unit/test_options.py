@@ -321,9 +321,8 @@ def _discovery(options: dict[str, Any]) -> Any:
 def _telemetry(options: dict[str, Any]) -> Any:
     from actors.telemetry.actor import TelemetryActor
 
-    actor = TelemetryActor("tel", options)
-    actor._writer.shutdown()
-    return actor
+    # The store's writer thread starts with the actor (on_start), not in the constructor.
+    return TelemetryActor("tel", options)
 
 
 FR = {"port": "LAN", "settings": "127.0.0.1:1234"}

@@ -197,6 +197,7 @@ SAME_IN_BOTH_PASSES = {
     "tests/integration/test_node_client.py::test_npm_pack": "no line: npm pack and install",
     "tests/integration/test_hosts.py": "its own secured line (CURVE) across network namespaces",
     "tests/integration/test_mosquitto_fixture.py": "no line: Mosquitto and a paho client only",
+    "tests/integration/test_bench_nats.py": "no line: the bench's NATS rows (nats-server, nats-py)",
     "tests/integration/test_terminal.py": "what the CLI draws is the same with CURVE; job events "
     "are ordinary events (test_bus_smoke and test_security_line cover events under CURVE)",
     "tests/integration/test_mqtt_sparkplug.py": "the Sparkplug side is the same with CURVE; "

@@ -1,19 +1,25 @@
-"""Measure linebus against raw pyzmq doing the same work, in the same run (``linebus bench``).
+"""Measure linebus against raw pyzmq and NATS doing the same work, in the same run
+(``linebus bench``).
 
-Every figure is printed beside its raw-ZeroMQ limit and the ratio, because on a shared machine
-only ratios measured together mean anything:
+Every figure is printed beside its raw-ZeroMQ limit, NATS, and the ratios, because on a shared
+machine only ratios measured together mean anything:
 
   a. sequential round trips: Client -> broker -> EchoActor, vs DEALER -> C zmq.proxy(ROUTER,
-     DEALER) -> DEALER worker; round trips/s, p50 and p99 latency.
-  b. the same with 8 requests in flight.
+     DEALER) -> DEALER worker, vs nats-py ``request`` -> nats-server -> a nats-py responder;
+     and the same with ``AsyncClient``; round trips/s, p50 and p99 latency.
+  b. the same with 8 requests in flight (a window of ``start`` for the sync client; 8 tasks
+     each calling in turn for the asyncio client and NATS).
   c. events: actor PUB -> broker XSUB/XPUB -> N Client subscriptions (decode + gap tracking), vs
-     PUB -> C zmq.proxy(XSUB, XPUB) -> SUB with msgpack encode/decode at the ends; 1 and 10 subs.
+     PUB -> C zmq.proxy(XSUB, XPUB) -> SUB with msgpack encode/decode at the ends, vs nats-py
+     publish -> nats-server -> nats-py subscribers; 1 and 10 subscribers, and 4 KiB events.
   d. bulk: a 16 MiB bytes argument through the broker, vs a 16 MiB frame through the C proxy.
   e. broker resident memory with 200 connected actors.
 
-Each party runs in its own process. Each pattern runs raw and linebus alternately three times and
-reports the median of each. Options: ``--quick`` (smaller counts), ``--json``, ``--security``
-(instead of the above: CURVE off vs on and the event paths of secured lines, ``bus.bench.security``).
+Each party runs in its own process. Each pattern runs its sides alternately three times and
+reports the median of each; the targets are issue 17's. The NATS rows need ``nats-server``
+(Debian) and nats-py (the ``bench`` extra); without them they are left out, and said so.
+Options: ``--quick`` (smaller counts), ``--json``, ``--security`` (instead of the above: CURVE
+off vs on and the event paths of secured lines, ``bus.bench.security``).
 """
 
 from __future__ import annotations
@@ -34,12 +40,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 import zmq
 
+from bus.bench import nats_rows
+
 if TYPE_CHECKING:
     from bus.client import ClientKeys
 
 SMALL = {"channel": 3, "value": 21.5, "unit": "C", "ok": True}
 BULK_SIZE = 16 * 1024 * 1024
 SMALL_BODY = msgpack.packb(SMALL)
+#: The 4 KiB events' record: the small one with a 4 KiB binary field.
+EVENT_4KIB = {**SMALL, "blob": b"\x5a" * 4096}
 #: Events per ``emit`` call of the event patterns (about 0.1 s of the actor's loop each).
 EMIT_CHUNK = 10_000
 
@@ -141,7 +151,13 @@ def _actor(
 
 
 def _raw_publisher(
-    xsub: str, n: int, go: Any, subs: int, ready: Any, curve: RawCurve | None = None
+    xsub: str,
+    n: int,
+    go: Any,
+    subs: int,
+    ready: Any,
+    curve: RawCurve | None = None,
+    data: dict[str, Any] = SMALL,
 ) -> None:
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
@@ -155,7 +171,7 @@ def _raw_publisher(
         time.sleep(0.01)
     go.set()
     for i in range(n):
-        pub.send(msgpack.packb({**SMALL, "i": i}))
+        pub.send(msgpack.packb({**data, "i": i}))
     for _ in range(50):
         pub.send(msgpack.packb({"end": True}))
         time.sleep(0.01)
@@ -298,6 +314,42 @@ def _bus_round_trips(
     return {**_summary(n, elapsed, latencies), "replied": replied / n}
 
 
+def _aio_round_trips(
+    command: str, n: int, inflight: int, payload: Any, name: str = "bench"
+) -> dict[str, float]:
+    """``_bus_round_trips`` with ``AsyncClient``: one call at a time, or ``inflight`` tasks
+    each calling in turn (as the NATS rows do)."""
+    from bus.aio import AsyncClient
+
+    async def main() -> dict[str, float]:
+        async with AsyncClient(command, timeout=60, keys=False) as client:
+            for _ in range(50):
+                await client.call(name, "echo", value=SMALL)
+            latencies: list[float] = []
+            call = client.call
+            start = time.perf_counter()
+            if inflight == 1:
+                replied = 0
+                for _ in range(n):
+                    t = time.perf_counter()
+                    replied += await call(name, "echo", value=payload) == payload
+                    latencies.append(time.perf_counter() - t)
+            else:
+
+                async def caller(count: int) -> int:
+                    ok = 0
+                    for _ in range(count):
+                        ok += await call(name, "echo", value=payload) == payload
+                    return ok
+
+                shares = [n // inflight + (i < n % inflight) for i in range(inflight)]
+                replied = sum(await asyncio.gather(*(caller(c) for c in shares)))
+            elapsed = time.perf_counter() - start
+        return {**_summary(n, elapsed, latencies), "replied": replied / n}
+
+    return asyncio.run(main())
+
+
 def _summary(n: int, elapsed: float, latencies: list[float]) -> dict[str, float]:
     result = {"per_s": n / elapsed}
     if latencies:
@@ -313,10 +365,12 @@ def _events(
     subs: int,
     keys: ClientKeys | None = None,
     curve: RawCurve | None = None,
+    data: dict[str, Any] = SMALL,
 ) -> dict[str, float]:
-    """``n`` events to ``subs`` subscriber processes: raw pyzmq (``kind`` "raw", through the
-    endpoints ``xsub``/``xpub``, CURVE clients of ``curve`` if given) or linebus (the ``bench``
-    actor's ``emit``, through ``command``/``subscribe``, with ``keys`` on a secured line)."""
+    """``n`` events of ``data`` to ``subs`` subscriber processes: raw pyzmq (``kind`` "raw",
+    through the endpoints ``xsub``/``xpub``, CURVE clients of ``curve`` if given) or linebus
+    (the ``bench`` actor's ``emit``, through ``command``/``subscribe``, with ``keys`` on a
+    secured line)."""
     ctx = mp.get_context("spawn")
     ready = ctx.Value("i", 0)
     out: Any = ctx.Queue()
@@ -361,7 +415,7 @@ def _events(
             # heartbeat timeout on a loaded machine (the actor is then declared down).
             for first in range(0, n, EMIT_CHUNK):
                 count = min(EMIT_CHUNK, n - first)
-                client.call("bench", "emit", event="reading", count=count, data=SMALL)
+                client.call("bench", "emit", event="reading", count=count, data=data)
             for _ in range(50):
                 client.call("bench", "emit", event="end", count=1)
                 time.sleep(0.01)
@@ -498,26 +552,34 @@ def run(quick: bool = False) -> dict[str, Any]:
         )
     results: dict[str, Any] = {}
     blob = os.urandom(BULK_SIZE)
+    nats = _start_nats(ctx, results)
 
     def bulk(measure: Any, endpoint: str) -> dict[str, float]:
         return {"MB_per_s": measure(endpoint, n_bulk, 1, blob)["per_s"] * BULK_SIZE / 1e6}
 
+    def commands(n: int, inflight: int) -> dict[str, Measure]:
+        sides: dict[str, Measure] = {
+            "raw": lambda: _raw_round_trips(raw["front"], n, inflight, SMALL)
+        }
+        if nats is not None:
+            sides["nats"] = lambda: nats_rows.round_trips(nats[0].url, n, inflight, SMALL)
+        sides["bus"] = lambda: _bus_round_trips(bus["command"], n, inflight, SMALL)
+        sides["aio"] = lambda: _aio_round_trips(bus["command"], n, inflight, SMALL)
+        return sides
+
+    def events(n: int, subs: int, data: dict[str, Any]) -> dict[str, Measure]:
+        sides: dict[str, Measure] = {"raw": lambda: _events("raw", raw, n, subs, data=data)}
+        if nats is not None:
+            sides["nats"] = lambda: nats_rows.events(nats[0].url, n, subs, data)
+        sides["bus"] = lambda: _events("bus", bus, n, subs, data=data)
+        return sides
+
     try:
-        results["a_sequential"] = _paired(
-            lambda: _raw_round_trips(raw["front"], n_seq, 1, SMALL),
-            lambda: _bus_round_trips(bus["command"], n_seq, 1, SMALL),
-        )
-        results["b_inflight8"] = _paired(
-            lambda: _raw_round_trips(raw["front"], n_inflight, 8, SMALL),
-            lambda: _bus_round_trips(bus["command"], n_inflight, 8, SMALL),
-        )
-        results["c_events_1sub"] = _paired(
-            lambda: _events("raw", raw, n_events, 1), lambda: _events("bus", bus, n_events, 1)
-        )
-        results["c_events_10sub"] = _paired(
-            lambda: _events("raw", raw, n_events // 4, 10),
-            lambda: _events("bus", bus, n_events // 4, 10),
-        )
+        results["a_sequential"] = _alternate(commands(n_seq, 1))
+        results["b_inflight8"] = _alternate(commands(n_inflight, 8))
+        results["c_events_1sub"] = _alternate(events(n_events, 1, SMALL))
+        results["c_events_10sub"] = _alternate(events(n_events // 4, 10, SMALL))
+        results["c_events_4KiB"] = _alternate(events(n_events // 4, 1, EVENT_4KIB))
         results["d_bulk_16MiB"] = _paired(
             lambda: bulk(_raw_round_trips, raw["front"]),
             lambda: bulk(_bus_round_trips, bus["command"]),
@@ -525,51 +587,125 @@ def run(quick: bool = False) -> dict[str, Any]:
         results["broker_rss_after_throughput_runs_MB"] = _rss_mb(broker_pid)
         results["e_broker_rss_200_actors_MB"] = _broker_rss_with_actors(ctx, port + 20, 200)
     finally:
+        if nats is not None:
+            nats[1].terminate()
+            nats[1].join(5)
+            nats[0].stop()
         for p in procs:
             p.terminate()
             p.join(5)
         broker.terminate()
         broker.wait(10)
-    for pair in results.values():
-        if isinstance(pair, dict) and "raw" in pair:
-            metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"
-            pair["ratio"] = (
-                pair["bus"][metric] / pair["raw"][metric] if pair["raw"][metric] else 0.0
-            )
+    add_ratios(results)
     return results
 
 
+def _start_nats(ctx: Any, results: dict[str, Any]) -> tuple[nats_rows.NatsServer, Any] | None:
+    """A nats-server and the responder process, or None (and why, in ``results["nats"]``)
+    when nats-server or nats-py is missing: the other rows still run."""
+    try:
+        server = nats_rows.NatsServer()
+        nats_rows._nats()
+    except nats_rows.NatsMissing as exc:
+        results["nats"] = f"NATS rows left out: {exc}"
+        return None
+    server.start()
+    ready = ctx.Event()
+    responder = ctx.Process(target=nats_rows.responder, args=(server.url, ready), daemon=True)
+    responder.start()
+    if not ready.wait(30):
+        responder.terminate()
+        server.stop()
+        raise RuntimeError("the NATS responder did not subscribe within 30 s")
+    return server, responder
+
+
+def add_ratios(results: dict[str, Any]) -> None:
+    """Set each pattern's ratios: ``ratio`` linebus/raw, ``ratio_nats`` linebus/NATS and
+    ``ratio_aio`` asyncio client/sync client, where both sides ran."""
+    for pair in results.values():
+        if isinstance(pair, dict) and "raw" in pair:
+            metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"
+            for key, top, bottom in RATIOS:
+                if top in pair and bottom in pair:
+                    below = pair[bottom][metric]
+                    pair[key] = pair[top][metric] / below if below else 0.0
+
+
+#: (result key, numerator side, denominator side) of each ratio column.
+RATIOS = (("ratio", "bus", "raw"), ("ratio_nats", "bus", "nats"), ("ratio_aio", "aio", "bus"))
+
+
+#: Issue 17's targets: linebus against raw pyzmq (the C proxy) in the same run ...
 TARGETS = {
-    "a_sequential": 0.65,
-    "b_inflight8": 0.5,
+    "a_sequential": 0.75,
+    "b_inflight8": 0.6,
     "c_events_1sub": 0.6,
     "c_events_10sub": 0.6,
+    "c_events_4KiB": 0.8,
     "d_bulk_16MiB": 0.7,
 }
+#: ... against NATS with nats-py ...
+NATS_TARGETS = {"a_sequential": 1.2, "b_inflight8": 1.2}
+#: ... and the asyncio client against the sync one.
+AIO_TARGETS = {"a_sequential": 0.9, "b_inflight8": 0.9}
+#: Commands' p99 (ms): one at a time (sync client).
+P99_TARGET_MS = {"a_sequential": 1.0}
+
+#: The columns of the report: each side's figure, then each ratio with its target.
+_SIDES = (
+    ("raw", "raw pyzmq (C proxy)"),
+    ("nats", "NATS (nats-py)"),
+    ("bus", "linebus"),
+    ("aio", "linebus asyncio"),
+)
+_RATIO_COLUMNS = (
+    ("ratio", "linebus / raw", TARGETS),
+    ("ratio_nats", "linebus / NATS", NATS_TARGETS),
+    ("ratio_aio", "asyncio / sync", AIO_TARGETS),
+)
+
+
+def _cell(figures: dict[str, float] | None, metric: str, target_ms: float | None) -> str:
+    if figures is None:
+        return ""
+    unit = "MB/s" if metric == "MB_per_s" else "/s"
+    text = f"{figures[metric]:,.0f} {unit}"
+    if "p50_ms" in figures:
+        text += f" (p50 {figures['p50_ms']:.3f} ms, p99 {figures['p99_ms']:.3f} ms"
+        text += f", target < {target_ms:g} ms)" if target_ms is not None else ")"
+    if "delivered" in figures:
+        text += f", delivered {figures['delivered']:.1%}"
+    return text
 
 
 def report(results: dict[str, Any]) -> str:
-    """Format the figures as the table docs/BENCHMARKS.md records."""
-    lines = ["| pattern | raw pyzmq | linebus | ratio | target |", "|---|---|---|---|---|"]
+    """Format the figures as the table docs/BENCHMARKS.md records: every side's rate (p50/p99
+    one call at a time, the share delivered for events), then the ratios with their targets."""
+    header = [label for _, label in _SIDES] + [label for _, label, _ in _RATIO_COLUMNS]
+    lines = [
+        "| pattern | " + " | ".join(header) + " |",
+        "|---" * (len(header) + 1) + "|",
+    ]
     for key, pair in results.items():
         if not isinstance(pair, dict):
             continue
         metric = "MB_per_s" if "MB_per_s" in pair["raw"] else "per_s"
-        unit = "MB/s" if metric == "MB_per_s" else "/s"
-        extra = ""
-        if "p50_ms" in pair["bus"]:
-            extra = f" (p50 {pair['bus']['p50_ms']:.3f} ms, p99 {pair['bus']['p99_ms']:.3f} ms)"
-            raw_extra = f" (p50 {pair['raw']['p50_ms']:.3f} ms, p99 {pair['raw']['p99_ms']:.3f} ms)"
-        else:
-            raw_extra = ""
-        if "delivered" in pair["bus"]:
-            extra += f", delivered {pair['bus']['delivered']:.1%}"
-            raw_extra += f", delivered {pair['raw']['delivered']:.1%}"
-        lines.append(
-            f"| {key} | {pair['raw'][metric]:,.0f} {unit}{raw_extra} "
-            f"| {pair['bus'][metric]:,.0f} {unit}{extra} "
-            f"| {pair['ratio']:.2f} | >= {TARGETS.get(key, 0):.2f} |"
-        )
+        cells = [
+            _cell(pair.get(side), metric, P99_TARGET_MS.get(key) if side == "bus" else None)
+            for side, _ in _SIDES
+        ]
+        for ratio, _, targets in _RATIO_COLUMNS:
+            if ratio not in pair:
+                cells.append("")
+                continue
+            target = targets.get(key)
+            cells.append(
+                f"{pair[ratio]:.2f}" + (f" (>= {target:.2f})" if target is not None else "")
+            )
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if isinstance(results.get("nats"), str):
+        lines.append(f"\n{results['nats']}")
     lines.append(
         f"\nbroker RSS with 200 connected actors (fresh broker): "
         f"{results.get('e_broker_rss_200_actors_MB', 0):.1f} MB (target < 60 MB)"

@@ -76,13 +76,19 @@ class TestStatistics:
 RESULTS: dict[str, Any] = {
     "a_sequential": {
         "raw": {"per_s": 10000.0, "p50_ms": 0.1, "p99_ms": 0.2},
+        "nats": {"per_s": 5000.0, "p50_ms": 0.2, "p99_ms": 0.4},
         "bus": {"per_s": 7000.0, "p50_ms": 0.14, "p99_ms": 0.3},
+        "aio": {"per_s": 6300.0, "p50_ms": 0.16, "p99_ms": 0.35},
         "ratio": 0.7,
+        "ratio_nats": 1.4,
+        "ratio_aio": 0.9,
     },
     "c_events_1sub": {
         "raw": {"per_s": 100000.0, "delivered": 1.0},
+        "nats": {"per_s": 50000.0, "delivered": 0.5},
         "bus": {"per_s": 65000.0, "delivered": 0.999},
         "ratio": 0.65,
+        "ratio_nats": 1.3,
     },
     "d_bulk_16MiB": {
         "raw": {"MB_per_s": 2000.0},
@@ -98,19 +104,47 @@ RESULTS: dict[str, Any] = {
 class TestReport:
     def test_table(self) -> None:
         assert bench.report(RESULTS).splitlines() == [
-            "| pattern | raw pyzmq | linebus | ratio | target |",
-            "|---|---|---|---|---|",
+            "| pattern | raw pyzmq (C proxy) | NATS (nats-py) | linebus | linebus asyncio "
+            "| linebus / raw | linebus / NATS | asyncio / sync |",
+            "|---|---|---|---|---|---|---|---|",
             "| a_sequential | 10,000 /s (p50 0.100 ms, p99 0.200 ms) "
-            "| 7,000 /s (p50 0.140 ms, p99 0.300 ms) | 0.70 | >= 0.65 |",
-            "| c_events_1sub | 100,000 /s, delivered 100.0% "
-            "| 65,000 /s, delivered 99.9% | 0.65 | >= 0.60 |",
-            "| d_bulk_16MiB | 2,000 MB/s | 1,500 MB/s | 0.75 | >= 0.70 |",
-            "| x_new_pattern | 10 /s | 5 /s | 0.50 | >= 0.00 |",  # no target yet
+            "| 5,000 /s (p50 0.200 ms, p99 0.400 ms) "
+            "| 7,000 /s (p50 0.140 ms, p99 0.300 ms, target < 1 ms) "
+            "| 6,300 /s (p50 0.160 ms, p99 0.350 ms) "
+            "| 0.70 (>= 0.75) | 1.40 (>= 1.20) | 0.90 (>= 0.90) |",
+            "| c_events_1sub | 100,000 /s, delivered 100.0% | 50,000 /s, delivered 50.0% "
+            "| 65,000 /s, delivered 99.9% |  | 0.65 (>= 0.60) | 1.30 |  |",
+            "| d_bulk_16MiB | 2,000 MB/s |  | 1,500 MB/s |  | 0.75 (>= 0.70) |  |  |",
+            "| x_new_pattern | 10 /s |  | 5 /s |  | 0.50 |  |  |",  # no target yet
             "",
             "broker RSS with 200 connected actors (fresh broker): 41.0 MB (target < 60 MB)",
             "broker RSS after the throughput runs above (allocator high-water from 16 MiB "
             "transfers): 80.3 MB",
         ]
+
+    def test_nats_left_out_is_said(self) -> None:
+        lines = bench.report({"nats": "NATS rows left out: nats-server is not installed"})
+        assert "\nNATS rows left out: nats-server is not installed\n" in lines
+
+    def test_ratios_where_both_sides_ran(self) -> None:
+        results: dict[str, Any] = {
+            "a": {
+                "raw": {"per_s": 100.0},
+                "nats": {"per_s": 50.0},
+                "bus": {"per_s": 80.0},
+                "aio": {"per_s": 72.0},
+            },
+            "b": {"raw": {"MB_per_s": 10.0}, "bus": {"MB_per_s": 9.0}},
+            "c": {"raw": {"per_s": 0.0}, "bus": {"per_s": 5.0}},
+            "rss": 12.0,
+        }
+        bench.add_ratios(results)
+        assert results["a"]["ratio"] == pytest.approx(0.8)
+        assert results["a"]["ratio_nats"] == pytest.approx(1.6)
+        assert results["a"]["ratio_aio"] == pytest.approx(0.9)
+        assert results["b"].keys() == {"raw", "bus", "ratio"}  # no NATS or asyncio side
+        assert results["b"]["ratio"] == pytest.approx(0.9)
+        assert results["c"]["ratio"] == 0.0  # a side that measured nothing divides nothing
 
     def test_missing_figures_read_zero(self) -> None:
         lines = bench.report({}).splitlines()
@@ -221,6 +255,15 @@ class TestRoundTrips:
         assert line.actor.actor.calls == calls + 50 + 20
         assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["per_s"] > 0
         assert figures["replied"] == 1.0  # every answer was the payload echoed
+
+    def test_aio_sequential_and_window(self, line: Line) -> None:
+        calls = line.actor.actor.calls
+        sequential = bench._aio_round_trips(line.command, 20, 1, bench.SMALL, name=SERVICE)
+        window = bench._aio_round_trips(line.command, 21, 4, bench.SMALL, name=SERVICE)
+        assert line.actor.actor.calls == calls + 2 * 50 + 20 + 21  # warm-ups, then exactly n
+        assert 0 < sequential["p50_ms"] <= sequential["p99_ms"]
+        assert window.keys() == {"per_s", "replied"}
+        assert sequential["replied"] == window["replied"] == 1.0
 
     def test_bus_window_with_bytes(self, line: Line) -> None:
         """A bytes payload goes to ``length`` (the bulk pattern), through a window of 4."""

@@ -323,6 +323,8 @@ class LineView:
             rest = topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
             if rest.startswith("device.") and "uuid" in data:
                 self._update_device(src, data)
+                if data.get("event") == "status":
+                    return  # a printer's periodic status: the devices table shows it
             elif rest == "job":
                 self._update_job(src, data)
             elif rest in ("project.channel", "project.done"):

@@ -231,10 +231,19 @@ function addPoints(key, points) {
   s.dirty = true;
 }
 
+// Seconds without a reading after which the plot's lines break instead of joining the points.
+const GAP_S = 10;
+
 function plotData(s, fields) {
   const windowS = parseFloat($("window").value);
   const from = serverNow() - windowS;
-  const shown = s.points.filter((p) => p[0] >= from);
+  const shown = [];
+  for (const p of s.points) {
+    if (p[0] < from) continue;
+    const last = shown.at(-1);
+    if (last && p[0] - last[0] > GAP_S) shown.push([last[0] + GAP_S / 2, {}]); // a break
+    shown.push(p);
+  }
   return [shown.map((p) => p[0]), ...fields.map((f) => shown.map((p) => p[1][f] ?? null))];
 }
 
@@ -245,7 +254,7 @@ function makePlot(s, fields) {
   s.plot = new uPlot({
     width, height: 220,
     cursor: { drag: { x: true, y: false } },
-    series: [{}, ...fields.map((f, i) => ({ label: f, stroke: COLOURS[i % COLOURS.length], width: 1.5, spanGaps: true }))],
+    series: [{}, ...fields.map((f, i) => ({ label: f, stroke: COLOURS[i % COLOURS.length], width: 1.5 }))],
     hooks: { setSelect: [(u) => { if (u.select.width > 0) s.zoomed = true; }] },
   }, plotData(s, fields), box);
   box.ondblclick = () => { s.zoomed = false; s.dirty = true; };

@@ -35,12 +35,13 @@ function connect() {
   source.addEventListener("snapshot", (msg) => applySnapshot(JSON.parse(msg.data)));
   source.addEventListener("changes", (msg) => JSON.parse(msg.data).forEach(applyChange));
   source.onopen = () => setConnection(true);
-  source.onerror = () => setConnection(false); // EventSource reconnects by itself
+  // EventSource reconnects by itself, except after an HTTP error (401 without a valid token).
+  source.onerror = () => setConnection(false, source.readyState === EventSource.CLOSED);
 }
 
-function setConnection(up) {
+function setConnection(up, refused = false) {
   const badge = $("connection");
-  badge.textContent = up ? "live" : "reconnecting";
+  badge.textContent = up ? "live" : refused ? "no access: enter the token below" : "reconnecting";
   badge.className = "badge " + (up ? "up" : "down");
 }
 

@@ -40,6 +40,7 @@ import signal
 import socket
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -53,7 +54,7 @@ from bus import protocol
 from bus._eventpath import EventPath, user_id
 from bus.config import BrokerConfig, SecurityConfig
 from bus.config import load as load_config
-from bus.directory import UP, Directory, Pending, ServiceEntry
+from bus.directory import LATENCY_BOUNDS, UP, Directory, Pending, ServiceEntry
 from bus.errors import (
     BadRequest,
     BusError,
@@ -95,6 +96,8 @@ _peek_msg_id = protocol.peek_msg_id
 _request_route = protocol.request_route
 _request_target = protocol.request_target
 _request_ttl = protocol.request_ttl
+_bucket = bisect_left
+_LATENCY_BOUNDS = LATENCY_BOUNDS
 _NOBLOCK = zmq.NOBLOCK
 _DRAIN_BATCH = 512
 _STABLE_REASONS = frozenset({"too_large", "header_too_large", "duplicate_id", "unhandled"})
@@ -657,8 +660,9 @@ class Broker:
                 f"message id {msg_id!r} is already in flight",
                 "duplicate_id",
             )
-        deadline = self._clock() + min(ttl, self.config.max_timeout_s)
-        pending = Pending(msg_id, ident, entry, deadline)
+        now = self._clock()
+        deadline = now + min(ttl, self.config.max_timeout_s)
+        pending = Pending(msg_id, ident, entry, deadline, now)
         frames[0] = entry.identity
         try:
             self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)
@@ -816,10 +820,14 @@ class Broker:
                 self.dropped["late_reply" if pending is None else "wrong_peer"] += 1
             return
         service = pending.service
-        service.last_seen = self._clock()  # any message is a sign of life
+        service.last_seen = now = self._clock()  # any message is a sign of life
         if kind != _PROGRESS:
             del self._pending[pending.msg_id]
             del service.inflight[pending.msg_id]
+            # The answer's latency: one int in a preallocated list (bus.metrics reads it).
+            elapsed = now - pending.started
+            service.latency[_bucket(_LATENCY_BOUNDS, elapsed)] += 1
+            service.latency_sum += elapsed
             if self._audited:
                 self._audit_end(pending.msg_id, _outcome(kind, header))
         self._forward(pending.client, frames, _ROUTED_AS[kind])
@@ -1211,7 +1219,8 @@ def serve(
     Args:
         config_path: The line's TOML file: ``[broker]`` and ``[security]``, re-read by a reload.
             None: the defaults (loopback, no security).
-        overrides: ``command``/``publish``/``subscribe`` endpoints replacing the config's.
+        overrides: ``command``/``publish``/``subscribe`` endpoints, and ``metrics`` (the
+            ``host:port`` of ``/metrics``), replacing the config's.
 
     Raises:
         ConfigError: the config, a key or the access list is unusable, or the broker would be
@@ -1225,6 +1234,7 @@ def serve(
             command=overrides.get("command") or config.command,
             publish=overrides.get("publish") or config.publish,
             subscribe=overrides.get("subscribe") or config.subscribe,
+            metrics=overrides.get("metrics") or config.metrics,
         )
     broker = Broker(
         config,
@@ -1232,11 +1242,21 @@ def serve(
         config_path=config_path,
         expected=[actor.name for actor in line.actors] if line else (),
     )
-    broker.start()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: broker.stop())
-    signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
-    broker.run()
+    metrics = None
+    if config.metrics is not None:
+        from bus.metrics import MetricsServer  # prometheus-client: only for a broker that serves it
+
+        metrics = MetricsServer(broker, config.metrics)
+        metrics.start()
+    try:
+        broker.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: broker.stop())
+        signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
+        broker.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 def _check_no_bulk(kind: int, header: list[Any], frame: bytes, frames: _Frames) -> None:

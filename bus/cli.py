@@ -308,6 +308,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
             "command": args.bind,
             "publish": args.publish_bind,
             "subscribe": args.subscribe_bind,
+            "metrics": args.metrics,
         },
     )
     return EXIT_OK
@@ -604,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", help="command endpoint to bind")
     p.add_argument("--publish-bind", help="publish (XSUB) endpoint to bind")
     p.add_argument("--subscribe-bind", help="subscribe (XPUB) endpoint to bind")
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus text format) here, e.g. 127.0.0.1:9750",
+    )
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("actor", help="run one actor of a config in this process")

@@ -41,7 +41,7 @@ from typing import Annotated, Any, Literal
 
 from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE
 from bus.errors import BadRequest, ConfigError
-from bus.options import NonNegativeSeconds, PositiveInt, Range, Seconds, from_table
+from bus.options import Check, NonNegativeSeconds, PositiveInt, Range, Seconds, from_table
 from bus.protocol import (
     BROKER_SERVICE,
     DEFAULT_COMMAND_ENDPOINT,
@@ -74,6 +74,21 @@ __all__ = [
 ]
 
 
+_LISTEN = 'be "host:port" with a port of 0-65535 (0: a free one), e.g. "127.0.0.1:9750"'
+
+
+def _listens(text: str) -> bool:
+    try:
+        parse_listen(text)
+    except ConfigError:
+        return False
+    return True
+
+
+#: A ``"host:port"`` to listen on (``parse_listen``).
+ListenAddress = Annotated[str, Check(_listens, _LISTEN)]
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     """Where the broker binds and how it times peers.
@@ -92,6 +107,10 @@ class BrokerConfig:
     names the line's config lists: for actors the broker's config does not name (run from
     configs of their own), which register again within about ``heartbeat_s`` of a broker
     restart. 0 (the default): only the config's names.
+
+    ``metrics``: ``"host:port"`` where the broker serves its figures in the Prometheus text
+    format over HTTP (``bus.metrics``; port 0 picks a free one); unset (the default): no HTTP
+    listener. It has no authentication: bind it to loopback or a monitoring network.
     """
 
     command: str = DEFAULT_COMMAND_ENDPOINT
@@ -104,6 +123,7 @@ class BrokerConfig:
     max_message_bytes: int = 256 * 1024 * 1024
     subscriber_queue: PositiveInt = 100_000
     registration_grace_s: NonNegativeSeconds = 0.0
+    metrics: ListenAddress | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,3 +135,5 @@ def _tour(config: config_mod.LineConfig, keys: KeysArg) -> None:
             if actor.kind != "echo":
                 _tour_kind(bus, actor.name, actor.kind)
         line.counters(bus, _say)
+        if config.broker.metrics is not None:
+            line.metrics(web_url(config.broker.metrics) + "metrics", _say)

@@ -14,6 +14,14 @@ __all__ = ["Directory", "Pending", "ServiceEntry"]
 UP = "up"
 DOWN = "down"
 
+#: Upper bounds (seconds) of the request-latency buckets each service keeps (``ServiceEntry.
+#: latency``): the ``le`` of the ``linebus_request_duration_seconds`` histogram (bus.metrics).
+#: Commands run from a millisecond (a ping) to minutes (a flash run), hence the wide range.
+LATENCY_BOUNDS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+)  # fmt: skip
+
 
 @dataclass(slots=True, eq=False)
 class Pending:
@@ -23,6 +31,8 @@ class Pending:
     client: bytes
     service: ServiceEntry
     deadline: float
+    #: The broker clock's reading when it was forwarded, for the service's latency buckets.
+    started: float = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -56,6 +66,12 @@ class ServiceEntry:
     #: The normal forms (``bus.addresses``) of the device addresses the actor advertises (READY
     #: info ``devices``), for the ``lookup`` command.
     devices: tuple[str, ...] = ()
+    #: Requests the actor answered (REPLY or ERROR), counted per latency bucket: ``latency[i]``
+    #: those that took at most ``LATENCY_BOUNDS[i]`` (and more than the bound before), the last
+    #: one those beyond every bound; ``latency_sum`` their total seconds. The broker adds one int
+    #: per answer (no allocation); bus.metrics turns them into a histogram when scraped.
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    latency_sum: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """The row ``services`` returns for this service."""

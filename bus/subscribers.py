@@ -81,6 +81,17 @@ class SubscriberReports:
         while len(self._rows) > MAX_ROWS:
             del self._rows[next(iter(self._rows))]
 
+    def snapshot(self, now: float | None = None) -> list[dict[str, Any]]:
+        """The live rows as ``rows`` gives them (unsorted), without forgetting expired ones: safe
+        from another thread than the broker's (the one copy of the table is made in one C call
+        under the GIL, and rows are replaced whole, never changed), for bus.metrics."""
+        now = time.time() if now is None else now
+        return [
+            {**{k: v for k, v in row.items() if k != "reported"}, "age_s": now - row["reported"]}
+            for row in list(self._rows.values())
+            if now - row["reported"] <= EXPIRE_S
+        ]
+
     def rows(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every live row, most missed first, with ``age_s`` since its report."""
         now = time.time() if now is None else now

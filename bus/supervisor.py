@@ -259,7 +259,9 @@ class Supervisor:
         """The environment a child starts with: ours, with the key variables of the line.
 
         Keys come from the line, not from the caller's shell: only actors of a secured line get
-        them, each its own (the path of its secret, never the key itself).
+        them, each its own (the path of its secret, never the key itself), and a broker serving
+        ``[broker] metrics`` the supervisor's: its scrapes ask telemetry actors for their
+        ``stats`` as identity ``supervisor`` (bus.metrics).
         """
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -269,6 +271,8 @@ class Supervisor:
             env.update(self.keys.environment(managed.name))
         elif self.keys is not None and managed.role == "web" and self.config.web is not None:
             env.update(self.keys.environment(self.config.web.identity))
+        if managed.role == "broker" and self.keys is not None and self.config.broker.metrics:
+            env.update(self.keys.environment(SUPERVISOR_IDENTITY))
         return env
 
     def _spawn(self, managed: ManagedProcess) -> None:

@@ -5,7 +5,7 @@ long command's progress, receives events with their sequence numbers, shows type
 kills the actor mid-job so the caller is told at once and the supervisor restarts it (an actor in
 another container or on another host is asked to exit instead: its restart policy brings it back).
 ``generic`` is the part of an actor kind without a tour of its own; ``counters`` closes the
-demo with the broker's counters.
+demo with the broker's counters, and ``metrics`` with the same read from its ``/metrics``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 from bus.client import Client
@@ -21,7 +22,7 @@ from bus.errors import BusError, Unavailable
 from bus.testing import wait_until
 from bus.tours import Say
 
-__all__ = ["counters", "generic", "tour"]
+__all__ = ["counters", "generic", "metrics", "tour"]
 
 
 def tour(bus: Client, echo: str | None, say: Say) -> None:
@@ -118,3 +119,28 @@ def counters(bus: Client, say: Say) -> None:
     stats = bus.stats()
     say(f"  routed {stats['routed']}")
     say(f"  dropped {stats['dropped']} (every drop is counted with its reason)")
+
+
+def metrics(url: str, say: Say) -> None:
+    """The same figures as Prometheus scrapes them from the broker's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    say("\n== metrics (Prometheus) ==")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        say(f"  {url} could not be read: {exc}")
+        return
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def total(name: str) -> int:
+        return int(sum(s.value for s in samples if s.name == name))
+
+    say(f"  {url}: {len(samples)} samples, for Prometheus to scrape (README, 'Metrics')")
+    say(
+        f"  {total('linebus_service_up')} services up, "
+        f"restarts: {total('linebus_service_restarts_total')}, "
+        f"{total('linebus_request_duration_seconds_count')} answers timed in the latency "
+        "histograms"
+    )

@@ -4,6 +4,7 @@ secured pass, the same tour of configs/demo-secure.toml: the demo line with CURV
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,10 @@ def test_demo_tour_runs_and_shuts_down(tmp_path: Path) -> None:
     assert "the caller is told at once" in out
     assert "the supervisor restarted it as pid" in out
     assert "the line is shut down" in out
+    # configs/demo*.toml serve /metrics: the tour's scrape saw the restart it caused (at least:
+    # on a loaded machine a missed heartbeat may bring another actor back too).
+    restarts = re.search(r"\d+ services up, restarts: (\d+), \d+ answers timed", out)
+    assert restarts is not None and int(restarts[1]) >= 1, out[-2000:]
     assert ("the line is secured (CURVE)" in out) == SECURE
     if not SECURE:  # demo.toml has a [web] table: `make demo` prints the dashboard's URL
         assert "linebus demo: the dashboard is at http://127.0.0.1:" in out

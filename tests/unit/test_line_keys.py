@@ -157,6 +157,20 @@ class TestLineKeys:
         for managed in supervisor.processes:  # nor in the arguments, ever
             assert not any("key" in arg for arg in managed.argv)
 
+    def test_a_broker_serving_metrics_gets_the_supervisors_key(self, tmp_path: Path) -> None:
+        """With [broker] metrics on a secured line, the broker's scrapes ask actors as the
+        supervisor: its key variables are the supervisor's, the actors' stay their own."""
+        path = secured_config(tmp_path)
+        path.write_text(
+            path.read_text().replace("[broker]\n", '[broker]\nmetrics = "127.0.0.1:0"\n', 1)
+        )
+        supervisor = Supervisor(load(path))
+        supervisor.keys = LineKeys.prepare(supervisor.config)
+        envs = {m.name: supervisor.environment(m) for m in supervisor.processes}
+        assert envs["broker"]["LINEBUS_KEY_FILE"].endswith(f"/{SUPERVISOR_IDENTITY}.key_secret")
+        assert envs["broker"]["LINEBUS_BROKER_KEY_FILE"].endswith("/broker.key")
+        assert envs["echo"]["LINEBUS_KEY_FILE"].endswith("/echo.key_secret")
+
 
 class TestKeysGenerate:
     def test_writes_a_pair(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

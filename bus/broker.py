@@ -27,6 +27,11 @@ Without a broker key nothing of this runs: the plain ``_drain`` and the C proxy,
 ``reload()`` (SIGHUP through ``request_reload``, or the privileged ``reload`` command) re-reads
 the known keys and the access list; a revoked identity loses access at once.
 
+Metrics: each final answer adds one to a latency bucket of its service (``ServiceEntry.latency``,
+from ``Pending.started``), the only per-message work for them; ``serve`` starts
+``bus.metrics.MetricsServer`` when ``[broker] metrics`` is set, which reads these tables from its
+own thread when scraped (no lock, nothing else in this loop).
+
 ``run()`` is ``run_once()`` in a loop until ``stop()``. Tests drive a broker turn by turn with
 ``run_once()`` over ``inproc://`` endpoints and a clock of their own (the ``clock`` argument).
 """

@@ -144,3 +144,10 @@ def metrics(url: str, say: Say) -> None:
         f"{total('linebus_request_duration_seconds_count')} answers timed in the latency "
         "histograms"
     )
+    telemetry = [s for s in samples if s.name == "linebus_telemetry_stats_success"]
+    if telemetry:
+        say(
+            f"  telemetry: {total('linebus_telemetry_stats_success')} of {len(telemetry)} actors"
+            f" answered the scrape's stats call, {total('linebus_telemetry_pending_messages')}"
+            " messages pending upstream"
+        )

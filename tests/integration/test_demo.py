@@ -39,6 +39,8 @@ def test_demo_tour_runs_and_shuts_down(tmp_path: Path) -> None:
     # on a loaded machine a missed heartbeat may bring another actor back too).
     restarts = re.search(r"\d+ services up, restarts: (\d+), \d+ answers timed", out)
     assert restarts is not None and int(restarts[1]) >= 1, out[-2000:]
+    # The broker asked the telemetry actor for its figures (secured: as `supervisor`).
+    assert "telemetry: 1 of 1 actors answered the scrape's stats call" in out, out[-2000:]
     assert ("the line is secured (CURVE)" in out) == SECURE
     if not SECURE:  # demo.toml has a [web] table: `make demo` prints the dashboard's URL
         assert "linebus demo: the dashboard is at http://127.0.0.1:" in out

@@ -81,6 +81,9 @@ def metrics_line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsLi
         endpoints,
         [{"name": "echo1", **ECHO}, {"name": "tel", "kind": "telemetry", "options": telemetry}],
         broker={"metrics": address},
+        # 2.5 s of silence before an actor is called down: no spurious restart on a loaded machine
+        # (the restart test counts exactly one).
+        heartbeat_s=1.0,
     )
     processes = Processes()
     try:

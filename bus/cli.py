@@ -379,7 +379,10 @@ def cmd_web(args: argparse.Namespace) -> int:
         keys_dir=args.keys,
         insecure=args.insecure,
         call_timeout_s=args.timeout,
+        nice=args.nice,
     )
+    # The bus's own processes come first on a busy controller ([web] nice, WebConfig).
+    os.nice(launch.nice)
     serve(launch.settings, launch.listen)
     return EXIT_OK
 
@@ -586,6 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_seconds,
         default=None,
         help="the deadline of a gateway call that names none (default: [web] call_timeout_s, 30)",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        choices=range(20),
+        metavar="0-19",
+        default=None,
+        help="lower this process's CPU priority by this much (default: [web] nice, 10)",
     )
     p.set_defaults(func=cmd_web)
 

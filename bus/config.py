@@ -287,6 +287,11 @@ class WebConfig:
     gateway request needs a token and acts as its identity. ``identity`` is the app's own
     identity on a secured line (its key pair, in the keys directory, is made by ``linebus up``
     as the actors' are). Relative paths are taken from the config file's directory.
+
+    ``nice`` lowers the web process's CPU priority (``os.nice``) so that, on a busy controller,
+    the bus's own processes come first: the dashboard then lags behind a flood of events (its
+    subscription drops what it cannot take, and it sees the gap) instead of slowing the line.
+    0 keeps the priority it was started with.
     """
 
     listen: str = "127.0.0.1:8750"
@@ -295,6 +300,7 @@ class WebConfig:
     insecure: bool = False
     call_timeout_s: Seconds = 30.0
     max_body_bytes: PositiveInt = 16 * 1024 * 1024
+    nice: Annotated[int, Range(ge=0, le=19)] = 10
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -23,15 +23,19 @@ from bus.security.keys import SECRET_SUFFIX, load_keypair
 from bus.web.auth import Tokens
 from bus.web.state import DEFAULT_LISTEN, WebSettings
 
-__all__ = ["Launch", "launch_settings"]
+__all__ = ["DEFAULT_NICE", "Launch", "launch_settings"]
+
+#: How much ``linebus web`` lowers its CPU priority unless told otherwise (``WebConfig.nice``).
+DEFAULT_NICE = 10
 
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """The app's settings and where it listens."""
+    """The app's settings, where it listens, and how much to lower its CPU priority."""
 
     settings: WebSettings
     listen: str
+    nice: int = DEFAULT_NICE
 
 
 def launch_settings(
@@ -46,6 +50,7 @@ def launch_settings(
     keys_dir: str | None = None,
     insecure: bool = False,
     call_timeout_s: float | None = None,
+    nice: int | None = None,
 ) -> Launch:
     """Settle the settings of ``linebus web`` (see the module docstring).
 
@@ -84,7 +89,9 @@ def launch_settings(
         )
     if call_timeout_s is not None:
         settings = replace(settings, call_timeout_s=call_timeout_s)
-    return Launch(settings, listen)
+    if nice is None:
+        nice = web.nice if web is not None else DEFAULT_NICE
+    return Launch(settings, listen, nice)
 
 
 def _token_keys(

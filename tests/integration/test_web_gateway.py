@@ -164,6 +164,14 @@ def _sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
             name, data = "message", ""
 
 
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().decode(errors="replace").split("\0")[:-1]
+    except OSError:  # gone meanwhile
+        return []
+
+
 # --- linebus up with [web] -----------------------------------------------------------------
 
 
@@ -178,6 +186,16 @@ def test_linebus_up_serves_the_page_and_the_gateway(web_line: WebLine) -> None:
             return None  # still starting on a loaded machine
 
     response = wait_until(page, scaled(20), "the web process of linebus up")
+    # It runs at a lower CPU priority than the line ([web] nice, 10 by default).
+    argv = ["bus.cli", "web", "--config", str(web_line.config)]
+    web_pid = next(
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit() and _cmdline(int(entry))[-4:] == argv
+    )
+    assert os.getpriority(os.PRIO_PROCESS, web_pid) == min(
+        19, os.getpriority(os.PRIO_PROCESS, 0) + 10
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "<title>linebus" in response.text

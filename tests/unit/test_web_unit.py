@@ -99,10 +99,15 @@ def test_web_table(tmp_path: Path) -> None:
     web = loads(LINE + '[web]\nlisten = "127.0.0.1:9000"\ntokens = "tokens"\n', path).web
     assert web is not None
     assert (web.listen, web.identity, web.tokens) == ("127.0.0.1:9000", "web", tmp_path / "tokens")
+    assert web.nice == 10  # the bus's processes come first
+    line = loads(LINE + "[web]\nnice = 0\n", path)
+    assert launch_settings(line).nice == 0
+    assert launch_settings(line, nice=5).nice == 5
     for table, problem in (
         ('listen = "nowhere"', "is not HOST:PORT"),
         ('identity = "-x"', "not a valid key name"),
         ("port = 1", "port"),
+        ("nice = 20", "between 0 and 19"),
     ):
         with pytest.raises(ConfigError, match=problem):
             loads(LINE + f"[web]\n{table}\n", path)

@@ -1166,6 +1166,20 @@ class Broker:
             details={"command": command},
         )
 
+    @property
+    def handshakes(self) -> dict[str, int]:
+        """CURVE handshakes by outcome (``accepted``, or the ZAP handler's refusal reason);
+        empty without CURVE. Safe from another thread (bus.metrics): one C-level copy."""
+        return dict(self._zap.counts) if self._zap is not None else {}
+
+    @property
+    def event_counts(self) -> dict[str, int]:
+        """What the checked event path counted (``forwarded``, ``forbidden_publish``,
+        ``forbidden_subscribe``, ``malformed``); empty under the C proxy, which counts nothing,
+        and before ``start()``. Safe from another thread (bus.metrics)."""
+        stats = self._events.stats() if self._started else {}
+        return {key: value for key, value in stats.items() if type(value) is int}
+
     def stats(self) -> dict[str, Any]:
         """Counters of what was routed and every drop by reason, plus the current load."""
         events = self._events.stats()

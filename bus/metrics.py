@@ -79,6 +79,10 @@ class BrokerView(Protocol):
     def endpoints(self) -> Mapping[str, str]: ...
     @property
     def security(self) -> SecurityConfig: ...
+    @property
+    def handshakes(self) -> Mapping[str, int]: ...
+    @property
+    def event_counts(self) -> Mapping[str, int]: ...
 
 
 class TelemetryStats:
@@ -224,6 +228,32 @@ def _counters(broker: BrokerView) -> Iterator[Metric]:
     for reason, count in sorted(dict(broker.dropped).items()):
         dropped.add_metric([reason], count)
     yield dropped
+    handshakes = CounterMetricFamily(
+        "linebus_handshakes",
+        "CURVE handshakes the broker's ZAP handler decided, by result: accepted, or the refusal "
+        "reason (none without CURVE).",
+        labels=["result"],
+    )
+    for result, count in sorted(broker.handshakes.items()):
+        handshakes.add_metric([result], count)
+    yield handshakes
+    events = broker.event_counts
+    forwarded = CounterMetricFamily(
+        "linebus_events_forwarded",
+        "Events the checked event path forwarded (only when the access list checks publishing "
+        "or subscribing: libzmq's C proxy counts nothing).",
+    )
+    refused = CounterMetricFamily(
+        "linebus_events_refused",
+        "Events and subscriptions the checked event path refused, by reason.",
+        labels=["reason"],
+    )
+    if events:
+        forwarded.add_metric([], events.get("forwarded", 0))
+        for reason in ("forbidden_publish", "forbidden_subscribe", "malformed"):
+            refused.add_metric([reason], events.get(reason, 0))
+    yield forwarded
+    yield refused
 
 
 def _services(entries: list[ServiceEntry]) -> Iterator[Metric]:

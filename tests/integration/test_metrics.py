@@ -23,6 +23,7 @@ from bus.client import Client
 from bus.errors import UnknownService
 from tests.conftest import (
     ECHO,
+    SECURE,
     Endpoints,
     Line,
     Processes,
@@ -131,6 +132,10 @@ def test_calls_move_the_routed_counters_and_the_latency_histogram(
     assert counts[-1] == value(after, "linebus_request_duration_seconds_count", service="echo1")
     assert value(after, "linebus_service_up", service="echo1", kind="echo") == 1
     assert value(after, "linebus_service_inflight_requests", service="echo1", kind="echo") == 0
+    # Secured pass: the broker's ZAP handler let in at least the two actors, this test's client
+    # and the scrape's own client; plaintext: no handshake is decided.
+    accepted = value(after, "linebus_handshakes_total", result="accepted")
+    assert (accepted or 0) >= 4 if SECURE else accepted is None
 
 
 def test_unknown_service_drops_are_counted_by_reason(metrics_line: MetricsLine) -> None:

@@ -33,6 +33,8 @@ class FakeBroker:
     subscribers: SubscriberReports = field(default_factory=SubscriberReports)
     endpoints: dict[str, str] = field(default_factory=lambda: {"command": "tcp://127.0.0.1:1"})
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    handshakes: dict[str, int] = field(default_factory=dict)
+    event_counts: dict[str, int] = field(default_factory=dict)
 
 
 def scrape(broker: FakeBroker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -77,6 +79,27 @@ def test_families_from_the_broker_tables() -> None:
     service = (("service", "echo1"),)
     assert samples[("linebus_request_duration_seconds_count", service)] == 3
     assert samples[("linebus_request_duration_seconds_sum", service)] == 400.5
+    assert not [
+        name for name, _ in samples if name.startswith(("linebus_handshakes", "linebus_events"))
+    ]
+
+
+def test_security_figures() -> None:
+    """A secured broker's handshakes by result, and the checked event path's counts."""
+    broker = FakeBroker(
+        handshakes={"accepted": 5, "unknown key": 2},
+        event_counts={"forwarded": 40, "forbidden_publish": 1, "malformed": 3},
+    )
+    samples = scrape(broker)
+    assert samples[("linebus_handshakes_total", (("result", "accepted"),))] == 5
+    assert samples[("linebus_handshakes_total", (("result", "unknown key"),))] == 2
+    assert samples[("linebus_events_forwarded_total", ())] == 40
+    refused = {
+        labels[0][1]: count
+        for (name, labels), count in samples.items()
+        if name == "linebus_events_refused_total"
+    }
+    assert refused == {"forbidden_publish": 1, "forbidden_subscribe": 0, "malformed": 3}
 
 
 def test_the_server_serves_on_a_free_port_until_closed() -> None:

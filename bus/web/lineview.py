@@ -72,6 +72,9 @@ class ViewLimits:
     stats_s: float = 1.0
     #: Events the subscription holds unread before the broker drops for it (counted as gaps).
     subscription_queue: int = 20_000
+    #: Events listed in the log per second at most; beyond it they are counted, not listed
+    #: (a bus busy with 100 000 events a second must not make the web process a hot spot).
+    listed_per_s: int = 50
 
 
 def plain(value: Any, depth: int = 0) -> Any:
@@ -184,7 +187,11 @@ class LineView:
         self.events: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=self.limits.events
         )
-        self.counters: dict[str, Any] = {"routed": {}, "dropped": {}}
+        self.counters: dict[str, Any] = {"routed": {}, "dropped": {}, "unlisted": 0}
+        #: Events left out of the log by ``limits.listed_per_s``.
+        self.unlisted = 0
+        self._listing_second = 0
+        self._listed = 0
         #: Set once the first services and stats have been read.
         self.ready = asyncio.Event()
         self._watchers: set[Watcher] = set()
@@ -283,6 +290,8 @@ class LineView:
             "dropped": plain(stats.get("dropped", {})),
             "inflight": stats.get("inflight"),
             "services_up": stats.get("services_up"),
+            "unlisted": self.unlisted,
+            "listed_per_s": self.limits.listed_per_s,
         }
         if counters != self.counters:
             self.counters = counters
@@ -336,6 +345,13 @@ class LineView:
                 return  # readings are plotted, not logged: they would flood the log
             elif rest.startswith("stream."):
                 return  # the same readings one by one: the commit events carry them
+        second = int(time.monotonic())
+        if second != self._listing_second:
+            self._listing_second, self._listed = second, 0
+        if self._listed >= self.limits.listed_per_s:
+            self.unlisted += 1
+            return
+        self._listed += 1
         event = {"topic": topic, "src": src, "seq": seq, "ts": ts, "data": plain(data)}
         self.events.append(event)
         self._emit({"type": "event", "event": event})

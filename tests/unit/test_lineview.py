@@ -251,6 +251,15 @@ async def test_flux_print_status_is_a_job(view: LineView) -> None:
     assert len(list(view.jobs_of("p1"))) == 1
 
 
+async def test_a_flood_of_events_is_counted_not_listed(broker: BrokerThread) -> None:
+    async with AsyncClient(broker.command) as bus:
+        view = LineView(bus, ViewLimits(listed_per_s=3))
+        for seq in range(10):
+            view.apply_event("echo.tick", "echo", seq, 0.0, {"n": seq})
+    # 3 a second: all but 3 (6 if the clock's second turned meanwhile) counted instead.
+    assert view.unlisted >= 4 and len(view.events) + view.unlisted == 10
+
+
 def test_numeric_fields_and_plain() -> None:
     assert numeric_fields(b'{"a": 1, "b": "x", "c": false, "d": {"e": 2.5}}') == {
         "a": 1.0,

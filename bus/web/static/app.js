@@ -169,6 +169,8 @@ function renderCounters() {
       `dropped ${sum(c.dropped)}`),
     ...dropped.map(([r, n]) => el("span", { className: "muted" }, ` (${r} ${n})`)),
   );
+  $("unlisted").textContent = c.unlisted
+    ? `${c.unlisted} events arrived too fast to be listed (at most ${c.listed_per_s} a second are)` : "";
 }
 
 // ------------------------------------------------------------------ jobs

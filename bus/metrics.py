@@ -20,10 +20,12 @@ that is up, all at once with a short deadline, on a client of its own connected 
 command endpoint, and keeps the answers for ``max_age_s`` so that frequent scrapes do not load
 the actors. On a secured line that client needs an identity the access list lets call
 ``<service>.stats``: ``LINEBUS_KEY_FILE`` and ``LINEBUS_BROKER_KEY_FILE`` in the broker's
-environment (``ClientKeys.load``); without them the scrape carries the broker's figures only.
+environment (``ClientKeys.load``; ``linebus up`` gives it the supervisor's); without them the
+scrape carries the broker's figures only.
 
 Metric names (``linebus_`` prefix, ``_total`` counters, seconds and bytes) are listed with their
-HELP text in ``BrokerCollector.collect`` and in the README's "Metrics (Prometheus)".
+HELP text in the functions ``BrokerCollector.collect`` calls, and in the README's "Metrics
+(Prometheus)".
 """
 
 from __future__ import annotations
@@ -142,13 +144,14 @@ class TelemetryStats:
         if self._curve:
             try:
                 keys = ClientKeys.load()
-            except BusError as exc:
-                log.warning("metrics_actor_stats_off", reason=exc.message)
+                problem = "" if keys is not None else "no key variables in its environment"
+            except BusError as exc:  # a key configured but unusable
+                problem = exc.message
             if keys is None:
                 log.warning(
                     "metrics_actor_stats_off",
-                    reason="a secured broker: set LINEBUS_KEY_FILE and LINEBUS_BROKER_KEY_FILE "
-                    "in its environment for the scrape to ask actors for their stats",
+                    reason=f"a secured broker, {problem}: set LINEBUS_KEY_FILE and "
+                    "LINEBUS_BROKER_KEY_FILE for the scrape to ask actors for their stats",
                 )
                 self._off = True
                 return None

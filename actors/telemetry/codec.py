@@ -38,7 +38,10 @@ def compress(body: bytes, compression: Compression) -> tuple[bytes, str | None]:
 
     Like the Spotflow SDK, a body that compression would not shrink is sent as it is.
     """
-    level = _LEVELS.get(Compression(compression))
+    # The enum's constructor only for a plain int (it validates): this runs for every message.
+    level = _LEVELS.get(
+        compression if type(compression) is Compression else Compression(compression)
+    )
     if level is None:
         return body, None
     packed = zlib.compress(body, level)

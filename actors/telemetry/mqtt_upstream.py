@@ -111,28 +111,47 @@ class _UserProperties(Properties):
     paho's ``Properties.pack`` walks every property name MQTT 5 defines, and runs again for
     each send: measured, it halves paho's QoS 1 publishing rate. User property (identifier
     0x26) = a pair of UTF-8 strings, each a 2-byte length and the bytes (MQTT 5.0 §3.3.2.3.7).
+    paho only calls ``pack`` on it; ``UserProperty`` decodes the pairs again when read.
     """
 
-    def __init__(self, pairs: list[tuple[str, str]], body: bytes | None = None) -> None:
+    def __init__(self, pairs: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         # Not Properties.__init__ nor its validating __setattr__ (a third of the forwarder's
-        # time per message, profiled): the tables it would build are the same every time.
-        # ``body``: the pairs already encoded (``_pair`` each, in order), by a caller that
-        # encodes their constant parts once.
-        attributes = self.__dict__
-        attributes.update(_PUBLISH_TABLES)
-        if body is None:
+        # time per message, profiled): the tables it would build are the class's, shared.
+        # ``body``: pairs already encoded (``_pair`` each), by a caller that encodes their
+        # constant parts once.
+        if pairs:
             body = b"".join(_pair(key, value) for key, value in pairs)
-        attributes["UserProperty"] = pairs
-        attributes["_packed"] = _varint(len(body)) + body
+        self.__dict__["_packed"] = _varint(len(body)) + body
+
+    @property
+    def UserProperty(self) -> list[tuple[str, str]]:
+        """The (key, value) pairs, decoded from the encoding."""
+        packed: bytes = self.__dict__["_packed"]
+        at = 0
+        while packed[at] & 0x80:  # the body's length, a variable byte integer
+            at += 1
+        at += 1
+        pairs = []
+        while at < len(packed):  # 0x26, then two (2-byte length, UTF-8) strings
+            key_len = int.from_bytes(packed[at + 1 : at + 3], "big")
+            key = packed[at + 3 : at + 3 + key_len].decode()
+            at += 3 + key_len
+            value_len = int.from_bytes(packed[at : at + 2], "big")
+            pairs.append((key, packed[at + 2 : at + 2 + value_len].decode()))
+            at += 2 + value_len
+        return pairs
 
     def pack(self) -> bytes:
         """The encoded properties (length and body)."""
-        packed: bytes = object.__getattribute__(self, "_packed")
+        packed: bytes = self.__dict__["_packed"]
         return packed
 
 
-#: What ``Properties(PacketTypes.PUBLISH)`` holds before any property is set.
+#: What ``Properties(PacketTypes.PUBLISH)`` holds before any property is set: read-only tables,
+#: class attributes of ``_UserProperties`` (for paho's ``__str__``, should its logging print one).
 _PUBLISH_TABLES = dict(_properties(PacketTypes.PUBLISH).__dict__)
+for _name, _value in _PUBLISH_TABLES.items():
+    type.__setattr__(_UserProperties, _name, _value)
 
 
 def _utf8(text: str) -> bytes:
@@ -163,33 +182,35 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def user_properties(device_id: str, message: StoredMessage, encoding: str | None) -> Properties:
+def user_properties(
+    device_id: str,
+    message: StoredMessage,
+    encoding: str | None,
+    ts_parts: dict[float, bytes] | None = None,
+) -> Properties:
     """The MQTT 5 user properties of one telemetry message, encoded once: ``message_id``,
     ``ts``, then ``content_encoding`` when compressed and the Spotflow ids that are set.
 
     The two that every message has are assembled from bytes encoded once (this runs for every
-    message forwarded)."""
-    mid = message_id(device_id, message.seq)
-    ts = repr(message.timestamp)
-    mid_raw, ts_raw = mid.encode(), ts.encode()
-    body = (
-        _MESSAGE_ID_PAIR
-        + len(mid_raw).to_bytes(2, "big")
-        + mid_raw
-        + _TS_PAIR
-        + len(ts_raw).to_bytes(2, "big")
-        + ts_raw
-    )
-    user = [("message_id", mid), ("ts", ts)]
+    message forwarded); ``ts_parts`` caches the ``ts`` pair by timestamp across the messages of
+    an upload (a batch of readings shares one).
+    """
+    mid = f"{device_id}/{message.seq}".encode()  # message_id(device_id, seq)
+    ts_part = None if ts_parts is None else ts_parts.get(message.timestamp)
+    if ts_part is None:
+        ts_raw = repr(message.timestamp).encode()
+        ts_part = _TS_PAIR + len(ts_raw).to_bytes(2, "big") + ts_raw
+        if ts_parts is not None:
+            ts_parts[message.timestamp] = ts_part
+    body = _MESSAGE_ID_PAIR + len(mid).to_bytes(2, "big") + mid + ts_part
     ids = (message.message_id, message.batch_id, message.batch_slice_id, message.chunk_id)
     if encoding or ids != _NO_IDS:  # rare: readings carry neither
         extra = [("content_encoding", encoding)] if encoding else []
         extra += [
             (key, value) for key, value in zip(_ID_KEYS, ids, strict=True) if value is not None
         ]
-        user += extra
         body += b"".join(_pair(key, value) for key, value in extra)
-    return _UserProperties(user, body)
+    return _UserProperties(body=body)
 
 
 class MqttUpstream:
@@ -449,9 +470,11 @@ class MqttUpstream:
         """
         topic = telemetry_topic(self._root, self._device, upload.stream_group, upload.stream)
         batch: list[tuple[str, bytes, bool, Properties | None]] = []
+        ts_parts: dict[float, bytes] = {}
         for message in upload.messages:
             body, encoding = compress(message.payload, message.compression)
-            batch.append((topic, body, False, user_properties(self._device, message, encoding)))
+            props = user_properties(self._device, message, encoding, ts_parts)
+            batch.append((topic, body, False, props))
         outcome = self._publish_all(batch)
         acked = tuple(
             message.seq

@@ -70,6 +70,8 @@ _KINDS = (
 _KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
 _COMPRESSIONS = {int(c): c for c in Compression}
 _MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StoredMessage))
+_MESSAGE_SLOTS = tuple(getattr(StoredMessage, name).__set__ for name in _MESSAGE_FIELDS)
+_new_message = object.__new__
 # The StoredMessage fields in order; the stream's names come from the streams table.
 _SELECT = (
     "SELECT m.seq, s.stream_group, s.stream, m.stream_seq, m.message_id, m.batch_id,"
@@ -159,24 +161,35 @@ def _entry_size(entry: _Entry) -> int:
 
 
 def _stored(row: tuple[Any, ...]) -> StoredMessage:
-    # Positional, with table lookups for the enums: this runs once per message of every upload.
+    """A ``StoredMessage`` from a row of ``_SELECT``.
+
+    This runs once per message of every upload, and a frozen dataclass's ``__init__`` costs
+    ~2 µs (an ``object.__setattr__`` per field): the slots are filled directly instead (there is
+    nothing to validate, the row is the store's own)."""
     seq, group, stream, stream_seq, message_id, batch_id, slice_id, chunk_id = row[:8]
     kind, compression, timestamp, payload, state = row[8:]
-    return StoredMessage(
-        seq=seq,
-        stream_group=group,
-        stream=stream,
-        stream_seq=stream_seq,
-        message_id=message_id,
-        batch_id=batch_id,
-        batch_slice_id=slice_id,
-        chunk_id=chunk_id,
-        kind=_KINDS[kind],
-        compression=_COMPRESSIONS[compression],
-        timestamp=timestamp,
-        payload=payload if type(payload) is bytes else bytes(payload),
-        state=_STATE_NAMES[state],
-    )
+    message = _new_message(StoredMessage)
+    for set_slot, value in zip(
+        _MESSAGE_SLOTS,
+        (
+            seq,
+            group,
+            stream,
+            stream_seq,
+            message_id,
+            batch_id,
+            slice_id,
+            chunk_id,
+            _KINDS[kind],
+            _COMPRESSIONS[compression],
+            timestamp,
+            payload if type(payload) is bytes else bytes(payload),
+            _STATE_NAMES[state],
+        ),
+        strict=True,
+    ):
+        set_slot(message, value)
+    return message
 
 
 class TelemetryStore:
@@ -763,19 +776,25 @@ class TelemetryStore:
 
     @staticmethod
     def _find_claim(conn: sqlite3.Connection) -> tuple[str, int, int, int] | None:
-        """The claimed, uncompleted upload stored (left by an earlier process), if any."""
+        """The claimed, uncompleted upload stored (left by an earlier process), if any.
+
+        A claim starts at the oldest pending message, and only its completion settles or
+        releases its messages (all of them at once), so while one is outstanding the oldest
+        pending message is in it: one row tells (not a scan of every pending one).
+        """
         row = conn.execute(
-            "SELECT upload_id, stream_id FROM messages"
-            " WHERE state = 0 AND upload_id IS NOT NULL ORDER BY seq LIMIT 1"
+            "SELECT upload_id, stream_id, stream_seq FROM messages"
+            " WHERE state = 0 ORDER BY seq LIMIT 1"
         ).fetchone()
-        if row is None:
+        if row is None or row[0] is None:
             return None
-        first, last = conn.execute(
-            "SELECT min(stream_seq), max(stream_seq) FROM messages"
-            " WHERE stream_id = ? AND upload_id = ? AND state = 0",
-            (row[1], row[0]),
+        upload_id, stream_id, first = row
+        (last,) = conn.execute(
+            "SELECT max(stream_seq) FROM messages"
+            " WHERE stream_id = ? AND stream_seq >= ? AND upload_id = ? AND state = 0",
+            (stream_id, first, upload_id),
         ).fetchone()
-        return (row[0], row[1], first, last)
+        return (upload_id, stream_id, first, last)
 
     @staticmethod
     def _upload(upload_id: str, messages: Sequence[StoredMessage]) -> Upload:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from actors.telemetry.model import (
+    DEFAULT_STREAM_GROUP,
     Ack,
     Compression,
     DesiredProperties,
@@ -289,6 +290,30 @@ class TestHistory:
 
 
 class TestUploads:
+    def test_claimed_messages_are_what_the_dataclass_builds(self, store: TelemetryStore) -> None:
+        """Upload rows (built without StoredMessage.__init__) equal, hash and repr as built ones."""
+        store.append(OutgoingMessage.create(b"p", stream="s", batch_id="b", message_id="m"))
+        upload = store.claim_upload(max_messages=10, max_bytes=10**6)
+        assert upload is not None
+        (claimed,) = upload.messages
+        built = StoredMessage(
+            seq=1,
+            stream_group=DEFAULT_STREAM_GROUP,
+            stream="s",
+            stream_seq=1,
+            message_id="m",
+            batch_id="b",
+            batch_slice_id=None,
+            chunk_id=None,
+            kind=MessageKind.MESSAGE,
+            compression=Compression.UNCOMPRESSED,
+            timestamp=claimed.timestamp,
+            payload=b"p",
+            state="pending",
+        )
+        assert claimed == built and hash(claimed) == hash(built) and repr(claimed) == repr(built)
+        assert type(claimed.kind) is MessageKind and type(claimed.compression) is Compression
+
     def test_upload_groups_one_stream_and_respects_limits(self, store: TelemetryStore) -> None:
         """An upload holds the oldest pending stream's next messages, bounded by count and bytes."""
         store.append_many(

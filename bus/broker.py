@@ -55,7 +55,7 @@ import structlog
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from bus import protocol
+from bus import _zmqio, protocol
 from bus._eventpath import EventPath, user_id
 from bus.config import BrokerConfig, SecurityConfig
 from bus.config import load as load_config
@@ -103,7 +103,11 @@ _request_target = protocol.request_target
 _request_ttl = protocol.request_ttl
 _bucket = bisect_left
 _LATENCY_BOUNDS = LATENCY_BOUNDS
-_NOBLOCK = zmq.NOBLOCK
+_NOBLOCK = _zmqio.NOBLOCK
+_send_frames = _zmqio.send_frames
+_readable = _zmqio.readable
+_recv_frame = _zmqio.recv_frame
+_recv_rest = _zmqio.recv_rest
 _DRAIN_BATCH = 512
 _STABLE_REASONS = frozenset({"too_large", "header_too_large", "duplicate_id", "unhandled"})
 _ANSWERS = frozenset({_PROGRESS, _REPLY, _ERROR})
@@ -511,19 +515,23 @@ class Broker:
     # --- message handling -------------------------------------------------------------------
 
     def _drain(self, router: zmq.Socket[bytes]) -> None:
+        # Receives through bus._zmqio (no pyzmq sugar per frame) and, after the first message
+        # (the poll said one waits), asks ZMQ_EVENTS before each receive instead of ending on a
+        # zmq.Again built per wake-up.
         handle = self._handle
         recv = router.recv
-        recv_rest = router.recv_multipart
-        for _ in range(_DRAIN_BATCH):
+        for i in range(_DRAIN_BATCH):
+            if i and not _readable(router):
+                return
             try:
                 ident = recv(_NOBLOCK)
-            except zmq.Again:
+            except zmq.Again:  # a spurious wake-up
                 return
-            frame = recv()
+            frame, more = _recv_frame(router)
             frames: _Frames = [ident, frame]
-            if router.rcvmore:
+            if more:
                 # Bulk frames are forwarded as zmq.Frame objects: never copied by the broker.
-                frames.extend(recv_rest(copy=False))
+                frames += _recv_rest(router)
             try:
                 handle(ident, frame, frames)
             except BusError as exc:
@@ -543,8 +551,9 @@ class Broker:
         identity (User-Id) the ZAP handler gave its connection."""
         handle = self._handle_secure
         recv = router.recv
-        recv_rest = router.recv_multipart
-        for _ in range(_DRAIN_BATCH):
+        for i in range(_DRAIN_BATCH):
+            if i and not _readable(router):
+                return
             try:
                 first = recv(_NOBLOCK, copy=False)
             except zmq.Again:
@@ -552,10 +561,10 @@ class Broker:
             # No ZAP identity on the connection (inproc): "", which no access list knows.
             user = user_id(first) or ""
             ident = first.bytes
-            frame = recv()
+            frame, more = _recv_frame(router)
             frames: _Frames = [ident, frame]
-            if router.rcvmore:
-                frames.extend(recv_rest(copy=False))
+            if more:
+                frames += _recv_rest(router)
             try:
                 handle(ident, user, frame, frames)
             except BusError as exc:
@@ -670,7 +679,7 @@ class Broker:
         pending = Pending(msg_id, ident, entry, deadline, now)
         frames[0] = entry.identity
         try:
-            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)
+            _send_frames(self._router, frames, _NOBLOCK, len(frames) < 3)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EAGAIN:
                 return self._error(
@@ -850,7 +859,7 @@ class Broker:
         """Send a received message on to ``to`` (its identity frame replaced), counted as ``what``."""
         frames[0] = to
         try:
-            self._router.send_multipart(frames, _NOBLOCK, copy=len(frames) < 3)
+            _send_frames(self._router, frames, _NOBLOCK, len(frames) < 3)
         except zmq.ZMQError as exc:
             self.dropped["unroutable" if exc.errno == zmq.EHOSTUNREACH else "backpressure"] += 1
             entry = self.directory.by_identity.get(to)
@@ -1073,7 +1082,7 @@ class Broker:
 
     def _send_quiet(self, frames: list[Any]) -> None:
         try:
-            self._router.send_multipart(frames, _NOBLOCK)
+            _send_frames(self._router, frames)
         except zmq.ZMQError:
             self.dropped["unroutable"] += 1
 

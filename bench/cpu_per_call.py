@@ -210,14 +210,17 @@ class _Line:
     def wait_ready(self) -> None:
         """Wait until the actor has registered."""
         from bus.client import Client
+        from bus.errors import BusError
         from bus.testing import wait_until
 
-        with Client(self.ep["command"], timeout=60, keys=False) as client:
-            wait_until(
-                lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
-                120,
-                "bench actor",
-            )
+        def up(client: Client) -> bool:
+            try:
+                return any(s["name"] == "bench" and s["state"] == "up" for s in client.services())
+            except BusError:  # under valgrind a broker takes a while to listen
+                return False
+
+        with Client(self.ep["command"], timeout=10, keys=False) as client:
+            wait_until(lambda: up(client), 300, "bench actor")
 
     def pids(self) -> dict[str, int]:
         """The broker's and the actor's process ids."""

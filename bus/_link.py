@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 import zmq
 
-from bus import protocol
+from bus import _zmqio, protocol
 from bus._requests import Requests
 from bus.client import HANDSHAKE_EVENTS, ClientKeys, HandshakeWatch
 from bus.errors import BusError, Unauthenticated
@@ -48,10 +48,11 @@ _HEARTBEAT = int(Kind.HEARTBEAT)
 _DISCONNECT = int(Kind.DISCONNECT)
 _ERROR = int(Kind.ERROR)
 # Plain ints: pyzmq's flags are IntFlag enums, and every operation on one builds a new member.
-_NOBLOCK = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-_RCVMORE = int(zmq.RCVMORE)
-_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = _zmqio.NOBLOCK
+_send_frames = _zmqio.send_frames
+_readable = _zmqio.readable
+_recv_frame = _zmqio.recv_frame
+_recv_rest = _zmqio.recv_rest
 _split = protocol.split
 _request_header = protocol.request_header
 _monotonic = time.monotonic
@@ -100,6 +101,7 @@ class BrokerLink:
         self._fd = -1
         self._heartbeat: asyncio.Task[None] | None = None
         self._drain_due = False  # a drain is scheduled and has not started yet
+        self._draining = False  # drain() is running (sends need not look for input)
         #: When the broker was last heard from (``time.monotonic``).
         self.last_heard = 0.0
         self._keys = keys
@@ -184,18 +186,17 @@ class BrokerLink:
             return False
         sent = True
         try:
-            sock.send_multipart(frames, _NOBLOCK, copy=len(frames) == 1)
+            _send_frames(sock, frames, _NOBLOCK, len(frames) == 1)
         except zmq.Again:
             # No broker connection (or a full pipe to it): the broker already failed this
             # request's caller when the connection went, so the answer has nobody to reach.
             sent = False
             if not quiet:
                 self._log.warning("send_dropped", reason="no broker connection")
-        # A send can consume the edge on ZMQ_FD; look again so no incoming message is stranded.
-        if not self._drain_due:
-            events = sock.getsockopt(_EVENTS)
-            if isinstance(events, int) and events & _POLLIN:
-                self._drain_soon()
+        # A send can consume the edge on ZMQ_FD; look again so no incoming message is stranded
+        # (not needed while draining: the drain looks before each receive anyway).
+        if not self._drain_due and not self._draining and _readable(sock):
+            self._drain_soon()
         return sent
 
     def send_ready(self) -> bool:
@@ -264,20 +265,25 @@ class BrokerLink:
         sock = self._socket
         if sock is None:
             return
-        for _ in range(256):
-            try:
-                first = sock.recv(_NOBLOCK)
-            except zmq.Again:
-                return
-            frames: list[Any] = [first]
-            if sock.getsockopt(_RCVMORE):
-                # Bulk frames stay zmq.Frame (no copy) until a handler's argument needs bytes.
-                frames.extend(sock.recv_multipart(copy=False))
-            self.last_heard = _monotonic()
-            try:
-                self._on_message(frames)
-            except Exception:  # a bug in handling one message must not stop the actor
-                self._log.exception("message_handling_failed")
+        # Asks ZMQ_EVENTS before each receive (which also re-arms the edge-triggered FD) rather
+        # than ending on a zmq.Again built per wake-up; frames through bus._zmqio.
+        self._draining = True
+        try:
+            for _ in range(256):
+                if not _readable(sock):
+                    return
+                first, more = _recv_frame(sock)
+                frames: list[Any] = [first]
+                if more:
+                    # Bulk frames stay zmq.Frame (no copy) until a handler's argument needs bytes.
+                    frames += _recv_rest(sock)
+                self.last_heard = _monotonic()
+                try:
+                    self._on_message(frames)
+                except Exception:  # a bug in handling one message must not stop the actor
+                    self._log.exception("message_handling_failed")
+        finally:
+            self._draining = False
         if not self._drain_due:
             self._drain_soon()  # more may be waiting; yield to other tasks first
 

@@ -84,6 +84,26 @@ def _bus_calls(command: str, n: int, inflight: int) -> tuple[float, float]:
         return time.perf_counter() - start, time.process_time() - cpu
 
 
+def _client_main(command: str, n: int, inflight: int) -> None:
+    """A client process for ``--callgrind``: warm up, say ``ready``, wait for a line on stdin
+    (the counters are zeroed meanwhile), make ``n`` calls, say ``done``, wait again."""
+    from bus.client import Client
+
+    with Client(command, timeout=600, keys=False) as client:
+        for _ in range(20):
+            client.call("bench", "echo", value=SMALL)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        window = [client.start("bench", "echo", {"value": SMALL}) for _ in range(inflight)]
+        for i in range(n):
+            if window.pop(0).result() != SMALL:
+                raise AssertionError("wrong reply")
+            if i + inflight < n:
+                window.append(client.start("bench", "echo", {"value": SMALL}))
+        print("done", flush=True)
+        sys.stdin.readline()
+
+
 def _raw_calls(front: str, n: int, inflight: int) -> tuple[float, float]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
@@ -113,10 +133,13 @@ def _measure(
     calls: Any, pids: dict[str, int], n: int, line: _Line | None = None
 ) -> dict[str, float]:
     if line is not None and line.callgrind:
+        client = line.client(n)
         line.instructions()  # each dump resets the counts
-        wall, client_cpu = calls()
+        start = time.perf_counter()
+        client.go()
+        wall = time.perf_counter() - start
         counts = line.instructions()
-        out = {"per_s": n / wall, "client_us": client_cpu / n * 1e6}
+        out = {"per_s": n / wall, "client_us": client.finish() / n}
         for name, count in counts.items():
             out[f"{name}_us"] = count / n  # instructions per round trip, in this mode
             out[f"{name}_sys_us"] = 0.0
@@ -183,6 +206,23 @@ class _Line:
             [*self._valgrind("actor"), sys.executable, "-c", code], env=self.env, cwd=self.cwd
         )
 
+    def client(self, n: int) -> _CallgrindClient:
+        """A client process under callgrind, warmed up, to make ``n`` sequential calls."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = (
+            f"import sys; sys.path.insert(0, {here!r}); from cpu_per_call import _client_main; "
+            f"_client_main({self.ep['command']!r}, {n}, 1)"
+        )
+        proc = subprocess.Popen(
+            [*self._valgrind("client"), sys.executable, "-c", code],
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        return _CallgrindClient(proc, self)
+
     def _valgrind(self, role: str) -> list[str]:
         if not self.callgrind:
             return []
@@ -194,11 +234,11 @@ class _Line:
             f"--callgrind-out-file={out}.%p",
         ]
 
-    def instructions(self) -> dict[str, int]:
-        """Dump the callgrind counters of both processes; return their totals since the last
-        call (``zero`` resets them)."""
+    def instructions(self, pids: dict[str, int] | None = None) -> dict[str, int]:
+        """Dump the callgrind counters of the broker and the actor (or of ``pids``); return
+        their totals since the last dump (each dump resets them)."""
         out = {}
-        for role, pid in self.pids().items():
+        for role, pid in (pids or self.pids()).items():
             subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
             dumps = sorted(self.tmp.glob(f"{role}.*.cg.{pid}.*"), key=lambda p: p.stat().st_mtime)
             totals = [
@@ -235,6 +275,34 @@ class _Line:
                 proc.wait(10)
 
 
+class _CallgrindClient:
+    """``_client_main`` in a process under callgrind, driven through its stdin and stdout."""
+
+    def __init__(self, proc: subprocess.Popen[str], line: _Line) -> None:
+        self.proc = proc
+        self.line = line
+        assert proc.stdout is not None and proc.stdin is not None
+        self.stdout, self.stdin = proc.stdout, proc.stdin
+        if self.stdout.readline().strip() != "ready":
+            raise RuntimeError("the client process did not start")
+        line.instructions({"client": proc.pid})  # zero its counts
+
+    def go(self) -> None:
+        """Make the calls; return when they are done."""
+        self.stdin.write("go\n")
+        self.stdin.flush()
+        if self.stdout.readline().strip() != "done":
+            raise RuntimeError("the client process failed")
+
+    def finish(self) -> int:
+        """The client's instructions for the calls; the process ends."""
+        count = self.line.instructions({"client": self.proc.pid})["client"]
+        self.stdin.write("\n")
+        self.stdin.flush()
+        self.proc.wait(60)
+        return count
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run and print the medians of each side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -246,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--callgrind",
         action="store_true",
-        help="run the brokers and actors under callgrind: their columns are then instructions "
-        "per round trip (user space, every thread; counts do not move with the machine's load)",
+        help="run clients, brokers and actors under callgrind: their columns are then "
+        "instructions per round trip (user space, every thread; counts do not move with the "
+        "machine's load)",
     )
     parser.add_argument(
         "--baseline",

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from bus import protocol
+from bus import _zmqio, protocol
 from bus._calls import (
     CallCore,
     CallState,
@@ -80,6 +80,13 @@ __all__ = [
     "default_endpoints",
     "queue_options",
 ]
+
+# The hot path's frame I/O without pyzmq's Python layer (bus._zmqio).
+_NOBLOCK = _zmqio.NOBLOCK
+_send_frames = _zmqio.send_frames
+_readable = _zmqio.readable
+_recv_frame = _zmqio.recv_frame
+_recv_rest = _zmqio.recv_rest
 
 #: The deadline of a request sent with ``notify`` (nobody waits for its answer).
 NOTIFY_TTL_S = 5.0
@@ -745,7 +752,7 @@ class Client:
     ) -> CallState:
         if self._closed:
             raise Unavailable("client is closed")
-        if self._monitor.socket.poll(0):
+        if _readable(self._monitor.socket):
             # Apply what happened to the connection while no call was pumping (a broker
             # restart), so a request sent now on the new connection is not taken for lost.
             refused = self._monitor.refused()
@@ -770,7 +777,7 @@ class Client:
 
     def _send(self, frames: list[Any], state: CallState | None = None) -> None:
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) == 1)
+            _send_frames(self._sock, frames, _NOBLOCK, len(frames) == 1)
             if state is not None:
                 state.sent = True
             return
@@ -835,7 +842,9 @@ class Client:
                 self._core.fail_every(refused)
             if not any(sock is self._sock for sock, _ in ready):
                 return
-        self._core.dispatch(self._sock.recv_multipart())
+        sock = self._sock
+        first, more = _recv_frame(sock)
+        self._core.dispatch([first, *_recv_rest(sock)] if more else [first])
 
     def _on_connection(self, up: bool) -> None:
         if up:

@@ -17,7 +17,8 @@ import bus.client, bus.aio, bus._calls
 print(json.dumps(sorted(sys.modules)))
 """
 
-#: The bus modules the client core may load: itself, the two it builds on, and the client half
+#: The bus modules the client core may load: itself, the two it builds on, its frame I/O
+#: (bus._zmqio, which imports only pyzmq), and the client half
 #: of bus.security (CURVE keys from files or the environment, and a CURVE client's socket
 #: options), which imports only the standard library, pyzmq and bus.errors.
 CLIENT_CORE = {
@@ -25,6 +26,7 @@ CLIENT_CORE = {
     "bus.client",
     "bus.aio",
     "bus._calls",
+    "bus._zmqio",
     "bus.protocol",
     "bus.errors",
     "bus.security",
@@ -66,8 +68,8 @@ class TestClientImports:
         assert not any(name.startswith(("structlog.", "actors.", "clients.")) for name in loaded)
 
     def test_only_protocol_and_errors_of_the_bus_package(self, loaded: set[str]) -> None:
-        """Of the bus package, only the client modules, bus.protocol, bus.errors and the key
-        modules of bus.security are loaded (not its server half: zap, acl, audit, keyring)."""
+        """Of the bus package, only the client modules, bus._zmqio, bus.protocol, bus.errors and
+        the key modules of bus.security are loaded (not its server half: zap, acl, audit, keyring)."""
         assert {name for name in loaded if name == "bus" or name.startswith("bus.")} == CLIENT_CORE
 
     def test_the_two_dependencies_are_loaded(self, loaded: set[str]) -> None:

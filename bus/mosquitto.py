@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,12 +35,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from bus._programs import find_program
 from bus.testing import free_port, wait_until
 
 __all__ = ["Mosquitto", "MosquittoMissing", "find_mosquitto", "main", "password_hash"]
-
-#: Where Debian puts the broker (``/usr/sbin`` is not on every user's PATH).
-_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
 class MosquittoMissing(RuntimeError):
@@ -50,10 +47,7 @@ class MosquittoMissing(RuntimeError):
 
 def find_mosquitto() -> str | None:
     """The path of the ``mosquitto`` executable, or None when it is not installed."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return next((path for path in _CANDIDATES if os.access(path, os.X_OK)), None)
+    return find_program("mosquitto")
 
 
 def password_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:

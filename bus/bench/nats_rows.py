@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -28,12 +26,11 @@ from typing import Any
 
 import msgpack
 
+from bus._programs import find_program
 from bus.testing import free_port, wait_until
 
 __all__ = ["NatsMissing", "NatsServer", "events", "find_nats_server", "round_trips"]
 
-#: Where Debian puts the server (``/usr/sbin`` is not on every user's PATH).
-_CANDIDATES = ("/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server")
 SUBJECT = "bench.echo"
 #: Bodies larger than this are answered with their length (the bulk convention of the bench).
 _LARGE = 65536
@@ -45,10 +42,7 @@ class NatsMissing(RuntimeError):
 
 def find_nats_server() -> str | None:
     """The path of the ``nats-server`` executable, or None when it is not installed."""
-    found = shutil.which("nats-server")
-    if found:
-        return found
-    return next((path for path in _CANDIDATES if os.access(path, os.X_OK)), None)
+    return find_program("nats-server")
 
 
 class NatsServer:

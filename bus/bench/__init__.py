@@ -19,7 +19,8 @@ Each party runs in its own process. Each pattern runs its sides alternately thre
 reports the median of each; the targets are issue 17's. The NATS rows need ``nats-server``
 (Debian) and nats-py (the ``bench`` extra); without them they are left out, and said so.
 Options: ``--quick`` (smaller counts), ``--json``, ``--security`` (instead of the above: CURVE
-off vs on and the event paths of secured lines, ``bus.bench.security``).
+off vs on and the event paths of secured lines, ``bus.bench.security``), ``--head-of-line``
+(instead: commands while bulk and events flow, ``bus.bench.headofline``).
 """
 
 from __future__ import annotations
@@ -730,8 +731,19 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: what CURVE and the access list cost (four lines, CURVE off and on, "
         "C proxy and checked event paths; a few minutes)",
     )
+    parser.add_argument(
+        "--head-of-line",
+        action="store_true",
+        help="instead: commands' latency while a 64 MiB transfer and 100,000 events/s flow on "
+        "the same line (bus.bench.headofline; --quick: 3 s per phase instead of 10)",
+    )
     args = parser.parse_args(argv)
-    if args.security:
+    if args.head_of_line:
+        from bus.bench import headofline
+
+        results = headofline.run(seconds=3.0 if args.quick else 10.0)
+        print(headofline.report(results))
+    elif args.security:
         from bus.bench import security
 
         results = security.run(quick=args.quick)

@@ -1,0 +1,209 @@
+"""Commands while bulk and events flow on the same line (``linebus bench --head-of-line``).
+
+Issue 17's target: a command keeps its p99 under 5 ms while a 64 MiB transfer goes to another
+actor and 100 000 events/s flow on the same line, i.e. neither bulk frames nor events queue a
+command behind them in the broker or in a client.
+
+The line is the real ``linebus broker`` and three ``EchoActor`` processes: ``bench`` answers
+the timed calls, ``bulk`` takes the transfers (``length`` of a 64 MiB bytes argument, one after
+another, from a client process of its own), ``events`` publishes (``emit`` calls paced to the
+asked rate, from another client process). A subscriber process receives every event. The timed
+calls (``echo`` of a small record, one at a time) run first on the idle line, then with the
+load flowing; the report gives both, with the load actually achieved (bulk MB/s, events/s
+delivered and missed), because on a 2-core machine the six processes share two cores and the
+asked event rate may not be reached.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from typing import Any
+
+from bus.testing import free_port, wait_until
+
+__all__ = ["BULK_SIZE", "EVENT_RATE", "P99_TARGET_MS", "report", "run"]
+
+#: The transfer's size and the event rate of the issue's target.
+BULK_SIZE = 64 * 1024 * 1024
+EVENT_RATE = 100_000
+#: The loaded commands' p99 target (ms).
+P99_TARGET_MS = 5.0
+#: Events per ``emit`` call: the publisher paces calls of this many to reach the rate.
+_EMIT_BATCH = 2_000
+_SMALL = {"channel": 3, "value": 21.5, "unit": "C", "ok": True}
+
+
+def _bulk_sender(command: str, size: int, stop: Any, out: Any) -> None:
+    """Send ``size`` bytes to ``bulk`` again and again until ``stop``; report (bytes, seconds)."""
+    from bus.client import Client
+
+    blob = os.urandom(size)
+    sent = 0
+    with Client(command, timeout=120, keys=False) as client:
+        start = time.perf_counter()
+        while not stop.is_set():
+            if client.call("bulk", "length", data=blob) != size:
+                raise RuntimeError("the bulk actor answered a wrong length")
+            sent += size
+        out.put(("bulk", sent, time.perf_counter() - start))
+
+
+def _event_pacer(command: str, rate: int, stop: Any, out: Any) -> None:
+    """Have ``events`` publish ``rate`` events/s in batches until ``stop``; report the count."""
+    from bus.client import Client
+
+    published = 0
+    with Client(command, timeout=60, keys=False) as client:
+        start = time.perf_counter()
+        while not stop.is_set():
+            published += client.call("events", "emit", event="tick", count=_EMIT_BATCH, data=_SMALL)
+            # Ahead of the rate: wait for it; behind: go on at once (the actor's own pace).
+            ahead = published / rate - (time.perf_counter() - start)
+            if ahead > 0:
+                stop.wait(ahead)
+        out.put(("events", published, time.perf_counter() - start))
+
+
+def _event_counter(command: str, subscribe: str, ready: Any, stop: Any, out: Any) -> None:
+    """Receive every ``events.`` event until ``stop`` and the last has come; report
+    (received, missed)."""
+    from bus.client import Client
+
+    received = missed = 0
+    with (
+        Client(command, subscribe_endpoint=subscribe, keys=False) as client,
+        client.subscribe("events.") as sub,
+    ):
+        sub.wait_ready(timeout=20)
+        ready.set()
+        while True:
+            # None after 0.5 s without an event: look at ``stop``; once stopped, the events
+            # still on their way have arrived when none has for 0.5 s.
+            event = sub.next(timeout=0.5)
+            if event is not None:
+                received += 1
+                missed += event.missed
+            elif stop.is_set():
+                break
+        out.put(("subscriber", received, missed))
+
+
+def _timed_calls(command: str, seconds: float) -> dict[str, float]:
+    """Sequential ``echo`` calls to ``bench`` for ``seconds``: count, p50, p99 and max (ms)."""
+    from bus.bench import _percentile
+    from bus.client import Client
+
+    latencies: list[float] = []
+    with Client(command, timeout=10, keys=False) as client:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            began = time.perf_counter()
+            if client.call("bench", "echo", value=_SMALL) != _SMALL:
+                raise RuntimeError("the bench actor answered a wrong echo")
+            latencies.append(time.perf_counter() - began)
+    return {
+        "calls": len(latencies),
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "max_ms": max(latencies) * 1000,
+    }
+
+
+def run(
+    seconds: float = 10.0, event_rate: int = EVENT_RATE, bulk_size: int = BULK_SIZE
+) -> dict[str, Any]:
+    """Time commands on the idle line, then under bulk and event load; return the figures."""
+    from bus.bench import _actor, _broker_process
+    from bus.client import Client
+
+    ctx = mp.get_context("spawn")
+    ep = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("command", "publish", "subscribe")}
+    broker = _broker_process(ep)
+    actors = [
+        ctx.Process(target=_actor, args=(ep["command"], ep["publish"], 1, name), daemon=True)
+        for name in ("bench", "bulk", "events")
+    ]
+    stop, ready, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    load = [
+        ctx.Process(target=_bulk_sender, args=(ep["command"], bulk_size, stop, out), daemon=True),
+        ctx.Process(target=_event_pacer, args=(ep["command"], event_rate, stop, out), daemon=True),
+    ]
+    counter = ctx.Process(
+        target=_event_counter,
+        args=(ep["command"], ep["subscribe"], ready, stop, out),
+        daemon=True,
+    )
+    try:
+        for process in actors:
+            process.start()
+        with Client(ep["command"], timeout=2, keys=False) as client:
+            wait_until(
+                lambda: (
+                    {s["name"] for s in client.services() if s["state"] == "up"}
+                    >= {"bench", "bulk", "events"}
+                ),
+                30,
+                "the three bench actors",
+            )
+        idle = _timed_calls(ep["command"], seconds)
+        counter.start()
+        if not ready.wait(30):
+            raise RuntimeError("the event subscriber was not ready within 30 s")
+        for process in load:
+            process.start()
+        time.sleep(min(1.0, seconds / 4))  # the load under way before the timing starts
+        loaded = _timed_calls(ep["command"], seconds)
+        stop.set()
+        reports = [out.get(timeout=180) for _ in range(3)]
+    finally:
+        stop.set()
+        for process in [*load, counter, *actors]:
+            if process.pid is not None:
+                process.join(5)
+                if process.is_alive():
+                    process.terminate()
+                    process.join(5)
+        broker.terminate()
+        broker.wait(10)
+    figures: dict[str, Any] = {"seconds": seconds, "idle": idle, "loaded": loaded}
+    for entry in reports:
+        if entry[0] == "bulk":
+            figures["bulk_MB_per_s"] = entry[1] / entry[2] / 1e6
+            figures["bulk_transfers"] = entry[1] // bulk_size
+        elif entry[0] == "events":
+            figures["events_published"] = entry[1]
+            figures["events_published_per_s"] = entry[1] / entry[2]
+        else:
+            figures["events_received"] = entry[1]
+            figures["events_missed"] = entry[2]
+    figures["event_rate_asked"] = event_rate
+    figures["bulk_size"] = bulk_size
+    return figures
+
+
+def report(figures: dict[str, Any]) -> str:
+    """The figures as docs/BENCHMARKS.md records them."""
+    rows = [
+        "| commands (sequential `echo`) | calls | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|",
+    ]
+    for phase in ("idle", "loaded"):
+        f = figures[phase]
+        rows.append(
+            f"| {phase} | {f['calls']:,} | {f['p50_ms']:.3f} | {f['p99_ms']:.3f} "
+            f"| {f['max_ms']:.1f} |"
+        )
+    loaded_p99 = figures["loaded"]["p99_ms"]
+    verdict = "met" if loaded_p99 < P99_TARGET_MS else "missed"
+    rows.append(
+        f"\nload during the loaded phase: {figures.get('bulk_transfers', 0)} transfers of "
+        f"{figures['bulk_size'] / 2**20:.0f} MiB ({figures.get('bulk_MB_per_s', 0):,.0f} MB/s); "
+        f"events published {figures.get('events_published_per_s', 0):,.0f}/s "
+        f"(asked {figures['event_rate_asked']:,}/s); of {figures.get('events_published', 0):,} "
+        f"published, {figures.get('events_received', 0):,} received by the subscriber, "
+        f"{figures.get('events_missed', 0):,} seen missing (sequence gaps)"
+    )
+    rows.append(f"loaded p99 {loaded_p99:.3f} ms: target < {P99_TARGET_MS:g} ms {verdict}")
+    return "\n".join(rows)

@@ -1,0 +1,27 @@
+"""``linebus bench --head-of-line`` (bus.bench.headofline) with a small transfer and a gentle
+event rate, so it keeps working: the real broker, three actors, a transfer sender, an event
+pacer and a subscriber. The latency figures are what the benchmark is for; here every timed
+call must be answered, the transfers made, and the events counted on both sides."""
+
+from __future__ import annotations
+
+import pytest
+
+from bus.bench import headofline
+
+pytestmark = pytest.mark.integration
+
+
+def test_commands_timed_idle_and_under_load() -> None:
+    figures = headofline.run(seconds=0.5, event_rate=5_000, bulk_size=1 << 20)
+    for phase in ("idle", "loaded"):
+        timed = figures[phase]
+        assert timed["calls"] > 0
+        assert 0 < timed["p50_ms"] <= timed["p99_ms"] <= timed["max_ms"]
+    assert figures["bulk_transfers"] >= 1 and figures["bulk_MB_per_s"] > 0
+    assert figures["events_published"] >= 2_000  # at least one emit batch
+    # Every event is either received or seen missing by the subscriber's gap tracking (the
+    # tail after the last received one cannot be seen missing, hence <=).
+    assert 0 < figures["events_received"] + figures["events_missed"] <= figures["events_published"]
+    text = headofline.report(figures)
+    assert "| loaded |" in text and "target < 5 ms" in text

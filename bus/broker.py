@@ -96,6 +96,8 @@ _READY = int(Kind.READY)
 _HEARTBEAT = int(Kind.HEARTBEAT)
 _DISCONNECT = int(Kind.DISCONNECT)
 _HEARTBEAT_FRAME = protocol.encode_heartbeat()[0]
+#: Why a connection lost its service to a newer READY (its requests' error, its DISCONNECT).
+_REPLACED = f"{protocol.REASON_REPLACED} by a new registration"
 _split = protocol.split
 _peek_msg_id = protocol.peek_msg_id
 _request_route = protocol.request_route
@@ -884,22 +886,21 @@ class Broker:
             # One connection serves one service: registering another name abandons the first.
             self._actor_down(moved, "re-registered as another service")
         existing = self.directory.by_name.get(name)
+        replaced: bytes | None = None
         if existing is not None and existing.state == UP and existing.identity != ident:
-            # A restarted process registers before its predecessor's connection is noticed gone.
-            self._fail_all(list(existing.inflight.values()), "replaced by a new registration")
-            existing.inflight.clear()
-        entry, replaced = self.directory.register(
-            name, ident, info, self._clock(), ready_frame, owner
-        )
+            replaced = existing.identity
+            if existing.info.get("pid") != info.get("pid"):
+                # A restarted process registers before its predecessor's connection is noticed
+                # gone: the predecessor is down all the same, and presence says so before the
+                # newcomer's "up", whichever of the two the broker learns first.
+                self._actor_down(existing, _REPLACED)
+            else:
+                # The same process on a new connection: no one went down.
+                self._fail_all(list(existing.inflight.values()), _REPLACED)
+                existing.inflight.clear()
+        entry, _ = self.directory.register(name, ident, info, self._clock(), ready_frame, owner)
         if replaced is not None:
-            self._send_quiet(
-                [
-                    replaced,
-                    *protocol.encode_disconnect(
-                        f"{protocol.REASON_REPLACED} by a new registration"
-                    ),
-                ]
-            )
+            self._send_quiet([replaced, *protocol.encode_disconnect(_REPLACED)])
         self._send_quiet(
             [ident, *protocol.encode_heartbeat()]
         )  # doubles as the READY acknowledgement

@@ -557,6 +557,28 @@ class TestRegistration:
         ]
         assert events[1].data["reason"] == "actor disconnected"
 
+    def test_restarted_process_registering_first_still_publishes_down_then_up(
+        self, line: Line
+    ) -> None:
+        """A new process's READY before its predecessor's death is noticed: presence says the
+        predecessor went down, then the newcomer came up (a dashboard shows the restart)."""
+        sub = line.subscriber("presence.")
+        line.actor("echo1")
+        line.actor("echo1", {**INFO, "pid": INFO["pid"] + 1})
+        events = [protocol.decode_event(sub.recv()) for _ in range(3) if sub.poll(WAIT_MS)]
+        assert [(e.seq, e.data["state"]) for e in events] == [(1, UP), (2, DOWN), (3, UP)]
+        assert events[1].data["reason"] == "replaced by a new registration"
+        assert line.broker.directory.by_name["echo1"].restarts == 1
+
+    def test_same_process_on_a_new_connection_stays_up(self, line: Line) -> None:
+        """The same process registering again on another connection is no restart: no down."""
+        sub = line.subscriber("presence.")
+        line.actor("echo1")
+        line.actor("echo1")
+        events = [protocol.decode_event(sub.recv()) for _ in range(2) if sub.poll(WAIT_MS)]
+        assert [(e.seq, e.data["state"]) for e in events] == [(1, UP), (2, UP)]
+        assert line.broker.directory.by_name["echo1"].restarts == 0
+
 
 class TestLiveness:
     def test_broker_heartbeats_up_actors_every_heartbeat_s(self, line: Line) -> None:

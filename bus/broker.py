@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import math
 import os
 import signal
 import socket
@@ -493,7 +494,10 @@ class Broker:
         wait = min(wake - now, max_wait_s)
         if self._probe_due:
             wait = min(wait, self._probe_after - time.monotonic())
-        ready = self._poller.poll(int(max(0.0, wait) * 1000))
+        # Rounded up: a deadline due in under a millisecond must not make this a poll(0). The
+        # heap keeps answered requests' entries until they come due (lazy deletion), so under
+        # steady load one is almost always that close, and truncating spun the loop.
+        ready = self._poller.poll(math.ceil(max(0.0, wait) * 1000))
         for sock, _ in ready:
             if sock is router:
                 self._drain_router(router)

@@ -580,6 +580,24 @@ class TestRegistration:
         assert line.broker.directory.by_name["echo1"].restarts == 0
 
 
+class TestLoop:
+    def test_a_deadline_under_a_millisecond_away_is_waited_for_not_spun_on(
+        self, line: Line, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An answered request's heap entry due in 0.3 ms: the turn waits (poll(1)) instead of
+        returning at once (poll(0)) turn after turn until it is due."""
+        client, actor = line.dealer(), line.actor("echo1")
+        line.request(client, "echo1", ttl=1.0)  # due well before the next heartbeat tick
+        line.recv(actor)
+        deadline = line.broker._deadlines[0][0]
+        line.clock.advance(deadline - line.clock() - 0.0003)
+        waits: list[int] = []
+        poll = line.broker._poller.poll
+        monkeypatch.setattr(line.broker._poller, "poll", lambda ms: waits.append(ms) or poll(0))
+        line.broker.run_once(1.0)
+        assert waits == [1]
+
+
 class TestLiveness:
     def test_broker_heartbeats_up_actors_every_heartbeat_s(self, line: Line) -> None:
         """Every heartbeat_s the broker sends each up actor a HEARTBEAT."""

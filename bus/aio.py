@@ -100,7 +100,16 @@ class AsyncCall:
 
 class AsyncSubscription:
     """An async iterator of events with gap detection, and gap repair when ``repair`` is true
-    (see ``bus.client.Subscription``)."""
+    (see ``bus.client.Subscription``).
+
+    With ``latest_only``, the subscription holds one event, the newest (ZeroMQ's
+    ``ZMQ_CONFLATE``): a reader that samples a busy line now and then gets the latest event each
+    time, and its ``missed`` says how many of that topic went by unread since the last one of
+    it. Nothing is repaired or reported to the broker then: missing them is the point. Such a
+    subscription takes one prefix at most and no ``wait_ready`` or ``add_prefixes``: libzmq
+    conflates the subscription messages it sends upstream too, so a second one could replace
+    the first.
+    """
 
     def __init__(
         self,
@@ -110,8 +119,14 @@ class AsyncSubscription:
         repair: bool = False,
         repair_timeout: float = 2.0,
         max_queue: int | None = None,
+        latest_only: bool = False,
     ) -> None:
+        if latest_only and repair:
+            raise ValueError("a latest_only subscription cannot repair gaps: it skips on purpose")
+        if latest_only and len(prefixes) > 1:
+            raise ValueError(f"a latest_only subscription takes one prefix at most, not {prefixes}")
         self._tracker = GapTracker()
+        self._latest_only = latest_only
         self._repair = repair
         self._repair_timeout = repair_timeout
         self._ready: collections.deque[TrackedEvent] = collections.deque()
@@ -124,6 +139,8 @@ class AsyncSubscription:
         sock.linger = 0
         for option, value in options.items():
             sock.setsockopt(option, value)
+        if latest_only:
+            sock.setsockopt(zmq.CONFLATE, 1)
         for prefix in prefixes or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         if client.keys is not None:
@@ -166,8 +183,20 @@ class AsyncSubscription:
         """Events detected as lost (and not recovered) since the subscription began."""
         return self._tracker.missed_total
 
+    def add_prefixes(self, *prefixes: str) -> None:
+        """Also receive events whose topic starts with any of ``prefixes`` from now on."""
+        if self._latest_only:
+            raise ValueError("a latest_only subscription cannot take more prefixes")
+        for prefix in prefixes:
+            if prefix not in self.prefixes:
+                self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+                self.prefixes += (prefix,)
+                self._loss.prefixes.append(prefix)
+
     def report(self, *, now: bool = False) -> None:
         """Tell the broker what was missed and repaired (``bus.client.Subscription.report``)."""
+        if self._latest_only:
+            return  # a sampler misses by design; the broker's gap figures are for real losses
         args = self._loss.args(self.missed_total, self.repaired_total, now=now)
         if args is not None and self._client.notify(
             protocol.BROKER_SERVICE, "report_subscriber", args
@@ -192,6 +221,8 @@ class AsyncSubscription:
 
     async def wait_ready(self, timeout: float = 5.0) -> None:
         """Return once the broker forwards to this subscription (see the sync client)."""
+        if self._latest_only:
+            raise ValueError("wait_ready needs a second subscription, which latest_only forbids")
         token = f"_probe.{protocol.new_id_prefix()}"
         self._sock.setsockopt(zmq.SUBSCRIBE, token.encode())
         end = time.monotonic() + timeout
@@ -601,12 +632,19 @@ class AsyncClient:
         repair: bool = False,
         repair_timeout: float = 2.0,
         max_queue: int | None = None,
+        latest_only: bool = False,
     ) -> AsyncSubscription:
         """Subscribe to events whose topic starts with any of ``prefixes`` (all, if none); with
         ``repair``, missed events are fetched from their publisher and delivered first;
-        ``max_queue`` as in ``bus.client.queue_options``."""
+        ``max_queue`` as in ``bus.client.queue_options``; ``latest_only``: hold only the newest
+        event (see ``AsyncSubscription``)."""
         return AsyncSubscription(
-            self, prefixes, repair=repair, repair_timeout=repair_timeout, max_queue=max_queue
+            self,
+            prefixes,
+            repair=repair,
+            repair_timeout=repair_timeout,
+            max_queue=max_queue,
+            latest_only=latest_only,
         )
 
     async def close(self) -> None:

@@ -5,8 +5,9 @@ restarts) from ``services()`` and the broker's presence events; the devices the 
 see (their ``list`` and ``<service>.device.<uuid>`` events); jobs with progress and outcome
 (``<service>.job`` events of the actor runtime, and FlashRunner's ``project.channel`` and
 ``project.done``); telemetry readings (the numeric fields of JSON payloads on
-``<service>.stream.<group>.<stream>``, backfilled from the telemetry actor's ``history``); the
-last events; and the broker's routed and dropped counters (``stats``).
+``<service>.commit.<group>.<stream>`` events, backfilled from the telemetry actor's ``history``); the
+last events (those of the state topics, and a sample of the others: see ``LineView.run``); and
+the broker's routed and dropped counters (``stats``).
 
 ``snapshot()`` is the whole state as plain JSON values; ``watch()`` gives a ``Watcher`` whose
 ``next_batch`` returns the changes since the last batch, in order, each a small dict
@@ -28,13 +29,13 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from bus.aio import AsyncClient
+from bus.aio import AsyncClient, AsyncSubscription
 from bus.errors import BusError
 
 __all__ = ["LineView", "ViewLimits", "Watcher", "numeric_fields", "plain"]
@@ -50,6 +51,9 @@ PRINT_RUNNING = frozenset(
     {"STARTING", "RUNNING", "RESUMING", "PAUSING", "PAUSED", "COMPLETING", "ABORTING"}
 )
 PRINT_ENDS = {"COMPLETED": "done", "ABORTED": "cancelled"}
+#: The topics after ``<service>.`` that carry the state the page shows: each one is followed
+#: event by event; every other topic only feeds the event log, by sampling.
+STATE_TOPICS = ("job", "device.", "project.", "status", "commit.")
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class ViewLimits:
     services_s: float = 2.0
     #: Seconds between two ``stats()`` reads.
     stats_s: float = 1.0
-    #: Events the subscription holds unread before the broker drops for it (counted as gaps).
+    #: Events the state subscription holds unread before the broker drops for it (gaps).
     subscription_queue: int = 20_000
     #: Events listed in the log per second at most; beyond it they are counted, not listed
     #: (a bus busy with 100 000 events a second must not make the web process a hot spot).
@@ -197,6 +201,9 @@ class LineView:
         self._watchers: set[Watcher] = set()
         self._backfilled: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The services whose state topics the running state subscription follows.
+        self._followed: set[str] = set()
+        self._state_sub: AsyncSubscription | None = None
 
     # ------------------------------------------------------------------ consumers
 
@@ -226,30 +233,97 @@ class LineView:
 
     async def run(self) -> None:
         """Follow the line until cancelled (broker restarts included: the client reconnects;
-        a refused subscription is tried again every second)."""
+        a refused subscription is tried again every second).
+
+        Two subscriptions: the state topics (presence, and ``STATE_TOPICS`` of every service
+        known), each event applied; and every topic ``latest_only``, read at most
+        ``limits.listed_per_s`` times a second for the event log. So an event flood on other
+        topics costs this process a ZeroMQ receive per event, not a decode in Python (issue
+        16's cost target; docs/BENCHMARKS.md, "The dashboard's cost").
+        """
         try:
             while True:
-                sub = self.bus.subscribe(max_queue=self.limits.subscription_queue)
                 try:
                     if not self.ready.is_set():
                         await self._refresh_services()
                         await self._refresh_stats()
-                        self.ready.set()
-                        self._spawn(self._poll(self._refresh_services, self.limits.services_s))
-                        self._spawn(self._poll(self._refresh_stats, self.limits.stats_s))
-                    async for event in sub:
-                        self.apply_event(event.topic, event.src, event.seq, event.ts, event.data)
+                    await self._follow()
                 except BusError as exc:
                     log.warning("lineview_subscription_failed", error=str(exc))
                     await asyncio.sleep(1.0)
-                finally:
-                    sub.close()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             for task in list(self._tasks):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    def _state_prefixes(self, services: Iterable[str]) -> list[str]:
+        return [f"{name}.{topic}" for name in services for topic in STATE_TOPICS]
+
+    async def _follow(self) -> None:
+        """Apply the state topics' events and sample the rest until a subscription fails."""
+        self._followed = set(self.actors)
+        state = self.bus.subscribe(
+            "presence.",
+            *self._state_prefixes(self._followed),
+            max_queue=self.limits.subscription_queue,
+        )
+        sampled = self.bus.subscribe(latest_only=True)
+        self._state_sub = state
+        try:
+            # Ready once the broker forwards the state topics: none after ``ready`` is missed.
+            # (The sampled log cannot be probed the same way; its first events may be.)
+            await state.wait_ready(timeout=10.0)
+        except BusError:
+            self._state_sub = None
+            state.close()
+            sampled.close()
+            raise
+        if not self.ready.is_set():
+            self.ready.set()
+            self._spawn(self._poll(self._refresh_services, self.limits.services_s))
+            self._spawn(self._poll(self._refresh_stats, self.limits.stats_s))
+        readers = [
+            asyncio.ensure_future(self._apply_all(state)),
+            asyncio.ensure_future(self._sample(sampled)),
+        ]
+        try:
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            for reader in done:
+                reader.result()  # its BusError, if a subscription was refused
+        finally:
+            self._state_sub = None
+            for reader in readers:
+                reader.cancel()
+            for reader in readers:
+                with contextlib.suppress(asyncio.CancelledError, BusError):
+                    await reader
+            state.close()
+            sampled.close()
+
+    async def _apply_all(self, state: AsyncSubscription) -> None:
+        async for event in state:
+            self.apply_event(event.topic, event.src, event.seq, event.ts, event.data)
+
+    async def _sample(self, sampled: AsyncSubscription) -> None:
+        """The event log's share of the other topics: the newest event, at most
+        ``listed_per_s`` times a second; what went by unread is counted as unlisted."""
+        pause = 1.0 / max(1, self.limits.listed_per_s)
+        while True:
+            event = await sampled.next()
+            if (
+                event is not None
+                # The state subscription lists these itself.
+                and not event.topic.startswith(self._state_prefix_tuple())
+                and self._routes_to_log(event.topic, event.src, event.data)
+            ):
+                self.unlisted += event.missed
+                self._list(event.topic, event.src, event.seq, event.ts, event.data)
+            await asyncio.sleep(pause)
+
+    def _state_prefix_tuple(self) -> tuple[str, ...]:
+        return ("presence.", *self._state_prefixes(self._followed))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -269,6 +343,10 @@ class LineView:
             return
         for row in rows:
             self._update_actor(row)
+        new = {str(row.get("name")) for row in rows} - self._followed
+        if new and self._state_sub is not None:
+            self._state_sub.add_prefixes(*self._state_prefixes(new))
+            self._followed |= new
         for row in rows:
             if row.get("state") != "up":
                 continue
@@ -332,8 +410,6 @@ class LineView:
             rest = topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
             if rest.startswith("device.") and "uuid" in data:
                 self._update_device(src, data)
-                if data.get("event") == "status":
-                    return  # a printer's periodic status: the devices table shows it
             elif rest == "job":
                 self._update_job(src, data)
             elif rest in ("project.channel", "project.done"):
@@ -342,9 +418,25 @@ class LineView:
                 self._update_print(src, data)
             elif rest.startswith("commit."):
                 self._add_readings(src, data)
-                return  # readings are plotted, not logged: they would flood the log
-            elif rest.startswith("stream."):
-                return  # the same readings one by one: the commit events carry them
+        if self._routes_to_log(topic, src, data):
+            self._list(topic, src, seq, ts, data)
+
+    @staticmethod
+    def _routes_to_log(topic: str, src: str, data: Any) -> bool:
+        """Whether an event belongs in the event log (not probes, readings, printer status)."""
+        if topic.startswith("_probe."):
+            return False
+        if not isinstance(data, dict):
+            return True
+        rest = topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
+        if rest.startswith("device.") and "uuid" in data and data.get("event") == "status":
+            return False  # a printer's periodic status: the devices table shows it
+        # Readings are plotted, not logged (they would flood the log); ``stream.`` events are
+        # the same readings one by one (the commit events carry them).
+        return not rest.startswith(("commit.", "stream."))
+
+    def _list(self, topic: str, src: str, seq: int, ts: float, data: Any) -> None:
+        """Add an event to the log, or count it when ``listed_per_s`` is used up."""
         second = int(time.monotonic())
         if second != self._listing_second:
             self._listing_second, self._listed = second, 0

@@ -251,6 +251,88 @@ async def test_flux_print_status_is_a_job(view: LineView) -> None:
     assert len(list(view.jobs_of("p1"))) == 1
 
 
+async def test_latest_only_subscription_holds_the_newest_event(
+    broker: BrokerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ZMQ_CONFLATE: read after a burst, the subscription gives the burst's last event, and
+    the events that went by unread are counted as missed (nothing reported as lost)."""
+    async with AsyncClient(broker.command, subscribe_endpoint=broker.subscribe) as bus:
+        sampled = bus.subscribe("echo.burst", latest_only=True)
+        try:
+            # No wait_ready for a latest_only subscription (it would subscribe twice): emit
+            # until the first event arrives.
+            first = None
+            end = time.monotonic() + WAIT_S
+            while first is None:
+                assert time.monotonic() < end, "no echo.burst event arrived"
+                await bus.call("echo", "emit", event="burst")
+                first = await sampled.next(0.2)
+            await bus.call("echo", "emit", event="burst", count=500)
+            reads, missed, last = 0, 0, first.seq
+            while last < first.seq + 500:
+                event = await sampled.next(WAIT_S)
+                assert event is not None, f"read up to seq {last} of {first.seq + 500}"
+                reads, missed, last = reads + 1, missed + event.missed, event.seq
+            assert reads + missed == 500  # every event read or counted, none twice
+            assert reads < 500  # conflated: the reader did not see each one
+            assert sampled._loss.args(sampled.missed_total, 0) is not None  # would report...
+            notified: list[Any] = []
+            monkeypatch.setattr(bus, "notify", lambda *args: notified.append(args) or True)
+            sampled.report(now=True)
+            assert notified == []  # ...but a sampler reports nothing to the broker
+            with pytest.raises(ValueError, match="cannot take more prefixes"):
+                sampled.add_prefixes("echo.other")
+            with pytest.raises(ValueError, match="wait_ready"):
+                await sampled.wait_ready(0.1)
+        finally:
+            sampled.close()
+        with pytest.raises(ValueError, match="one prefix at most"):
+            bus.subscribe("a.", "b.", latest_only=True)
+
+
+async def test_state_topics_of_a_new_service_are_followed(
+    broker: BrokerThread, view: LineView
+) -> None:
+    """The state subscription follows presence and the state topics of every service, those
+    of a service that registers later included; a flood elsewhere is only sampled."""
+    assert view._state_sub is not None
+    assert {"presence.", "echo.job", "echo.commit."} <= set(view._state_sub.prefixes)
+    assert not any(p.startswith("echo.tick") for p in view._state_sub.prefixes)
+    extra = ActorThread("echo8", broker)
+    extra.start()
+    try:
+        await async_wait_until(
+            lambda: "echo8.job" in view._state_sub.prefixes if view._state_sub else False,
+            WAIT_S,
+            "echo8's state topics followed",
+        )
+        async with AsyncClient(view.bus.endpoint) as bus:
+            # The subscription takes effect at the broker a moment after it is made: call again
+            # until the job shows (each call is a new job of echo8).
+            async def job_seen() -> bool:
+                await bus.call("echo8", "work", steps=1, step_s=0.0)
+                return any(j["state"] == "done" for j in view.jobs_of("echo8"))
+
+            end = time.monotonic() + WAIT_S
+            while not await job_seen():
+                assert time.monotonic() < end, "no job of echo8 in the view"
+    finally:
+        extra.close()
+
+
+async def test_a_flood_on_other_topics_is_sampled_for_the_log(view: LineView) -> None:
+    before = view.unlisted
+    async with AsyncClient(view.bus.endpoint) as bus:
+        await bus.call("echo", "emit", event="tick", count=2000, data={"n": 1})
+        await bus.call("echo", "emit", event="tock", data={"n": 2})  # the newest, after them
+    await async_wait_until(
+        lambda: any(e["topic"] == "echo.tock" for e in view.events), WAIT_S, "echo.tock listed"
+    )
+    ticks = sum(e["topic"] == "echo.tick" for e in view.events)
+    assert ticks < 2000
+    assert ticks + (view.unlisted - before) <= 2000  # counted at most once each
+
+
 async def test_a_flood_of_events_is_counted_not_listed(broker: BrokerThread) -> None:
     async with AsyncClient(broker.command) as bus:
         view = LineView(bus, ViewLimits(listed_per_s=3))

@@ -20,8 +20,7 @@ import sys
 import time
 
 from bus import bench
-from bus.client import Client
-from bus.testing import free_port, wait_until
+from bus.testing import free_port
 
 #: The broker command, run from ``sys.argv[1]`` first on the import path (another checkout).
 _BROKER = "import sys; sys.path.insert(0, sys.argv.pop(1)); from bus.cli import main; main()"
@@ -69,12 +68,7 @@ def main() -> int:
     )
     actor.start()
     try:
-        with Client(ep["command"], timeout=2, keys=False) as client:
-            wait_until(
-                lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
-                30,
-                "the bench actor",
-            )
+        bench.wait_for_actors(ep["command"])
         for label, seconds in (("first 2 s", 2.0), ("next 8 s", 8.0)):
             before, began = _cpu_s(broker.pid), time.perf_counter()
             answered = asyncio.run(_calls(ep["command"], seconds))

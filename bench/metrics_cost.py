@@ -31,10 +31,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bus.bench import SMALL, Measure, _actor, _alternate, _broker_process, _bus_round_trips, _events
-from bus.client import Client
-from bus.errors import BusError
-from bus.testing import free_port, wait_until
+from bus.bench import (
+    SMALL,
+    Measure,
+    _actor,
+    _alternate,
+    _broker_process,
+    _bus_round_trips,
+    _events,
+    wait_for_actors,
+)
+from bus.testing import free_port
 
 #: Seconds between two scrapes of the "with" broker: 60 times Prometheus' default rate, so that
 #: even a one-second run sees several.
@@ -124,15 +131,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     scrapes: list[tuple[int, float]] = []
     try:
         for bus in (plain, metered):
-            with Client(bus["command"], timeout=2, keys=False) as client:
-                wait_until(
-                    lambda: any(
-                        r["name"] == "bench" and r["state"] == "up" for r in client.services()
-                    ),
-                    30,
-                    "the bench actor",
-                    ignore=(BusError,),  # a broker still starting
-                )
+            wait_for_actors(bus["command"])
         without, with_metrics = patterns(plain), patterns(metered)
         for name in without:
             pair = _alternate(

@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bus.bench import SMALL, _actor, _broker_process
+from bus.bench import SMALL, _actor, _broker_process, wait_for_actors
 from bus.client import Client
-from bus.testing import wait_until
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -221,12 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     actor.start()
     assert actor.pid is not None
     try:
-        with Client(ep["command"], timeout=2, keys=False) as client:
-            wait_until(
-                lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
-                30,
-                "bench actor",
-            )
+        wait_for_actors(ep["command"])
         pids = {"broker": broker.pid, "actor": actor.pid}
         print(
             "| client | in flight | round trips/s | CPU µs per round trip: broker | actor | client |"

@@ -35,8 +35,17 @@ from typing import Any
 
 import httpx
 
-from bus.bench import SMALL, Measure, _actor, _alternate, _broker_process, _bus_round_trips, _events
-from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE, Client
+from bus.bench import (
+    SMALL,
+    Measure,
+    _actor,
+    _alternate,
+    _broker_process,
+    _bus_round_trips,
+    _events,
+    wait_for_actors,
+)
+from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE
 from bus.testing import free_port, wait_until
 
 #: Open pages of the dashboard during the "with" runs.
@@ -166,12 +175,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
     results: dict[str, Any] = {}
     try:
-        with Client(bus["command"], timeout=2, keys=False) as client:
-            wait_until(
-                lambda: any(r["name"] == "bench" and r["state"] == "up" for r in client.services()),
-                30,
-                "the bench actor",
-            )
+        wait_for_actors(bus["command"])
         for name, measure in patterns.items():
             pair = _alternate({"without": measure, "with": _with_dashboard(bus, measure)})
             pair["ratio"] = pair["with"]["per_s"] / pair["without"]["per_s"]

@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -234,6 +234,29 @@ def _bus_subscriber(
             elif event.topic == "bench.end" and start is not None:
                 break
         out.put((got, start or last, last))
+
+
+def wait_for_actors(
+    endpoint: str,
+    names: Iterable[str] = ("bench",),
+    *,
+    keys: ClientKeys | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Return once every service of ``names`` is up at the broker on ``endpoint`` (a broker
+    still starting is asked again); raise ``bus.testing.WaitTimeout`` after ``timeout``."""
+    from bus.client import Client
+    from bus.errors import BusError
+    from bus.testing import wait_until
+
+    wanted = set(names)
+    with Client(endpoint, timeout=2, keys=keys or False) as client:
+        wait_until(
+            lambda: wanted <= {s["name"] for s in client.services() if s["state"] == "up"},
+            timeout,
+            f"the bench actors {sorted(wanted)} up",
+            ignore=(BusError,),
+        )
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -542,15 +565,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     for p in procs:
         p.start()
     broker_pid = broker.pid
-    from bus.client import Client
-    from bus.testing import wait_until
-
-    with Client(bus["command"], timeout=2, keys=False) as client:
-        wait_until(
-            lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
-            30,
-            "bench actor",
-        )
+    wait_for_actors(bus["command"])
     results: dict[str, Any] = {}
     blob = os.urandom(BULK_SIZE)
     nats = _start_nats(ctx, results)

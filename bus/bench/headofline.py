@@ -27,7 +27,7 @@ import os
 import time
 from typing import Any
 
-from bus.testing import free_port, wait_until
+from bus.testing import free_port
 
 __all__ = ["BULK_SIZE", "EVENT_RATE", "P99_TARGET_MS", "report", "run"]
 
@@ -127,8 +127,7 @@ def run(
     ``bulk_size`` 0 leaves the transfers out, ``event_rate`` 0 the events (the subscriber
     still runs).
     """
-    from bus.bench import _actor, _broker_process
-    from bus.client import Client
+    from bus.bench import _actor, _broker_process, wait_for_actors
 
     ctx = mp.get_context("spawn")
     ep = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("command", "publish", "subscribe")}
@@ -160,15 +159,7 @@ def run(
     try:
         for process in actors:
             process.start()
-        with Client(ep["command"], timeout=2, keys=False) as client:
-            wait_until(
-                lambda: (
-                    {s["name"] for s in client.services() if s["state"] == "up"}
-                    >= {"bench", "bulk", "events"}
-                ),
-                30,
-                "the three bench actors",
-            )
+        wait_for_actors(ep["command"], ("bench", "bulk", "events"))
         idle = _timed_calls(ep["command"], seconds)
         counter.start()
         if not ready.wait(30):

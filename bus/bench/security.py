@@ -49,10 +49,11 @@ from bus.bench import (
     _raw_proxy,
     _raw_round_trips,
     _raw_worker,
+    wait_for_actors,
 )
 from bus.client import Client, ClientKeys
 from bus.security.keys import generate_keypair, load_keypair, load_public_key
-from bus.testing import free_port, wait_until
+from bus.testing import free_port
 
 __all__ = ["LINES", "TARGET", "report", "run"]
 
@@ -175,7 +176,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             for p in procs:
                 p.start()
             for line, ep in lines.items():
-                _wait_actor(ep["command"], line_keys[line], line)
+                wait_for_actors(ep["command"], keys=line_keys[line])
             results["event_paths"] = {
                 line: _event_path(ep["command"], line_keys[line]) for line, ep in lines.items()
             }
@@ -221,15 +222,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         figures["ratio_to_off"], figures["ratio_to_raw"] = to_off, to_raw
     results["load_average_end"] = list(os.getloadavg())
     return results
-
-
-def _wait_actor(endpoint: str, keys: ClientKeys | None, line: str) -> None:
-    with Client(endpoint, timeout=2, keys=keys or False) as client:
-        wait_until(
-            lambda: any(s["name"] == "bench" and s["state"] == "up" for s in client.services()),
-            30,
-            f"the bench actor of line {line!r}",
-        )
 
 
 def _rate(figures: dict[str, Any]) -> str:

@@ -464,6 +464,9 @@ class LineView:
         self._emit({"type": "device", "device": device})
 
     async def _load_devices(self, service: str) -> None:
+        # A device event that arrives while the list is on its way is newer than the list: its
+        # entry (a new dict on every update) is then not the one seen before the call.
+        before = dict(self.devices)
         try:
             rows = await self.bus.call(service, "list", timeout=5.0)
         except BusError as exc:
@@ -471,8 +474,12 @@ class LineView:
             self._backfilled.discard(f"devices:{service}")  # try again at the next refresh
             return
         for row in rows if isinstance(rows, list) else []:
-            if isinstance(row, dict) and "uuid" in row:
-                self._update_device(service, {"event": "status", **row})
+            if not (isinstance(row, dict) and "uuid" in row):
+                continue
+            key = f"{service}/{row['uuid']}"
+            if self.devices.get(key) is not before.get(key):
+                continue
+            self._update_device(service, {"event": "status", **row})
 
     # ------------------------------------------------------------------ jobs
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -331,6 +331,23 @@ async def test_a_flood_on_other_topics_is_sampled_for_the_log(view: LineView) ->
     ticks = sum(e["topic"] == "echo.tick" for e in view.events)
     assert ticks < 2000
     assert ticks + (view.unlisted - before) <= 2000  # counted at most once each
+
+
+async def test_a_device_event_during_the_list_call_is_not_overwritten_by_the_list() -> None:
+    """The discovery actor's list answers what it saw when asked; a device event applied while
+    the answer was on its way is newer and stays (the CI failure of 2026-12-06)."""
+    gone_uuid, other_uuid = "bb" * 16, "cc" * 16
+
+    class ListWithAnEventMeanwhile:
+        async def call(self, service: str, command: str, timeout: float) -> Any:
+            gone = {"event": "gone", "uuid": gone_uuid, "name": "p9"}
+            view.apply_event(f"discovery.device.{gone_uuid}", "discovery", 1, 0.0, gone)
+            return [{"uuid": gone_uuid, "name": "p9"}, {"uuid": other_uuid, "name": "p8"}]
+
+    view = LineView(cast(AsyncClient, ListWithAnEventMeanwhile()))
+    await view._load_devices("discovery")
+    assert view.devices[f"discovery/{gone_uuid}"]["status"] == "gone"
+    assert view.devices[f"discovery/{other_uuid}"]["status"] == "seen"
 
 
 async def test_a_flood_of_events_is_counted_not_listed(broker: BrokerThread) -> None:

@@ -20,7 +20,7 @@ from typing import Any, cast
 import zmq
 from zmq.backend import Socket as _CSocket
 
-__all__ = ["NOBLOCK", "readable", "recv_frame", "recv_rest", "send_frames"]
+__all__ = ["NOBLOCK", "events", "readable", "recv_frame", "recv_rest", "send_frames"]
 
 NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
@@ -45,6 +45,11 @@ def send_frames(
         for i in range(last):
             _send(sock, frames[i], more, copy)
     _send(sock, frames[last], flags, copy)
+
+
+def events(sock: zmq.Socket[Any]) -> int:
+    """``ZMQ_EVENTS`` of ``sock`` as a plain int (``zmq.POLLIN`` and ``zmq.POLLOUT`` bits)."""
+    return cast(int, _get(sock, _EVENTS))
 
 
 def readable(sock: zmq.Socket[Any]) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, cast
 import zmq
 import zmq.asyncio
 
-from bus import protocol
+from bus import _zmqio, protocol
 from bus._calls import (
     CallCore,
     CallState,
@@ -289,8 +289,13 @@ class AsyncSubscription:
             self._sock.close(linger=0)
 
 
-_NOBLOCK = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
+# The hot path's frame I/O without pyzmq's Python layer (bus._zmqio), as in bus.client.
+_NOBLOCK = _zmqio.NOBLOCK
+_events = _zmqio.events
+_readable = _zmqio.readable
+_recv_frame = _zmqio.recv_frame
+_recv_rest = _zmqio.recv_rest
+_send_frames = _zmqio.send_frames
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 
@@ -380,9 +385,9 @@ class AsyncClient:
             return  # closed, or called back from a progress callback while pumping
         self._pumping = True
         try:
-            get, recv, dispatch = sock.get, sock.recv_multipart, self._dispatch
+            dispatch = self._dispatch
             while True:
-                events = cast(int, get(_EVENTS))
+                events = _events(sock)
                 if events & _POLLOUT and self._writable:
                     for waiting in self._writable:
                         if not waiting.done():
@@ -390,11 +395,12 @@ class AsyncClient:
                     self._writable.clear()
                 if not events & _POLLIN:
                     return
-                dispatch(recv(_NOBLOCK))
+                first, more = _recv_frame(sock, _NOBLOCK)
+                dispatch([first, *_recv_rest(sock)] if more else [first])
         finally:
             self._pumping = False
 
-    def _dispatch(self, frames: list[bytes]) -> None:
+    def _dispatch(self, frames: list[Any]) -> None:
         state = self._core.dispatch(frames)
         if state is not None and state.done:
             done = self._waiters.pop(state.msg_id, None)
@@ -431,7 +437,7 @@ class AsyncClient:
         be taken for the loss of a request sent on the new one. (Looking at the events reads
         no descriptor, unlike a poll.)"""
         monitor = self._monitor_now
-        while cast(int, monitor.get(_EVENTS)) & _POLLIN:
+        while _readable(monitor):
             self._on_monitor_event(monitor.recv_multipart(_NOBLOCK))
 
     def _on_monitor_event(self, frames: list[bytes]) -> None:
@@ -467,7 +473,7 @@ class AsyncClient:
         if state is not None:
             self._monitor_events_now()
         try:
-            sock.send_multipart(frames, _NOBLOCK, copy=len(frames) == 1)
+            _send_frames(sock, frames, _NOBLOCK, len(frames) == 1)
         except zmq.Again:
             return False
         finally:

@@ -41,8 +41,9 @@ _EMIT_BATCH = 2_000
 _SMALL = {"channel": 3, "value": 21.5, "unit": "C", "ok": True}
 
 
-def _bulk_sender(command: str, size: int, stop: Any, out: Any) -> None:
-    """Send ``size`` bytes to ``bulk`` again and again until ``stop``; report (bytes, seconds)."""
+def _bulk_sender(command: str, size: int, under_way: Any, stop: Any, out: Any) -> None:
+    """Send ``size`` bytes to ``bulk`` again and again until ``stop`` (``under_way`` set once
+    the first has arrived); report (bytes, seconds)."""
     os.nice(19)  # a load generator: see the module docstring
     from bus.client import Client
 
@@ -54,11 +55,13 @@ def _bulk_sender(command: str, size: int, stop: Any, out: Any) -> None:
             if client.call("bulk", "length", data=blob) != size:
                 raise RuntimeError("the bulk actor answered a wrong length")
             sent += size
+            under_way.set()
         out.put(("bulk", sent, time.perf_counter() - start))
 
 
-def _event_pacer(command: str, rate: int, stop: Any, out: Any) -> None:
-    """Have ``events`` publish ``rate`` events/s in batches until ``stop``; report the count."""
+def _event_pacer(command: str, rate: int, under_way: Any, stop: Any, out: Any) -> None:
+    """Have ``events`` publish ``rate`` events/s in batches until ``stop`` (``under_way`` set
+    after the first batch); report the count."""
     os.nice(19)  # a load generator: see the module docstring
     from bus.client import Client
 
@@ -67,6 +70,7 @@ def _event_pacer(command: str, rate: int, stop: Any, out: Any) -> None:
         start = time.perf_counter()
         while not stop.is_set():
             published += client.call("events", "emit", event="tick", count=_EMIT_BATCH, data=_SMALL)
+            under_way.set()
             # Ahead of the rate: wait for it; behind: go on at once (the actor's own pace).
             ahead = published / rate - (time.perf_counter() - start)
             if ahead > 0:
@@ -138,19 +142,17 @@ def run(
     ]
     stop, ready, out = ctx.Event(), ctx.Event(), ctx.Queue()
     # Either load can be left out (0), to tell which of the two delays commands.
-    load = []
-    if bulk_size:
-        load.append(
-            ctx.Process(
-                target=_bulk_sender, args=(ep["command"], bulk_size, stop, out), daemon=True
+    load, under_way = [], []
+    for generator, amount in ((_bulk_sender, bulk_size), (_event_pacer, event_rate)):
+        if amount:
+            under_way.append(ctx.Event())
+            load.append(
+                ctx.Process(
+                    target=generator,
+                    args=(ep["command"], amount, under_way[-1], stop, out),
+                    daemon=True,
+                )
             )
-        )
-    if event_rate:
-        load.append(
-            ctx.Process(
-                target=_event_pacer, args=(ep["command"], event_rate, stop, out), daemon=True
-            )
-        )
     counter = ctx.Process(
         target=_event_counter,
         args=(ep["command"], ep["subscribe"], ready, stop, out),
@@ -166,7 +168,9 @@ def run(
             raise RuntimeError("the event subscriber was not ready within 30 s")
         for process in load:
             process.start()
-        time.sleep(min(1.0, seconds / 4))  # the load under way before the timing starts
+        # The timing starts once each load has done a first unit (a transfer, a batch).
+        if not all(event.wait(120) for event in under_way):
+            raise RuntimeError("the load was not under way within 120 s")
         loaded = _timed_calls(ep["command"], seconds)
         stop.set()
         reports = [out.get(timeout=180) for _ in range(len(load) + 1)]

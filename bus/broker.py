@@ -902,7 +902,7 @@ class Broker:
                 # The same process on a new connection: no one went down.
                 self._fail_all(list(existing.inflight.values()), _REPLACED)
                 existing.inflight.clear()
-        entry, _ = self.directory.register(name, ident, info, self._clock(), ready_frame, owner)
+        entry = self.directory.register(name, ident, info, self._clock(), ready_frame, owner)
         if replaced is not None:
             self._send_quiet([replaced, *protocol.encode_disconnect(_REPLACED)])
         self._send_quiet(

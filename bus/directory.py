@@ -105,15 +105,14 @@ class Directory:
         now: float,
         ready_frame: bytes = b"",
         owner: str = "",
-    ) -> tuple[ServiceEntry, bytes | None]:
-        """Mark ``name`` up on ``identity`` (a connection of ``owner``); return the entry and the
-        connection it replaced, if any."""
+    ) -> ServiceEntry:
+        """Mark ``name`` up on ``identity`` (a connection of ``owner``) and return its entry; a
+        connection it held before is forgotten (the caller tells that connection)."""
         entry = self.by_name.get(name)
         if entry is None:
             entry = self.by_name[name] = ServiceEntry(name)
-        replaced = entry.identity if entry.state == UP and entry.identity != identity else None
-        if replaced is not None:
-            self.by_identity.pop(replaced, None)
+        if entry.state == UP and entry.identity not in (None, identity):
+            self.by_identity.pop(entry.identity, None)
         pid, old_pid = info.get("pid"), entry.info.get("pid")
         if entry.state != UP or (pid is not None and old_pid is not None and pid != old_pid):
             # Came up, or another process took the name over (None: the first registration).
@@ -138,7 +137,7 @@ class Directory:
         entry.registrations += 1
         entry.down_reason = ""
         self.by_identity[identity] = entry
-        return entry, replaced
+        return entry
 
     def mark_down(self, entry: ServiceEntry, reason: str) -> list[Pending]:
         """Mark ``entry`` down and return the requests it held, which the caller must fail."""

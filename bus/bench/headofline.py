@@ -27,6 +27,7 @@ import os
 import time
 from typing import Any
 
+from bus.bench import SMALL, _actor, _broker_process, _percentile, wait_for_actors
 from bus.testing import free_port
 
 __all__ = ["BULK_SIZE", "EVENT_RATE", "P99_TARGET_MS", "report", "run"]
@@ -38,7 +39,6 @@ EVENT_RATE = 100_000
 P99_TARGET_MS = 5.0
 #: Events per ``emit`` call: the publisher paces calls of this many to reach the rate.
 _EMIT_BATCH = 2_000
-_SMALL = {"channel": 3, "value": 21.5, "unit": "C", "ok": True}
 
 
 def _bulk_sender(command: str, size: int, under_way: Any, stop: Any, out: Any) -> None:
@@ -69,7 +69,7 @@ def _event_pacer(command: str, rate: int, under_way: Any, stop: Any, out: Any) -
     with Client(command, timeout=60, keys=False) as client:
         start = time.perf_counter()
         while not stop.is_set():
-            published += client.call("events", "emit", event="tick", count=_EMIT_BATCH, data=_SMALL)
+            published += client.call("events", "emit", event="tick", count=_EMIT_BATCH, data=SMALL)
             under_way.set()
             # Ahead of the rate: wait for it; behind: go on at once (the actor's own pace).
             ahead = published / rate - (time.perf_counter() - start)
@@ -104,7 +104,6 @@ def _event_counter(command: str, subscribe: str, ready: Any, stop: Any, out: Any
 
 def _timed_calls(command: str, seconds: float) -> dict[str, float]:
     """Sequential ``echo`` calls to ``bench`` for ``seconds``: count, p50, p99 and max (ms)."""
-    from bus.bench import _percentile
     from bus.client import Client
 
     latencies: list[float] = []
@@ -112,7 +111,7 @@ def _timed_calls(command: str, seconds: float) -> dict[str, float]:
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             began = time.perf_counter()
-            if client.call("bench", "echo", value=_SMALL) != _SMALL:
+            if client.call("bench", "echo", value=SMALL) != SMALL:
                 raise RuntimeError("the bench actor answered a wrong echo")
             latencies.append(time.perf_counter() - began)
     return {
@@ -131,8 +130,6 @@ def run(
     ``bulk_size`` 0 leaves the transfers out, ``event_rate`` 0 the events (the subscriber
     still runs).
     """
-    from bus.bench import _actor, _broker_process, wait_for_actors
-
     ctx = mp.get_context("spawn")
     ep = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("command", "publish", "subscribe")}
     broker = _broker_process(ep)

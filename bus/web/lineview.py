@@ -201,8 +201,7 @@ class LineView:
         self._watchers: set[Watcher] = set()
         self._backfilled: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        #: The services whose state topics the running state subscription follows.
-        self._followed: set[str] = set()
+        #: The running state subscription (its prefixes: presence and each service's topics).
         self._state_sub: AsyncSubscription | None = None
 
     # ------------------------------------------------------------------ consumers
@@ -263,10 +262,9 @@ class LineView:
 
     async def _follow(self) -> None:
         """Apply the state topics' events and sample the rest until a subscription fails."""
-        self._followed = set(self.actors)
         state = self.bus.subscribe(
             "presence.",
-            *self._state_prefixes(self._followed),
+            *self._state_prefixes(self.actors),
             max_queue=self.limits.subscription_queue,
         )
         sampled = self.bus.subscribe(latest_only=True)
@@ -286,7 +284,7 @@ class LineView:
             self._spawn(self._poll(self._refresh_stats, self.limits.stats_s))
         readers = [
             asyncio.ensure_future(self._apply_all(state)),
-            asyncio.ensure_future(self._sample(sampled)),
+            asyncio.ensure_future(self._sample(sampled, state)),
         ]
         try:
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
@@ -306,24 +304,21 @@ class LineView:
         async for event in state:
             self.apply_event(event.topic, event.src, event.seq, event.ts, event.data)
 
-    async def _sample(self, sampled: AsyncSubscription) -> None:
-        """The event log's share of the other topics: the newest event, at most
-        ``listed_per_s`` times a second; what went by unread is counted as unlisted."""
+    async def _sample(self, sampled: AsyncSubscription, state: AsyncSubscription) -> None:
+        """The event log's share of the topics ``state`` does not follow: the newest event, at
+        most ``listed_per_s`` times a second; what went by unread is counted as unlisted."""
         pause = 1.0 / max(1, self.limits.listed_per_s)
         while True:
             event = await sampled.next()
             if (
                 event is not None
                 # The state subscription lists these itself.
-                and not event.topic.startswith(self._state_prefix_tuple())
+                and not event.topic.startswith(state.prefixes)
                 and self._routes_to_log(event.topic, event.src, event.data)
             ):
                 self.unlisted += event.missed
                 self._list(event.topic, event.src, event.seq, event.ts, event.data)
             await asyncio.sleep(pause)
-
-    def _state_prefix_tuple(self) -> tuple[str, ...]:
-        return ("presence.", *self._state_prefixes(self._followed))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -343,10 +338,8 @@ class LineView:
             return
         for row in rows:
             self._update_actor(row)
-        new = {str(row.get("name")) for row in rows} - self._followed
-        if new and self._state_sub is not None:
-            self._state_sub.add_prefixes(*self._state_prefixes(new))
-            self._followed |= new
+        if self._state_sub is not None:  # services that registered since: follow them too
+            self._state_sub.add_prefixes(*self._state_prefixes(str(r.get("name")) for r in rows))
         for row in rows:
             if row.get("state") != "up":
                 continue
@@ -407,7 +400,7 @@ class LineView:
             if isinstance(data, dict) and data.get("state") == "up":
                 self._spawn(self._refresh_services())  # its pid and restart count
         elif isinstance(data, dict):
-            rest = topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
+            rest = _event_name(topic, src)
             if rest.startswith("device.") and "uuid" in data:
                 self._update_device(src, data)
             elif rest == "job":
@@ -428,7 +421,7 @@ class LineView:
             return False
         if not isinstance(data, dict):
             return True
-        rest = topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
+        rest = _event_name(topic, src)
         if rest.startswith("device.") and "uuid" in data and data.get("event") == "status":
             return False  # a printer's periodic status: the devices table shows it
         # Readings are plotted, not logged (they would flood the log); ``stream.`` events are
@@ -687,6 +680,11 @@ class LineView:
     def jobs_of(self, service: str) -> Iterator[dict[str, Any]]:
         """The jobs of one service (for tests and the terminal)."""
         return (j for j in self.jobs.values() if j["service"] == service)
+
+
+def _event_name(topic: str, src: str) -> str:
+    """The part of ``topic`` after its publisher's ``<service>.`` ("" for another's topic)."""
+    return topic[len(src) + 1 :] if topic.startswith(src + ".") else ""
 
 
 def _restarts(row: dict[str, Any], old: dict[str, Any]) -> int:

@@ -106,9 +106,9 @@ class AsyncSubscription:
     ``ZMQ_CONFLATE``): a reader that samples a busy line now and then gets the latest event each
     time, and its ``missed`` says how many of that topic went by unread since the last one of
     it. Nothing is repaired or reported to the broker then: missing them is the point. Such a
-    subscription takes one prefix at most and no ``wait_ready`` or ``add_prefixes``: libzmq
-    conflates the subscription messages it sends upstream too, so a second one could replace
-    the first.
+    subscription takes one prefix at most, no ``add_prefixes``, and ``wait_ready`` only when it
+    follows every topic: libzmq conflates the subscription messages it sends upstream too, so a
+    second one (the probe's) could replace the first.
     """
 
     def __init__(
@@ -221,10 +221,16 @@ class AsyncSubscription:
 
     async def wait_ready(self, timeout: float = 5.0) -> None:
         """Return once the broker forwards to this subscription (see the sync client)."""
-        if self._latest_only:
-            raise ValueError("wait_ready needs a second subscription, which latest_only forbids")
         token = f"_probe.{protocol.new_id_prefix()}"
-        self._sock.setsockopt(zmq.SUBSCRIBE, token.encode())
+        # A subscription to every topic gets the probe as it is; any other needs one more.
+        covered = any(token.startswith(prefix) for prefix in self.prefixes or ("",))
+        if not covered:
+            if self._latest_only:
+                raise ValueError(
+                    "wait_ready needs a second subscription, which latest_only forbids "
+                    "(unless it follows every topic)"
+                )
+            self._sock.setsockopt(zmq.SUBSCRIBE, token.encode())
         end = time.monotonic() + timeout
         try:
             while time.monotonic() < end:
@@ -242,7 +248,8 @@ class AsyncSubscription:
                 self._check_refused()
             raise DeadlineExceeded(f"subscription to {self.prefixes} not active within {timeout} s")
         finally:
-            self._sock.setsockopt(zmq.UNSUBSCRIBE, token.encode())
+            if not covered:
+                self._sock.setsockopt(zmq.UNSUBSCRIBE, token.encode())
 
     _pushback: bytes | None = None
 

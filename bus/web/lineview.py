@@ -270,9 +270,9 @@ class LineView:
         sampled = self.bus.subscribe(latest_only=True)
         self._state_sub = state
         try:
-            # Ready once the broker forwards the state topics: none after ``ready`` is missed.
-            # (The sampled log cannot be probed the same way; its first events may be.)
+            # Ready once the broker forwards to both subscriptions.
             await state.wait_ready(timeout=10.0)
+            await sampled.wait_ready(timeout=10.0)
         except BusError:
             self._state_sub = None
             state.close()

@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   actors: new Map(),   // name -> {name, kind, state, since, restarts, pid, reason}
+  actorTimers: new Map(),  // name -> the timer that will show a held-back change
   devices: new Map(),  // service/uuid -> metadata + status
   jobs: new Map(),     // id -> {service, command, done, total, channels, state, outcome}
   streams: new Map(),  // key -> {key, points: [[ts, {field: value}]], plot, fields, zoomed}
@@ -16,6 +17,9 @@ const state = {
 };
 
 const MAX_EVENTS = 300;
+// A restart can bring an actor's "down" and "up" in one batch (the new process registered
+// before its predecessor's death was noticed): red stays at least this long, so it is seen.
+const MIN_DOWN_MS = 1000;
 const MAX_POINTS = 5000;
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"];
 
@@ -47,6 +51,8 @@ function setConnection(up, refused = false) {
 
 function applySnapshot(snap) {
   state.clockOffset = snap.now - Date.now() / 1000;
+  for (const timer of state.actorTimers.values()) clearTimeout(timer);
+  state.actorTimers.clear();
   state.actors = new Map(snap.actors.map((a) => [a.name, a]));
   state.devices = new Map(snap.devices.map((d) => [d.service + "/" + d.uuid, d]));
   state.jobs = new Map(snap.jobs.map((j) => [j.id, j]));
@@ -62,8 +68,7 @@ function applySnapshot(snap) {
 function applyChange(change) {
   switch (change.type) {
     case "actor":
-      state.actors.set(change.actor.name, change.actor);
-      renderActors(); fillServices();
+      showActor(change.actor);
       break;
     case "device":
       state.devices.set(change.device.service + "/" + change.device.uuid, change.device);
@@ -118,6 +123,26 @@ function duration(seconds) {
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+// An actor's change, held back while a "down" it replaces has been shown for less than
+// MIN_DOWN_MS (a newer change of the same actor replaces the one held back).
+function showActor(actor) {
+  clearTimeout(state.actorTimers.get(actor.name));
+  state.actorTimers.delete(actor.name);
+  const shown = state.actors.get(actor.name);
+  if (shown?.state === "down" && actor.state !== "down") {
+    const wait = MIN_DOWN_MS - (Date.now() - shown.shownDownAt);
+    if (wait > 0) {
+      state.actorTimers.set(actor.name, setTimeout(() => showActor(actor), wait));
+      return;
+    }
+  }
+  if (actor.state === "down") {
+    actor.shownDownAt = shown?.state === "down" ? shown.shownDownAt : Date.now();
+  }
+  state.actors.set(actor.name, actor);
+  renderActors(); fillServices();
 }
 
 function renderActors() {

@@ -54,7 +54,7 @@ def test_families_from_the_broker_tables() -> None:
     broker = FakeBroker()
     broker.routed.update(request=3, reply=2)
     broker.dropped["unknown_service"] = 4
-    entry, _ = broker.directory.register("echo1", b"a", {"kind": "echo", "pid": 1}, 0.0)
+    entry = broker.directory.register("echo1", b"a", {"kind": "echo", "pid": 1}, 0.0)
     broker.directory.mark_down(entry, "gone")
     broker.directory.register("echo1", b"b", {"kind": "echo", "pid": 2}, 0.0)
     entry.latency[0] = 2  # two answers within the first bound

@@ -313,6 +313,24 @@ class TestAsyncClient:
         with pytest.raises(DeadlineExceeded):
             await aclient.call("svc", "silent", timeout=0.05)
 
+    async def test_each_call_ends_at_its_own_deadline(self, aclient: AsyncClient) -> None:
+        """One timer serves every call's deadline: a short call made while a long one waits
+        still ends at its own deadline, and so does one made after that timer fired."""
+        await aclient.ping()
+        long = await aclient.start("svc", "silent", timeout=60)
+        long_wait = asyncio.ensure_future(long.result())
+        await asyncio.sleep(0)  # one pass of the loop: the long call's wait has begun
+        for timeout in (0.05, 0.2):
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                await aclient.call("svc", "silent", timeout=timeout)
+            # Deadline plus the client's grace; far below the long call's 60 s.
+            assert timeout <= time.monotonic() - started < timeout + 5
+        assert not long_wait.done()
+        long_wait.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long_wait
+
     async def test_close_fails_pending_calls(self, async_line: FakeLine) -> None:
         """Closing fails calls in flight with cancelled."""
         client = AsyncClient(async_line.command, subscribe_endpoint=async_line.subscribe)

@@ -38,6 +38,9 @@ _unpackb = msgpack.unpackb  # event bodies only (GapTracker.decode's fast path)
 _no_ext = protocol.no_ext_hook
 _event_fields_ok = protocol.event_fields_ok
 _has_timestamp = protocol.has_timestamp
+_event_body_head = protocol.event_body_head
+#: A body head no frame starts with (0xc1 is never used in msgpack): state not yet fast.
+_NO_HEAD = b"\xc1"
 
 #: Extra time a client waits past a request's deadline for the broker's own typed answer.
 DEADLINE_GRACE_S = 0.25
@@ -263,7 +266,8 @@ class GapTracker:
     """
 
     def __init__(self) -> None:
-        # topic bytes -> [topic str, epoch, last seq]; mutated in place (hot path).
+        # topic bytes -> [topic str, epoch, last seq, body head]; mutated in place (hot path).
+        # The body head is ``protocol.event_body_head(src, epoch)`` of the topic's publisher.
         self._last: dict[bytes, list[Any]] = {}
         self.missed_total = 0
         self.malformed = 0
@@ -271,9 +275,37 @@ class GapTracker:
     def decode(self, frame: bytes) -> TrackedEvent | None:
         """Decode one event frame and account for gaps; None for probes and (counted) malformed
         frames."""
+        # The hot path: the next event of a topic from the publisher seen last on it. Its body
+        # starting with that publisher's head (array of 7, version 1, kind 9, src, epoch: the
+        # checks of protocol.decode_event on those four, made when the head was stored) leaves
+        # seq, ts and data to check. Anything else takes the full path below.
+        sep = frame.find(b"\0")
+        if sep >= 0:
+            state = self._last.get(frame[:sep])
+            if state is not None and frame.startswith(state[3], sep + 1):
+                try:
+                    # As protocol.decode_event unpacks a body: str map keys, no ext value.
+                    body = _unpackb(frame[sep + 1 :], strict_map_key=True, ext_hook=_no_ext)
+                except Exception:  # malformed: counted by the full path
+                    return self._decode(frame)
+                seq = body[4]
+                ts = body[5]
+                data = body[6]
+                if (
+                    type(seq) is int
+                    and seq == state[2] + 1
+                    and (type(ts) is float or type(ts) is int)
+                    and (0xFF not in frame or not _has_timestamp(frame, data))
+                ):
+                    state[2] = seq
+                    return _new_tuple(TrackedEvent, (state[0], body[2], seq, ts, data, 0, body[3]))
+        return self._decode(frame)
+
+    def _decode(self, frame: bytes) -> TrackedEvent | None:
+        """``decode`` of any frame: the first of a topic or publisher incarnation, a gap, a late
+        event, a newer minor version, a malformed frame."""
         sep = frame.find(b"\0")
         try:
-            # As protocol.decode_event unpacks a body: str map keys, no ext value.
             body = _unpackb(frame[sep + 1 :], strict_map_key=True, ext_hook=_no_ext)
         except Exception:  # a malformed event is skipped, never fatal to a subscriber
             body = None
@@ -293,11 +325,10 @@ class GapTracker:
         key = frame[:sep]
         state = self._last.get(key)
         if state is not None and state[1] == epoch:
-            # The hot path: same publisher incarnation (epochs are random per publisher start).
+            # The same publisher incarnation (epochs are random per publisher start).
             last_seq = state[2]
-            if seq == last_seq + 1:
-                state[2] = seq
-                return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, 0, epoch))
+            if state[3] is _NO_HEAD:  # tracked from an event decoded by ``_slow``
+                state[3] = _event_body_head(src, epoch)
             if seq <= last_seq:  # late or repeated: the last seen stays (PROTOCOL.md §9)
                 return _new_tuple(TrackedEvent, (state[0], src, seq, ts, data, 0, epoch))
             state[2] = seq
@@ -311,7 +342,7 @@ class GapTracker:
         except UnicodeDecodeError:
             self.malformed += 1
             return None
-        self._last[key] = [topic, epoch, seq]
+        self._last[key] = [topic, epoch, seq, _event_body_head(src, epoch)]
         return _new_tuple(TrackedEvent, (topic, src, seq, ts, data, 0, epoch))
 
     def _slow(self, frame: bytes) -> TrackedEvent | None:
@@ -334,7 +365,9 @@ class GapTracker:
                 return TrackedEvent(topic, src, seq, ts, data, 0, epoch)
             missed = seq - state[2] - 1
             self.missed_total += missed
-        self._last[key] = [topic, epoch, seq]
+        # No body head: events reaching ``track`` may come from elsewhere than a frame (a
+        # replay's answer); ``_decode`` sets it from the next frame of this incarnation.
+        self._last[key] = [topic, epoch, seq, _NO_HEAD]
         return TrackedEvent(topic, src, seq, ts, data, missed, epoch)
 
 

@@ -76,6 +76,7 @@ __all__ = [
     "encode_request",
     "error_header",
     "error_msg_id",
+    "event_body_head",
     "event_fields_ok",
     "event_prefix",
     "has_timestamp",
@@ -925,6 +926,12 @@ def encode_event_body(src: str, epoch: int, seq: int, ts: float, data: Any) -> b
     return _pack([VERSION, Kind.EVENT, src, epoch, seq, ts, data])
 
 
+def event_body_head(src: str, epoch: int) -> bytes:
+    """The bytes every event body of publisher ``src`` in its incarnation ``epoch`` starts
+    with: the array header and ``1, 9, src, epoch``, each in msgpack's shortest form."""
+    return b"\x97" + _pack(VERSION) + _pack(int(Kind.EVENT)) + _pack(src) + _pack(epoch)
+
+
 def encode_event_bodies(
     src: str,
     epoch: int,
@@ -943,7 +950,7 @@ def encode_event_bodies(
     Raises:
         ValueError: An item repeats a key of ``common`` (the map would hold the key twice).
     """
-    head = b"\x97" + _pack(VERSION) + _pack(int(Kind.EVENT)) + _pack(src) + _pack(epoch)
+    head = event_body_head(src, epoch)
     packed_ts = _pack(ts)
     common_entries = _pack(dict(common))[_map_header_size(len(common)) :]
     seq = first_seq

@@ -288,6 +288,9 @@ class TestGapTracker:
         "body",
         [
             [1, 9, "src1", 7, "2", 1.5, None],  # seq a str
+            [1, 9, "src1", 7, -2, 1.5, None],  # negative seq
+            [1, 9, "src1", 7, 2.0, 1.5, None],  # seq a float
+            [1, 9, "src1", 7, 2, "1.5", None],  # ts a str
             [1, 9, "src1", -7, 2, 1.5, None],  # negative epoch
             [1, 9, 3, 7, 2, 1.5, None],  # src not a str
             [1, 9, "src1", 7, 2, True, None],  # ts a bool
@@ -307,6 +310,20 @@ class TestGapTracker:
         with pytest.raises(BadRequest):
             protocol.decode_event(b"a.t\0" + msgpack.packb(body))
         assert tracker.decode(event("a.t", 2)) is not None and tracker.missed_total == 0
+
+    def test_a_longer_encoding_of_the_same_values_is_decoded(self) -> None:
+        """msgpack allows longer forms than the shortest (an encoder may write every int in 8
+        bytes): the body then does not start with the publisher's stored head, and the event
+        is decoded and tracked by the full path, gaps included."""
+        tracker = GapTracker()
+        tracker.decode(event("a.t", 1))
+        head = b"\x97\x01\x09\xa4src1\xcf" + (7).to_bytes(8, "big")  # epoch 7 as a uint 64
+        for seq, missed in ((2, 0), (4, 1)):
+            rest = b"\xcf" + seq.to_bytes(8, "big") + msgpack.packb(1.5) + msgpack.packb("x")
+            decoded = tracker.decode(b"a.t\0" + head + rest)
+            assert decoded is not None
+            assert (decoded.seq, decoded.epoch, decoded.data, decoded.missed) == (seq, 7, "x", missed)
+        assert tracker.decode(event("a.t", 5)) is not None and tracker.missed_total == 1
 
     def test_newer_minor_version_goes_the_slow_way(self) -> None:
         """An event body with extra trailing elements is still decoded and tracked."""

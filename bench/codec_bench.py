@@ -49,7 +49,10 @@ def main() -> None:
             "split topic + unpack of a linebus event frame",
             best_us(lambda f: msgpack.unpackb(f[f.find(b"\0") + 1 :]), events),
         ),
-        ("GapTracker.decode (+ gap tracking + typed event)", best_us_fresh(lambda: GapTracker().decode, events)),
+        (
+            "GapTracker.decode (+ gap tracking + typed event)",
+            best_us_fresh(lambda: GapTracker().decode, events),
+        ),
         (
             "protocol.encode_request (small args)",
             best_us(

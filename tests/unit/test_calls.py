@@ -322,7 +322,12 @@ class TestGapTracker:
             rest = b"\xcf" + seq.to_bytes(8, "big") + msgpack.packb(1.5) + msgpack.packb("x")
             decoded = tracker.decode(b"a.t\0" + head + rest)
             assert decoded is not None
-            assert (decoded.seq, decoded.epoch, decoded.data, decoded.missed) == (seq, 7, "x", missed)
+            assert (decoded.seq, decoded.epoch, decoded.data, decoded.missed) == (
+                seq,
+                7,
+                "x",
+                missed,
+            )
         assert tracker.decode(event("a.t", 5)) is not None and tracker.missed_total == 1
 
     def test_newer_minor_version_goes_the_slow_way(self) -> None:

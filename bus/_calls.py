@@ -8,6 +8,7 @@ Imports only msgpack, ``bus.protocol`` and ``bus.errors``, like every client mod
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -257,24 +258,50 @@ class TrackedEvent(NamedTuple):
     epoch: int = 0
 
 
+def _speedups() -> Any:
+    """``bus._speedups``, the C version of ``GapTracker``'s hot path, when it was built (see
+    setup.py) and ``LINEBUS_PURE_PYTHON`` is not set; else None."""
+    if os.environ.get("LINEBUS_PURE_PYTHON"):
+        return None
+    try:
+        from bus import _speedups as speedups
+    except ImportError:
+        return None
+    kwargs = {"strict_map_key": True, "ext_hook": _no_ext}  # as in _next_or_decode
+    speedups.configure(_unpackb, kwargs, _has_timestamp, TrackedEvent)
+    return speedups
+
+
+_SPEEDUPS = _speedups()
+
+
 class GapTracker:
     """Decodes event frames and detects lost events from their per-(publisher, topic) sequence.
 
     State is kept per topic. Each publisher picks a random epoch when it starts, so a change of
     epoch (another publisher, or the same one restarted) starts the count afresh instead of
     reporting a gap.
+
+    ``decode(frame)`` decodes one event frame and accounts for gaps; it returns None for
+    probes and (counted) malformed frames. Its hot path is in C when ``bus._speedups`` was
+    built, unless ``pure_python`` (or ``LINEBUS_PURE_PYTHON`` in the environment): the same
+    rules either way, the tests run both.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pure_python: bool = False) -> None:
         # topic bytes -> [topic str, epoch, last seq, body head]; mutated in place (hot path).
         # The body head is ``protocol.event_body_head(src, epoch)`` of the topic's publisher.
         self._last: dict[bytes, list[Any]] = {}
         self.missed_total = 0
         self.malformed = 0
+        self.decode: Callable[[bytes], TrackedEvent | None] = (
+            self._next_or_decode
+            if _SPEEDUPS is None or pure_python
+            else _SPEEDUPS.Decoder(self._last, self._decode).decode
+        )
 
-    def decode(self, frame: bytes) -> TrackedEvent | None:
-        """Decode one event frame and account for gaps; None for probes and (counted) malformed
-        frames."""
+    def _next_or_decode(self, frame: bytes) -> TrackedEvent | None:
+        """``decode`` in Python (bus/_speedups.c does the same)."""
         # The hot path: the next event of a topic from the publisher seen last on it. Its body
         # starting with that publisher's head (array of 7, version 1, kind 9, src, epoch: the
         # checks of protocol.decode_event on those four, made when the head was stored) leaves

@@ -3,12 +3,15 @@ detection on event streams."""
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import pytest
 
-from bus import protocol
+from bus import _calls, protocol
 from bus._calls import DEADLINE_GRACE_S, CallCore, CallState, GapTracker
 from bus.errors import (
     BadRequest,
@@ -224,14 +227,28 @@ class TestConnectionLost:
         assert isinstance(state.error, Unavailable) and not core.lost
 
 
+NewTracker = Callable[[], GapTracker]
+
+
+@pytest.fixture(params=["speedups", "pure_python"])
+def new_tracker(request: pytest.FixtureRequest) -> NewTracker:
+    """A ``GapTracker`` maker: one with the C hot path (bus/_speedups.c), one in Python."""
+    if request.param == "speedups" and _calls._SPEEDUPS is None:
+        reason = "bus._speedups was not built (no C compiler when linebus was installed?)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # .ci/run installs gcc: the C path must be tested there
+        pytest.skip(reason)
+    return functools.partial(GapTracker, pure_python=request.param == "pure_python")
+
+
 def event(topic: str, seq: int, *, epoch: int = 7, data: Any = None) -> bytes:
     return protocol.encode_event(topic, "src1", epoch, seq, 1.5, data)
 
 
 class TestGapTracker:
-    def test_consecutive_events(self) -> None:
+    def test_consecutive_events(self, new_tracker: NewTracker) -> None:
         """Events in sequence are decoded with nothing missed."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         decoded = [tracker.decode(event("a.t", seq, data=seq)) for seq in (1, 2, 3)]
         assert [(e.topic, e.src, e.seq, e.data, e.missed, e.epoch) for e in decoded if e] == [
             ("a.t", "src1", 1, 1, 0, 7),
@@ -239,9 +256,9 @@ class TestGapTracker:
             ("a.t", "src1", 3, 3, 0, 7),
         ]
 
-    def test_gap_is_counted(self) -> None:
+    def test_gap_is_counted(self, new_tracker: NewTracker) -> None:
         """A jump in sequence reports the events missed before it, per topic."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         tracker.decode(event("a.t", 1))
         tracker.decode(event("b.t", 1))
         later = tracker.decode(event("a.t", 5))
@@ -251,10 +268,10 @@ class TestGapTracker:
         assert again is not None and again.missed == 0
 
     @pytest.mark.parametrize("late", [2, 4, 5])
-    def test_a_late_event_leaves_the_last_seen(self, late: int) -> None:
+    def test_a_late_event_leaves_the_last_seen(self, new_tracker: NewTracker, late: int) -> None:
         """An event at or below the last seq seen (late or repeated) has missed 0 and does not
         lower the last seen: the next in order is not counted as a gap (§9)."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         for seq in (1, 5):
             tracker.decode(event("a.t", seq))
         assert tracker.missed_total == 3
@@ -267,17 +284,17 @@ class TestGapTracker:
         assert slow is not None and slow.missed == 0  # the slow path (extra elements) agrees
         assert tracker.decode(event("a.t", 7)) is not None and tracker.missed_total == 3
 
-    def test_new_epoch_starts_afresh(self) -> None:
+    def test_new_epoch_starts_afresh(self, new_tracker: NewTracker) -> None:
         """A publisher that restarted (new epoch) starts a new count, not a gap."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         tracker.decode(event("a.t", 40))
         restarted = tracker.decode(event("a.t", 1, epoch=8))
         assert restarted is not None and restarted.missed == 0
         assert tracker.missed_total == 0
 
-    def test_probes_and_malformed_frames(self) -> None:
+    def test_probes_and_malformed_frames(self, new_tracker: NewTracker) -> None:
         """Subscription probes are not events; malformed frames are counted and skipped."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         assert tracker.decode(event("_probe.x", 1)) is None
         assert tracker.decode(b"no separator") is None
         assert tracker.decode(b"a.t\0\xc1") is None
@@ -300,10 +317,10 @@ class TestGapTracker:
             [1, 9, "src1", 7, 2, 1.5, msgpack.Timestamp(1)],
         ],
     )
-    def test_ill_typed_bodies_are_malformed(self, body: list[Any]) -> None:
+    def test_ill_typed_bodies_are_malformed(self, new_tracker: NewTracker, body: list[Any]) -> None:
         """Bodies protocol.decode_event refuses are skipped and counted on the fast path too,
         even when their topic is already tracked (they never reach the seq arithmetic)."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         tracker.decode(event("a.t", 1))
         assert tracker.decode(b"a.t\0" + msgpack.packb(body)) is None
         assert tracker.malformed == 1
@@ -311,11 +328,11 @@ class TestGapTracker:
             protocol.decode_event(b"a.t\0" + msgpack.packb(body))
         assert tracker.decode(event("a.t", 2)) is not None and tracker.missed_total == 0
 
-    def test_a_longer_encoding_of_the_same_values_is_decoded(self) -> None:
+    def test_a_longer_encoding_of_the_same_values_is_decoded(self, new_tracker: NewTracker) -> None:
         """msgpack allows longer forms than the shortest (an encoder may write every int in 8
         bytes): the body then does not start with the publisher's stored head, and the event
         is decoded and tracked by the full path, gaps included."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         tracker.decode(event("a.t", 1))
         head = b"\x97\x01\x09\xa4src1\xcf" + (7).to_bytes(8, "big")  # epoch 7 as a uint 64
         for seq, missed in ((2, 0), (4, 1)):
@@ -330,9 +347,9 @@ class TestGapTracker:
             )
         assert tracker.decode(event("a.t", 5)) is not None and tracker.missed_total == 1
 
-    def test_newer_minor_version_goes_the_slow_way(self) -> None:
+    def test_newer_minor_version_goes_the_slow_way(self, new_tracker: NewTracker) -> None:
         """An event body with extra trailing elements is still decoded and tracked."""
-        tracker = GapTracker()
+        tracker = new_tracker()
         tracker.decode(event("a.t", 1))
         body = msgpack.packb([1, 9, "src1", 7, 3, 1.5, "data", "extra"])
         later = tracker.decode(b"a.t\0" + body)

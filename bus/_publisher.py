@@ -27,7 +27,7 @@ from typing import Any
 
 import zmq
 
-from bus import protocol
+from bus import _zmqio, protocol
 from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE, EventRing, RingEntry
 from bus.client import ClientKeys
 from bus.errors import TooOld
@@ -39,6 +39,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _now = time.time
+_send_frame = _zmqio.send_frame  # without pyzmq's Python layer: see bus/_zmqio.py
 _encode_body = protocol.encode_event_body
 
 
@@ -138,9 +139,7 @@ class Publisher:
         if not entry.heard and not self._heard(entry):
             return
         try:
-            sock.send(
-                entry.prefix + _encode_body(self.service, self.epoch, seq, ts, data), _NOBLOCK
-            )
+            _send_frame(sock, entry.prefix + _encode_body(self.service, self.epoch, seq, ts, data))
         except zmq.Again:
             self.events_dropped += 1
         if not self._check_due:
@@ -186,7 +185,7 @@ class Publisher:
             )
         for body in bodies:
             try:
-                sock.send(prefix + body, _NOBLOCK)
+                _send_frame(sock, prefix + body)
             except zmq.Again:
                 self.events_dropped += 1
         if not self._check_due:

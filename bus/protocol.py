@@ -911,9 +911,12 @@ def _decode_fields(kind: Kind, header: list[Any], frame: bytes, bulk: Any = None
 # --- event channel ------------------------------------------------------------------------
 
 
+_EVENT: Final = int(Kind.EVENT)
+
+
 def encode_event(topic: str, src: str, epoch: int, seq: int, ts: float, data: Any) -> bytes:
     """Build an event frame: ``topic \\0 msgpack([1, 9, src, epoch, seq, ts, data])``."""
-    return topic.encode() + b"\0" + _pack([VERSION, Kind.EVENT, src, epoch, seq, ts, data])
+    return topic.encode() + b"\0" + _pack([VERSION, _EVENT, src, epoch, seq, ts, data])
 
 
 def event_prefix(topic: str) -> bytes:
@@ -923,7 +926,8 @@ def event_prefix(topic: str) -> bytes:
 
 def encode_event_body(src: str, epoch: int, seq: int, ts: float, data: Any) -> bytes:
     """The msgpack part of an event frame, to append to ``event_prefix(topic)``."""
-    return _pack([VERSION, Kind.EVENT, src, epoch, seq, ts, data])
+    # A plain int for the kind: msgpack packs an IntEnum member by a slower path.
+    return _pack([VERSION, _EVENT, src, epoch, seq, ts, data])
 
 
 def event_body_head(src: str, epoch: int) -> bytes:

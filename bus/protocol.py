@@ -916,7 +916,7 @@ _EVENT: Final = int(Kind.EVENT)
 
 def encode_event(topic: str, src: str, epoch: int, seq: int, ts: float, data: Any) -> bytes:
     """Build an event frame: ``topic \\0 msgpack([1, 9, src, epoch, seq, ts, data])``."""
-    return topic.encode() + b"\0" + _pack([VERSION, _EVENT, src, epoch, seq, ts, data])
+    return event_prefix(topic) + encode_event_body(src, epoch, seq, ts, data)
 
 
 def event_prefix(topic: str) -> bytes:
@@ -933,7 +933,7 @@ def encode_event_body(src: str, epoch: int, seq: int, ts: float, data: Any) -> b
 def event_body_head(src: str, epoch: int) -> bytes:
     """The bytes every event body of publisher ``src`` in its incarnation ``epoch`` starts
     with: the array header and ``1, 9, src, epoch``, each in msgpack's shortest form."""
-    return b"\x97" + _pack(VERSION) + _pack(int(Kind.EVENT)) + _pack(src) + _pack(epoch)
+    return b"\x97" + _pack(VERSION) + _pack(_EVENT) + _pack(src) + _pack(epoch)
 
 
 def encode_event_bodies(

@@ -763,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``linebus``; returns the exit code."""
-    from bus.logs import configure_logging
+    from bus.logs import configure_logging, dump_stacks_on_signal
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _PASS_THROUGH:
@@ -777,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "json", False) and args.subcommand in ("up", "broker"):
         os.environ["LINEBUS_LOG_JSON"] = "1"  # children of `up` inherit it
     configure_logging()
+    dump_stacks_on_signal()
     from bus.errors import BrokerUnreachable, BusError, ConfigError
 
     try:

@@ -6,15 +6,27 @@ modules just do ``log = structlog.get_logger()``.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-__all__ = ["REDACTED", "SECRET_KEYS", "configure_logging", "redact_secrets"]
+__all__ = [
+    "REDACTED",
+    "SECRET_KEYS",
+    "STACK_DUMP_SIGNAL",
+    "configure_logging",
+    "dump_stacks_on_signal",
+    "redact_secrets",
+]
+
+#: ``kill -USR1 PID`` makes a linebus process write every thread's stack to its stderr.
+STACK_DUMP_SIGNAL = signal.SIGUSR1
 
 #: Field names whose values never reach a log line, whatever the level.
 SECRET_KEYS = frozenset(
@@ -124,3 +136,17 @@ def configure_logging(
         logger_factory=_stderr_logger if stream is None else structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+
+
+def dump_stacks_on_signal() -> None:
+    """Make ``STACK_DUMP_SIGNAL`` write every thread's Python stack to stderr, and go on.
+
+    For a process that hangs: the supervisor sends it to a broker that does not answer in
+    time, and anyone can send it by hand. faulthandler writes from the signal handler itself,
+    so the dump comes even while the main thread is blocked in C (a ZeroMQ call, a lock).
+    A stderr without a file descriptor (an embedding program's stream) leaves it off.
+    """
+    try:
+        faulthandler.register(STACK_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
+    except (AttributeError, ValueError, OSError):  # no fileno(): nowhere to write a dump
+        return

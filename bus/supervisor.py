@@ -44,6 +44,7 @@ import structlog
 from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE, ClientKeys
 from bus.config import LineConfig
 from bus.errors import ConfigError, DeadlineExceeded, Unauthenticated
+from bus.logs import STACK_DUMP_SIGNAL
 from bus.restarts import RestartPolicy
 from bus.security.keys import (
     PUBLIC_SUFFIX,
@@ -306,9 +307,25 @@ class Supervisor:
                     raise
                 except Exception:  # not up yet; keep asking until the deadline
                     if time.monotonic() > deadline:
+                        self._dump_stacks(broker)
                         raise DeadlineExceeded(
                             "the broker did not answer within ready_timeout_s"
                         ) from None
+
+    @staticmethod
+    def _dump_stacks(managed: ManagedProcess) -> None:
+        """Ask a process that does not answer to write its threads' stacks to the line's
+        stderr (``bus.logs.dump_stacks_on_signal``): where it hangs, for whoever reads the log.
+        Sent before the stop's SIGTERM, and a lower signal number, so it is handled first."""
+        if managed.proc is not None and managed.proc.poll() is None:
+            log.error(
+                "process_not_answering",
+                name=managed.name,
+                pid=managed.proc.pid,
+                hint="its threads' stacks follow",
+            )
+            with contextlib.suppress(ProcessLookupError):
+                managed.proc.send_signal(STACK_DUMP_SIGNAL)
 
     def _wait_ready_line(self, managed: ManagedProcess) -> None:
         """Read the child's stdout until its ready line, then keep draining it to our stderr."""

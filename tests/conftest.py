@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import zmq
 
 from bus.client import ENV_BROKER_KEY, ENV_BROKER_KEY_FILE, ENV_KEY, ENV_KEY_FILE
 from bus.errors import BrokerUnreachable, DeadlineExceeded
+from bus.logs import STACK_DUMP_SIGNAL
 from bus.mosquitto import Mosquitto, find_mosquitto
 from bus.security.curve import secure_client
 from bus.security.keys import (
@@ -43,7 +45,7 @@ from bus.security.keys import (
     load_public_key,
 )
 from bus.supervisor import SUPERVISOR_IDENTITY
-from bus.testing import DemoConfig, free_port, wait_until
+from bus.testing import DemoConfig, WaitTimeout, free_port, wait_until
 
 __all__ = ["DemoConfig", "free_port", "wait_until"]  # re-exported: tests import them from here
 
@@ -407,8 +409,23 @@ class Line:
 
     def wait_broker(self, timeout: float = 15.0) -> None:
         """Wait until the line's broker answers a ping."""
-        with self.client(timeout=0.5) as client:
+        with self.client(timeout=0.5) as client, self.stacks_dumped_on_timeout():
             wait_until(lambda: _pings(client), scaled(timeout), "broker to answer")
+
+    @contextmanager
+    def stacks_dumped_on_timeout(self) -> Iterator[None]:
+        """On a ``WaitTimeout``, have the line's processes write their threads' stacks into the
+        test's captured stderr (``bus.logs.dump_stacks_on_signal``), then let it propagate."""
+        try:
+            yield
+        except WaitTimeout:
+            running = [p for p in (self.broker, *self.actors.values()) if p and p.poll() is None]
+            for proc in running:
+                proc.send_signal(STACK_DUMP_SIGNAL)
+            if running:
+                # Only on the way to a failure: give the handlers a moment to write.
+                time.sleep(1.0)
+            raise
 
     def start_actor(self, name: str) -> subprocess.Popen[bytes]:
         """Start the actor ``name`` of the config as its own process and wait until it is up."""
@@ -437,7 +454,8 @@ class Line:
                         return dict(row)
                 return None
 
-            return wait_until(up, scaled(timeout), f"{name} up")
+            with self.stacks_dumped_on_timeout():
+                return wait_until(up, scaled(timeout), f"{name} up")
 
 
 def _pings(client: Any) -> bool:

@@ -274,3 +274,31 @@ class TestExitCodes:
         )
         assert result.returncode == 3
         assert "broker_unreachable" in result.stderr
+
+
+class TestStackDump:
+    def test_usr1_writes_every_threads_stack_and_the_broker_goes_on(
+        self, line: Line, tmp_path: Path
+    ) -> None:
+        """`kill -USR1` of a linebus process writes each thread's Python stack to its stderr
+        (where a hung broker is stuck) and does not stop it: it answers afterwards."""
+        from bus.logs import STACK_DUMP_SIGNAL
+
+        err_path = tmp_path / "broker.err"
+        with err_path.open("wb") as err:
+            broker = line.processes.start(
+                "-m", "bus.cli", "broker", "--config", str(line.config), stderr=err
+            )
+        line.broker = broker
+        line.wait_broker()
+        broker.send_signal(STACK_DUMP_SIGNAL)
+
+        def dumped() -> str | None:
+            text = err_path.read_text(errors="replace")
+            return text if "Current thread" in text and "bus/broker.py" in text else None
+
+        dump = wait_until(dumped, scaled(10), "a stack dump in the broker's stderr")
+        assert "bus/_eventpath.py" in dump  # every thread: the event path's too
+        assert broker.poll() is None
+        with line.client(timeout=2.0) as client:
+            assert client.ping()["pong"] is True

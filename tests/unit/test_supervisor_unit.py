@@ -226,6 +226,20 @@ class TestStart:
             supervisor.start()
         assert children.starts("a1") == 0
 
+    def test_a_broker_that_never_answers_is_asked_for_its_stacks(
+        self, lines: Lines, children: Children
+    ) -> None:
+        """Before giving up, the supervisor sends the broker the stack-dump signal (a linebus
+        broker writes every thread's stack to the line's stderr: where it hangs)."""
+        # The trap is the script's first line; 3 s leaves the shell ample time to reach it.
+        children.behave(broker='trap \'echo "stacks $name" >> "$log"\' USR1\n' + SERVE)
+        unused = f"tcp://127.0.0.1:{free_port()}"
+        supervisor = lines.supervisor(command=unused, ready_timeout_s=3.0)
+        with capture_logs() as logs, pytest.raises(DeadlineExceeded):
+            supervisor.start()
+        children.wait("stacks broker")
+        assert [e["name"] for e in logs if e["event"] == "process_not_answering"] == ["broker"]
+
     def test_a_simulator_without_its_ready_line(
         self, lines: Lines, children: Children, capfd: pytest.CaptureFixture[str]
     ) -> None:

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -227,31 +228,46 @@ def _forward(
     }
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, else a usage error naming it."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+        return value
+
+    return parse
+
+
 def main() -> None:
-    """Run (b) and (a) alternately, then (c); print one table."""
+    """Run (b) and (a) alternately, then (c) unless ``--forward 0``; print one table."""
     from bench.telemetry_store_bench import PAYLOAD, raw_rate, store_payloads_rate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=50_000, help="messages per ingest run")
+    parser.add_argument("--messages", type=_at_least(1), default=50_000, help="messages per ingest run")
     parser.add_argument(
         "--batch",
-        type=int,
+        type=_at_least(1),
         default=100,
         help="messages per enqueue_messages call / per transaction",
     )
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=_at_least(1), default=5)
     parser.add_argument(
         "--in-flight",
-        type=int,
+        type=_at_least(1),
         default=4,
         help="enqueue_messages calls outstanding at once in the pipelined line",
     )
     parser.add_argument(
-        "--forward", type=int, default=20_000, help="messages drained to the ingest server"
+        "--forward",
+        type=_at_least(0),
+        default=20_000,
+        help="messages drained to the ingest server (0: skip the forwarding run)",
     )
     parser.add_argument(
         "--forward-batch",
-        type=int,
+        type=_at_least(1),
         default=100,
         help="the forwarder's max_batch_messages (actor default 100)",
     )
@@ -361,8 +377,10 @@ def main() -> None:
                 heard_commit.append((received, missed))
             for session in sessions.values():
                 session.close()
-            forward = _forward(
-                endpoint, "fwd", tmp, upstream_port, args.forward, args.batch, procs, env
+            forward = (
+                _forward(endpoint, "fwd", tmp, upstream_port, args.forward, args.batch, procs, env)
+                if args.forward
+                else None
             )
         finally:
             for proc in reversed(procs):
@@ -423,6 +441,8 @@ def main() -> None:
     )
     for name, values in runs.items():
         print(f"  runs {name:<17} " + "  ".join(f"{v:>9,.0f}" for v in values))
+    if forward is None:
+        return
     print(
         f"forwarding, {args.forward} x {len(PAYLOAD)} B queued offline, "
         f"max_batch_messages={args.forward_batch}, "

@@ -43,8 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -245,7 +245,9 @@ def main() -> None:
     from bench.telemetry_store_bench import PAYLOAD, raw_rate, store_payloads_rate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=_at_least(1), default=50_000, help="messages per ingest run")
+    parser.add_argument(
+        "--messages", type=_at_least(1), default=50_000, help="messages per ingest run"
+    )
     parser.add_argument(
         "--batch",
         type=_at_least(1),

@@ -9,6 +9,7 @@ class creation, into a validator and the description ``describe`` serves. Suppor
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import time
@@ -229,7 +230,47 @@ def _compile(tp: Any) -> Callable[[Any], tuple[bool, Any]] | None:
             type(v) is exact or (exact is not int and exact is not bool and isinstance(v, exact)),
             v,
         )
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if len(options) == 2 and type(None) in options:
+            # ``X | None``, the usual optional argument: None at once, else X's own checker.
+            (inner,) = [option for option in options if option is not type(None)]
+            check = _compile(inner)
+            if check is None:
+                return None
+            return lambda v: (True, None) if v is None else _checked(check, v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        with contextlib.suppress(TypeError):  # a member's value is unhashable: scan instead
+            return _enum_checker(tp)
     return lambda v: _check(v, tp)
+
+
+def _checked(check: Callable[[Any], tuple[bool, Any]], v: Any) -> tuple[bool, Any]:
+    """``check(v)``, with ``v`` itself (not a conversion of it) when it fails, as ``_check``."""
+    ok, converted = check(v)
+    return (True, converted) if ok else (False, v)
+
+
+def _enum_checker(tp: type[enum.Enum]) -> Callable[[Any], tuple[bool, Any]]:
+    """``_check`` for an enum as one dict lookup: each member by its value and by its name.
+
+    Built from the last member to the first, so where a value or name is shared the first
+    member wins, as in ``_check``'s scan; an unhashable value matches no member.
+    """
+    members: dict[Any, enum.Enum] = {}
+    for member in reversed(list(tp)):
+        members[member.name] = member
+        members[member.value] = member
+
+    def check(v: Any) -> tuple[bool, Any]:
+        try:
+            member = members.get(v)
+        except TypeError:  # unhashable: no member's value or name equals it
+            return False, v
+        return (True, member) if member is not None else (False, v)
+
+    return check
 
 
 @dataclass(slots=True)

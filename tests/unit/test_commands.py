@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import pytest
 
+from bus import commands
 from bus.actor import Actor
 from bus.commands import CommandContext, CommandSpec, command, privileged_commands
 from bus.errors import InvalidArguments
@@ -65,6 +66,12 @@ ACCEPTED = [
     (float | None, 3, 3.0),
     (Literal["fast", "slow"], "fast", "fast"),
     (Color, "blue", Color.BLUE),
+    (Color, "RED", Color.RED),  # by name too
+    (Color | None, None, None),
+    (Color | None, "red", Color.RED),
+    (str | None, "x", "x"),
+    (bytes | None, bytearray(b"a"), b"a"),
+    (list[int] | None, [1], [1]),
     (Any, object, object),
     (None, None, None),
 ]
@@ -96,6 +103,11 @@ REJECTED = [
     (int | None, "3"),
     (Literal["fast", "slow"], "medium"),
     (Color, "green"),
+    (Color, ["red"]),  # unhashable: no member is equal to it
+    (Color, {"a": 1}),
+    (Color | None, "green"),
+    (str | None, 1),
+    (float | None, True),
     (None, 0),
 ]
 
@@ -125,6 +137,21 @@ class TestTypes:
         assert error.details["problem"] == "type"
         assert error.details["expected"]
         assert "'x'" in error.message
+
+    @pytest.mark.parametrize(
+        "annotation",
+        [str | None, float | None, Color, Color | None, list[int] | None, Literal["a"] | None],
+        ids=_id,
+    )
+    def test_compiled_checks_decide_as_the_general_one(self, annotation: Any) -> None:
+        """The checkers specialised for ``X | None`` and enums give ``_check``'s answer (and
+        the same value, converted or not) for values of every kind."""
+        values = [None, "a", "red", "RED", "BLUE", 1, 1.5, True, b"x", ["a"], [1], {"a": 1}]
+        check = commands._compile(annotation)
+        assert check is not None
+        for value in values:
+            got, want = check(value), commands._check(value, annotation)
+            assert got == want and type(got[1]) is type(want[1]), value
 
     def test_dict_values_are_converted_like_list_items(self) -> None:
         """dict[str, Color] values arrive as Color members, as list[Color] items do."""

@@ -128,14 +128,55 @@ def configure_logging(
             structlog.dev.ConsoleRenderer(colors=out.isatty() if hasattr(out, "isatty") else False)
         ]
     )
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*shared, *tail],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=_stderr_logger if stream is None else structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+    _route_standard_logging(shared, tail, threshold, stream)
+
+
+def _route_standard_logging(
+    shared: list[Any], tail: list[Any], threshold: int, stream: Any
+) -> None:
+    """Render the libraries' ``logging`` records (paramiko, paho-mqtt, urllib3...) as linebus's
+    own lines, with the logger's name and the record's ``extra`` fields (redacted as ours):
+    without a handler Python prints their warnings bare,
+    which breaks a JSON log into non-JSON lines. Their chatter below WARNING stays out unless
+    the level asks for more (debug)."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            *shared,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    )
+    handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    setattr(handler, _OURS, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(old)  # configured again: one handler, the latest settings
+    root.addHandler(handler)
+    root.setLevel(max(threshold, logging.WARNING) if threshold > logging.DEBUG else threshold)
+
+
+#: Marks the root handler ``configure_logging`` installed (and replaces when called again).
+_OURS = "_linebus_handler"
+
+
+class _StderrHandler(logging.Handler):
+    """A ``logging`` handler writing to ``sys.stderr`` as it is at each record (as
+    ``_StderrLogger``), one write per line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _StderrLogger().msg(self.format(record))
+        except Exception:  # logging must never raise into the library that logged
+            self.handleError(record)
 
 
 def dump_stacks_on_signal() -> None:

@@ -18,6 +18,7 @@ unit tier is deselected: it is in-process and plaintext by design.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -217,6 +218,17 @@ SAME_IN_BOTH_PASSES = {
 #: tool these tests need (.ci/run), so a skip there means an install step is missing and the
 #: interop is not tested at all, which must not pass for green.
 CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def _standard_logging_restored() -> Iterator[None]:
+    """``configure_logging`` (which tests of entry points run in-process) gives the root
+    ``logging`` logger a handler and a level; put back what it had, for the next test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.hookimpl(hookwrapper=True)

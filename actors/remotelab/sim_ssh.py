@@ -21,6 +21,8 @@ dropped network link would.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import signal
 import socket
@@ -51,6 +53,31 @@ log = structlog.get_logger()
 
 _CHUNK = 32 * 1024
 _EXEC_POLL_S = 0.1
+
+
+class _ClientResets(logging.Filter):
+    """Keeps a client's reset out of the error log of paramiko's server transports.
+
+    A client that closes while the server's last messages are still on their way (the
+    channel-close answer to its own close) resets the connection, and paramiko logs that as an
+    ERROR "Socket exception: Connection reset by peer". sshd logs a reset client at INFO; so
+    does the simulator (``rlsim_ssh_client_reset``). Every other record passes.
+    """
+
+    _RESET = f"Socket exception: {os.strerror(errno.ECONNRESET)}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(self._RESET):
+            log.info("rlsim_ssh_client_reset")
+            return False
+        return True
+
+
+def _quiet_client_resets() -> None:
+    """Install ``_ClientResets`` on paramiko's transport logger, once per process."""
+    transport_log = logging.getLogger("paramiko.transport")
+    if not any(isinstance(f, _ClientResets) for f in transport_log.filters):
+        transport_log.addFilter(_ClientResets())
 
 
 def host_key_line(key: paramiko.PKey, comment: str) -> str:
@@ -130,6 +157,7 @@ class SandboxSSHServer:
         listener.settimeout(0.2)
         self.port = listener.getsockname()[1]
         self._listener = listener
+        _quiet_client_resets()
         self._thread.start()
 
     def stop(self) -> None:

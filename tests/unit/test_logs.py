@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -132,6 +133,50 @@ class TestConfiguration:
         log.info("quiet")
         log.warning("loud")
         assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["loud"]
+
+
+class TestLibraryLogging:
+    """Records of the standard ``logging`` module (paramiko, paho-mqtt, urllib3...)."""
+
+    def test_rendered_as_linebus_lines_with_the_logger_name(self) -> None:
+        """A library's warning is a JSON line like linebus's own, naming its logger: not a
+        bare line in the middle of a JSON log."""
+        out = io.StringIO()
+        configure_logging(json=True, stream=out)
+        logging.getLogger("paramiko.transport").warning("Socket exception: %s", "timed out")
+        line = json.loads(out.getvalue())
+        assert line["event"] == "Socket exception: timed out"
+        assert (line["logger"], line["level"]) == ("paramiko.transport", "warning")
+        assert "timestamp" in line
+
+    def test_their_info_only_at_debug(self) -> None:
+        """Below WARNING a library's records are chatter: written only when the level is debug."""
+        out = io.StringIO()
+        configure_logging(json=True, level="info", stream=out)
+        logging.getLogger("somelib").info("connected")
+        assert out.getvalue() == ""
+        configure_logging(json=True, level="debug", stream=out)
+        logging.getLogger("somelib").info("connected")
+        assert json.loads(out.getvalue())["event"] == "connected"
+
+    def test_configured_again_one_handler(self) -> None:
+        """Configuring again replaces linebus's handler: each record is written once, to the
+        latest stream, at the latest level."""
+        first, second = io.StringIO(), io.StringIO()
+        configure_logging(json=True, stream=first)
+        configure_logging(json=True, level="error", stream=second)
+        logging.getLogger("somelib").warning("not at error level")
+        logging.getLogger("somelib").error("once")
+        assert first.getvalue() == ""
+        assert [json.loads(x)["event"] for x in second.getvalue().splitlines()] == ["once"]
+
+    def test_extra_fields_kept_and_secrets_redacted(self) -> None:
+        """A record's ``extra`` fields are fields of its line, redacted as linebus's own."""
+        out = io.StringIO()
+        configure_logging(json=True, stream=out)
+        logging.getLogger("somelib").warning("login", extra={"user": "ops", "password": "x1"})
+        line = json.loads(out.getvalue())
+        assert (line["user"], line["password"]) == ("ops", REDACTED)
 
 
 def test_default_stream_is_stderr_at_each_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import stat
 import struct
 import time
@@ -21,6 +22,7 @@ import paramiko
 import pytest
 import requests
 
+from actors.remotelab.sim_ssh import _ClientResets, _quiet_client_resets
 from actors.remotelab.simulator import (
     BUSY_DEPLOYMENTS_MESSAGE,
     DEFAULT_DEPLOYMENTS,
@@ -311,3 +313,21 @@ def test_instances_outlive_a_restart_of_the_simulator(tmp_path: Path) -> None:
             assert stdout.read() == b"still here\n"
         finally:
             ssh.close()
+
+
+def test_a_client_that_resets_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """paramiko's server transport logs a client's reset as an ERROR; the simulator lets every
+    other record of that logger through (and installs its filter once however often asked)."""
+    transport_log = logging.getLogger("paramiko.transport")
+    _quiet_client_resets()
+    _quiet_client_resets()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="paramiko.transport"):
+            transport_log.error("Socket exception: Connection reset by peer (104)")
+            transport_log.error("Socket exception: Broken pipe (32)")
+        messages = [r.getMessage() for r in caplog.records if r.name == "paramiko.transport"]
+        assert messages == ["Socket exception: Broken pipe (32)"]
+        assert sum(isinstance(f, _ClientResets) for f in transport_log.filters) == 1
+    finally:
+        for installed in [f for f in transport_log.filters if isinstance(f, _ClientResets)]:
+            transport_log.removeFilter(installed)

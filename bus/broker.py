@@ -73,6 +73,7 @@ from bus.errors import (
     UnsupportedVersion,
 )
 from bus.lookup import lookup
+from bus.priority import apply_nice
 from bus.protocol import Kind
 from bus.security.acl import Acl, Decision
 from bus.security.audit import AuditLog, summarize_arguments
@@ -1269,6 +1270,7 @@ def serve(
             subscribe=overrides.get("subscribe") or config.subscribe,
             metrics=overrides.get("metrics") or config.metrics,
         )
+    apply_nice(config.nice, "[broker]")  # before the first thread (ZeroMQ's) starts
     broker = Broker(
         config,
         security=line.security if line else None,

@@ -42,6 +42,7 @@ from typing import Annotated, Any, Literal
 from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE
 from bus.errors import BadRequest, ConfigError
 from bus.options import Check, NonNegativeSeconds, PositiveInt, Range, Seconds, from_table
+from bus.priority import Nice
 from bus.protocol import (
     BROKER_SERVICE,
     DEFAULT_COMMAND_ENDPOINT,
@@ -111,6 +112,9 @@ class BrokerConfig:
     ``metrics``: ``"host:port"`` where the broker serves its figures in the Prometheus text
     format over HTTP (``bus.metrics``; port 0 picks a free one); unset (the default): no HTTP
     listener. It has no authentication: bind it to loopback or a monitoring network.
+
+    ``nice``: the broker process's nice value, -20 to 19 (``bus.priority``); unset (the default):
+    the one it was started with. Below it needs root or CAP_SYS_NICE.
     """
 
     command: str = DEFAULT_COMMAND_ENDPOINT
@@ -124,6 +128,7 @@ class BrokerConfig:
     subscriber_queue: PositiveInt = 100_000
     registration_grace_s: NonNegativeSeconds = 0.0
     metrics: ListenAddress | None = None
+    nice: Nice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +162,8 @@ class ActorSpec:
     """One actor process: its service name, kind, actor class and the kind's options.
 
     ``event_ring`` events per topic (0: none), no older than ``event_ring_age_s``, are kept for
-    subscribers that repair a gap (``replay``, docs/PROTOCOL.md §9).
+    subscribers that repair a gap (``replay``, docs/PROTOCOL.md §9). ``nice``: the process's
+    nice value, as the broker's (``BrokerConfig``).
     """
 
     name: str
@@ -166,6 +172,7 @@ class ActorSpec:
     options: dict[str, Any] = field(default_factory=dict)
     event_ring: Annotated[int, Range(ge=0)] = DEFAULT_RING_SIZE
     event_ring_age_s: Seconds = DEFAULT_RING_AGE_S
+    nice: Nice | None = None
 
     @property
     def class_path(self) -> str:

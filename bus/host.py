@@ -10,6 +10,7 @@ from bus.actor import Actor, ActorSettings
 from bus.client import ENV_BROKER_KEY_FILE, ENV_KEY_FILE, ClientKeys
 from bus.config import ActorSpec, LineConfig
 from bus.errors import ConfigError
+from bus.priority import apply_nice
 
 __all__ = ["load_actor_class", "run_actor", "settings_for"]
 
@@ -80,6 +81,7 @@ def settings_for(config: LineConfig) -> ActorSettings:
 def run_actor(config: LineConfig, name: str) -> None:
     """Build the actor ``name`` of ``config`` and serve until SIGTERM."""
     spec = config.actor(name)
+    apply_nice(spec.nice, f"actor {name!r}")  # before the first thread starts
     cls = load_actor_class(spec)
     actor = cls(spec.name, spec.options)
     settings = settings_for(config)

@@ -136,11 +136,14 @@ def _actor(
     count: int = 1,
     name: str = "bench",
     keys: ClientKeys | None = None,
+    nice: int | None = None,
 ) -> None:
     from bus.actor import ActorSettings
     from bus.logs import configure_logging
+    from bus.priority import apply_nice
     from bus.testing import EchoActor
 
+    apply_nice(nice, f"actor {name!r}")  # first: every thread started later takes it
     configure_logging(level="warning")
     settings = ActorSettings(command, publish, keys=keys)
 
@@ -752,11 +755,20 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: commands' latency while a 64 MiB transfer and 100,000 events/s flow on "
         "the same line (bus.bench.headofline; --quick: 3 s per phase instead of 10)",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        metavar="N",
+        help="with --head-of-line: run the measured path (broker, bench actor, timing client) "
+        "at nice N, as a line's config can (below 0 needs root or CAP_SYS_NICE)",
+    )
     args = parser.parse_args(argv)
+    if args.nice is not None and not args.head_of_line:
+        parser.error("--nice goes with --head-of-line")
     if args.head_of_line:
         from bus.bench import headofline
 
-        results = headofline.run(seconds=3.0 if args.quick else 10.0)
+        results = headofline.run(seconds=3.0 if args.quick else 10.0, nice=args.nice)
         print(headofline.report(results))
     elif args.security:
         from bus.bench import security

@@ -17,17 +17,25 @@ The two load generators (the transfer sender and the event pacer) run at nice 19
 line they are other hosts' clients; here they would otherwise take the cores the measured path
 (broker, ``bench`` actor, timing client) needs. The actors that do the loaded work (``bulk``,
 ``events``), the subscriber (every event it receives is counted) and the broker run at normal
-priority.
+priority, unless ``nice`` is given: then the measured path runs at that nice value, set as a
+line's config sets it (``[broker] nice``, ``bus.priority.apply_nice`` in the ``bench`` actor and
+the timing client), to show what prioritizing the command path buys on a busy controller.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bus.bench import SMALL, _actor, _broker_process, _percentile, wait_for_actors
+from bus.errors import ConfigError
+from bus.priority import apply_nice
 from bus.testing import free_port
 
 __all__ = ["BULK_SIZE", "EVENT_RATE", "P99_TARGET_MS", "report", "run"]
@@ -102,6 +110,54 @@ def _event_counter(command: str, subscribe: str, ready: Any, stop: Any, out: Any
         out.put(("subscriber", received, missed))
 
 
+def _timing_process(command: str, seconds: float, nice: int | None, out: Any) -> None:
+    """``_timed_calls`` in a process of its own, at ``nice``; the figures go on ``out``."""
+    apply_nice(nice, "the timing client")
+    out.put({**_timed_calls(command, seconds), "nice": os.getpriority(os.PRIO_PROCESS, 0)})
+
+
+def _timed(ctx: Any, command: str, seconds: float, nice: int | None) -> dict[str, float]:
+    out = ctx.Queue()
+    proc = ctx.Process(target=_timing_process, args=(command, seconds, nice, out), daemon=True)
+    proc.start()
+    try:
+        figures: dict[str, float] = out.get(timeout=seconds + 120)
+    finally:
+        proc.join(10)
+    return figures
+
+
+def _nice_of(pid: int | None) -> int:
+    """The nice value of process ``pid``'s main thread (``/proc/PID/stat`` field 19)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[16])
+
+
+def _check_nice(nice: int) -> None:
+    """Refuse a ``nice`` this user may not set before starting anything (``apply_nice``'s
+    ConfigError, from a throwaway process), instead of a broker that exits at start-up."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _NICE_PROBE, str(nice)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LINEBUS_LOG_LEVEL": "error"},
+    )
+    if probe.returncode != 0:
+        raise ConfigError(probe.stderr.strip().splitlines()[-1] if probe.stderr else "nice")
+
+
+_NICE_PROBE = """
+import sys
+from bus.errors import ConfigError
+from bus.priority import apply_nice
+try:
+    apply_nice(int(sys.argv[1]), "linebus bench --nice")
+except ConfigError as exc:
+    sys.exit(exc.message)
+"""
+
+
 def _timed_calls(command: str, seconds: float) -> dict[str, float]:
     """Sequential ``echo`` calls to ``bench`` for ``seconds``: count, p50, p99 and max (ms)."""
     from bus.client import Client
@@ -123,18 +179,36 @@ def _timed_calls(command: str, seconds: float) -> dict[str, float]:
 
 
 def run(
-    seconds: float = 10.0, event_rate: int = EVENT_RATE, bulk_size: int = BULK_SIZE
+    seconds: float = 10.0,
+    event_rate: int = EVENT_RATE,
+    bulk_size: int = BULK_SIZE,
+    nice: int | None = None,
 ) -> dict[str, Any]:
     """Time commands on the idle line, then under bulk and event load; return the figures.
 
     ``bulk_size`` 0 leaves the transfers out, ``event_rate`` 0 the events (the subscriber
-    still runs).
+    still runs). ``nice``: the measured path's nice value (see the module docstring).
+
+    Raises:
+        ConfigError: ``nice`` is a higher priority than this user may set.
     """
+    if nice is not None:
+        _check_nice(nice)
     ctx = mp.get_context("spawn")
     ep = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("command", "publish", "subscribe")}
-    broker = _broker_process(ep)
+    folder = tempfile.TemporaryDirectory(prefix="linebus-hol-")
+    config = None
+    if nice is not None:
+        config = Path(folder.name) / "line.toml"
+        config.write_text(f"[broker]\nnice = {nice}\n")
+    broker = _broker_process(ep, config)
     actors = [
-        ctx.Process(target=_actor, args=(ep["command"], ep["publish"], 1, name), daemon=True)
+        ctx.Process(
+            target=_actor,
+            args=(ep["command"], ep["publish"], 1, name),
+            kwargs={"nice": nice if name == "bench" else None},
+            daemon=True,
+        )
         for name in ("bench", "bulk", "events")
     ]
     stop, ready, out = ctx.Event(), ctx.Event(), ctx.Queue()
@@ -159,7 +233,7 @@ def run(
         for process in actors:
             process.start()
         wait_for_actors(ep["command"], ("bench", "bulk", "events"))
-        idle = _timed_calls(ep["command"], seconds)
+        idle = _timed(ctx, ep["command"], seconds, nice)
         counter.start()
         if not ready.wait(30):
             raise RuntimeError("the event subscriber was not ready within 30 s")
@@ -168,7 +242,13 @@ def run(
         # The timing starts once each load has done a first unit (a transfer, a batch).
         if not all(event.wait(120) for event in under_way):
             raise RuntimeError("the load was not under way within 120 s")
-        loaded = _timed_calls(ep["command"], seconds)
+        loaded = _timed(ctx, ep["command"], seconds, nice)
+        seen = {
+            "broker": _nice_of(broker.pid),
+            "bench actor": _nice_of(actors[0].pid),
+            "timing client": int(loaded.pop("nice")),
+        }
+        idle.pop("nice")
         stop.set()
         reports = [out.get(timeout=180) for _ in range(len(load) + 1)]
     finally:
@@ -181,7 +261,14 @@ def run(
                     process.join(5)
         broker.terminate()
         broker.wait(10)
-    figures: dict[str, Any] = {"seconds": seconds, "idle": idle, "loaded": loaded}
+        folder.cleanup()
+    figures: dict[str, Any] = {
+        "seconds": seconds,
+        "idle": idle,
+        "loaded": loaded,
+        "nice": nice,
+        "nice_seen": seen,
+    }
     for entry in reports:
         if entry[0] == "bulk":
             figures["bulk_MB_per_s"] = entry[1] / entry[2] / 1e6
@@ -219,5 +306,8 @@ def report(figures: dict[str, Any]) -> str:
         f"published, {figures.get('events_received', 0):,} received by the subscriber, "
         f"{figures.get('events_missed', 0):,} seen missing (sequence gaps)"
     )
+    if figures.get("nice") is not None:
+        seen = ", ".join(f"{who} {value}" for who, value in figures["nice_seen"].items())
+        rows.append(f"the measured path ran at nice {figures['nice']} (read back: {seen})")
     rows.append(f"loaded p99 {loaded_p99:.3f} ms: target < {P99_TARGET_MS:g} ms {verdict}")
     return "\n".join(rows)

@@ -5,6 +5,8 @@ call must be answered, the transfers made, and the events counted on both sides.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bus.bench import headofline
@@ -12,8 +14,11 @@ from bus.bench import headofline
 pytestmark = pytest.mark.integration
 
 
-def test_commands_timed_idle_and_under_load() -> None:
-    figures = headofline.run(seconds=0.5, event_rate=5_000, bulk_size=1 << 20)
+@pytest.mark.parametrize("nice", [None, 5])
+def test_commands_timed_idle_and_under_load(nice: int | None) -> None:
+    """Also with ``--nice`` (a lower priority here, which needs no privilege): the broker reads
+    it from a config, the bench actor and the timing client apply it themselves."""
+    figures = headofline.run(seconds=0.5, event_rate=5_000, bulk_size=1 << 20, nice=nice)
     for phase in ("idle", "loaded"):
         timed = figures[phase]
         assert timed["calls"] > 0
@@ -25,3 +30,9 @@ def test_commands_timed_idle_and_under_load() -> None:
     assert 0 < figures["events_received"] + figures["events_missed"] <= figures["events_published"]
     text = headofline.report(figures)
     assert "| loaded |" in text and "target < 5 ms" in text
+    # The nice values read back from the running processes, not the one asked for.
+    inherited = os.getpriority(os.PRIO_PROCESS, 0)
+    assert set(figures["nice_seen"].values()) == {inherited if nice is None else nice}
+    assert ("ran at nice 5 (read back: broker 5, bench actor 5, timing client 5)" in text) == (
+        nice == 5
+    )

@@ -366,6 +366,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             f"linebus web needs the web extra ({exc.name} is missing): pip install 'linebus[web]'"
         ) from None
     from bus import config as config_mod
+    from bus.priority import apply_nice
 
     config = config_mod.load(args.config) if args.config else None
     launch = launch_settings(
@@ -382,7 +383,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         nice=args.nice,
     )
     # The bus's own processes come first on a busy controller ([web] nice, WebConfig).
-    os.nice(launch.nice)
+    apply_nice(launch.nice, "[web]")
     serve(launch.settings, launch.listen)
     return EXIT_OK
 

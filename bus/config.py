@@ -113,8 +113,8 @@ class BrokerConfig:
     format over HTTP (``bus.metrics``; port 0 picks a free one); unset (the default): no HTTP
     listener. It has no authentication: bind it to loopback or a monitoring network.
 
-    ``nice``: the broker process's nice value, -20 to 19 (``bus.priority``); unset (the default):
-    the one it was started with. Below it needs root or CAP_SYS_NICE.
+    ``nice``: an adjustment of the broker process's priority, as ``nice -n`` (``bus.priority``):
+    negative for more of the CPU (that needs root or CAP_SYS_NICE); unset (the default): none.
     """
 
     command: str = DEFAULT_COMMAND_ENDPOINT
@@ -162,8 +162,8 @@ class ActorSpec:
     """One actor process: its service name, kind, actor class and the kind's options.
 
     ``event_ring`` events per topic (0: none), no older than ``event_ring_age_s``, are kept for
-    subscribers that repair a gap (``replay``, docs/PROTOCOL.md §9). ``nice``: the process's
-    nice value, as the broker's (``BrokerConfig``).
+    subscribers that repair a gap (``replay``, docs/PROTOCOL.md §9). ``nice``: an adjustment of
+    the process's priority, as the broker's (``BrokerConfig``).
     """
 
     name: str
@@ -295,10 +295,10 @@ class WebConfig:
     identity on a secured line (its key pair, in the keys directory, is made by ``linebus up``
     as the actors' are). Relative paths are taken from the config file's directory.
 
-    ``nice`` lowers the web process's CPU priority (``os.nice``) so that, on a busy controller,
-    the bus's own processes come first: the dashboard then lags behind a flood of events (its
-    subscription drops what it cannot take, and it sees the gap) instead of slowing the line.
-    0 keeps the priority it was started with.
+    ``nice`` lowers the web process's CPU priority (``bus.priority``, as ``nice -n``) so that,
+    on a busy controller, the bus's own processes come first: the dashboard then lags behind a
+    flood of events (its subscription drops what it cannot take, and it sees the gap) instead
+    of slowing the line. 0 keeps the priority it was started with.
     """
 
     listen: str = "127.0.0.1:8750"

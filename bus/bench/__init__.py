@@ -759,8 +759,9 @@ def main(argv: list[str] | None = None) -> int:
         "--nice",
         type=int,
         metavar="N",
-        help="with --head-of-line: run the measured path (broker, bench actor, timing client) "
-        "at nice N, as a line's config can (below 0 needs root or CAP_SYS_NICE)",
+        help="with --head-of-line: adjust the measured path's priority (broker, bench actor, "
+        "timing client) by N, as a line's config can (nice -n; below 0 needs root or "
+        "CAP_SYS_NICE)",
     )
     args = parser.parse_args(argv)
     if args.nice is not None and not args.head_of_line:

@@ -17,8 +17,8 @@ The two load generators (the transfer sender and the event pacer) run at nice 19
 line they are other hosts' clients; here they would otherwise take the cores the measured path
 (broker, ``bench`` actor, timing client) needs. The actors that do the loaded work (``bulk``,
 ``events``), the subscriber (every event it receives is counted) and the broker run at normal
-priority, unless ``nice`` is given: then the measured path runs at that nice value, set as a
-line's config sets it (``[broker] nice``, ``bus.priority.apply_nice`` in the ``bench`` actor and
+priority, unless ``nice`` is given: then the measured path's priority is adjusted by it, as a
+line's config does (``[broker] nice``, ``bus.priority.apply_nice`` in the ``bench`` actor and
 the timing client), to show what prioritizing the command path buys on a busy controller.
 """
 
@@ -301,6 +301,6 @@ def report(figures: dict[str, Any]) -> str:
     )
     if figures.get("nice") is not None:
         seen = ", ".join(f"{who} {value}" for who, value in figures["nice_seen"].items())
-        rows.append(f"the measured path ran at nice {figures['nice']} (read back: {seen})")
+        rows.append(f"the measured path ran with nice = {figures['nice']} (read back: {seen})")
     rows.append(f"loaded p99 {loaded_p99:.3f} ms: target < {P99_TARGET_MS:g} ms {verdict}")
     return "\n".join(rows)

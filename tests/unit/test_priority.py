@@ -30,9 +30,10 @@ else:
 """
 
 
-def child(value: int) -> str:
+def child(value: int, start: int = 0) -> str:
+    """What ``CHILD`` printed, run at nice ``start`` (0: as this process)."""
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(value)],
+        [*(["nice", "-n", str(start)] if start else []), sys.executable, "-c", CHILD, str(value)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -42,9 +43,10 @@ def child(value: int) -> str:
     return result.stdout.strip().splitlines()[-1]  # after structlog's default output
 
 
-def test_none_leaves_the_inherited_value() -> None:
+def test_none_and_zero_leave_the_inherited_value() -> None:
     before = os.getpriority(os.PRIO_PROCESS, 0)
     apply_nice(None, "[broker]")
+    apply_nice(0, "[broker]")
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
 
 
@@ -58,17 +60,24 @@ def test_a_higher_priority_without_the_right_is_a_config_error() -> None:
     a ConfigError naming the table, the value and what it needs; the process stays as it was."""
     message = child(-5)
     assert message.startswith("ConfigError")
-    assert "actor 'p1': nice = -5" in message
+    assert "actor 'p1': nice = -5 would raise this process's priority (nice 0 to -5)" in message
     assert "CAP_SYS_NICE" in message
 
 
-def test_the_error_names_the_current_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The message says which values would work (at least the current one)."""
+def test_an_adjustment_is_relative_and_kept_within_the_range() -> None:
+    """As ``nice -n``: from a process at 11 (``child`` lowered it so), +5 is 16 and +15 is 19,
+    the lowest priority there is."""
+    assert child(5, start=11) == "16"
+    assert child(15, start=11) == "19"
+
+
+def test_the_error_says_what_would_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message names the values the process would go from and to, and what is allowed."""
 
     def refuse(which: int, who: int, value: int) -> None:
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "setpriority", refuse)
     current = os.getpriority(os.PRIO_PROCESS, 0)
-    with pytest.raises(ConfigError, match=f"use a value of at least {current}"):
-        apply_nice(current - 1, "[broker]")
+    with pytest.raises(ConfigError, match=rf"\(nice {current} to {current - 1}\).*use 0 or more"):
+        apply_nice(-1, "[broker]")

@@ -142,10 +142,9 @@ def _route_standard_logging(
     shared: list[Any], tail: list[Any], threshold: int, stream: Any
 ) -> None:
     """Render the libraries' ``logging`` records (paramiko, paho-mqtt, urllib3...) as linebus's
-    own lines, with the logger's name and the record's ``extra`` fields (redacted as ours):
-    without a handler Python prints their warnings bare,
-    which breaks a JSON log into non-JSON lines. Their chatter below WARNING stays out unless
-    the level asks for more (debug)."""
+    own lines, with the logger's name and the record's ``extra`` fields (redacted as ours).
+    Without a handler Python prints their warnings bare, which breaks a JSON log into non-JSON
+    lines. Their chatter below WARNING stays out unless the level asks for more (debug)."""
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,

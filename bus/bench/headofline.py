@@ -116,6 +116,7 @@ def _timing_process(command: str, seconds: float, nice: int | None, out: Any) ->
 
 
 def _timed(ctx: Any, command: str, seconds: float, nice: int | None) -> dict[str, float]:
+    """Run ``_timing_process`` and return its figures (with the nice value it ran at)."""
     out = ctx.Queue()
     proc = ctx.Process(target=_timing_process, args=(command, seconds, nice, out), daemon=True)
     proc.start()
@@ -180,10 +181,11 @@ def run(
     """Time commands on the idle line, then under bulk and event load; return the figures.
 
     ``bulk_size`` 0 leaves the transfers out, ``event_rate`` 0 the events (the subscriber
-    still runs). ``nice``: the measured path's nice value (see the module docstring).
+    still runs). ``nice``: the adjustment of the measured path's priority (see the module
+    docstring).
 
     Raises:
-        ConfigError: ``nice`` is a higher priority than this user may set.
+        ConfigError: ``nice`` is negative and this user may not raise a priority.
     """
     if nice is not None:
         _check_nice(nice)

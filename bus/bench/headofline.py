@@ -127,12 +127,6 @@ def _timed(ctx: Any, command: str, seconds: float, nice: int | None) -> dict[str
     return figures
 
 
-def _nice_of(pid: int | None) -> int:
-    """The nice value of process ``pid``'s main thread (``/proc/PID/stat`` field 19)."""
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[16])
-
-
 def _check_nice(nice: int) -> None:
     """Refuse a ``nice`` this user may not set before starting anything, instead of a broker
     that exits at start-up: ``apply_nice`` in a thread of its own, which ends at once (Linux keeps
@@ -238,9 +232,12 @@ def run(
         if not all(event.wait(120) for event in under_way):
             raise RuntimeError("the load was not under way within 120 s")
         loaded = _timed(ctx, ep["command"], seconds, nice)
+        bench_pid = actors[0].pid
+        assert bench_pid is not None  # started above
         seen = {
-            "broker": _nice_of(broker.pid),
-            "bench actor": _nice_of(actors[0].pid),
+            # getpriority of a pid: its main thread's nice value (Linux keeps one per thread).
+            "broker": os.getpriority(os.PRIO_PROCESS, broker.pid),
+            "bench actor": os.getpriority(os.PRIO_PROCESS, bench_pid),
             "timing client": int(loaded.pop("nice")),
         }
         idle.pop("nice")

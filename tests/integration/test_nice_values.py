@@ -10,12 +10,12 @@ from tests.conftest import ECHO, Endpoints, Line, Processes, write_config
 
 
 def thread_nice_values(pid: int) -> dict[str, int]:
-    """Each thread's nice value (``/proc/PID/task/TID/stat`` field 19), by thread id."""
-    values = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        values[task.name] = int(fields[16])  # fields[0] is field 3 (the state)
-    return values
+    """Each thread's nice value, by thread id (Linux keeps one per thread, and getpriority of
+    a thread id gives that thread's)."""
+    return {
+        task.name: os.getpriority(os.PRIO_PROCESS, int(task.name))
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
 
 
 def test_broker_and_actor_take_their_nice_values(tmp_path: Path, processes: Processes) -> None:

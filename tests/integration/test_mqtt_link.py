@@ -90,7 +90,11 @@ async def test_wrong_password_is_retried_and_a_restart_reconnects(
     try:
         await async_wait_until(lambda: link.connects == 1, scaled(10), "first connection")
         await asyncio.to_thread(broker.restart)
-        await async_wait_until(lambda: link.connects == 2, scaled(15), "reconnected")
+        # The link counts a connection on paho's thread and hands on_connect to the loop with
+        # call_soon_threadsafe: wait for the callback too, not only the count.
+        await async_wait_until(
+            lambda: link.connects == 2 and len(events) == 3, scaled(15), "reconnected"
+        )
         assert [kind for kind, _ in events] == ["connect", "disconnect", "connect"]
     finally:
         await asyncio.to_thread(link.stop)

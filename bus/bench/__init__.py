@@ -42,6 +42,7 @@ import msgpack
 import zmq
 
 from bus.bench import nats_rows
+from bus.bench._figures import event_figures
 
 if TYPE_CHECKING:
     from bus.client import ClientKeys
@@ -194,18 +195,19 @@ def _raw_subscriber(xpub: str, n: int, ready: Any, out: Any, curve: RawCurve | N
             break
     with ready.get_lock():
         ready.value += 1
-    got = 0
+    got = size = 0
     start = None
     while True:
-        body = msgpack.unpackb(sub.recv())
+        frame = sub.recv()
+        body = msgpack.unpackb(frame)
         if "i" in body:
             if start is None:
-                start = time.perf_counter()
+                start, size = time.perf_counter(), len(frame)
             got += 1
             last = time.perf_counter()
         elif "end" in body and start is not None:
             break
-    out.put((got, start, last))
+    out.put((got, start, last, size))
 
 
 def _bus_subscriber(
@@ -225,18 +227,18 @@ def _bus_subscriber(
         sub.wait_ready(timeout=20)
         with ready.get_lock():
             ready.value += 1
-        got = 0
+        got = size = 0
         start = None
         last = 0.0
         for event in sub:
             if event.topic == "bench.reading":
                 if start is None:
-                    start = time.perf_counter()
+                    start, size = time.perf_counter(), len(msgpack.packb(event.data))
                 got += 1
                 last = time.perf_counter()
             elif event.topic == "bench.end" and start is not None:
                 break
-        out.put((got, start or last, last))
+        out.put((got, start or last, last, size))
 
 
 def wait_for_actors(
@@ -415,7 +417,7 @@ def _events(
         procs.append(
             ctx.Process(
                 target=_raw_publisher,
-                args=(endpoints["xsub"], n, go, subs, ready, curve),
+                args=(endpoints["xsub"], n, go, subs, ready, curve, data),
                 daemon=True,
             )
         )
@@ -450,15 +452,7 @@ def _events(
     for p in procs:
         p.terminate()
         p.join(5)
-    got = sum(r[0] for r in results)
-    # One span over all subscribers (perf_counter is the system-wide monotonic clock on Linux):
-    # on 2 cores the subscribers take turns, so per-subscriber spans would overstate the rate.
-    span = max(r[2] for r in results) - min(r[1] for r in results)
-    return {
-        "per_s": got / span if span else 0.0,
-        "delivered": got / (n * subs),
-        "per_sub_per_s": got / subs / span if span else 0.0,
-    }
+    return event_figures(results, n, subs)
 
 
 REPEATS = 3
@@ -695,6 +689,8 @@ def _cell(figures: dict[str, float] | None, metric: str, target_ms: float | None
         text += f", target < {target_ms:g} ms)" if target_ms is not None else ")"
     if "delivered" in figures:
         text += f", delivered {figures['delivered']:.1%}"
+    if "data_bytes" in figures:
+        text += f", {figures['data_bytes']:,.0f} B each"
     return text
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import msgpack
 
 from bus._programs import find_program
+from bus.bench._figures import event_figures
 from bus.testing import free_port, wait_until
 
 __all__ = ["NatsMissing", "NatsServer", "events", "find_nats_server", "round_trips"]
@@ -160,18 +161,18 @@ def _publisher(url: str, n: int, go: Any, subs: int, ready: Any, data: dict[str,
 def _subscriber(url: str, n: int, ready: Any, out: Any) -> None:
     nats = _nats()
 
-    async def main() -> tuple[int, float, float]:
+    async def main() -> tuple[int, float, float, int]:
         nc = await nats.connect(url)
         unpackb = msgpack.unpackb
         warm, ended = asyncio.Event(), asyncio.Event()
-        counts = {"got": 0, "start": 0.0, "last": 0.0}
+        counts = {"got": 0, "start": 0.0, "last": 0.0, "size": 0}
 
         # A callback, nats-py's fast path (its ``messages`` iterator makes a task per message).
         async def on_message(msg: Any) -> None:
             body = unpackb(msg.data)
             if "i" in body:
                 if not counts["got"]:
-                    counts["start"] = time.perf_counter()
+                    counts["start"], counts["size"] = time.perf_counter(), len(msg.data)
                 counts["got"] += 1
                 counts["last"] = time.perf_counter()
             elif "warmup" in body:
@@ -190,7 +191,7 @@ def _subscriber(url: str, n: int, ready: Any, out: Any) -> None:
         await ended.wait()
         await nc.close()
         got = int(counts["got"])
-        return got, counts["start"] or counts["last"], counts["last"]
+        return got, counts["start"] or counts["last"], counts["last"], int(counts["size"])
 
     out.put(asyncio.run(main()))
 
@@ -257,10 +258,4 @@ def events(url: str, n: int, subs: int, data: dict[str, Any]) -> dict[str, float
         for p in procs:
             p.terminate()
             p.join(5)
-    got = sum(r[0] for r in results)
-    span = max(r[2] for r in results) - min(r[1] for r in results)
-    return {
-        "per_s": got / span if span else 0.0,
-        "delivered": got / (n * subs),
-        "per_sub_per_s": got / subs / span if span else 0.0,
-    }
+    return event_figures(results, n, subs)

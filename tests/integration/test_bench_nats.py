@@ -9,6 +9,7 @@ import multiprocessing as mp
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
 
 from bus import bench
@@ -51,6 +52,7 @@ def test_bulk_sized_body_is_answered_with_its_length(responding: str) -> None:
 def test_events_all_delivered(responding: str) -> None:
     figures = nats_rows.events(responding, 500, 2, bench.EVENT_4KIB)
     assert figures["delivered"] == 1.0
+    assert figures["data_bytes"] == len(msgpack.packb({**bench.EVENT_4KIB, "i": 0}))
     assert figures["per_s"] > 0
 
 

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test check unit up bench fuzz clean
 
-$(STAMP): pyproject.toml setup.py bus/_speedups.c
+$(STAMP): pyproject.toml setup.py bus/_speedups.c bus/_zmqcalls.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -9,12 +9,21 @@ call the Cython methods directly and ask ``ZMQ_EVENTS`` instead of provoking EAG
 as the sugar methods do (the same errors: ``zmq.Again`` on a full queue, ``EHOSTUNREACH`` from a
 ROUTER_MANDATORY socket...).
 
+Where ``bus._zmqcalls`` was built (setup.py; bus/_zmqcalls.c), the non-blocking calls go
+straight to libzmq with the GIL held: no enum lookup per ``ZMQ_EVENTS`` query, and no hand-over
+of the GIL per send and receive to another busy thread of the process. ``LINEBUS_PURE_PYTHON``
+turns it off; a blocking call always goes through pyzmq. Both paths are tested alike.
+
 Only pyzmq is imported: the client core uses this module too (tests/unit/test_client_imports.py).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any, cast
 
 import zmq
@@ -26,12 +35,13 @@ NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_COPY_THRESHOLD = zmq.COPY_THRESHOLD  # pyzmq copies a frame below it even with copy=False
 _send = _CSocket.send
 _recv = _CSocket.recv
 _get = _CSocket.get
 
 
-def send_frames(
+def _send_frames_pyzmq(
     sock: zmq.Socket[Any], frames: Sequence[Any], flags: int = NOBLOCK, copy: bool = True
 ) -> None:
     """``sock.send_multipart(frames, flags, copy=copy)``: every frame but the last with SNDMORE.
@@ -47,25 +57,25 @@ def send_frames(
     _send(sock, frames[last], flags, copy)
 
 
-def send_frame(sock: zmq.Socket[Any], frame: bytes, flags: int = NOBLOCK) -> None:
+def _send_frame_pyzmq(sock: zmq.Socket[Any], frame: bytes, flags: int = NOBLOCK) -> None:
     """``sock.send(frame, flags)``: one frame, copied (half the cost of pyzmq's ``send`` for a
     small frame; an actor publishes each event this way)."""
     _send(sock, frame, flags, True)
 
 
-def events(sock: zmq.Socket[Any]) -> int:
+def _events_pyzmq(sock: zmq.Socket[Any]) -> int:
     """``ZMQ_EVENTS`` of ``sock`` as a plain int (``zmq.POLLIN`` and ``zmq.POLLOUT`` bits)."""
     return cast(int, _get(sock, _EVENTS))
 
 
-def readable(sock: zmq.Socket[Any]) -> bool:
+def _readable_pyzmq(sock: zmq.Socket[Any]) -> bool:
     """Whether a message is waiting in ``sock`` (``ZMQ_EVENTS`` has POLLIN): what a drain loop
     asks before each receive, instead of ending on ``zmq.Again``."""
     # An int option; pyzmq's stubs type every get() as int | bytes.
     return bool(cast(int, _get(sock, _EVENTS)) & _POLLIN)
 
 
-def recv_frame(sock: zmq.Socket[Any], flags: int = 0) -> tuple[bytes, bool]:
+def _recv_frame_pyzmq(sock: zmq.Socket[Any], flags: int = 0) -> tuple[bytes, bool]:
     """One frame as bytes, and whether more frames of its message follow (read from the frame
     itself: ``getsockopt(RCVMORE)`` costs an ``IntEnum`` lookup in pyzmq)."""
     frame = _recv(sock, flags, False)
@@ -81,3 +91,121 @@ def recv_rest(sock: zmq.Socket[Any]) -> list[zmq.Frame]:
         rest.append(frame)
         if not frame.more:
             return rest
+
+
+# --- the same calls through bus._zmqcalls --------------------------------------------------------
+
+_LIBZMQ_FUNCTIONS = (
+    "zmq_getsockopt",
+    "zmq_send",
+    "zmq_msg_init",
+    "zmq_msg_recv",
+    "zmq_msg_data",
+    "zmq_msg_size",
+    "zmq_msg_more",
+    "zmq_msg_close",
+    "zmq_errno",
+)
+
+
+def _zmqcalls() -> ModuleType | None:
+    """``bus._zmqcalls`` pointed at the libzmq pyzmq loaded, or None: not built, turned off by
+    ``LINEBUS_PURE_PYTHON``, or a pyzmq whose libzmq cannot be found this way (not the Cython
+    backend)."""
+    if os.environ.get("LINEBUS_PURE_PYTHON"):
+        return None
+    try:
+        from zmq.backend.cython import _zmq as backend
+
+        from bus import _zmqcalls as calls
+    except ImportError:
+        return None
+    try:
+        # dlsym through pyzmq's own extension finds the libzmq it was linked with (bundled or
+        # the system's): the one whose sockets these calls are given.
+        lib = ctypes.CDLL(backend.__file__)
+        addresses = [
+            ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+            for name in _LIBZMQ_FUNCTIONS
+        ]
+        calls.configure(*addresses)  # refuses a 0 (ValueError)
+    except (OSError, AttributeError, ValueError):
+        return None
+    return calls
+
+
+def _error(number: int) -> zmq.ZMQError:
+    """The exception pyzmq raises for ``number`` (its ``zmq.error._check_rc``)."""
+    if number == errno.EAGAIN:
+        return zmq.Again(number)
+    if number == errno.EINTR:
+        return zmq.error.InterruptedSystemCall(number)
+    if number == zmq.ETERM:
+        return zmq.ContextTerminated(number)
+    return zmq.ZMQError(number)
+
+
+_CALLS = _zmqcalls()
+
+
+def _send_frames_c(
+    sock: zmq.Socket[Any], frames: Sequence[Any], flags: int = NOBLOCK, copy: bool = True
+) -> None:
+    if not flags & NOBLOCK:
+        _send_frames_pyzmq(sock, frames, flags, copy)
+        return
+    assert _CALLS is not None
+    c_send = _CALLS.send
+    handle = sock.underlying
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        frame_flags = flags if i == last else flags | _SNDMORE
+        # bytes copied as pyzmq would copy them; buffers, Frames and zero-copy sends: pyzmq
+        if type(frame) is bytes and (copy or len(frame) < _COPY_THRESHOLD):
+            if failed := c_send(handle, frame, frame_flags):
+                raise _error(failed)
+        else:
+            _send(sock, frame, frame_flags, copy)
+
+
+def _send_frame_c(sock: zmq.Socket[Any], frame: bytes, flags: int = NOBLOCK) -> None:
+    if type(frame) is not bytes or not flags & NOBLOCK:
+        _send_frame_pyzmq(sock, frame, flags)
+        return
+    assert _CALLS is not None
+    if failed := _CALLS.send(sock.underlying, frame, flags):
+        raise _error(failed)
+
+
+def _events_c(sock: zmq.Socket[Any]) -> int:
+    assert _CALLS is not None
+    value: int = _CALLS.events(sock.underlying)
+    if value < 0:
+        raise _error(-value)
+    return value
+
+
+def _readable_c(sock: zmq.Socket[Any]) -> bool:
+    assert _CALLS is not None
+    value: int = _CALLS.events(sock.underlying)
+    if value < 0:
+        raise _error(-value)
+    return bool(value & _POLLIN)
+
+
+def _recv_frame_c(sock: zmq.Socket[Any], flags: int = 0) -> tuple[bytes, bool]:
+    if not flags & NOBLOCK:
+        return _recv_frame_pyzmq(sock, flags)
+    assert _CALLS is not None
+    received: tuple[bytes, bool] | int = _CALLS.recv(sock.underlying, flags)
+    if type(received) is int:
+        raise _error(received)
+    return cast(tuple[bytes, bool], received)
+
+
+if _CALLS is None:
+    send_frames, send_frame = _send_frames_pyzmq, _send_frame_pyzmq
+    events, readable, recv_frame = _events_pyzmq, _readable_pyzmq, _recv_frame_pyzmq
+else:
+    send_frames, send_frame = _send_frames_c, _send_frame_c
+    events, readable, recv_frame = _events_c, _readable_c, _recv_frame_c

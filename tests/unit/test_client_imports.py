@@ -19,7 +19,8 @@ print(json.dumps(sorted(sys.modules)))
 
 #: The bus modules the client core may load: itself, the two it builds on, its frame I/O
 #: (bus._zmqio, which imports only pyzmq), the C hot path of its event decoding when it was
-#: built (bus._speedups, which imports nothing; see ``optional`` below), and the client half
+#: built (bus._speedups, which imports nothing; see ``optional`` below; and bus._zmqcalls, the
+#: same for its non-blocking libzmq calls), and the client half
 #: of bus.security (CURVE keys from files or the environment, and a CURVE client's socket
 #: options), which imports only the standard library, pyzmq and bus.errors.
 CLIENT_CORE = {
@@ -37,7 +38,7 @@ CLIENT_CORE = {
     "bus.security.errors",
 }
 #: Loaded when it was built (setup.py builds it where a C compiler is found).
-OPTIONAL = {"bus._speedups"}
+OPTIONAL = {"bus._speedups", "bus._zmqcalls"}
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ log = structlog.get_logger()
 
 _CHUNK = 32 * 1024
 _EXEC_POLL_S = 0.1
+_CLOSE_GRACE_S = 1.0  # how long a finished command's channel waits for the client to close it
 
 
 class _ClientResets(logging.Filter):
@@ -282,7 +283,8 @@ def _run_command(channel: paramiko.Channel, command: str, owner: SandboxSSHServe
         with contextlib.suppress(OSError, EOFError):
             channel.sendall_stderr(f"sh: {exc}\n".encode())
             channel.send_exit_status(127)
-        channel.close()
+            channel.shutdown_write()
+        _close_after_the_client(channel)
         return
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     with owner._lock:
@@ -313,8 +315,21 @@ def _run_command(channel: paramiko.Channel, command: str, owner: SandboxSSHServe
     with contextlib.suppress(OSError, EOFError):
         channel.send_exit_status(status if status >= 0 else 128 - status)
         channel.shutdown_write()
-    channel.close()
+    _close_after_the_client(channel)
     feeder.join(2)
+
+
+def _close_after_the_client(channel: paramiko.Channel) -> None:
+    """Close a finished command's channel once the client closed it, or after a grace period.
+
+    paramiko answers the exec request only after check_channel_exec_request returned, from its
+    transport thread; a quick command on a loaded machine can end before that answer is sent,
+    and a CLOSE that overtakes it fails the client's exec_command ("Channel closed.") though the
+    command ran. The client has the exit status and EOF, so it closes first (``status_event`` is
+    set when its CLOSE arrives); one that does not gets ours after the grace period.
+    """
+    channel.status_event.wait(_CLOSE_GRACE_S)
+    channel.close()
 
 
 def _pump_out(stream: IO[bytes], send: Callable[[bytes], None]) -> None:

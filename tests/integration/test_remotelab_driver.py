@@ -7,11 +7,13 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
 
-from actors.remotelab import protocol
+from actors.remotelab import protocol, sim_ssh
 from actors.remotelab.config import RemoteLabOptions
 from actors.remotelab.driver import ApiSession, SshSession
 from actors.remotelab.protocol import Api, InstanceConnection
@@ -107,3 +109,44 @@ def test_http_reuses_one_connection(sim: RemoteLabSimulator) -> None:
         assert len(pools) == 1 and pools[0].num_connections == 1
     finally:
         http.close()
+
+
+def test_a_command_that_ends_before_the_exec_answer_still_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """paramiko answers an exec request from its transport thread after the server's
+    check_channel_exec_request returned. Here that thread is held back until the command has
+    run (as a loaded machine may do): the server must not close the channel before the answer
+    has gone, or the client's exec_command fails with "Channel closed." though the command ran."""
+    original = sim_ssh._Server.check_channel_exec_request
+
+    def answered_late(self: Any, channel: paramiko.Channel, command: bytes) -> bool:
+        accepted = original(self, channel, command)
+        # Until the server closed the channel (at once, before the fix), or 0.5 s.
+        channel.status_event.wait(0.5)
+        return accepted
+
+    monkeypatch.setattr(sim_ssh._Server, "check_channel_exec_request", answered_late)
+    host_key, client_key = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    server = sim_ssh.SandboxSSHServer(
+        sandbox=tmp_path, host_key=host_key, authorized_key=client_key
+    )
+    server.start()
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(
+            server.host,
+            server.port,
+            username="root",
+            pkey=client_key,
+            timeout=10,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+        _, stdout, _ = client.exec_command("echo ran", timeout=10)
+        assert stdout.read() == b"ran\n"
+        assert stdout.channel.recv_exit_status() == 0
+    finally:
+        client.close()
+        server.stop()

@@ -39,6 +39,7 @@ from bus.bench import (
     _broker_process,
     _bus_round_trips,
     _events,
+    _stop,
     wait_for_actors,
 )
 from bus.testing import free_port
@@ -140,12 +141,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             pair["ratio"] = pair["with"]["per_s"] / pair["without"]["per_s"]
             results[name] = pair
     finally:
-        for actor in actors:
-            actor.terminate()
-            actor.join(5)
-        for broker in brokers:
-            broker.terminate()
-            broker.wait(10)
+        _stop(actors, brokers)
         shutil.rmtree(folder)
     results["scrapes_per_run"] = scrapes
     results["bucket_ns"] = bucket_ns()

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bus.bench import SMALL, _actor, _broker_process, _rss_mb
+from bus.bench import SMALL, _actor, _broker_process, _rss_mb, _stop
 from bus.client import Client
 from bus.testing import free_port, wait_until
 
@@ -179,11 +179,7 @@ def run_once(
                 received, missed = out.get(timeout=120)
                 top = peak.stop()
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.join(5)
-            broker.terminate()
-            broker.wait(10)
+            _stop(procs, [broker])
     return {
         "sent": sent,
         "rate": achieved,

@@ -524,6 +524,18 @@ def _broker_process(ep: dict[str, str], config: Path | None = None) -> subproces
     return subprocess.Popen(args, env={**os.environ, "LINEBUS_LOG_LEVEL": "error"})
 
 
+def _stop(procs: Iterable[Any], brokers: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Terminate a measurement's child processes, then its brokers, waiting a few seconds for
+    each (a process still there after that is left to the session's end: daemon children die
+    with the bench)."""
+    for proc in procs:
+        proc.terminate()
+        proc.join(5)
+    for broker in brokers:
+        broker.terminate()
+        broker.wait(10)
+
+
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
@@ -604,11 +616,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             nats[1].terminate()
             nats[1].join(5)
             nats[0].stop()
-        for p in procs:
-            p.terminate()
-            p.join(5)
-        broker.terminate()
-        broker.wait(10)
+        _stop(procs, [broker])
     add_ratios(results)
     return results
 

@@ -49,6 +49,7 @@ from bus.bench import (
     _raw_proxy,
     _raw_round_trips,
     _raw_worker,
+    _stop,
     wait_for_actors,
 )
 from bus.client import Client, ClientKeys
@@ -210,12 +211,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 line: _event_path(ep["command"], line_keys[line]) for line, ep in lines.items()
             }
         finally:
-            for p in procs:
-                p.terminate()
-                p.join(5)
-            for broker in brokers:
-                broker.terminate()
-                broker.wait(10)
+            _stop(procs, brokers)
     for key in ("a_sequential", "b_inflight8", "c_events_1sub", "c_events_10sub"):
         figures = results[key]
         to_off, to_raw = _ratios(figures, "off"), _ratios(figures, "raw")

@@ -37,11 +37,7 @@ def endpoints() -> Iterator[dict[str, dict[str, str]]]:
         bench.wait_for_actors(line["command"])
         yield {"raw": raw, "bus": line}
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.join(5)
-        broker.terminate()
-        broker.wait(10)
+        bench._stop(procs, [broker])
 
 
 @pytest.mark.parametrize("side", ["raw", "bus"])

@@ -272,7 +272,7 @@ class BrokerLink:
             for _ in range(256):
                 if not _readable(sock):
                     return
-                first, more = _recv_frame(sock)
+                first, more = _recv_frame(sock, _NOBLOCK)  # ZMQ_EVENTS said a message waits
                 frames: list[Any] = [first]
                 if more:
                     # Bulk frames stay zmq.Frame (no copy) until a handler's argument needs bytes.

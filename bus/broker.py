@@ -526,15 +526,15 @@ class Broker:
         # (the poll said one waits), asks ZMQ_EVENTS before each receive instead of ending on a
         # zmq.Again built per wake-up.
         handle = self._handle
-        recv = router.recv
         for i in range(_DRAIN_BATCH):
             if i and not _readable(router):
                 return
             try:
-                ident = recv(_NOBLOCK)
+                ident, _ = _recv_frame(router, _NOBLOCK)
             except zmq.Again:  # a spurious wake-up
                 return
-            frame, more = _recv_frame(router)
+            # The rest of a message is there with its first frame: no wait (and no GIL release).
+            frame, more = _recv_frame(router, _NOBLOCK)
             frames: _Frames = [ident, frame]
             if more:
                 # Bulk frames are forwarded as zmq.Frame objects: never copied by the broker.
@@ -568,7 +568,7 @@ class Broker:
             # No ZAP identity on the connection (inproc): "", which no access list knows.
             user = user_id(first) or ""
             ident = first.bytes
-            frame, more = _recv_frame(router)
+            frame, more = _recv_frame(router, _NOBLOCK)  # there with the first frame
             frames: _Frames = [ident, frame]
             if more:
                 frames += _recv_rest(router)

@@ -843,7 +843,10 @@ class Client:
             if not any(sock is self._sock for sock, _ in ready):
                 return
         sock = self._sock
-        first, more = _recv_frame(sock)
+        try:
+            first, more = _recv_frame(sock, _NOBLOCK)  # the poll said a message waits
+        except zmq.Again:  # a spurious wake-up: the caller polls again
+            return
         self._core.dispatch([first, *_recv_rest(sock)] if more else [first])
 
     def _on_connection(self, up: bool) -> None:

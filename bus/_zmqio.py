@@ -151,6 +151,7 @@ _CALLS = _zmqcalls()
 def _send_frames_c(
     sock: zmq.Socket[Any], frames: Sequence[Any], flags: int = NOBLOCK, copy: bool = True
 ) -> None:
+    """``_send_frames_pyzmq`` with its bytes frames sent by ``bus._zmqcalls``."""
     if not flags & NOBLOCK:
         _send_frames_pyzmq(sock, frames, flags, copy)
         return
@@ -169,6 +170,7 @@ def _send_frames_c(
 
 
 def _send_frame_c(sock: zmq.Socket[Any], frame: bytes, flags: int = NOBLOCK) -> None:
+    """``_send_frame_pyzmq`` through ``bus._zmqcalls`` (a bytes frame, without waiting)."""
     if type(frame) is not bytes or not flags & NOBLOCK:
         _send_frame_pyzmq(sock, frame, flags)
         return
@@ -178,6 +180,7 @@ def _send_frame_c(sock: zmq.Socket[Any], frame: bytes, flags: int = NOBLOCK) -> 
 
 
 def _events_c(sock: zmq.Socket[Any]) -> int:
+    """``_events_pyzmq`` through ``bus._zmqcalls``."""
     assert _CALLS is not None
     value: int = _CALLS.events(sock.underlying)
     if value < 0:
@@ -186,14 +189,12 @@ def _events_c(sock: zmq.Socket[Any]) -> int:
 
 
 def _readable_c(sock: zmq.Socket[Any]) -> bool:
-    assert _CALLS is not None
-    value: int = _CALLS.events(sock.underlying)
-    if value < 0:
-        raise _error(-value)
-    return bool(value & _POLLIN)
+    """``_readable_pyzmq`` through ``bus._zmqcalls``."""
+    return bool(_events_c(sock) & _POLLIN)
 
 
 def _recv_frame_c(sock: zmq.Socket[Any], flags: int = 0) -> tuple[bytes, bool]:
+    """``_recv_frame_pyzmq`` through ``bus._zmqcalls`` when ``flags`` has NOBLOCK."""
     if not flags & NOBLOCK:
         return _recv_frame_pyzmq(sock, flags)
     assert _CALLS is not None

@@ -57,15 +57,6 @@ static struct {
 
 static int configured = 0;
 
-static void *
-handle_of(PyObject *arg)
-{
-    void *handle = PyLong_AsVoidPtr(arg);
-    if (handle == NULL && PyErr_Occurred())
-        return NULL;
-    return handle;
-}
-
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
@@ -112,13 +103,31 @@ blocking(void)
     return NULL;
 }
 
+/* The socket handle and flags of a send or receive. 0: the call can go on; -1: an exception is
+ * set; else the errno to answer with (ENOTSOCK: a closed socket's handle is 0). */
+static int
+target(PyObject *handle_arg, PyObject *flags_arg, void **handle, int *flags)
+{
+    *handle = PyLong_AsVoidPtr(handle_arg);
+    if (*handle == NULL)
+        return PyErr_Occurred() ? -1 : ENOTSOCK;
+    *flags = (int)PyLong_AsLong(flags_arg);
+    if (*flags == -1 && PyErr_Occurred())
+        return -1;
+    if (!(*flags & ZMQ_DONTWAIT_FLAG)) {
+        blocking();
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 events(PyObject *module, PyObject *arg)
 {
     /* events(handle) -> ZMQ_EVENTS as an int >= 0, or -errno */
     if (!configured)
         return not_configured();
-    void *handle = handle_of(arg);
+    void *handle = PyLong_AsVoidPtr(arg);
     if (handle == NULL)
         return PyErr_Occurred() ? NULL : PyLong_FromLong(-ENOTSOCK);
     int value = 0;
@@ -138,16 +147,12 @@ send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "send(handle: int, data: bytes, flags: int)");
         return NULL;
     }
-    void *handle = handle_of(args[0]);
-    if (handle == NULL)
-        return PyErr_Occurred() ? NULL : PyLong_FromLong(ENOTSOCK);
-    int flags = (int)PyLong_AsLong(args[2]);
-    if (flags == -1 && PyErr_Occurred())
-        return NULL;
+    void *handle;
+    int flags, status = target(args[0], args[2], &handle, &flags);
+    if (status)
+        return status < 0 ? NULL : PyLong_FromLong(status);
     const char *data = PyBytes_AS_STRING(args[1]);
     size_t size = (size_t)PyBytes_GET_SIZE(args[1]);
-    if (!(flags & ZMQ_DONTWAIT_FLAG))
-        return blocking();
     int rc = zmq.send(handle, data, size, flags);
     return PyLong_FromLong(rc < 0 ? zmq.error() : 0);
 }
@@ -162,14 +167,10 @@ recv(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "recv(handle: int, flags: int)");
         return NULL;
     }
-    void *handle = handle_of(args[0]);
-    if (handle == NULL)
-        return PyErr_Occurred() ? NULL : PyLong_FromLong(ENOTSOCK);
-    int flags = (int)PyLong_AsLong(args[1]);
-    if (flags == -1 && PyErr_Occurred())
-        return NULL;
-    if (!(flags & ZMQ_DONTWAIT_FLAG))
-        return blocking();
+    void *handle;
+    int flags, status = target(args[0], args[1], &handle, &flags);
+    if (status)
+        return status < 0 ? NULL : PyLong_FromLong(status);
     zmq_msg_t msg;
     zmq.msg_init(&msg);
     if (zmq.msg_recv(&msg, handle, flags) < 0) {

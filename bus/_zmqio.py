@@ -65,14 +65,14 @@ def _send_frame_pyzmq(sock: zmq.Socket[Any], frame: bytes, flags: int = NOBLOCK)
 
 def _events_pyzmq(sock: zmq.Socket[Any]) -> int:
     """``ZMQ_EVENTS`` of ``sock`` as a plain int (``zmq.POLLIN`` and ``zmq.POLLOUT`` bits)."""
+    # An int option; pyzmq's stubs type every get() as int | bytes.
     return cast(int, _get(sock, _EVENTS))
 
 
 def _readable_pyzmq(sock: zmq.Socket[Any]) -> bool:
     """Whether a message is waiting in ``sock`` (``ZMQ_EVENTS`` has POLLIN): what a drain loop
     asks before each receive, instead of ending on ``zmq.Again``."""
-    # An int option; pyzmq's stubs type every get() as int | bytes.
-    return bool(cast(int, _get(sock, _EVENTS)) & _POLLIN)
+    return bool(_events_pyzmq(sock) & _POLLIN)
 
 
 def _recv_frame_pyzmq(sock: zmq.Socket[Any], flags: int = 0) -> tuple[bytes, bool]:

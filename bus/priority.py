@@ -25,11 +25,11 @@ __all__ = ["Nice", "apply_nice"]
 
 log = structlog.get_logger()
 
-#: An adjustment of a process's nice value, as ``nice -n``: -20 (more CPU) to 19 (less).
-Nice = Annotated[int, Range(ge=-20, le=19)]
-
 #: The nice values Linux has: -20 (the largest share of the CPU) to 19 (the smallest).
 _LOWEST, _HIGHEST = -20, 19
+
+#: An adjustment of a process's nice value, as ``nice -n``: -20 (more CPU) to 19 (less).
+Nice = Annotated[int, Range(ge=_LOWEST, le=_HIGHEST)]
 
 
 def apply_nice(adjustment: int | None, owner: str) -> None:

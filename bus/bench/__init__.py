@@ -449,9 +449,7 @@ def _events(
                 client.call("bench", "emit", event="end", count=1)
                 time.sleep(0.01)
     results = [out.get(timeout=120) for _ in range(subs)]
-    for p in procs:
-        p.terminate()
-        p.join(5)
+    _stop(procs, ())
     return event_figures(results, n, subs)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Final
 
 import structlog
@@ -74,6 +75,8 @@ class EventPath:
         reject_log: Limits of the loop's own log of refused events and subscriptions.
         subscriber_queue: Events queued per subscriber (the XPUB's SNDHWM) before that
             subscriber's are dropped; never blocks the others (no ``XPUB_NODROP``).
+        ipc: The broker's Unix-socket endpoints by role (``bus.ipc.endpoints``): the XSUB also
+            binds ``publish`` and the XPUB ``subscribe``. None: only the two above.
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class EventPath:
         acl: Acl | None = None,
         reject_log: tuple[int, float] = (10, 10.0),
         subscriber_queue: int = 100_000,
+        ipc: Mapping[str, str] | None = None,
     ) -> None:
         self._ctx = ctx
+        self._ipc = ipc or {}
         self._subscriber_queue = subscriber_queue
         self._publish = publish
         self._subscribe = subscribe
@@ -138,6 +143,9 @@ class EventPath:
         own.bind(self._input)
         xsub.bind(self._publish)
         xpub.bind(self._subscribe)
+        if self._ipc:
+            xsub.bind(self._ipc["publish"])
+            xpub.bind(self._ipc["subscribe"])
         self._xsub, self._xpub, self._own = xsub, xpub, own
         self.endpoints = {
             "publish": xsub.getsockopt_string(zmq.LAST_ENDPOINT),

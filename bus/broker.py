@@ -56,7 +56,7 @@ import structlog
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from bus import _zmqio, protocol
+from bus import _zmqio, ipc, protocol
 from bus._eventpath import EventPath, user_id
 from bus.config import BrokerConfig, SecurityConfig
 from bus.config import load as load_config
@@ -235,10 +235,12 @@ class Broker:
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> dict[str, str]:
-        """Bind every socket and start the event path; return the bound endpoints.
+        """Bind every socket and start the event path; return the bound endpoints (the
+        configured ones; with ``ipc_dir`` each socket also listens there, ``bus.ipc``).
 
         Raises:
-            ConfigError: a bind beyond loopback or ipc without CURVE and without ``insecure``.
+            ConfigError: a bind beyond loopback or ipc without CURVE and without ``insecure``;
+                an ``ipc_dir`` that cannot be made or where another broker listens.
             KeyFileError: a configured key, the keys directory or a known key is unusable.
             AclError: the access list does not parse.
             StorageError: the audit log cannot be opened.
@@ -251,6 +253,8 @@ class Broker:
             curve=sec.curve,
             insecure=sec.insecure,
         )
+        if cfg.ipc_dir is not None:
+            ipc.claim(cfg.ipc_dir)
         try:
             if sec.curve:
                 self._start_security(sec)
@@ -261,7 +265,13 @@ class Broker:
         self._started_at_clock = self._clock()
         self._next_tick = self._started_at_clock + cfg.heartbeat_s
         self._started = True
-        log.info("broker_listening", **self.endpoints, pid=os.getpid(), curve=sec.curve)
+        log.info(
+            "broker_listening",
+            **self.endpoints,
+            ipc_dir=str(cfg.ipc_dir) if cfg.ipc_dir is not None else None,
+            pid=os.getpid(),
+            curve=sec.curve,
+        )
         return self.endpoints
 
     def _bind(self, cfg: BrokerConfig, sec: SecurityConfig) -> None:
@@ -276,6 +286,9 @@ class Broker:
             secure_server(router, self._keys, DOMAIN_COMMAND)
             self._drain_router = self._drain_secure
         router.bind(cfg.command)
+        local = cfg.ipc_endpoints()
+        if local:
+            router.bind(local["command"])
         self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
         self._poller = zmq.Poller()
         self._poller.register(router, zmq.POLLIN)
@@ -291,6 +304,7 @@ class Broker:
             acl=self._acl,
             reject_log=(sec.reject_log_limit, sec.reject_log_window_s),
             subscriber_queue=cfg.subscriber_queue,
+            ipc=local,
         )
         self.endpoints = {
             "command": router.getsockopt_string(zmq.LAST_ENDPOINT),

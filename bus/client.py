@@ -359,17 +359,13 @@ def default_endpoints(
     """Resolve the command and subscribe endpoints from arguments, environment, or defaults.
 
     With only a command endpoint ``tcp://host:P``, subscribers go to ``tcp://host:P+2``, the
-    default layout of a broker.
+    default layout of a broker; with ``ipc://DIR/command``, to ``ipc://DIR/subscribe``, the
+    layout of a broker's ``ipc_dir``.
     """
     command = endpoint or os.environ.get("LINEBUS_ENDPOINT") or protocol.DEFAULT_COMMAND_ENDPOINT
     subscribe = subscribe_endpoint or os.environ.get("LINEBUS_SUBSCRIBE")
     if not subscribe:
-        host, _, port = command.rpartition(":")
-        subscribe = (
-            f"{host}:{int(port) + 2}"
-            if command.startswith("tcp://") and port.isdigit()
-            else protocol.DEFAULT_SUBSCRIBE_ENDPOINT
-        )
+        subscribe = protocol.subscribe_beside(command) or protocol.DEFAULT_SUBSCRIBE_ENDPOINT
     return command, subscribe
 
 

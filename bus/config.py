@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from bus import ipc
 from bus._eventring import DEFAULT_RING_AGE_S, DEFAULT_RING_SIZE
 from bus.errors import BadRequest, ConfigError
 from bus.options import Check, NonNegativeSeconds, PositiveInt, Range, Seconds, from_table
@@ -115,6 +116,12 @@ class BrokerConfig:
 
     ``nice``: an adjustment of the broker process's priority, as ``nice -n`` (``bus.priority``):
     negative for more of the CPU (that needs root or CAP_SYS_NICE); unset (the default): none.
+
+    ``ipc_dir``: a directory where the broker also listens on Unix sockets (``command``,
+    ``publish``, ``subscribe``; ``bus.ipc``), the quicker way in for the processes on its host:
+    actors run from this config connect there when the broker's socket is found in it, and over
+    TCP otherwise (another host). A relative path is taken from the config file's directory;
+    unset (the default): TCP only.
     """
 
     command: str = DEFAULT_COMMAND_ENDPOINT
@@ -129,6 +136,19 @@ class BrokerConfig:
     registration_grace_s: NonNegativeSeconds = 0.0
     metrics: ListenAddress | None = None
     nice: Nice | None = None
+    ipc_dir: Path | None = None
+
+    def ipc_endpoints(self) -> dict[str, str]:
+        """The broker's ``ipc://`` endpoints by role (``bus.ipc.endpoints``); {} without
+        ``ipc_dir``."""
+        return {} if self.ipc_dir is None else ipc.endpoints(self.ipc_dir)
+
+    def endpoints_from_here(self) -> dict[str, str]:
+        """Where a process on this host reaches the broker, by role: the ``ipc_dir`` sockets
+        when the broker's are there (``bus.ipc.listening``), else the configured endpoints."""
+        if self.ipc_dir is not None and ipc.listening(self.ipc_dir):
+            return self.ipc_endpoints()
+        return {"command": self.command, "publish": self.publish, "subscribe": self.subscribe}
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +409,13 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
     broker = from_table(BrokerConfig, _env_overrides(data.get("broker", {})), f"{where} [broker]")
     if broker.heartbeat_timeout_s <= broker.heartbeat_s:
         raise ConfigError(f"{where} [broker]: heartbeat_timeout_s must exceed heartbeat_s")
+    base = Path(path).resolve().parent if path else Path.cwd()
+    if broker.ipc_dir is not None:
+        broker = replace(broker, ipc_dir=base / broker.ipc_dir)  # an absolute one stays itself
+        try:
+            broker.ipc_endpoints()
+        except ConfigError as exc:
+            raise ConfigError(f"{where} [broker]: {exc.message}") from None
     supervisor = from_table(SupervisorConfig, data.get("supervisor", {}), f"{where} [supervisor]")
     simulators = []
     for i, table in enumerate(data.get("simulator", [])):
@@ -423,7 +450,6 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
             raise ConfigError(f"{where}: two actors named {spec.name!r}")
         names.add(spec.name)
         actors.append(spec)
-    base = Path(path).resolve().parent if path else Path.cwd()
     security = _security(data.get("security", {}), where, base)
     web = _web(data["web"], where, base) if "web" in data else None
     return LineConfig(broker, supervisor, tuple(simulators), tuple(actors), path, security, web)

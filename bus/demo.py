@@ -122,9 +122,10 @@ def run_tour(config_path: str) -> int:
 def _tour(config: config_mod.LineConfig, keys: KeysArg) -> None:
     """Wait for every actor of ``config`` to be up, then tour them all."""
     names = [a.name for a in config.actors]
+    here = config.broker.endpoints_from_here()
     with Client(
-        config.broker.command,
-        subscribe_endpoint=config.broker.subscribe,
+        here["command"],
+        subscribe_endpoint=here["subscribe"],
         timeout=30,
         keys=keys,
     ) as bus:

@@ -54,6 +54,9 @@ def load_actor_class(spec: ActorSpec) -> type[Actor]:
 def settings_for(config: LineConfig) -> ActorSettings:
     """Actor settings matching the line's broker, with the keys of the environment.
 
+    The broker is reached over its ``ipc_dir`` sockets when they are on this host
+    (``BrokerConfig.endpoints_from_here``), else over its configured endpoints.
+
     On a secured line the supervisor gives each actor ``LINEBUS_KEY_FILE`` (its own secret key
     file, never its content, and never in the process arguments) and ``LINEBUS_BROKER_KEY_FILE``.
 
@@ -68,10 +71,11 @@ def settings_for(config: LineConfig) -> ActorSettings:
             f"{config.path or 'config'}: the line is secured (CURVE) but this actor has no key:"
             f" set {ENV_KEY_FILE} and {ENV_BROKER_KEY_FILE} (`linebus up` does)"
         )
+    here = b.endpoints_from_here()
     return ActorSettings(
-        b.command,
-        b.publish,
-        subscribe_endpoint=b.subscribe,
+        here["command"],
+        here["publish"],
+        subscribe_endpoint=here["subscribe"],
         heartbeat_s=b.heartbeat_s,
         heartbeat_timeout_s=b.heartbeat_timeout_s,
         keys=keys,

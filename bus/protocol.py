@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_COMMAND_ENDPOINT",
     "DEFAULT_PUBLISH_ENDPOINT",
     "DEFAULT_SUBSCRIBE_ENDPOINT",
+    "IPC_ROLES",
     "MAX_HEADER_BYTES",
     "REASON_BROKER_STOPPING",
     "REASON_NOT_REGISTERED",
@@ -105,6 +106,22 @@ SUPPORTED_VERSIONS: Final = (1,)
 DEFAULT_COMMAND_ENDPOINT: Final = "tcp://127.0.0.1:7750"
 DEFAULT_PUBLISH_ENDPOINT: Final = "tcp://127.0.0.1:7751"
 DEFAULT_SUBSCRIBE_ENDPOINT: Final = "tcp://127.0.0.1:7752"
+#: The Unix sockets of a broker's ``ipc_dir`` (``bus.ipc``): ``ipc://DIR/<role>``, one a role.
+IPC_ROLES: Final = ("command", "publish", "subscribe")
+
+
+def subscribe_beside(command: str) -> str | None:
+    """The subscribe endpoint of a broker's layout around ``command``, if it has one:
+    ``tcp://host:P`` -> ``tcp://host:P+2`` (the default ports), ``ipc://DIR/command`` ->
+    ``ipc://DIR/subscribe`` (``IPC_ROLES``)."""
+    host, _, port = command.rpartition(":")
+    if command.startswith("tcp://") and port.isdigit():
+        return f"{host}:{int(port) + 2}"
+    folder, _, name = command.rpartition("/")
+    if command.startswith("ipc://") and name == IPC_ROLES[0]:
+        return f"{folder}/{IPC_ROLES[2]}"
+    return None
+
 
 #: The broker answers requests addressed to this service name itself (introspection, stats).
 BROKER_SERVICE: Final = "broker"

@@ -33,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 import zmq
 
+from bus import ipc
 from bus.bench import nats_rows
 from bus.bench._figures import event_figures
 
@@ -54,6 +56,14 @@ SMALL_BODY = msgpack.packb(SMALL)
 EVENT_4KIB = {**SMALL, "blob": b"\x5a" * 4096}
 #: Events per ``emit`` call of the event patterns (about 0.1 s of the actor's loop each).
 EMIT_CHUNK = 10_000
+
+
+#: What each ``--transport`` puts where, as the report says it.
+TRANSPORT_NOTES = {
+    "tcp": "transport: TCP on 127.0.0.1 for every side",
+    "ipc": "transport: Unix sockets for the C proxy and for linebus (its broker's ipc_dir);"
+    " NATS on TCP on 127.0.0.1 (nats-server has no Unix sockets)",
+}
 
 
 class RawCurve(NamedTuple):
@@ -542,21 +552,45 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Run every measurement and return the figures with their ratios."""
+def broker_config(
+    folder: Path, *, transport: str = "tcp", nice: int | None = None
+) -> tuple[Path | None, dict[str, str] | None]:
+    """A config for the bench's broker in ``folder`` (None when it needs none) and, with the
+    ``ipc`` transport, the Unix-socket endpoints by role where the bench's processes then
+    reach it: the broker's own ``[broker] ipc_dir`` (``bus.ipc``), beside its TCP endpoints."""
+    lines = [] if nice is None else [f"nice = {nice}"]
+    local = None
+    if transport == "ipc":
+        lines.append(f"ipc_dir = {json.dumps(str(folder / 'bus'))}")
+        local = ipc.endpoints(folder / "bus")
+    if not lines:
+        return None, None
+    config = folder / "line.toml"
+    config.write_text("\n".join(["[broker]", *lines, ""]))
+    return config, local
+
+
+def run(quick: bool = False, transport: str = "tcp") -> dict[str, Any]:
+    """Run every measurement and return the figures with their ratios.
+
+    ``transport``: ``tcp`` (loopback) for every side, or ``ipc``: the C proxy on Unix sockets
+    and linebus through its broker's ``ipc_dir``; NATS has no Unix sockets and stays on TCP.
+    """
     ctx = mp.get_context("spawn")
     port = 27000 + os.getpid() % 2000
+    folder = tempfile.TemporaryDirectory(prefix="linebus-bench-")
+    where = Path(folder.name)
     raw = {
-        "front": f"tcp://127.0.0.1:{port}",
-        "back": f"tcp://127.0.0.1:{port + 1}",
-        "xsub": f"tcp://127.0.0.1:{port + 2}",
-        "xpub": f"tcp://127.0.0.1:{port + 3}",
+        name: f"ipc://{where / name}" if transport == "ipc" else f"tcp://127.0.0.1:{port + i}"
+        for i, name in enumerate(("front", "back", "xsub", "xpub"))
     }
-    bus = {
+    binds = {
         "command": f"tcp://127.0.0.1:{port + 10}",
         "publish": f"tcp://127.0.0.1:{port + 11}",
         "subscribe": f"tcp://127.0.0.1:{port + 12}",
     }
+    config, local = broker_config(where, transport=transport)
+    bus = local or binds
     n_seq = 3000 if quick else 10000
     n_inflight = 5000 if quick else 20000
     n_events = 50_000 if quick else 200_000
@@ -568,7 +602,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         ctx.Process(target=_actor, args=(bus["command"], bus["publish"]), daemon=True),
     ]
     # The broker is the real `linebus broker` command, so its memory figure is the product's.
-    broker = _broker_process(bus)
+    broker = _broker_process(binds, config)
     for p in procs:
         p.start()
     broker_pid = broker.pid
@@ -615,6 +649,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             nats[1].join(5)
             nats[0].stop()
         _stop(procs, [broker])
+        folder.cleanup()
+    results["transport"] = transport
     add_ratios(results)
     return results
 
@@ -727,8 +763,9 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     if isinstance(results.get("nats"), str):
         lines.append(f"\n{results['nats']}")
+    lines.append(f"\n{TRANSPORT_NOTES[results.get('transport', 'tcp')]}")
     lines.append(
-        f"\nbroker RSS with 200 connected actors (fresh broker): "
+        f"broker RSS with 200 connected actors (fresh broker): "
         f"{results.get('e_broker_rss_200_actors_MB', 0):.1f} MB (target < 60 MB)"
     )
     lines.append(
@@ -765,13 +802,25 @@ def main(argv: list[str] | None = None) -> int:
         "timing client) by N, as a line's config can (nice -n; below 0 needs root or "
         "CAP_SYS_NICE)",
     )
+    parser.add_argument(
+        "--transport",
+        choices=sorted(TRANSPORT_NOTES),
+        default="tcp",
+        help="how the processes reach linebus's broker and the C proxy: tcp (loopback, the "
+        "default) or ipc (Unix sockets: the broker's [broker] ipc_dir, for processes on its "
+        "host); not with --security",
+    )
     args = parser.parse_args(argv)
     if args.nice is not None and not args.head_of_line:
         parser.error("--nice goes with --head-of-line")
+    if args.security and args.transport != "tcp":
+        parser.error("--security measures on TCP only")
     if args.head_of_line:
         from bus.bench import headofline
 
-        results = headofline.run(seconds=3.0 if args.quick else 10.0, nice=args.nice)
+        results = headofline.run(
+            seconds=3.0 if args.quick else 10.0, nice=args.nice, transport=args.transport
+        )
         print(headofline.report(results))
     elif args.security:
         from bus.bench import security
@@ -779,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         results = security.run(quick=args.quick)
         print(security.report(results))
     else:
-        results = run(quick=args.quick)
+        results = run(quick=args.quick, transport=args.transport)
         print(report(results))
     if args.json:
         print(json.dumps(results, indent=2))

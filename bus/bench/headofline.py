@@ -32,7 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bus.bench import SMALL, _actor, _broker_process, _percentile, wait_for_actors
+from bus.bench import (
+    SMALL,
+    _actor,
+    _broker_process,
+    _percentile,
+    broker_config,
+    wait_for_actors,
+)
 from bus.errors import ConfigError
 from bus.priority import apply_nice
 from bus.testing import free_port
@@ -171,12 +178,14 @@ def run(
     event_rate: int = EVENT_RATE,
     bulk_size: int = BULK_SIZE,
     nice: int | None = None,
+    transport: str = "tcp",
 ) -> dict[str, Any]:
     """Time commands on the idle line, then under bulk and event load; return the figures.
 
     ``bulk_size`` 0 leaves the transfers out, ``event_rate`` 0 the events (the subscriber
     still runs). ``nice``: the adjustment of the measured path's priority (see the module
-    docstring).
+    docstring). ``transport``: every process reaches the broker over TCP on loopback, or
+    (``ipc``) over its ``ipc_dir`` Unix sockets.
 
     Raises:
         ConfigError: ``nice`` is negative and this user may not raise a priority.
@@ -184,13 +193,11 @@ def run(
     if nice is not None:
         _check_nice(nice)
     ctx = mp.get_context("spawn")
-    ep = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("command", "publish", "subscribe")}
+    binds = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("command", "publish", "subscribe")}
     folder = tempfile.TemporaryDirectory(prefix="linebus-hol-")
-    config = None
-    if nice is not None:
-        config = Path(folder.name) / "line.toml"
-        config.write_text(f"[broker]\nnice = {nice}\n")
-    broker = _broker_process(ep, config)
+    config, local = broker_config(Path(folder.name), transport=transport, nice=nice)
+    ep = local or binds
+    broker = _broker_process(binds, config)
     actors = [
         ctx.Process(
             target=_actor,
@@ -260,6 +267,7 @@ def run(
         "loaded": loaded,
         "nice": nice,
         "nice_seen": seen,
+        "transport": transport,
     }
     for entry in reports:
         if entry[0] == "bulk":
@@ -301,5 +309,6 @@ def report(figures: dict[str, Any]) -> str:
     if figures.get("nice") is not None:
         seen = ", ".join(f"{who} {value}" for who, value in figures["nice_seen"].items())
         rows.append(f"the measured path ran with nice = {figures['nice']} (read back: {seen})")
+    rows.append(f"commands, bulk and events reached the broker over {figures['transport']}")
     rows.append(f"loaded p99 {loaded_p99:.3f} ms: target < {P99_TARGET_MS:g} ms {verdict}")
     return "\n".join(rows)

@@ -74,8 +74,9 @@ def launch_settings(
     keys = ClientKeys.load(key_file=key, broker_key_file=broker_key)
     identity_keys = _token_keys(config, keys, token_map, keys_dir)
     if endpoint is None and config is not None:
-        endpoint = config.broker.command
-        subscribe = subscribe or config.broker.subscribe
+        here = config.broker.endpoints_from_here()
+        endpoint = here["command"]
+        subscribe = subscribe or here["subscribe"]
     settings = WebSettings(
         endpoint=endpoint,
         subscribe_endpoint=subscribe,

@@ -14,11 +14,15 @@ from bus.bench import headofline
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("nice", [None, 5])
-def test_commands_timed_idle_and_under_load(nice: int | None) -> None:
+@pytest.mark.parametrize(("nice", "transport"), [(None, "tcp"), (5, "tcp"), (5, "ipc")])
+def test_commands_timed_idle_and_under_load(nice: int | None, transport: str) -> None:
     """Also with ``--nice`` (a lower priority here, which needs no privilege): the broker reads
-    it from a config, the bench actor and the timing client apply it themselves."""
-    figures = headofline.run(seconds=0.5, event_rate=5_000, bulk_size=1 << 20, nice=nice)
+    it from a config, the bench actor and the timing client apply it themselves; and with
+    ``--transport ipc``, where every process reaches the broker through its ``ipc_dir`` (the
+    same config), so nothing would answer if the broker did not listen there."""
+    figures = headofline.run(
+        seconds=0.5, event_rate=5_000, bulk_size=1 << 20, nice=nice, transport=transport
+    )
     for phase in ("idle", "loaded"):
         timed = figures[phase]
         assert timed["calls"] > 0
@@ -35,3 +39,4 @@ def test_commands_timed_idle_and_under_load(nice: int | None) -> None:
     assert set(figures["nice_seen"].values()) == {inherited + (nice or 0)}
     read_back = "ran with nice = 5 (read back: broker 5, bench actor 5, timing client 5)"
     assert (read_back in text) == (nice == 5)
+    assert f"reached the broker over {transport}" in text

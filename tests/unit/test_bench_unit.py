@@ -117,6 +117,7 @@ class TestReport:
             "| d_bulk_16MiB | 2,000 MB/s |  | 1,500 MB/s |  | 0.75 (>= 0.70) |  |  |",
             "| x_new_pattern | 10 /s |  | 5 /s |  | 0.50 |  |  |",  # no target yet
             "",
+            "transport: TCP on 127.0.0.1 for every side",
             "broker RSS with 200 connected actors (fresh broker): 41.0 MB (target < 60 MB)",
             "broker RSS after the throughput runs above (allocator high-water from 16 MiB "
             "transfers): 80.3 MB",
@@ -150,6 +151,7 @@ class TestReport:
         lines = bench.report({}).splitlines()
         assert lines[2:] == [
             "",
+            "transport: TCP on 127.0.0.1 for every side",
             "broker RSS with 200 connected actors (fresh broker): 0.0 MB (target < 60 MB)",
             "broker RSS after the throughput runs above (allocator high-water from 16 MiB "
             "transfers): 0.0 MB",
@@ -159,11 +161,12 @@ class TestReport:
 class TestMain:
     @pytest.fixture
     def runs(self, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-        """``bench.run`` replaced: records its ``quick`` and returns ``RESULTS``."""
-        seen: list[bool] = []
+        """``bench.run`` replaced: records its ``quick`` (and a transport other than tcp) and
+        returns ``RESULTS``."""
+        seen: list[Any] = []
 
-        def run(quick: bool = False) -> dict[str, Any]:
-            seen.append(quick)
+        def run(quick: bool = False, transport: str = "tcp") -> dict[str, Any]:
+            seen.append(quick if transport == "tcp" else (quick, transport))
             return RESULTS
 
         monkeypatch.setattr(bench, "run", run)
@@ -181,6 +184,23 @@ class TestMain:
         table = bench.report(RESULTS) + "\n"
         assert out.startswith(table)
         assert json.loads(out[len(table) :]) == RESULTS
+
+    def test_the_ipc_transport_is_passed_on_and_said(
+        self, runs: list[Any], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert bench.main(["--quick", "--transport", "ipc"]) == 0
+        assert runs == [(True, "ipc")]
+        with_ipc = bench.report({**RESULTS, "transport": "ipc"})
+        assert "transport: Unix sockets for the C proxy and for linebus" in with_ipc
+        assert "NATS on TCP" in with_ipc
+
+    def test_security_measures_on_tcp_only(
+        self, runs: list[Any], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as exited:
+            bench.main(["--security", "--transport", "ipc"])
+        assert (exited.value.code, runs) == (2, [])
+        assert "--security measures on TCP only" in capsys.readouterr().err
 
     def test_unknown_option(self, runs: list[bool], capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exited:

@@ -1,0 +1,103 @@
+"""A broker's Unix-socket endpoints: the quicker way in for the processes on its own host.
+
+With ``[broker] ipc_dir = "/run/linebus"`` the broker binds each of its three sockets twice: on
+its TCP endpoint, for other hosts, and on ``ipc:///run/linebus/command`` (``publish``,
+``subscribe``) for the actors and clients beside it. A round trip over a Unix socket skips the
+kernel's TCP work on both ends: on a 2-core machine commands run 10-25 % faster and a command's
+worst-case latency beside bulk transfers is lower (docs/BENCHMARKS.md, "Over Unix sockets").
+The sockets carry the same protocol with the same security: CURVE and the access list apply to
+a socket, whatever its transport.
+
+The layout is fixed (``bus.protocol.IPC_ROLES``), so a client given ``ipc://DIR/command`` finds
+the subscribe socket beside it (``bus.protocol.subscribe_beside``), as ``tcp://host:P`` finds
+``P + 2``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Final
+
+from bus.errors import ConfigError
+from bus.protocol import IPC_ROLES
+
+__all__ = ["MAX_PATH_BYTES", "claim", "endpoints", "listening"]
+
+#: Longest Unix socket path Linux accepts (``sun_path`` is 108 bytes with its final NUL).
+MAX_PATH_BYTES: Final = 107
+
+
+def endpoints(folder: Path) -> dict[str, str]:
+    """The broker's ``ipc://`` endpoints in ``folder``, by role.
+
+    Raises:
+        ConfigError: a socket's path would be longer than a Unix socket path can be.
+    """
+    found = {role: folder / role for role in IPC_ROLES}
+    longest = max(found.values(), key=lambda path: len(os.fsencode(path)))
+    if len(os.fsencode(longest)) > MAX_PATH_BYTES:
+        raise ConfigError(
+            f"ipc_dir {str(folder)!r} is too long: the socket {str(longest)!r} would be"
+            f" {len(os.fsencode(longest))} bytes, and a Unix socket path holds at most"
+            f" {MAX_PATH_BYTES}; choose a shorter directory, e.g. /run/linebus"
+        )
+    return {role: f"ipc://{path}" for role, path in found.items()}
+
+
+def listening(folder: Path) -> bool:
+    """Whether a broker's command socket is in ``folder`` (its host is this one)."""
+    try:
+        return stat.S_ISSOCK(os.stat(folder / IPC_ROLES[0]).st_mode)
+    except OSError:
+        return False
+
+
+def claim(folder: Path) -> None:
+    """Make ``folder`` ready for a broker's sockets, or refuse: before any socket is bound.
+
+    libzmq removes whatever sits at an ``ipc://`` path before it binds there, so without this
+    check a second broker given the same directory would silently take the first one's
+    sockets from it (two brokers on one TCP port fail; this makes ipc fail the same way).
+    A socket file nobody listens on (a broker that was killed) is left for libzmq to replace.
+
+    Raises:
+        ConfigError: the directory cannot be made, a path in it is not a socket, or a live
+            broker listens there.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"ipc_dir {str(folder)!r}: cannot create it ({exc.strerror})") from None
+    for role in IPC_ROLES:
+        path = folder / role
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISSOCK(mode):
+            raise ConfigError(
+                f"ipc_dir {str(folder)!r}: {str(path)!r} exists and is not a socket;"
+                " the broker will not replace it"
+            )
+        if _answers(path):
+            raise ConfigError(
+                f"ipc_dir {str(folder)!r}: another broker listens on {str(path)!r}"
+                " (stop it, or give this line another ipc_dir)"
+            )
+
+
+def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(os.fsencode(path))
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                return False
+            raise ConfigError(f"cannot check the socket {str(path)!r}: {exc.strerror}") from None
+        return True

@@ -1,0 +1,94 @@
+"""A line whose broker also listens on Unix sockets (``[broker] ipc_dir``, ``bus.ipc``).
+
+The config's TCP endpoints lead nowhere in these tests: the broker is told to bind other ports
+(``--bind``), so an actor run from the config reaches it through the ``ipc_dir`` sockets or not
+at all. Real processes; in the secured pass the sockets carry CURVE, as the TCP ones do.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bus import ipc
+from tests.conftest import (
+    ECHO,
+    Endpoints,
+    Line,
+    Processes,
+    scaled,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _broker(line: Line, binds: Endpoints, **kwargs: object) -> subprocess.Popen[bytes]:
+    """``linebus broker`` of the line's config, bound to ``binds`` instead of its endpoints."""
+    return line.processes.start(
+        *("-m", "bus.cli", "broker", "--config", str(line.config)),
+        *("--bind", binds.command, "--publish-bind", binds.publish),
+        *("--subscribe-bind", binds.subscribe),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def ipc_line(tmp_path: Path, processes: Processes) -> Line:
+    """A line with ``ipc_dir = "run"``; its ``endpoints`` are the Unix sockets."""
+    config = write_config(
+        tmp_path / "line.toml",
+        Endpoints.fresh(),  # nobody binds these
+        [{"name": "echo1", **ECHO}],
+        broker={"ipc_dir": "run"},
+    )
+    local = ipc.endpoints(tmp_path / "run")
+    return Line(config, Endpoints(**local), processes)
+
+
+def test_an_actor_of_the_config_is_called_and_heard_over_the_unix_sockets(
+    ipc_line: Line,
+) -> None:
+    ipc_line.broker = _broker(ipc_line, Endpoints.fresh())
+    ipc_line.wait_broker()
+    ipc_line.start_actor("echo1")
+    with ipc_line.client() as bus, bus.subscribe("echo1.") as sub:
+        sub.wait_ready()
+        assert bus.call("echo1", "add", a=2, b=3) == 5
+        assert bus.call("echo1", "length", data=b"\x01" * 300_000) == 300_000
+        bus.call("echo1", "emit", event="tick", count=2, data=7)
+        first, second = sub.next(scaled(5)), sub.next(scaled(5))
+    assert (first.topic, first.data, second.seq - first.seq) == ("echo1.tick", 7, 1)
+
+
+def test_a_second_broker_on_the_same_ipc_dir_refuses_and_the_first_keeps_its_sockets(
+    ipc_line: Line,
+) -> None:
+    ipc_line.broker = _broker(ipc_line, Endpoints.fresh())
+    ipc_line.wait_broker()
+    ipc_line.start_actor("echo1")
+    second = _broker(ipc_line, Endpoints.fresh(), stderr=subprocess.PIPE)
+    _, err = second.communicate(timeout=scaled(30))
+    assert second.returncode != 0
+    assert b"another broker listens on" in err and b"/run/command" in err
+    with ipc_line.client() as bus:
+        assert bus.call("echo1", "echo", value="still here") == "still here"
+
+
+def test_a_broker_killed_leaves_its_sockets_and_the_next_one_takes_them_over(
+    ipc_line: Line,
+) -> None:
+    ipc_line.broker = _broker(ipc_line, Endpoints.fresh())
+    ipc_line.wait_broker()
+    actor = ipc_line.start_actor("echo1")
+    ipc_line.broker.send_signal(signal.SIGKILL)
+    ipc_line.broker.wait(timeout=scaled(10))
+    assert (Path(ipc_line.config).parent / "run" / "command").is_socket()  # left behind
+    ipc_line.broker = _broker(ipc_line, Endpoints.fresh())
+    ipc_line.wait_broker()
+    ipc_line.wait_up("echo1", pid=actor.pid)  # the same process came back, over the socket
+    with ipc_line.client() as bus:
+        assert bus.call("echo1", "add", a=1, b=1) == 2

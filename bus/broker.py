@@ -231,6 +231,7 @@ class Broker:
         self._caller = ""  # the identity of the request being handled (reload, lookup)
         self._reload_requested = False
         self._drain_router = self._drain
+        self._ipc_files: ipc.SocketFiles | None = None  # bound in ipc_dir (bus.ipc)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -310,6 +311,8 @@ class Broker:
             "command": router.getsockopt_string(zmq.LAST_ENDPOINT),
             **self._events.start(),
         }
+        if cfg.ipc_dir is not None:
+            self._ipc_files = ipc.SocketFiles(cfg.ipc_dir)
         self._pub = self._events.publisher()
 
     def _release(self) -> None:
@@ -327,6 +330,8 @@ class Broker:
             with contextlib.suppress(StorageError):
                 self._audit.close()
         self.endpoints = {}
+        if self._ipc_files is not None:
+            self._ipc_files.remove()
         if self._own_ctx:
             self._ctx.term()
 
@@ -460,6 +465,10 @@ class Broker:
         if not self._started:
             return
         self._started = False
+        if self._ipc_files is not None:
+            # While the sockets still listen, so the files are surely ours: a broker starting
+            # now finds none and binds its own (``bus.ipc.claim`` refuses a live one's).
+            self._ipc_files.remove()
         for entry in self.directory.up():
             identity = entry.identity
             self._fail_all(

@@ -15,6 +15,7 @@ the subscribe socket beside it (``bus.protocol.subscribe_beside``), as ``tcp://h
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -25,7 +26,7 @@ from typing import Final
 from bus.errors import ConfigError
 from bus.protocol import IPC_ROLES
 
-__all__ = ["MAX_PATH_BYTES", "claim", "endpoints", "listening"]
+__all__ = ["MAX_PATH_BYTES", "SocketFiles", "claim", "endpoints", "listening"]
 
 #: Longest Unix socket path Linux accepts (``sun_path`` is 108 bytes with its final NUL).
 MAX_PATH_BYTES: Final = 107
@@ -101,3 +102,29 @@ def _answers(path: Path) -> bool:
                 return False
             raise ConfigError(f"cannot check the socket {str(path)!r}: {exc.strerror}") from None
         return True
+
+
+class SocketFiles:
+    """The socket files a broker bound in its ``ipc_dir``, removed when it stops.
+
+    libzmq leaves them behind; a broker that stops in order takes them away, so that no actor
+    started later on this host takes them for a broker that is there. Each is removed only if
+    it is still the file this broker bound (a file put there since, by whatever, stays).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._bound: dict[Path, tuple[int, int]] = {}
+        for role in IPC_ROLES:
+            path = folder / role
+            with contextlib.suppress(OSError):
+                found = os.lstat(path)
+                self._bound[path] = (found.st_dev, found.st_ino)
+
+    def remove(self) -> None:
+        """Remove the files that are still this broker's; once."""
+        bound, self._bound = self._bound, {}
+        for path, identity in bound.items():
+            with contextlib.suppress(OSError):
+                found = os.lstat(path)
+                if (found.st_dev, found.st_ino) == identity:
+                    path.unlink()

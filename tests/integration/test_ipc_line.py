@@ -62,6 +62,12 @@ def test_an_actor_of_the_config_is_called_and_heard_over_the_unix_sockets(
         bus.call("echo1", "emit", event="tick", count=2, data=7)
         first, second = sub.next(scaled(5)), sub.next(scaled(5))
     assert (first.topic, first.data, second.seq - first.seq) == ("echo1.tick", 7, 1)
+    # Stopped in order, the broker takes its sockets away (libzmq would leave them).
+    folder = Path(ipc_line.config).parent / "run"
+    assert sorted(p.name for p in folder.iterdir()) == ["command", "publish", "subscribe"]
+    ipc_line.broker.terminate()
+    assert ipc_line.broker.wait(timeout=scaled(15)) == 0
+    assert list(folder.iterdir()) == []
 
 
 def test_a_second_broker_on_the_same_ipc_dir_refuses_and_the_first_keeps_its_sockets(

@@ -130,3 +130,16 @@ class TestConfig:
             "publish": "tcp://127.0.0.1:7751",
             "subscribe": "tcp://127.0.0.1:7752",
         }
+
+
+class TestSocketFiles:
+    def test_the_files_bound_are_removed_and_a_successor_s_is_kept(self, tmp_path: Path) -> None:
+        for role in ("command", "publish"):
+            stale_socket(tmp_path / role)  # "subscribe" was never bound: nothing to record
+        files = ipc.SocketFiles(tmp_path)
+        stale_socket(tmp_path / "other")
+        (tmp_path / "other").replace(tmp_path / "publish")  # put there since: not ours
+        files.remove()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["publish"]
+        files.remove()  # a second stop removes nothing more
+        assert (tmp_path / "publish").is_socket()

@@ -411,7 +411,8 @@ def parse(data: dict[str, Any], path: str = "") -> LineConfig:
         raise ConfigError(f"{where} [broker]: heartbeat_timeout_s must exceed heartbeat_s")
     base = Path(path).resolve().parent if path else Path.cwd()
     if broker.ipc_dir is not None:
-        broker = replace(broker, ipc_dir=base / broker.ipc_dir)  # an absolute one stays itself
+        # Resolved, so "../var/run" spends none of a socket path's 107 bytes on "..".
+        broker = replace(broker, ipc_dir=(base / broker.ipc_dir).resolve())
         try:
             broker.ipc_endpoints()
         except ConfigError as exc:

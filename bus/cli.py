@@ -528,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     connection.add_argument(
         "--subscribe",
         default=os.environ.get("LINEBUS_SUBSCRIBE"),
-        help="broker subscribe endpoint (default: command port + 2)",
+        help="broker subscribe endpoint (default: beside the command endpoint: its port + 2, "
+        "or ipc://DIR/subscribe for ipc://DIR/command)",
     )
     connection.add_argument(
         "--key",

@@ -655,7 +655,8 @@ class Client:
 
     Args:
         endpoint: Broker command endpoint; default ``LINEBUS_ENDPOINT`` or ``tcp://127.0.0.1:7750``.
-        subscribe_endpoint: Where events are read; default ``LINEBUS_SUBSCRIBE`` or command port + 2.
+        subscribe_endpoint: Where events are read; default ``LINEBUS_SUBSCRIBE``, or beside the
+            command endpoint (``bus.protocol.subscribe_beside``).
         timeout: Default deadline of a call, in seconds.
         keys: Our CURVE keys for a secured broker; None: from the environment
             (``ClientKeys.load``), and plaintext if no key is configured there; False:

@@ -29,7 +29,8 @@ class WebSettings:
 
     Attributes:
         endpoint: The broker's command endpoint (None: ``LINEBUS_ENDPOINT`` or the default).
-        subscribe_endpoint: The broker's subscribe endpoint (None: command port + 2).
+        subscribe_endpoint: The broker's subscribe endpoint (None: beside the command one,
+            ``bus.protocol.subscribe_beside``).
         keys: The app's own keys (None: plaintext): the connection of requests without a token
             identity, and of the dashboard's own view of the line.
         tokens: Bearer tokens and their identities; None: no token is asked for.

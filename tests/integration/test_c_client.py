@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import zmq
 
-from bus import protocol
+from bus import ipc, protocol
 from bus.security.keys import KeyPair, generate_keypair, load_keypair, load_public_key
 from bus.testing import free_port
 from tests.conftest import (
@@ -44,7 +44,12 @@ def c_line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
     """A broker and ``echo1`` for the whole module (starting a line costs seconds)."""
     folder = tmp_path_factory.mktemp("c-line")
     endpoints = Endpoints.fresh()
-    config = write_config(folder / "line.toml", endpoints, [{"name": "echo1", **ECHO}])
+    config = write_config(
+        folder / "line.toml",
+        endpoints,
+        [{"name": "echo1", **ECHO}],
+        broker={"ipc_dir": str(folder / "run")},  # its Unix sockets too: the last test's
+    )
     processes = Processes()
     try:
         line = Line(config, endpoints, processes)
@@ -271,6 +276,14 @@ def test_c_call_example(c_client_build: Path, c_line: Line) -> None:
     """The example program calls with NAME=VALUE arguments, keys from the environment."""
     status, answer, _ = _call(c_client_build, c_line.endpoints.command, {}, "a=2", "b=40")
     assert (status, answer) == (0, {"result": 42})
+
+
+def test_c_call_over_the_broker_s_unix_sockets(c_client_build: Path, c_line: Line) -> None:
+    """A C program on the broker's host may take its ``ipc_dir`` sockets (docs/PROTOCOL.md §2):
+    the same protocol over another transport, which libzmq opens from the endpoint alone."""
+    local = ipc.endpoints(Path(c_line.config).parent / "run")
+    status, answer, _ = _call(c_client_build, local["command"], {}, "a=2", "b=3")
+    assert (status, answer) == (0, {"result": 5})
 
 
 def test_c_client_refuses_half_a_key_configuration(c_client_build: Path, tmp_path: Path) -> None:

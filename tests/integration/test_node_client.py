@@ -2,8 +2,8 @@
 
 Three suites of clients/node/test/ run as child processes: the codec against every golden
 vector with the error classes, keys and gap tracking (no line: plain pass only), and the
-client against a real line started here (both passes: on the secured pass the Node client takes
-the session's CURVE keys from the environment). Besides: a secured line of its own with keys
+client against a real line started here, over TCP and over the broker's Unix sockets (both
+passes: on the secured pass the Node client takes the session's CURVE keys from the environment). Besides: a secured line of its own with keys
 the broker refuses, and ``npm pack`` giving a tarball that installs and imports elsewhere.
 
 Needs ``node`` and the package's dependencies (``npm ci`` in clients/node, which ``make``
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bus import ipc
 from bus.errors import WIRE_CODES
 from bus.security.keys import generate_keypair, load_keypair, load_public_key
 from tests.conftest import (
@@ -96,10 +97,31 @@ def test_node_codec_errors_keys_and_gaps(node: str) -> None:
     assert counts["pass"] > len(list(VECTORS.glob("*.json")))  # one test per vector at least
 
 
-def test_node_client_against_a_live_line(node: str, running_line: Line) -> None:
+@pytest.fixture(params=["tcp", "ipc"])
+def live_line(request: pytest.FixtureRequest, tmp_path: Path, processes: Processes) -> Line:
+    """A broker and ``echo1`` running; the test reaches them over TCP, or over the broker's
+    ``ipc_dir`` Unix sockets."""
+    endpoints = Endpoints.fresh()
+    folder = tmp_path / "run"
+    config = write_config(
+        tmp_path / "line.toml",
+        endpoints,
+        [{"name": "echo1", **ECHO}],
+        broker={"ipc_dir": str(folder)},
+    )
+    line = Line(config, endpoints, processes)
+    line.start_broker()
+    line.start_actor("echo1")
+    if request.param == "ipc":
+        line.endpoints = Endpoints(**ipc.endpoints(folder))
+    return line
+
+
+def test_node_client_against_a_live_line(node: str, live_line: Line) -> None:
     """Calls (results, typed errors, progress, cancel, deadline, bulk frames both ways, an
-    unreachable broker) and subscriptions (prefix, readiness, sequence, gaps) on a real line."""
-    endpoints = running_line.endpoints
+    unreachable broker) and subscriptions (prefix, readiness, sequence, gaps) on a real line;
+    over TCP and over the broker's Unix sockets (the same protocol on another transport)."""
+    endpoints = live_line.endpoints
     _run_suite(
         node,
         "test/live.test.js",

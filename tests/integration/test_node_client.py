@@ -3,8 +3,9 @@
 Three suites of clients/node/test/ run as child processes: the codec against every golden
 vector with the error classes, keys and gap tracking (no line: plain pass only), and the
 client against a real line started here, over TCP and over the broker's Unix sockets (both
-passes: on the secured pass the Node client takes the session's CURVE keys from the environment). Besides: a secured line of its own with keys
-the broker refuses, and ``npm pack`` giving a tarball that installs and imports elsewhere.
+passes: on the secured pass the Node client takes the session's CURVE keys from the
+environment). Besides: a secured line of its own with keys the broker refuses, and ``npm pack``
+giving a tarball that installs and imports elsewhere.
 
 Needs ``node`` and the package's dependencies (``npm ci`` in clients/node, which ``make``
 does). Skipped otherwise with the reason; under CI=true such a skip fails the run (the

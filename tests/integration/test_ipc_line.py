@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.conftest import (
     Line,
     Processes,
     scaled,
+    wait_until,
     write_config,
 )
 
@@ -36,6 +38,11 @@ def _broker(line: Line, binds: Endpoints, **kwargs: object) -> subprocess.Popen[
     )
 
 
+#: Heartbeats slow enough that an actor's death noticed within a second was noticed by its
+#: closed connection, not by its silence (declared down after 2.5 x this).
+HEARTBEAT_S = 4.0
+
+
 @pytest.fixture
 def ipc_line(tmp_path: Path, processes: Processes) -> Line:
     """A line with ``ipc_dir = "run"``; its ``endpoints`` are the Unix sockets."""
@@ -43,6 +50,7 @@ def ipc_line(tmp_path: Path, processes: Processes) -> Line:
         tmp_path / "line.toml",
         Endpoints.fresh(),  # nobody binds these
         [{"name": "echo1", **ECHO}],
+        heartbeat_s=HEARTBEAT_S,
         broker={"ipc_dir": "run"},
     )
     local = ipc.endpoints(tmp_path / "run")
@@ -98,3 +106,18 @@ def test_a_broker_killed_leaves_its_sockets_and_the_next_one_takes_them_over(
     ipc_line.wait_up("echo1", pid=actor.pid)  # the same process came back, over the socket
     with ipc_line.client() as bus:
         assert bus.call("echo1", "add", a=1, b=1) == 2
+
+
+def test_an_actor_killed_is_noticed_by_its_closed_socket_not_its_silence(ipc_line: Line) -> None:
+    ipc_line.broker = _broker(ipc_line, Endpoints.fresh())
+    ipc_line.wait_broker()
+    actor = ipc_line.start_actor("echo1")
+    with ipc_line.client() as bus:
+        actor.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+
+        def down() -> bool:
+            return any(r["name"] == "echo1" and r["state"] != "up" for r in bus.services())
+
+        wait_until(down, scaled(HEARTBEAT_S * 2.5), "echo1 declared down")
+        assert time.monotonic() - killed < HEARTBEAT_S * 2.5 / 2

@@ -33,6 +33,7 @@ from typing import Any, Final
 import structlog
 import zmq
 
+from bus._listen import listen
 from bus.security.acl import Acl
 from bus.security.curve import DOMAIN_PUBLISH, DOMAIN_SUBSCRIBE, secure_server
 from bus.security.keys import KeyPair
@@ -140,12 +141,19 @@ class EventPath:
         # taken for the broker's), the XSUB itself over inproc under the C proxy.
         own = ctx.socket(zmq.PULL) if self.python_loop else xsub
         own.linger = 0
-        own.bind(self._input)
-        xsub.bind(self._publish)
-        xpub.bind(self._subscribe)
-        if self._ipc:
-            xsub.bind(self._ipc["publish"])
-            xpub.bind(self._ipc["subscribe"])
+        try:
+            own.bind(self._input)
+            listen(xsub, self._publish, "publish")
+            listen(xpub, self._subscribe, "subscribe")
+            if self._ipc:
+                listen(xsub, self._ipc["publish"], "publish")
+                listen(xpub, self._ipc["subscribe"], "subscribe")
+        except BaseException:
+            # Closed here, as close() knows only a started path's: an open socket would keep
+            # the broker's context (and so the failing broker process) from ending.
+            for sock in {xsub, xpub, own}:
+                sock.close(linger=0)
+            raise
         self._xsub, self._xpub, self._own = xsub, xpub, own
         self.endpoints = {
             "publish": xsub.getsockopt_string(zmq.LAST_ENDPOINT),

@@ -58,6 +58,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from bus import _zmqio, ipc, protocol
 from bus._eventpath import EventPath, user_id
+from bus._listen import listen
 from bus.config import BrokerConfig, SecurityConfig
 from bus.config import load as load_config
 from bus.directory import LATENCY_BOUNDS, UP, Directory, Pending, ServiceEntry
@@ -286,10 +287,10 @@ class Broker:
             router.maxmsgsize += _CURVE_FRAME_OVERHEAD
             secure_server(router, self._keys, DOMAIN_COMMAND)
             self._drain_router = self._drain_secure
-        router.bind(cfg.command)
+        listen(router, cfg.command, "command")
         local = cfg.ipc_endpoints()
         if local:
-            router.bind(local["command"])
+            listen(router, local["command"], "command")
         self._monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
         self._poller = zmq.Poller()
         self._poller.register(router, zmq.POLLIN)

@@ -26,7 +26,14 @@ from typing import Final
 from bus.errors import ConfigError
 from bus.protocol import IPC_ROLES
 
-__all__ = ["MAX_PATH_BYTES", "SocketFiles", "claim", "endpoints", "listening"]
+__all__ = [
+    "MAX_PATH_BYTES",
+    "SocketFiles",
+    "claim",
+    "endpoints",
+    "listening",
+    "unsafe_directory",
+]
 
 #: Longest Unix socket path Linux accepts (``sun_path`` is 108 bytes with its final NUL).
 MAX_PATH_BYTES: Final = 107
@@ -65,14 +72,26 @@ def claim(folder: Path) -> None:
     sockets from it (two brokers on one TCP port fail; this makes ipc fail the same way).
     A socket file nobody listens on (a broker that was killed) is left for libzmq to replace.
 
+    The directory itself must be safe to listen in: whoever may replace a file in it could put
+    a socket of their own where the line's processes connect. So it must belong to this user or
+    root, and not be writable by every user unless sticky (as /tmp is: then only a file's owner
+    may remove or rename it). A group may write to it: a group of the line's users.
+
     Raises:
-        ConfigError: the directory cannot be made, a path in it is not a socket, or a live
-            broker listens there.
+        ConfigError: the directory cannot be made or is not safe (``unsafe_directory``), a path
+            in it is not a socket, or a live broker listens there.
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        found = os.stat(folder)
     except OSError as exc:
         raise ConfigError(f"ipc_dir {str(folder)!r}: cannot create it ({exc.strerror})") from None
+    problem = unsafe_directory(found, os.geteuid())
+    if problem is not None:
+        raise ConfigError(
+            f"ipc_dir {str(folder)!r} is {problem}: another user could replace the broker's"
+            " sockets there; choose a directory of the broker's user (e.g. /run/linebus)"
+        )
     for role in IPC_ROLES:
         path = folder / role
         try:
@@ -89,6 +108,18 @@ def claim(folder: Path) -> None:
                 f"ipc_dir {str(folder)!r}: another broker listens on {str(path)!r}"
                 " (stop it, or give this line another ipc_dir)"
             )
+
+
+def unsafe_directory(found: os.stat_result, uid: int) -> str | None:
+    """Why a directory with the status ``found`` is no place for the sockets of a broker run by
+    ``uid`` (see ``claim``); None if it is one."""
+    if not stat.S_ISDIR(found.st_mode):
+        return "not a directory"
+    if found.st_uid not in (uid, 0):
+        return f"owned by another user (uid {found.st_uid})"
+    if found.st_mode & stat.S_IWOTH and not found.st_mode & stat.S_ISVTX:
+        return "writable by every user (and not sticky)"
+    return None
 
 
 def _answers(path: Path) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -260,6 +261,23 @@ class TestExitCodes:
         result = linebus("up", str(config))
         assert result.returncode == 2
         assert result.stderr.startswith("linebus: ") and "Traceback" not in result.stderr
+
+    def test_a_broker_on_a_port_in_use_is_2_and_names_the_endpoint(self) -> None:
+        """A bind the system refuses is a one-line reason with the endpoint, no traceback."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+            free = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+            result = linebus(
+                "broker", "--publish-bind", busy, "--bind", free[0], "--subscribe-bind", free[1]
+            )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"linebus: the broker cannot listen on {busy} (publish): Address already in use;"
+            " another process listens there (another broker?)"
+        )
+        assert "Traceback" not in result.stderr
 
     def test_missing_config_file_is_2(self, tmp_path: Path) -> None:
         """`up` with a config file that does not exist exits with code 2."""

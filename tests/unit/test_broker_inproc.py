@@ -28,7 +28,7 @@ from bus import protocol
 from bus.broker import Broker
 from bus.config import BrokerConfig, SecurityConfig
 from bus.directory import DOWN, UP
-from bus.errors import BusError, from_wire
+from bus.errors import BusError, ConfigError, from_wire
 from bus.testing import free_port
 from tests.vectors.make_vectors import from_json
 
@@ -1048,6 +1048,23 @@ class TestIntrospection:
 
 
 # --- shutdown -----------------------------------------------------------------------------
+
+
+class TestStartFailure:
+    @pytest.mark.parametrize("role", ["publish", "subscribe"])
+    def test_an_event_socket_that_cannot_bind_is_named_and_nothing_stays_open(
+        self, role: str
+    ) -> None:
+        """The event path's sockets opened before the refused bind are closed too: the broker's
+        own context then ends (before, it waited for them forever and the process hung)."""
+        with zmq.Context() as other, other.socket(zmq.ROUTER) as holder:
+            holder.linger = 0
+            taken = f"tcp://127.0.0.1:{holder.bind_to_random_port('tcp://127.0.0.1')}"
+            endpoints = {"publish": "inproc://p-fail", "subscribe": "inproc://s-fail", role: taken}
+            broker = Broker(BrokerConfig(command="inproc://c-fail", **endpoints))
+            with pytest.raises(ConfigError, match=rf"cannot listen on {taken} \({role}\)"):
+                broker.start()
+            assert broker._ctx.closed
 
 
 class TestShutdown:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,6 +95,36 @@ class TestClaim:
         with pytest.raises(ConfigError, match="exists and is not a socket"):
             ipc.claim(tmp_path)
         assert (tmp_path / "subscribe").read_text() == "keep me"
+
+    def test_a_folder_every_user_may_write_to_is_refused_unless_sticky(
+        self, tmp_path: Path
+    ) -> None:
+        folder = tmp_path / "open"
+        folder.mkdir()
+        folder.chmod(0o777)
+        with pytest.raises(ConfigError, match=r"writable by every user .*replace the broker's"):
+            ipc.claim(folder)
+        folder.chmod(0o1777)  # as /tmp: only a file's owner may remove or rename it
+        ipc.claim(folder)
+        folder.chmod(0o770)  # a group of the line's users
+        ipc.claim(folder)
+
+    @pytest.mark.parametrize(
+        ("mode", "owner", "problem"),
+        [
+            (stat.S_IFDIR | 0o755, 1000, None),  # the broker's user's
+            (stat.S_IFDIR | 0o755, 0, None),  # root's: /run
+            (stat.S_IFDIR | 0o755, 1001, "owned by another user (uid 1001)"),
+            (stat.S_IFDIR | 0o757, 1000, "writable by every user (and not sticky)"),
+            (stat.S_IFDIR | 0o1777, 0, None),
+            (stat.S_IFREG | 0o644, 1000, "not a directory"),
+        ],
+    )
+    def test_who_may_replace_the_sockets_decides(
+        self, mode: int, owner: int, problem: str | None
+    ) -> None:
+        found = os.stat_result((mode, 0, 0, 2, owner, 0, 4096, 0, 0, 0))
+        assert ipc.unsafe_directory(found, uid=1000) == problem
 
     def test_a_folder_that_cannot_be_made_is_named(self, tmp_path: Path) -> None:
         (tmp_path / "file").write_text("")

@@ -27,6 +27,9 @@ case "$2 $3" in
     "bus.cli actor") name=$5 ;;
     *) name=$2 ;;
 esac
+# A SIGTERM before the behaviour sets its own trap (a loaded machine may be that slow) is a stop
+# on SIGTERM all the same: recorded as one, not a silent death.
+trap 'echo "stop $name" >> "$log"; exit 0' TERM
 echo "start $name" >> "$log"
 . "$dir/$name.sh"
 """

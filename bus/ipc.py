@@ -3,8 +3,9 @@
 With ``[broker] ipc_dir = "/run/linebus"`` the broker binds each of its three sockets twice: on
 its TCP endpoint, for other hosts, and on ``ipc:///run/linebus/command`` (``publish``,
 ``subscribe``) for the actors and clients beside it. A round trip over a Unix socket skips the
-kernel's TCP work on both ends: on a 2-core machine commands run 10-25 % faster and a command's
-worst-case latency beside bulk transfers is lower (docs/BENCHMARKS.md, "Over Unix sockets").
+kernel's TCP work on both ends: on a 2-core machine 5-10 % more commands per second, and a
+lower worst-case latency beside bulk transfers (docs/BENCHMARKS.md, "Fifth session of
+2026-12-06").
 The sockets carry the same protocol with the same security: CURVE and the access list apply to
 a socket, whatever its transport.
 

@@ -289,6 +289,11 @@ class Stack:
     def _restart_policy(self) -> None:
         while not self.stopping.wait(0.1):
             with self.lock:
+                # down() may have stopped everything while this pass waited for the lock: the
+                # exits it caused are no crashes to restart (13 services started again, never
+                # stopped, failed a later test with "subprocess ... is still running").
+                if self.stopping.is_set():
+                    return
                 for name, proc in list(self.procs.items()):
                     policy = self.services[name].get("restart", "no")
                     if proc.poll() is not None and policy in RESTARTING:

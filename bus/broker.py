@@ -250,11 +250,7 @@ class Broker:
         cfg = self.config
         sec = self.security
         # Everything that can refuse to start does so before any socket exists.
-        check_exposure(
-            {"command": cfg.command, "publish": cfg.publish, "subscribe": cfg.subscribe},
-            curve=sec.curve,
-            insecure=sec.insecure,
-        )
+        check_exposure(cfg.endpoints(), curve=sec.curve, insecure=sec.insecure)
         if cfg.ipc_dir is not None:
             ipc.claim(cfg.ipc_dir)
         try:

@@ -138,6 +138,10 @@ class BrokerConfig:
     nice: Nice | None = None
     ipc_dir: Path | None = None
 
+    def endpoints(self) -> dict[str, str]:
+        """The configured endpoints by role (``command``, ``publish``, ``subscribe``)."""
+        return {"command": self.command, "publish": self.publish, "subscribe": self.subscribe}
+
     def ipc_endpoints(self) -> dict[str, str]:
         """The broker's ``ipc://`` endpoints by role (``bus.ipc.endpoints``); {} without
         ``ipc_dir``."""
@@ -148,7 +152,7 @@ class BrokerConfig:
         when the broker's are there (``bus.ipc.listening``), else the configured endpoints."""
         if self.ipc_dir is not None and ipc.listening(self.ipc_dir):
             return self.ipc_endpoints()
-        return {"command": self.command, "publish": self.publish, "subscribe": self.subscribe}
+        return self.endpoints()
 
 
 @dataclass(frozen=True, slots=True)

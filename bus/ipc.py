@@ -47,11 +47,11 @@ def endpoints(folder: Path) -> dict[str, str]:
         ConfigError: a socket's path would be longer than a Unix socket path can be.
     """
     found = {role: folder / role for role in IPC_ROLES}
-    longest = max(found.values(), key=lambda path: len(os.fsencode(path)))
-    if len(os.fsencode(longest)) > MAX_PATH_BYTES:
+    size, longest = max((len(os.fsencode(path)), path) for path in found.values())
+    if size > MAX_PATH_BYTES:
         raise ConfigError(
             f"ipc_dir {str(folder)!r} is too long: the socket {str(longest)!r} would be"
-            f" {len(os.fsencode(longest))} bytes, and a Unix socket path holds at most"
+            f" {size} bytes, and a Unix socket path holds at most"
             f" {MAX_PATH_BYTES}; choose a shorter directory, e.g. /run/linebus"
         )
     return {role: f"ipc://{path}" for role, path in found.items()}

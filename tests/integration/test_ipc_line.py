@@ -28,13 +28,13 @@ from tests.conftest import (
 pytestmark = pytest.mark.integration
 
 
-def _broker(line: Line, binds: Endpoints, **kwargs: object) -> subprocess.Popen[bytes]:
+def _broker(line: Line, binds: Endpoints, stderr: int | None = None) -> subprocess.Popen[bytes]:
     """``linebus broker`` of the line's config, bound to ``binds`` instead of its endpoints."""
     return line.processes.start(
         *("-m", "bus.cli", "broker", "--config", str(line.config)),
         *("--bind", binds.command, "--publish-bind", binds.publish),
         *("--subscribe-bind", binds.subscribe),
-        **kwargs,  # type: ignore[arg-type]
+        stderr=stderr,
     )
 
 
